@@ -1,0 +1,125 @@
+/* ops.h: every differentiable op, the op table, and the reference kernels tests compare with.
+ *
+ * Each op family lives in one file with its forward and backward side by side:
+ *   op_conv.c        conv2d (im2col + sgemm; a naive reference kernel for tests)
+ *   op_matmul.c      linear, matmul, batched matmul
+ *   op_norm.c        group norm, softmax
+ *   op_elementwise.c add/sub/mul/div (broadcasting), scale, exp/log/sin/cos/sqrt/pow,
+ *                    silu, sigmoid, dropout
+ *   op_shape.c       reshape, concat (channels), nearest upsample, average-pool downsample
+ *   op_reduce.c      sum, mean, and the per-sample losses mse, l1, pseudo-Huber
+ * op_table.c holds OPS[], indexed by OpKind, with a static assert on its size; a test fails when
+ * an entry lacks a backward, a gradient check or a PyTorch comparison.
+ *
+ * Shapes in comments: N batch, C channels, H, W spatial; broadcasting follows numpy (shapes are
+ * right-aligned, a dim of 1 stretches).
+ */
+#ifndef CM_OPS_H
+#define CM_OPS_H
+
+#include "tensor.h"
+#include "rng.h"
+
+typedef enum OpKind {
+    OP_CONV2D,
+    OP_LINEAR,
+    OP_MATMUL,
+    OP_BMM,
+    OP_GROUP_NORM,
+    OP_SOFTMAX,
+    OP_ADD,
+    OP_SUB,
+    OP_MUL,
+    OP_DIV,
+    OP_SCALE,
+    OP_EXP,
+    OP_LOG,
+    OP_SIN,
+    OP_COS,
+    OP_SQRT,
+    OP_POW,
+    OP_SILU,
+    OP_SIGMOID,
+    OP_DROPOUT,
+    OP_RESHAPE,
+    OP_CONCAT,
+    OP_UPSAMPLE,
+    OP_AVGPOOL,
+    OP_SUM,
+    OP_MEAN,
+    OP_MSE,
+    OP_L1,
+    OP_PSEUDO_HUBER,
+    OP_COUNT
+} OpKind;
+
+typedef void (*BackwardFn)(Ctx *c, TapeEntry *e);
+
+typedef struct OpInfo {
+    const char *name;
+    BackwardFn backward;
+} OpInfo;
+
+extern const OpInfo OPS[OP_COUNT];
+
+/* ---- op_conv.c ---- */
+/* x [N,Cin,H,W], w [Cout,Cin,kh,kw], b [Cout] or NULL -> [N,Cout,Ho,Wo],
+ * Ho = (H + 2*pad - kh)/stride + 1. */
+Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad);
+/* Naive direct kernels (the reference the fast path is tested against). dx/dw/db may be NULL. */
+void conv2d_ref_forward(const float *x, const float *w, const float *b, float *y, int N, int Cin,
+                        int H, int W, int Cout, int kh, int kw, int stride, int pad);
+void conv2d_ref_backward(const float *x, const float *w, const float *dy, float *dx, float *dw,
+                         float *db, int N, int Cin, int H, int W, int Cout, int kh, int kw,
+                         int stride, int pad);
+
+/* ---- op_matmul.c ---- */
+/* x [N,in] (or [N,in,1,1]), w [out,in], b [out] or NULL -> [N,out] */
+Tensor *op_linear(Ctx *c, Tensor *x, Tensor *w, Tensor *b);
+/* a [M,K], b [K,N] -> [M,N] */
+Tensor *op_matmul(Ctx *c, Tensor *a, Tensor *b);
+/* a [B,M,K] (or [B,K,M] if ta), b [B,K,N] (or [B,N,K] if tb) -> [B,M,N] */
+Tensor *op_bmm(Ctx *c, Tensor *a, Tensor *b, bool ta, bool tb);
+
+/* ---- op_norm.c ---- */
+/* x [N,C,H,W] (or [N,C]), weight/bias [C] or NULL; groups divides C. */
+Tensor *op_group_norm(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int groups, float eps);
+/* softmax over the last dim */
+Tensor *op_softmax(Ctx *c, Tensor *x);
+
+/* ---- op_elementwise.c ---- */
+Tensor *op_add(Ctx *c, Tensor *a, Tensor *b);   /* broadcasting */
+Tensor *op_sub(Ctx *c, Tensor *a, Tensor *b);
+Tensor *op_mul(Ctx *c, Tensor *a, Tensor *b);
+Tensor *op_div(Ctx *c, Tensor *a, Tensor *b);
+Tensor *op_scale(Ctx *c, Tensor *x, float alpha, float beta);   /* alpha * x + beta */
+Tensor *op_exp(Ctx *c, Tensor *x);
+Tensor *op_log(Ctx *c, Tensor *x);
+Tensor *op_sin(Ctx *c, Tensor *x);
+Tensor *op_cos(Ctx *c, Tensor *x);
+Tensor *op_sqrt(Ctx *c, Tensor *x);
+Tensor *op_pow(Ctx *c, Tensor *x, float p);
+Tensor *op_silu(Ctx *c, Tensor *x);
+Tensor *op_sigmoid(Ctx *c, Tensor *x);
+/* Inverted dropout: keeps an element with probability 1-p and scales it by 1/(1-p). The mask is
+ * the Bernoulli draw of rng for samples sample0.. (x's dim 0), so a second call with the same
+ * rng and sample0 (the target pass) gets the same mask. p = 0 returns x unchanged. */
+Tensor *op_dropout(Ctx *c, Tensor *x, float p, const Rng *rng, int sample0);
+
+/* ---- op_shape.c ---- */
+Tensor *op_reshape(Ctx *c, Tensor *x, int ndim, const int *shape);   /* same element count */
+Tensor *op_concat(Ctx *c, int n, Tensor *const *xs);                 /* along dim 1 (channels) */
+Tensor *op_upsample(Ctx *c, Tensor *x);                              /* nearest, 2x: [N,C,2H,2W] */
+Tensor *op_avgpool(Ctx *c, Tensor *x);                               /* 2x2 mean: [N,C,H/2,W/2] */
+
+/* ---- op_reduce.c ---- */
+Tensor *op_sum(Ctx *c, Tensor *x);      /* -> [1] */
+Tensor *op_mean(Ctx *c, Tensor *x);     /* -> [1] */
+/* Per-sample distances between a and b [N,...] -> [N]:
+ * mse: mean((a-b)^2); l1: mean(|a-b|); pseudo-Huber: sqrt(||a-b||^2 + c^2) - c with the norm
+ * over the whole sample (iCT, reference/cm.md §5), not per pixel. */
+Tensor *op_mse(Ctx *c, Tensor *a, Tensor *b);
+Tensor *op_l1(Ctx *c, Tensor *a, Tensor *b);
+Tensor *op_pseudo_huber(Ctx *c, Tensor *a, Tensor *b, float huber_c);
+
+#endif

@@ -1,0 +1,256 @@
+#include "tensor.h"
+
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "ops.h"
+
+/* ---- arena ---- */
+
+struct ArenaBlock {
+    ArenaBlock *next;
+    char *mem;
+    size_t cap, used;
+};
+
+#define ARENA_ALIGN 64
+
+static size_t align_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
+
+void arena_init(Arena *a, size_t bytes)
+{
+    memset(a, 0, sizeof *a);
+    a->cap = align_up(bytes ? bytes : ARENA_ALIGN);
+    a->base = cm_aligned_alloc(a->cap);
+}
+
+void *arena_alloc(Arena *a, size_t bytes)
+{
+    bytes = align_up(bytes ? bytes : 1);
+    if (a->used + bytes <= a->cap) {
+        void *p = a->base + a->used;
+        a->used += bytes;
+        return p;
+    }
+    /* Overflow: a block of its own, at least 1/4 of the main block so that many small
+     * allocations do not each get a block. */
+    ArenaBlock *b = a->extra;
+    if (!b || b->used + bytes > b->cap) {
+        b = cm_malloc(sizeof *b);
+        b->cap = CM_MAX(bytes, align_up(a->cap / 4));
+        b->mem = cm_aligned_alloc(b->cap);
+        b->used = 0;
+        b->next = a->extra;
+        a->extra = b;
+    }
+    void *p = b->mem + b->used;
+    b->used += bytes;
+    a->extra_used += bytes;
+    return p;
+}
+
+void *arena_calloc(Arena *a, size_t bytes)
+{
+    void *p = arena_alloc(a, bytes);
+    memset(p, 0, bytes);
+    return p;
+}
+
+size_t arena_used(const Arena *a) { return a->used + a->extra_used; }
+
+void arena_reset(Arena *a)
+{
+    size_t total = arena_used(a);
+    if (total > a->high_water) a->high_water = total;
+    if (a->extra) {
+        /* Grow once to what this step needed, so the next step fits in one block. */
+        while (a->extra) {
+            ArenaBlock *next = a->extra->next;
+            free(a->extra->mem);
+            free(a->extra);
+            a->extra = next;
+        }
+        free(a->base);
+        a->cap = align_up(total + total / 8);
+        a->base = cm_aligned_alloc(a->cap);
+    }
+    a->used = 0;
+    a->extra_used = 0;
+}
+
+void arena_free(Arena *a)
+{
+    arena_reset(a);
+    free(a->base);
+    memset(a, 0, sizeof *a);
+}
+
+/* ---- context ---- */
+
+void ctx_init(Ctx *c, size_t arena_bytes)
+{
+    memset(c, 0, sizeof *c);
+    arena_init(&c->arena, arena_bytes);
+    c->tape_cap = 256;
+    c->tape = cm_malloc(sizeof(TapeEntry) * (size_t)c->tape_cap);
+}
+
+void ctx_reset(Ctx *c)
+{
+    CM_ASSERT(c->no_grad_depth == 0, "ctx_reset inside a no-grad scope (depth %d)", c->no_grad_depth);
+    c->tape_len = 0;
+    arena_reset(&c->arena);
+}
+
+void ctx_free(Ctx *c)
+{
+    arena_free(&c->arena);
+    free(c->tape);
+    memset(c, 0, sizeof *c);
+}
+
+void ctx_no_grad_begin(Ctx *c) { c->no_grad_depth++; }
+
+void ctx_no_grad_end(Ctx *c)
+{
+    CM_ASSERT(c->no_grad_depth > 0, "ctx_no_grad_end without a matching ctx_no_grad_begin");
+    c->no_grad_depth--;
+}
+
+bool ctx_grad_enabled(const Ctx *c) { return c->no_grad_depth == 0; }
+
+void cm_set_threads(int n)
+{
+    if (n < 1) n = 1;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int cm_threads(void) { return omp_get_max_threads(); }
+
+/* ---- tensors ---- */
+
+static Tensor *tensor_header(Ctx *c, int ndim, const int *shape)
+{
+    CM_ASSERT(ndim >= 1 && ndim <= TENSOR_MAX_DIMS, "tensor: %d dims (1 to %d allowed)", ndim,
+              TENSOR_MAX_DIMS);
+    Tensor *t = arena_alloc(&c->arena, sizeof *t);
+    memset(t, 0, sizeof *t);
+    t->ndim = ndim;
+    t->n = 1;
+    for (int i = 0; i < ndim; i++) {
+        CM_ASSERT(shape[i] >= 1, "tensor: dim %d has size %d", i, shape[i]);
+        t->shape[i] = shape[i];
+        t->n *= (size_t)shape[i];
+    }
+    t->is_leaf = true;
+    return t;
+}
+
+Tensor *tensor_new(Ctx *c, int ndim, const int *shape)
+{
+    Tensor *t = tensor_header(c, ndim, shape);
+    t->data = arena_alloc(&c->arena, t->n * sizeof(float));
+    return t;
+}
+
+Tensor *tensor_zeros(Ctx *c, int ndim, const int *shape)
+{
+    Tensor *t = tensor_new(c, ndim, shape);
+    memset(t->data, 0, t->n * sizeof(float));
+    return t;
+}
+
+Tensor *tensor_like(Ctx *c, const Tensor *t) { return tensor_new(c, t->ndim, t->shape); }
+
+Tensor *tensor_wrap(Ctx *c, float *data, float *grad, int ndim, const int *shape, bool requires_grad)
+{
+    Tensor *t = tensor_header(c, ndim, shape);
+    t->data = data;
+    t->grad = grad;
+    t->requires_grad = requires_grad;
+    return t;
+}
+
+bool tensor_same_shape(const Tensor *a, const Tensor *b)
+{
+    if (a->ndim != b->ndim) return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+const char *tensor_shape_str(const Tensor *t, char *buf, size_t len)
+{
+    size_t o = 0;
+    o += (size_t)snprintf(buf + o, len - o, "[");
+    for (int i = 0; i < t->ndim && o < len; i++)
+        o += (size_t)snprintf(buf + o, len - o, i ? ",%d" : "%d", t->shape[i]);
+    if (o < len) snprintf(buf + o, len - o, "]");
+    return buf;
+}
+
+void check_same_shape(const char *op, const Tensor *a, const Tensor *b)
+{
+    if (tensor_same_shape(a, b)) return;
+    char sa[64], sb[64];
+    cm_abort(__FILE__, __LINE__, "%s: shape mismatch: %s and %s", op,
+             tensor_shape_str(a, sa, sizeof sa), tensor_shape_str(b, sb, sizeof sb));
+}
+
+int tensor_dim_r(const Tensor *t, int d)
+{
+    return d < t->ndim ? t->shape[t->ndim - 1 - d] : 1;
+}
+
+float *tensor_grad(Ctx *c, Tensor *t)
+{
+    if (!t->grad) t->grad = arena_calloc(&c->arena, t->n * sizeof(float));
+    return t->grad;
+}
+
+/* ---- tape ---- */
+
+TapeEntry *tape_record(Ctx *c, int op, Tensor *out, int nin, Tensor *const *in)
+{
+    CM_ASSERT(op >= 0 && op < OP_COUNT, "tape_record: op %d out of range", op);
+    CM_ASSERT(nin <= TAPE_MAX_INPUTS, "%s: %d inputs (at most %d)", OPS[op].name, nin, TAPE_MAX_INPUTS);
+    bool any = false;
+    for (int i = 0; i < nin; i++) any |= in[i] && in[i]->requires_grad;
+    out->requires_grad = any && ctx_grad_enabled(c);
+    out->is_leaf = !out->requires_grad;
+    if (!out->requires_grad) return NULL;
+    if (c->tape_len == c->tape_cap) {
+        c->tape_cap *= 2;
+        TapeEntry *t = realloc(c->tape, sizeof(TapeEntry) * (size_t)c->tape_cap);
+        CM_ASSERT(t, "out of memory growing the tape to %d entries", c->tape_cap);
+        c->tape = t;
+    }
+    TapeEntry *e = &c->tape[c->tape_len++];
+    memset(e, 0, sizeof *e);
+    e->op = op;
+    e->out = out;
+    e->nin = nin;
+    for (int i = 0; i < nin; i++) e->in[i] = in[i];
+    return e;
+}
+
+void tape_backward(Ctx *c, Tensor *root, const float *seed)
+{
+    CM_ASSERT(root->requires_grad, "tape_backward: the root %s does not require a gradient "
+              "(was it computed in a no-grad scope, or from inputs that need none?)",
+              root->is_leaf ? "is a leaf and" : "");
+    /* Intermediate gradients start from zero on every sweep; leaves keep accumulating. */
+    for (int i = 0; i < c->tape_len; i++) c->tape[i].out->grad = NULL;
+    float *g = tensor_grad(c, root);
+    for (size_t i = 0; i < root->n; i++) g[i] += seed ? seed[i] : 1.0f;
+    for (int i = c->tape_len - 1; i >= 0; i--) {
+        TapeEntry *e = &c->tape[i];
+        if (!e->out->grad) continue;   /* nothing downstream of this entry reached the root */
+        OPS[e->op].backward(c, e);
+    }
+}

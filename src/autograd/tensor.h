@@ -1,0 +1,126 @@
+/* tensor.h: tensors, the per-step arena, the tape and the reverse sweep.
+ *
+ * A Tensor is float32, contiguous, up to 4 dims, NCHW. Its data and gradient either live in the
+ * Ctx's arena (activations, workspaces: gone at ctx_reset) or point into a flat buffer owned by
+ * someone else (parameters: src/nn). Parameters never live in the arena.
+ *
+ * Every op records one TapeEntry when grad mode is on and at least one input requires a gradient;
+ * otherwise it records nothing and its output does not require a gradient. tape_backward sweeps
+ * the entries in reverse, calling each op's backward, which accumulates (+=) into the gradients of
+ * exactly those inputs that require one.
+ *
+ * Invariants:
+ *   - tensors are never modified in place after an op has read them (ops are pure), so the
+ *     backward pass may read any input or output it needs;
+ *   - leaf gradients (parameters, inputs) accumulate across sweeps and are zeroed by their owner
+ *     once per step; intermediate gradients are reset at the start of every sweep, so two sweeps
+ *     over the same tape give exactly twice the leaf gradients.
+ */
+#ifndef CM_TENSOR_H
+#define CM_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "../common.h"
+
+#define TENSOR_MAX_DIMS 4
+#define TAPE_MAX_INPUTS 4
+
+typedef struct Tensor {
+    float *data;               /* [n] */
+    float *grad;               /* [n] or NULL until a backward writes it */
+    size_t n;                  /* number of elements */
+    int ndim;
+    int shape[TENSOR_MAX_DIMS];
+    bool requires_grad;
+    bool is_leaf;              /* not produced by a recorded op */
+} Tensor;
+
+/* Bump allocator for one step. When a step needs more than the current block, extra blocks are
+ * chained; arena_reset then frees them and grows the main block to the high-water mark, so a
+ * steady-state step allocates nothing from the system. */
+typedef struct ArenaBlock ArenaBlock;
+typedef struct Arena {
+    char *base;
+    size_t cap, used;
+    ArenaBlock *extra;         /* overflow blocks of this step */
+    size_t extra_used;         /* bytes handed out from overflow blocks */
+    size_t high_water;         /* the most bytes any step has used */
+} Arena;
+
+void arena_init(Arena *a, size_t bytes);
+void *arena_alloc(Arena *a, size_t bytes);        /* 64-byte aligned, uninitialised */
+void *arena_calloc(Arena *a, size_t bytes);       /* zeroed */
+void arena_reset(Arena *a);
+void arena_free(Arena *a);
+size_t arena_used(const Arena *a);
+
+typedef struct TapeEntry {
+    int op;                            /* enum OpKind, ops.h */
+    Tensor *out;
+    Tensor *in[TAPE_MAX_INPUTS];
+    int nin;
+    int iarg[6];                       /* op parameters (stride, padding, groups, ...) */
+    float farg[4];                     /* op parameters (eps, p, alpha, ...) */
+    void *saved;                       /* op-specific saved values, arena-allocated */
+} TapeEntry;
+
+typedef struct Ctx {
+    Arena arena;
+    TapeEntry *tape;
+    int tape_len, tape_cap;
+    int no_grad_depth;                 /* > 0: record nothing */
+} Ctx;
+
+void ctx_init(Ctx *c, size_t arena_bytes);
+void ctx_reset(Ctx *c);                /* once per step: empties the tape and the arena */
+void ctx_free(Ctx *c);
+
+/* No-grad scope: target, teacher and sampling passes. Scopes nest. */
+void ctx_no_grad_begin(Ctx *c);
+void ctx_no_grad_end(Ctx *c);
+bool ctx_grad_enabled(const Ctx *c);
+
+/* Thread count of both OpenMP loops and OpenBLAS's GEMMs (one owner: see STYLE.md 9). */
+void cm_set_threads(int n);
+int cm_threads(void);
+
+/* ---- tensors ---- */
+Tensor *tensor_new(Ctx *c, int ndim, const int *shape);           /* arena, uninitialised */
+Tensor *tensor_zeros(Ctx *c, int ndim, const int *shape);
+Tensor *tensor_like(Ctx *c, const Tensor *t);                     /* same shape, uninitialised */
+/* A leaf over external memory (parameters, data batches). grad may be NULL; then a backward that
+ * needs it allocates a zeroed one in the arena. */
+Tensor *tensor_wrap(Ctx *c, float *data, float *grad, int ndim, const int *shape, bool requires_grad);
+/* Shape literals: TENSOR_NEW(c, N, C, H, W) or tensor_new(c, 2, SHAPE(M, K)). */
+#define SHAPE(...) ((const int[]){__VA_ARGS__})
+#define NDIMS(...) ((int)(sizeof((int[]){__VA_ARGS__}) / sizeof(int)))
+#define TENSOR_NEW(c, ...) tensor_new((c), NDIMS(__VA_ARGS__), SHAPE(__VA_ARGS__))
+
+bool tensor_same_shape(const Tensor *a, const Tensor *b);
+/* "[2,3,4,5]" into buf; returns buf. */
+const char *tensor_shape_str(const Tensor *t, char *buf, size_t len);
+/* The gradient buffer of t, allocated zeroed in the arena on first use. */
+float *tensor_grad(Ctx *c, Tensor *t);
+/* Size of dim d counted from the right (d = 0 is the last); 1 if the tensor has fewer dims. */
+int tensor_dim_r(const Tensor *t, int d);
+
+/* ---- tape ---- */
+/* Called by every op after computing its output. Returns the new entry, or NULL when nothing is
+ * recorded (no-grad scope, or no input requires a gradient). Sets out->requires_grad/is_leaf. */
+TapeEntry *tape_record(Ctx *c, int op, Tensor *out, int nin, Tensor *const *in);
+
+/* Reverse sweep from `root`. seed: d(objective)/d(root), NULL means all ones (a scalar loss). */
+void tape_backward(Ctx *c, Tensor *root, const float *seed);
+
+/* Backward helper: the input needs a gradient from this entry. */
+static inline bool entry_needs_grad(const TapeEntry *e, int i)
+{
+    return e->in[i] && e->in[i]->requires_grad;
+}
+
+/* Shape-check helper for ops: aborts naming the op and both shapes. */
+void check_same_shape(const char *op, const Tensor *a, const Tensor *b);
+
+#endif

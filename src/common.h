@@ -1,0 +1,38 @@
+/* common.h: error reporting and small helpers shared by every part of libcmlab.
+ *
+ * Three kinds of failure (DESIGN.md "Errors"):
+ *   - programmer errors (shape mismatch, tape misuse): CM_ASSERT aborts with file:line and a
+ *     message that names the op and the shapes;
+ *   - input and environment errors (missing file, truncated data, bad config): library functions
+ *     return -1 after cm_fail() has recorded a message naming the path and the problem; the CLI
+ *     prints cm_errmsg() and exits with CM_EXIT_INPUT (2);
+ *   - runtime conditions (NaN loss): reported by the trainers with the step.
+ */
+#ifndef CM_COMMON_H
+#define CM_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { CM_EXIT_OK = 0, CM_EXIT_RUNTIME = 1, CM_EXIT_INPUT = 2 };
+
+_Noreturn void cm_abort(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define CM_ASSERT(cond, ...) \
+    do { if (!(cond)) cm_abort(__FILE__, __LINE__, __VA_ARGS__); } while (0)
+
+/* Records a formatted message (thread-local) and returns -1, so `return cm_fail(...)` reads well. */
+int cm_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+const char *cm_errmsg(void);
+
+void *cm_malloc(size_t bytes);               /* aborts on out-of-memory */
+void *cm_calloc(size_t n, size_t size);
+void *cm_aligned_alloc(size_t bytes);        /* 64-byte aligned, free with free() */
+double cm_now(void);                         /* monotonic seconds */
+
+#define CM_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define CM_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define CM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+#endif

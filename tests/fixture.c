@@ -1,0 +1,168 @@
+#include "fixture.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+int test_passed, test_failed;
+
+int test_summary(const char *name)
+{
+    printf("%s: %d passed, %d failed\n", name, test_passed, test_failed);
+    return test_failed ? 1 : (test_passed ? 0 : 1);
+}
+
+void fixture_open(Fixture *f, const char *path)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    f->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CM_ASSERT(f->file >= 0, "fixture %s: cannot open (did tests/torch/ run?)", path);
+}
+
+void fixture_close(Fixture *f) { H5Fclose(f->file); }
+
+bool fixture_exists(Fixture *f, const char *name)
+{
+    return H5Lexists(f->file, name, H5P_DEFAULT) > 0;
+}
+
+float *fixture_read(Fixture *f, const char *name, int *ndim, int *shape)
+{
+    hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
+    CM_ASSERT(d >= 0, "fixture %s: no dataset %s", f->path, name);
+    hid_t sp = H5Dget_space(d);
+    hsize_t dims[8];
+    int nd = H5Sget_simple_extent_dims(sp, dims, NULL);
+    CM_ASSERT(nd >= 0 && nd <= 4, "fixture %s: %s has %d dims", f->path, name, nd);
+    size_t n = 1;
+    for (int i = 0; i < nd; i++) { n *= dims[i]; if (shape) shape[i] = (int)dims[i]; }
+    if (ndim) *ndim = nd;
+    float *buf = cm_malloc(n * sizeof(float));
+    CM_ASSERT(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0,
+              "fixture %s: cannot read %s", f->path, name);
+    H5Sclose(sp);
+    H5Dclose(d);
+    return buf;
+}
+
+static hid_t open_attr(Fixture *f, const char *obj, const char *attr)
+{
+    if (H5Aexists_by_name(f->file, obj, attr, H5P_DEFAULT) <= 0) return -1;
+    return H5Aopen_by_name(f->file, obj, attr, H5P_DEFAULT, H5P_DEFAULT);
+}
+
+static int attr_count(hid_t a)
+{
+    hid_t sp = H5Aget_space(a);
+    int n = (int)H5Sget_simple_extent_npoints(sp);
+    H5Sclose(sp);
+    return n;
+}
+
+long fixture_attr_int(Fixture *f, const char *obj, const char *attr, long dflt)
+{
+    hid_t a = open_attr(f, obj, attr);
+    if (a < 0) return dflt;
+    long long v = 0;
+    H5Aread(a, H5T_NATIVE_LLONG, &v);
+    H5Aclose(a);
+    return (long)v;
+}
+
+double fixture_attr_double(Fixture *f, const char *obj, const char *attr, double dflt)
+{
+    hid_t a = open_attr(f, obj, attr);
+    if (a < 0) return dflt;
+    double v = 0;
+    H5Aread(a, H5T_NATIVE_DOUBLE, &v);
+    H5Aclose(a);
+    return v;
+}
+
+int fixture_attr_ints(Fixture *f, const char *obj, const char *attr, int *out, int max)
+{
+    hid_t a = open_attr(f, obj, attr);
+    if (a < 0) return 0;
+    int n = attr_count(a);
+    CM_ASSERT(n <= max, "fixture %s: %s@%s has %d values (max %d)", f->path, obj, attr, n, max);
+    H5Aread(a, H5T_NATIVE_INT, out);
+    H5Aclose(a);
+    return n;
+}
+
+int fixture_attr_floats(Fixture *f, const char *obj, const char *attr, float *out, int max)
+{
+    hid_t a = open_attr(f, obj, attr);
+    if (a < 0) return 0;
+    int n = attr_count(a);
+    CM_ASSERT(n <= max, "fixture %s: %s@%s has %d values (max %d)", f->path, obj, attr, n, max);
+    H5Aread(a, H5T_NATIVE_FLOAT, out);
+    H5Aclose(a);
+    return n;
+}
+
+bool fixture_attr_str(Fixture *f, const char *obj, const char *attr, char *buf, size_t len)
+{
+    hid_t a = open_attr(f, obj, attr);
+    if (a < 0) return false;
+    hid_t t = H5Aget_type(a);
+    bool ok = false;
+    if (H5Tis_variable_str(t) > 0) {
+        char *s = NULL;
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        if (H5Aread(a, mt, &s) >= 0 && s) {
+            snprintf(buf, len, "%s", s);
+            H5free_memory(s);
+            ok = true;
+        }
+        H5Tclose(mt);
+    } else {
+        size_t sz = H5Tget_size(t);
+        char *s = cm_calloc(sz + 1, 1);
+        if (H5Aread(a, t, s) >= 0) { snprintf(buf, len, "%s", s); ok = true; }
+        free(s);
+    }
+    H5Tclose(t);
+    H5Aclose(a);
+    return ok;
+}
+
+typedef struct { char **names; int n, cap; } NameList;
+
+static herr_t collect(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    NameList *l = data;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->names = realloc(l->names, sizeof(char *) * (size_t)l->cap);
+    }
+    l->names[l->n++] = strdup(name);
+    return 0;
+}
+
+int fixture_list(Fixture *f, const char *group, char ***names)
+{
+    NameList l = {0};
+    hid_t g = H5Gopen2(f->file, group, H5P_DEFAULT);
+    CM_ASSERT(g >= 0, "fixture %s: no group %s", f->path, group);
+    H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, collect, &l);
+    H5Gclose(g);
+    *names = l.names;
+    return l.n;
+}
+
+double rel_error(const float *a, const float *b, size_t n, double floor)
+{
+    double err = 0, ref = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > err || isnan(d)) err = isnan(d) ? INFINITY : d;
+        ref = fmax(ref, fabs((double)b[i]));
+    }
+    return err / fmax(ref, floor);
+}

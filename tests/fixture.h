@@ -1,0 +1,46 @@
+/* fixture.h: reading the HDF5 fixtures that tests/torch/ scripts write, and comparing arrays.
+ * Every function aborts with the file and the dataset named when something is missing: a test
+ * that cannot read its oracle must fail, never pass. */
+#ifndef CM_TEST_FIXTURE_H
+#define CM_TEST_FIXTURE_H
+
+#include <hdf5.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct Fixture {
+    hid_t file;
+    char path[512];
+} Fixture;
+
+void fixture_open(Fixture *f, const char *path);
+void fixture_close(Fixture *f);
+bool fixture_exists(Fixture *f, const char *name);
+/* float32 dataset -> malloc'd array; ndim/shape out (shape has room for 4). */
+float *fixture_read(Fixture *f, const char *name, int *ndim, int *shape);
+/* Attributes on an object (a group or dataset path). Missing int/float attrs give `dflt`. */
+long fixture_attr_int(Fixture *f, const char *obj, const char *attr, long dflt);
+double fixture_attr_double(Fixture *f, const char *obj, const char *attr, double dflt);
+/* Array attribute of ints or floats; returns the count (0 if missing), at most max. */
+int fixture_attr_ints(Fixture *f, const char *obj, const char *attr, int *out, int max);
+int fixture_attr_floats(Fixture *f, const char *obj, const char *attr, float *out, int max);
+/* String attribute into buf; false if missing. */
+bool fixture_attr_str(Fixture *f, const char *obj, const char *attr, char *buf, size_t len);
+/* Names of the members of a group (malloc'd array of malloc'd strings). */
+int fixture_list(Fixture *f, const char *group, char ***names);
+
+/* max|a-b| / max(max|b|, floor): the relative error every comparison prints. */
+double rel_error(const float *a, const float *b, size_t n, double floor);
+
+/* Test bookkeeping: CHECK prints and counts failures; test_summary prints "N passed, M failed"
+ * and returns the exit code. */
+extern int test_passed, test_failed;
+#define CHECK(cond, ...)                                                             \
+    do {                                                                             \
+        if (cond) test_passed++;                                                     \
+        else { test_failed++; printf("FAIL %s:%d: ", __FILE__, __LINE__);            \
+               printf(__VA_ARGS__); printf("\n"); }                                  \
+    } while (0)
+int test_summary(const char *name);
+
+#endif
