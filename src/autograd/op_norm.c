@@ -1,7 +1,223 @@
-/* PLACEHOLDER: replaced by the real implementation. */
+/* op_norm.c: group normalisation and softmax, forward and backward.
+ *
+ * Group norm follows PyTorch's F.group_norm (Wu & He 2018): the channels of each sample are split
+ * into `groups` contiguous groups; each (sample, group) is normalised with its own mean and biased
+ * variance, then scaled and shifted per channel. Softmax runs over the last dim.
+ *
+ * Threads: OpenMP over independent (sample, channel), (sample, group) or row loops; parameter
+ * gradients are reduced from per-(sample, channel) partials in a fixed order, so they are
+ * race-free and do not depend on the thread count. Sums over a group or row are accumulated in
+ * double.
+ */
 #include "ops.h"
 
-Tensor *op_group_norm(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int groups, float eps) { CM_ASSERT(0, "group_norm: not implemented"); }
-Tensor *op_softmax(Ctx *c, Tensor *x) { CM_ASSERT(0, "softmax: not implemented"); }
-void group_norm_backward(Ctx *c, TapeEntry *e) { CM_ASSERT(0, "group_norm backward: not implemented"); }
-void softmax_backward(Ctx *c, TapeEntry *e) { CM_ASSERT(0, "softmax backward: not implemented"); }
+#include <math.h>
+
+/* Work below this many elements is not worth waking the OpenMP threads for. */
+#define PAR_MIN 32768
+
+/* ---- group norm ----
+ * x [N,C,...]: S = product of the dims after C, G groups of Cg = C/G channels, m = Cg*S elements
+ * per group. For group (n,g):
+ *     mean = sum(x)/m,  var = sum((x-mean)^2)/m,  rstd = 1/sqrt(var + eps)
+ *     xhat = (x - mean) * rstd,   y = xhat * w[c] + b[c]   (w = 1, b = 0 when absent)
+ * Saved (arena): mean[N*G] followed by rstd[N*G]. */
+
+typedef struct GnDims {
+    int N, C, G, Cg;
+    size_t S;
+} GnDims;
+
+static GnDims gn_dims(const Tensor *x, int groups)
+{
+    GnDims d = {.N = x->shape[0], .C = x->shape[1], .G = groups, .Cg = x->shape[1] / groups};
+    d.S = x->n / ((size_t)d.N * d.C);
+    return d;
+}
+
+Tensor *op_group_norm(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int groups, float eps)
+{
+    char sx[64], sp[64];
+    CM_ASSERT(x->ndim >= 2, "group_norm: input must be [N,C,...], got %s",
+              tensor_shape_str(x, sx, sizeof sx));
+    CM_ASSERT(groups >= 1 && x->shape[1] % groups == 0,
+              "group_norm: %d groups do not divide the channels of %s", groups,
+              tensor_shape_str(x, sx, sizeof sx));
+    Tensor *params[2] = {weight, bias};
+    for (int i = 0; i < 2; i++)
+        CM_ASSERT(!params[i] || (params[i]->ndim == 1 && params[i]->shape[0] == x->shape[1]),
+                  "group_norm: %s %s does not match input %s (want [C])", i ? "bias" : "weight",
+                  params[i] ? tensor_shape_str(params[i], sp, sizeof sp) : "",
+                  tensor_shape_str(x, sx, sizeof sx));
+    GnDims d = gn_dims(x, groups);
+    size_t m = (size_t)d.Cg * d.S;
+
+    Tensor *y = tensor_like(c, x);
+    float *stats = arena_alloc(&c->arena, 2 * (size_t)d.N * d.G * sizeof(float));
+    float *mean = stats, *rstd = stats + (size_t)d.N * d.G;
+    const float *w = weight ? weight->data : NULL, *b = bias ? bias->data : NULL;
+
+#pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
+    for (int ng = 0; ng < d.N * d.G; ng++) {
+        const float *xg = x->data + (size_t)ng * m;   /* a group is contiguous: Cg channels of S */
+        double s = 0;
+        for (size_t k = 0; k < m; k++) s += xg[k];
+        double mu = s / (double)m;
+        /* Two passes: the one-pass E[x^2] - E[x]^2 cancels catastrophically when |mean| >> std. */
+        double v = 0;
+        for (size_t k = 0; k < m; k++) v += (xg[k] - mu) * (xg[k] - mu);
+        float muf = (float)mu, r = (float)(1.0 / sqrt(v / (double)m + (double)eps));
+        mean[ng] = muf;
+        rstd[ng] = r;
+
+        int g = ng % d.G;
+        float *yg = y->data + (size_t)ng * m;
+        for (int j = 0; j < d.Cg; j++) {
+            int ch = g * d.Cg + j;
+            /* y = (x - mean) * (rstd w) + b. Not x * scale + (b - mean scale): when |mean| >> std
+             * that form rounds x * scale at the magnitude of the mean and cancels afterwards. */
+            float scale = r * (w ? w[ch] : 1.0f), shift = b ? b[ch] : 0.0f;
+            const float *xc = xg + (size_t)j * d.S;
+            float *yc = yg + (size_t)j * d.S;
+            for (size_t k = 0; k < d.S; k++) yc[k] = (xc[k] - muf) * scale + shift;
+        }
+    }
+
+    TapeEntry *e = tape_record(c, OP_GROUP_NORM, y, 3, (Tensor *[]){x, weight, bias});
+    if (e) {
+        e->iarg[0] = groups;
+        e->farg[0] = eps;
+        e->saved = stats;
+    }
+    return y;
+}
+
+/* With gy = dL/dy and the per-channel sums over one sample's spatial positions
+ *     A[n,c] = sum_s gy * xhat,     B[n,c] = sum_s gy,
+ * the parameter gradients are dw[c] = sum_n A[n,c] and db[c] = sum_n B[n,c].
+ *
+ * For dx, write gxhat = gy * w[c]. Within a group, xhat_k = (x_k - mean) rstd with
+ *     d mean / d x_j = 1/m,    d rstd / d x_j = -rstd^3 (x_j - mean)/m = -rstd^2 xhat_j / m,
+ * so d xhat_k / d x_j = rstd (delta_kj - 1/m - xhat_k xhat_j / m) and
+ *     dx_j = rstd * (gxhat_j - mean_k(gxhat_k) - xhat_j * mean_k(gxhat_k xhat_k)),
+ * where the two group means are again per-channel sums: m * mean(gxhat) = sum_c w[c] B[n,c] and
+ * m * mean(gxhat xhat) = sum_c w[c] A[n,c]. One pass computes A and B, a second writes dx. */
+void group_norm_backward(Ctx *c, TapeEntry *e)
+{
+    Tensor *x = e->in[0], *weight = e->in[1];
+    bool need_x = entry_needs_grad(e, 0), need_w = entry_needs_grad(e, 1),
+         need_b = entry_needs_grad(e, 2);
+    GnDims d = gn_dims(x, e->iarg[0]);
+    size_t m = (size_t)d.Cg * d.S;
+    const float *mean = e->saved, *rstd = mean + (size_t)d.N * d.G;
+    const float *gy = e->out->grad;
+    const float *w = weight ? weight->data : NULL;
+
+    /* Per-(n,c) sums A (gy*xhat) and B (gy). */
+    double *A = arena_alloc(&c->arena, 2 * (size_t)d.N * d.C * sizeof(double));
+    double *B = A + (size_t)d.N * d.C;
+#pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
+    for (int nc = 0; nc < d.N * d.C; nc++) {
+        int ng = (nc / d.C) * d.G + (nc % d.C) / d.Cg;
+        float mu = mean[ng], r = rstd[ng];
+        const float *xc = x->data + (size_t)nc * d.S, *gc = gy + (size_t)nc * d.S;
+        double sa = 0, sb = 0;
+        for (size_t k = 0; k < d.S; k++) {
+            sa += gc[k] * ((xc[k] - mu) * r);
+            sb += gc[k];
+        }
+        A[nc] = sa;
+        B[nc] = sb;
+    }
+
+    if (need_w || need_b) {
+        float *gw = need_w ? tensor_grad(c, weight) : NULL;
+        float *gb = need_b ? tensor_grad(c, e->in[2]) : NULL;
+        for (int ch = 0; ch < d.C; ch++) {
+            double sw = 0, sb = 0;
+            for (int n = 0; n < d.N; n++) {
+                sw += A[(size_t)n * d.C + ch];
+                sb += B[(size_t)n * d.C + ch];
+            }
+            if (gw) gw[ch] += (float)sw;
+            if (gb) gb[ch] += (float)sb;
+        }
+    }
+
+    if (!need_x) return;
+    float *gx = tensor_grad(c, x);
+#pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
+    for (int ng = 0; ng < d.N * d.G; ng++) {
+        int n = ng / d.G, g = ng % d.G;
+        float mu = mean[ng], r = rstd[ng];
+        double sum_g = 0, sum_gx = 0;   /* sum over the group of gxhat and of gxhat * xhat */
+        for (int j = 0; j < d.Cg; j++) {
+            int ch = g * d.Cg + j;
+            double wc = w ? w[ch] : 1.0;
+            sum_g += wc * B[(size_t)n * d.C + ch];
+            sum_gx += wc * A[(size_t)n * d.C + ch];
+        }
+        float mean_g = (float)(sum_g / (double)m), mean_gx = (float)(sum_gx / (double)m);
+        for (int j = 0; j < d.Cg; j++) {
+            int ch = g * d.Cg + j;
+            float wc = w ? w[ch] : 1.0f;
+            size_t off = (size_t)ng * m + (size_t)j * d.S;
+            const float *xc = x->data + off, *gc = gy + off;
+            float *dxc = gx + off;
+            for (size_t k = 0; k < d.S; k++) {
+                float xhat = (xc[k] - mu) * r;
+                dxc[k] += r * (gc[k] * wc - mean_g - xhat * mean_gx);
+            }
+        }
+    }
+}
+
+/* ---- softmax over the last dim: y_i = exp(x_i - max x) / sum_j exp(x_j - max x) ----
+ * Subtracting the row max keeps every exponent <= 0 (no overflow) and leaves y unchanged. */
+
+Tensor *op_softmax(Ctx *c, Tensor *x)
+{
+    int L = x->shape[x->ndim - 1];
+    size_t rows = x->n / (size_t)L;
+    Tensor *y = tensor_like(c, x);
+
+#pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
+    for (size_t i = 0; i < rows; i++) {
+        const float *xr = x->data + i * L;
+        float *yr = y->data + i * L;
+        float mx = xr[0];
+        for (int j = 1; j < L; j++) mx = fmaxf(mx, xr[j]);
+        double s = 0;
+        for (int j = 0; j < L; j++) {
+            yr[j] = expf(xr[j] - mx);
+            s += yr[j];
+        }
+        float inv = (float)(1.0 / s);
+        for (int j = 0; j < L; j++) yr[j] *= inv;
+    }
+
+    tape_record(c, OP_SOFTMAX, y, 1, (Tensor *[]){x});
+    return y;
+}
+
+/* dy_i/dx_j = y_i (delta_ij - y_j), so dx_j = sum_i gy_i y_i (delta_ij - y_j)
+ *                                          = y_j (gy_j - sum_i gy_i y_i).
+ * Only the output is needed, not x. */
+void softmax_backward(Ctx *c, TapeEntry *e)
+{
+    if (!entry_needs_grad(e, 0)) return;
+    Tensor *x = e->in[0];
+    int L = x->shape[x->ndim - 1];
+    size_t rows = x->n / (size_t)L;
+    const float *y = e->out->data, *gy = e->out->grad;
+    float *gx = tensor_grad(c, x);
+
+#pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
+    for (size_t i = 0; i < rows; i++) {
+        const float *yr = y + i * L, *gr = gy + i * L;
+        float *dr = gx + i * L;
+        double dot = 0;
+        for (int j = 0; j < L; j++) dot += (double)gr[j] * yr[j];
+        for (int j = 0; j < L; j++) dr[j] += yr[j] * (gr[j] - (float)dot);
+    }
+}
