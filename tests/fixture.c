@@ -115,6 +115,7 @@ bool fixture_attr_str(Fixture *f, const char *obj, const char *attr, char *buf, 
         char *s = NULL;
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(t));   /* h5py writes UTF-8; a cset mismatch fails the read */
         if (H5Aread(a, mt, &s) >= 0 && s) {
             snprintf(buf, len, "%s", s);
             H5free_memory(s);
