@@ -1,2 +1,113 @@
-/* PLACEHOLDER */
-int main(void) { return 0; }
+/* main.c: the `cmlab` command. It only dispatches: each subcommand is a row of the table below,
+ * whose function receives argv starting at the subcommand's name and returns an exit code
+ * (CM_EXIT_*). `cmlab --help` is generated from the same table. */
+#include "common.h"
+#include "cli/commands.h"
+#include "train/demo.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+/* meson.build passes the project version; the fallback keeps other builds working. */
+#ifndef CMLAB_VERSION
+#define CMLAB_VERSION "0.1.0"
+#endif
+
+typedef struct Command {
+    const char *name;
+    int (*run)(int argc, char **argv);   /* argv[0] is the subcommand's name */
+    const char *help;                    /* one line for `cmlab --help` */
+} Command;
+
+static const Command commands[] = {
+    {"demo", demo_main, "train a small EDM denoiser on Fashion-MNIST and write sample grids"},
+    {"info", info_main, "list a checkpoint's groups, shapes, step and config"},
+};
+
+static void print_usage(FILE *out)
+{
+    fprintf(out, "usage: cmlab COMMAND [ARGS...]\n"
+                 "       cmlab --help | --version\n\n"
+                 "Consistency-model training on the CPU (cmlab %s).\n\n"
+                 "commands:\n", CMLAB_VERSION);
+    for (size_t i = 0; i < CM_ARRAY_LEN(commands); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(out, "\noptions:\n"
+                 "  -h, --help  show this help\n"
+                 "  --version   print the version\n\n"
+                 "Run 'cmlab COMMAND --help' for the options of a command.\n");
+}
+
+/* Levenshtein distance, for naming the nearest command after a typo. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 63) la = 63;                /* a long argument is far from every name anyway */
+    size_t row[64];
+    for (size_t j = 0; j <= la; j++) row[j] = j;
+    for (size_t i = 1; i <= lb; i++) {
+        size_t diag = row[0];            /* row[j-1] of the previous row */
+        row[0] = i;
+        for (size_t j = 1; j <= la; j++) {
+            size_t up = row[j];
+            size_t subst = diag + (a[j - 1] != b[i - 1]);
+            row[j] = CM_MIN(CM_MIN(row[j] + 1, row[j - 1] + 1), subst);
+            diag = up;
+        }
+    }
+    return row[la];
+}
+
+/* The valid name nearest to `name`: an option for "-...", else a command. */
+static const char *nearest_name(const char *name)
+{
+    static const char *const options[] = {"--help", "-h", "--version"};
+    bool option = name[0] == '-';
+    size_t n = option ? CM_ARRAY_LEN(options) : CM_ARRAY_LEN(commands);
+    const char *best = NULL;
+    size_t best_d = SIZE_MAX;
+    for (size_t i = 0; i < n; i++) {
+        const char *candidate = option ? options[i] : commands[i].name;
+        size_t d = edit_distance(name, candidate);
+        if (d < best_d) {
+            best = candidate;
+            best_d = d;
+        }
+    }
+    return best;
+}
+
+/* Help and version go to stdout; a failed write (a full disk, a closed pipe) is a failure. */
+static int finish_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "cmlab: cannot write to standard output\n");
+        return CM_EXIT_RUNTIME;
+    }
+    return CM_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        print_usage(stderr);
+        return CM_EXIT_INPUT;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "-h") == 0 || strcmp(name, "--help") == 0) {
+        print_usage(stdout);
+        return finish_stdout();
+    }
+    if (strcmp(name, "--version") == 0) {
+        printf("cmlab %s\n", CMLAB_VERSION);
+        return finish_stdout();
+    }
+    for (size_t i = 0; i < CM_ARRAY_LEN(commands); i++)
+        if (strcmp(name, commands[i].name) == 0)
+            return commands[i].run(argc - 1, argv + 1);
+
+    fprintf(stderr, "cmlab: unknown %s '%s'; did you mean '%s'? (see cmlab --help)\n",
+            name[0] == '-' ? "option" : "command", name, nearest_name(name));
+    return CM_EXIT_INPUT;
+}

@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# run.sh: the README's quick-start commands, plus the sanitizer and benchmark runs.
+#
+#   ./run.sh demo [ARGS]   install what the demo needs, build, run `build/cmlab demo ARGS`
+#   ./run.sh test [ARGS]   install what the tests need, build, run the whole suite (ARGS go to meson test)
+#   ./run.sh sanitize [ARGS]  the same suite under ASan + UBSan, in build-asan/
+#   ./run.sh bench [ARGS]  the benchmarks (bench/conv.sh), against PyTorch
+#
+# Each command is idempotent: Debian packages are installed only when dpkg says they are missing
+# (apt-get update once, then apt-get install of just those), and an existing build directory is
+# reused. Environment: CI=true or CMLAB_WERROR=1 configures with -Dwerror=true.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+# Debian 12 packages. The demo only builds and runs the C program; the tests also need the
+# PyTorch oracle (tests/torch/*.py, run with /usr/bin/python3) and the HDF5 command-line tools.
+BUILD_PACKAGES=(meson ninja-build pkg-config gcc libopenblas-openmp-dev libhdf5-dev zlib1g-dev
+                libpng-dev libinih-dev dataset-fashion-mnist)
+TEST_PACKAGES=("${BUILD_PACKAGES[@]}" python3-torch python3-h5py python3-numpy hdf5-tools)
+
+usage() {
+    cat <<'EOF'
+usage: ./run.sh COMMAND [ARGS...]
+
+commands:
+  demo       install missing packages, build, train the demo consistency model on
+             Fashion-MNIST and write a sample grid (ARGS go to `cmlab demo`)
+  test       install missing packages, build, run the whole test suite
+             (ARGS go to `meson test`, e.g. a test name); ends with "tests: N passed, N failed"
+  sanitize   the test suite under AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/
+             (ARGS go to `meson test`; default --timeout-multiplier 3)
+  bench      build and run the benchmarks against PyTorch (bench/conv.sh)
+  --help     this text
+
+environment:
+  CI=true or CMLAB_WERROR=1   build with -Dwerror=true (warnings are errors)
+EOF
+}
+
+# Installs the packages from "$@" that dpkg does not list as installed.
+ensure_packages() {
+    if ! command -v dpkg-query >/dev/null; then
+        echo "run.sh: no dpkg-query (not Debian?): make sure these are installed: $*" >&2
+        return 0
+    fi
+    local missing=() pkg
+    for pkg in "$@"; do
+        if [[ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)" != installed ]]; then
+            missing+=("$pkg")
+        fi
+    done
+    if ((${#missing[@]} == 0)); then
+        return 0
+    fi
+
+    local install=(apt-get install -y --no-install-recommends "${missing[@]}")
+    local sudo=()
+    if ((EUID != 0)); then
+        if command -v sudo >/dev/null && { sudo -n true 2>/dev/null || [[ -t 0 ]]; }; then
+            sudo=(sudo)
+        else
+            echo "run.sh: missing Debian packages: ${missing[*]}" >&2
+            echo "run.sh: as root, run:" >&2
+            echo "  apt-get update && DEBIAN_FRONTEND=noninteractive ${install[*]}" >&2
+            exit 2
+        fi
+    fi
+    echo "run.sh: installing missing Debian packages: ${missing[*]}"
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive "${install[@]}"
+}
+
+# Prints the value of meson option $2 in configured build directory $1 (Python's spelling: True).
+meson_option() {
+    /usr/bin/python3 -c 'import json, sys
+for option in json.load(open(sys.argv[1])):
+    if option["name"] == sys.argv[2]:
+        print(option["value"])' "$1/meson-info/intro-buildoptions.json" "$2"
+}
+
+# Configures build directory $1 with the meson options "${@:2}" unless it is configured already.
+configure() {
+    local dir=$1
+    shift
+    local options=("$@")
+    if [[ "${CI:-}" == true || "${CMLAB_WERROR:-0}" == 1 ]]; then
+        options+=(-Dwerror=true)
+    fi
+    if [[ -f "$dir/meson-private/coredata.dat" ]]; then
+        # Reuse it; only make sure a CI run is strict even when the directory came from elsewhere
+        # (changing an option regenerates the build files, so only when it is not set yet).
+        if [[ " ${options[*]} " == *" -Dwerror=true "* && "$(meson_option "$dir" werror)" != True ]]; then
+            meson configure "$dir" -Dwerror=true
+        fi
+    else
+        meson setup "$dir" "${options[@]}"
+    fi
+}
+
+# Runs the suite in build directory $1 (meson test arguments follow) and prints the closing line
+# "tests: N passed, N failed" from meson's test log. Returns non-zero if anything failed.
+run_suite() {
+    local dir=$1
+    shift
+    local log="$dir/meson-logs/testlog.json" status=0
+    rm -f "$log"
+    meson test -C "$dir" --no-rebuild --print-errorlogs --num-processes 2 "$@" || status=$?
+    if [[ ! -f "$log" ]]; then
+        echo "run.sh: meson test wrote no $log (exit code $status): no test ran" >&2
+        return 1
+    fi
+    # testlog.json holds one JSON object per test; "result" is meson's TestResult name.
+    local counts
+    counts=$(/usr/bin/python3 - "$log" <<'EOF'
+import json, sys
+passed = failed = skipped = 0
+for line in open(sys.argv[1]):
+    if not line.strip():
+        continue
+    result = json.loads(line)["result"]
+    if result in ("OK", "EXPECTEDFAIL"):
+        passed += 1
+    elif result == "SKIP":
+        skipped += 1
+    else:  # FAIL, TIMEOUT, ERROR, UNEXPECTEDPASS, ...
+        failed += 1
+print(passed, failed, skipped)
+EOF
+)
+    local passed failed skipped
+    read -r passed failed skipped <<<"$counts"
+    if ((skipped > 0)); then
+        echo "tests: $skipped skipped"
+    fi
+    echo "tests: $passed passed, $failed failed"
+    ((failed == 0 && status == 0))
+}
+
+# OpenMP and OpenBLAS use the project's default of 2 threads unless the caller chose otherwise.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+
+command=${1:-}
+if (($# > 0)); then
+    shift
+fi
+
+case "$command" in
+    demo)
+        ensure_packages "${BUILD_PACKAGES[@]}"
+        configure build
+        # Only the binary: the default target also builds the test fixtures, which need torch.
+        ninja -C build cmlab
+        exec build/cmlab demo "$@"
+        ;;
+    test)
+        ensure_packages "${TEST_PACKAGES[@]}"
+        configure build
+        ninja -C build
+        run_suite build "$@"
+        ;;
+    sanitize)
+        ensure_packages "${TEST_PACKAGES[@]}"
+        configure build-asan -Db_sanitize=address,undefined -Db_lundef=false \
+            -Dbuildtype=debugoptimized "-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer"
+        ninja -C build-asan
+        # Leaks are checked; tests/lsan.supp names only internal allocators of OpenBLAS and HDF5,
+        # never whole libraries (see there why). Any UBSan report stops the test with a stack trace.
+        export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1"
+        export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
+        export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+        if [[ " $* " != *" --timeout-multiplier"* && " $* " != *" -t"* ]]; then
+            set -- --timeout-multiplier 3 "$@"
+        fi
+        run_suite build-asan "$@"
+        ;;
+    bench)
+        ensure_packages "${TEST_PACKAGES[@]}"
+        configure build
+        ninja -C build
+        if [[ ! -f bench/conv.sh ]]; then
+            echo "run.sh: no benchmarks yet (bench/conv.sh does not exist)" >&2
+            exit 1
+        fi
+        bash bench/conv.sh build "$@"
+        ;;
+    -h | --help | help)
+        usage
+        ;;
+    "")
+        usage >&2
+        exit 2
+        ;;
+    *)
+        echo "run.sh: unknown command '$command'" >&2
+        usage >&2
+        exit 2
+        ;;
+esac
