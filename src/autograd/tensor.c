@@ -28,12 +28,20 @@ void arena_init(Arena *a, size_t bytes)
     a->base = cm_aligned_alloc(a->cap);
 }
 
+static void note_peak(Arena *a)
+{
+    size_t u = a->used + a->extra_used;
+    if (u > a->step_peak) a->step_peak = u;
+    if (u > a->high_water) a->high_water = u;
+}
+
 void *arena_alloc(Arena *a, size_t bytes)
 {
     bytes = align_up(bytes ? bytes : 1);
     if (a->used + bytes <= a->cap) {
         void *p = a->base + a->used;
         a->used += bytes;
+        note_peak(a);
         return p;
     }
     /* Overflow: a block of its own, at least 1/4 of the main block so that many small
@@ -50,6 +58,7 @@ void *arena_alloc(Arena *a, size_t bytes)
     void *p = b->mem + b->used;
     b->used += bytes;
     a->extra_used += bytes;
+    note_peak(a);
     return p;
 }
 
@@ -62,10 +71,29 @@ void *arena_calloc(Arena *a, size_t bytes)
 
 size_t arena_used(const Arena *a) { return a->used + a->extra_used; }
 
+ArenaMark arena_mark(const Arena *a)
+{
+    return (ArenaMark){a->used, a->extra_used, a->extra ? a->extra->used : 0, a->extra};
+}
+
+void arena_release(Arena *a, ArenaMark m)
+{
+    while (a->extra != m.extra) {
+        CM_ASSERT(a->extra, "arena_release: the mark is not from this step");
+        ArenaBlock *next = a->extra->next;
+        free(a->extra->mem);
+        free(a->extra);
+        a->extra = next;
+    }
+    if (a->extra) a->extra->used = m.extra_block_used;
+    a->used = m.used;
+    a->extra_used = m.extra_used;
+}
+
 void arena_reset(Arena *a)
 {
-    size_t total = arena_used(a);
-    if (total > a->high_water) a->high_water = total;
+    size_t total = a->step_peak;
+    a->step_peak = 0;
     if (a->extra) {
         /* Grow once to what this step needed, so the next step fits in one block. */
         while (a->extra) {

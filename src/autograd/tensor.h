@@ -46,13 +46,24 @@ typedef struct Arena {
     size_t cap, used;
     ArenaBlock *extra;         /* overflow blocks of this step */
     size_t extra_used;         /* bytes handed out from overflow blocks */
-    size_t high_water;         /* the most bytes any step has used */
+    size_t step_peak;          /* the most bytes in use at once during this step */
+    size_t high_water;         /* the most bytes in use at once during any step */
 } Arena;
+
+/* A position in the arena. Workspaces that live only inside one op (im2col buffers, say) are
+ * taken after a mark and given back with arena_release, so they do not add up over a step. */
+typedef struct ArenaMark {
+    size_t used, extra_used, extra_block_used;
+    ArenaBlock *extra;
+} ArenaMark;
 
 void arena_init(Arena *a, size_t bytes);
 void *arena_alloc(Arena *a, size_t bytes);        /* 64-byte aligned, uninitialised */
 void *arena_calloc(Arena *a, size_t bytes);       /* zeroed */
 void arena_reset(Arena *a);
+ArenaMark arena_mark(const Arena *a);
+/* Frees everything allocated since m; nothing allocated after the mark may still be in use. */
+void arena_release(Arena *a, ArenaMark m);
 void arena_free(Arena *a);
 size_t arena_used(const Arena *a);
 
