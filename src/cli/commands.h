@@ -4,5 +4,7 @@
 #define CM_COMMANDS_H
 
 int info_main(int argc, char **argv);
+int train_main(int argc, char **argv);
+int sample_main(int argc, char **argv);
 
 #endif

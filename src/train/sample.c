@@ -1,0 +1,52 @@
+#include "sample.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/streams.h"
+
+typedef struct DenoiseCall {
+    const Sampler *s;
+    int sample0;                 /* global index of the chunk's first sample (dropout is off) */
+} DenoiseCall;
+
+/* DenoiserFn over one chunk: D(x; sigma) with the sampler's weights, no gradients. */
+static void denoise_chunk(void *user, const float *x, double sigma, float *out, int N, size_t dim)
+{
+    const DenoiseCall *call = user;
+    const Sampler *s = call->s;
+    WeightSet ws = {s->weights, NULL};
+    for (int b0 = 0; b0 < N; b0 += s->batch) {
+        int nb = CM_MIN(s->batch, N - b0);
+        ctx_reset(s->ctx);
+        ctx_no_grad_begin(s->ctx);
+        float *t = arena_alloc(&s->ctx->arena, (size_t)nb * sizeof(float));
+        for (int i = 0; i < nb; i++) t[i] = (float)sigma;
+        Tensor *xt = tensor_wrap(s->ctx, (float *)x + (size_t)b0 * dim, NULL, 4,
+                                 SHAPE(nb, s->C, s->H, s->W), false);
+        Tensor *D = precond_apply(s->ctx, &s->pre, s->net, &ws, xt, t, NULL, 0);
+        memcpy(out + (size_t)b0 * dim, D->data, (size_t)nb * dim * sizeof(float));
+        ctx_no_grad_end(s->ctx);
+    }
+}
+
+int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, uint64_t seed,
+               float *out, SolverStats *stats)
+{
+    size_t dim = (size_t)s->C * s->H * s->W;
+    float *z = cm_malloc((size_t)n * dim * sizeof(float));
+    double *x = cm_malloc((size_t)n * dim * sizeof(double));
+    Rng r = {.seed = seed, .stream = STREAM_SAMPLE, .step = 0};
+    rng_normal(&r, z, n, 0, dim);
+    for (size_t k = 0; k < (size_t)n * dim; k++) x[k] = o->sigma_max * (double)z[k];
+    DenoiseCall call = {s, 0};
+    SolverStats st;
+    int rc = solver_sample(kind, o, denoise_chunk, &call, x, n, dim, &st);
+    if (rc == 0) {
+        for (size_t k = 0; k < (size_t)n * dim; k++) out[k] = (float)x[k];
+        if (stats) *stats = st;
+    }
+    free(z);
+    free(x);
+    return rc;
+}

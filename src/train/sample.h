@@ -1,0 +1,28 @@
+/* sample.h: drawing images from a trained network at fixed seeds.
+ *
+ * Diffusion denoisers (EDM) are integrated with an ODE solver (solvers.h); the initial noise of
+ * sample i is a pure function of (seed, STREAM_SAMPLE, i), so the same seed gives the same
+ * samples whatever the batch size, and two checkpoints of a run are compared on the same noise.
+ * The network runs in a no-grad scope in batches of at most `batch` samples.
+ */
+#ifndef CM_SAMPLE_H
+#define CM_SAMPLE_H
+
+#include "train/precond.h"
+#include "train/solvers.h"
+
+typedef struct Sampler {
+    const UNet *net;
+    PrecondParams pre;
+    float *weights;              /* the weight set to sample with (online, an EMA, ...) */
+    int batch;                   /* network batch size */
+    int C, H, W;                 /* image shape */
+    Ctx *ctx;                    /* scratch; reset between network calls */
+} Sampler;
+
+/* n samples into out [n, C, H, W] by solver `kind` with options o; stats may be NULL.
+ * Returns 0, or -1 after cm_fail() (an impossible NFE, say). */
+int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, uint64_t seed,
+               float *out, SolverStats *stats);
+
+#endif
