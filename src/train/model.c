@@ -1,0 +1,129 @@
+#include "model.h"
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data/image.h"
+#include "train/checkpoint.h"
+
+void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *u)
+{
+    *u = unet_config_default();
+    u->img_channels = C;
+    u->img_h = H;
+    u->img_w = W;
+    u->base_channels = cfg->model.channels;
+    u->channel_mult_count = cfg->model.channel_mult.n;
+    for (int i = 0; i < u->channel_mult_count; i++) u->channel_mult[i] = cfg->model.channel_mult.v[i];
+    u->num_blocks = cfg->model.num_blocks;
+    u->attn_resolutions_count = cfg->model.attn_resolutions.n;
+    for (int i = 0; i < u->attn_resolutions_count; i++) u->attn_resolutions[i] = cfg->model.attn_resolutions.v[i];
+    u->mid_attn = cfg->model.mid_attn;
+    u->attn_heads = cfg->model.attn_heads;
+    u->dropout = (float)cfg->model.dropout;
+    u->emb_type = cfg->model.emb_type;
+    u->fourier_scale = (float)cfg->model.fourier_scale;
+    u->skip_scale = (float)config_skip_scale(cfg);
+    u->seed = (uint64_t)cfg->experiment.seed;
+}
+
+/* The first *.png of a directory, by name (the folder reader's order). */
+static int first_png(const char *dir, char *out, size_t len)
+{
+    DIR *d = opendir(dir);
+    if (!d) return cm_fail("data.path = %s: cannot open the directory", dir);
+    char best[256] = "";
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        if (n > 4 && !strcmp(e->d_name + n - 4, ".png") && (!best[0] || strcmp(e->d_name, best) < 0))
+            snprintf(best, sizeof best, "%s", e->d_name);
+    }
+    closedir(d);
+    if (!best[0]) return cm_fail("data.path = %s: no .png files", dir);
+    snprintf(out, len, "%s/%s", dir, best);
+    return 0;
+}
+
+int model_image_shape(const Config *cfg, int *C, int *H, int *W)
+{
+    switch (cfg->data.dataset) {
+    case CFG_DATASET_FASHION_MNIST:
+    case CFG_DATASET_MNIST: *C = 1; *H = *W = 28; break;
+    case CFG_DATASET_CIFAR10: *C = 3; *H = *W = 32; break;
+    case CFG_DATASET_FOLDER: {
+        char path[512];
+        uint8_t *pix;
+        if (first_png(cfg->data.path, path, sizeof path) || image_read_png(path, &pix, W, H, C)) return -1;
+        free(pix);
+        break;
+    }
+    }
+    if (cfg->data.pad_to) *H = *W = cfg->data.pad_to;
+    return 0;
+}
+
+PrecondParams model_precond(const Config *cfg)
+{
+    PrecondKind kind = cfg->experiment.method == CFG_METHOD_EDM ? PRECOND_EDM : PRECOND_CM;
+    return (PrecondParams){kind, cfg->model.sigma_data, cfg->model.sigma_min};
+}
+
+SolverOpts model_solver_opts(const Config *cfg)
+{
+    SolverOpts o = solver_opts_default();
+    o.schedule = cfg->sample.schedule;
+    o.rho = cfg->sample.rho;
+    o.sigma_min = cfg->model.sigma_min;
+    o.sigma_max = cfg->model.sigma_max;
+    o.nfe = cfg->sample.nfe;
+    o.afs = cfg->sample.afs;
+    o.denoise_to_zero = cfg->sample.denoise_to_zero;
+    o.ipndm_order = cfg->sample.ipndm_order;
+    return o;
+}
+
+int model_load(Model *m, Config *cfg, const char *path, const char *weights)
+{
+    memset(m, 0, sizeof *m);
+    char *text = ckpt_read_config(path);
+    if (!text) return -1;
+    char name[600];
+    snprintf(name, sizeof name, "%s:config", path);
+    int rc = config_from_string(cfg, text, name);
+    free(text);
+    if (rc) return -1;
+    if (model_image_shape(cfg, &m->C, &m->H, &m->W)) return -1;
+    UNetConfig u;
+    model_unet_config(cfg, m->C, m->H, m->W, &u);
+    if (unet_init(&m->net, &u)) return cm_fail("%s: its [model] does not build: %s", path, cm_errmsg());
+    m->pre = model_precond(cfg);
+
+    char group[64];
+    if (!weights) {
+        char sets[CKPT_MAX_SETS][64];
+        int n = ckpt_list_weights(path, sets, CKPT_MAX_SETS);
+        if (n < 0) return -1;
+        snprintf(group, sizeof group, "online");
+        for (int i = 0; i < n; i++)
+            if (!strncmp(sets[i], "ema/", 4)) { snprintf(group, sizeof group, "%.63s", sets[i]); break; }
+    } else if (!strncmp(weights, "ema:", 4)) {
+        snprintf(group, sizeof group, "ema/%s", weights + 4);
+    } else {
+        snprintf(group, sizeof group, "%s", weights);
+    }
+    snprintf(m->weights_name, sizeof m->weights_name, "%s", group);
+    m->w = params_buffer(&m->net.ps);
+    CkptState s = {.ps = &m->net.ps};
+    ckpt_add_weights(&s, group, m->w);
+    rc = ckpt_load(path, &s);
+    free(s.loaded_config);
+    return rc;
+}
+
+void model_free(Model *m)
+{
+    free(m->w);
+    unet_free(&m->net);
+    memset(m, 0, sizeof *m);
+}

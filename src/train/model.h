@@ -1,0 +1,34 @@
+/* model.h: the network, preconditioning and sampler options that a Config describes, and loading
+ * a trained one from a checkpoint (its stored configuration rebuilds the architecture). */
+#ifndef CM_MODEL_H
+#define CM_MODEL_H
+
+#include "train/experiment.h"
+#include "train/precond.h"
+#include "train/solvers.h"
+
+/* The U-Net of cfg's [model] for images of C x H x W. */
+void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *out);
+/* The image shape the data keys imply: 1x28x28 (MNIST, Fashion-MNIST), 3x32x32 (CIFAR-10), a
+ * folder's first PNG; data.pad_to replaces H and W. -1 after cm_fail() if it cannot be known. */
+int model_image_shape(const Config *cfg, int *C, int *H, int *W);
+/* The preconditioning of cfg's method: EDM for edm, the consistency form for the others. */
+PrecondParams model_precond(const Config *cfg);
+/* SolverOpts from cfg's [sample] and [model] sigma range. */
+SolverOpts model_solver_opts(const Config *cfg);
+
+typedef struct Model {
+    UNet net;
+    PrecondParams pre;
+    float *w;                    /* the loaded weight set */
+    int C, H, W;
+    char weights_name[64];       /* its group: "online", "ema/0.999", ... */
+} Model;
+
+/* Reads path's configuration into cfg, builds the network and loads one weight set: `weights` is
+ * "online", "ema:RATE" (or "ema/RATE"), or NULL for the first EMA the file has (else online).
+ * -1 after cm_fail() naming the file and the problem. */
+int model_load(Model *m, Config *cfg, const char *path, const char *weights);
+void model_free(Model *m);
+
+#endif

@@ -1,0 +1,416 @@
+#include "trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "autograd/streams.h"
+#include "data/image.h"
+#include "data/loader.h"
+#include "train/checkpoint.h"
+#include "train/precond.h"
+#include "train/model.h"
+#include "train/sample.h"
+
+volatile int trainer_stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    trainer_stop_requested = 1;
+}
+
+typedef struct Trainer Trainer;
+
+/* A method: one step's loss, with the gradients accumulated into t->g. */
+typedef struct Method {
+    CfgMethod id;
+    double (*loss)(Trainer *t, const float *x0);
+} Method;
+
+struct Trainer {
+    Config cfg;
+    char *config_text;
+    char run_dir[512], ckpt_dir[600], samples_dir[600], metrics_path[600];
+    Dataset data;
+    Loader loader;
+    UNet net;
+    PrecondParams pre;
+    float *w, *g;                /* online weights and their gradients */
+    EmaSet emas;
+    Adam opt;
+    Ctx ctx;
+    long step;
+    int B, C, H, W;
+    float *batch;                /* [B, C, H, W] */
+    const Method *method;
+};
+
+/* ---- method = edm (reference/cm.md §1.3) ----
+ * sigma = exp(P_mean + P_std n), y = x0 + sigma z, loss = mean_b lambda(sigma_b) mean_pixels
+ * (D(y; sigma_b) - x0)^2 with lambda = (sigma^2 + sd^2) / (sigma sd)^2. EDM sums over pixels;
+ * the per-pixel mean differs by the constant factor C*H*W, which Adam does not see except
+ * through eps, and keeps the logged loss readable (about 1 at the start). */
+static double edm_loss(Trainer *t, const float *x0)
+{
+    const Config *cfg = &t->cfg;
+    Ctx *c = &t->ctx;
+    int B = t->B;
+    size_t dim = (size_t)t->C * t->H * t->W;
+    uint64_t seed = (uint64_t)cfg->experiment.seed;
+    Rng rs = {seed, STREAM_NOISE_LEVEL, (uint32_t)t->step};
+    Rng rn = {seed, STREAM_NOISE, (uint32_t)t->step};
+    Rng rd = {seed, STREAM_DROPOUT_BASE, (uint32_t)t->step};
+    float *sigma = arena_alloc(&c->arena, (size_t)B * sizeof(float));
+    float *lam = arena_alloc(&c->arena, (size_t)B * sizeof(float));
+    float *y = arena_alloc(&c->arena, (size_t)B * dim * sizeof(float));
+    rng_normal(&rs, sigma, B, 0, 1);
+    rng_normal(&rn, y, B, 0, dim);
+    double sd = cfg->model.sigma_data;
+    for (int b = 0; b < B; b++) {
+        double s = exp(cfg->edm.p_mean + cfg->edm.p_std * sigma[b]);
+        sigma[b] = (float)s;
+        lam[b] = (float)((s * s + sd * sd) / (s * s * sd * sd));
+        for (size_t k = 0; k < dim; k++) y[b * dim + k] = x0[b * dim + k] + sigma[b] * y[b * dim + k];
+    }
+    WeightSet ws = {t->w, t->g};
+    Tensor *ty = tensor_wrap(c, y, NULL, 4, SHAPE(B, t->C, t->H, t->W), false);
+    Tensor *tx = tensor_wrap(c, (float *)x0, NULL, 4, SHAPE(B, t->C, t->H, t->W), false);
+    Tensor *tl = tensor_wrap(c, lam, NULL, 1, SHAPE(B), false);
+    Tensor *D = precond_apply(c, &t->pre, &t->net, &ws, ty, sigma, cfg->model.dropout > 0 ? &rd : NULL, 0);
+    Tensor *loss = op_mean(c, op_mul(c, op_mse(c, D, tx), tl));
+    tape_backward(c, loss, NULL);
+    return loss->data[0];
+}
+
+static const Method METHODS[] = {
+    {CFG_METHOD_EDM, edm_loss},
+};
+
+static const Method *method_find(CfgMethod id)
+{
+    for (size_t i = 0; i < CM_ARRAY_LEN(METHODS); i++)
+        if (METHODS[i].id == id) return &METHODS[i];
+    return NULL;
+}
+
+/* ---- run directory ---- */
+
+static int mkdir_p(const char *path)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        char save = *p;
+        *p = 0;
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return cm_fail("cannot create directory %s: %s", buf, strerror(errno));
+        if (!save) break;
+        *p = save;
+    }
+    return 0;
+}
+
+/* Writes text to path through path.tmp + rename, so a crash never leaves half a file. */
+static int write_file_atomic(const char *path, const char *text)
+{
+    char tmp[700];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return cm_fail("cannot write %s: %s", tmp, strerror(errno));
+    bool ok = fputs(text, f) >= 0;
+    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return cm_fail("cannot write %s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+/* After a resume from step k, metrics lines of later steps (written before a crash, after the
+ * checkpoint) are dropped so the file reads as one run with no repeated steps. */
+static int metrics_truncate(const char *path, long step)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t cap = 1 << 16, len = 0;
+    char *out = cm_malloc(cap), line[4096];
+    while (fgets(line, sizeof line, f)) {
+        const char *s = strstr(line, "\"step\":");
+        if (s && atol(s + 7) > step) continue;
+        size_t n = strlen(line);
+        if (len + n + 1 > cap) {
+            cap = 2 * (len + n + 1);
+            out = realloc(out, cap);
+            CM_ASSERT(out, "out of memory");
+        }
+        memcpy(out + len, line, n);
+        len += n;
+    }
+    fclose(f);
+    out[len] = 0;
+    int rc = write_file_atomic(path, out);
+    free(out);
+    return rc;
+}
+
+/* ---- setup ---- */
+
+static void ckpt_state_fill(Trainer *t, CkptState *s)
+{
+    memset(s, 0, sizeof *s);
+    s->ps = &t->net.ps;
+    ckpt_add_weights(s, "online", t->w);
+    ckpt_add_emas(s, &t->emas);
+    s->opt = &t->opt;
+    s->step = t->step;
+    s->method = config_method_name(t->cfg.experiment.method);
+    s->config = t->config_text;
+    s->seed = (uint64_t)t->cfg.experiment.seed;
+    LoaderCursor cur = loader_get_cursor(&t->loader);
+    s->data_epoch = cur.epoch;
+    s->data_index = cur.index;
+    s->world_size = 1;
+}
+
+static int trainer_checkpoint(Trainer *t)
+{
+    CkptState s;
+    ckpt_state_fill(t, &s);
+    char path[700];
+    if (ckpt_save(t->ckpt_dir, &s, path, sizeof path) != 0) return -1;
+    if (ckpt_prune(t->ckpt_dir, t->cfg.train.keep_checkpoints) < 0)
+        fprintf(stderr, "warning: pruning %s: %s\n", t->ckpt_dir, cm_errmsg());
+    return 0;
+}
+
+/* Loads the newest valid checkpoint into t: 0, or 1 when there is none (cm_errmsg says why),
+ * or -1 on an error. */
+static int trainer_resume(Trainer *t)
+{
+    CkptState s;
+    ckpt_state_fill(t, &s);
+    char used[700];
+    if (ckpt_load_latest(t->ckpt_dir, &s, used, sizeof used) != 0) return 1;
+    free(s.loaded_config);
+    t->step = s.step;
+    if (loader_set_cursor(&t->loader, (LoaderCursor){s.data_epoch, s.data_index}) != 0)
+        return cm_fail("%s: %s", used, cm_errmsg());
+    printf("resume: %s (step %ld)\n", used, t->step);
+    return metrics_truncate(t->metrics_path, t->step);
+}
+
+/* The first EMA if there is one (what users sample with), else the online weights. */
+static float *sampling_weights(Trainer *t, const char **name)
+{
+    if (t->emas.count > 0) {
+        *name = t->emas.items[0].name;
+        return t->emas.items[0].w;
+    }
+    *name = "online";
+    return t->w;
+}
+
+static int trainer_sample_grid(Trainer *t)
+{
+    const Config *cfg = &t->cfg;
+    SolverOpts o = model_solver_opts(cfg);
+    const char *wname;
+    Sampler s = {&t->net, t->pre, sampling_weights(t, &wname), 64, t->C, t->H, t->W, &t->ctx};
+    int n = CM_MIN(cfg->sample.n, 64);
+    float *x = cm_malloc((size_t)n * t->C * t->H * t->W * sizeof(float));
+    SolverStats st;
+    int rc = sample_ode(&s, cfg->sample.solver, &o, n, (uint64_t)cfg->experiment.seed, x, &st);
+    if (rc == 0) {
+        char path[700];
+        snprintf(path, sizeof path, "%s/step_%08ld.png", t->samples_dir, t->step);
+        rc = image_write_grid(path, x, n, t->C, t->H, t->W, 8, 2);
+        if (rc == 0) printf("samples: %s (%s, %s weights, %d NFE)\n", path, solver_kind_name(cfg->sample.solver), wname, st.nfe);
+    }
+    free(x);
+    return rc;
+}
+
+static int trainer_setup(Trainer *t, const Config *cfg)
+{
+    memset(t, 0, sizeof *t);
+    t->cfg = *cfg;
+    t->method = method_find(cfg->experiment.method);
+    if (!t->method)
+        return cm_fail("experiment.method = %s: not implemented yet (this build trains: edm)",
+                       config_method_name(cfg->experiment.method));
+    cm_set_threads(cfg->train.threads);
+    t->config_text = config_to_string(cfg);
+    snprintf(t->run_dir, sizeof t->run_dir, "%s/%s", cfg->experiment.out_dir, cfg->experiment.name);
+    snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s/ckpt", t->run_dir);
+    snprintf(t->samples_dir, sizeof t->samples_dir, "%s/samples", t->run_dir);
+    snprintf(t->metrics_path, sizeof t->metrics_path, "%s/metrics.jsonl", t->run_dir);
+    if (mkdir_p(t->ckpt_dir) || mkdir_p(t->samples_dir)) return -1;
+    char path[700];
+    snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
+    if (write_file_atomic(path, t->config_text)) return -1;
+
+    const char *kind = config_enum_name("data.dataset", cfg->data.dataset);
+    if (dataset_load(&t->data, kind, cfg->data.path[0] ? cfg->data.path : NULL, "train") != 0) return -1;
+    t->B = cfg->train.batch_size;
+    t->C = t->data.c;
+    t->H = cfg->data.pad_to ? cfg->data.pad_to : t->data.h;
+    t->W = cfg->data.pad_to ? cfg->data.pad_to : t->data.w;
+    if (loader_init(&t->loader, &t->data, &(LoaderConfig){.batch = t->B, .pad_to = cfg->data.pad_to,
+                    .hflip = cfg->data.hflip, .seed = (uint64_t)cfg->experiment.seed, .rank = 0, .world = 1,
+                    .prefetch = true}) != 0)
+        return -1;
+    t->batch = cm_malloc((size_t)t->B * t->C * t->H * t->W * sizeof(float));
+
+    UNetConfig ucfg;
+    model_unet_config(cfg, t->C, t->H, t->W, &ucfg);
+    if (unet_init(&t->net, &ucfg) != 0) return cm_fail("[model]: %s", cm_errmsg());
+    t->pre = model_precond(cfg);
+    t->w = params_buffer(&t->net.ps);
+    t->g = params_buffer(&t->net.ps);
+    params_randomize(&t->net.ps, t->w, (uint64_t)cfg->experiment.seed);
+    optim_init(&t->opt, cfg->train.optimizer, t->net.ps.total, (float)cfg->train.lr, (float)cfg->train.beta1,
+               (float)cfg->train.beta2, (float)cfg->train.eps, (float)cfg->train.weight_decay);
+    ema_set_init(&t->emas, t->net.ps.total);
+    for (int i = 0; i < cfg->train.ema.n; i++) ema_set_add_rate(&t->emas, (float)cfg->train.ema.v[i], t->w);
+    if (cfg->train.ema_halflife_kimg > 0)
+        ema_set_add_halflife(&t->emas, cfg->train.ema_halflife_kimg * 1000.0, cfg->train.ema_rampup, t->w);
+    ctx_init(&t->ctx, 64u << 20);
+    return 0;
+}
+
+static void trainer_free(Trainer *t)
+{
+    ctx_free(&t->ctx);
+    ema_set_free(&t->emas);
+    adam_free(&t->opt);
+    free(t->w);
+    free(t->g);
+    free(t->batch);
+    unet_free(&t->net);
+    loader_free(&t->loader);
+    dataset_free(&t->data);
+    free(t->config_text);
+}
+
+/* ---- the loop ---- */
+
+int trainer_run(const Config *cfg, bool resume)
+{
+    Trainer t;
+    if (trainer_setup(&t, cfg) != 0) {
+        fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
+        trainer_free(&t);
+        return CM_EXIT_INPUT;
+    }
+    printf("run %s: method %s, %zu parameters, batch %d, %dx%dx%d, %d threads\n", t.run_dir,
+           config_method_name(cfg->experiment.method), unet_param_count(&t.net), t.B, t.C, t.H, t.W,
+           cm_threads());
+    int r = resume ? trainer_resume(&t) : 1;
+    if (r < 0) {
+        fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
+        trainer_free(&t);
+        return CM_EXIT_INPUT;
+    }
+    if (resume && r == 1) printf("resume: %s; starting from step 0\n", cm_errmsg());
+    FILE *metrics = fopen(t.metrics_path, "a");
+    if (!metrics) {
+        fprintf(stderr, "cmlab train: cannot append to %s: %s\n", t.metrics_path, strerror(errno));
+        trainer_free(&t);
+        return CM_EXIT_INPUT;
+    }
+    trainer_stop_requested = 0;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    const CfgTrain *tr = &cfg->train;
+    bool tty = isatty(1);
+    double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0;
+    long start = t.step, logged = 0, skip_step = -1;
+    int rc = CM_EXIT_OK;
+    size_t n = t.net.ps.total;
+    while (t.step < tr->iterations && !trainer_stop_requested) {
+        loader_next(&t.loader, t.batch, NULL);
+        if (t.step == skip_step) {          /* rollback: the batch that gave a NaN is skipped */
+            t.step++;
+            continue;
+        }
+        ctx_reset(&t.ctx);
+        memset(t.g, 0, n * sizeof(float));
+        double loss = t.method->loss(&t, t.batch);
+        double gnorm = grad_clip(t.g, n, tr->grad_clip);
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            fprintf(stderr, "\nstep %ld: loss %g, gradient norm %g\n", t.step, loss, gnorm);
+            if (tr->on_nan == CFG_ON_NAN_STOP) {
+                fprintf(stderr, "stopping (train.on_nan = stop); the last checkpoint is in %s\n", t.ckpt_dir);
+                rc = CM_EXIT_RUNTIME;
+                break;
+            }
+            skip_step = t.step;
+            if (trainer_resume(&t) != 0) {
+                fprintf(stderr, "cannot roll back: %s\n", cm_errmsg());
+                rc = CM_EXIT_RUNTIME;
+                break;
+            }
+            fprintf(stderr, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step, skip_step);
+            continue;
+        }
+        t.opt.lr = optim_warmup_lr((float)tr->lr, t.opt.step, tr->warmup);
+        adam_step(&t.opt, t.w, t.g);
+        ema_set_update(&t.emas, t.w, (double)t.step * t.B, t.B);
+        t.step++;
+        loss_sum += loss;
+        gnorm_sum += gnorm;
+        logged++;
+
+        if (t.step % tr->log_every == 0 || t.step == tr->iterations) {
+            double now = cm_now(), ips = logged * t.B / (now - tlog);
+            double eta = (tr->iterations - t.step) * (now - t0) / (double)(t.step - start);
+            fprintf(metrics, "{\"step\": %ld, \"loss\": %.6g, \"grad_norm\": %.6g, \"lr\": %.6g, "
+                    "\"img_per_s\": %.1f, \"time\": %.2f}\n", t.step, loss_sum / logged,
+                    gnorm_sum / logged, (double)t.opt.lr, ips, now - t0);
+            fflush(metrics);
+            printf("%sstep %ld/%d  loss %.4f  grad %.3f  %.0f img/s  ETA %.0f s%s", tty ? "\r" : "", t.step,
+                   tr->iterations, loss_sum / logged, gnorm_sum / logged, ips, eta, tty ? "   " : "\n");
+            fflush(stdout);
+            loss_sum = gnorm_sum = 0;
+            logged = 0;
+            tlog = now;
+        }
+        bool last = t.step == tr->iterations;
+        if ((tr->checkpoint_every > 0 && t.step % tr->checkpoint_every == 0) || last) {
+            if (trainer_checkpoint(&t) != 0) {
+                fprintf(stderr, "\ncmlab train: %s\n", cm_errmsg());
+                rc = CM_EXIT_RUNTIME;
+                break;
+            }
+        }
+        if ((tr->sample_every > 0 && t.step % tr->sample_every == 0) || last) {
+            if (tty) printf("\n");
+            if (trainer_sample_grid(&t) != 0) fprintf(stderr, "warning: sample grid: %s\n", cm_errmsg());
+        }
+    }
+    if (trainer_stop_requested && rc == CM_EXIT_OK) {
+        printf("\nstopping at step %ld on request; saving a checkpoint\n", t.step);
+        if (trainer_checkpoint(&t) != 0) {
+            fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
+            rc = CM_EXIT_RUNTIME;
+        }
+    }
+    double el = cm_now() - t0;
+    printf("%sdone: step %ld, %.0f s, %.1f img/s, arena high-water %.1f MB; run directory %s\n",
+           tty ? "\n" : "", t.step, el, (t.step - start) * t.B / fmax(el, 1e-9),
+           t.ctx.arena.high_water / 1e6, t.run_dir);
+    fclose(metrics);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    trainer_free(&t);
+    return rc;
+}

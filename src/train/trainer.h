@@ -1,0 +1,32 @@
+/* trainer.h: the training loop shared by every method, and the run directory it writes.
+ *
+ *   <out_dir>/<name>/config.ini              the resolved configuration (every key)
+ *   <out_dir>/<name>/metrics.jsonl           one JSON object per logged step
+ *   <out_dir>/<name>/ckpt/step_XXXXXXXX.h5   checkpoints (checkpoint.h)
+ *   <out_dir>/<name>/samples/step_XXXXXXXX.png  sample grids at a fixed seed
+ *
+ * One step: next batch -> the method's loss and gradients (online weights) -> clip -> warm-up lr
+ * -> optimiser -> EMAs -> the method's post-update (target networks). Every random number is a
+ * pure function of (seed, stream, step, sample), and the loader's cursor and every buffer are in
+ * the checkpoint, so N steps equal N/2 steps + resume + N/2 steps bit for bit (same threads).
+ *
+ * SIGINT / SIGTERM: the step in flight finishes, a checkpoint is saved, and the run exits 0;
+ * `--resume` continues from the newest valid checkpoint. A non-finite loss stops the run
+ * (train.on_nan = stop, exit 1) or reloads the newest checkpoint and skips the offending step's
+ * batch (rollback).
+ */
+#ifndef CM_TRAINER_H
+#define CM_TRAINER_H
+
+#include <stdbool.h>
+
+#include "train/experiment.h"
+
+/* Trains as cfg says. resume: continue from the newest valid checkpoint in the run directory
+ * (a fresh start if there is none). Returns an exit code (CM_EXIT_*). */
+int trainer_run(const Config *cfg, bool resume);
+
+/* Set by SIGINT/SIGTERM (trainer_run installs the handlers); the loop stops after the step. */
+extern volatile int trainer_stop_requested;
+
+#endif
