@@ -63,7 +63,8 @@ static void test_help(const char *bin, const char *flag)
     run_cmlab(bin, (const char *[]){flag, NULL}, &r);
     CHECK(r.exit_code == CM_EXIT_OK, "cmlab %s: exit code %d, want 0; stderr: %s", flag,
           r.exit_code, r.err);
-    CHECK(strstr(r.out, "demo") != NULL, "cmlab %s: stdout does not list 'demo':\n%s", flag, r.out);
+    CHECK(strstr(r.out, "demo") && strstr(r.out, "train") && strstr(r.out, "sample") && strstr(r.out, "info"),
+          "cmlab %s: stdout does not list demo, train, sample and info:\n%s", flag, r.out);
     CHECK(strstr(r.out, "usage") != NULL, "cmlab %s: stdout has no usage line:\n%s", flag, r.out);
 }
 
@@ -117,7 +118,8 @@ int main(int argc, char **argv)
     test_version(bin);
     test_no_arguments(bin);
     test_unknown(bin, "dmeo", "demo");
-    test_unknown(bin, "frobnicate", "demo");
+    test_unknown(bin, "smaple", "sample");
+    test_unknown(bin, "trian", "train");
     test_unknown(bin, "--verison", "--version");
     test_unknown(bin, "--hlep", "--help");
     return test_summary("cli");
