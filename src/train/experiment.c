@@ -155,6 +155,9 @@ static const CfgKey keys[] = {
      .help = "Log a metrics line every this many steps."},
     {AT(train, threads), INT(0, 4096), .dflt = "0",
      .help = "OpenMP threads. 0: OpenMP's default (OMP_NUM_THREADS, else every core)."},
+    {AT(train, time_limit), FLOAT(0, 1e9, 0), .dflt = "0",
+     .help = "Stop after this many seconds of training as if the last step were reached (checkpoint, "
+             "sample grid); --resume goes on. 0: none."},
     {AT(train, on_nan), ENUM(on_nans), .dflt = "stop",
      .help = "On a non-finite loss: stop with the step, or roll back to the newest checkpoint and go on."},
 

@@ -98,6 +98,7 @@ typedef struct CfgTrain {
     CfgFloats ema;
     double ema_halflife_kimg, ema_rampup;
     int checkpoint_every, keep_checkpoints, sample_every, log_every, threads;
+    double time_limit;
     CfgOnNan on_nan;
 } CfgTrain;
 

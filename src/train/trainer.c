@@ -1,5 +1,6 @@
 #include "trainer.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -238,7 +239,20 @@ static int trainer_sample_grid(Trainer *t)
     return rc;
 }
 
-static int trainer_setup(Trainer *t, const Config *cfg)
+/* True if dir holds a step_*.h5 file. */
+static bool has_checkpoints(const char *dir)
+{
+    DIR *d = opendir(dir);
+    bool found = false;
+    for (struct dirent *e; d && !found && (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        found = !strncmp(e->d_name, "step_", 5) && n > 3 && !strcmp(e->d_name + n - 3, ".h5");
+    }
+    if (d) closedir(d);
+    return found;
+}
+
+static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
 {
     memset(t, 0, sizeof *t);
     t->cfg = *cfg;
@@ -252,6 +266,11 @@ static int trainer_setup(Trainer *t, const Config *cfg)
     snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s/ckpt", t->run_dir);
     snprintf(t->samples_dir, sizeof t->samples_dir, "%s/samples", t->run_dir);
     snprintf(t->metrics_path, sizeof t->metrics_path, "%s/metrics.jsonl", t->run_dir);
+    /* A fresh run over an old one would mix their checkpoints, and pruning would then delete
+     * the new run's files as the older steps. */
+    if (!resume && has_checkpoints(t->ckpt_dir))
+        return cm_fail("%s already has checkpoints: add --resume to continue that run, or choose "
+                       "another experiment.name (or remove the directory)", t->run_dir);
     if (mkdir_p(t->ckpt_dir) || mkdir_p(t->samples_dir)) return -1;
     char path[700];
     snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
@@ -305,7 +324,7 @@ static void trainer_free(Trainer *t)
 int trainer_run(const Config *cfg, bool resume)
 {
     Trainer t;
-    if (trainer_setup(&t, cfg) != 0) {
+    if (trainer_setup(&t, cfg, resume) != 0) {
         fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
         trainer_free(&t);
         return CM_EXIT_INPUT;
@@ -369,8 +388,9 @@ int trainer_run(const Config *cfg, bool resume)
         loss_sum += loss;
         gnorm_sum += gnorm;
         logged++;
+        bool last = t.step == tr->iterations || (tr->time_limit > 0 && cm_now() - t0 >= tr->time_limit);
 
-        if (t.step % tr->log_every == 0 || t.step == tr->iterations) {
+        if (t.step % tr->log_every == 0 || last) {
             double now = cm_now(), ips = logged * t.B / (now - tlog);
             double eta = (tr->iterations - t.step) * (now - t0) / (double)(t.step - start);
             fprintf(metrics, "{\"step\": %ld, \"loss\": %.6g, \"grad_norm\": %.6g, \"lr\": %.6g, "
@@ -384,7 +404,6 @@ int trainer_run(const Config *cfg, bool resume)
             logged = 0;
             tlog = now;
         }
-        bool last = t.step == tr->iterations;
         if ((tr->checkpoint_every > 0 && t.step % tr->checkpoint_every == 0) || last) {
             if (trainer_checkpoint(&t) != 0) {
                 fprintf(stderr, "\ncmlab train: %s\n", cm_errmsg());
@@ -396,6 +415,7 @@ int trainer_run(const Config *cfg, bool resume)
             if (tty) printf("\n");
             if (trainer_sample_grid(&t) != 0) fprintf(stderr, "warning: sample grid: %s\n", cm_errmsg());
         }
+        if (last) break;
     }
     if (trainer_stop_requested && rc == CM_EXIT_OK) {
         printf("\nstopping at step %ld on request; saving a checkpoint\n", t.step);
