@@ -11,7 +11,6 @@
 #include "fixture.h"
 
 /* op_conv.c's chunk size (not in ops.h: a knob for tests and benchmarks only). */
-extern size_t conv2d_chunk_bytes;
 
 #define TOL 1e-4
 
@@ -19,23 +18,24 @@ typedef struct Case {
     const char *name;
     int N, Cin, H, W, Cout, kh, kw, stride, pad;
     bool bias;
+    bool freeze;               /* also run with x frozen, then w and b, then w alone */
 } Case;
 
 static const Case CASES[] = {
-    {"3x3 s1 p1 batch 1", 1, 3, 7, 9, 4, 3, 3, 1, 1, true},
-    {"3x3 s1 p0 odd 7x9", 2, 2, 7, 9, 3, 3, 3, 1, 0, true},
-    {"3x3 s2 p1 odd 7x9", 3, 4, 7, 9, 5, 3, 3, 2, 1, true},
-    {"3x3 s2 p0 odd 9x7", 2, 3, 9, 7, 3, 3, 3, 2, 0, true},
-    {"3x3 s2 p1 even 8x8", 2, 3, 8, 8, 6, 3, 3, 2, 1, true},
-    {"1x1 s1 p0 (pointwise)", 3, 5, 7, 9, 3, 1, 1, 1, 0, true},
-    {"1x1 s2 p0", 2, 4, 7, 9, 3, 1, 1, 2, 0, true},
-    {"1x1 s1 p1", 2, 4, 5, 6, 3, 1, 1, 1, 1, true},
-    {"Cin=1 3x3 s1 p1", 2, 1, 7, 9, 3, 3, 3, 1, 1, true},
-    {"Cout=3 no bias", 2, 4, 7, 9, 3, 3, 3, 1, 1, false},
-    {"1x1 no bias", 2, 4, 6, 5, 3, 1, 1, 1, 0, false},
-    {"5x3 kernel s1 p2", 2, 3, 8, 7, 4, 5, 3, 1, 2, true},
-    {"3x3 s3 p1", 2, 3, 10, 11, 4, 3, 3, 3, 1, true},
-    {"U-Net-like 32->32 16x16", 4, 32, 16, 16, 32, 3, 3, 1, 1, true},
+    {"3x3 s1 p1 batch 1", 1, 3, 7, 9, 4, 3, 3, 1, 1, true, false},
+    {"3x3 s1 p0 odd 7x9", 2, 2, 7, 9, 3, 3, 3, 1, 0, true, false},
+    {"3x3 s2 p1 odd 7x9", 3, 4, 7, 9, 5, 3, 3, 2, 1, true, true},
+    {"3x3 s2 p0 odd 9x7", 2, 3, 9, 7, 3, 3, 3, 2, 0, true, false},
+    {"3x3 s2 p1 even 8x8", 2, 3, 8, 8, 6, 3, 3, 2, 1, true, false},
+    {"1x1 s1 p0 (pointwise)", 3, 5, 7, 9, 3, 1, 1, 1, 0, true, true},
+    {"1x1 s2 p0", 2, 4, 7, 9, 3, 1, 1, 2, 0, true, false},
+    {"1x1 s1 p1", 2, 4, 5, 6, 3, 1, 1, 1, 1, true, false},
+    {"Cin=1 3x3 s1 p1", 2, 1, 7, 9, 3, 3, 3, 1, 1, true, false},
+    {"Cout=3 no bias", 2, 4, 7, 9, 3, 3, 3, 1, 1, false, false},
+    {"1x1 no bias", 2, 4, 6, 5, 3, 1, 1, 1, 0, false, false},
+    {"5x3 kernel s1 p2", 2, 3, 8, 7, 4, 5, 3, 1, 2, true, false},
+    {"3x3 s3 p1", 2, 3, 10, 11, 4, 3, 3, 3, 1, true, false},
+    {"U-Net-like 32->32 16x16", 4, 32, 16, 16, 32, 3, 3, 1, 1, true, true},
 };
 
 static float *randn(size_t n, uint32_t stream)
@@ -96,6 +96,16 @@ static void check_grad(const char *what, const char *name, const Tensor *t, cons
     CHECK(err < TOL, "%s: %s rel err %.2e >= %.0e", name, what, err, TOL);
 }
 
+/* A context whose arena is filled with NaN bit patterns, so that a workspace or gradient read
+ * before it is written turns the result into NaN instead of passing on zeroed memory. */
+static void ctx_init_poisoned(Ctx *c)
+{
+    const size_t bytes = (size_t)16 << 20;
+    ctx_init(c, bytes);
+    memset(arena_alloc(&c->arena, bytes), 0xff, bytes);
+    ctx_reset(c);
+}
+
 /* Forward, one sweep, then a second sweep: leaf gradients must be exactly doubled. */
 static void run_case(const Data *d, bool need_x, bool need_w, bool need_b)
 {
@@ -104,7 +114,7 @@ static void run_case(const Data *d, bool need_x, bool need_w, bool need_b)
     snprintf(name, sizeof name, "%s%s%s%s", k->name, need_x ? "" : " [x frozen]",
              need_w ? "" : " [w frozen]", need_b || !k->bias ? "" : " [b frozen]");
     Ctx c;
-    ctx_init(&c, 1 << 20);
+    ctx_init_poisoned(&c);
     Tensor *x = tensor_wrap(&c, d->x, NULL, 4, SHAPE(k->N, k->Cin, k->H, k->W), need_x);
     Tensor *w = tensor_wrap(&c, d->w, NULL, 4, SHAPE(k->Cout, k->Cin, k->kh, k->kw), need_w);
     Tensor *b = k->bias ? tensor_wrap(&c, d->b, NULL, 1, SHAPE(k->Cout), need_b) : NULL;
@@ -144,7 +154,7 @@ static void test_cases(void)
     for (size_t i = 0; i < CM_ARRAY_LEN(CASES); i++) {
         Data d = data_make(&CASES[i]);
         run_case(&d, true, true, true);
-        if (i == 2 || i == 5) {   /* one im2col case and the 1x1 path, with inputs frozen */
+        if (CASES[i].freeze) {
             run_case(&d, false, true, true);
             run_case(&d, true, false, false);
             run_case(&d, true, false, true);
@@ -156,7 +166,7 @@ static void test_cases(void)
 /* A chunk budget smaller than the batch: 7 samples in chunks of 3, 3 and 1. */
 static void test_chunks(void)
 {
-    static const Case k = {"chunked 7 samples by 3", 7, 3, 9, 7, 4, 3, 3, 2, 1, true};
+    static const Case k = {"chunked 7 samples by 3", 7, 3, 9, 7, 4, 3, 3, 2, 1, true, false};
     size_t saved = conv2d_chunk_bytes;
     int Ho = (k.H + 2 - 3) / 2 + 1, Wo = (k.W + 2 - 3) / 2 + 1;
     conv2d_chunk_bytes = 3 * (size_t)k.Cin * 9 * Ho * Wo * sizeof(float);

@@ -2,19 +2,23 @@
  * the naive direct kernels the tests compare it with.
  *
  * Fast path: im2col + one cblas_sgemm per chunk of samples. A chunk of nb samples is unfolded
- * into col [K = Cin*kh*kw, nb*Ho*Wo] so one GEMM covers the whole chunk (large GEMMs keep
- * OpenBLAS's two threads busy; one GEMM per sample would be small and thread-bound):
- *   forward   yc [Cout, nb*P]  = w [Cout, K] . col [K, nb*P]            (P = Ho*Wo)
- *   dw       += dyc [Cout, nb*P] . col^T
- *   dx        col2im(w^T [K, Cout] . dyc [Cout, nb*P])
- * yc/dyc are the chunk's outputs with channels outermost; moving them from/to NCHW is a copy of
- * contiguous planes, cheap next to the GEMM. A 1x1, stride-1, unpadded conv needs no unfolding:
- * x[n] [Cin, H*W] already is col for one sample, so it runs one GEMM per sample on the tensors
- * themselves.
+ * into col [K = Cin*kh*kw, nb*P] (P = Ho*Wo) so that one GEMM covers the whole chunk; the chunk
+ * is capped at conv2d_chunk_bytes of col, which bounds the workspace and keeps it in cache:
+ *   forward   yc [Cout, nb*P] = w [Cout, K] . col
+ *   dw       += dyc [Cout, nb*P] . col^T           (col recomputed from x)
+ *   dx       += col2im(w^T [K, Cout] . dyc)
+ * yc/dyc hold the chunk's outputs channels-outermost; moving them from/to NCHW copies whole
+ * planes. A 1x1, stride-1, unpadded conv skips im2col: x[n] [Cin, H*W] already is col for one
+ * sample, so it runs one GEMM per sample on the tensors themselves (measured faster than
+ * copying chunks together, down to 7x7 images).
  *
- * Threads (STYLE.md 9): OpenMP loops do the unfolding, folding, copies and bias sums; BLAS calls
- * are made outside any parallel region, so OpenBLAS owns the GEMM threads. col2im writes each
- * (sample, input channel) plane from one thread, so the dx scatter-add is race-free.
+ * Unfolding goes through "phases" (see split_phases) so that stride 2 copies contiguous runs
+ * rather than gathering every other pixel.
+ *
+ * Threads (STYLE.md 9): OpenMP loops do the unfolding, folding, copies and bias sums; every
+ * BLAS call is made outside a parallel region, so OpenBLAS owns the GEMM threads. Reductions are
+ * race-free: col2im gives each (sample, input channel) plane to one thread, db one channel per
+ * thread, dw is reduced inside the GEMM.
  */
 #include "ops.h"
 
@@ -24,8 +28,9 @@
 #include <cblas.h>
 #include <omp.h>
 
-/* Bytes of im2col workspace per chunk: bounds the arena cost of a wide conv while keeping each
- * GEMM large. Not static so that tests can shrink it to force several chunks. */
+/* Bytes of col per chunk. 4-8 MB measured fastest for the U-Net shapes of bench/bench_conv.c on
+ * 2 cores (smaller chunks make GEMMs too small for two threads, larger ones fall out of cache).
+ * Not static so that tests can shrink it to force several chunks. */
 size_t conv2d_chunk_bytes = (size_t)8 << 20;
 
 typedef struct ConvGeom {
@@ -92,100 +97,123 @@ static void zero_outside(const ConvGeom *g, int ki, int kj, float *cp)
             for (int oh = rlo; oh < rhi; oh++) cp[(size_t)oh * g->Wo + ow] = 0;
 }
 
-/* A stride-1 conv whose output is as wide as its input ("same" padding, e.g. 3x3 pad 1): an
- * unfolded plane is then the input plane shifted by (ki - pad)*W + (kj - pad) elements, so it is
- * one contiguous copy plus zeroing of the entries that wrapped around a row edge. */
-static bool conv_is_shift(const ConvGeom *g) { return g->stride == 1 && g->Wo == g->W; }
-
-/* Column phases. With stride s, kernel column kj reads input column s*ow + kj - pad =
- * s*(ow + q) + v, where v = (kj - pad) mod s and q = floor((kj - pad) / s). Split into its s
- * column phases ph[v][ih][b] = plane[ih][s*b + v] (Ws = ceil(W/s) columns each), an input plane
- * unfolds by contiguous runs ph[v][ih][ow + q], ow in [lo, hi), instead of strided gathers.
- * With stride 1 the plane is its own single phase. */
-static int phase_width(const ConvGeom *g) { return (g->W + g->stride - 1) / g->stride; }
-static size_t phase_floats(const ConvGeom *g) { return (size_t)g->stride * g->H * phase_width(g); }
-
-static void col_phase(const ConvGeom *g, int kj, int *v, int *q)
+/* Phases. With stride s, output (oh, ow) of kernel tap (ki, kj) reads input pixel
+ * (s*oh + ki - pad, s*ow + kj - pad) = (s*(oh + qr) + u, s*(ow + qc) + v), where
+ * ki - pad = s*qr + u and kj - pad = s*qc + v with u, v in [0, s). An input plane split into its
+ * s*s phases ph[u][v][a][b] = plane[s*a + u][s*b + v] (Hs x Ws each, Hs = ceil(H/s),
+ * Ws = ceil(W/s)) thus unfolds by contiguous runs ph[u][v][oh + qr][ow + qc] instead of strided
+ * gathers. When Wo == Ws ("same" padding: 3x3 pad 1 at stride 1 or 2) a whole unfolded plane is
+ * one contiguous run of its phase shifted by qr*Ws + qc, then zeroing of the entries that
+ * wrapped around a row edge. With stride 1 the plane is its own single phase. */
+static int phase_h(const ConvGeom *g) { return (g->H + g->stride - 1) / g->stride; }
+static int phase_w(const ConvGeom *g) { return (g->W + g->stride - 1) / g->stride; }
+static size_t phase_floats(const ConvGeom *g)
 {
-    int off = kj - g->pad, s = g->stride;
-    *q = off >= 0 ? off / s : -((-off + s - 1) / s);
-    *v = off - *q * s;
+    return (size_t)g->stride * g->stride * phase_h(g) * phase_w(g);
 }
 
+/* Where tap (ki, kj) reads: returns the offset of its phase plane; *shift = qr*Ws + qc. */
+static size_t tap_phase(const ConvGeom *g, int ki, int kj, ptrdiff_t *shift)
+{
+    int s = g->stride, offr = ki - g->pad, offc = kj - g->pad;
+    int qr = offr >= 0 ? offr / s : -((-offr + s - 1) / s);   /* floor division */
+    int qc = offc >= 0 ? offc / s : -((-offc + s - 1) / s);
+    int u = offr - qr * s, v = offc - qc * s;
+    *shift = (ptrdiff_t)qr * phase_w(g) + qc;
+    return ((size_t)u * s + v) * phase_h(g) * phase_w(g);
+}
+
+/* ph = the phases of plane [H, W] (stride > 1); entries past the plane's edge are zero. Walks
+ * each input row once, writing all s column phases, so the reads are contiguous. */
 static void split_phases(const ConvGeom *g, const float *restrict plane, float *restrict ph)
 {
-    int s = g->stride, Ws = phase_width(g);
-    for (int v = 0; v < s; v++)
-        for (int ih = 0; ih < g->H; ih++) {
-            const float *row = plane + (size_t)ih * g->W + v;
-            float *dst = ph + ((size_t)v * g->H + ih) * Ws;
-            for (int b = 0; b < (g->W - v + s - 1) / s; b++) dst[b] = row[b * s];
+    int s = g->stride, Hs = phase_h(g), Ws = phase_w(g);
+    size_t pl = (size_t)Hs * Ws;
+    memset(ph, 0, sizeof(float) * phase_floats(g));
+    for (int ih = 0; ih < g->H; ih++) {
+        const float *row = plane + (size_t)ih * g->W;
+        float *dst = ph + (size_t)(ih % s) * s * pl + (size_t)(ih / s) * Ws;
+        if (s == 2) {   /* the common case, spelled out so that it vectorizes */
+            for (int b = 0; b < g->W / 2; b++) {
+                dst[b] = row[2 * b];
+                dst[pl + b] = row[2 * b + 1];
+            }
+            if (g->W % 2) dst[g->W / 2] = row[g->W - 1];
+        } else {
+            for (int iw = 0; iw < g->W; iw++) dst[(size_t)(iw % s) * pl + iw / s] = row[iw];
         }
+    }
 }
 
-/* plane (+)= the plane whose column phases are ph: the adjoint of split_phases. */
+/* plane (+)= the plane whose phases are ph (store: =): the adjoint of split_phases. */
 static void merge_phases(const ConvGeom *g, const float *restrict ph, float *restrict plane,
                          bool store)
 {
-    int s = g->stride, Ws = phase_width(g);
-    for (int v = 0; v < s; v++)
-        for (int ih = 0; ih < g->H; ih++) {
-            float *row = plane + (size_t)ih * g->W + v;
-            const float *src = ph + ((size_t)v * g->H + ih) * Ws;
-            int nv = (g->W - v + s - 1) / s;
-            if (store)
-                for (int b = 0; b < nv; b++) row[b * s] = src[b];
-            else
-                for (int b = 0; b < nv; b++) row[b * s] += src[b];
+    int s = g->stride, W = g->W, Ws = phase_w(g);
+    size_t pl = (size_t)phase_h(g) * Ws;
+    for (int ih = 0; ih < g->H; ih++) {
+        float *row = plane + (size_t)ih * W;
+        const float *src = ph + (size_t)(ih % s) * s * pl + (size_t)(ih / s) * Ws;
+        if (s == 1) {
+            for (int iw = 0; iw < W; iw++) row[iw] = (store ? 0 : row[iw]) + src[iw];
+        } else if (s == 2) {
+            for (int b = 0; b < W / 2; b++) {
+                row[2 * b] = (store ? 0 : row[2 * b]) + src[b];
+                row[2 * b + 1] = (store ? 0 : row[2 * b + 1]) + src[pl + b];
+            }
+            if (W % 2) row[W - 1] = (store ? 0 : row[W - 1]) + src[W / 2];
+        } else {
+            for (int iw = 0; iw < W; iw++)
+                row[iw] = (store ? 0 : row[iw]) + src[(size_t)(iw % s) * pl + iw / s];
         }
+    }
 }
 
-/* cp [Ho, Wo] = the unfolded plane of kernel position (ki, kj), from the phases ph of one input
- * plane: cp[oh, ow] = x[oh*stride - pad + ki, ow*stride - pad + kj], zero outside the image. */
-static void unfold_plane(const ConvGeom *g, const float *restrict ph, int ki, int kj,
+/* cp [Ho, Wo] = the unfolded plane of tap (ki, kj), from the phases of one input plane:
+ * cp[oh, ow] = x[oh*stride - pad + ki, ow*stride - pad + kj], zero outside the image. */
+static void unfold_plane(const ConvGeom *g, const float *phases, int ki, int kj,
                          float *restrict cp)
 {
-    int lo, hi, rlo, rhi, v, q, Ws = phase_width(g);
+    int lo, hi, rlo, rhi, Ws = phase_w(g);
+    ptrdiff_t shift;
+    const float *restrict ph = phases + tap_phase(g, ki, kj, &shift);
     valid_cols(g, kj, &lo, &hi);
     valid_rows(g, ki, &rlo, &rhi);
-    if (conv_is_shift(g)) {
-        ptrdiff_t shift = (ptrdiff_t)(ki - g->pad) * g->W + (kj - g->pad);
-        /* Clip the copy to the input plane; what it skips is zeroed below. */
+    if (g->Wo == Ws) {
+        /* Clip the run to the phase plane; what it skips is zeroed below. */
         ptrdiff_t j0 = CM_MAX((ptrdiff_t)rlo * g->Wo, -shift);
-        ptrdiff_t j1 = CM_MIN((ptrdiff_t)rhi * g->Wo, (ptrdiff_t)g->H * g->W - shift);
+        ptrdiff_t j1 = CM_MIN((ptrdiff_t)rhi * g->Wo, (ptrdiff_t)phase_h(g) * Ws - shift);
         for (ptrdiff_t j = j0; j < j1; j++) cp[j] = ph[j + shift];
     } else {
-        col_phase(g, kj, &v, &q);
         for (int oh = rlo; oh < rhi; oh++) {
-            const float *src = ph + ((size_t)v * g->H + oh * g->stride - g->pad + ki) * Ws + q;
+            ptrdiff_t src = (ptrdiff_t)oh * Ws + shift;
             float *dst = cp + (size_t)oh * g->Wo;
-            for (int ow = lo; ow < hi; ow++) dst[ow] = src[ow];
+            for (int ow = lo; ow < hi; ow++) dst[ow] = ph[src + ow];
         }
     }
     zero_outside(g, ki, kj, cp);
 }
 
-/* acc (phases of one input plane) += what unfold_plane took from it, read from cp. cp's entries
- * outside the image are zeroed first (cp is scratch), so the shift path adds contiguous runs. */
-static void fold_plane(const ConvGeom *g, float *restrict cp, int ki, int kj,
-                       float *restrict acc)
+/* acc (the phases of one input plane) += what unfold_plane took from it, read from cp. cp's
+ * entries outside the image are zeroed first (cp is scratch), so whole runs can be added. */
+static void fold_plane(const ConvGeom *g, float *restrict cp, int ki, int kj, float *acc)
 {
-    int lo, hi, rlo, rhi, v, q, Ws = phase_width(g);
+    int lo, hi, rlo, rhi, Ws = phase_w(g);
+    ptrdiff_t shift;
+    float *restrict ph = acc + tap_phase(g, ki, kj, &shift);
     valid_cols(g, kj, &lo, &hi);
     valid_rows(g, ki, &rlo, &rhi);
     zero_outside(g, ki, kj, cp);
-    if (conv_is_shift(g)) {
-        ptrdiff_t shift = (ptrdiff_t)(ki - g->pad) * g->W + (kj - g->pad);
+    if (g->Wo == Ws) {
         ptrdiff_t j0 = CM_MAX((ptrdiff_t)rlo * g->Wo, -shift);
-        ptrdiff_t j1 = CM_MIN((ptrdiff_t)rhi * g->Wo, (ptrdiff_t)g->H * g->W - shift);
-        for (ptrdiff_t j = j0; j < j1; j++) acc[j + shift] += cp[j];
+        ptrdiff_t j1 = CM_MIN((ptrdiff_t)rhi * g->Wo, (ptrdiff_t)phase_h(g) * Ws - shift);
+        for (ptrdiff_t j = j0; j < j1; j++) ph[j + shift] += cp[j];
         return;
     }
-    col_phase(g, kj, &v, &q);
     for (int oh = rlo; oh < rhi; oh++) {
-        float *dst = acc + ((size_t)v * g->H + oh * g->stride - g->pad + ki) * Ws + q;
+        ptrdiff_t dst = (ptrdiff_t)oh * Ws + shift;
         const float *src = cp + (size_t)oh * g->Wo;
-        for (int ow = lo; ow < hi; ow++) dst[ow] += src[ow];
+        for (int ow = lo; ow < hi; ow++) ph[dst + ow] += src[ow];
     }
 }
 
@@ -298,6 +326,7 @@ Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad)
               tensor_shape_str(w, sw, sizeof sw), tensor_shape_str(x, sx, sizeof sx), pad);
     ConvGeom g = conv_geom(x, w, stride, pad);
     Tensor *y = TENSOR_NEW(c, g.N, g.Cout, g.Ho, g.Wo);
+    ArenaMark mark = arena_mark(&c->arena);   /* workspaces below live only inside this call */
 
     if (conv_is_pointwise(&g)) {
         if (b) fill_bias(&g, b->data, y->data);
@@ -318,6 +347,7 @@ Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad)
             chunk_to_nchw(&g, yc, b ? b->data : NULL, n0, m, y->data);
         }
     }
+    arena_release(&c->arena, mark);
 
     TapeEntry *e = tape_record(c, OP_CONV2D, y, b ? 3 : 2, (Tensor *[]){x, w, b});
     if (e) {
@@ -360,6 +390,7 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
     if (fresh_x) x->grad = arena_alloc(&c->arena, sizeof(float) * x->n);
     float *gx = x->grad;
     float *gw = need_w ? tensor_grad(c, w) : NULL;
+    ArenaMark mark = arena_mark(&c->arena);   /* workspaces below live only inside this call */
     size_t nw = (size_t)g.Cout * g.K;
     float *dw = need_w ? arena_alloc(&c->arena, sizeof(float) * nw) : NULL;
 
@@ -378,6 +409,7 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
             }
         }
         if (need_w) add_into(gw, dw, nw);
+        arena_release(&c->arena, mark);
         return;
     }
 
@@ -401,6 +433,7 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
         }
     }
     if (need_w) add_into(gw, dw, nw);
+    arena_release(&c->arena, mark);
 }
 
 /* ---- naive direct kernels: the reference for tests ---- */

@@ -66,6 +66,8 @@ extern const OpInfo OPS[OP_COUNT];
 /* x [N,Cin,H,W], w [Cout,Cin,kh,kw], b [Cout] or NULL -> [N,Cout,Ho,Wo],
  * Ho = (H + 2*pad - kh)/stride + 1. */
 Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad);
+/* Bytes of the im2col workspace per chunk of samples (tests lower it to force several chunks). */
+extern size_t conv2d_chunk_bytes;
 /* Naive direct kernels (the reference the fast path is tested against). dx/dw/db may be NULL. */
 void conv2d_ref_forward(const float *x, const float *w, const float *b, float *y, int N, int Cin,
                         int H, int W, int Cout, int kh, int kw, int stride, int pad);
