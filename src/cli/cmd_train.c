@@ -14,7 +14,8 @@ static void usage(FILE *f)
                "<experiment.out_dir>/<experiment.name>.\n"
                "  --set K=V   override a key (repeatable), e.g. --set train.iterations=200\n"
                "  --resume    continue from the newest valid checkpoint of the run\n"
-               "  --help      this text and every experiment-file key\n\n");
+               "  --help      this text and every experiment-file key\n"
+               "  --keys-markdown  the key list as Markdown (README.md and experiments/README.md hold it)\n\n");
 }
 
 int train_main(int argc, char **argv)
@@ -28,6 +29,9 @@ int train_main(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             config_help(stdout);
+            return CM_EXIT_OK;
+        } else if (!strcmp(a, "--keys-markdown")) {   /* README's key list is this output */
+            config_markdown(stdout);
             return CM_EXIT_OK;
         } else if (!strcmp(a, "--resume")) {
             resume = true;

@@ -393,6 +393,7 @@ int trainer_run(const Config *cfg, bool resume)
         if (t.step % tr->log_every == 0 || last) {
             double now = cm_now(), ips = logged * t.B / (now - tlog);
             double eta = (tr->iterations - t.step) * (now - t0) / (double)(t.step - start);
+            if (tr->time_limit > 0) eta = fmin(eta, fmax(0, tr->time_limit - (now - t0)));
             fprintf(metrics, "{\"step\": %ld, \"loss\": %.6g, \"grad_norm\": %.6g, \"lr\": %.6g, "
                     "\"img_per_s\": %.1f, \"time\": %.2f}\n", t.step, loss_sum / logged,
                     gnorm_sum / logged, (double)t.opt.lr, ips, now - t0);
