@@ -30,6 +30,8 @@ void *cm_malloc(size_t bytes);               /* aborts on out-of-memory */
 void *cm_calloc(size_t n, size_t size);
 void *cm_aligned_alloc(size_t bytes);        /* 64-byte aligned, free with free() */
 double cm_now(void);                         /* monotonic seconds */
+/* mkdir -p; -1 after cm_fail() naming the directory that could not be made. */
+int cm_mkdir_p(const char *dir);
 
 #define CM_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define CM_MAX(a, b) ((a) > (b) ? (a) : (b))

@@ -6,7 +6,8 @@
  *     every EMA, Adam's m and v, the step) with the same thread count;
  *   - SIGTERM mid-run: exit 0 with a checkpoint; --resume finishes; metrics.jsonl continues with
  *     no repeated and no missing step;
- *   - a bad experiment file exits 2 naming file:line.
+ *   - cmlab sample draws a grid from the run; an impossible NFE or a damaged file exits 2;
+ *   - a bad experiment file and a truncated data set exit 2.
  */
 #include <math.h>
 #include <signal.h>
@@ -151,6 +152,42 @@ static void test_loss_decreases(void)
     CHECK(access("train_runs/learn/config.ini", F_OK) == 0, "no resolved config.ini");
 }
 
+/* cmlab sample on the trained run: a grid at 35 NFE; an NFE Heun cannot reach and a damaged
+ * checkpoint are refused with exit 2. */
+static void test_sample(void)
+{
+    const char *ck = "train_runs/learn/ckpt/step_00000150.h5";
+    int rc = run((char *[]){(char *)cmlab, "sample", (char *)ck, "--solver", "heun", "--nfe", "35", "--n", "16",
+                           "--out", "train_runs/grid.png", NULL});
+    CHECK(rc == 0 && access("train_runs/grid.png", F_OK) == 0, "cmlab sample exited %d", rc);
+    rc = run((char *[]){(char *)cmlab, "sample", (char *)ck, "--weights", "online", "--solver", "dpmpp2m",
+                       "--nfe", "5", "--n", "4", "--out", "train_runs/grid2.png", NULL});
+    CHECK(rc == 0, "cmlab sample with online weights and dpmpp2m exited %d", rc);
+    rc = run((char *[]){(char *)cmlab, "sample", (char *)ck, "--solver", "heun", "--nfe", "34", "--n", "4",
+                       "--out", "train_runs/grid3.png", NULL});
+    CHECK(rc == 2, "an impossible NFE should exit 2, got %d", rc);
+    FILE *f = fopen("train_runs/cut.h5", "w");
+    fputs("not a checkpoint", f);
+    fclose(f);
+    rc = run((char *[]){(char *)cmlab, "sample", "train_runs/cut.h5", "--out", "train_runs/grid4.png", NULL});
+    CHECK(rc == 2, "a damaged checkpoint should exit 2, got %d", rc);
+}
+
+/* A truncated data set stops the run before training with exit 2. */
+static void test_truncated_data(void)
+{
+    if (system("mkdir -p train_runs/cut && gzip -dc /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
+               " | head -c 100000 > train_runs/cut/train-images-idx3-ubyte && "
+               "cp /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz train_runs/cut/") != 0) {
+        CHECK(0, "cannot build the truncated data set");
+        return;
+    }
+    write_exp("train_runs/cut.ini", "");
+    int rc = run((char *[]){(char *)cmlab, "train", "train_runs/cut.ini", "--set", "data.dataset=mnist",
+                           "--set", "data.path=train_runs/cut", NULL});
+    CHECK(rc == 2, "training on a truncated IDX file should exit 2, got %d", rc);
+}
+
 static void test_resume_bit_exact(void)
 {
     write_exp("train_runs/r.ini", "");
@@ -239,7 +276,9 @@ int main(int argc, char **argv)
     if (system("rm -rf train_runs && mkdir -p train_runs") != 0) return 1;
     test_precond();
     test_bad_file();
+    test_truncated_data();
     test_loss_decreases();
+    test_sample();
     test_resume_bit_exact();
     test_sigterm();
     return test_summary("train");

@@ -263,24 +263,6 @@ static void format_shape(char *buf, size_t len, int ndim, const hsize_t *dims)
 }
 
 /* Like `mkdir -p`. */
-static int make_dirs(const char *dir)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) return cm_fail("%s: path too long", dir);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p != '\0') continue;
-        char c = *p;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return cm_fail("%s: cannot create directory %s: %s", dir, buf, strerror(errno));
-        *p = c;
-        if (c == '\0') break;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return cm_fail("%s: not a directory", dir);
-    return 0;
-}
-
 static int fsync_path(const char *path, bool is_dir)
 {
     int fd = open(path, is_dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
@@ -457,7 +439,7 @@ int ckpt_save(const char *dir, const CkptState *s, char *path_out, size_t len)
     if (snprintf(final, sizeof final, "%s/step_%08ld.h5", dir, s->step) >= (int)sizeof final)
         return cm_fail("%s: path too long", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", final);
-    if (make_dirs(dir) < 0) return -1;
+    if (cm_mkdir_p(dir) < 0) return -1;
 
     H5Quiet q = h5_quiet();
     int rc = write_file(tmp, s);

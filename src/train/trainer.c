@@ -102,22 +102,6 @@ static const Method *method_find(CfgMethod id)
 
 /* ---- run directory ---- */
 
-static int mkdir_p(const char *path)
-{
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p) continue;
-        char save = *p;
-        *p = 0;
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return cm_fail("cannot create directory %s: %s", buf, strerror(errno));
-        if (!save) break;
-        *p = save;
-    }
-    return 0;
-}
-
 /* Writes text to path through path.tmp + rename, so a crash never leaves half a file. */
 static int write_file_atomic(const char *path, const char *text)
 {
@@ -271,7 +255,7 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     if (!resume && has_checkpoints(t->ckpt_dir))
         return cm_fail("%s already has checkpoints: add --resume to continue that run, or choose "
                        "another experiment.name (or remove the directory)", t->run_dir);
-    if (mkdir_p(t->ckpt_dir) || mkdir_p(t->samples_dir)) return -1;
+    if (cm_mkdir_p(t->ckpt_dir) || cm_mkdir_p(t->samples_dir)) return -1;
     char path[700];
     snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
     if (write_file_atomic(path, t->config_text)) return -1;
@@ -332,6 +316,7 @@ int trainer_run(const Config *cfg, bool resume)
     printf("run %s: method %s, %zu parameters, batch %d, %dx%dx%d, %d threads\n", t.run_dir,
            config_method_name(cfg->experiment.method), unet_param_count(&t.net), t.B, t.C, t.H, t.W,
            cm_threads());
+    unet_print_table(&t.net, stdout);
     int r = resume ? trainer_resume(&t) : 1;
     if (r < 0) {
         fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
