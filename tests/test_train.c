@@ -80,9 +80,10 @@ static void write_exp(const char *path, const char *extra)
 }
 
 /* Every numeric state of a checkpoint, for bitwise comparison. */
-typedef struct State { UNet net; float *w, *e1, *e2; Adam opt; long step; } State;
+typedef struct State { UNet net; float *w, *e1, *e2, *target; Adam opt; long step, sched_N; double sched_mu; } State;
 
-static int state_load(State *s, const char *path)
+/* with_target: the checkpoint of a CT run with an EMA target network. */
+static int state_load(State *s, const char *path, bool with_target)
 {
     Config cfg;
     config_defaults(&cfg);
@@ -100,15 +101,21 @@ static int state_load(State *s, const char *path)
     ckpt_add_weights(&cs, "online", s->w);
     ckpt_add_weights(&cs, "ema/0.9", s->e1);
     ckpt_add_weights(&cs, "ema/0.99", s->e2);
+    if (with_target) {
+        s->target = params_buffer(&s->net.ps);
+        ckpt_add_weights(&cs, "target", s->target);
+    }
     int rc = ckpt_load(path, &cs);
     s->step = cs.step;
+    s->sched_N = cs.sched_N;
+    s->sched_mu = cs.sched_mu;
     free(cs.loaded_config);
     return rc;
 }
 
 static void state_free(State *s)
 {
-    free(s->w); free(s->e1); free(s->e2);
+    free(s->w); free(s->e1); free(s->e2); free(s->target);
     adam_free(&s->opt);
     unet_free(&s->net);
 }
@@ -188,28 +195,43 @@ static void test_truncated_data(void)
     CHECK(rc == 2, "training on a truncated IDX file should exit 2, got %d", rc);
 }
 
-static void test_resume_bit_exact(void)
+/* method "edm", or "ct" with an EMA target network and dropout shared by both passes.
+ * train.iterations is also K, the CT curriculum's horizon, and the split run sets it to 10 and then
+ * 20; so the CT case uses the doubling curriculum with s0 = s1, whose N(k) does not depend on K. */
+static void test_resume_bit_exact(const char *method)
 {
-    write_exp("train_runs/r.ini", "");
-    char *full[] = {(char *)cmlab, "train", "train_runs/r.ini", "--set", "experiment.name=full",
+    bool ct = !strcmp(method, "ct");
+    write_exp("train_runs/r.ini", ct ? "[ct]\ncurriculum = doubling\ns0 = 8\ns1 = 8\ntarget_mu = 0.9\n"
+                                       "loss = pseudo_huber\nsampling = lognormal\nweighting = ict\n" : "");
+    char m[64], nf[64], ns[64];
+    snprintf(m, sizeof m, "experiment.method=%s", method);
+    snprintf(nf, sizeof nf, "experiment.name=full_%s", method);
+    snprintf(ns, sizeof ns, "experiment.name=split_%s", method);
+    char *full[] = {(char *)cmlab, "train", "train_runs/r.ini", "--set", m, "--set", nf,
                     "--set", "train.iterations=20", NULL};
-    char *half[] = {(char *)cmlab, "train", "train_runs/r.ini", "--set", "experiment.name=split",
+    char *half[] = {(char *)cmlab, "train", "train_runs/r.ini", "--set", m, "--set", ns,
                     "--set", "train.iterations=10", NULL};
-    char *rest[] = {(char *)cmlab, "train", "train_runs/r.ini", "--set", "experiment.name=split",
+    char *rest[] = {(char *)cmlab, "train", "train_runs/r.ini", "--set", m, "--set", ns,
                     "--set", "train.iterations=20", "--resume", NULL};
-    CHECK(run(full) == 0 && run(half) == 0 && run(rest) == 0, "a training run failed");
+    CHECK(run(full) == 0 && run(half) == 0 && run(rest) == 0, "a %s training run failed", method);
     State a = {0}, b = {0};
-    int ra = state_load(&a, "train_runs/full/ckpt/step_00000020.h5");
-    int rb = state_load(&b, "train_runs/split/ckpt/step_00000020.h5");
+    char pa[128], pb[128];
+    snprintf(pa, sizeof pa, "train_runs/full_%s/ckpt/step_00000020.h5", method);
+    snprintf(pb, sizeof pb, "train_runs/split_%s/ckpt/step_00000020.h5", method);
+    int ra = state_load(&a, pa, ct);
+    int rb = state_load(&b, pb, ct);
     CHECK(ra == 0 && rb == 0, "cannot load the step-20 checkpoints: %s", cm_errmsg());
     if (ra == 0 && rb == 0) {
         size_t bytes = a.net.ps.total * sizeof(float);
         int same_w = !memcmp(a.w, b.w, bytes), same_e = !memcmp(a.e1, b.e1, bytes) && !memcmp(a.e2, b.e2, bytes);
         int same_o = !memcmp(a.opt.m, b.opt.m, bytes) && !memcmp(a.opt.v, b.opt.v, bytes) && a.opt.step == b.opt.step;
-        CHECK(same_w && same_e && same_o && a.step == 20 && b.step == 20,
-              "20 steps != 10 + resume + 10: weights %d, EMAs %d, Adam %d, steps %ld/%ld", same_w, same_e,
-              same_o, a.step, b.step);
-        printf("resume: 20 steps and 10 + resume + 10 give bit-identical weights, EMAs and Adam state\n");
+        int same_t = !ct || (!memcmp(a.target, b.target, bytes) && memcmp(a.target, a.w, bytes) &&
+                             a.sched_N == 9 && a.sched_N == b.sched_N && a.sched_mu == b.sched_mu);
+        CHECK(same_w && same_e && same_o && same_t && a.step == 20 && b.step == 20,
+              "%s: 20 steps != 10 + resume + 10: weights %d, EMAs %d, Adam %d, target/schedule %d, steps %ld/%ld",
+              method, same_w, same_e, same_o, same_t, a.step, b.step);
+        printf("resume (%s): 20 steps and 10 + resume + 10 give bit-identical weights, EMAs, Adam state%s\n",
+               method, ct ? ", target network and N(k), mu(k)" : "");
     }
     state_free(&a);
     state_free(&b);
@@ -279,7 +301,8 @@ int main(int argc, char **argv)
     test_truncated_data();
     test_loss_decreases();
     test_sample();
-    test_resume_bit_exact();
+    test_resume_bit_exact("edm");
+    test_resume_bit_exact("ct");
     test_sigterm();
     return test_summary("train");
 }

@@ -19,12 +19,15 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: cmlab sample CKPT.h5 [--solver NAME] [--nfe N] [--schedule NAME] [--afs]\n"
             "                    [--denoise-to-zero] [--n N] [--seed S] [--weights SET]\n"
-            "                    [--out grid.png] [--threads N]\n"
+            "                    [--out grid.png] [--threads N] [--steps K | --times T1,T2,...]\n"
             "Draws n samples at a fixed seed and writes them as a PNG grid. Defaults: the\n"
             "checkpoint's [sample] keys, --weights = its first EMA (else online), --out grid.png.\n"
             "  --solver     euler, heun, dpm2, dpmpp2m, dpmpp3m, ipndm\n"
             "  --schedule   polynomial, logsnr, time_uniform\n"
-            "  --weights    online, or ema:RATE (e.g. ema:0.999), as `cmlab info` lists them\n");
+            "  --weights    online, target, or ema:RATE (e.g. ema:0.999), as `cmlab info` lists them\n"
+            "Consistency-model checkpoints (method ct, cd) sample with f instead of a solver:\n"
+            "  --steps K    1 (from T) or 2 (T, then sample.mid_t)\n"
+            "  --times L    explicit descending times, e.g. 80,0.821\n");
 }
 
 int sample_main(int argc, char **argv)
@@ -35,9 +38,11 @@ int sample_main(int argc, char **argv)
         {"denoise-to-zero", no_argument, 0, 'z'}, {"n", required_argument, 0, 'n'},
         {"seed", required_argument, 0, 'r'}, {"weights", required_argument, 0, 'w'},
         {"out", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
+        {"steps", required_argument, 0, 'k'}, {"times", required_argument, 0, 'T'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     const char *solver = NULL, *schedule = NULL, *weights = NULL, *out = "grid.png";
-    int nfe = 0, n = 0, threads = 2, afs = -1, to_zero = -1;
+    int nfe = 0, n = 0, threads = 2, afs = -1, to_zero = -1, steps = 1;
+    const char *times_arg = NULL;
     long long seed = -1;
     optind = 1;
     for (int ch, li = 0; (ch = getopt_long(argc, argv, "h", opts, &li)) != -1;) {
@@ -53,6 +58,8 @@ int sample_main(int argc, char **argv)
         case 'n': n = (int)strtol(optarg, &end, 10); break;
         case 't': threads = (int)strtol(optarg, &end, 10); break;
         case 'r': seed = strtoll(optarg, &end, 10); break;
+        case 'k': steps = (int)strtol(optarg, &end, 10); break;
+        case 'T': times_arg = optarg; break;
         case 'h': usage(stdout); return CM_EXIT_OK;
         default: usage(stderr); return CM_EXIT_INPUT;
         }
@@ -94,13 +101,34 @@ int sample_main(int argc, char **argv)
     ctx_init(&ctx, 64u << 20);
     Sampler s = {&tn.net, tn.pre, tn.w, 64, tn.C, tn.H, tn.W, &ctx};
     float *x = cm_malloc((size_t)n * tn.C * tn.H * tn.W * sizeof(float));
-    SolverStats st;
-    double t0 = cm_now();
-    int rc = sample_ode(&s, kind, &o, n, (uint64_t)seed, x, &st);
+    SolverStats st = {0};
+    double t0 = cm_now(), times[16];
+    char how[64];
+    int rc = 0;
+    if (tn.pre.kind == PRECOND_EDM) {
+        rc = sample_ode(&s, kind, &o, n, (uint64_t)seed, x, &st);
+        snprintf(how, sizeof how, "%s, %d NFE", solver_kind_name(kind), st.nfe);
+    } else {
+        /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
+        int nt = 0;
+        if (times_arg) {
+            for (char *p = (char *)times_arg, *end; *p && nt < 16; p = *end == ',' ? end + 1 : end) {
+                times[nt++] = strtod(p, &end);
+                if (end == p || (*end && *end != ',')) { rc = cm_fail("--times %s: expected numbers separated by commas", times_arg); break; }
+            }
+        } else if (steps == 1 || steps == 2) {
+            times[nt++] = cfg.model.sigma_max;
+            if (steps == 2) times[nt++] = cfg.sample.mid_t;
+        } else {
+            rc = cm_fail("--steps %d: 1 or 2 (or give --times)", steps);
+        }
+        if (rc == 0) rc = sample_cm(&s, times, nt, n, (uint64_t)seed, x);
+        snprintf(how, sizeof how, "%d-step consistency sampling", nt);
+    }
     if (rc == 0) rc = image_write_grid(out, x, n, tn.C, tn.H, tn.W, (int)ceil(sqrt(n)), 2);
     if (rc == 0)
-        printf("%s: %d samples, %s, %d NFE, %s weights, seed %lld, %.1f s\n", out, n, solver_kind_name(kind),
-               st.nfe, tn.weights_name, seed, cm_now() - t0);
+        printf("%s: %d samples, %s, %s weights, seed %lld, %.1f s\n", out, n, how, tn.weights_name, seed,
+               cm_now() - t0);
     else
         fprintf(stderr, "cmlab sample: %s\n", cm_errmsg());
     free(x);

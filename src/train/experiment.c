@@ -215,6 +215,8 @@ static const CfgKey keys[] = {
      .help = "A last step from sigma_min to 0, x = D(x; sigma_min), as EDM's sampler (one NFE)."},
     {AT(sample, ipndm_order), INT(1, 4), .dflt = "4",
      .help = "Highest order of ipndm."},
+    {AT(sample, mid_t), FLOAT(0, 100000, CFG_OPEN_MIN), .dflt = "0.821",
+     .help = "Consistency models: the time of the second step of 2-step sampling (iCT/ECT CIFAR-10: 0.821)."},
 };
 
 #define KEY_COUNT ((int)CM_ARRAY_LEN(keys))

@@ -129,6 +129,7 @@ typedef struct CfgSample {
     int n;
     bool afs, denoise_to_zero;
     int ipndm_order;
+    double mid_t;
 } CfgSample;
 
 /* One [sweep] line: a key of the table and its values, normalised (each value formatted as

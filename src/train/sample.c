@@ -1,5 +1,6 @@
 #include "sample.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,4 +50,53 @@ int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, ui
     free(z);
     free(x);
     return rc;
+}
+
+/* f(x; t) with the sampler's weights for all n samples, in place. */
+static void consistency_apply(const Sampler *s, float *x, double t, int n)
+{
+    size_t dim = (size_t)s->C * s->H * s->W;
+    WeightSet ws = {s->weights, NULL};
+    for (int b0 = 0; b0 < n; b0 += s->batch) {
+        int nb = CM_MIN(s->batch, n - b0);
+        ctx_reset(s->ctx);
+        ctx_no_grad_begin(s->ctx);
+        float *tt = arena_alloc(&s->ctx->arena, (size_t)nb * sizeof(float));
+        for (int i = 0; i < nb; i++) tt[i] = (float)t;
+        Tensor *xt = tensor_wrap(s->ctx, x + (size_t)b0 * dim, NULL, 4, SHAPE(nb, s->C, s->H, s->W), false);
+        Tensor *f = precond_apply(s->ctx, &s->pre, s->net, &ws, xt, tt, NULL, 0);
+        memcpy(x + (size_t)b0 * dim, f->data, (size_t)nb * dim * sizeof(float));
+        ctx_no_grad_end(s->ctx);
+    }
+}
+
+static void clip_unit(float *x, size_t n)
+{
+    for (size_t k = 0; k < n; k++) x[k] = x[k] < -1.0f ? -1.0f : x[k] > 1.0f ? 1.0f : x[k];
+}
+
+int sample_cm(const Sampler *s, const double *times, int ntimes, int n, uint64_t seed, float *out)
+{
+    if (ntimes < 1) return cm_fail("consistency sampling needs at least one time");
+    for (int k = 1; k < ntimes; k++)
+        if (!(times[k] < times[k - 1]) || times[k] < s->pre.eps)
+            return cm_fail("consistency sampling times must descend from T and stay >= eps = %g (got %g after %g)",
+                           s->pre.eps, times[k], times[k - 1]);
+    size_t dim = (size_t)s->C * s->H * s->W, total = (size_t)n * dim;
+    float *z = cm_malloc(total * sizeof(float));
+    Rng r = {.seed = seed, .stream = STREAM_SAMPLE, .step = 0};
+    rng_normal(&r, z, n, 0, dim);
+    for (size_t k = 0; k < total; k++) out[k] = (float)times[0] * z[k];
+    consistency_apply(s, out, times[0], n);
+    for (int k = 1; k < ntimes; k++) {
+        clip_unit(out, total);
+        r.step = (uint32_t)k;
+        rng_normal(&r, z, n, 0, dim);
+        float a = (float)sqrt(times[k] * times[k] - s->pre.eps * s->pre.eps);
+        for (size_t j = 0; j < total; j++) out[j] += a * z[j];
+        consistency_apply(s, out, times[k], n);
+    }
+    clip_unit(out, total);
+    free(z);
+    return 0;
 }

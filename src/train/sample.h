@@ -25,4 +25,10 @@ typedef struct Sampler {
 int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, uint64_t seed,
                float *out, SolverStats *stats);
 
+/* Consistency models (reference/cm.md §7.1-7.2): x = f(T z, T); then for each further time tau:
+ * x = clip(x, -1, 1) + sqrt(tau^2 - eps^2) z_k, x = f(x, tau); the result is clipped to [-1, 1].
+ * times[0] = T, descending; eps is s->pre.eps. z_k is drawn with step k of STREAM_SAMPLE, so the
+ * first step's noise is the same as sample_ode's. */
+int sample_cm(const Sampler *s, const double *times, int ntimes, int n, uint64_t seed, float *out);
+
 #endif

@@ -14,6 +14,7 @@
 #include "data/image.h"
 #include "data/loader.h"
 #include "train/checkpoint.h"
+#include "train/ct_schedule.h"
 #include "train/precond.h"
 #include "train/model.h"
 #include "train/sample.h"
@@ -32,6 +33,7 @@ typedef struct Trainer Trainer;
 typedef struct Method {
     CfgMethod id;
     double (*loss)(Trainer *t, const float *x0);
+    void (*after_update)(Trainer *t);   /* after the optimiser and EMAs (target networks); may be NULL */
 } Method;
 
 struct Trainer {
@@ -43,6 +45,9 @@ struct Trainer {
     UNet net;
     PrecondParams pre;
     float *w, *g;                /* online weights and their gradients */
+    float *target;               /* CT's EMA target network (ct.target_mu > 0), else NULL */
+    long sched_N;                /* CT: the grid size N(k) and target rate mu(k) of the last step */
+    double sched_mu;
     EmaSet emas;
     Adam opt;
     Ctx ctx;
@@ -89,8 +94,82 @@ static double edm_loss(Trainer *t, const float *x0)
     return loss->data[0];
 }
 
+/* ---- method = ct: Consistency Training with the iCT switches (reference/cm.md §4-5) ----
+ * Interval i of the ascending Karras grid sigma[0..N-1] (N = N(k)); the same z in both terms:
+ *   a = f_theta(x + sigma[i+1] z, sigma[i+1])          online, with dropout
+ *   b = f_target(x + sigma[i] z, sigma[i])             no gradient, the same dropout masks
+ *   loss = mean_b lambda_i d(a, b)
+ * The target is the EMA network with rate mu(k) (ct.target_mu > 0, CT) or the online weights
+ * themselves (ct.target_mu = 0, iCT). */
+static double ct_mu_at(const Config *cfg, long k, int N)
+{
+    double mu0 = cfg->ct.target_mu;
+    if (mu0 <= 0) return 0;
+    if (cfg->ct.curriculum == CFG_CURRICULUM_ORIGINAL)
+        return ct_mu(k, cfg->train.iterations, config_ct_s0(cfg), config_ct_s1(cfg), mu0);
+    return exp(config_ct_s0(cfg) * log(mu0) / (N - 1));
+}
+
+static double ct_loss(Trainer *t, const float *x0)
+{
+    const Config *cfg = &t->cfg;
+    Ctx *c = &t->ctx;
+    int B = t->B;
+    size_t dim = (size_t)t->C * t->H * t->W;
+    uint64_t seed = (uint64_t)cfg->experiment.seed;
+    int N = ct_N(cfg->ct.curriculum, t->step, cfg->train.iterations, config_ct_s0(cfg), config_ct_s1(cfg));
+    double *sigma = arena_alloc(&c->arena, 3 * (size_t)N * sizeof(double)), *p = sigma + N, *cdf = p + N;
+    ct_sigmas(N, cfg->model.sigma_min, cfg->model.sigma_max, 7.0, sigma);
+    if (cfg->ct.sampling == CFG_SAMPLING_LOGNORMAL) {
+        ict_index_probs(N, sigma, cfg->ct.p_mean, cfg->ct.p_std, p);
+        ct_index_cdf(p, N - 1, cdf);
+    }
+    Rng rs = {seed, STREAM_NOISE_LEVEL, (uint32_t)t->step};
+    Rng rn = {seed, STREAM_NOISE, (uint32_t)t->step};
+    Rng rd = {seed, STREAM_DROPOUT_BASE, (uint32_t)t->step};
+    float *u = arena_alloc(&c->arena, 3 * (size_t)B * sizeof(float)), *t1 = u + B, *t0 = t1 + B;
+    float *lam = arena_alloc(&c->arena, (size_t)B * sizeof(float));
+    float *z = arena_alloc(&c->arena, (size_t)B * dim * sizeof(float));
+    float *x1 = arena_alloc(&c->arena, 2 * (size_t)B * dim * sizeof(float)), *xt = x1 + (size_t)B * dim;
+    rng_uniform(&rs, u, B, 0, 1);
+    rng_normal(&rn, z, B, 0, dim);
+    for (int b = 0; b < B; b++) {
+        int i = ct_sample_index(cfg->ct.sampling == CFG_SAMPLING_LOGNORMAL ? cdf : NULL, N - 1, u[b]);
+        t1[b] = (float)sigma[i + 1];
+        t0[b] = (float)sigma[i];
+        lam[b] = (float)ct_weight(cfg->ct.weighting, sigma, i);
+        for (size_t k = 0; k < dim; k++) {
+            x1[b * dim + k] = x0[b * dim + k] + t1[b] * z[b * dim + k];
+            xt[b * dim + k] = x0[b * dim + k] + t0[b] * z[b * dim + k];
+        }
+    }
+    const Rng *drop = cfg->model.dropout > 0 ? &rd : NULL;
+    WeightSet online = {t->w, t->g}, target = {t->target ? t->target : t->w, NULL};
+    Tensor *a = precond_apply(c, &t->pre, &t->net, &online,
+                              tensor_wrap(c, x1, NULL, 4, SHAPE(B, t->C, t->H, t->W), false), t1, drop, 0);
+    ctx_no_grad_begin(c);
+    Tensor *b = precond_apply(c, &t->pre, &t->net, &target,
+                              tensor_wrap(c, xt, NULL, 4, SHAPE(B, t->C, t->H, t->W), false), t0, drop, 0);
+    ctx_no_grad_end(c);
+    Tensor *d = cfg->ct.loss == CFG_LOSS_L2   ? op_mse(c, a, b)
+              : cfg->ct.loss == CFG_LOSS_L1   ? op_l1(c, a, b)
+                                              : op_pseudo_huber(c, a, b, (float)pseudo_huber_c((int)dim));
+    Tensor *loss = op_mean(c, op_mul(c, d, tensor_wrap(c, lam, NULL, 1, SHAPE(B), false)));
+    tape_backward(c, loss, NULL);
+    t->sched_N = N;
+    t->sched_mu = ct_mu_at(cfg, t->step, N);
+    return loss->data[0];
+}
+
+/* CT's target network follows the online weights with rate mu(k) after each update. */
+static void ct_after_update(Trainer *t)
+{
+    if (t->target) ema_update(t->target, t->w, t->net.ps.total, (float)t->sched_mu);
+}
+
 static const Method METHODS[] = {
-    {CFG_METHOD_EDM, edm_loss},
+    {CFG_METHOD_EDM, edm_loss, NULL},
+    {CFG_METHOD_CT, ct_loss, ct_after_update},
 };
 
 static const Method *method_find(CfgMethod id)
@@ -153,6 +232,7 @@ static void ckpt_state_fill(Trainer *t, CkptState *s)
     memset(s, 0, sizeof *s);
     s->ps = &t->net.ps;
     ckpt_add_weights(s, "online", t->w);
+    if (t->target) ckpt_add_weights(s, "target", t->target);
     ckpt_add_emas(s, &t->emas);
     s->opt = &t->opt;
     s->step = t->step;
@@ -163,6 +243,8 @@ static void ckpt_state_fill(Trainer *t, CkptState *s)
     s->data_epoch = cur.epoch;
     s->data_index = cur.index;
     s->world_size = 1;
+    s->sched_N = t->sched_N;
+    s->sched_mu = t->sched_mu;
 }
 
 static int trainer_checkpoint(Trainer *t)
@@ -186,6 +268,8 @@ static int trainer_resume(Trainer *t)
     if (ckpt_load_latest(t->ckpt_dir, &s, used, sizeof used) != 0) return 1;
     free(s.loaded_config);
     t->step = s.step;
+    t->sched_N = s.sched_N;
+    t->sched_mu = s.sched_mu;
     if (loader_set_cursor(&t->loader, (LoaderCursor){s.data_epoch, s.data_index}) != 0)
         return cm_fail("%s: %s", used, cm_errmsg());
     printf("resume: %s (step %ld)\n", used, t->step);
@@ -211,13 +295,23 @@ static int trainer_sample_grid(Trainer *t)
     Sampler s = {&t->net, t->pre, sampling_weights(t, &wname), 64, t->C, t->H, t->W, &t->ctx};
     int n = CM_MIN(cfg->sample.n, 64);
     float *x = cm_malloc((size_t)n * t->C * t->H * t->W * sizeof(float));
-    SolverStats st;
-    int rc = sample_ode(&s, cfg->sample.solver, &o, n, (uint64_t)cfg->experiment.seed, x, &st);
-    if (rc == 0) {
-        char path[700];
+    char path[700];
+    int rc = 0;
+    if (t->pre.kind == PRECOND_EDM) {
+        SolverStats st;
+        rc = sample_ode(&s, cfg->sample.solver, &o, n, (uint64_t)cfg->experiment.seed, x, &st);
         snprintf(path, sizeof path, "%s/step_%08ld.png", t->samples_dir, t->step);
-        rc = image_write_grid(path, x, n, t->C, t->H, t->W, 8, 2);
+        if (rc == 0) rc = image_write_grid(path, x, n, t->C, t->H, t->W, 8, 2);
         if (rc == 0) printf("samples: %s (%s, %s weights, %d NFE)\n", path, solver_kind_name(cfg->sample.solver), wname, st.nfe);
+    } else {
+        /* Consistency models: a 1-step and a 2-step grid (T, then sample.mid_t) on the same noise. */
+        double times[2] = {cfg->model.sigma_max, cfg->sample.mid_t};
+        for (int steps = 1; steps <= 2 && rc == 0; steps++) {
+            rc = sample_cm(&s, times, steps, n, (uint64_t)cfg->experiment.seed, x);
+            snprintf(path, sizeof path, "%s/step_%08ld_%dstep.png", t->samples_dir, t->step, steps);
+            if (rc == 0) rc = image_write_grid(path, x, n, t->C, t->H, t->W, 8, 2);
+            if (rc == 0) printf("samples: %s (%d-step, %s weights)\n", path, steps, wname);
+        }
     }
     free(x);
     return rc;
@@ -242,7 +336,7 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     t->cfg = *cfg;
     t->method = method_find(cfg->experiment.method);
     if (!t->method)
-        return cm_fail("experiment.method = %s: not implemented yet (this build trains: edm)",
+        return cm_fail("experiment.method = %s: not implemented yet (this build trains: edm, ct)",
                        config_method_name(cfg->experiment.method));
     cm_set_threads(cfg->train.threads);
     t->config_text = config_to_string(cfg);
@@ -279,6 +373,10 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     t->w = params_buffer(&t->net.ps);
     t->g = params_buffer(&t->net.ps);
     params_randomize(&t->net.ps, t->w, (uint64_t)cfg->experiment.seed);
+    if (cfg->experiment.method == CFG_METHOD_CT && cfg->ct.target_mu > 0) {
+        t->target = params_buffer(&t->net.ps);
+        memcpy(t->target, t->w, t->net.ps.total * sizeof(float));
+    }
     optim_init(&t->opt, cfg->train.optimizer, t->net.ps.total, (float)cfg->train.lr, (float)cfg->train.beta1,
                (float)cfg->train.beta2, (float)cfg->train.eps, (float)cfg->train.weight_decay);
     ema_set_init(&t->emas, t->net.ps.total);
@@ -296,6 +394,7 @@ static void trainer_free(Trainer *t)
     adam_free(&t->opt);
     free(t->w);
     free(t->g);
+    free(t->target);
     free(t->batch);
     unet_free(&t->net);
     loader_free(&t->loader);
@@ -369,6 +468,7 @@ int trainer_run(const Config *cfg, bool resume)
         t.opt.lr = optim_warmup_lr((float)tr->lr, t.opt.step, tr->warmup);
         adam_step(&t.opt, t.w, t.g);
         ema_set_update(&t.emas, t.w, (double)t.step * t.B, t.B);
+        if (t.method->after_update) t.method->after_update(&t);
         t.step++;
         loss_sum += loss;
         gnorm_sum += gnorm;
