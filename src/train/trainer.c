@@ -14,6 +14,7 @@
 #include "data/image.h"
 #include "data/loader.h"
 #include "train/checkpoint.h"
+#include "train/ct.h"
 #include "train/ct_schedule.h"
 #include "train/precond.h"
 #include "train/model.h"
@@ -94,7 +95,8 @@ static double edm_loss(Trainer *t, const float *x0)
     return loss->data[0];
 }
 
-/* ---- method = ct: Consistency Training with the iCT switches (reference/cm.md §4-5) ----
+/* ---- method = ct: Consistency Training with the iCT switches (reference/cm.md §4-5); the loss
+ * itself is ct_step_loss (ct.h) ----
  * Interval i of the ascending Karras grid sigma[0..N-1] (N = N(k)); the same z in both terms:
  *   a = f_theta(x + sigma[i+1] z, sigma[i+1])          online, with dropout
  *   b = f_target(x + sigma[i] z, sigma[i])             no gradient, the same dropout masks
@@ -130,7 +132,6 @@ static double ct_loss(Trainer *t, const float *x0)
     float *u = arena_alloc(&c->arena, 3 * (size_t)B * sizeof(float)), *t1 = u + B, *t0 = t1 + B;
     float *lam = arena_alloc(&c->arena, (size_t)B * sizeof(float));
     float *z = arena_alloc(&c->arena, (size_t)B * dim * sizeof(float));
-    float *x1 = arena_alloc(&c->arena, 2 * (size_t)B * dim * sizeof(float)), *xt = x1 + (size_t)B * dim;
     rng_uniform(&rs, u, B, 0, 1);
     rng_normal(&rn, z, B, 0, dim);
     for (int b = 0; b < B; b++) {
@@ -138,27 +139,14 @@ static double ct_loss(Trainer *t, const float *x0)
         t1[b] = (float)sigma[i + 1];
         t0[b] = (float)sigma[i];
         lam[b] = (float)ct_weight(cfg->ct.weighting, sigma, i);
-        for (size_t k = 0; k < dim; k++) {
-            x1[b * dim + k] = x0[b * dim + k] + t1[b] * z[b * dim + k];
-            xt[b * dim + k] = x0[b * dim + k] + t0[b] * z[b * dim + k];
-        }
     }
-    const Rng *drop = cfg->model.dropout > 0 ? &rd : NULL;
-    WeightSet online = {t->w, t->g}, target = {t->target ? t->target : t->w, NULL};
-    Tensor *a = precond_apply(c, &t->pre, &t->net, &online,
-                              tensor_wrap(c, x1, NULL, 4, SHAPE(B, t->C, t->H, t->W), false), t1, drop, 0);
-    ctx_no_grad_begin(c);
-    Tensor *b = precond_apply(c, &t->pre, &t->net, &target,
-                              tensor_wrap(c, xt, NULL, 4, SHAPE(B, t->C, t->H, t->W), false), t0, drop, 0);
-    ctx_no_grad_end(c);
-    Tensor *d = cfg->ct.loss == CFG_LOSS_L2   ? op_mse(c, a, b)
-              : cfg->ct.loss == CFG_LOSS_L1   ? op_l1(c, a, b)
-                                              : op_pseudo_huber(c, a, b, (float)pseudo_huber_c((int)dim));
-    Tensor *loss = op_mean(c, op_mul(c, d, tensor_wrap(c, lam, NULL, 1, SHAPE(B), false)));
-    tape_backward(c, loss, NULL);
+    WeightSet online = {t->w, t->g};
+    CtBatch bt = {x0, z, t1, t0, lam, B, t->C, t->H, t->W};
+    double loss = ct_step_loss(c, &t->net, &t->pre, &online, t->target ? t->target : t->w, &bt, cfg->ct.loss,
+                               cfg->model.dropout > 0 ? &rd : NULL);
     t->sched_N = N;
     t->sched_mu = ct_mu_at(cfg, t->step, N);
-    return loss->data[0];
+    return loss;
 }
 
 /* CT's target network follows the online weights with rate mu(k) after each update. */
