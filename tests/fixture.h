@@ -29,6 +29,10 @@ bool fixture_attr_str(Fixture *f, const char *obj, const char *attr, char *buf, 
 /* Names of the members of a group (malloc'd array of malloc'd strings). */
 int fixture_list(Fixture *f, const char *group, char ***names);
 
+/* The UNetConfig stored as attributes of obj (e.g. "/mnist28") by tests/torch/unet.py and ct_step.py. */
+struct UNetConfig;
+void fixture_unet_config(Fixture *f, const char *obj, struct UNetConfig *g);
+
 /* max|a-b| / max(max|b|, floor): the relative error every comparison prints. */
 double rel_error(const float *a, const float *b, size_t n, double floor);
 

@@ -126,29 +126,6 @@ static void compare_param_grads(Fixture *f, const char *group, const ParamSet *p
 
 /* ---- the U-Net ---- */
 
-static void read_unet_config(Fixture *f, const char *group, UNetConfig *g)
-{
-    char obj[128], emb[32] = "";
-    snprintf(obj, sizeof obj, "/%s", group);
-    *g = unet_config_default();
-    g->img_channels = (int)fixture_attr_int(f, obj, "img_channels", -1);
-    g->img_h = (int)fixture_attr_int(f, obj, "img_h", -1);
-    g->img_w = (int)fixture_attr_int(f, obj, "img_w", -1);
-    g->base_channels = (int)fixture_attr_int(f, obj, "base_channels", -1);
-    g->channel_mult_count = fixture_attr_ints(f, obj, "channel_mult", g->channel_mult, UNET_MAX_LEVELS);
-    g->num_blocks = (int)fixture_attr_int(f, obj, "num_blocks", -1);
-    g->attn_resolutions_count = fixture_attr_ints(f, obj, "attn_resolutions", g->attn_resolutions, UNET_MAX_ATTN);
-    g->mid_attn = fixture_attr_int(f, obj, "mid_attn", -1) == 1;
-    g->attn_heads = (int)fixture_attr_int(f, obj, "attn_heads", -1);
-    g->dropout = (float)fixture_attr_double(f, obj, "dropout", -1);
-    fixture_attr_str(f, obj, "emb_type", emb, sizeof emb);
-    g->emb_type = strcmp(emb, "fourier") == 0 ? UNET_EMB_FOURIER : UNET_EMB_POSITIONAL;
-    g->fourier_scale = (float)fixture_attr_double(f, obj, "fourier_scale", 16.0);
-    g->skip_scale = (float)fixture_attr_double(f, obj, "skip_scale", -1);
-    g->two_times = fixture_attr_int(f, obj, "two_times", -1) == 1;
-    g->seed = (uint64_t)fixture_attr_int(f, obj, "seed", 0);
-}
-
 /* The "total" row of the printed layer table. */
 static size_t table_total(const UNet *net, bool show)
 {
@@ -250,7 +227,7 @@ static void test_unet(Ctx *c, Fixture *f, const char *group, bool show_table)
     snprintf(obj, sizeof obj, "/%s", group);
     printf("%s\n", group);
     UNetConfig cfg;
-    read_unet_config(f, group, &cfg);
+    fixture_unet_config(f, obj, &cfg);
     UNet net;
     int rc = unet_init(&net, &cfg);
     CHECK(rc == 0, "%s: unet_init: %s", group, cm_errmsg());
