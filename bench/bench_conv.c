@@ -67,6 +67,7 @@ static double bench_shape(const Shape *s, int iters)
 
 int main(int argc, char **argv)
 {
+    cm_blas_select_core(argv);
     int iters = argc > 1 ? atoi(argv[1]) : 20;
     if (iters < 1) {
         fprintf(stderr, "usage: bench_conv [iterations >= 1]\n");

@@ -79,6 +79,11 @@ static void test_version(const char *bin)
     bool ok = len > 7 && strncmp(r.out, "cmlab ", 6) == 0 && isdigit((unsigned char)r.out[6]) &&
               strchr(r.out + 6, '.') != NULL && strchr(r.out, '\n') == r.out + len - 1;
     CHECK(ok, "cmlab --version printed '%s', want 'cmlab X.Y.Z' and a newline", r.out);
+    /* cm_blas_select_core: on a CPU with AVX-512 or AVX2, OpenBLAS must not run its generic
+     * SSE3 kernels (Debian 12's OpenBLAS picks "Prescott" on CPUs newer than it). */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        CHECK(!strstr(r.out, "Prescott") && !strstr(r.out, "Core2") && !strstr(r.out, "Nehalem"),
+              "cmlab --version: OpenBLAS runs a generic core on an AVX2 CPU: %s", r.out);
 }
 
 static void test_no_arguments(const char *bin)

@@ -3,6 +3,7 @@
  * (CM_EXIT_*). `cmlab --help` is generated from the same table. */
 #include "common.h"
 #include "cli/commands.h"
+#include "autograd/tensor.h"
 #include "train/demo.h"
 
 #include <stdbool.h>
@@ -92,6 +93,7 @@ static int finish_stdout(void)
 
 int main(int argc, char **argv)
 {
+    cm_blas_select_core(argv);
     if (argc < 2) {
         print_usage(stderr);
         return CM_EXIT_INPUT;
@@ -102,7 +104,7 @@ int main(int argc, char **argv)
         return finish_stdout();
     }
     if (strcmp(name, "--version") == 0) {
-        printf("cmlab %s\n", CMLAB_VERSION);
+        printf("cmlab %s (OpenBLAS core %s)\n", CMLAB_VERSION, cm_blas_core());
         return finish_stdout();
     }
     for (size_t i = 0; i < CM_ARRAY_LEN(commands); i++)
