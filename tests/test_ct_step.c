@@ -1,15 +1,19 @@
-/* test_ct_step.c CT_STEP.h5: one Consistency Training step (ct_step_loss, src/train/ct.c) against
- * its PyTorch twin (tests/torch/ct_step.py, whose docstring has the fixture layout).
+/* test_ct_step.c CT_STEP.h5: one consistency training step (CT, iCT: ct_step_loss; CD:
+ * cd_teacher_step + ct_step_loss; src/train/ct.c) against its PyTorch twin
+ * (tests/torch/ct_step.py, whose docstring has the fixture layout).
  *
- * For every case group (ct: l2 loss, uniform weight, a separate target weight set; ict:
- * pseudo-Huber, lam = 1/(t1 - t0), target = the online weights, dropout with the same masks in
- * both passes) this test
- *   1. builds the U-Net from the group's attributes and loads the online (and target) weights by
- *      parameter name, checking names and shapes both ways;
- *   2. calls ct_step_loss with the fixture's x0, z, t1, t0, lam and dropout Rng, g zeroed;
- *   3. compares the loss and every parameter gradient (the worst is named): each <= 1e-4;
- *   4. checks that neither the online weights nor the target buffer changed, and, for ct, that
- *      ema_update(target, w, mu) reproduces PyTorch's targ.mul_(mu).add_(w, alpha = 1 - mu).
+ * Cases: ct (l2 loss, uniform weight, a separate target weight set); ict (pseudo-Huber,
+ * lam = 1/(t1 - t0), target = the online weights, dropout with the same masks in both passes);
+ * cd (Heun teacher step, l2, target = online); cd_euler (Euler teacher step, pseudo-Huber, a
+ * separate target with mu = 0.95, dropout). For each, this test
+ *   1. builds the U-Net from the group's attributes and loads the online (and target, teacher)
+ *      weights by parameter name, checking names and shapes both ways;
+ *   2. CD: runs the teacher's ODE step and compares it with the twin's (xt);
+ *   3. calls ct_step_loss with the fixture's x0, z, t1, t0, lam and dropout Rng, g zeroed;
+ *   4. compares the loss and every parameter gradient (the worst is named): each <= 1e-4;
+ *   5. checks that neither the online weights nor the target buffer changed, and, for separate
+ *      targets, that ema_update(target, w, mu) reproduces PyTorch's
+ *      targ.mul_(mu).add_(w, alpha = 1 - mu).
  */
 #include <math.h>
 #include <stdio.h>
@@ -89,7 +93,7 @@ static void compare_params(Fixture *f, const char *group, const char *set, const
     }
     char buf[160];
     snprintf(buf, sizeof buf, "worst %s (%s)", what, worst_name);
-    printf("  %-5s %-52s rel error %.2e\n", group, buf, worst);
+    printf("  %-8s %-49s rel error %.2e\n", group, buf, worst);
 }
 
 static void test_case(Ctx *c, Fixture *f, const char *group)
@@ -135,7 +139,7 @@ static void test_case(Ctx *c, Fixture *f, const char *group)
     if (loss == CFG_LOSS_PSEUDO_HUBER) {
         double want_c = fixture_attr_double(f, obj, "huber_c", -1);
         double got_c = pseudo_huber_c(bt.C * bt.H * bt.W);
-        printf("  %-5s pseudo-Huber c %.6f (PyTorch %.6f)\n", group, got_c, want_c);
+        printf("  %-8s pseudo-Huber c %.6f (PyTorch %.6f)\n", group, got_c, want_c);
         CHECK(fabs(got_c - want_c) <= 1e-12, "%s: pseudo_huber_c %.8f, PyTorch %.8f", group, got_c, want_c);
     }
     PrecondParams pre = {.kind = PRECOND_CM,
@@ -145,19 +149,46 @@ static void test_case(Ctx *c, Fixture *f, const char *group)
                 .stream = (uint32_t)fixture_attr_int(f, obj, "dropout_stream", 0),
                 .step = (uint32_t)fixture_attr_int(f, obj, "dropout_step", 0)};
 
+    char method[16] = "ct", solver_name[16] = "";
+    fixture_attr_str(f, obj, "method", method, sizeof method);
+    float *xt = NULL, *teacher = NULL;
     ctx_reset(c);
+    if (strcmp(method, "cd") == 0) {
+        fixture_attr_str(f, obj, "solver", solver_name, sizeof solver_name);
+        SolverKind solver = strcmp(solver_name, "euler") == 0 ? SOLVER_EULER : SOLVER_HEUN;
+        CHECK(solver == SOLVER_EULER || strcmp(solver_name, "heun") == 0, "%s: unknown solver %s", group,
+              solver_name);
+        teacher = params_buffer(&net.ps);
+        load_weights(f, group, "weights/teacher", &net.ps, teacher);
+        size_t nx = (size_t)bt.B * bt.C * bt.H * bt.W;
+        float *x1 = cm_malloc(nx * sizeof(float));
+        size_t dim = nx / (size_t)bt.B;
+        for (size_t k = 0; k < nx; k++) x1[k] = x0[k] + t1[k / dim] * z[k];
+        xt = cm_malloc(nx * sizeof(float));
+        PrecondParams edm = {.kind = PRECOND_EDM, .sigma_data = pre.sigma_data, .eps = pre.eps};
+        cd_teacher_step(c, &net, &edm, teacher, solver, x1, t1, t0, bt.B, bt.C, bt.H, bt.W, xt);
+        float *want_xt = read_array(f, group, "xt", NULL, NULL);
+        double ex = rel_error(xt, want_xt, nx, REL_FLOOR);
+        char what[64];
+        snprintf(what, sizeof what, "teacher %s step (target input)", solver_name);
+        printf("  %-8s %-49s rel error %.2e\n", group, what, ex);
+        CHECK(ex <= TOL, "%s: the teacher's %s step differs from PyTorch's: rel error %.3e", group, solver_name, ex);
+        bt.xt = xt;
+        free(x1);
+        free(want_xt);
+    }
     WeightSet online = {w, g};
     double l = ct_step_loss(c, &net, &pre, &online, target, &bt, loss, cfg.dropout > 0 ? &drop : NULL);
     float lf = (float)l;
     double e = rel_error(&lf, want_loss, 1, REL_FLOOR);
-    printf("  %-5s %-52s rel error %.2e (%.6e vs %.6e)\n", group, "loss", e, l, want_loss[0]);
+    printf("  %-8s %-49s rel error %.2e (%.6e vs %.6e)\n", group, "loss", e, l, want_loss[0]);
     CHECK(e <= TOL, "%s: loss %.8e, PyTorch %.8e, rel error %.3e", group, l, want_loss[0], e);
     compare_params(f, group, "grad", "param grad", &net.ps, g, TOL);
 
     CHECK(memcmp(w, w_before, n * sizeof(float)) == 0, "%s: ct_step_loss changed the online weights", group);
     CHECK(memcmp(target, target_before, n * sizeof(float)) == 0, "%s: ct_step_loss changed the target buffer",
           group);
-    printf("  %-5s online weights and target buffer unchanged by the step\n", group);
+    printf("  %-8s online weights and target buffer unchanged by the step\n", group);
 
     if (!target_is_online) {
         /* The target update target' = mu target + (1 - mu) w (w: the online weights). */
@@ -167,7 +198,7 @@ static void test_case(Ctx *c, Fixture *f, const char *group)
         compare_params(f, group, "ema", "target update", &net.ps, target, EMA_TOL);
     }
 
-    free(x0), free(z), free(t1), free(t0), free(lam), free(want_loss);
+    free(x0), free(z), free(t1), free(t0), free(lam), free(want_loss), free(xt), free(teacher);
     free(w_before), free(target_before);
     if (!target_is_online) free(target);
     free(w), free(g);
@@ -184,7 +215,7 @@ int main(int argc, char **argv)
     fixture_open(&f, argv[1]);
     Ctx c;
     ctx_init(&c, 64 << 20);
-    const char *cases[] = {"ct", "ict"};
+    const char *cases[] = {"ct", "ict", "cd", "cd_euler"};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char obj[32];
         snprintf(obj, sizeof obj, "/%s", cases[i]);

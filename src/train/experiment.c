@@ -168,6 +168,9 @@ static const CfgKey keys[] = {
 
     {AT(cd, teacher), TEXT(CFG_PATH_MAX - 1, 0), .dflt = "",
      .help = "EDM teacher checkpoint (needed for method = cd); the student starts from its weights."},
+    {AT(cd, teacher_weights), TEXT(CFG_NAME_MAX - 1, 0), .dflt = "",
+     .help = "The teacher's weight set: online or ema:RATE, as cmlab info lists them. Empty: its first "
+             "EMA (else online)."},
     {AT(cd, solver), ENUM(cd_solvers), .dflt = "heun",
      .help = "The teacher's ODE step between adjacent grid points."},
     {AT(cd, N), INT(2, 1000000), .dflt = "18",

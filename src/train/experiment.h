@@ -106,6 +106,7 @@ typedef struct CfgEdm { double p_mean, p_std; } CfgEdm;
 
 typedef struct CfgCd {
     char teacher[CFG_PATH_MAX];
+    char teacher_weights[CFG_NAME_MAX];
     SolverKind solver;           /* SOLVER_EULER or SOLVER_HEUN */
     int N;
     double target_mu;

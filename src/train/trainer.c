@@ -46,8 +46,10 @@ struct Trainer {
     UNet net;
     PrecondParams pre;
     float *w, *g;                /* online weights and their gradients */
-    float *target;               /* CT's EMA target network (ct.target_mu > 0), else NULL */
-    long sched_N;                /* CT: the grid size N(k) and target rate mu(k) of the last step */
+    float *target;               /* the EMA target network (ct.target_mu, cd.target_mu > 0), else NULL */
+    float *teacher;              /* CD: the EDM teacher's weights (same layout), else NULL */
+    PrecondParams teacher_pre;   /* CD: the teacher's (EDM) preconditioning */
+    long sched_N;                /* CT, CD: the grid size N(k) and target rate mu(k) of the last step */
     double sched_mu;
     EmaSet emas;
     Adam opt;
@@ -141,7 +143,7 @@ static double ct_loss(Trainer *t, const float *x0)
         lam[b] = (float)ct_weight(cfg->ct.weighting, sigma, i);
     }
     WeightSet online = {t->w, t->g};
-    CtBatch bt = {x0, z, t1, t0, lam, B, t->C, t->H, t->W};
+    CtBatch bt = {x0, z, t1, t0, lam, NULL, B, t->C, t->H, t->W};
     double loss = ct_step_loss(c, &t->net, &t->pre, &online, t->target ? t->target : t->w, &bt, cfg->ct.loss,
                                cfg->model.dropout > 0 ? &rd : NULL);
     t->sched_N = N;
@@ -149,15 +151,57 @@ static double ct_loss(Trainer *t, const float *x0)
     return loss;
 }
 
-/* CT's target network follows the online weights with rate mu(k) after each update. */
-static void ct_after_update(Trainer *t)
+/* ---- method = cd: Consistency Distillation (reference/cm.md §3.1) ----
+ * Interval i ~ Uniform{0..N-2} of the ascending Karras grid sigma[0..N-1] (N = cd.N), x1 = x + sigma[i+1] z:
+ *   a = f_theta(x1, sigma[i+1])                                  online, with dropout
+ *   b = f_target(teacher ODE step from x1 down to sigma[i], sigma[i])   no gradient, same masks
+ *   loss = mean_b d(a, b)         (weight 1, as every released CD config)
+ * The teacher is the EDM checkpoint's weight set (cd.teacher_weights) in eval mode; the student,
+ * the target and every EMA start from it. Target: the EMA network with the fixed rate
+ * cd.target_mu, or the online weights themselves (0, the CIFAR-10 recipe). */
+static double cd_loss(Trainer *t, const float *x0)
+{
+    const Config *cfg = &t->cfg;
+    Ctx *c = &t->ctx;
+    int B = t->B, N = cfg->cd.N;
+    size_t dim = (size_t)t->C * t->H * t->W;
+    uint64_t seed = (uint64_t)cfg->experiment.seed;
+    double *sigma = arena_alloc(&c->arena, (size_t)N * sizeof(double));
+    ct_sigmas(N, cfg->model.sigma_min, cfg->model.sigma_max, 7.0, sigma);
+    Rng rs = {seed, STREAM_NOISE_LEVEL, (uint32_t)t->step};
+    Rng rn = {seed, STREAM_NOISE, (uint32_t)t->step};
+    Rng rd = {seed, STREAM_DROPOUT_BASE, (uint32_t)t->step};
+    float *u = arena_alloc(&c->arena, 4 * (size_t)B * sizeof(float)), *t1 = u + B, *t0 = t1 + B, *lam = t0 + B;
+    float *z = arena_alloc(&c->arena, 3 * (size_t)B * dim * sizeof(float)), *x1 = z + B * dim, *xt = x1 + B * dim;
+    rng_uniform(&rs, u, B, 0, 1);
+    rng_normal(&rn, z, B, 0, dim);
+    for (int b = 0; b < B; b++) {
+        int i = ct_sample_index(NULL, N - 1, u[b]);
+        t1[b] = (float)sigma[i + 1];
+        t0[b] = (float)sigma[i];
+        lam[b] = 1;
+        for (size_t k = b * dim; k < (b + 1) * dim; k++) x1[k] = x0[k] + t1[b] * z[k];
+    }
+    cd_teacher_step(c, &t->net, &t->teacher_pre, t->teacher, cfg->cd.solver, x1, t1, t0, B, t->C, t->H, t->W, xt);
+    WeightSet online = {t->w, t->g};
+    CtBatch bt = {x0, z, t1, t0, lam, xt, B, t->C, t->H, t->W};
+    double loss = ct_step_loss(c, &t->net, &t->pre, &online, t->target ? t->target : t->w, &bt, cfg->cd.loss,
+                               cfg->model.dropout > 0 ? &rd : NULL);
+    t->sched_N = N;
+    t->sched_mu = cfg->cd.target_mu;
+    return loss;
+}
+
+/* The target network (CT, CD) follows the online weights with rate mu(k) after each update. */
+static void target_update(Trainer *t)
 {
     if (t->target) ema_update(t->target, t->w, t->net.ps.total, (float)t->sched_mu);
 }
 
 static const Method METHODS[] = {
     {CFG_METHOD_EDM, edm_loss, NULL},
-    {CFG_METHOD_CT, ct_loss, ct_after_update},
+    {CFG_METHOD_CT, ct_loss, target_update},
+    {CFG_METHOD_CD, cd_loss, target_update},
 };
 
 static const Method *method_find(CfgMethod id)
@@ -221,6 +265,7 @@ static void ckpt_state_fill(Trainer *t, CkptState *s)
     s->ps = &t->net.ps;
     ckpt_add_weights(s, "online", t->w);
     if (t->target) ckpt_add_weights(s, "target", t->target);
+    if (t->teacher) ckpt_add_weights(s, "teacher", t->teacher);
     ckpt_add_emas(s, &t->emas);
     s->opt = &t->opt;
     s->step = t->step;
@@ -318,13 +363,72 @@ static bool has_checkpoints(const char *dir)
     return found;
 }
 
+/* The first [model] key in which two U-Net configurations differ (dropout aside: it has no
+ * weights), or NULL. The Fourier frequencies are drawn from experiment.seed. */
+static const char *unet_arch_difference(const UNetConfig *a, const UNetConfig *b)
+{
+    if (a->img_channels != b->img_channels || a->img_h != b->img_h || a->img_w != b->img_w)
+        return "the image shape (data.dataset, data.pad_to)";
+    if (a->base_channels != b->base_channels) return "model.channels";
+    if (a->channel_mult_count != b->channel_mult_count ||
+        memcmp(a->channel_mult, b->channel_mult, sizeof(int) * (size_t)a->channel_mult_count))
+        return "model.channel_mult";
+    if (a->num_blocks != b->num_blocks) return "model.num_blocks";
+    if (a->attn_resolutions_count != b->attn_resolutions_count ||
+        memcmp(a->attn_resolutions, b->attn_resolutions, sizeof(int) * (size_t)a->attn_resolutions_count))
+        return "model.attn_resolutions";
+    if (a->mid_attn != b->mid_attn) return "model.mid_attn";
+    if (a->attn_heads != b->attn_heads) return "model.attn_heads";
+    if (a->emb_type != b->emb_type) return "model.emb_type";
+    if (a->skip_scale != b->skip_scale) return "model.skip_scale";
+    if (a->two_times != b->two_times) return "the number of time inputs";
+    if (a->emb_type == UNET_EMB_FOURIER && a->fourier_scale != b->fourier_scale) return "model.fourier_scale";
+    if (a->emb_type == UNET_EMB_FOURIER && a->seed != b->seed)
+        return "experiment.seed (it draws the Fourier frequencies)";
+    return NULL;
+}
+
+/* CD: loads the EDM teacher (cd.teacher, cd.teacher_weights), checks that it has the student's
+ * architecture, and starts the student from its weights (the target and EMAs follow in setup). */
+static int cd_setup(Trainer *t)
+{
+    const CfgCd *cd = &t->cfg.cd;
+    if (!cd->teacher[0])
+        return cm_fail("method = cd needs cd.teacher: the EDM teacher checkpoint to distil (train one with "
+                       "method = edm, e.g. experiments/edm_fashion_mnist.ini)");
+    Model m;
+    Config tcfg;
+    if (model_load(&m, &tcfg, cd->teacher, cd->teacher_weights[0] ? cd->teacher_weights : NULL) != 0) {
+        model_free(&m);
+        return cm_fail("cd.teacher: %s", cm_errmsg());
+    }
+    int rc = 0;
+    const char *diff = unet_arch_difference(&t->net.cfg, &m.net.cfg);
+    if (tcfg.experiment.method != CFG_METHOD_EDM)
+        rc = cm_fail("cd.teacher = %s: a method = %s checkpoint; CD distils an EDM teacher (method = edm)",
+                     cd->teacher, config_method_name(tcfg.experiment.method));
+    else if (diff)
+        rc = cm_fail("cd.teacher = %s: its network differs from this experiment's in %s; the student starts "
+                     "from the teacher's weights, so copy the teacher's [model] section (cmlab info shows its config)",
+                     cd->teacher, diff);
+    if (rc == 0) {
+        t->teacher = params_buffer(&t->net.ps);
+        memcpy(t->teacher, m.w, t->net.ps.total * sizeof(float));
+        memcpy(t->w, m.w, t->net.ps.total * sizeof(float));
+        t->teacher_pre = m.pre;
+        printf("cd: teacher %s (%s weights)\n", cd->teacher, m.weights_name);
+    }
+    model_free(&m);
+    return rc;
+}
+
 static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
 {
     memset(t, 0, sizeof *t);
     t->cfg = *cfg;
     t->method = method_find(cfg->experiment.method);
     if (!t->method)
-        return cm_fail("experiment.method = %s: not implemented yet (this build trains: edm, ct)",
+        return cm_fail("experiment.method = %s: not implemented yet (this build trains: edm, ct, cd)",
                        config_method_name(cfg->experiment.method));
     cm_set_threads(cfg->train.threads);
     t->config_text = config_to_string(cfg);
@@ -361,7 +465,9 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     t->w = params_buffer(&t->net.ps);
     t->g = params_buffer(&t->net.ps);
     params_randomize(&t->net.ps, t->w, (uint64_t)cfg->experiment.seed);
-    if (cfg->experiment.method == CFG_METHOD_CT && cfg->ct.target_mu > 0) {
+    if (cfg->experiment.method == CFG_METHOD_CD && cd_setup(t) != 0) return -1;
+    if ((cfg->experiment.method == CFG_METHOD_CT && cfg->ct.target_mu > 0) ||
+        (cfg->experiment.method == CFG_METHOD_CD && cfg->cd.target_mu > 0)) {
         t->target = params_buffer(&t->net.ps);
         memcpy(t->target, t->w, t->net.ps.total * sizeof(float));
     }
@@ -383,6 +489,7 @@ static void trainer_free(Trainer *t)
     free(t->w);
     free(t->g);
     free(t->target);
+    free(t->teacher);
     free(t->batch);
     unet_free(&t->net);
     loader_free(&t->loader);

@@ -1,5 +1,6 @@
-"""ct_step.py OUT.h5: the PyTorch twin of one Consistency Training step (src/train/ct.c,
-ct_step_loss; reference/cm.md §2, §4, §5), in float64, for tests/test_ct_step.c.
+"""ct_step.py OUT.h5: the PyTorch twin of one consistency training step, CT/iCT (src/train/ct.c,
+ct_step_loss; reference/cm.md §2, §4, §5) and CD (cd_teacher_step + ct_step_loss; §3.1), in
+float64, for tests/test_ct_step.c.
 
 Per case group /<case>:
   attrs   the U-Net config (as tests/torch/unet.py), param_count, B, loss ("l2" | "pseudo_huber"),
@@ -10,11 +11,18 @@ Per case group /<case>:
   weights/target/<name>   the target weights (a separate random set; absent for iCT)
   x0, z [B,C,H,W]; idx [B] (int32, ascending-grid interval i); t1, t0, lam [B]
   loss (scalar as [1]); grad/<name> the gradient of the loss w.r.t. every online parameter
-  ema/<name>   (CT only) target' = mu * target + (1 - mu) * w in float32, PyTorch's op order
-               targ.mul_(mu).add_(w, alpha = 1 - mu)
+  ema/<name>   (separate targets) target' = mu * target + (1 - mu) * w in float32, PyTorch's op
+               order targ.mul_(mu).add_(w, alpha = 1 - mu)
+CD cases (method = "cd") also hold
+  attrs   solver ("heun" | "euler")
+  weights/teacher/<name>   the EDM teacher's weights (a third random set)
+  xt [B,C,H,W]             the teacher's ODE step from x0 + t1 z down to t0 (the target's input)
 
-The twin: a = f(x0 + t1 z, t1) with the online weights (gradients), b = f(x0 + t0 z, t0) under
-torch.no_grad() with the target weights, the same cmlab dropout masks in both passes,
+The twin: a = f(x0 + t1 z, t1) with the online weights (gradients), b = f(xt, t0) under
+torch.no_grad() with the target weights, the same cmlab dropout masks in both passes; CT:
+xt = x0 + t0 z; CD: x1 = x0 + t1 z, d1 = (x1 - D(x1; t1))/t1, xe = x1 + (t0 - t1) d1 (euler: xt = xe),
+d2 = (xe - D(xe; t0))/t0, xt = x1 + (t0 - t1)(d1 + d2)/2 (heun), with D the teacher under EDM's
+preconditioning (c_skip = sd^2/(t^2+sd^2), c_out = t sd/sqrt(t^2+sd^2), c_in as below), no dropout;
 f = c_skip x + c_out F(c_in x; c_noise) with the consistency preconditioning
   c_skip = sd^2/((t-eps)^2+sd^2), c_out = sd (t-eps)/sqrt(t^2+sd^2), c_in = 1/sqrt(t^2+sd^2),
   c_noise = ln(t)/4;
@@ -55,6 +63,15 @@ CASES = {
     # with the same cmlab masks in both passes.
     "ict": dict(cfg=dict(BASE_CFG, dropout=0.2), loss="pseudo_huber", N=11, idx=[1, 4, 9],
                 weighting="ict", target="online", mu=0.0, dropout=(0xC0FFEE1234, 7000, 42)),
+    # CD, the CIFAR-10 recipe: Heun teacher step on the N = 18 grid, l2, target = online weights;
+    # the intervals include the lowest (t0 = eps) and the highest (t1 = T).
+    "cd": dict(cfg=dict(BASE_CFG), loss="l2", N=18, idx=[0, 9, 16], weighting="uniform",
+               target="online", mu=0.0, method="cd", solver="heun"),
+    # CD with an Euler teacher step, pseudo-Huber, a separate target network (mu = 0.95, the
+    # ImageNet-64 recipe) and dropout masks shared by the student and target passes.
+    "cd_euler": dict(cfg=dict(BASE_CFG, dropout=0.1), loss="pseudo_huber", N=40, idx=[3, 20, 38],
+                     weighting="uniform", target="separate", mu=0.95, method="cd", solver="euler",
+                     dropout=(77, 7000, 5)),
 }
 
 
@@ -110,6 +127,27 @@ def consistency_fn(net, x, t, dropout):
     return c_skip[v] * x + c_out[v] * F
 
 
+def edm_denoiser(net, x, t):
+    """D(x; t) = c_skip x + c_out F(c_in x; c_noise), EDM's preconditioning, no dropout."""
+    sd = SIGMA_DATA
+    r = torch.sqrt(t * t + sd * sd)
+    v = (slice(None), None, None, None)
+    F = net(x / r[v], torch.log(t) / 4.0)
+    return (sd * sd / (r * r))[v] * x + (t * sd / r)[v] * F
+
+
+def teacher_step(teacher, x1, t1, t0, solver):
+    """One Euler or Heun step of the teacher's PF-ODE dx/dt = (x - D(x; t))/t from t1 to t0."""
+    v = (slice(None), None, None, None)
+    h = (t0 - t1)[v]
+    d1 = (x1 - edm_denoiser(teacher, x1, t1)) / t1[v]
+    xe = x1 + h * d1
+    if solver == "euler":
+        return xe
+    d2 = (xe - edm_denoiser(teacher, xe, t0)) / t0[v]
+    return x1 + h * (d1 + d2) / 2
+
+
 def case(f, label, spec):
     cfg = spec["cfg"]
     online = cmlab_torch.UNet(cfg).double()
@@ -139,9 +177,19 @@ def case(f, label, spec):
 
     X0, Z, T1, T0, LAM = f64(x0), f64(z), f64(t1), f64(t0), f64(lam)
     v = (slice(None), None, None, None)
+    cd = spec.get("method") == "cd"
+    if cd:
+        teacher = cmlab_torch.UNet(dict(cfg, dropout=0.0)).double()
+        teacher.eval()
+        wte = random_weights(teacher)
+        load(teacher, wte)
+        with torch.no_grad():
+            XT = teacher_step(teacher, f64(X0 + T1[v] * Z), T1, T0, spec["solver"])
+    else:
+        XT = X0 + T0[v] * Z
     a = consistency_fn(online, X0 + T1[v] * Z, T1, dropout)
     with torch.no_grad():
-        b = consistency_fn(target, X0 + T0[v] * Z, T0, dropout)
+        b = consistency_fn(target, XT, T0, dropout)
     diff2 = ((a - b) ** 2).reshape(B, -1)
     if spec["loss"] == "l2":
         d = diff2.mean(dim=1)
@@ -161,6 +209,12 @@ def case(f, label, spec):
     g.attrs["N"] = spec["N"]
     g.attrs["mu"] = spec["mu"]
     g.attrs["target_is_online"] = int(spec["target"] == "online")
+    g.attrs["method"] = spec.get("method", "ct")
+    if cd:
+        g.attrs["solver"] = spec["solver"]
+        for name in wte:
+            g["weights/teacher/" + name] = wte[name]
+        g["xt"] = f32(XT.numpy())
     if dropout:
         g.attrs["dropout_seed"] = np.uint64(dropout[0])
         g.attrs["dropout_stream"], g.attrs["dropout_step"] = dropout[1], dropout[2]
@@ -178,7 +232,7 @@ def case(f, label, spec):
     g["t1"], g["t0"], g["lam"] = t1, t0, lam
     g["loss"] = f32([loss.item()])
     g["a"], g["b"] = f32(a.detach().numpy()), f32(b.numpy())
-    print("ct_step.py: %-4s %s, loss %.6e, t1 %s, t0 %s, lam %s" % (label, spec["loss"], loss.item(),
+    print("ct_step.py: %-8s %s, loss %.6e, t1 %s, t0 %s, lam %s" % (label, spec["loss"], loss.item(),
           np.array2string(t1, precision=4), np.array2string(t0, precision=4),
           np.array2string(lam, precision=4)))
 
