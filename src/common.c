@@ -25,10 +25,14 @@ void cm_abort(const char *file, int line, const char *fmt, ...)
 
 int cm_fail(const char *fmt, ...)
 {
+    /* Formatted into a local buffer first: callers often wrap the previous message,
+     * cm_fail("%s: %s", path, cm_errmsg()), and vsnprintf must not read what it writes. */
+    char buf[sizeof errmsg];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errmsg, sizeof errmsg, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(errmsg, buf, sizeof errmsg);
     return -1;
 }
 

@@ -501,8 +501,34 @@ static int remove_entry(const char *path, const struct stat *st, int flag, struc
     return remove(path);
 }
 
-int main(void)
+/* Every shipped experiment file (argv[1] = the experiments/ directory, and its subdirectories)
+ * parses, and its resolved text round-trips: a typo in a recipe fails here, not at a user's run. */
+static int shipped_count;
+static int check_shipped(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
+    (void)st, (void)ftw;
+    size_t n = strlen(path);
+    if (flag != FTW_F || n < 4 || strcmp(path + n - 4, ".ini")) return 0;
+    Config a, b;
+    int rc = config_load(&a, path);
+    CHECK(rc == 0, "shipped experiment %s does not parse: %s", path, cm_errmsg());
+    if (rc == 0) {
+        char *text = config_to_string(&a);
+        CHECK(config_from_string(&b, text, path) == 0 && memcmp(&a, &b, sizeof a) == 0,
+              "shipped experiment %s: its resolved text does not read back", path);
+        free(text);
+    }
+    shipped_count++;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        nftw(argv[1], check_shipped, 16, FTW_PHYS);
+        CHECK(shipped_count >= 3, "found only %d experiment files under %s", shipped_count, argv[1]);
+        printf("shipped experiments: %d files parse and round-trip\n", shipped_count);
+    }
     snprintf(tmpdir, sizeof tmpdir, "experiment_XXXXXX");
     CM_ASSERT(mkdtemp(tmpdir), "mkdtemp");
     test_valid();
