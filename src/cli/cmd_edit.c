@@ -55,7 +55,8 @@ static void usage(FILE *f)
         "                     CM paper's CIFAR-10 editing); 1 is sigma_max only\n"
         "  --times L          explicit descending times, e.g. 80,10,2,0.5 (inpaint, colorize,\n"
         "                     superres; denoise and interpolate take one step)\n"
-        "  --seed S           seed of the editing noise (default experiment.seed)\n"
+        "  --seed S           seed of the editing noise, and of the latents of interpolate\n"
+        "                     (default experiment.seed, as cmlab sample)\n"
         "  --threads N        OpenMP threads (default 2)\n"
         "  --out PNG          the grid (default edit.png)\n"
         "\n"
@@ -184,12 +185,13 @@ static int load_references(const EditArgs *a, const Config *cfg, const Model *m,
         *have_ref = full && !a->noisy;
         return 0;
     }
-    int idx[MAX_IMAGES], count = 8;
-    for (int i = 0; i < count; i++) idx[i] = i;
+    int idx[MAX_IMAGES], count = 0;
     if (a->data_index && (count = parse_ints("data-index", a->data_index, idx, MAX_IMAGES)) < 0) return -1;
     Dataset d;
     const char *kind = config_enum_name("data.dataset", cfg->data.dataset);
     if (dataset_load(&d, kind, cfg->data.path[0] ? cfg->data.path : NULL, a->split)) return -1;
+    if (!a->data_index)    /* the default: the first 8 images (fewer if the data set is smaller) */
+        for (count = 0; count < CM_MIN(8, d.n); count++) idx[count] = count;
     for (int i = 0; i < count; i++)
         if (idx[i] >= d.n) {
             int rc = cm_fail("--data-index %d: %s has %d images (0..%d)", idx[i], d.source, d.n, d.n - 1);
@@ -279,95 +281,130 @@ static int edit_times(const EditArgs *a, const Config *cfg, double *t, int *nt)
     return schedule_steps(SCHEDULE_POLYNOMIAL, a->steps, cfg->model.sigma_min, cfg->model.sigma_max, 7.0, t);
 }
 
-/* Runs the task on the loaded model; writes the grid. 0, or -1 after cm_fail(). */
-static int run_edit(const EditArgs *a, const Config *cfg, Model *m)
+/* What a task produced: n rows of [reference |] degraded | result, or one row of n images
+ * (interpolation, in result). */
+typedef struct EditOutput {
+    float *y, *degraded, *result;    /* [n, C, H, W] each; y and degraded NULL for interpolation */
+    int n;
+    bool have_ref;                   /* y is a clean reference (else it is the degraded input) */
+    char what[600], layout[96];      /* for the summary line */
+} EditOutput;
+
+static int run_interpolate(const EditArgs *a, const Config *cfg, Sampler *s, EditOutput *o)
+{
+    const size_t dim = (size_t)s->C * s->H * s->W;
+    int pair[2];
+    if (parse_ints("pair", a->pair, pair, 2) != 2) return cm_fail("--pair %s: expected I,J", a->pair);
+    /* Samples I and J of `cmlab sample --seed S`: its initial noise (sample.h). */
+    float *z = cm_malloc(2 * dim * sizeof *z);
+    Rng r = {.seed = (uint64_t)a->seed, .stream = STREAM_SAMPLE, .step = 0};
+    rng_normal(&r, z, 1, pair[0], dim);
+    rng_normal(&r, z + dim, 1, pair[1], dim);
+    o->n = a->n;
+    o->result = cm_malloc((size_t)o->n * dim * sizeof *o->result);
+    edit_interpolate(edit_f_sampler, s, cfg->model.sigma_max, z, z + dim, dim, o->n, o->result);
+    free(z);
+    snprintf(o->what, sizeof o->what, "slerp between samples %d and %d of seed %lld, one step at T = %g",
+             pair[0], pair[1], a->seed, cfg->model.sigma_max);
+    snprintf(o->layout, sizeof o->layout, "one row, u = 0 .. 1");
+    return 0;
+}
+
+static int run_denoise(const EditArgs *a, const Model *m, Sampler *s, EditOutput *o)
+{
+    const size_t dim = (size_t)m->C * m->H * m->W, bytes = (size_t)o->n * dim * sizeof(float);
+    o->degraded = cm_malloc(bytes);
+    o->result = cm_malloc(bytes);
+    memcpy(o->degraded, o->y, bytes);
+    if (!a->noisy) edit_add_noise(o->degraded, o->n, dim, a->sigma, (uint64_t)a->seed);
+    memcpy(o->result, o->degraded, bytes);
+    snprintf(o->what, sizeof o->what, "one step at sigma = %g%s", a->sigma, a->noisy ? " (noisy input)" : "");
+    snprintf(o->layout, sizeof o->layout, "noisy | denoised");
+    return edit_denoise(edit_f_sampler, s, m->pre.eps, a->sigma, o->n, dim, o->result);
+}
+
+/* Inpainting, colourisation, super-resolution: Algorithm 4 with the task's operator. */
+static int run_projected(const EditArgs *a, const Config *cfg, const Model *m, Sampler *s, EditOutput *o)
 {
     const int C = m->C, H = m->H, W = m->W;
     const size_t dim = (size_t)C * H * W;
+    EditOp op = {0};
+    char desc[300] = "";
+    int rc = 0;
+    if (a->task == EDIT_INPAINT) {
+        uint8_t *missing = cm_malloc((size_t)H * W);
+        if ((rc = inpaint_mask(a, H, W, missing, desc, sizeof desc)) == 0) edit_op_inpaint(&op, C, H, W, missing);
+        free(missing);
+        snprintf(o->layout, sizeof o->layout, "masked (gray) | inpainted");
+    } else if (a->task == EDIT_COLORIZE) {
+        rc = edit_op_colorize(&op, C, H, W);
+        snprintf(desc, sizeof desc, "luminance kept");
+        snprintf(o->layout, sizeof o->layout, "gray | colourised");
+    } else {
+        rc = edit_op_superres(&op, C, H, W, a->factor);
+        snprintf(desc, sizeof desc, "%dx, %dx%d -> %dx%d", a->factor, W / a->factor, H / a->factor, W, H);
+        snprintf(o->layout, sizeof o->layout, "low-res | super-resolved");
+    }
+    double times[MAX_TIMES];
+    int nt = 0;
+    if (rc == 0) rc = edit_times(a, cfg, times, &nt);
+    if (rc == 0) {
+        o->degraded = cm_malloc((size_t)o->n * dim * sizeof *o->degraded);
+        o->result = cm_malloc((size_t)o->n * dim * sizeof *o->result);
+        rc = edit_run(&op, edit_f_sampler, s, m->pre.eps, times, nt, o->n, o->y, (uint64_t)a->seed, o->result);
+    }
+    for (int i = 0; rc == 0 && i < o->n; i++) {
+        if (a->task == EDIT_COLORIZE) luminance(o->y + i * dim, H, W, o->degraded + i * dim);
+        else edit_known(&op, o->y + i * dim, o->degraded + i * dim);
+    }
+    if (rc == 0)
+        snprintf(o->what, sizeof o->what, "%s, %d step%s (t = %g .. %g)", desc, nt, nt == 1 ? "" : "s", times[0],
+                 times[nt - 1]);
+    edit_op_free(&op);
+    return rc;
+}
+
+/* The grid: a row per image, [reference |] degraded | result; interpolation is one row. */
+static int write_grid(const EditArgs *a, const Model *m, const EditOutput *o)
+{
+    const size_t dim = (size_t)m->C * m->H * m->W;
+    if (!o->degraded) return image_write_grid(a->out, o->result, o->n, m->C, m->H, m->W, o->n, 2);
+    int cols = o->have_ref ? 3 : 2;
+    float *grid = cm_malloc((size_t)o->n * cols * dim * sizeof *grid);
+    for (int i = 0; i < o->n; i++) {
+        float *row = grid + (size_t)i * cols * dim;
+        if (o->have_ref) memcpy(row, o->y + i * dim, dim * sizeof *row), row += dim;
+        memcpy(row, o->degraded + i * dim, dim * sizeof *row);
+        memcpy(row + dim, o->result + i * dim, dim * sizeof *row);
+    }
+    int rc = image_write_grid(a->out, grid, o->n * cols, m->C, m->H, m->W, cols, 2);
+    free(grid);
+    return rc;
+}
+
+/* Runs the task on the loaded model and writes the grid. 0, or -1 after cm_fail(). */
+static int run_edit(const EditArgs *a, const Config *cfg, Model *m)
+{
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
-    Sampler s = {&m->net, m->pre, m->w, 64, C, H, W, &ctx};
+    Sampler s = {&m->net, m->pre, m->w, 64, m->C, m->H, m->W, &ctx};
     double t0 = cm_now();
-    float *y = NULL, *grid = NULL;
-    int n = 0, cols = 0, rc = 0;
-    bool have_ref = false;
-    char what[600] = "", layout[96] = "";
-
+    EditOutput o = {0};
+    int rc;
     if (a->task == EDIT_INTERPOLATE) {
-        int pair[2];
-        if (a->n < 1 || a->n > MAX_IMAGES) rc = cm_fail("--n %d: 1 to %d images", a->n, MAX_IMAGES);
-        else if (parse_ints("pair", a->pair, pair, 2) != 2) rc = cm_fail("--pair %s: expected I,J", a->pair);
-        if (rc == 0) {
-            float *z = cm_malloc(2 * dim * sizeof *z);
-            Rng r = {.seed = (uint64_t)a->seed, .stream = STREAM_SAMPLE, .step = 0};
-            rng_normal(&r, z, 1, pair[0], dim);
-            rng_normal(&r, z + dim, 1, pair[1], dim);
-            n = cols = a->n;
-            grid = cm_malloc((size_t)n * dim * sizeof *grid);
-            edit_interpolate(edit_f_sampler, &s, cfg->model.sigma_max, z, z + dim, dim, n, grid);
-            free(z);
-            snprintf(what, sizeof what, "slerp between samples %d and %d of seed %lld, one step at T = %g",
-                     pair[0], pair[1], a->seed, cfg->model.sigma_max);
-            snprintf(layout, sizeof layout, "one row, u = 0 .. 1");
-        }
-    } else if ((rc = load_references(a, cfg, m, &y, &n, &have_ref)) == 0) {
-        cols = have_ref ? 3 : 2;
-        grid = cm_malloc((size_t)n * cols * dim * sizeof *grid);
-        float *degraded = cm_malloc((size_t)n * dim * sizeof *degraded);
-        float *result = cm_malloc((size_t)n * dim * sizeof *result);
-        double times[MAX_TIMES];
-        int nt = 0;
-        EditOp op = {0};
-        if (a->task == EDIT_DENOISE) {
-            memcpy(result, y, (size_t)n * dim * sizeof *result);
-            if (!a->noisy) edit_add_noise(result, n, dim, a->sigma, (uint64_t)a->seed);
-            memcpy(degraded, result, (size_t)n * dim * sizeof *degraded);
-            rc = edit_denoise(edit_f_sampler, &s, m->pre.eps, a->sigma, n, dim, result);
-            snprintf(what, sizeof what, "one step at sigma = %g%s", a->sigma, a->noisy ? " (noisy input)" : "");
-            snprintf(layout, sizeof layout, "noisy | denoised");
-        } else {
-            char desc[300] = "";
-            uint8_t *missing = NULL;
-            if (a->task == EDIT_INPAINT) {
-                missing = cm_malloc((size_t)H * W);
-                if ((rc = inpaint_mask(a, H, W, missing, desc, sizeof desc)) == 0) edit_op_inpaint(&op, C, H, W, missing);
-                snprintf(layout, sizeof layout, "masked (gray) | inpainted");
-            } else if (a->task == EDIT_COLORIZE) {
-                rc = edit_op_colorize(&op, C, H, W);
-                snprintf(desc, sizeof desc, "luminance kept");
-                snprintf(layout, sizeof layout, "gray | colourised");
-            } else {
-                rc = edit_op_superres(&op, C, H, W, a->factor);
-                snprintf(desc, sizeof desc, "%dx, %dx%d -> %dx%d", a->factor, W / a->factor, H / a->factor, W, H);
-                snprintf(layout, sizeof layout, "low-res | super-resolved");
-            }
-            free(missing);
-            if (rc == 0) rc = edit_times(a, cfg, times, &nt);
-            if (rc == 0) rc = edit_run(&op, edit_f_sampler, &s, m->pre.eps, times, nt, n, y, (uint64_t)a->seed, result);
-            for (int i = 0; rc == 0 && i < n; i++) {
-                if (a->task == EDIT_COLORIZE) luminance(y + i * dim, H, W, degraded + i * dim);
-                else edit_known(&op, y + i * dim, degraded + i * dim);
-            }
-            snprintf(what, sizeof what, "%s, %d step%s (t = %g .. %g)", desc, nt, nt == 1 ? "" : "s",
-                     nt ? times[0] : 0.0, nt ? times[nt - 1] : 0.0);
-            edit_op_free(&op);
-        }
-        for (int i = 0; rc == 0 && i < n; i++) {
-            float *row = grid + (size_t)i * cols * dim;
-            if (have_ref) memcpy(row, y + i * dim, dim * sizeof *row), row += dim;
-            memcpy(row, degraded + i * dim, dim * sizeof *row);
-            memcpy(row + dim, result + i * dim, dim * sizeof *row);
-        }
-        free(degraded);
-        free(result);
+        rc = run_interpolate(a, cfg, &s, &o);
+    } else {
+        rc = load_references(a, cfg, m, &o.y, &o.n, &o.have_ref);
+        if (rc == 0) rc = a->task == EDIT_DENOISE ? run_denoise(a, m, &s, &o) : run_projected(a, cfg, m, &s, &o);
     }
-    if (rc == 0) rc = image_write_grid(a->out, grid, n * (a->task == EDIT_INTERPOLATE ? 1 : cols), C, H, W, cols, 2);
+    if (rc == 0) rc = write_grid(a, m, &o);
     if (rc == 0)
         printf("%s: %s, %d image%s, %s; %s weights, seed %lld, %.1f s\n  columns: %s%s\n", a->out,
-               edit_task_name(a->task), n, n == 1 ? "" : "s", what, m->weights_name, a->seed, cm_now() - t0,
-               have_ref ? "reference | " : "", layout);
-    free(y);
-    free(grid);
+               edit_task_name(a->task), o.n, o.n == 1 ? "" : "s", o.what, m->weights_name, a->seed,
+               cm_now() - t0, o.have_ref ? "reference | " : "", o.layout);
+    free(o.y);
+    free(o.degraded);
+    free(o.result);
     ctx_free(&ctx);
     return rc;
 }
