@@ -136,8 +136,8 @@ static int check_task_options(const EditArgs *a)
             return cm_fail("--%s applies to --task %s only", only[i].name, edit_task_name(only[i].task));
     bool one_step = a->task == EDIT_DENOISE || a->task == EDIT_INTERPOLATE;
     if (one_step && (a->times || a->steps_given))
-        return cm_fail("--task %s is one step (at --sigma / at sigma_max): --times and --steps do not apply",
-                       edit_task_name(a->task));
+        return cm_fail("--task %s is one step at %s: --times and --steps do not apply", edit_task_name(a->task),
+                       a->task == EDIT_DENOISE ? "the known --sigma" : "T = model.sigma_max");
     if (a->task == EDIT_INTERPOLATE && (a->image || a->data_index))
         return cm_fail("--task interpolate starts from two latents (--pair, --seed), not from images");
     if (a->image && a->data_index) return cm_fail("give --image or --data-index, not both");
