@@ -13,6 +13,7 @@ enum RngStream {
     STREAM_DROPOUT_BASE = 3000,/* dropout layer l uses STREAM_DROPOUT_BASE + l; step = training step */
     STREAM_SAMPLE = 4000,      /* sampling: initial noise, step = 0; re-noising, step = 1.. */
     STREAM_EVAL = 5000,        /* evaluation sample seeds */
+    STREAM_EDIT = 6000,        /* editing (train/edit.h): step m - 1 = the noise of step m */
 };
 
 #endif

@@ -25,6 +25,7 @@ static const Command commands[] = {
     {"demo", demo_main, "train a small EDM denoiser on Fashion-MNIST and write sample grids"},
     {"train", train_main, "train the run an experiment file describes (--resume to continue)"},
     {"sample", sample_main, "draw a sample grid from a checkpoint with an ODE solver"},
+    {"edit", edit_main, "zero-shot editing: inpaint, colorize, superres, denoise, interpolate"},
     {"info", info_main, "list a checkpoint's groups, shapes, step and config"},
 };
 

@@ -52,8 +52,7 @@ int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, ui
     return rc;
 }
 
-/* f(x; t) with the sampler's weights for all n samples, in place. */
-static void consistency_apply(const Sampler *s, float *x, double t, int n)
+void sample_consistency(const Sampler *s, float *x, double t, int n)
 {
     size_t dim = (size_t)s->C * s->H * s->W;
     WeightSet ws = {s->weights, NULL};
@@ -70,7 +69,7 @@ static void consistency_apply(const Sampler *s, float *x, double t, int n)
     }
 }
 
-static void clip_unit(float *x, size_t n)
+void sample_clip(float *x, size_t n)
 {
     for (size_t k = 0; k < n; k++) x[k] = x[k] < -1.0f ? -1.0f : x[k] > 1.0f ? 1.0f : x[k];
 }
@@ -87,16 +86,16 @@ int sample_cm(const Sampler *s, const double *times, int ntimes, int n, uint64_t
     Rng r = {.seed = seed, .stream = STREAM_SAMPLE, .step = 0};
     rng_normal(&r, z, n, 0, dim);
     for (size_t k = 0; k < total; k++) out[k] = (float)times[0] * z[k];
-    consistency_apply(s, out, times[0], n);
+    sample_consistency(s, out, times[0], n);
     for (int k = 1; k < ntimes; k++) {
-        clip_unit(out, total);
+        sample_clip(out, total);
         r.step = (uint32_t)k;
         rng_normal(&r, z, n, 0, dim);
         float a = (float)sqrt(times[k] * times[k] - s->pre.eps * s->pre.eps);
         for (size_t j = 0; j < total; j++) out[j] += a * z[j];
-        consistency_apply(s, out, times[k], n);
+        sample_consistency(s, out, times[k], n);
     }
-    clip_unit(out, total);
+    sample_clip(out, total);
     free(z);
     return 0;
 }

@@ -31,4 +31,10 @@ int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, ui
  * first step's noise is the same as sample_ode's. */
 int sample_cm(const Sampler *s, const double *times, int ntimes, int n, uint64_t seed, float *out);
 
+/* f(x; t) with the sampler's weights for all n samples x [n, C, H, W], written over x: batches of
+ * at most s->batch in a no-grad scope (dropout off). */
+void sample_consistency(const Sampler *s, float *x, double t, int n);
+/* Clamps x[n] to [-1, 1]. */
+void sample_clip(float *x, size_t n);
+
 #endif
