@@ -82,6 +82,9 @@ typedef struct Ctx {
     TapeEntry *tape;
     int tape_len, tape_cap;
     int no_grad_depth;                 /* > 0: record nothing */
+    double flops;                      /* 2 x the multiply-adds of the GEMM-shaped ops (conv2d,
+                                        * linear, matmul, bmm), forward and backward, run on this
+                                        * context since ctx_init: model FLOPs for the benchmarks */
 } Ctx;
 
 void ctx_init(Ctx *c, size_t arena_bytes);
