@@ -375,6 +375,6 @@ Tensor *unet_forward(Ctx *c, const UNet *net, const WeightSet *ws, Tensor *x, Te
         }
         if (l > 0) h = upsample_forward(c, &lv->up, ws, h);
     }
-    h = op_silu(c, group_norm_forward(c, &net->norm_out, ws, h));
+    h = group_norm_silu_forward(c, &net->norm_out, ws, h);
     return conv2d_forward(c, &net->conv_out, ws, h);
 }
