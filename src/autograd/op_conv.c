@@ -470,7 +470,7 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
     c->flops += conv_flops(&g) * (need_x + need_w);
     /* A fresh dx (no gradient yet) is written, not accumulated: no zeroing pass. */
     bool fresh_x = need_x && !x->grad;
-    if (fresh_x) x->grad = arena_alloc(&c->arena, sizeof(float) * x->n);
+    if (fresh_x) tensor_grad_fresh(c, x);
     float *gx = need_x ? x->grad : NULL;
     float *gw = need_w ? tensor_grad(c, w) : NULL;
     ArenaMark mark = arena_mark(&c->arena);   /* workspaces below live only inside this call */
