@@ -76,7 +76,8 @@ static void train_step(Bench *b)
     ctx_reset(&b->ctx);
     memset(b->g, 0, b->n * sizeof(float));
     WeightSet online = {b->w, b->g};
-    CtBatch bt = {b->x0, b->z, b->t1, b->t0, b->lam, b->B, b->C, b->H, b->W};
+    CtBatch bt = {.x0 = b->x0, .z = b->z, .t1 = b->t1, .t0 = b->t0, .lam = b->lam,
+                  .B = b->B, .C = b->C, .H = b->H, .W = b->W};
     ct_step_loss(&b->ctx, &b->net, &b->pre, &online, b->target, &bt, CFG_LOSS_L2, NULL);
     grad_clip(b->g, b->n, 0);
     adam_step(&b->opt, b->w, b->g);
