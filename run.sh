@@ -4,7 +4,7 @@
 #   ./run.sh demo [ARGS]   install what the demo needs, build, run `build/cmlab demo ARGS`
 #   ./run.sh test [ARGS]   install what the tests need, build, run the whole suite (ARGS go to meson test)
 #   ./run.sh sanitize [ARGS]  the same suite under ASan + UBSan, in build-asan/
-#   ./run.sh bench [ARGS]  the benchmarks (bench/conv.sh), against PyTorch
+#   ./run.sh bench [ARGS]  the benchmark against PyTorch (bench/bench.py; `bench conv`: bench/conv.sh)
 #
 # Each command is idempotent: Debian packages are installed only when dpkg says they are missing
 # (apt-get update once, then apt-get install of just those), and an existing build directory is
@@ -30,7 +30,9 @@ commands:
              (ARGS go to `meson test`, e.g. a test name); ends with "tests: N passed, N failed"
   sanitize   the test suite under AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/
              (ARGS go to `meson test`; default --timeout-multiplier 3)
-  bench      build and run the benchmarks against PyTorch (bench/conv.sh)
+  bench      build both sides and run the training/sampling benchmark against PyTorch, one
+             table (bench/bench.py; ARGS go to it: --reps R, --quick, --only S-train,...);
+             `bench conv [REPS] [ITERS]` runs the conv-only comparison (bench/conv.sh)
   --help     this text
 
 environment:
@@ -189,11 +191,11 @@ case "$command" in
         ensure_packages "${TEST_PACKAGES[@]}"
         configure build
         ninja -C build
-        if [[ ! -f bench/conv.sh ]]; then
-            echo "run.sh: no benchmarks yet (bench/conv.sh does not exist)" >&2
-            exit 1
+        if [[ "${1:-}" == conv ]]; then
+            shift
+            exec bash bench/conv.sh build "$@"
         fi
-        bash bench/conv.sh build "$@"
+        exec /usr/bin/python3 bench/bench.py build "$@"
         ;;
     -h | --help | help)
         usage

@@ -1,7 +1,8 @@
 /* test_autograd.c: the tape's contracts (DESIGN.md "Autograd"), independent of any one op's
  * arithmetic: gradients accumulate across sweeps, a no-grad scope records nothing, inputs that
  * need no gradient get none, shape errors abort naming the op and both shapes, and the arena
- * reports its high-water mark and reuses its memory. */
+ * reports its high-water mark and reuses its memory; intermediate gradients are released and
+ * reused during a sweep; ctx_keep compacts a no-grad pass; cm_expf against libm. */
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "autograd/fastmath.h"
 #include "autograd/ops.h"
 #include "fixture.h"
 
@@ -217,9 +219,86 @@ static void test_arena(void)
     ctx_free(&c);
 }
 
+/* After a sweep only leaves hold gradients; a second, identical sweep reuses the released
+ * buffers and so needs no more arena than the first, and gives exactly twice the leaf gradient. */
+static void test_grad_reuse(void)
+{
+    Ctx c;
+    ctx_init(&c, 1 << 16);
+    float *xv = randn(4096, 40), gx[4096] = {0}, first[4096];
+    Tensor *x = tensor_wrap(&c, xv, gx, 1, SHAPE(4096), true);
+    Tensor *h = x, *mid[8];
+    for (int i = 0; i < 8; i++) mid[i] = h = op_silu(&c, op_scale(&c, h, 0.9f, 0.1f));
+    Tensor *loss = op_sum(&c, h);
+    tape_backward(&c, loss, NULL);
+    int held = 0;
+    for (int i = 0; i < 8; i++) held += mid[i]->grad != NULL;
+    CHECK(held == 0, "%d intermediates still hold a gradient after the sweep", held);
+    memcpy(first, gx, sizeof first);
+    size_t used = arena_used(&c.arena);
+    tape_backward(&c, loss, NULL);
+    /* The second sweep starts a fresh free list: at most one set of live buffers more. */
+    CHECK(arena_used(&c.arena) - used <= 3 * 4096 * sizeof(float) + 1024,
+          "a second sweep took %zu more bytes", arena_used(&c.arena) - used);
+    int bad = 0;
+    for (int i = 0; i < 4096; i++) bad += gx[i] != 2 * first[i];
+    CHECK(bad == 0, "%d leaf gradients are not exactly doubled by the second sweep", bad);
+    free(xv);
+    ctx_free(&c);
+}
+
+/* ctx_keep: in a no-grad scope the kept tensor's values survive and the space of everything
+ * after the mark is reused; with gradients on it changes nothing. */
+static void test_keep(void)
+{
+    Ctx c;
+    ctx_init(&c, 1 << 22);
+    float *xv = randn(1000, 41);
+    Tensor *x = tensor_wrap(&c, xv, NULL, 2, SHAPE(10, 100), false);
+    ctx_no_grad_begin(&c);
+    ArenaMark m = arena_mark(&c.arena);
+    size_t before = arena_used(&c.arena);
+    Tensor *y = x;
+    for (int i = 0; i < 5; i++) y = op_scale(&c, y, 2.0f, 1.0f);
+    float want[1000];
+    memcpy(want, y->data, sizeof want);
+    Tensor *k = ctx_keep(&c, m, y);
+    CHECK(k->shape[0] == 10 && k->shape[1] == 100 && memcmp(k->data, want, sizeof want) == 0,
+          "ctx_keep changed the kept values or shape");
+    CHECK(arena_used(&c.arena) - before <= 1000 * sizeof(float) + 256,
+          "ctx_keep left %zu bytes in use, want about one tensor", arena_used(&c.arena) - before);
+    ctx_no_grad_end(&c);
+    Tensor *xg = tensor_wrap(&c, xv, NULL, 2, SHAPE(10, 100), true);
+    m = arena_mark(&c.arena);
+    Tensor *yg = op_scale(&c, xg, 2.0f, 0.0f);
+    CHECK(ctx_keep(&c, m, yg) == yg, "ctx_keep moved a tensor with gradients on");
+    free(xv);
+    ctx_free(&c);
+}
+
+/* cm_expf against libm's expf: relative error within 4 float ulps over the range, clamped
+ * beyond it to finite, positive values. */
+static void test_expf(void)
+{
+    double worst = 0;
+    for (int i = 0; i <= 200000; i++) {
+        float x = -87.0f + 175.0f * (float)i / 200000.0f;
+        double ref = exp((double)x), e = fabs(cm_expf(x) - ref) / ref;
+        if (e > worst) worst = e;
+    }
+    CHECK(worst < 4 * 6e-8, "cm_expf: worst relative error %.3g on [-87, 88]", worst);
+    CHECK(isfinite(cm_expf(1000.0f)) && cm_expf(1000.0f) > 1e38f, "cm_expf(1000) = %g", cm_expf(1000.0f));
+    CHECK(cm_expf(-1000.0f) >= 0 && cm_expf(-1000.0f) < 2e-38f, "cm_expf(-1000) = %g", cm_expf(-1000.0f));
+    CHECK(cm_sigmoidf(-1000.0f) < 1e-37f && cm_sigmoidf(1000.0f) == 1.0f, "cm_sigmoidf saturates wrongly");
+    printf("cm_expf: worst relative error %.3g on [-87, 88]\n", worst);
+}
+
 int main(void)
 {
     cm_set_threads(2);
+    test_grad_reuse();
+    test_keep();
+    test_expf();
     test_accumulate();
     test_no_grad();
     test_requires_grad();

@@ -1,6 +1,7 @@
-/* test_conv.c: op_conv2d's fast path (im2col + sgemm, chunked; the 1x1 path) against the naive
- * direct kernels on awkward shapes, forward and every gradient; frozen inputs get no gradient;
- * gradients accumulate exactly across two sweeps; one finite-difference check. */
+/* test_conv.c: op_conv2d's fast path (im2col + sgemm per thread share, chunked; the 1x1 path)
+ * against the naive direct kernels on awkward shapes and with 1, 2 and 3 threads, forward and
+ * every gradient; frozen inputs get no gradient; gradients accumulate exactly across two sweeps;
+ * one finite-difference check. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,6 +206,13 @@ int main(void)
     cm_set_threads(2);
     test_cases();
     test_chunks();
+    /* Each thread convolves its own share of the samples: with 1 and 3 threads the shares (7,
+     * and 2/2/3) split into other chunks, and one thread's dw partial is the whole sum. */
+    cm_set_threads(3);
+    test_chunks();
+    cm_set_threads(1);
+    test_chunks();
+    cm_set_threads(2);
     test_gradcheck();
     return test_summary("conv");
 }

@@ -20,6 +20,7 @@
  *     matmul        a, b                     -                                   -
  *     bmm           a, b                     [ta, tb]                            -
  *     group_norm    x, [weight], [bias]      [groups]                            [eps]
+ *     group_norm_silu  (as group_norm)
  *     softmax       x                        -                                   -
  *     add/sub/mul/div  a, b                  -                                   -
  *     scale         x                        -                                   [alpha, beta]
@@ -115,6 +116,12 @@ static Tensor *run_group_norm(Ctx *c, Tensor *const *in, const Case *k)
     return op_group_norm(c, in[0], in[1], in[2], k->iarg[0], k->farg[0]);
 }
 
+static Tensor *run_group_norm_silu(Ctx *c, Tensor *const *in, const Case *k)
+{
+    expect(k, in, 1, 3, 1, 1);
+    return op_group_norm_silu(c, in[0], in[1], in[2], k->iarg[0], k->farg[0]);
+}
+
 static Tensor *run_softmax(Ctx *c, Tensor *const *in, const Case *k)
 {
     expect(k, in, 1, 1, 0, 0);
@@ -205,6 +212,7 @@ static const OpTest TESTS[OP_COUNT] = {
     [OP_MATMUL]       = {run_matmul,       1e-2f, 1e-2, 1e-4},
     [OP_BMM]          = {run_bmm,          1e-2f, 1e-2, 1e-4},
     [OP_GROUP_NORM]   = {run_group_norm,   1e-3f, 1e-2, 1e-4},
+    [OP_GROUP_NORM_SILU] = {run_group_norm_silu, 1e-3f, 1e-2, 1e-4},
     [OP_SOFTMAX]      = {run_softmax,      1e-3f, 1e-2, 1e-4},
     [OP_ADD]          = {run_add,          1e-2f, 1e-2, 1e-4},
     [OP_SUB]          = {run_sub,          1e-2f, 1e-2, 1e-4},

@@ -1,24 +1,24 @@
 /* op_conv.c: 2-D convolution (cross-correlation, as PyTorch's conv2d) forward and backward, and
  * the naive direct kernels the tests compare it with.
  *
- * Fast path: im2col + one cblas_sgemm per chunk of samples. A chunk of nb samples is unfolded
- * into col [K = Cin*kh*kw, nb*P] (P = Ho*Wo) so that one GEMM covers the whole chunk; the chunk
- * is capped at conv2d_chunk_bytes of col, which bounds the workspace and keeps it in cache:
- *   forward   yc [Cout, nb*P] = w [Cout, K] . col
- *   dw       += dyc [Cout, nb*P] . col^T           (col recomputed from x)
+ * Fast path: im2col + cblas_sgemm, each thread on its own share of the samples (see
+ * thread_share for why and what it measured). A thread unfolds a chunk of nb of its samples into
+ * col [K = Cin*kh*kw, nb*P] (P = Ho*Wo), nb capped by conv2d_chunk_bytes so that col stays in
+ * the core's L2, and runs one single-threaded GEMM over it:
+ *   forward   y[n] (or yc [Cout, nb*P]) = w [Cout, K] . col
+ *   dw_t     += dyc [Cout, nb*P] . col^T     (col recomputed from x; per-thread partial dw_t)
  *   dx       += col2im(w^T [K, Cout] . dyc)
- * yc/dyc hold the chunk's outputs channels-outermost; moving them from/to NCHW copies whole
- * planes. A 1x1, stride-1, unpadded conv skips im2col: x[n] [Cin, H*W] already is col for one
- * sample, so it runs one GEMM per sample on the tensors themselves (measured faster than
- * copying chunks together, down to 7x7 images).
+ * With nb = 1 (most U-Net shapes) the GEMMs read and write NCHW directly; with nb > 1 (small
+ * images) yc/dyc hold the chunk channels-outermost and are copied from/to NCHW in the thread. A
+ * 1x1, stride-1, unpadded conv skips im2col: x[n] [Cin, H*W] already is col for one sample.
  *
  * Unfolding goes through "phases" (see split_phases) so that stride 2 copies contiguous runs
  * rather than gathering every other pixel.
  *
- * Threads (STYLE.md 9): OpenMP loops do the unfolding, folding, copies and bias sums; every
- * BLAS call is made outside a parallel region, so OpenBLAS owns the GEMM threads. Reductions are
- * race-free: col2im gives each (sample, input channel) plane to one thread, db one channel per
- * thread, dw is reduced inside the GEMM.
+ * Threads: one parallel region per call; BLAS is called inside it and runs single-threaded
+ * there (OpenBLAS's OpenMP build checks omp_in_parallel), the exception to STYLE.md 9 argued at
+ * thread_share. Reductions are race-free and fixed-order: a thread owns its samples' dx planes,
+ * db is one channel per thread, the dw partials are added in thread order.
  */
 #include "ops.h"
 
@@ -28,10 +28,10 @@
 #include <cblas.h>
 #include <omp.h>
 
-/* Bytes of col per chunk. 4-8 MB measured fastest for the U-Net shapes of bench/bench_conv.c on
- * 2 cores (smaller chunks make GEMMs too small for two threads, larger ones fall out of cache).
- * Not static so that tests can shrink it to force several chunks. */
-size_t conv2d_chunk_bytes = (size_t)8 << 20;
+/* Bytes of col per chunk of one thread, about half a core's L2 here: the unfolded chunk is then
+ * still in L2 when OpenBLAS packs it. Not static so that tests can shrink it to force several
+ * chunks. */
+size_t conv2d_chunk_bytes = (size_t)1 << 20;
 
 typedef struct ConvGeom {
     int N, Cin, H, W, Cout, kh, kw, stride, pad, Ho, Wo;
@@ -51,14 +51,22 @@ static ConvGeom conv_geom(const Tensor *x, const Tensor *w, int stride, int pad)
     return g;
 }
 
+/* 2 x multiply-adds of one of the three products (forward, dx, dw). */
+static double conv_flops(const ConvGeom *g)
+{
+    return 2.0 * g->N * g->Cout * (double)g->P * g->K;
+}
+
 static bool conv_is_pointwise(const ConvGeom *g)
 {
     return g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0;
 }
 
-/* Samples per chunk: as many as fit conv2d_chunk_bytes, at least one. */
+/* Samples per chunk of one thread: as many as fit conv2d_chunk_bytes, at least one; the 1x1 path
+ * takes one sample at a time (x[n] is its col, in place). */
 static int conv_chunk(const ConvGeom *g)
 {
+    if (conv_is_pointwise(g)) return 1;
     size_t per_sample = (size_t)g->K * (size_t)g->P * sizeof(float);
     size_t nb = conv2d_chunk_bytes / per_sample;
     return (int)CM_MAX(1, CM_MIN((size_t)g->N, nb));
@@ -219,41 +227,35 @@ static void fold_plane(const ConvGeom *g, float *restrict cp, int ki, int kj, fl
 
 /* col [K, nb*P] from x[n0 .. n0+nb): row (ci,ki,kj), column (n-n0)*P + oh*Wo + ow holds
  * x[n, ci, oh*stride - pad + ki, ow*stride - pad + kj], zero outside the image.
- * scratch: [threads, phase_floats] when stride > 1. One thread per (n, ci) input plane. */
-static void im2col(const ConvGeom *g, const float *x, int n0, int nb, float *scratch, float *col)
+ * ph: one plane's phases (phase_floats) when stride > 1. Serial: runs in the calling thread. */
+static void im2col(const ConvGeom *g, const float *x, int n0, int nb, float *ph, float *col)
 {
     const int kk = g->kh * g->kw, ld = nb * g->P;
-#pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < nb; n++) {
         for (int ci = 0; ci < g->Cin; ci++) {
-            const float *ph = x + ((size_t)(n0 + n) * g->Cin + ci) * g->H * g->W;
+            const float *plane = x + ((size_t)(n0 + n) * g->Cin + ci) * g->H * g->W;
             if (g->stride > 1) {
-                float *t = scratch + (size_t)omp_get_thread_num() * phase_floats(g);
-                split_phases(g, ph, t);
-                ph = t;
+                split_phases(g, plane, ph);
+                plane = ph;
             }
             for (int k = 0; k < kk; k++)
-                unfold_plane(g, ph, k / g->kw, k % g->kw,
+                unfold_plane(g, plane, k / g->kw, k % g->kw,
                              col + (size_t)(ci * kk + k) * ld + (size_t)n * g->P);
         }
     }
 }
 
 /* The adjoint of im2col: dx[n0 + n] (+)= the entries of dcol [K, nb*P] im2col took from it
- * (store: dx = ..., else dx += ...); dcol is clobbered. One thread owns each (n, ci) plane: it
- * sums the plane's kh*kw contributions in its own scratch (scratch [threads, phase_floats]) and
- * adds the total to dx once, so dx gains exactly the same floats on every backward sweep (two
- * sweeps give exactly 2x, see tensor.h). */
-static void col2im(const ConvGeom *g, float *dcol, int n0, int nb, float *scratch, float *dx,
-                   bool store)
+ * (store: dx = ..., else dx += ...); dcol is clobbered. Each (n, ci) plane's kh*kw contributions
+ * are summed in acc (phase_floats) and added to dx once, so dx gains exactly the same floats on
+ * every backward sweep (two sweeps give exactly 2x, see tensor.h). Serial. */
+static void col2im(const ConvGeom *g, float *dcol, int n0, int nb, float *acc, float *dx, bool store)
 {
     const int kk = g->kh * g->kw, ld = nb * g->P;
     const size_t nph = phase_floats(g);
-#pragma omp parallel for collapse(2) schedule(static)
     for (int n = 0; n < nb; n++) {
         for (int ci = 0; ci < g->Cin; ci++) {
-            float *acc = scratch + (size_t)omp_get_thread_num() * nph;
-            for (size_t i = 0; i < nph; i++) acc[i] = 0;
+            memset(acc, 0, sizeof(float) * nph);
             for (int k = 0; k < kk; k++)
                 fold_plane(g, dcol + (size_t)(ci * kk + k) * ld + (size_t)n * g->P, k / g->kw,
                            k % g->kw, acc);
@@ -262,53 +264,108 @@ static void col2im(const ConvGeom *g, float *dcol, int n0, int nb, float *scratc
     }
 }
 
-/* Per-thread phase planes for im2col/col2im. */
-static float *conv_scratch(Ctx *c, const ConvGeom *g)
+/* Threads. Every conv runs as one parallel region in which each thread takes a contiguous,
+ * fixed share of the samples and does everything for them itself: unfold, a single-threaded
+ * sgemm (OpenBLAS runs single-threaded inside a parallel region), fold, copies. This replaces
+ * STYLE.md 9's "OpenBLAS owns the GEMM threads" for conv2d. Measured on the S U-Net (2 cores):
+ * with OpenBLAS threading each chunk's GEMM, every conv went through 3-4 fork/join phases
+ * (im2col, GEMM, copy-out; and col2im in backward), the threads spun or yielded at each barrier
+ * (libgomp + sched_yield ~10% of the step), and the layout copies between NCHW and the chunk
+ * layout cost another 7%. Per-thread work keeps a sample's unfolded columns in that core's L2
+ * and lets the GEMM write NCHW directly.
+ * Determinism: the share of thread t is samples [N t / T, N (t+1) / T), so for a given thread
+ * count every thread sums the same samples in the same order; dw is summed per thread and the
+ * partials are added in thread order (same bits on every run with T threads; a different T
+ * rounds differently). */
+static void thread_share(int N, int *lo, int *hi)
 {
-    return arena_alloc(&c->arena, sizeof(float) * (size_t)cm_threads() * phase_floats(g));
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    *lo = (int)((long)N * t / T);
+    *hi = (int)((long)N * (t + 1) / T);
 }
 
-/* dst[i] += src[i] */
-static void add_into(float *dst, const float *src, size_t n)
+/* Per-thread workspace of one conv call: floats per thread for col [K, nb*P], the chunk's
+ * outputs yc [Cout, nb*P], one plane's phases and the dw partial [Cout, K]. */
+typedef struct ConvWork {
+    int nb;                    /* samples per chunk */
+    size_t col, yc, ph, dw, per_thread;
+    float *mem;
+} ConvWork;
+
+static ConvWork conv_work(Ctx *c, const ConvGeom *g, bool with_dw)
 {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) dst[i] += src[i];
+    ConvWork w = {.nb = conv_chunk(g)};
+    bool pointwise = conv_is_pointwise(g);
+    w.col = pointwise ? (size_t)g->Cin * g->P : (size_t)g->K * w.nb * g->P;
+    w.yc = w.nb > 1 ? (size_t)g->Cout * w.nb * g->P : 0;
+    w.ph = pointwise ? 0 : phase_floats(g);
+    w.dw = with_dw ? (size_t)g->Cout * g->K : 0;
+    /* Round each thread's block up to whole cache lines so threads never share one. */
+    w.per_thread = (w.col + w.yc + w.ph + w.dw + 15) & ~(size_t)15;
+    w.mem = arena_alloc(&c->arena, sizeof(float) * w.per_thread * (size_t)cm_threads());
+    return w;
 }
 
-/* y[n0 + n, co, :] = yc[co, n*P : (n+1)*P] + b[co] (b may be NULL). */
+static float *work_col(const ConvWork *w) { return w->mem + w->per_thread * (size_t)omp_get_thread_num(); }
+static float *work_yc(const ConvWork *w) { return work_col(w) + w->col; }
+static float *work_ph(const ConvWork *w) { return work_yc(w) + w->yc; }
+static float *work_dw(const ConvWork *w, int t) { return w->mem + w->per_thread * (size_t)t + w->col + w->yc + w->ph; }
+
+/* y[n0 + n, co, :] = yc[co, n*P : (n+1)*P] + b[co] (b may be NULL). Serial. */
 static void chunk_to_nchw(const ConvGeom *g, const float *yc, const float *b, int n0, int nb, float *y)
 {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < nb; n++) {
+    for (int n = 0; n < nb; n++)
         for (int co = 0; co < g->Cout; co++) {
             const float *src = yc + (size_t)co * nb * g->P + (size_t)n * g->P;
             float *dst = y + ((size_t)(n0 + n) * g->Cout + co) * g->P;
             float bias = b ? b[co] : 0.0f;
             for (int p = 0; p < g->P; p++) dst[p] = src[p] + bias;
         }
-    }
 }
 
-/* dyc [Cout, nb*P] from dy[n0 .. n0+nb) [nb, Cout, P]. */
+/* dyc [Cout, nb*P] from dy[n0 .. n0+nb) [nb, Cout, P]. Serial. */
 static void nchw_to_chunk(const ConvGeom *g, const float *dy, int n0, int nb, float *dyc)
 {
-#pragma omp parallel for collapse(2) schedule(static)
     for (int co = 0; co < g->Cout; co++)
         for (int n = 0; n < nb; n++)
             memcpy(dyc + (size_t)co * nb * g->P + (size_t)n * g->P,
                    dy + ((size_t)(n0 + n) * g->Cout + co) * g->P, sizeof(float) * (size_t)g->P);
 }
 
-/* y[n, co, :] = b[co]: the 1x1 path's GEMMs then accumulate onto it (beta = 1), which spares
- * both OpenBLAS's zeroing pass for beta = 0 and a separate bias pass. */
-static void fill_bias(const ConvGeom *g, const float *b, float *y)
+/* yn [Cout, P] = b[co] per row: the GEMM then accumulates onto it (beta = 1), which spares both
+ * OpenBLAS's zeroing pass for beta = 0 and a separate bias pass. */
+static void fill_bias(const ConvGeom *g, const float *b, float *yn)
 {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < g->N; n++)
-        for (int co = 0; co < g->Cout; co++) {
-            float *yp = y + ((size_t)n * g->Cout + co) * g->P;
-            for (int p = 0; p < g->P; p++) yp[p] = b[co];
+    for (int co = 0; co < g->Cout; co++) {
+        float *yp = yn + (size_t)co * g->P;
+        for (int p = 0; p < g->P; p++) yp[p] = b[co];
+    }
+}
+
+/* y = conv(x) for this thread's share of the samples. */
+static void conv_forward_share(const ConvGeom *g, const ConvWork *w, const float *x, const float *wt,
+                               const float *b, float *y)
+{
+    int lo, hi;
+    thread_share(g->N, &lo, &hi);
+    bool pointwise = conv_is_pointwise(g);
+    float *col = work_col(w), *yc = work_yc(w), *ph = work_ph(w);
+    for (int n0 = lo; n0 < hi; n0 += w->nb) {
+        int m = CM_MIN(w->nb, hi - n0), ld = m * g->P;
+        const float *B = col;
+        if (pointwise) B = x + (size_t)n0 * g->Cin * g->P;   /* x[n] [Cin, P] is its own col */
+        else im2col(g, x, n0, m, ph, col);
+        if (m == 1) {   /* straight into NCHW */
+            float *yn = y + (size_t)n0 * g->Cout * g->P;
+            if (b) fill_bias(g, b, yn);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->Cout, ld, g->K, 1.0f, wt, g->K, B,
+                        ld, b ? 1.0f : 0.0f, yn, ld);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->Cout, ld, g->K, 1.0f, wt, g->K, B,
+                        ld, 0.0f, yc, ld);
+            chunk_to_nchw(g, yc, b, n0, m, y);
         }
+    }
 }
 
 Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad)
@@ -326,27 +383,12 @@ Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad)
               tensor_shape_str(w, sw, sizeof sw), tensor_shape_str(x, sx, sizeof sx), pad);
     ConvGeom g = conv_geom(x, w, stride, pad);
     Tensor *y = TENSOR_NEW(c, g.N, g.Cout, g.Ho, g.Wo);
+    c->flops += conv_flops(&g);
     ArenaMark mark = arena_mark(&c->arena);   /* workspaces below live only inside this call */
-
-    if (conv_is_pointwise(&g)) {
-        if (b) fill_bias(&g, b->data, y->data);
-        for (int n = 0; n < g.N; n++)   /* y[n] [Cout, P] (+)= w [Cout, Cin] . x[n] [Cin, P] */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.Cout, g.P, g.Cin, 1.0f,
-                        w->data, g.Cin, x->data + (size_t)n * g.Cin * g.P, g.P, b ? 1.0f : 0.0f,
-                        y->data + (size_t)n * g.Cout * g.P, g.P);
-    } else {
-        int nb = conv_chunk(&g);
-        float *col = arena_alloc(&c->arena, sizeof(float) * (size_t)g.K * nb * g.P);
-        float *yc = arena_alloc(&c->arena, sizeof(float) * (size_t)g.Cout * nb * g.P);
-        float *scratch = g.stride > 1 ? conv_scratch(c, &g) : NULL;
-        for (int n0 = 0; n0 < g.N; n0 += nb) {
-            int m = CM_MIN(nb, g.N - n0);
-            im2col(&g, x->data, n0, m, scratch, col);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g.Cout, m * g.P, g.K, 1.0f,
-                        w->data, g.K, col, m * g.P, 0.0f, yc, m * g.P);
-            chunk_to_nchw(&g, yc, b ? b->data : NULL, n0, m, y->data);
-        }
-    }
+    ConvWork work = conv_work(c, &g, false);
+    const float *bd = b ? b->data : NULL;
+#pragma omp parallel num_threads(cm_threads())
+    conv_forward_share(&g, &work, x->data, w->data, bd, y->data);
     arena_release(&c->arena, mark);
 
     TapeEntry *e = tape_record(c, OP_CONV2D, y, b ? 3 : 2, (Tensor *[]){x, w, b});
@@ -373,6 +415,46 @@ static void bias_backward(const ConvGeom *g, const float *dy, float *db)
     }
 }
 
+/* dx (gx: = when fresh, else +=) and this thread's dw partial for its share of the samples.
+ * Returns whether the partial was written (a thread with no samples writes none). */
+static bool conv_backward_share(const ConvGeom *g, const ConvWork *w, const float *x, const float *wt,
+                                const float *dy, float *gx, bool fresh_x, bool need_w)
+{
+    int lo, hi;
+    thread_share(g->N, &lo, &hi);
+    bool pointwise = conv_is_pointwise(g);
+    float *col = work_col(w), *dyc = work_yc(w), *ph = work_ph(w);
+    float *dwp = need_w ? work_dw(w, omp_get_thread_num()) : NULL;
+    for (int n0 = lo; n0 < hi; n0 += w->nb) {
+        int m = CM_MIN(w->nb, hi - n0), ld = m * g->P;
+        const float *D = dy + (size_t)n0 * g->Cout * g->P;
+        if (m > 1) {
+            nchw_to_chunk(g, dy, n0, m, dyc);
+            D = dyc;
+        }
+        if (need_w) {   /* dw [Cout, K] (+)= dyc [Cout, m*P] . col^T */
+            const float *B = col;
+            if (pointwise) B = x + (size_t)n0 * g->Cin * g->P;
+            else im2col(g, x, n0, m, ph, col);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->Cout, g->K, ld, 1.0f, D, ld, B, ld,
+                        n0 > lo ? 1.0f : 0.0f, dwp, g->K);
+        }
+        if (!gx) continue;
+        if (pointwise) {   /* dx[n] [Cin, P] (+)= w^T [Cin, Cout] . dy[n] [Cout, P] */
+            float *gxn = gx + (size_t)n0 * g->Cin * g->P;
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->Cin, g->P, g->Cout, 1.0f, wt, g->Cin,
+                        D, g->P, 0.0f, fresh_x ? gxn : col, g->P);
+            if (!fresh_x)
+                for (size_t i = 0; i < (size_t)g->Cin * g->P; i++) gxn[i] += col[i];
+        } else {           /* dcol [K, m*P] = w^T [K, Cout] . dyc, folded into dx */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->K, ld, g->Cout, 1.0f, wt, g->K, D, ld,
+                        0.0f, col, ld);
+            col2im(g, col, n0, m, ph, gx, fresh_x);
+        }
+    }
+    return need_w && hi > lo;
+}
+
 /* Every gradient is first summed in full in scratch and then added to the existing one in a
  * single +=, so accumulating sweeps add exactly the same floats each time (tensor.h). A gradient
  * that does not exist yet is written directly instead (no zeroing, no extra pass). */
@@ -385,54 +467,29 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
 
     if (b && entry_needs_grad(e, 2)) bias_backward(&g, dy, tensor_grad(c, b));
     if (!need_x && !need_w) return;
+    c->flops += conv_flops(&g) * (need_x + need_w);
     /* A fresh dx (no gradient yet) is written, not accumulated: no zeroing pass. */
     bool fresh_x = need_x && !x->grad;
-    if (fresh_x) x->grad = arena_alloc(&c->arena, sizeof(float) * x->n);
-    float *gx = x->grad;
+    if (fresh_x) tensor_grad_fresh(c, x);
+    float *gx = need_x ? x->grad : NULL;
     float *gw = need_w ? tensor_grad(c, w) : NULL;
     ArenaMark mark = arena_mark(&c->arena);   /* workspaces below live only inside this call */
-    size_t nw = (size_t)g.Cout * g.K;
-    float *dw = need_w ? arena_alloc(&c->arena, sizeof(float) * nw) : NULL;
-
-    if (conv_is_pointwise(&g)) {
-        size_t nxs = (size_t)g.Cin * g.P;
-        float *dxs = fresh_x ? NULL : arena_alloc(&c->arena, sizeof(float) * nxs);
-        for (int n = 0; n < g.N; n++) {
-            const float *dyn = dy + (size_t)n * g.Cout * g.P;
-            if (need_w)   /* dw [Cout, Cin] += dy[n] [Cout, P] . x[n]^T [P, Cin] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.Cout, g.Cin, g.P, 1.0f,
-                            dyn, g.P, x->data + n * nxs, g.P, n ? 1.0f : 0.0f, dw, g.Cin);
-            if (need_x) { /* dx[n] [Cin, P] = w^T [Cin, Cout] . dy[n] [Cout, P] */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.Cin, g.P, g.Cout, 1.0f,
-                            w->data, g.Cin, dyn, g.P, 0.0f, fresh_x ? gx + n * nxs : dxs, g.P);
-                if (!fresh_x) add_into(gx + n * nxs, dxs, nxs);
-            }
-        }
-        if (need_w) add_into(gw, dw, nw);
-        arena_release(&c->arena, mark);
-        return;
-    }
-
-    /* One col buffer serves both: dw reads the unfolded x, then dx overwrites it with dcol. */
-    int nb = conv_chunk(&g);
-    float *col = arena_alloc(&c->arena, sizeof(float) * (size_t)g.K * nb * g.P);
-    float *dyc = arena_alloc(&c->arena, sizeof(float) * (size_t)g.Cout * nb * g.P);
-    float *scratch = conv_scratch(c, &g);
-    for (int n0 = 0; n0 < g.N; n0 += nb) {
-        int m = CM_MIN(nb, g.N - n0), ld = m * g.P;
-        nchw_to_chunk(&g, dy, n0, m, dyc);
-        if (need_w) {
-            im2col(&g, x->data, n0, m, scratch, col);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g.Cout, g.K, ld, 1.0f, dyc, ld,
-                        col, ld, n0 ? 1.0f : 0.0f, dw, g.K);
-        }
-        if (need_x) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g.K, ld, g.Cout, 1.0f, w->data,
-                        g.K, dyc, ld, 0.0f, col, ld);
-            col2im(&g, col, n0, m, scratch, gx, fresh_x);
+    ConvWork work = conv_work(c, &g, need_w);
+    int T = cm_threads();
+    bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
+#pragma omp parallel num_threads(T)
+    written[omp_get_thread_num()] =
+        conv_backward_share(&g, &work, x->data, w->data, dy, gx, fresh_x, need_w);
+    if (need_w) {
+        size_t nw = (size_t)g.Cout * g.K;
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < nw; i++) {
+            float s = 0;
+            for (int t = 0; t < T; t++)
+                if (written[t]) s += work_dw(&work, t)[i];
+            gw[i] += s;
         }
     }
-    if (need_w) add_into(gw, dw, nw);
     arena_release(&c->arena, mark);
 }
 

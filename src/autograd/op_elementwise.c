@@ -9,6 +9,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "fastmath.h"
 #include "ops.h"
 
 #define PAR_MIN 4096   /* below this many elements a parallel region costs more than it saves */
@@ -215,7 +216,7 @@ void div_backward(Ctx *c, TapeEntry *e)
     Tensor *y = tensor_like(c, x);                                       \
     const float *px = x->data;                                           \
     float *py = y->data;                                                 \
-    _Pragma("omp parallel for if (x->n >= PAR_MIN)")                     \
+    _Pragma("omp parallel for simd if (x->n >= PAR_MIN)")                     \
     for (size_t i = 0; i < x->n; i++) { float v = px[i]; py[i] = (expr); } \
     TapeEntry *e = tape_record(c, OPK, y, 1, (Tensor *[]){x});           \
     (void)e;
@@ -226,7 +227,7 @@ void div_backward(Ctx *c, TapeEntry *e)
     float *gx = tensor_grad(c, e->in[0]);                                \
     size_t n = e->out->n;                                                \
     (void)x; (void)y;                                                    \
-    _Pragma("omp parallel for if (n >= PAR_MIN)")                        \
+    _Pragma("omp parallel for simd if (n >= PAR_MIN)")                        \
     for (size_t i = 0; i < n; i++) gx[i] += gy[i] * (dexpr);
 
 Tensor *op_scale(Ctx *c, Tensor *x, float alpha, float beta)
@@ -261,16 +262,14 @@ Tensor *op_pow(Ctx *c, Tensor *x, float p)
 /* d/dx x^p = p x^(p-1), computed from x (not y/x, which fails at x = 0 for p >= 1). */
 void pow_backward(Ctx *c, TapeEntry *e) { UNARY_BACKWARD(e->farg[0] * powf(x[i], e->farg[0] - 1.0f)) }
 
-static inline float sigmoidf(float v) { return 1.0f / (1.0f + expf(-v)); }
-
-Tensor *op_sigmoid(Ctx *c, Tensor *x) { UNARY_FORWARD(OP_SIGMOID, sigmoidf(v)) return y; }
+Tensor *op_sigmoid(Ctx *c, Tensor *x) { UNARY_FORWARD(OP_SIGMOID, cm_sigmoidf(v)) return y; }
 void sigmoid_backward(Ctx *c, TapeEntry *e) { UNARY_BACKWARD(y[i] * (1.0f - y[i])) }
 
 /* silu(x) = x s(x);  silu'(x) = s(x) (1 + x (1 - s(x))). */
-Tensor *op_silu(Ctx *c, Tensor *x) { UNARY_FORWARD(OP_SILU, v * sigmoidf(v)) return y; }
+Tensor *op_silu(Ctx *c, Tensor *x) { UNARY_FORWARD(OP_SILU, v * cm_sigmoidf(v)) return y; }
 void silu_backward(Ctx *c, TapeEntry *e)
 {
-    UNARY_BACKWARD(sigmoidf(x[i]) * (1.0f + x[i] * (1.0f - sigmoidf(x[i]))))
+    UNARY_BACKWARD(cm_sigmoidf(x[i]) * (1.0f + x[i] * (1.0f - cm_sigmoidf(x[i]))))
 }
 
 /* ---- dropout ---- */

@@ -19,9 +19,10 @@
 
 /* C [M,N] = op(A) [M,K] @ op(B) [K,N] + beta C, with op(A) = A^T when ta (A stored [K,M],
  * otherwise [M,K]) and op(B) = B^T when tb (B stored [N,K], otherwise [K,N]). */
-static void gemm(bool ta, bool tb, int M, int N, int K, const float *A, const float *B, float beta,
-                 float *C)
+static void gemm(Ctx *c, bool ta, bool tb, int M, int N, int K, const float *A, const float *B,
+                 float beta, float *C)
 {
+    c->flops += 2.0 * M * N * (double)K;
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, beta, C, N);
 }
@@ -34,16 +35,16 @@ static void gemm(bool ta, bool tb, int M, int N, int K, const float *A, const fl
  *   no tb: dB [K,N] = A'^T G                 tb: dB [N,K] = (A'^T G)^T = G^T A'
  * B'^T is B itself when tb (else B transposed); A'^T is A itself when ta (else A transposed), so
  * each case is a single gemm on the stored matrices. */
-static void gemm_backward(bool ta, bool tb, int M, int N, int K, const float *A, const float *B,
+static void gemm_backward(Ctx *c, bool ta, bool tb, int M, int N, int K, const float *A, const float *B,
                           const float *G, float *dA, float *dB)
 {
     if (dA) {
-        if (ta) gemm(tb, true, K, M, N, B, G, 1.0f, dA);
-        else gemm(false, !tb, M, K, N, G, B, 1.0f, dA);
+        if (ta) gemm(c, tb, true, K, M, N, B, G, 1.0f, dA);
+        else gemm(c, false, !tb, M, K, N, G, B, 1.0f, dA);
     }
     if (dB) {
-        if (tb) gemm(true, ta, N, K, M, G, A, 1.0f, dB);
-        else gemm(!ta, false, K, N, M, A, G, 1.0f, dB);
+        if (tb) gemm(c, true, ta, N, K, M, G, A, 1.0f, dB);
+        else gemm(c, !ta, false, K, N, M, A, G, 1.0f, dB);
     }
 }
 
@@ -66,7 +67,7 @@ Tensor *op_linear(Ctx *c, Tensor *x, Tensor *w, Tensor *b)
     Tensor *y = TENSOR_NEW(c, N, out);
     if (b)
         for (int i = 0; i < N; i++) memcpy(y->data + (size_t)i * out, b->data, (size_t)out * sizeof(float));
-    gemm(false, true, N, out, in, x->data, w->data, b ? 1.0f : 0.0f, y->data);
+    gemm(c, false, true, N, out, in, x->data, w->data, b ? 1.0f : 0.0f, y->data);
 
     tape_record(c, OP_LINEAR, y, 3, (Tensor *[]){x, w, b});
     return y;
@@ -100,7 +101,7 @@ void linear_backward(Ctx *c, TapeEntry *e)
     const float *gy = e->out->grad;
     float *gx = entry_needs_grad(e, 0) ? tensor_grad(c, x) : NULL;
     float *gw = entry_needs_grad(e, 1) ? tensor_grad(c, w) : NULL;
-    gemm_backward(false, true, N, out, in, x->data, w->data, gy, gx, gw);
+    gemm_backward(c, false, true, N, out, in, x->data, w->data, gy, gx, gw);
     if (entry_needs_grad(e, 2)) add_column_sums(gy, N, out, tensor_grad(c, b));
 }
 
@@ -116,7 +117,7 @@ Tensor *op_matmul(Ctx *c, Tensor *a, Tensor *b)
     int M = a->shape[0], K = a->shape[1], N = b->shape[1];
 
     Tensor *y = TENSOR_NEW(c, M, N);
-    gemm(false, false, M, N, K, a->data, b->data, 0.0f, y->data);
+    gemm(c, false, false, M, N, K, a->data, b->data, 0.0f, y->data);
 
     tape_record(c, OP_MATMUL, y, 2, (Tensor *[]){a, b});
     return y;
@@ -128,7 +129,7 @@ void matmul_backward(Ctx *c, TapeEntry *e)
     int M = a->shape[0], K = a->shape[1], N = b->shape[1];
     float *ga = entry_needs_grad(e, 0) ? tensor_grad(c, a) : NULL;
     float *gb = entry_needs_grad(e, 1) ? tensor_grad(c, b) : NULL;
-    gemm_backward(false, false, M, N, K, a->data, b->data, e->out->grad, ga, gb);
+    gemm_backward(c, false, false, M, N, K, a->data, b->data, e->out->grad, ga, gb);
 }
 
 /* ---- bmm: y[i] [M,N] = op(a[i]) @ op(b[i]) for every batch index i ---- */
@@ -165,7 +166,7 @@ Tensor *op_bmm(Ctx *c, Tensor *a, Tensor *b, bool ta, bool tb)
     Tensor *y = TENSOR_NEW(c, d.B, d.M, d.N);
     size_t sa_n = (size_t)d.M * d.K, sb_n = (size_t)d.K * d.N, sy_n = (size_t)d.M * d.N;
     for (int i = 0; i < d.B; i++)
-        gemm(ta, tb, d.M, d.N, d.K, a->data + i * sa_n, b->data + i * sb_n, 0.0f, y->data + i * sy_n);
+        gemm(c, ta, tb, d.M, d.N, d.K, a->data + i * sa_n, b->data + i * sb_n, 0.0f, y->data + i * sy_n);
 
     TapeEntry *e = tape_record(c, OP_BMM, y, 2, (Tensor *[]){a, b});
     if (e) {
@@ -185,6 +186,6 @@ void bmm_backward(Ctx *c, TapeEntry *e)
     const float *gy = e->out->grad;
     size_t sa_n = (size_t)d.M * d.K, sb_n = (size_t)d.K * d.N, sy_n = (size_t)d.M * d.N;
     for (int i = 0; i < d.B; i++)
-        gemm_backward(ta, tb, d.M, d.N, d.K, a->data + i * sa_n, b->data + i * sb_n, gy + i * sy_n,
+        gemm_backward(c, ta, tb, d.M, d.N, d.K, a->data + i * sa_n, b->data + i * sb_n, gy + i * sy_n,
                       ga ? ga + i * sa_n : NULL, gb ? gb + i * sb_n : NULL);
 }

@@ -13,6 +13,8 @@
 
 #include <math.h>
 
+#include "fastmath.h"
+
 /* Work below this many elements is not worth waking the OpenMP threads for. */
 #define PAR_MIN 32768
 
@@ -35,20 +37,28 @@ static GnDims gn_dims(const Tensor *x, int groups)
     return d;
 }
 
-Tensor *op_group_norm(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int groups, float eps)
+static void gn_check(const char *op, const Tensor *x, const Tensor *weight, const Tensor *bias,
+                     int groups)
 {
     char sx[64], sp[64];
-    CM_ASSERT(x->ndim >= 2, "group_norm: input must be [N,C,...], got %s",
+    CM_ASSERT(x->ndim >= 2, "%s: input must be [N,C,...], got %s", op,
               tensor_shape_str(x, sx, sizeof sx));
     CM_ASSERT(groups >= 1 && x->shape[1] % groups == 0,
-              "group_norm: %d groups do not divide the channels of %s", groups,
+              "%s: %d groups do not divide the channels of %s", op, groups,
               tensor_shape_str(x, sx, sizeof sx));
-    Tensor *params[2] = {weight, bias};
+    const Tensor *params[2] = {weight, bias};
     for (int i = 0; i < 2; i++)
         CM_ASSERT(!params[i] || (params[i]->ndim == 1 && params[i]->shape[0] == x->shape[1]),
-                  "group_norm: %s %s does not match input %s (want [C])", i ? "bias" : "weight",
+                  "%s: %s %s does not match input %s (want [C])", op, i ? "bias" : "weight",
                   params[i] ? tensor_shape_str(params[i], sp, sizeof sp) : "",
                   tensor_shape_str(x, sx, sizeof sx));
+}
+
+/* y = GN(x) (silu: y = silu(GN(x))); fills the saved stats. */
+static Tensor *gn_forward(Ctx *c, OpKind op, Tensor *x, Tensor *weight, Tensor *bias, int groups,
+                          float eps, bool silu)
+{
+    gn_check(OPS[op].name, x, weight, bias, groups);
     GnDims d = gn_dims(x, groups);
     size_t m = (size_t)d.Cg * d.S;
 
@@ -60,11 +70,15 @@ Tensor *op_group_norm(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int group
 #pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
     for (int ng = 0; ng < d.N * d.G; ng++) {
         const float *xg = x->data + (size_t)ng * m;   /* a group is contiguous: Cg channels of S */
+        /* omp simd reductions: lanes summed in a fixed order, so the bits do not depend on
+         * the thread count or the run. */
         double s = 0;
+#pragma omp simd reduction(+ : s)
         for (size_t k = 0; k < m; k++) s += xg[k];
         double mu = s / (double)m;
         /* Two passes: the one-pass E[x^2] - E[x]^2 cancels catastrophically when |mean| >> std. */
         double v = 0;
+#pragma omp simd reduction(+ : v)
         for (size_t k = 0; k < m; k++) v += (xg[k] - mu) * (xg[k] - mu);
         float muf = (float)mu, r = (float)(1.0 / sqrt(v / (double)m + (double)eps));
         mean[ng] = muf;
@@ -79,17 +93,36 @@ Tensor *op_group_norm(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int group
             float scale = r * (w ? w[ch] : 1.0f), shift = b ? b[ch] : 0.0f;
             const float *xc = xg + (size_t)j * d.S;
             float *yc = yg + (size_t)j * d.S;
-            for (size_t k = 0; k < d.S; k++) yc[k] = (xc[k] - muf) * scale + shift;
+            if (silu) {
+#pragma omp simd
+                for (size_t k = 0; k < d.S; k++) {
+                    float u = (xc[k] - muf) * scale + shift;
+                    yc[k] = u * cm_sigmoidf(u);
+                }
+            } else {
+#pragma omp simd
+                for (size_t k = 0; k < d.S; k++) yc[k] = (xc[k] - muf) * scale + shift;
+            }
         }
     }
 
-    TapeEntry *e = tape_record(c, OP_GROUP_NORM, y, 3, (Tensor *[]){x, weight, bias});
+    TapeEntry *e = tape_record(c, op, y, 3, (Tensor *[]){x, weight, bias});
     if (e) {
         e->iarg[0] = groups;
         e->farg[0] = eps;
         e->saved = stats;
     }
     return y;
+}
+
+Tensor *op_group_norm(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int groups, float eps)
+{
+    return gn_forward(c, OP_GROUP_NORM, x, weight, bias, groups, eps, false);
+}
+
+Tensor *op_group_norm_silu(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int groups, float eps)
+{
+    return gn_forward(c, OP_GROUP_NORM_SILU, x, weight, bias, groups, eps, true);
 }
 
 /* With gy = dL/dy and the per-channel sums over one sample's spatial positions
@@ -101,27 +134,48 @@ Tensor *op_group_norm(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int group
  * so d xhat_k / d x_j = rstd (delta_kj - 1/m - xhat_k xhat_j / m) and
  *     dx_j = rstd * (gxhat_j - mean_k(gxhat_k) - xhat_j * mean_k(gxhat_k xhat_k)),
  * where the two group means are again per-channel sums: m * mean(gxhat) = sum_c w[c] B[n,c] and
- * m * mean(gxhat xhat) = sum_c w[c] A[n,c]. One pass computes A and B, a second writes dx. */
-void group_norm_backward(Ctx *c, TapeEntry *e)
+ * m * mean(gxhat xhat) = sum_c w[c] A[n,c]. One pass computes A and B, a second writes dx.
+ *
+ * group_norm_silu: y = silu(u), u = xhat w + b, so the GN backward runs on
+ * gu = gy silu'(u) = gy s (1 + u (1 - s)), s = sigmoid(u), with u recomputed from x and the
+ * saved statistics (the GN output is never stored). The first pass writes gu to a workspace
+ * and forms A and B from it; the second reads it. */
+static void gn_backward(Ctx *c, TapeEntry *e, bool silu)
 {
-    Tensor *x = e->in[0], *weight = e->in[1];
+    Tensor *x = e->in[0], *weight = e->in[1], *bias = e->in[2];
     bool need_x = entry_needs_grad(e, 0), need_w = entry_needs_grad(e, 1),
          need_b = entry_needs_grad(e, 2);
     GnDims d = gn_dims(x, e->iarg[0]);
     size_t m = (size_t)d.Cg * d.S;
     const float *mean = e->saved, *rstd = mean + (size_t)d.N * d.G;
+    const float *w = weight ? weight->data : NULL, *b = bias ? bias->data : NULL;
+    float *gx = need_x ? tensor_grad(c, x) : NULL;
+    float *gw = need_w ? tensor_grad(c, weight) : NULL;
+    float *gb = need_b ? tensor_grad(c, bias) : NULL;
+    ArenaMark mark = arena_mark(&c->arena);
     const float *gy = e->out->grad;
-    const float *w = weight ? weight->data : NULL;
+    float *gu = silu ? arena_alloc(&c->arena, x->n * sizeof(float)) : NULL;
 
-    /* Per-(n,c) sums A (gy*xhat) and B (gy). */
+    /* Per-(n,c) sums A (gy*xhat) and B (gy), gy := gu for silu. */
     double *A = arena_alloc(&c->arena, 2 * (size_t)d.N * d.C * sizeof(double));
     double *B = A + (size_t)d.N * d.C;
 #pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
     for (int nc = 0; nc < d.N * d.C; nc++) {
-        int ng = (nc / d.C) * d.G + (nc % d.C) / d.Cg;
+        int ng = (nc / d.C) * d.G + (nc % d.C) / d.Cg, ch = nc % d.C;
         float mu = mean[ng], r = rstd[ng];
         const float *xc = x->data + (size_t)nc * d.S, *gc = gy + (size_t)nc * d.S;
+        if (silu) {
+            float scale = r * (w ? w[ch] : 1.0f), shift = b ? b[ch] : 0.0f;
+            float *guc = gu + (size_t)nc * d.S;
+#pragma omp simd
+            for (size_t k = 0; k < d.S; k++) {
+                float u = (xc[k] - mu) * scale + shift, s = cm_sigmoidf(u);
+                guc[k] = gc[k] * (s * (1.0f + u * (1.0f - s)));
+            }
+            gc = guc;
+        }
         double sa = 0, sb = 0;
+#pragma omp simd reduction(+ : sa, sb)
         for (size_t k = 0; k < d.S; k++) {
             sa += gc[k] * ((xc[k] - mu) * r);
             sb += gc[k];
@@ -129,10 +183,9 @@ void group_norm_backward(Ctx *c, TapeEntry *e)
         A[nc] = sa;
         B[nc] = sb;
     }
+    if (silu) gy = gu;
 
-    if (need_w || need_b) {
-        float *gw = need_w ? tensor_grad(c, weight) : NULL;
-        float *gb = need_b ? tensor_grad(c, e->in[2]) : NULL;
+    if (gw || gb) {
         for (int ch = 0; ch < d.C; ch++) {
             double sw = 0, sb = 0;
             for (int n = 0; n < d.N; n++) {
@@ -144,33 +197,38 @@ void group_norm_backward(Ctx *c, TapeEntry *e)
         }
     }
 
-    if (!need_x) return;
-    float *gx = tensor_grad(c, x);
+    if (gx) {
 #pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
-    for (int ng = 0; ng < d.N * d.G; ng++) {
-        int n = ng / d.G, g = ng % d.G;
-        float mu = mean[ng], r = rstd[ng];
-        double sum_g = 0, sum_gx = 0;   /* sum over the group of gxhat and of gxhat * xhat */
-        for (int j = 0; j < d.Cg; j++) {
-            int ch = g * d.Cg + j;
-            double wc = w ? w[ch] : 1.0;
-            sum_g += wc * B[(size_t)n * d.C + ch];
-            sum_gx += wc * A[(size_t)n * d.C + ch];
-        }
-        float mean_g = (float)(sum_g / (double)m), mean_gx = (float)(sum_gx / (double)m);
-        for (int j = 0; j < d.Cg; j++) {
-            int ch = g * d.Cg + j;
-            float wc = w ? w[ch] : 1.0f;
-            size_t off = (size_t)ng * m + (size_t)j * d.S;
-            const float *xc = x->data + off, *gc = gy + off;
-            float *dxc = gx + off;
-            for (size_t k = 0; k < d.S; k++) {
-                float xhat = (xc[k] - mu) * r;
-                dxc[k] += r * (gc[k] * wc - mean_g - xhat * mean_gx);
+        for (int ng = 0; ng < d.N * d.G; ng++) {
+            int n = ng / d.G, g = ng % d.G;
+            float mu = mean[ng], r = rstd[ng];
+            double sum_g = 0, sum_gx = 0;   /* sum over the group of gxhat and of gxhat * xhat */
+            for (int j = 0; j < d.Cg; j++) {
+                int ch = g * d.Cg + j;
+                double wc = w ? w[ch] : 1.0;
+                sum_g += wc * B[(size_t)n * d.C + ch];
+                sum_gx += wc * A[(size_t)n * d.C + ch];
+            }
+            float mean_g = (float)(sum_g / (double)m), mean_gx = (float)(sum_gx / (double)m);
+            for (int j = 0; j < d.Cg; j++) {
+                int ch = g * d.Cg + j;
+                float wc = w ? w[ch] : 1.0f;
+                size_t off = (size_t)ng * m + (size_t)j * d.S;
+                const float *xc = x->data + off, *gc = gy + off;
+                float *dxc = gx + off;
+#pragma omp simd
+                for (size_t k = 0; k < d.S; k++) {
+                    float xhat = (xc[k] - mu) * r;
+                    dxc[k] += r * (gc[k] * wc - mean_g - xhat * mean_gx);
+                }
             }
         }
     }
+    arena_release(&c->arena, mark);
 }
+
+void group_norm_backward(Ctx *c, TapeEntry *e) { gn_backward(c, e, false); }
+void group_norm_silu_backward(Ctx *c, TapeEntry *e) { gn_backward(c, e, true); }
 
 /* ---- softmax over the last dim: y_i = exp(x_i - max x) / sum_j exp(x_j - max x) ----
  * Subtracting the row max keeps every exponent <= 0 (no overflow) and leaves y unchanged. */
@@ -189,7 +247,7 @@ Tensor *op_softmax(Ctx *c, Tensor *x)
         for (int j = 1; j < L; j++) mx = fmaxf(mx, xr[j]);
         double s = 0;
         for (int j = 0; j < L; j++) {
-            yr[j] = expf(xr[j] - mx);
+            yr[j] = cm_expf(xr[j] - mx);
             s += yr[j];
         }
         float inv = (float)(1.0 / s);

@@ -4,7 +4,7 @@
 
 #define OP_LIST(X)                                                                             \
     X(CONV2D, conv2d) X(LINEAR, linear) X(MATMUL, matmul) X(BMM, bmm)                          \
-    X(GROUP_NORM, group_norm) X(SOFTMAX, softmax)                                              \
+    X(GROUP_NORM, group_norm) X(GROUP_NORM_SILU, group_norm_silu) X(SOFTMAX, softmax)                                              \
     X(ADD, add) X(SUB, sub) X(MUL, mul) X(DIV, div) X(SCALE, scale)                            \
     X(EXP, exp) X(LOG, log) X(SIN, sin) X(COS, cos) X(SQRT, sqrt) X(POW, pow)                  \
     X(SILU, silu) X(SIGMOID, sigmoid) X(DROPOUT, dropout)                                      \

@@ -3,7 +3,7 @@
  * Each op family lives in one file with its forward and backward side by side:
  *   op_conv.c        conv2d (im2col + sgemm; a naive reference kernel for tests)
  *   op_matmul.c      linear, matmul, batched matmul
- *   op_norm.c        group norm, softmax
+ *   op_norm.c        group norm (alone and fused with a following SiLU), softmax
  *   op_elementwise.c add/sub/mul/div (broadcasting), scale, exp/log/sin/cos/sqrt/pow,
  *                    silu, sigmoid, dropout
  *   op_shape.c       reshape, concat (channels), nearest upsample, average-pool downsample
@@ -26,6 +26,7 @@ typedef enum OpKind {
     OP_MATMUL,
     OP_BMM,
     OP_GROUP_NORM,
+    OP_GROUP_NORM_SILU,
     OP_SOFTMAX,
     OP_ADD,
     OP_SUB,
@@ -86,6 +87,9 @@ Tensor *op_bmm(Ctx *c, Tensor *a, Tensor *b, bool ta, bool tb);
 /* ---- op_norm.c ---- */
 /* x [N,C,H,W] (or [N,C]), weight/bias [C] or NULL; groups divides C. */
 Tensor *op_group_norm(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int groups, float eps);
+/* silu(group_norm(x)) as one op: one pass forward, and the normalised values are recomputed in
+ * the backward instead of being stored (one activation less per norm). */
+Tensor *op_group_norm_silu(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int groups, float eps);
 /* softmax over the last dim */
 Tensor *op_softmax(Ctx *c, Tensor *x);
 

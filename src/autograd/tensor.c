@@ -46,12 +46,13 @@ void *arena_alloc(Arena *a, size_t bytes)
         note_peak(a);
         return p;
     }
-    /* Overflow: a block of its own, at least 1/4 of the main block so that many small
-     * allocations do not each get a block. */
+    /* Overflow: a block of its own, at least 1/4 of the main block and 1 GB of address space
+     * (pages cost memory only once touched), so that allocations do not each get a block and
+     * ctx_keep finds a pass's intermediates in one block. */
     ArenaBlock *b = a->extra;
     if (!b || b->used + bytes > b->cap) {
         b = cm_malloc(sizeof *b);
-        b->cap = CM_MAX(bytes, align_up(a->cap / 4));
+        b->cap = CM_MAX(bytes, CM_MAX(align_up(a->cap / 4), (size_t)1 << 30));
         b->mem = cm_aligned_alloc(b->cap);
         b->used = 0;
         b->next = a->extra;
@@ -133,6 +134,7 @@ void ctx_reset(Ctx *c)
 {
     CM_ASSERT(c->no_grad_depth == 0, "ctx_reset inside a no-grad scope (depth %d)", c->no_grad_depth);
     c->tape_len = 0;
+    c->nfree_grads = 0;
     arena_reset(&c->arena);
 }
 
@@ -152,6 +154,26 @@ void ctx_no_grad_end(Ctx *c)
 }
 
 bool ctx_grad_enabled(const Ctx *c) { return c->no_grad_depth == 0; }
+
+Tensor *ctx_keep(Ctx *c, ArenaMark m, Tensor *t)
+{
+    Arena *a = &c->arena;
+    if (ctx_grad_enabled(c) || a->extra != m.extra) return t;
+    /* The block allocations since m went to: the newest overflow block, or the main block. */
+    const char *lo = a->extra ? a->extra->mem + m.extra_block_used : a->base + m.used;
+    const char *hi = a->extra ? a->extra->mem + a->extra->used : a->base + a->used;
+    const char *src = (const char *)t->data;
+    if (src < lo || src >= hi) return t;
+    int ndim = t->ndim, shape[TENSOR_MAX_DIMS];
+    size_t bytes = t->n * sizeof(float);
+    memcpy(shape, t->shape, sizeof shape);
+    arena_release(a, m);
+    /* Data first: it lands at lo <= src (it fitted there before), so memmove is safe; the
+     * header goes after it. */
+    float *dst = arena_alloc(a, bytes);
+    memmove(dst, src, bytes);
+    return tensor_wrap(c, dst, NULL, ndim, shape, false);
+}
 
 void cm_set_threads(int n)
 {
@@ -266,10 +288,42 @@ int tensor_dim_r(const Tensor *t, int d)
     return d < t->ndim ? t->shape[t->ndim - 1 - d] : 1;
 }
 
+/* A buffer of n floats from the free gradients (exact size: a U-Net's tensors come in a few
+ * sizes), else from the arena. */
+static float *grad_buffer(Ctx *c, size_t n)
+{
+    for (int i = c->nfree_grads - 1; i >= 0; i--)
+        if (c->free_grads[i].n == n) {
+            float *p = c->free_grads[i].p;
+            c->free_grads[i] = c->free_grads[--c->nfree_grads];
+            return p;
+        }
+    return arena_alloc(&c->arena, n * sizeof(float));
+}
+
 float *tensor_grad(Ctx *c, Tensor *t)
 {
-    if (!t->grad) t->grad = arena_calloc(&c->arena, t->n * sizeof(float));
+    if (!t->grad) {
+        t->grad = grad_buffer(c, t->n);
+        memset(t->grad, 0, t->n * sizeof(float));
+    }
     return t->grad;
+}
+
+float *tensor_grad_fresh(Ctx *c, Tensor *t)
+{
+    CM_ASSERT(!t->grad, "tensor_grad_fresh: the tensor already has a gradient");
+    t->grad = grad_buffer(c, t->n);
+    return t->grad;
+}
+
+/* The sweep is done with t's gradient: keep the buffer for reuse (when the list is full it is
+ * simply left in the arena until ctx_reset). */
+static void grad_release(Ctx *c, Tensor *t)
+{
+    if (t->grad && c->nfree_grads < CTX_FREE_GRADS)
+        c->free_grads[c->nfree_grads++] = (FreeGrad){t->grad, t->n};
+    t->grad = NULL;
 }
 
 /* ---- tape ---- */
@@ -303,13 +357,16 @@ void tape_backward(Ctx *c, Tensor *root, const float *seed)
     CM_ASSERT(root->requires_grad, "tape_backward: the root %s does not require a gradient "
               "(was it computed in a no-grad scope, or from inputs that need none?)",
               root->is_leaf ? "is a leaf and" : "");
-    /* Intermediate gradients start from zero on every sweep; leaves keep accumulating. */
+    /* Intermediate gradients start from zero on every sweep; leaves keep accumulating. Each
+     * sweep starts its own free list (a previous sweep's buffers stay in the arena unused). */
     for (int i = 0; i < c->tape_len; i++) c->tape[i].out->grad = NULL;
+    c->nfree_grads = 0;
     float *g = tensor_grad(c, root);
     for (size_t i = 0; i < root->n; i++) g[i] += seed ? seed[i] : 1.0f;
     for (int i = c->tape_len - 1; i >= 0; i--) {
         TapeEntry *e = &c->tape[i];
         if (!e->out->grad) continue;   /* nothing downstream of this entry reached the root */
         OPS[e->op].backward(c, e);
+        grad_release(c, e->out);       /* every consumer of e->out comes later on the tape */
     }
 }

@@ -14,7 +14,11 @@
  *     backward pass may read any input or output it needs;
  *   - leaf gradients (parameters, inputs) accumulate across sweeps and are zeroed by their owner
  *     once per step; intermediate gradients are reset at the start of every sweep, so two sweeps
- *     over the same tape give exactly twice the leaf gradients.
+ *     over the same tape give exactly twice the leaf gradients;
+ *   - an intermediate's gradient lives only while the sweep needs it: once the backward of the
+ *     entry that produced the tensor has run, the sweep sets its grad to NULL and later gradients
+ *     of the same size reuse the buffer (the sweep then holds about the live gradients, not one
+ *     per activation). After tape_backward only leaves have gradients.
  */
 #ifndef CM_TENSOR_H
 #define CM_TENSOR_H
@@ -77,11 +81,24 @@ typedef struct TapeEntry {
     void *saved;                       /* op-specific saved values, arena-allocated */
 } TapeEntry;
 
+/* Gradient buffers of intermediates whose backward has run (tape_backward), for reuse by later
+ * gradients of the same size in the same sweep. */
+#define CTX_FREE_GRADS 256
+typedef struct FreeGrad {
+    float *p;
+    size_t n;
+} FreeGrad;
+
 typedef struct Ctx {
     Arena arena;
+    FreeGrad free_grads[CTX_FREE_GRADS];
+    int nfree_grads;
     TapeEntry *tape;
     int tape_len, tape_cap;
     int no_grad_depth;                 /* > 0: record nothing */
+    double flops;                      /* 2 x the multiply-adds of the GEMM-shaped ops (conv2d,
+                                        * linear, matmul, bmm), forward and backward, run on this
+                                        * context since ctx_init: model FLOPs for the benchmarks */
 } Ctx;
 
 void ctx_init(Ctx *c, size_t arena_bytes);
@@ -92,6 +109,12 @@ void ctx_free(Ctx *c);
 void ctx_no_grad_begin(Ctx *c);
 void ctx_no_grad_end(Ctx *c);
 bool ctx_grad_enabled(const Ctx *c);
+/* In a no-grad scope nothing needs a pass's intermediates once its output exists: frees
+ * everything allocated since m except t's values, which move down to m, and returns t's new
+ * tensor (a leaf without gradient). Returns t unchanged where that is not possible or not
+ * wanted: grad mode on, arena overflow blocks since m, or t's data not allocated after m. Every
+ * other tensor allocated after m is gone. */
+Tensor *ctx_keep(Ctx *c, ArenaMark m, Tensor *t);
 
 /* Thread count of both OpenMP loops and OpenBLAS's GEMMs (one owner: see STYLE.md 9). */
 void cm_set_threads(int n);
@@ -125,6 +148,9 @@ bool tensor_same_shape(const Tensor *a, const Tensor *b);
 const char *tensor_shape_str(const Tensor *t, char *buf, size_t len);
 /* The gradient buffer of t, allocated zeroed in the arena on first use. */
 float *tensor_grad(Ctx *c, Tensor *t);
+/* t's gradient buffer when it has none yet, uninitialised: for a backward that writes it in full
+ * (=) rather than accumulating. */
+float *tensor_grad_fresh(Ctx *c, Tensor *t);
 /* Size of dim d counted from the right (d = 0 is the last); 1 if the tensor has fewer dims. */
 int tensor_dim_r(const Tensor *t, int d);
 

@@ -91,6 +91,12 @@ Tensor *group_norm_forward(Ctx *c, const GroupNorm *l, const WeightSet *ws, Tens
                          l->groups, l->eps);
 }
 
+Tensor *group_norm_silu_forward(Ctx *c, const GroupNorm *l, const WeightSet *ws, Tensor *x)
+{
+    return op_group_norm_silu(c, x, layer_param_tensor(c, &l->weight, ws),
+                              layer_param_tensor(c, &l->bias, ws), l->groups, l->eps);
+}
+
 /* ---- Attention ---- */
 
 /* GroupNorm eps of every normalisation in the U-Net blocks (DDPM++, reference/cm.md §8.2). */
@@ -165,11 +171,11 @@ ResBlock resblock_init(ParamSet *ps, const char *prefix, int in, int out, int em
 Tensor *resblock_forward(Ctx *c, const ResBlock *l, const WeightSet *ws, Tensor *x, Tensor *emb,
                          const Rng *dropout_rng, int sample0)
 {
-    Tensor *h = op_silu(c, group_norm_forward(c, &l->norm1, ws, x));
+    Tensor *h = group_norm_silu_forward(c, &l->norm1, ws, x);
     h = conv2d_forward(c, &l->conv1, ws, h);
     Tensor *bias = linear_forward(c, &l->temb, ws, emb);               /* [N,out] */
     h = op_add(c, h, op_reshape(c, bias, 4, SHAPE(bias->shape[0], l->out, 1, 1)));
-    h = op_silu(c, group_norm_forward(c, &l->norm2, ws, h));
+    h = group_norm_silu_forward(c, &l->norm2, ws, h);
     if (dropout_rng && l->dropout > 0) h = op_dropout(c, h, l->dropout, dropout_rng, sample0);
     h = conv2d_forward(c, &l->conv2, ws, h);
     Tensor *skip = l->has_skip ? conv2d_forward(c, &l->skip, ws, x) : x;

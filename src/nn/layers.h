@@ -85,6 +85,8 @@ typedef struct GroupNorm {
 
 GroupNorm group_norm_init(ParamSet *ps, const char *prefix, int channels, float eps);
 Tensor *group_norm_forward(Ctx *c, const GroupNorm *l, const WeightSet *ws, Tensor *x /*[N,C,...]*/);
+/* silu(GN(x)) as one fused op (op_group_norm_silu). */
+Tensor *group_norm_silu_forward(Ctx *c, const GroupNorm *l, const WeightSet *ws, Tensor *x /*[N,C,...]*/);
 
 /* ---- Self-attention block (DDPM++ / NCSN++):
  *   h = GN(x); q, k, v = 1x1 convs of h; per head (channels split head-major, d = C/heads):

@@ -323,6 +323,16 @@ static Tensor *run_block(Pass *p, const ResBlock *res, const Attention *attn, Te
     return attn ? attention_forward(p->c, attn, p->ws, h) : h;
 }
 
+/* run_block, in a no-grad pass also freeing the block's intermediates (ctx_keep): the target
+ * pass and sampling then hold about the skips, not every activation. `in` may be NULL; when not,
+ * the block's input is concat(h, in) (the decoder). */
+static Tensor *run_block_kept(Pass *p, const ResBlock *res, const Attention *attn, Tensor *h, Tensor *in)
+{
+    ArenaMark m = arena_mark(&p->c->arena);
+    if (in) h = op_concat(p->c, 2, (Tensor *[]){h, in});
+    return ctx_keep(p->c, m, run_block(p, res, attn, h));
+}
+
 static void check_inputs(const UNet *net, const Tensor *x, const Tensor *cnoise_t, const Tensor *cnoise_u)
 {
     const UNetConfig *g = &net->cfg;
@@ -355,7 +365,7 @@ Tensor *unet_forward(Ctx *c, const UNet *net, const WeightSet *ws, Tensor *x, Te
     for (int l = 0; l < L; l++) {
         const UNetLevel *lv = &net->levels[l];
         for (int i = 0; i < g->num_blocks; i++) {
-            h = run_block(&p, &lv->enc[i], lv->attn ? &lv->enc_attn[i] : NULL, h);
+            h = run_block_kept(&p, &lv->enc[i], lv->attn ? &lv->enc_attn[i] : NULL, h, NULL);
             skips[nskips++] = h;
         }
         if (l == L - 1) continue;
@@ -363,18 +373,20 @@ Tensor *unet_forward(Ctx *c, const UNet *net, const WeightSet *ws, Tensor *x, Te
         skips[nskips++] = h;
     }
 
-    h = run_block(&p, &net->mid_block0, g->mid_attn ? &net->mid_attn : NULL, h);
-    h = run_block(&p, &net->mid_block1, NULL, h);
+    h = run_block_kept(&p, &net->mid_block0, g->mid_attn ? &net->mid_attn : NULL, h, NULL);
+    h = run_block_kept(&p, &net->mid_block1, NULL, h, NULL);
     if (bottleneck) *bottleneck = h;
 
     for (int l = L - 1; l >= 0; l--) {
         const UNetLevel *lv = &net->levels[l];
         for (int i = 0; i <= g->num_blocks; i++) {
-            h = op_concat(c, 2, (Tensor *[]){h, skips[--nskips]});
-            h = run_block(&p, &lv->dec[i], lv->attn ? &lv->dec_attn[i] : NULL, h);
+            h = run_block_kept(&p, &lv->dec[i], lv->attn ? &lv->dec_attn[i] : NULL, h, skips[--nskips]);
         }
-        if (l > 0) h = upsample_forward(c, &lv->up, ws, h);
+        if (l > 0) {
+            ArenaMark m = arena_mark(&c->arena);
+            h = ctx_keep(c, m, upsample_forward(c, &lv->up, ws, h));
+        }
     }
-    h = op_silu(c, group_norm_forward(c, &net->norm_out, ws, h));
+    h = group_norm_silu_forward(c, &net->norm_out, ws, h);
     return conv2d_forward(c, &net->conv_out, ws, h);
 }

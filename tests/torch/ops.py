@@ -19,6 +19,7 @@ Slots and arguments (the same table heads tests/test_ops.c):
     matmul        a, b                     -                                   -
     bmm           a, b                     [ta, tb]                            -
     group_norm    x, [weight], [bias]      [groups]                            [eps]
+    group_norm_silu  (as group_norm): silu(group_norm(x))
     softmax       x                        -                                   -
     add/sub/mul/div  a, b                  -                                   -
     scale         x                        -                                   [alpha, beta]
@@ -162,13 +163,15 @@ bmm_case("tn_frozen_a", 2, 3, 5, 6, 1, 0, rg=(False, True))
 
 # ---- group_norm: x [N,C,H,W] or [N,C], weight/bias [C]; iargs [groups]; fargs [eps] ----
 
-def gn_case(label, xs, groups, eps, weight=True, bias=True, rg=(True, True, True)):
+def gn_case(label, xs, groups, eps, weight=True, bias=True, rg=(True, True, True), silu=False):
     C = xs[1]
     inputs = [("x", normal(*xs, scale=2.0, shift=0.5), rg[0]),
               ("weight", normal(C, scale=0.5, shift=1.0), rg[1]) if weight else None,
               ("bias", normal(C), rg[2]) if bias else None]
     e = f32(eps)
-    case("group_norm", label, inputs, lambda t: F.group_norm(t[0], groups, t[1], t[2], e),
+    post = F.silu if silu else (lambda h: h)
+    case("group_norm_silu" if silu else "group_norm", label, inputs,
+         lambda t: post(F.group_norm(t[0], groups, t[1], t[2], e)),
          iargs=[groups], fargs=[eps], attrs={"weight": int(weight), "bias": int(bias)})
 
 
@@ -181,6 +184,13 @@ gn_case("2d_2groups", (4, 8), 2, 1e-5)
 gn_case("weight_only", (2, 4, 3, 3), 2, 1e-5, bias=False)
 gn_case("frozen_input", (2, 6, 3, 3), 3, 1e-5, rg=(False, True, True))
 gn_case("frozen_affine", (2, 6, 3, 3), 2, 1e-5, rg=(True, False, False))
+gn_case("3groups_affine", (2, 6, 5, 7), 3, 1e-5, silu=True)
+gn_case("1group_noaffine_batch1", (1, 4, 3, 3), 1, 1e-5, weight=False, bias=False, silu=True)
+gn_case("Cgroups_affine_odd", (3, 5, 3, 7), 5, 1e-6, silu=True)
+gn_case("2d_2groups", (4, 8), 2, 1e-5, silu=True)
+gn_case("frozen_input", (2, 6, 3, 3), 3, 1e-5, rg=(False, True, True), silu=True)
+gn_case("frozen_affine", (2, 6, 3, 3), 2, 1e-5, rg=(True, False, False), silu=True)
+gn_case("weight_only", (2, 4, 5, 3), 2, 1e-6, bias=False, silu=True)
 
 
 # ---- softmax over the last dim ----
@@ -387,6 +397,7 @@ loss_case("mse", "parallel", (64, 64))
 loss_case("l1", "parallel", (64, 64))
 loss_case("pseudo_huber", "parallel", (64, 64), c=0.03)
 gn_case("parallel", (2, 16, 32, 32), 8, 1e-5)
+gn_case("parallel", (2, 16, 32, 32), 8, 1e-5, silu=True)
 softmax_case("parallel", normal(64, 512))
 linear_case("parallel", (64, 96), 512)
 
