@@ -1,0 +1,115 @@
+/* test_demo.c CMLAB: `cmlab demo`, the README's main job, end to end at a tiny time budget (argv[1]
+ * is the cmlab binary; the data is the real Fashion-MNIST package):
+ *   - it runs both stages (the EDM teacher, then CD of its newest checkpoint), exits 0 and prints
+ *     the paths of a 1-step and a 2-step grid, which are PNGs of 8 x 8 tiles of 28 x 28;
+ *   - the CD stage's run directory names the teacher checkpoint it distilled in its config;
+ *   - --resume after a finished demo skips both stages;
+ *   - --print-config prints stage files that parse as experiments;
+ *   - a bad option or key exits 2.
+ * Quality at the real budget is not a test (see README "The demo" for what it measured).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "data/image.h"
+#include "fixture.h"
+#include "train/experiment.h"
+
+#define DIR "demo_runs"
+
+static const char *cmlab;
+static char out[1 << 16];
+
+/* Runs cmlab with args; its stdout goes to `out`. Returns the exit status. */
+static int run(char *const *args)
+{
+    fflush(stdout);
+    FILE *f = tmpfile();
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fileno(f), 1);
+        if (!freopen("/dev/null", "w", stderr)) _exit(127);
+        execv(cmlab, args);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    rewind(f);
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = 0;
+    fclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The path after `label` in out, into path; false if absent. */
+static bool printed_path(const char *label, char *path, size_t len)
+{
+    const char *p = strstr(out, label);
+    if (!p) return false;
+    p += strlen(label);
+    size_t n = strcspn(p, "\n");
+    snprintf(path, len, "%.*s", (int)n, p);
+    return true;
+}
+
+static void check_grid(const char *label)
+{
+    char path[512];
+    bool found = printed_path(label, path, sizeof path);
+    CHECK(found, "cmlab demo did not print '%s'", label);
+    if (!found) return;
+    uint8_t *pix = NULL;
+    int w = 0, h = 0, c = 0;
+    int rc = image_read_png(path, &pix, &w, &h, &c);
+    /* 8 x 8 tiles of 28 x 28 with 2 pixels around and between them (image_write_grid). */
+    CHECK(rc == 0 && w == 8 * 30 + 2 && h == 8 * 30 + 2 && c == 1, "%s %s: %dx%dx%d (rc %d), want 242x242x1", label,
+          path, w, h, c, rc);
+    printf("demo: %s%s (%dx%d)\n", label, path, w, h);
+    free(pix);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_demo CMLAB_BINARY\n");
+        return 2;
+    }
+    cmlab = argv[1];
+    if (system("rm -rf " DIR) != 0) return 1;
+
+    int rc = run((char *[]){(char *)cmlab, "demo", "--seconds", "10", "--out", DIR, "--threads", "1", NULL});
+    CHECK(rc == 0, "cmlab demo --seconds 10 exited %d:\n%s", rc, out);
+    CHECK(strstr(out, "demo stage 1 of 2") && strstr(out, "demo stage 2 of 2"), "the demo did not run both stages");
+    check_grid("1-step samples: ");
+    check_grid("2-step samples: ");
+    Config cfg;
+    rc = config_load(&cfg, DIR "/demo/config.ini");
+    CHECK(rc == 0 && cfg.experiment.method == CFG_METHOD_CD && !strncmp(cfg.cd.teacher, DIR "/demo_teacher/ckpt/step_", 28),
+          "the CD stage's config does not distil the teacher stage's checkpoint (cd.teacher = '%s')",
+          rc == 0 ? cfg.cd.teacher : cm_errmsg());
+
+    rc = run((char *[]){(char *)cmlab, "demo", "--seconds", "10", "--out", DIR, "--threads", "1", "--resume", NULL});
+    CHECK(rc == 0 && strstr(out, "demo stage 1 of 2 (the EDM") && strstr(out, "finished before, skipped") &&
+              !strstr(out, "\nrun "),
+          "--resume after a finished demo should skip both stages (exit %d):\n%s", rc, out);
+
+    rc = run((char *[]){(char *)cmlab, "demo", "--print-config", NULL});
+    CHECK(rc == 0 && strstr(out, "method = edm") && strstr(out, "method = cd"), "--print-config: exit %d", rc);
+    char *second = strstr(out, "# stage 2");
+    CHECK(second != NULL, "--print-config printed no second stage");
+    if (second) {
+        char *first = strndup(out, (size_t)(second - out));
+        Config a, b;
+        CHECK(config_from_string(&a, first, "stage 1") == 0 && config_from_string(&b, second, "stage 2") == 0,
+              "the printed stages do not parse: %s", cm_errmsg());
+        free(first);
+    }
+
+    CHECK(run((char *[]){(char *)cmlab, "demo", "--seconds", "-3", NULL}) == 2, "--seconds -3 should exit 2");
+    CHECK(run((char *[]){(char *)cmlab, "demo", "--set", "train.batchsize=8", NULL}) == 2, "a typo'd key should exit 2");
+    CHECK(run((char *[]){(char *)cmlab, "demo", "extra", NULL}) == 2, "an extra argument should exit 2");
+    return test_summary("demo");
+}
