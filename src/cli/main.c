@@ -26,6 +26,7 @@ static const Command commands[] = {
     {"train", train_main, "train the run an experiment file describes (--resume to continue)"},
     {"sample", sample_main, "draw a sample grid from a checkpoint with an ODE solver"},
     {"edit", edit_main, "zero-shot editing: inpaint, colorize, superres, denoise, interpolate"},
+    {"eval", eval_main, "Frechet distance of a checkpoint's samples in a cmlab classifier's features"},
     {"info", info_main, "list a checkpoint's groups, shapes, step and config"},
 };
 
