@@ -8,5 +8,6 @@ int train_main(int argc, char **argv);
 int sample_main(int argc, char **argv);
 int edit_main(int argc, char **argv);
 int eval_main(int argc, char **argv);
+int ablate_main(int argc, char **argv);
 
 #endif

@@ -838,6 +838,33 @@ static void times_text(const double *t, int n, bool to_zero, char *out, size_t l
     if (to_zero && k < len) snprintf(out + k, len - k, ",0");
 }
 
+int eval_sampler(const Config *mcfg, const Config *ev, int nfe, bool edm, EvalRecord *r)
+{
+    r->nfe = nfe;
+    if (!edm) {
+        if (nfe != 1 && nfe != 2)
+            return cm_fail("NFE %d: a consistency model samples with 1 step (from T) or 2 (T, then sample.mid_t)", nfe);
+        double times[2] = {mcfg->model.sigma_max, ev->sample.mid_t};
+        times_text(times, nfe, false, r->times, sizeof r->times);
+        snprintf(r->sampler, sizeof r->sampler, "consistency");
+        snprintf(r->schedule, sizeof r->schedule, "%s", nfe == 1 ? "T" : "T,mid_t");
+        return 0;
+    }
+    Config scfg = *mcfg;          /* the checkpoint's noise range, the evaluation's sampler */
+    scfg.sample = ev->sample;
+    SolverOpts o = model_solver_opts(&scfg);
+    o.nfe = nfe;
+    int steps = solver_resolve_steps(ev->sample.solver, &o);
+    if (steps < 0) return -1;
+    double *grid = cm_malloc((size_t)steps * sizeof(double));
+    int rc = schedule_steps(o.schedule, steps, o.sigma_min, o.sigma_max, o.rho, grid);
+    if (rc == 0) times_text(grid, steps, o.denoise_to_zero, r->times, sizeof r->times);
+    free(grid);
+    snprintf(r->sampler, sizeof r->sampler, "%s", solver_kind_name(ev->sample.solver));
+    snprintf(r->schedule, sizeof r->schedule, "%s", schedule_kind_name(o.schedule));
+    return rc;
+}
+
 /* Fills the parts of r common to every record of a checkpoint and feature network. */
 static void record_begin(EvalRecord *r, const char *metric, const char *path, long step, const Config *mcfg,
                          const char *weights, const FeatureNet *f)
@@ -857,7 +884,7 @@ static void record_begin(EvalRecord *r, const char *metric, const char *path, lo
     now_utc(r->date, sizeof r->date);
 }
 
-static long checkpoint_step(const char *path)
+long eval_checkpoint_step(const char *path)
 {
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     long step = -1;
@@ -886,7 +913,7 @@ static int eval_classifier(const char *path, const Config *mcfg, const Config *e
     double acc = 0, t0 = cm_now();
     if (rc == 0) rc = eval_accuracy(&f.net, f.w, &test, ctx, &acc);
     if (rc == 0) {
-        record_begin(r, "test_accuracy", path, checkpoint_step(path), mcfg, f.weights, &f);
+        record_begin(r, "test_accuracy", path, eval_checkpoint_step(path), mcfg, f.weights, &f);
         r->value = acc;
         snprintf(r->reference, sizeof r->reference, "test");
         r->reference_n = test.n;
@@ -928,6 +955,19 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         return cm_fail("no feature network: give --features CLASSIFIER.h5 (a method = classifier checkpoint "
                        "trained on %s) or set eval.features", config_enum_name("data.dataset", mcfg.data.dataset));
     }
+    /* The NFEs, checked before anything expensive happens. */
+    bool edm = mcfg.experiment.method == CFG_METHOD_EDM;
+    int nfes[CFG_LIST_MAX], nn = ev->eval.nfe.n;
+    for (int i = 0; i < nn; i++) nfes[i] = ev->eval.nfe.v[i];
+    if (nn == 0 && edm) nfes[nn++] = ev->sample.nfe;
+    if (nn == 0 && !edm) nfes[nn++] = 1, nfes[nn++] = 2;
+    for (int i = 0; i < nn; i++) {
+        EvalRecord probe;
+        if (eval_sampler(&mcfg, ev, nfes[i], edm, &probe)) {
+            ctx_free(&ctx);
+            return cm_fail("%s: %s", path, cm_errmsg());
+        }
+    }
     FeatureNet f;
     FdStats ref = {0};
     Model m = {0};
@@ -948,11 +988,8 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         ctx_free(&ctx);
         return -1;
     }
-    bool edm = m.pre.kind == PRECOND_EDM;
-    int nfes[CFG_LIST_MAX], nn = ev->eval.nfe.n;
-    for (int i = 0; i < nn; i++) nfes[i] = ev->eval.nfe.v[i];
-    if (nn == 0 && edm) nfes[nn++] = ev->sample.nfe;
-    if (nn == 0 && !edm) nfes[nn++] = 1, nfes[nn++] = 2;
+    CM_ASSERT(edm == (m.pre.kind == PRECOND_EDM), "eval: method %s with another preconditioning",
+              config_method_name(mcfg.experiment.method));
     /* The checkpoint's noise range, the evaluation's sampler. */
     Config scfg = mcfg;
     scfg.sample = ev->sample;
@@ -965,44 +1002,25 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
     rc = cm_mkdir_p(samples_dir);
     for (int i = 0; i < nn && rc == 0; i++) {
         EvalRecord r;
-        record_begin(&r, "fd", path, checkpoint_step(path), &mcfg, m.weights_name, &f);
+        record_begin(&r, "fd", path, eval_checkpoint_step(path), &mcfg, m.weights_name, &f);
         snprintf(r.reference, sizeof r.reference, "train");
         r.reference_n = ref.n;
         r.n = n;
         r.seed = ev->eval.seed;
         double t0 = cm_now();
+        rc = eval_sampler(&mcfg, ev, nfes[i], edm, &r);
+        if (rc != 0) break;
+        printf("%s: %d samples, %s, NFE %d ...\n", path, n, r.sampler, nfes[i]);
+        fflush(stdout);
         if (edm) {
             SolverOpts o = model_solver_opts(&scfg);
             o.nfe = nfes[i];
-            int steps = solver_resolve_steps(ev->sample.solver, &o);
-            double grid[1024];
-            if (steps < 0 || steps > (int)CM_ARRAY_LEN(grid)) {
-                rc = steps < 0 ? -1 : cm_fail("NFE %d: more than %zu time points", nfes[i], CM_ARRAY_LEN(grid));
-                break;
-            }
-            rc = schedule_steps(o.schedule, steps, o.sigma_min, o.sigma_max, o.rho, grid);
-            times_text(grid, steps, o.denoise_to_zero, r.times, sizeof r.times);
-            snprintf(r.sampler, sizeof r.sampler, "%s", solver_kind_name(ev->sample.solver));
-            snprintf(r.schedule, sizeof r.schedule, "%s", schedule_kind_name(o.schedule));
-            printf("%s: %d samples, %s, NFE %d ...\n", path, n, r.sampler, nfes[i]);
-            fflush(stdout);
             SolverStats st = {0};
-            if (rc == 0) rc = sample_ode(&s, ev->sample.solver, &o, n, (uint64_t)ev->eval.seed, x, &st);
-            r.nfe = st.nfe;
+            rc = sample_ode(&s, ev->sample.solver, &o, n, (uint64_t)ev->eval.seed, x, &st);
+            CM_ASSERT(rc != 0 || st.nfe == r.nfe, "eval: the solver made %d calls, not %d", st.nfe, r.nfe);
         } else {
-            if (nfes[i] != 1 && nfes[i] != 2) {
-                rc = cm_fail("NFE %d: a consistency model samples with 1 step (from T) or 2 (T, then sample.mid_t)",
-                             nfes[i]);
-                break;
-            }
             double times[2] = {mcfg.model.sigma_max, ev->sample.mid_t};
-            times_text(times, nfes[i], false, r.times, sizeof r.times);
-            snprintf(r.sampler, sizeof r.sampler, "consistency");
-            snprintf(r.schedule, sizeof r.schedule, "%s", nfes[i] == 1 ? "T" : "T,mid_t");
-            printf("%s: %d samples, %d-step consistency sampling ...\n", path, n, nfes[i]);
-            fflush(stdout);
             rc = sample_cm(&s, times, nfes[i], n, (uint64_t)ev->eval.seed, x);
-            r.nfe = nfes[i];
         }
         if (rc != 0) break;
         r.sample_seconds = cm_now() - t0;

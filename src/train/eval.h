@@ -139,6 +139,13 @@ typedef struct EvalRecord {
 int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, bool stamp, EvalRecord *records,
                     int max, int *count);
 
+/* The sampler part of a record for one NFE: sampler, schedule, nfe and the time points, for a
+ * checkpoint of configuration mcfg (EDM if edm) sampled with ev's [sample]. -1 after cm_fail()
+ * for an NFE the sampler cannot take. */
+int eval_sampler(const Config *mcfg, const Config *ev, int nfe, bool edm, EvalRecord *r);
+
+/* The step in a checkpoint's name (step_XXXXXXXX.h5), or -1. */
+long eval_checkpoint_step(const char *path);
 /* The run directory of a checkpoint: the directory above <run>/ckpt/, else the file's directory. */
 void eval_run_dir(const char *ckpt_path, char *out, size_t len);
 
