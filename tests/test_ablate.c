@@ -274,9 +274,11 @@ static void test_ablate(void)
 
     rc = CMLAB("ablate", "abl_runs/sweep.ini", "--list", "--set", "eval.sweep=one_at_a_time", "--set",
                "sweep.ct.weighting=uniform,ict", "--set", "sweep.ct.loss=l2,l1,pseudo_huber");
-    /* base (l2, uniform), then l1, pseudo_huber, ict: 4 variants. */
-    CHECK(rc == 0 && strstr(out_buf, "4 variants (one at a time)") && strstr(out_buf, "ct.weighting=ict") &&
-          !strstr(out_buf, "ct.loss=l2\n"), "one_at_a_time: exit %d\n%s", rc, out_buf);
+    /* base (l2, uniform), then l1, pseudo_huber, ict, then all (pseudo_huber and ict): 5 variants. */
+    CHECK(rc == 0 && strstr(out_buf, "5 variants (one at a time)") && strstr(out_buf, "  01-l1-uniform  ct.loss=l1\n") &&
+          strstr(out_buf, "ct.weighting=ict") && !strstr(out_buf, "ct.loss=l2\n") &&
+          strstr(out_buf, "04-pseudo_huber-ict  all: ct.loss=pseudo_huber,ct.weighting=ict"),
+          "one_at_a_time: exit %d\n%s", rc, out_buf);
 }
 
 /* Renders report.html in headless Chromium and counts the table rows and loaded images. */

@@ -83,7 +83,7 @@ static int variants_make(const Config *base, const char *dir, Variant **out)
             if (!vs[i].label[0]) snprintf(vs[i].label, sizeof vs[i].label, "base");
         }
     } else {
-        int most = 1;
+        int most = 2;
         for (int s = 0; s < base->sweep.count; s++) most += base->sweep.keys[s].count;
         vs = cm_calloc((size_t)most, sizeof *vs);
         vs[count].cfg = *base;
@@ -108,6 +108,26 @@ static int variants_make(const Config *base, const char *dir, Variant **out)
                 snprintf(v->label, sizeof v->label, "%s.%s=%s", k->section, k->key, now);
                 count++;
             }
+        }
+        /* With several keys, last the combination of every key at its last value (the full
+         * method of a table that adds its changes one at a time: CT -> iCT). */
+        if (base->sweep.count > 1) {
+            Variant *v = &vs[count];
+            v->cfg = *base;
+            size_t len = (size_t)snprintf(v->label, sizeof v->label, "all:");
+            for (int s = 0; s < base->sweep.count; s++) {
+                const CfgKey *k = &keys[base->sweep.keys[s].key];
+                char value[CFG_SWEEP_TEXT], assign[CFG_SWEEP_TEXT + 64];
+                config_sweep_value(base, s, base->sweep.keys[s].count - 1, value, sizeof value);
+                snprintf(assign, sizeof assign, "%s.%s=%s", k->section, k->key, value);
+                if (config_set(&v->cfg, assign)) {
+                    free(vs);
+                    return -1;
+                }
+                if (len < sizeof v->label)
+                    len += (size_t)snprintf(v->label + len, sizeof v->label - len, "%s%s", s ? "," : " ", assign);
+            }
+            count++;
         }
     }
     for (int i = 0; i < count; i++) variant_finish(&vs[i], base, i, dir);

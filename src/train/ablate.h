@@ -2,8 +2,10 @@
  * and a table and report of the results (DESIGN.md "Experiment files"; reference/users.md §2.3).
  *
  * Variants: eval.sweep = grid takes every combination of the [sweep] values
- * (config_sweep_variant); one_at_a_time takes the file's own configuration ("base") and then each
- * swept value that differs from it, changed on its own. Variant i runs in
+ * (config_sweep_variant); one_at_a_time takes the file's own configuration ("base"), then each
+ * swept value that differs from it, changed on its own, and, with several swept keys, last the
+ * combination of every key at its last listed value ("all": list the base value first and the
+ * alternative last, as CT -> iCT). Variant i runs in
  *   <out_dir>/<name>/<NN>-<values>/         (NN = i, the values of its swept keys)
  * as an ordinary run directory (trainer.h), or, when eval.checkpoint is set, evaluates that
  * checkpoint instead of training (sampler ablations) and holds only config.ini, eval.json and the

@@ -19,7 +19,7 @@
  *
  * Feature-network identity: SHA-256 over the evaluated weight set, parameters in byte order of
  * their names, each contributing its name, a NUL byte and its float32 values little-endian
- * (tools/cmlab_torch.py can recompute it from the checkpoint with hashlib). Reference statistics
+ * (README.md shows it recomputed with h5py and hashlib). Reference statistics
  * of a data split are cached per (feature hash, data set, split) in
  * <feature run>/fd_stats/<dataset>-<split>-<hash[0:16]>.h5 (the feature run is the directory
  * above the checkpoint's ckpt/), written atomically and checked against the hash when read.

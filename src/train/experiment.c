@@ -246,7 +246,8 @@ static const CfgKey keys[] = {
      .help = "`cmlab ablate`: evaluate this checkpoint instead of training (sampler ablations)."},
     {AT(eval, sweep), ENUM(sweep_modes), .dflt = "grid",
      .help = "`cmlab ablate`: every combination of the [sweep] values (grid), or the file's own "
-             "configuration and each swept value changed on its own (one_at_a_time)."},
+             "configuration, each swept value changed on its own, then all keys at their last values "
+             "(one_at_a_time)."},
 };
 
 #define KEY_COUNT ((int)CM_ARRAY_LEN(keys))
