@@ -11,7 +11,7 @@
 
 #include "cli/commands.h"
 #include "common.h"
-#include "train/checkpoint.h"
+#include "train/model.h"
 #include "train/eval.h"
 #include "train/experiment.h"
 
@@ -101,17 +101,10 @@ int eval_main(int argc, char **argv)
     Config ev;
     config_defaults(&ev);
     const char *path = baselines ? NULL : argv[optind];
-    if (path) {
-        char *text = ckpt_read_config(path);
-        char name[600];
-        snprintf(name, sizeof name, "%s:config", path);
-        if (!text || config_from_string(&ev, text, name) != 0) {
-            fprintf(stderr, "cmlab eval: %s\n", cm_errmsg());
-            free(text);
-            free(sets);
-            return CM_EXIT_INPUT;
-        }
-        free(text);
+    if (path && model_read_config(path, &ev) != 0) {
+        fprintf(stderr, "cmlab eval: %s\n", cm_errmsg());
+        free(sets);
+        return CM_EXIT_INPUT;
     }
     for (int i = 0; i < nsets; i++)
         if (config_set(&ev, sets[i]) != 0) {

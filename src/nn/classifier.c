@@ -44,12 +44,7 @@ void classifier_free(Classifier *net)
     memset(net, 0, sizeof *net);
 }
 
-size_t classifier_param_count(const Classifier *net)
-{
-    size_t n = 0;
-    for (int i = 0; i < net->ps.count; i++) n += net->ps.items[i].n;
-    return n;
-}
+size_t classifier_param_count(const Classifier *net) { return params_count(&net->ps); }
 
 static size_t params_with_prefix(const Classifier *net, const char *prefix)
 {

@@ -245,18 +245,6 @@ static void variant_metrics(Variant *v)
     fclose(f);
 }
 
-/* The configuration of the checkpoint a variant evaluates. */
-static int checkpoint_config(const char *ckpt, Config *mcfg)
-{
-    char *text = ckpt_read_config(ckpt);
-    if (!text) return -1;
-    char name[800];
-    snprintf(name, sizeof name, "%s:config", ckpt);
-    int rc = config_from_string(mcfg, text, name);
-    free(text);
-    return rc;
-}
-
 /* Trains (unless eval.checkpoint is set), evaluates what is missing and fills the results. */
 static int variant_run(Variant *v, const AblateOpts *o)
 {
@@ -294,7 +282,7 @@ static int variant_run(Variant *v, const AblateOpts *o)
             snprintf(v->status, sizeof v->status, "stopped at step %ld", step);
     }
     Config mcfg;
-    if (checkpoint_config(v->ckpt, &mcfg)) return CM_EXIT_INPUT;
+    if (model_read_config(v->ckpt, &mcfg)) return CM_EXIT_INPUT;
     if (external) v->steps = eval_checkpoint_step(v->ckpt);
     int have = variant_results(v, &mcfg);
     if (have < v->nnfe && !o->report_only) {

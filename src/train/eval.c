@@ -137,13 +137,7 @@ int feature_net_load(FeatureNet *f, const char *path, const char *weights)
 {
     memset(f, 0, sizeof *f);
     snprintf(f->path, sizeof f->path, "%s", path);
-    char *text = ckpt_read_config(path);
-    if (!text) return -1;
-    char name[600];
-    snprintf(name, sizeof name, "%s:config", path);
-    int rc = config_from_string(&f->cfg, text, name);
-    free(text);
-    if (rc) return -1;
+    if (model_read_config(path, &f->cfg)) return -1;
     if (f->cfg.experiment.method != CFG_METHOD_CLASSIFIER)
         return cm_fail("%s: a method = %s checkpoint; the feature network is a method = classifier run "
                        "(train one with an experiment file like experiments/classifier_fashion_mnist.ini)",
@@ -154,7 +148,7 @@ int feature_net_load(FeatureNet *f, const char *path, const char *weights)
     f->w = params_buffer(&f->net.ps);
     CkptState s = {.ps = &f->net.ps};
     ckpt_add_weights(&s, f->weights, f->w);
-    rc = ckpt_load(path, &s);
+    int rc = ckpt_load(path, &s);
     free(s.loaded_config);
     if (rc) return -1;
     eval_weights_hash(&f->net.ps, f->w, f->hash);
@@ -932,14 +926,8 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
 {
     *count = 0;
     Config mcfg;
-    char *text = ckpt_read_config(path);
-    if (!text) return -1;
-    char name[600];
-    snprintf(name, sizeof name, "%s:config", path);
-    int rc = config_from_string(&mcfg, text, name);
-    free(text);
-    if (rc) return -1;
-    if (cm_mkdir_p(run_dir)) return -1;
+    if (model_read_config(path, &mcfg) || cm_mkdir_p(run_dir)) return -1;
+    int rc;
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
     if (mcfg.experiment.method == CFG_METHOD_CLASSIFIER) {

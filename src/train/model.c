@@ -117,16 +117,24 @@ int model_weights_group(const char *path, const char *weights, char group[64])
     return 0;
 }
 
-int model_load(Model *m, Config *cfg, const char *path, const char *weights)
+int model_read_config(const char *path, Config *cfg)
 {
-    memset(m, 0, sizeof *m);
     char *text = ckpt_read_config(path);
     if (!text) return -1;
     char name[600];
     snprintf(name, sizeof name, "%s:config", path);
     int rc = config_from_string(cfg, text, name);
     free(text);
-    if (rc) return -1;
+    return rc;
+}
+
+int model_load(Model *m, Config *cfg, const char *path, const char *weights)
+{
+    memset(m, 0, sizeof *m);
+    if (model_read_config(path, cfg)) return -1;
+    if (cfg->experiment.method == CFG_METHOD_CLASSIFIER)
+        return cm_fail("%s: a method = classifier checkpoint has no generative network (cmlab eval "
+                       "measures its test accuracy)", path);
     if (model_image_shape(cfg, &m->C, &m->H, &m->W)) return -1;
     UNetConfig u;
     model_unet_config(cfg, m->C, m->H, m->W, &u);
@@ -139,7 +147,7 @@ int model_load(Model *m, Config *cfg, const char *path, const char *weights)
     m->w = params_buffer(&m->net.ps);
     CkptState s = {.ps = &m->net.ps};
     ckpt_add_weights(&s, group, m->w);
-    rc = ckpt_load(path, &s);
+    int rc = ckpt_load(path, &s);
     free(s.loaded_config);
     return rc;
 }

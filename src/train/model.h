@@ -31,6 +31,9 @@ typedef struct Model {
     char weights_name[64];       /* its group: "online", "ema/0.999", ... */
 } Model;
 
+/* Reads the configuration stored in checkpoint path into cfg (messages name "path:config").
+ * -1 after cm_fail() for a damaged file or a configuration this build does not read. */
+int model_read_config(const char *path, Config *cfg);
 /* The group of the weight set `weights` names in checkpoint path: "online", "target", "ema:RATE"
  * (or "ema/RATE") as given; NULL or "" for the file's first EMA, else online. -1 after cm_fail(). */
 int model_weights_group(const char *path, const char *weights, char group[64]);
