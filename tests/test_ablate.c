@@ -271,6 +271,9 @@ static void test_ablate(void)
           "a second cmlab ablate repeated work (exit %d):\n%s", rc, out_buf);
     CHECK(stat(ck, &b) == 0 && a.st_mtime == b.st_mtime && a.st_ino == b.st_ino, "the second run rewrote %s", ck);
     CHECK(count_lines("abl_runs/sweep/results.md") >= 8, "results.md is too short");
+    rc = CMLAB("ablate", "abl_runs/sweep.ini", "--set", "train.lr=0.002");
+    CHECK(rc == 2 && strstr(out_buf, "another configuration"), "a changed file over finished variants: exit %d\n%s",
+          rc, out_buf);
 
     rc = CMLAB("ablate", "abl_runs/sweep.ini", "--list", "--set", "eval.sweep=one_at_a_time", "--set",
                "sweep.ct.weighting=uniform,ict", "--set", "sweep.ct.loss=l2,l1,pseudo_huber");

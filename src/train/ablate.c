@@ -164,9 +164,30 @@ static long newest_checkpoint(const Variant *v, char *path, size_t len)
     return best;
 }
 
+/* 0 when the variant's run directory holds no config.ini or this variant's own resolved
+ * configuration: a finished or half-finished run of another configuration must not pass for it. */
+static int variant_same_config(const Variant *v)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/config.ini", v->run_dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char *want = config_to_string(&v->cfg), *have = cm_calloc(strlen(want) + 2, 1);
+    size_t n = fread(have, 1, strlen(want) + 1, f);
+    fclose(f);
+    int rc = n == strlen(want) && memcmp(have, want, n) == 0 ? 0
+           : cm_fail("%s holds a run of another configuration than this variant's (the experiment file or "
+                     "a --set changed since it ran): remove that directory to rerun the variant, or restore "
+                     "the settings it was run with", path);
+    free(want);
+    free(have);
+    return rc;
+}
+
 /* Trains the variant unless its final checkpoint exists: CM_EXIT_*. */
 static int variant_train(Variant *v)
 {
+    if (variant_same_config(v)) return CM_EXIT_INPUT;
     char path[700];
     long step = newest_checkpoint(v, path, sizeof path);
     if (step == v->cfg.train.iterations) {

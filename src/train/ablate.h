@@ -15,7 +15,9 @@
  * variant with older checkpoints resumes from the newest (--resume); a variant whose eval.json
  * already has a record of the same checkpoint, sampler, NFE, n, seed, weights and feature
  * network for every NFE is not evaluated again. A variant whose training fails at run time (a
- * non-finite loss) is reported as failed and the others go on; bad input stops the ablation.
+ * non-finite loss) is reported as failed and the others go on; bad input stops the ablation, and
+ * so does a variant directory whose config.ini is not the variant's resolved configuration (the
+ * file changed since it ran: rerunning would mix two experiments).
  *
  * Outputs in <out_dir>/<name>/, rewritten after every variant:
  *   results.csv   one row per variant: index, directory, status, the swept keys' values, steps,

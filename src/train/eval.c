@@ -676,8 +676,11 @@ static bool scan_string(const char **p, char *out, size_t n)
         }
         if (ch == '\\') {
             s++;
-            if (*s == 'u' && isxdigit((unsigned char)s[1])) {
-                ch = (char)strtol((char[]){s[1], s[2], s[3], s[4], 0}, NULL, 16);
+            if (*s == 'u') {
+                char hex[5] = {0};
+                for (int d = 0; d < 4; d++)
+                    if (!isxdigit((unsigned char)(hex[d] = s[1 + d]))) return false;
+                ch = (char)strtol(hex, NULL, 16);
                 s += 4;
             } else {
                 ch = *s == 'n' ? '\n' : *s == 't' ? '\t' : *s;
