@@ -312,10 +312,16 @@ static int variant_run(Variant *v, const AblateOpts *o)
                     "checkpoint)", v->name);
             return CM_EXIT_INPUT;
         }
-        printf("ablate: %s: evaluating %s\n", v->name, v->ckpt);
+        /* Only the NFEs without a record; train.threads also sets the evaluation's threads. */
+        Config ev = v->cfg;
+        ev.eval.nfe.n = 0;
+        for (int i = 0; i < v->nnfe; i++)
+            if (!isfinite(v->fd[i])) ev.eval.nfe.v[ev.eval.nfe.n++] = v->nfe[i];
+        printf("ablate: %s: evaluating %s (%d NFE)\n", v->name, v->ckpt, ev.eval.nfe.n);
         fflush(stdout);
+        cm_set_threads(v->cfg.train.threads);
         int count;
-        if (eval_checkpoint(v->ckpt, &v->cfg, v->run_dir, true, NULL, 0, &count)) return CM_EXIT_INPUT;
+        if (eval_checkpoint(v->ckpt, &ev, v->run_dir, true, NULL, 0, &count)) return CM_EXIT_INPUT;
         have = variant_results(v, &mcfg);
     } else if (have == v->nnfe) {
         printf("ablate: %s: evaluated\n", v->name);
