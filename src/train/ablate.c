@@ -47,6 +47,7 @@ static void sanitize(char *s)
 
 static void variant_finish(Variant *v, const Config *base, int index, const char *dir)
 {
+    v->loss = v->seconds = NAN;   /* until metrics.jsonl says (never, for eval.checkpoint) */
     size_t len = (size_t)snprintf(v->name, sizeof v->name, "%02d", index);
     for (int s = 0; s < base->sweep.count; s++) {
         config_format(&v->cfg, base->sweep.keys[s].key, v->values[s], sizeof v->values[s]);
