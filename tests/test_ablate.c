@@ -8,8 +8,9 @@
  *     stamped under /eval of the checkpoint, which still verifies and holds the same weights;
  *   - bad input exits 2 with the file named and changes nothing;
  *   - `cmlab ablate` of a two-variant CT sweep writes results.csv, results.md and report.html, and
- *     a second run trains and evaluates nothing again; one_at_a_time lists base + one variant per
- *     changed value;
+ *     a second run trains and evaluates nothing again; --only runs one variant and reports both;
+ *     a changed file over finished variants is refused; one_at_a_time lists base, one variant per
+ *     changed value, and all changes together;
  *   - report.html renders in headless Chromium: the table has a row per variant and every sample
  *     grid image loads (naturalWidth > 0, reported by a script in a copy of the page).
  */
@@ -271,6 +272,9 @@ static void test_ablate(void)
           "a second cmlab ablate repeated work (exit %d):\n%s", rc, out_buf);
     CHECK(stat(ck, &b) == 0 && a.st_mtime == b.st_mtime && a.st_ino == b.st_ino, "the second run rewrote %s", ck);
     CHECK(count_lines("abl_runs/sweep/results.md") >= 8, "results.md is too short");
+    rc = CMLAB("ablate", "abl_runs/sweep.ini", "--only", "1");
+    CHECK(rc == 0 && strstr(out_buf, "01-pseudo_huber: trained") && !strstr(out_buf, "00-l2: trained") &&
+          strstr(out_buf, "00-l2: evaluated"), "--only 1: exit %d\n%s", rc, out_buf);
     rc = CMLAB("ablate", "abl_runs/sweep.ini", "--set", "train.lr=0.002");
     CHECK(rc == 2 && strstr(out_buf, "another configuration"), "a changed file over finished variants: exit %d\n%s",
           rc, out_buf);

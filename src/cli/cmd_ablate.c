@@ -2,6 +2,7 @@
  * runs of an experiment file's [sweep] grid, their evaluation, and the tables and report of the
  * results (src/train/ablate.h). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/commands.h"
@@ -11,7 +12,7 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: cmlab ablate EXP.ini [--set section.key=value ...] [--list] [--report]\n"
+    fprintf(f, "usage: cmlab ablate EXP.ini [--set section.key=value ...] [--list] [--report] [--only I,J]\n"
                "Runs every variant of the file's [sweep] (eval.sweep = grid: every combination;\n"
                "one_at_a_time: the file's own configuration, then each swept value on its own), one run\n"
                "directory each under <experiment.out_dir>/<experiment.name>/, evaluates each as [eval]\n"
@@ -19,7 +20,8 @@ static void usage(FILE *f)
                "finished variants are not trained or evaluated again, a half-finished one resumes.\n"
                "  --set K=V   override a key (repeatable), e.g. --set eval.n=2000 or --set sweep.ct.loss=l2,l1\n"
                "  --list      only print the variants\n"
-               "  --report    only rewrite the tables and the report from what the runs hold\n");
+               "  --report    only rewrite the tables and the report from what the runs hold\n"
+               "  --only I,J  run only these variants (the indices --list prints); report all\n");
 }
 
 int ablate_main(int argc, char **argv)
@@ -36,6 +38,20 @@ int ablate_main(int argc, char **argv)
             o.list_only = true;
         } else if (!strcmp(a, "--report")) {
             o.report_only = true;
+        } else if (!strcmp(a, "--only")) {
+            char *end = NULL;
+            for (const char *p = i + 1 < argc ? argv[++i] : ""; *p; p = *end ? end + 1 : end) {
+                long k = strtol(p, &end, 10);
+                if (end == p || (*end && *end != ',') || k < 0 || o.nonly == (int)CM_ARRAY_LEN(o.only)) {
+                    fprintf(stderr, "cmlab ablate: --only expects variant indices like 0,3,7\n");
+                    return CM_EXIT_INPUT;
+                }
+                o.only[o.nonly++] = (int)k;
+            }
+            if (o.nonly == 0) {
+                fprintf(stderr, "cmlab ablate: --only expects variant indices like 0,3,7\n");
+                return CM_EXIT_INPUT;
+            }
         } else if (!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) {
             const char *v = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
             if (!v || nsets == (int)CM_ARRAY_LEN(sets)) {

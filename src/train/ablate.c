@@ -743,7 +743,11 @@ int ablate_run(const char *exp_path, const Config *base, const AblateOpts *o)
     int rc = CM_EXIT_OK;
     trainer_stop_requested = 0;
     for (int i = 0; i < n; i++) {
-        int r = variant_run(&vs[i], o);
+        bool chosen = o->nonly == 0;
+        for (int k = 0; k < o->nonly; k++) chosen |= o->only[k] == i;
+        AblateOpts oi = *o;
+        oi.report_only |= !chosen;
+        int r = variant_run(&vs[i], &oi);
         if (r == CM_EXIT_INPUT) {
             fprintf(stderr, "cmlab ablate: %s: %s\n", vs[i].name, cm_errmsg());
             rc = CM_EXIT_INPUT;

@@ -37,6 +37,8 @@
 typedef struct AblateOpts {
     bool report_only;            /* only rewrite the tables and the report from what is on disk */
     bool list_only;              /* only print the variants */
+    int only[CFG_SWEEP_VARIANTS > 64 ? 64 : CFG_SWEEP_VARIANTS];   /* run these variants (indices) ... */
+    int nonly;                   /* ... when nonly > 0; the others are only reported */
 } AblateOpts;
 
 /* Runs the ablation of base (loaded from exp_path, whose leading comment heads the report).
