@@ -612,7 +612,9 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
                "table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #bbb;padding:4px 8px;"
                "text-align:right}td.l,th.l{text-align:left}th{background:#eee}"
                "pre.claim{background:#f6f6f0;padding:10px;border-left:4px solid #aa8;white-space:pre-wrap}"
-               ".grids{display:flex;flex-wrap:wrap;gap:16px}.grid{text-align:center;font-size:12px}"
+               "td.v{max-width:320px;overflow-wrap:anywhere}"
+               ".grids{display:flex;flex-wrap:wrap;gap:16px}.grid{text-align:center;font-size:12px;max-width:260px;"
+               "overflow-wrap:anywhere}"
                ".grid img{image-rendering:pixelated;width:240px;border:1px solid #ccc}"
                "</style></head><body>\n<h1>Ablation ");
     html_text(f, base->experiment.name);
@@ -637,7 +639,7 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
     for (int i = 0; i < n; i++) {
         const Variant *v = &vs[i];
         char num[64];
-        fprintf(f, "<tr class=\"variant\"><td>%d</td><td class=\"l\">", i);
+        fprintf(f, "<tr class=\"variant\"><td>%d</td><td class=\"l v\">", i);
         html_text(f, v->label);
         fprintf(f, "</td><td class=\"l\">");
         html_text(f, v->status);
