@@ -14,10 +14,12 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 # Debian 12 packages. The demo only builds and runs the C program; the tests also need the
-# PyTorch oracle (tests/torch/*.py, run with /usr/bin/python3) and the HDF5 command-line tools.
+# PyTorch oracle (tests/torch/*.py, run with /usr/bin/python3), scipy (the matrix square
+# root oracle), the HDF5 command-line tools and Chromium (test_ablate renders report.html).
 BUILD_PACKAGES=(meson ninja-build pkg-config gcc libopenblas-openmp-dev libhdf5-dev zlib1g-dev
                 libpng-dev libinih-dev dataset-fashion-mnist)
-TEST_PACKAGES=("${BUILD_PACKAGES[@]}" python3-torch python3-h5py python3-numpy hdf5-tools)
+TEST_PACKAGES=("${BUILD_PACKAGES[@]}" python3-torch python3-h5py python3-numpy python3-scipy hdf5-tools
+               chromium)
 
 usage() {
     cat <<'EOF'

@@ -32,6 +32,7 @@
  *     upsample, avgpool, sum, mean  x        -                                   -
  *     mse, l1       a, b                     -                                   -
  *     pseudo_huber  a, b                     -                                   [c]
+ *     cross_entropy logits, labels (no grad)   -                                   -
  * Presence attrs `bias` (slot 2) and `weight` (slot 1) must agree with the datasets present.
  */
 #include <math.h>
@@ -200,6 +201,8 @@ static Tensor *run_pseudo_huber(Ctx *c, Tensor *const *in, const Case *k)
     return op_pseudo_huber(c, in[0], in[1], k->farg[0]);
 }
 
+BINARY_RUNNER(cross_entropy)
+
 /* Per-op steps and tolerances. gc_eps: 1e-2 where the objective is linear or quadratic in each
  * single element, or piecewise linear with every kink farther than the step (l1: ops.py keeps
  * |a - b| >= 0.1): finite differences are then exact up to rounding, and a larger step divides
@@ -237,6 +240,7 @@ static const OpTest TESTS[OP_COUNT] = {
     [OP_MSE]          = {run_mse,          1e-2f, 1e-2, 1e-4},
     [OP_L1]           = {run_l1,           1e-2f, 1e-2, 1e-4},
     [OP_PSEUDO_HUBER] = {run_pseudo_huber, 1e-3f, 1e-2, 1e-4},
+    [OP_CROSS_ENTROPY] = {run_cross_entropy, 1e-3f, 1e-2, 1e-4},
 };
 
 /* ---- one case ---- */

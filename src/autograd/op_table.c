@@ -9,7 +9,8 @@
     X(EXP, exp) X(LOG, log) X(SIN, sin) X(COS, cos) X(SQRT, sqrt) X(POW, pow)                  \
     X(SILU, silu) X(SIGMOID, sigmoid) X(DROPOUT, dropout)                                      \
     X(RESHAPE, reshape) X(CONCAT, concat) X(UPSAMPLE, upsample) X(AVGPOOL, avgpool)            \
-    X(SUM, sum) X(MEAN, mean) X(MSE, mse) X(L1, l1) X(PSEUDO_HUBER, pseudo_huber)
+    X(SUM, sum) X(MEAN, mean) X(MSE, mse) X(L1, l1) X(PSEUDO_HUBER, pseudo_huber)              \
+    X(CROSS_ENTROPY, cross_entropy)
 
 #define DECLARE(kind, name) void name##_backward(Ctx *c, TapeEntry *e);
 OP_LIST(DECLARE)

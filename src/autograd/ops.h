@@ -8,6 +8,7 @@
  *                    silu, sigmoid, dropout
  *   op_shape.c       reshape, concat (channels), nearest upsample, average-pool downsample
  *   op_reduce.c      sum, mean, and the per-sample losses mse, l1, pseudo-Huber
+ *   op_cross_entropy.c  the per-sample softmax cross-entropy of a classifier
  * op_table.c holds OPS[], indexed by OpKind, with a static assert on its size; a test fails when
  * an entry lacks a backward, a gradient check or a PyTorch comparison.
  *
@@ -51,6 +52,7 @@ typedef enum OpKind {
     OP_MSE,
     OP_L1,
     OP_PSEUDO_HUBER,
+    OP_CROSS_ENTROPY,
     OP_COUNT
 } OpKind;
 
@@ -127,5 +129,10 @@ Tensor *op_mean(Ctx *c, Tensor *x);     /* -> [1] */
 Tensor *op_mse(Ctx *c, Tensor *a, Tensor *b);
 Tensor *op_l1(Ctx *c, Tensor *a, Tensor *b);
 Tensor *op_pseudo_huber(Ctx *c, Tensor *a, Tensor *b, float huber_c);
+
+/* ---- op_cross_entropy.c ---- */
+/* logits [N,K], labels [N] (class indices as floats, no gradient) -> [N]: logsumexp(x_n) - x_n,y_n,
+ * PyTorch's F.cross_entropy with reduction='none'. */
+Tensor *op_cross_entropy(Ctx *c, Tensor *logits, Tensor *labels);
 
 #endif

@@ -7,5 +7,7 @@ int info_main(int argc, char **argv);
 int train_main(int argc, char **argv);
 int sample_main(int argc, char **argv);
 int edit_main(int argc, char **argv);
+int eval_main(int argc, char **argv);
+int ablate_main(int argc, char **argv);
 
 #endif

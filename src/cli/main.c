@@ -26,6 +26,8 @@ static const Command commands[] = {
     {"train", train_main, "train the run an experiment file describes (--resume to continue)"},
     {"sample", sample_main, "draw a sample grid from a checkpoint with an ODE solver"},
     {"edit", edit_main, "zero-shot editing: inpaint, colorize, superres, denoise, interpolate"},
+    {"eval", eval_main, "Frechet distance of a checkpoint's samples in a cmlab classifier's features"},
+    {"ablate", ablate_main, "run an experiment file's [sweep], evaluate it, write tables and a report"},
     {"info", info_main, "list a checkpoint's groups, shapes, step and config"},
 };
 

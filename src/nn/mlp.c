@@ -38,12 +38,7 @@ void mlp_free(AmedMLP *m)
     memset(m, 0, sizeof *m);
 }
 
-size_t mlp_param_count(const AmedMLP *m)
-{
-    size_t n = 0;
-    for (int i = 0; i < m->ps.count; i++) n += m->ps.items[i].n;
-    return n;
-}
+size_t mlp_param_count(const AmedMLP *m) { return params_count(&m->ps); }
 
 /* ---- initialisation (reference/amed.md §1; stream = slice index, as params_randomize) ---- */
 

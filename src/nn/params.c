@@ -47,6 +47,13 @@ int params_add(ParamSet *ps, const char *name, int ndim, const int *shape, Param
     return ps->count++;
 }
 
+size_t params_count(const ParamSet *ps)
+{
+    size_t n = 0;
+    for (int i = 0; i < ps->count; i++) n += ps->items[i].n;
+    return n;
+}
+
 float *params_buffer(const ParamSet *ps)
 {
     float *b = cm_aligned_alloc(ps->total * sizeof(float));

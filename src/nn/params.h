@@ -38,6 +38,8 @@ void params_free(ParamSet *ps);
 /* Adds a named slice; returns its index. Names must be unique. */
 int params_add(ParamSet *ps, const char *name, int ndim, const int *shape, ParamInit init, float init_scale);
 int params_find(const ParamSet *ps, const char *name);   /* -1 if absent */
+/* Sum of the slices' element counts (ps->total also counts alignment padding). */
+size_t params_count(const ParamSet *ps);
 /* A zeroed, 64-byte aligned buffer of ps->total floats. */
 float *params_buffer(const ParamSet *ps);
 /* Fills weights by each slice's init rule; deterministic in seed. */

@@ -460,6 +460,93 @@ int ckpt_save(const char *dir, const CkptState *s, char *path_out, size_t len)
     return 0;
 }
 
+/* ---- stamp: a new copy with one more group ----------------------------------------------- */
+
+/* Byte copy of src into a new file dst; -1 after cm_fail(). */
+static int copy_file(const char *src, const char *dst)
+{
+    int in = open(src, O_RDONLY), out = in < 0 ? -1 : open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (in < 0 || out < 0) {
+        int err = errno;
+        if (in >= 0) close(in);
+        return cm_fail("%s: cannot copy it to %s: %s", src, dst, strerror(err));
+    }
+    char buf[1 << 16];
+    ssize_t got;
+    int rc = 0;
+    while (rc == 0 && (got = read(in, buf, sizeof buf)) != 0) {
+        if (got < 0 && errno == EINTR) continue;
+        for (ssize_t off = 0; rc == 0 && got > 0 && off < got;) {
+            ssize_t put = write(out, buf + off, (size_t)(got - off));
+            if (put < 0 && errno == EINTR) continue;
+            if (put <= 0) rc = cm_fail("%s: cannot write: %s", dst, strerror(errno));
+            else off += put;
+        }
+        if (got < 0) rc = cm_fail("%s: cannot read: %s", src, strerror(errno));
+    }
+    close(in);
+    if (close(out) != 0 && rc == 0) rc = cm_fail("%s: cannot write: %s", dst, strerror(errno));
+    return rc;
+}
+
+static htri_t link_exists(hid_t f, const char *path);
+
+static int write_stamp(const char *tmp, const char *group, const CkptAttr *attrs, int n)
+{
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
+    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    H5Pset_file_locking(fapl, false, true);
+    hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, fapl);
+    if (f < 0) h5_keep();
+    H5Pclose(fapl);
+    if (f < 0) return fail_write(tmp, "the copy");
+    int rc = 0;
+    htri_t exists = link_exists(f, group);
+    if (exists > 0 && H5Ldelete(f, group, H5P_DEFAULT) < 0) rc = fail_write(tmp, group);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t g = rc == 0 ? H5Gcreate2(f, group, lcpl, H5P_DEFAULT, H5P_DEFAULT) : -1;
+    if (rc == 0 && g < 0) rc = fail_write(tmp, group);
+    H5Pclose(lcpl);
+    for (int i = 0; i < n && rc == 0; i++) {
+        const CkptAttr *a = &attrs[i];
+        int w = a->text ? attr_write_str(g, a->name, a->text)
+              : a->integer ? attr_write_i64(g, a->name, (long long)a->number)
+                           : attr_write_f64(g, a->name, a->number);
+        if (w < 0) rc = fail_write(tmp, a->name);
+    }
+    if (g >= 0) H5Gclose(g);
+    if (H5Fclose(f) < 0 && rc == 0) rc = fail_write(tmp, "the copy (close)");
+    return rc;
+}
+
+int ckpt_stamp(const char *path, const char *group, const CkptAttr *attrs, int n)
+{
+    CM_ASSERT(group[0] == '/', "ckpt_stamp: group %s must be absolute", group);
+    if (ckpt_verify(path) != 0) return -1;
+    char tmp[PATH_MAX + 8], dir[PATH_MAX];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return cm_fail("%s: path too long", path);
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    int rc = copy_file(path, tmp);
+    if (rc == 0) {
+        H5Quiet q = h5_quiet();
+        rc = write_stamp(tmp, group, attrs, n);
+        h5_restore(q);
+    }
+    if (rc == 0) rc = fsync_path(tmp, false);
+    if (rc == 0 && ckpt_verify(tmp) != 0) rc = cm_fail("%s: the stamped copy does not verify: %s", path, cm_errmsg());
+    if (rc == 0 && rename(tmp, path) != 0) rc = cm_fail("%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
+    if (rc != 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return fsync_path(dir, true);
+}
+
 /* ---- open and load ---------------------------------------------------------------------- */
 
 /* Opens `path` and checks that it is a finished checkpoint of a format version we read. */

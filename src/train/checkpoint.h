@@ -8,6 +8,8 @@
  *                              "teacher", ...; <name>: the ParamSet's dotted name)
  *   /optimizer/<kind>/m/<name>, /optimizer/<kind>/v/<name>   Adam moments, same names and shapes;
  *                              attrs on /optimizer/<kind>: step, betas, eps, lr, weight_decay
+ *   /eval/<record>             attrs only: one evaluation record (src/train/eval.h), stamped by
+ *                              ckpt_stamp into a new copy of the file
  * Every dataset is chunked (at most 1 MiB per chunk) with shuffle + deflate (zlib level 1) +
  * Fletcher32, so any damaged byte of tensor data fails its chunk's checksum on read. The file is
  * written in the HDF5 1.10 format, whose object headers, superblock and chunk indexes carry
@@ -32,6 +34,7 @@
 #ifndef CM_CHECKPOINT_H
 #define CM_CHECKPOINT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -121,6 +124,22 @@ int ckpt_prune(const char *dir, int keep);
  * cursor, schedule, every group (with its attributes) and dataset (dtype and shape), and the
  * config text. -1 with cm_fail (nothing printed) if the file is missing, damaged or incomplete. */
 int ckpt_describe(const char *path, FILE *out);
+
+/* One attribute of a stamped group: a string (text != NULL), an int64 (integer) or a float64. */
+typedef struct CkptAttr {
+    const char *name;
+    const char *text;
+    double number;
+    bool integer;
+} CkptAttr;
+
+/* Adds group `group` (e.g. "/eval/fd.heun.nfe35"; parents are created, an existing group of that
+ * name is replaced) with attributes attrs[0..n) to checkpoint `path`, without ever modifying the
+ * published file: path is verified, copied to path.tmp, the group is written there, the copy is
+ * fsync()ed and verified, renamed over path, and the directory fsync()ed. A crash or a failure at
+ * any point leaves path as it was (and at worst a stale .tmp, which ckpt_prune removes). Not for a
+ * checkpoint another process is writing or pruning at the same moment. -1 after cm_fail(). */
+int ckpt_stamp(const char *path, const char *group, const CkptAttr *attrs, int n);
 
 /* Test hook, NULL in production: called by ckpt_save after the .tmp file is complete and
  * fsync()ed and just before the rename, so a test can SIGKILL the writer at the one moment when

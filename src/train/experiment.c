@@ -38,6 +38,7 @@ static const char *const losses[] = {"l2", "l1", "pseudo_huber", NULL};
 static const char *const samplings[] = {"uniform", "lognormal", NULL};
 static const char *const curricula[] = {"original", "doubling", NULL};
 static const char *const weightings[] = {"uniform", "ict", NULL};
+static const char *const sweep_modes[] = {"grid", "one_at_a_time", NULL};     /* CfgSweepMode */
 
 static const CfgSection sections[] = {
     {"experiment", "The run: its name, method, seed and where run directories go."},
@@ -50,9 +51,11 @@ static const CfgSection sections[] = {
            "(reference/cm.md §4-5)."},
     {"bcm", "method = bcm: Bidirectional Consistency Models (reference/bcm.md); no keys yet."},
     {"amed", "method = amed: the AMED predictor (reference/amed.md); no keys yet."},
-    {"classifier", "method = classifier: the feature network of the Frechet distance; no keys yet."},
+    {"classifier", "method = classifier: the CNN whose penultimate features define the Frechet "
+                   "distance of `cmlab eval` (src/nn/classifier.h)."},
     {"sample", "Sample grids and `cmlab sample`: the ODE solver of a denoiser (src/train/solvers.h)."},
-    {"eval", "`cmlab eval`; no keys yet."},
+    {"eval", "`cmlab eval` (Frechet distance in a cmlab classifier's feature space) and how "
+             "`cmlab ablate` evaluates its variants."},
     {"sweep", "`cmlab ablate`: lines `section.key = v1, v2, ...` span a grid of runs."},
 };
 
@@ -202,6 +205,13 @@ static const CfgKey keys[] = {
     {AT(ct, p_std), FLOAT(0, 20, CFG_OPEN_MIN), .dflt = "2",
      .help = "Standard deviation of ln(sigma) of the lognormal index sampling."},
 
+    {AT(classifier, channels), INTS(1, 4096, 1, 4), .dflt = "32,64",
+     .help = "Widths of the conv levels (two 3x3 conv + GN + SiLU, then a 2x2 average pool, each)."},
+    {AT(classifier, features), INT(2, 65536), .dflt = "256",
+     .help = "Width of the penultimate layer: the feature space of the Frechet distance."},
+    {AT(classifier, classes), INT(2, 1000), .dflt = "10",
+     .help = "Classes of the labels (10 for Fashion-MNIST, MNIST and CIFAR-10)."},
+
     {AT(sample, solver), ENUM(solvers), .dflt = "heun",
      .help = "ODE solver of a denoiser (EDM teachers)."},
     {AT(sample, nfe), INT(1, 100000), .dflt = "35",
@@ -220,6 +230,24 @@ static const CfgKey keys[] = {
      .help = "Highest order of ipndm."},
     {AT(sample, mid_t), FLOAT(0, 100000, CFG_OPEN_MIN), .dflt = "0.821",
      .help = "Consistency models: the time of the second step of 2-step sampling (iCT/ECT CIFAR-10: 0.821)."},
+
+    {AT(eval, features), TEXT(CFG_PATH_MAX - 1, 0), .dflt = "",
+     .help = "Checkpoint of the feature network (a method = classifier run on the same data set)."},
+    {AT(eval, n), INT(2, 1000000), .dflt = "10000",
+     .help = "Generated samples per Frechet distance (FD is biased upwards at small n: compare at equal n)."},
+    {AT(eval, nfe), INTS(1, 100000, 0, CFG_LIST_MAX), .dflt = "",
+     .help = "NFEs to evaluate: ODE solver evaluations (EDM) or sampling steps 1, 2 (consistency models). "
+             "Empty: sample.nfe (EDM) or 1,2."},
+    {AT(eval, seed), INT(0, INT_MAX), .dflt = "0",
+     .help = "Seed of the evaluation samples: sample i starts from the noise of (seed, sample i)."},
+    {AT(eval, weights), TEXT(CFG_NAME_MAX - 1, 0), .dflt = "",
+     .help = "Weight set to evaluate: online, target or ema:RATE. Empty: the first EMA, else online."},
+    {AT(eval, checkpoint), TEXT(CFG_PATH_MAX - 1, 0), .dflt = "",
+     .help = "`cmlab ablate`: evaluate this checkpoint instead of training (sampler ablations)."},
+    {AT(eval, sweep), ENUM(sweep_modes), .dflt = "grid",
+     .help = "`cmlab ablate`: every combination of the [sweep] values (grid), or the file's own "
+             "configuration, each swept value changed on its own, then all keys at their last values "
+             "(one_at_a_time)."},
 };
 
 #define KEY_COUNT ((int)CM_ARRAY_LEN(keys))
@@ -748,6 +776,15 @@ static int sweep_assign(Config *cfg, const char *name, const char *text, bool re
     }
     cfg->sweep.keys[slot] = e;
     if (slot == cfg->sweep.count) cfg->sweep.count++;
+    return 0;
+}
+
+int config_sweep_value(const Config *cfg, int s, int j, char *out, size_t len)
+{
+    if (s < 0 || s >= cfg->sweep.count) return cm_fail("[sweep] has no line %d", s);
+    const CfgKey *k = &keys[cfg->sweep.keys[s].key];
+    if (j < 0 || !sweep_value(k, cfg->sweep.keys[s].values, j, out, len))
+        return cm_fail("sweep %s.%s has no value %d", k->section, k->key, j);
     return 0;
 }
 

@@ -54,6 +54,7 @@ typedef enum CfgLoss { CFG_LOSS_L2, CFG_LOSS_L1, CFG_LOSS_PSEUDO_HUBER } CfgLoss
 typedef enum CfgSampling { CFG_SAMPLING_UNIFORM, CFG_SAMPLING_LOGNORMAL } CfgSampling;
 typedef enum CfgCurriculum { CFG_CURRICULUM_ORIGINAL, CFG_CURRICULUM_DOUBLING } CfgCurriculum;
 typedef enum CfgWeighting { CFG_WEIGHTING_UNIFORM, CFG_WEIGHTING_ICT } CfgWeighting;
+typedef enum CfgSweepMode { CFG_SWEEP_GRID, CFG_SWEEP_ONE_AT_A_TIME } CfgSweepMode;
 
 typedef struct CfgInts { int n; int v[CFG_LIST_MAX]; } CfgInts;
 typedef struct CfgFloats { int n; double v[CFG_LIST_MAX]; } CfgFloats;
@@ -122,6 +123,11 @@ typedef struct CfgCt {
     double target_mu, p_mean, p_std;
 } CfgCt;
 
+typedef struct CfgClassifier {
+    CfgInts channels;
+    int features, classes;
+} CfgClassifier;
+
 typedef struct CfgSample {
     SolverKind solver;
     int nfe;
@@ -132,6 +138,16 @@ typedef struct CfgSample {
     int ipndm_order;
     double mid_t;
 } CfgSample;
+
+typedef struct CfgEval {
+    char features[CFG_PATH_MAX];
+    int n;
+    CfgInts nfe;
+    int seed;
+    char weights[CFG_NAME_MAX];
+    char checkpoint[CFG_PATH_MAX];
+    CfgSweepMode sweep;
+} CfgEval;
 
 /* One [sweep] line: a key of the table and its values, normalised (each value formatted as
  * config_write would, joined by ',' or, for list keys, by '|'). */
@@ -149,7 +165,9 @@ typedef struct Config {
     CfgEdm edm;
     CfgCd cd;
     CfgCt ct;
+    CfgClassifier classifier;
     CfgSample sample;
+    CfgEval eval;
     struct { int count; CfgSweepKey keys[CFG_SWEEP_MAX]; } sweep;
 } Config;
 
@@ -188,6 +206,9 @@ int config_sweep_count(const Config *cfg);
  * out gets base with the variant's values and no [sweep]; label gets "ct.loss=l2,ct.weighting=ict"
  * (empty without a [sweep]; label may be NULL). Returns -1 after cm_fail() for a bad i. */
 int config_sweep_variant(const Config *base, int i, Config *out, char *label, size_t len);
+/* Value j of [sweep] line s as text ("pseudo_huber", "1,2,2"), into out; -1 after cm_fail() when
+ * there is no such line or value. */
+int config_sweep_value(const Config *cfg, int s, int j, char *out, size_t len);
 
 /* ---- the key table, for tools and tests ---- */
 

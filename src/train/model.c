@@ -1,6 +1,7 @@
 #include "model.h"
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,20 @@ void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *u)
     u->fourier_scale = (float)cfg->model.fourier_scale;
     u->skip_scale = (float)config_skip_scale(cfg);
     u->seed = (uint64_t)cfg->experiment.seed;
+}
+
+int model_classifier_init(const Config *cfg, const Dataset *data, int C, int H, int W, Classifier *out)
+{
+    ClassifierConfig cc = {.img_channels = C, .img_h = H, .img_w = W, .levels = cfg->classifier.channels.n,
+                           .features = cfg->classifier.features, .classes = cfg->classifier.classes};
+    for (int l = 0; l < cc.levels; l++) cc.channels[l] = cfg->classifier.channels.v[l];
+    for (int i = 0; data && i < data->n; i++)
+        if (data->labels[i] < 0 || data->labels[i] >= cc.classes)
+            return cm_fail("%s: image %d has %s; method = classifier needs labels in [0, classifier.classes = %d)",
+                           data->source, i, data->labels[i] < 0 ? "no label" : "a label past the classes",
+                           cc.classes);
+    if (classifier_init(out, &cc) != 0) return cm_fail("[classifier]: %s", cm_errmsg());
+    return 0;
 }
 
 /* The first *.png of a directory, by name (the folder reader's order). */
@@ -83,16 +98,43 @@ SolverOpts model_solver_opts(const Config *cfg)
     return o;
 }
 
-int model_load(Model *m, Config *cfg, const char *path, const char *weights)
+int model_weights_group(const char *path, const char *weights, char group[64])
 {
-    memset(m, 0, sizeof *m);
+    if (weights && weights[0]) {
+        bool ema = !strncmp(weights, "ema:", 4);
+        snprintf(group, 64, "%s%.59s", ema ? "ema/" : "", ema ? weights + 4 : weights);
+        return 0;
+    }
+    char sets[CKPT_MAX_SETS][64];
+    int n = ckpt_list_weights(path, sets, CKPT_MAX_SETS);
+    if (n < 0) return -1;
+    snprintf(group, 64, "online");
+    for (int i = 0; i < n; i++)
+        if (!strncmp(sets[i], "ema/", 4)) {
+            snprintf(group, 64, "%.63s", sets[i]);
+            break;
+        }
+    return 0;
+}
+
+int model_read_config(const char *path, Config *cfg)
+{
     char *text = ckpt_read_config(path);
     if (!text) return -1;
     char name[600];
     snprintf(name, sizeof name, "%s:config", path);
     int rc = config_from_string(cfg, text, name);
     free(text);
-    if (rc) return -1;
+    return rc;
+}
+
+int model_load(Model *m, Config *cfg, const char *path, const char *weights)
+{
+    memset(m, 0, sizeof *m);
+    if (model_read_config(path, cfg)) return -1;
+    if (cfg->experiment.method == CFG_METHOD_CLASSIFIER)
+        return cm_fail("%s: a method = classifier checkpoint has no generative network (cmlab eval "
+                       "measures its test accuracy)", path);
     if (model_image_shape(cfg, &m->C, &m->H, &m->W)) return -1;
     UNetConfig u;
     model_unet_config(cfg, m->C, m->H, m->W, &u);
@@ -100,23 +142,12 @@ int model_load(Model *m, Config *cfg, const char *path, const char *weights)
     m->pre = model_precond(cfg);
 
     char group[64];
-    if (!weights) {
-        char sets[CKPT_MAX_SETS][64];
-        int n = ckpt_list_weights(path, sets, CKPT_MAX_SETS);
-        if (n < 0) return -1;
-        snprintf(group, sizeof group, "online");
-        for (int i = 0; i < n; i++)
-            if (!strncmp(sets[i], "ema/", 4)) { snprintf(group, sizeof group, "%.63s", sets[i]); break; }
-    } else if (!strncmp(weights, "ema:", 4)) {
-        snprintf(group, sizeof group, "ema/%s", weights + 4);
-    } else {
-        snprintf(group, sizeof group, "%s", weights);
-    }
+    if (model_weights_group(path, weights, group) != 0) return -1;
     snprintf(m->weights_name, sizeof m->weights_name, "%s", group);
     m->w = params_buffer(&m->net.ps);
     CkptState s = {.ps = &m->net.ps};
     ckpt_add_weights(&s, group, m->w);
-    rc = ckpt_load(path, &s);
+    int rc = ckpt_load(path, &s);
     free(s.loaded_config);
     return rc;
 }

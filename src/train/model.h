@@ -3,12 +3,18 @@
 #ifndef CM_MODEL_H
 #define CM_MODEL_H
 
+#include "data/dataset.h"
+#include "nn/classifier.h"
 #include "train/experiment.h"
 #include "train/precond.h"
 #include "train/solvers.h"
 
 /* The U-Net of cfg's [model] for images of C x H x W. */
 void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *out);
+/* Builds the classifier of cfg's [classifier] for C x H x W images (method = classifier). data,
+ * when not NULL, is checked: it must have labels, all in [0, classifier.classes). -1 after
+ * cm_fail() naming the key or the data set. */
+int model_classifier_init(const Config *cfg, const Dataset *data, int C, int H, int W, Classifier *out);
 /* The image shape the data keys imply: 1x28x28 (MNIST, Fashion-MNIST), 3x32x32 (CIFAR-10), a
  * folder's first PNG; data.pad_to replaces H and W. -1 after cm_fail() if it cannot be known. */
 int model_image_shape(const Config *cfg, int *C, int *H, int *W);
@@ -25,6 +31,12 @@ typedef struct Model {
     char weights_name[64];       /* its group: "online", "ema/0.999", ... */
 } Model;
 
+/* Reads the configuration stored in checkpoint path into cfg (messages name "path:config").
+ * -1 after cm_fail() for a damaged file or a configuration this build does not read. */
+int model_read_config(const char *path, Config *cfg);
+/* The group of the weight set `weights` names in checkpoint path: "online", "target", "ema:RATE"
+ * (or "ema/RATE") as given; NULL or "" for the file's first EMA, else online. -1 after cm_fail(). */
+int model_weights_group(const char *path, const char *weights, char group[64]);
 /* Reads path's configuration into cfg, builds the network and loads one weight set: `weights` is
  * "online", "ema:RATE" (or "ema/RATE"), or NULL for the first EMA the file has (else online).
  * -1 after cm_fail() naming the file and the problem. */

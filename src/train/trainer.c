@@ -13,9 +13,11 @@
 #include "autograd/streams.h"
 #include "data/image.h"
 #include "data/loader.h"
+#include "nn/classifier.h"
 #include "train/checkpoint.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
+#include "train/eval.h"
 #include "train/precond.h"
 #include "train/model.h"
 #include "train/sample.h"
@@ -43,7 +45,10 @@ struct Trainer {
     char run_dir[512], ckpt_dir[600], samples_dir[600], metrics_path[600];
     Dataset data;
     Loader loader;
-    UNet net;
+    UNet net;                    /* the generative methods' network */
+    Classifier clf;              /* method = classifier's network */
+    const ParamSet *ps;          /* the trained network's layout: &net.ps or &clf.ps */
+    Dataset test;                /* method = classifier: the test split, for its accuracy */
     PrecondParams pre;
     float *w, *g;                /* online weights and their gradients */
     float *target;               /* the EMA target network (ct.target_mu, cd.target_mu > 0), else NULL */
@@ -57,6 +62,7 @@ struct Trainer {
     long step;
     int B, C, H, W;
     float *batch;                /* [B, C, H, W] */
+    int *labels;                 /* [B], the batch's classes */
     const Method *method;
 };
 
@@ -192,6 +198,22 @@ static double cd_loss(Trainer *t, const float *x0)
     return loss;
 }
 
+/* ---- method = classifier: the feature network of the Frechet distance (src/nn/classifier.h) ----
+ * loss = mean_b cross_entropy(logits(x_b), label_b). */
+static double classifier_loss(Trainer *t, const float *x0)
+{
+    Ctx *c = &t->ctx;
+    int B = t->B;
+    float *y = arena_alloc(&c->arena, (size_t)B * sizeof(float));
+    for (int b = 0; b < B; b++) y[b] = (float)t->labels[b];
+    WeightSet ws = {t->w, t->g};
+    Tensor *tx = tensor_wrap(c, (float *)x0, NULL, 4, SHAPE(B, t->C, t->H, t->W), false);
+    Tensor *ty = tensor_wrap(c, y, NULL, 1, SHAPE(B), false);
+    Tensor *loss = op_mean(c, op_cross_entropy(c, classifier_forward(c, &t->clf, &ws, tx, NULL), ty));
+    tape_backward(c, loss, NULL);
+    return loss->data[0];
+}
+
 /* The target network (CT, CD) follows the online weights with rate mu(k) after each update. */
 static void target_update(Trainer *t)
 {
@@ -202,6 +224,7 @@ static const Method METHODS[] = {
     {CFG_METHOD_EDM, edm_loss, NULL},
     {CFG_METHOD_CT, ct_loss, target_update},
     {CFG_METHOD_CD, cd_loss, target_update},
+    {CFG_METHOD_CLASSIFIER, classifier_loss, NULL},
 };
 
 static const Method *method_find(CfgMethod id)
@@ -262,7 +285,7 @@ static int metrics_truncate(const char *path, long step)
 static void ckpt_state_fill(Trainer *t, CkptState *s)
 {
     memset(s, 0, sizeof *s);
-    s->ps = &t->net.ps;
+    s->ps = t->ps;
     ckpt_add_weights(s, "online", t->w);
     if (t->target) ckpt_add_weights(s, "target", t->target);
     if (t->teacher) ckpt_add_weights(s, "teacher", t->teacher);
@@ -320,9 +343,23 @@ static float *sampling_weights(Trainer *t, const char **name)
     return t->w;
 }
 
-static int trainer_sample_grid(Trainer *t)
+/* The classifier's counterpart of a sample grid: its accuracy on the test split, printed and
+ * logged to metrics.jsonl. */
+static int trainer_test_accuracy(Trainer *t, FILE *metrics)
+{
+    const char *wname;
+    double acc;
+    if (eval_accuracy(&t->clf, sampling_weights(t, &wname), &t->test, &t->ctx, &acc)) return -1;
+    printf("test accuracy %.4f (%d images of %s, %s weights)\n", acc, t->test.n, t->test.source, wname);
+    fprintf(metrics, "{\"step\": %ld, \"test_accuracy\": %.6g}\n", t->step, acc);
+    fflush(metrics);
+    return 0;
+}
+
+static int trainer_sample_grid(Trainer *t, FILE *metrics)
 {
     const Config *cfg = &t->cfg;
+    if (cfg->experiment.method == CFG_METHOD_CLASSIFIER) return trainer_test_accuracy(t, metrics);
     SolverOpts o = model_solver_opts(cfg);
     const char *wname;
     Sampler s = {&t->net, t->pre, sampling_weights(t, &wname), 64, t->C, t->H, t->W, &t->ctx};
@@ -428,7 +465,7 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     t->cfg = *cfg;
     t->method = method_find(cfg->experiment.method);
     if (!t->method)
-        return cm_fail("experiment.method = %s: not implemented yet (this build trains: edm, ct, cd)",
+        return cm_fail("experiment.method = %s: not implemented yet (this build trains: edm, ct, cd, classifier)",
                        config_method_name(cfg->experiment.method));
     cm_set_threads(cfg->train.threads);
     t->config_text = config_to_string(cfg);
@@ -457,23 +494,31 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
                     .prefetch = true}) != 0)
         return -1;
     t->batch = cm_malloc((size_t)t->B * t->C * t->H * t->W * sizeof(float));
+    t->labels = cm_malloc((size_t)t->B * sizeof(int));
 
-    UNetConfig ucfg;
-    model_unet_config(cfg, t->C, t->H, t->W, &ucfg);
-    if (unet_init(&t->net, &ucfg) != 0) return cm_fail("[model]: %s", cm_errmsg());
+    if (cfg->experiment.method == CFG_METHOD_CLASSIFIER) {
+        if (model_classifier_init(cfg, &t->data, t->C, t->H, t->W, &t->clf) != 0) return -1;
+        if (dataset_load(&t->test, kind, cfg->data.path[0] ? cfg->data.path : NULL, "test") != 0) return -1;
+        t->ps = &t->clf.ps;
+    } else {
+        UNetConfig ucfg;
+        model_unet_config(cfg, t->C, t->H, t->W, &ucfg);
+        if (unet_init(&t->net, &ucfg) != 0) return cm_fail("[model]: %s", cm_errmsg());
+        t->ps = &t->net.ps;
+    }
     t->pre = model_precond(cfg);
-    t->w = params_buffer(&t->net.ps);
-    t->g = params_buffer(&t->net.ps);
-    params_randomize(&t->net.ps, t->w, (uint64_t)cfg->experiment.seed);
+    t->w = params_buffer(t->ps);
+    t->g = params_buffer(t->ps);
+    params_randomize(t->ps, t->w, (uint64_t)cfg->experiment.seed);
     if (cfg->experiment.method == CFG_METHOD_CD && cd_setup(t) != 0) return -1;
     if ((cfg->experiment.method == CFG_METHOD_CT && cfg->ct.target_mu > 0) ||
         (cfg->experiment.method == CFG_METHOD_CD && cfg->cd.target_mu > 0)) {
         t->target = params_buffer(&t->net.ps);
         memcpy(t->target, t->w, t->net.ps.total * sizeof(float));
     }
-    optim_init(&t->opt, cfg->train.optimizer, t->net.ps.total, (float)cfg->train.lr, (float)cfg->train.beta1,
+    optim_init(&t->opt, cfg->train.optimizer, t->ps->total, (float)cfg->train.lr, (float)cfg->train.beta1,
                (float)cfg->train.beta2, (float)cfg->train.eps, (float)cfg->train.weight_decay);
-    ema_set_init(&t->emas, t->net.ps.total);
+    ema_set_init(&t->emas, t->ps->total);
     for (int i = 0; i < cfg->train.ema.n; i++) ema_set_add_rate(&t->emas, (float)cfg->train.ema.v[i], t->w);
     if (cfg->train.ema_halflife_kimg > 0)
         ema_set_add_halflife(&t->emas, cfg->train.ema_halflife_kimg * 1000.0, cfg->train.ema_rampup, t->w);
@@ -491,7 +536,10 @@ static void trainer_free(Trainer *t)
     free(t->target);
     free(t->teacher);
     free(t->batch);
+    free(t->labels);
     unet_free(&t->net);
+    classifier_free(&t->clf);
+    dataset_free(&t->test);
     loader_free(&t->loader);
     dataset_free(&t->data);
     free(t->config_text);
@@ -507,10 +555,12 @@ int trainer_run(const Config *cfg, bool resume)
         trainer_free(&t);
         return CM_EXIT_INPUT;
     }
+    bool clf = t.ps == &t.clf.ps;
     printf("run %s: method %s, %zu parameters, batch %d, %dx%dx%d, %d threads\n", t.run_dir,
-           config_method_name(cfg->experiment.method), unet_param_count(&t.net), t.B, t.C, t.H, t.W,
-           cm_threads());
-    unet_print_table(&t.net, stdout);
+           config_method_name(cfg->experiment.method), clf ? classifier_param_count(&t.clf) : unet_param_count(&t.net),
+           t.B, t.C, t.H, t.W, cm_threads());
+    if (clf) classifier_print_table(&t.clf, stdout);
+    else unet_print_table(&t.net, stdout);
     int r = resume ? trainer_resume(&t) : 1;
     if (r < 0) {
         fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
@@ -533,9 +583,9 @@ int trainer_run(const Config *cfg, bool resume)
     double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0;
     long start = t.step, logged = 0, skip_step = -1;
     int rc = CM_EXIT_OK;
-    size_t n = t.net.ps.total;
+    size_t n = t.ps->total;
     while (t.step < tr->iterations && !trainer_stop_requested) {
-        loader_next(&t.loader, t.batch, NULL);
+        loader_next(&t.loader, t.batch, t.labels);
         if (t.step == skip_step) {          /* rollback: the batch that gave a NaN is skipped */
             t.step++;
             continue;
@@ -594,7 +644,7 @@ int trainer_run(const Config *cfg, bool resume)
         }
         if ((tr->sample_every > 0 && t.step % tr->sample_every == 0) || last) {
             if (tty) printf("\n");
-            if (trainer_sample_grid(&t) != 0) fprintf(stderr, "warning: sample grid: %s\n", cm_errmsg());
+            if (trainer_sample_grid(&t, metrics) != 0) fprintf(stderr, "warning: sample grid: %s\n", cm_errmsg());
         }
         if (last) break;
     }

@@ -31,6 +31,7 @@ Slots and arguments (the same table heads tests/test_ops.c):
     upsample, avgpool, sum, mean  x        -                                   -
     mse, l1       a, b                     -                                   -
     pseudo_huber  a, b                     -                                   [c]
+    cross_entropy logits, labels (no grad)   -                                   -
 Dropout: Rng {seed = seed_lo | seed_hi << 32 (seed_lo is stored as int32, read back as uint32),
 stream, step}; the mask of sample n (x's dim 0) is bernoulli(seed, stream, step, N, sample0,
 per_sample = numel/N, p = 1 - p_drop): an element is kept where the draw is 1; y = x*mask/(1-p).
@@ -377,6 +378,22 @@ loss_case("pseudo_huber", "ict_c_target_frozen", (4, 3, 5, 5), rg=(True, False),
 loss_case("pseudo_huber", "input_frozen", (2, 7), rg=(False, True), c=0.5)
 
 
+# ---- cross_entropy: logits [N,K], labels [N] (class indices as float32, never differentiated) ----
+
+def xent_case(label, N, K, scale=1.0, shift=0.0):
+    labels = RNG.integers(0, K, N).astype(np.float64)
+    case("cross_entropy", label, [("logits", normal(N, K, scale=scale, shift=shift), True),
+                                  ("labels", labels, False)],
+         lambda t: F.cross_entropy(t[0], t[1].long(), reduction="none"))
+
+
+xent_case("10_classes", 6, 10)
+xent_case("batch1_3_classes", 1, 3)
+xent_case("2_classes_confident", 5, 2, scale=4.0)
+# Logits near 100: exp overflows float32 unless the row maximum is subtracted first.
+xent_case("shifted_by_100", 4, 7, scale=2.0, shift=100.0)
+
+
 # ---- past the OpenMP thresholds (PAR_MIN: 4096 elements in op_elementwise/op_shape/op_reduce,
 # 32768 in op_norm and linear's bias sums), so the parallel loops and their race-free backward
 # reductions are compared too. Per-sample losses keep 64 elements per sample: a float32 mean
@@ -400,6 +417,7 @@ gn_case("parallel", (2, 16, 32, 32), 8, 1e-5)
 gn_case("parallel", (2, 16, 32, 32), 8, 1e-5, silu=True)
 softmax_case("parallel", normal(64, 512))
 linear_case("parallel", (64, 96), 512)
+xent_case("parallel", 512, 10)
 
 
 def write(path):

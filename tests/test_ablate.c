@@ -1,0 +1,357 @@
+/* test_ablate.c CMLAB: evaluation and ablations end to end through the `cmlab` binary, on a
+ * small synthetic labelled data set (IDX files written here, so the test takes seconds):
+ *   - method = classifier learns it (test accuracy well above chance), and `cmlab eval` of the
+ *     classifier checkpoint records that accuracy;
+ *   - `cmlab eval --baselines`: the test split is close to the training split, uniform noise and
+ *     the test images with shuffled pixels are far from it;
+ *   - `cmlab eval` of an EDM checkpoint: one record per NFE in eval.json, the same records
+ *     stamped under /eval of the checkpoint, which still verifies and holds the same weights;
+ *   - bad input exits 2 with the file named and changes nothing;
+ *   - `cmlab ablate` of a two-variant CT sweep writes results.csv, results.md and report.html, and
+ *     a second run trains and evaluates nothing again; --only runs one variant and reports both;
+ *     a changed file over finished variants is refused; one_at_a_time lists base, one variant per
+ *     changed value, and all changes together;
+ *   - report.html renders in headless Chromium: the table has a row per variant and every sample
+ *     grid image loads (naturalWidth > 0, reported by a script in a copy of the page).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "fixture.h"
+#include "train/checkpoint.h"
+#include "train/eval.h"
+
+static const char *cmlab;
+static char out_buf[1 << 16];
+
+/* Runs argv (argv[0] is the program) with stdout+stderr into out_buf; the exit status. */
+static int run_argv(char *const *argv)
+{
+    fflush(stdout);
+    FILE *tmp = tmpfile();
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fileno(tmp), 1);
+        dup2(fileno(tmp), 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    double t0 = cm_now();
+    waitpid(pid, &st, 0);
+    printf("  [%.1f s] %s %s %s\n", cm_now() - t0, argv[0], argv[1] ? argv[1] : "", argv[1] && argv[2] ? argv[2] : "");
+    rewind(tmp);
+    size_t n = fread(out_buf, 1, sizeof out_buf - 1, tmp);
+    out_buf[n] = '\0';
+    fclose(tmp);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+#define CMLAB(...) run_argv((char *[]){(char *)cmlab, __VA_ARGS__, NULL})
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CM_ASSERT(f, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void be32(FILE *f, uint32_t v)
+{
+    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
+    fwrite(b, 1, 4, f);
+}
+
+/* An MNIST-style split: class k (0..9) is a bright horizontal bar on rows 2k+4..2k+6 over dim
+ * noise, the bar's length varying with the image. */
+static void write_split(const char *dir, const char *split, int n, unsigned seed)
+{
+    char p[320];
+    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte", dir, split);
+    FILE *im = fopen(p, "wb");
+    snprintf(p, sizeof p, "%s/%s-labels-idx1-ubyte", dir, split);
+    FILE *lb = fopen(p, "wb");
+    CM_ASSERT(im && lb, "cannot write the synthetic data set in %s", dir);
+    be32(im, 0x803), be32(im, (uint32_t)n), be32(im, 28), be32(im, 28);
+    be32(lb, 0x801), be32(lb, (uint32_t)n);
+    srand(seed);
+    for (int i = 0; i < n; i++) {
+        int k = i % 10, len = 12 + rand() % 12, x0 = rand() % (28 - len);
+        unsigned char img[28 * 28];
+        for (int j = 0; j < 28 * 28; j++) img[j] = (unsigned char)(rand() % 40);
+        for (int y = 2 * k + 4; y <= 2 * k + 6; y++)
+            for (int x = x0; x < x0 + len; x++) img[y * 28 + x] = (unsigned char)(200 + rand() % 56);
+        fwrite(img, 1, sizeof img, im);
+        fputc(k, lb);
+    }
+    fclose(im);
+    fclose(lb);
+}
+
+/* The last value of "key": in a text file (metrics.jsonl, eval.json) on lines containing `with`. */
+static double last_number(const char *path, const char *key, const char *with)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return NAN;
+    char line[8192], pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    double v = NAN;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, pat);
+        if (p && (!with || strstr(line, with))) v = atof(p + strlen(pat));
+    }
+    fclose(f);
+    return v;
+}
+
+static int count_lines(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int n = 0;
+    for (int ch; (ch = fgetc(f)) != EOF;) n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+static char data_dir[256];
+
+/* An experiment file: `body` with the synthetic data set. */
+static void write_exp(const char *path, const char *body)
+{
+    char text[4096];
+    snprintf(text, sizeof text, "%s[data]\ndataset = mnist\npath = %s\n", body, data_dir);
+    write_text(path, text);
+}
+
+static const char *CLF_CKPT = "abl_runs/clf/ckpt/step_00000080.h5";
+static const char *EDM_CKPT = "abl_runs/edm/ckpt/step_00000004.h5";
+
+static void test_classifier(void)
+{
+    write_exp("abl_runs/clf.ini",
+              "[experiment]\nmethod = classifier\nout_dir = abl_runs\nname = clf\n"
+              "[classifier]\nchannels = 4,8\nfeatures = 16\n"
+              "[train]\niterations = 80\nbatch_size = 32\nlr = 0.01\nema = 0.9\nlog_every = 20\n"
+              "checkpoint_every = 0\nsample_every = 0\nthreads = 2\n");
+    int rc = CMLAB("train", "abl_runs/clf.ini");
+    CHECK(rc == 0, "classifier training exits %d:\n%s", rc, out_buf);
+    double acc = last_number("abl_runs/clf/metrics.jsonl", "test_accuracy", NULL);
+    printf("classifier: test accuracy %.3f on the synthetic set (chance 0.1)\n", acc);
+    CHECK(acc > 0.8, "the classifier's test accuracy is %.3f (want > 0.8)", acc);
+
+    rc = CMLAB("eval", (char *)CLF_CKPT);
+    double rec = last_number("abl_runs/clf/eval.json", "value", "test_accuracy");
+    CHECK(rc == 0 && fabs(rec - acc) < 1e-6, "cmlab eval of the classifier: exit %d, accuracy %.6f (trainer %.6f)\n%s",
+          rc, rec, acc, out_buf);
+
+    rc = CMLAB("eval", "--baselines", "--features", (char *)CLF_CKPT, "--n", "300");
+    double test = last_number("abl_runs/clf/eval.json", "value", "fd_test_split");
+    double noise = last_number("abl_runs/clf/eval.json", "value", "fd_uniform_noise");
+    double shuf = last_number("abl_runs/clf/eval.json", "value", "fd_shuffled_pixels");
+    printf("baselines (n 300): FD test split %.4f, uniform noise %.4f, shuffled pixels %.4f\n", test, noise, shuf);
+    CHECK(rc == 0, "cmlab eval --baselines exits %d:\n%s", rc, out_buf);
+    CHECK(test >= 0 && test < 0.1 * noise && test < 0.1 * shuf,
+          "FD of the test split %.4f is not far below noise %.4f and shuffled pixels %.4f", test, noise, shuf);
+    struct stat st;
+    CHECK(stat("abl_runs/clf/fd_stats", &st) == 0, "no statistics cache under abl_runs/clf/fd_stats");
+}
+
+static void test_eval_edm(void)
+{
+    write_exp("abl_runs/edm.ini",
+              "[experiment]\nmethod = edm\nout_dir = abl_runs\nname = edm\n"
+              "[model]\nchannels = 8\nchannel_mult = 1,2\nnum_blocks = 1\nmid_attn = false\n"
+              "[train]\niterations = 4\nbatch_size = 8\nema = 0.9\nlog_every = 2\ncheckpoint_every = 0\n"
+              "sample_every = 0\nthreads = 2\n[sample]\nsolver = euler\nnfe = 3\n");
+    int rc = CMLAB("train", "abl_runs/edm.ini");
+    CHECK(rc == 0, "EDM training exits %d:\n%s", rc, out_buf);
+
+    char names[CKPT_MAX_SETS][64];
+    CHECK(ckpt_list_weights(EDM_CKPT, names, CKPT_MAX_SETS) == 2, "the EDM checkpoint should hold online and one EMA");
+    rc = CMLAB("eval", (char *)EDM_CKPT, "--features", (char *)CLF_CKPT, "--n", "40", "--nfe", "3,5", "--solver",
+               "heun", "--seed", "7");
+    CHECK(rc == 0, "cmlab eval exits %d:\n%s", rc, out_buf);
+    EvalRecord *rs = NULL;
+    int n = eval_json_read("abl_runs/edm/eval.json", &rs);
+    CHECK(n == 2, "eval.json has %d records, want 2", n);
+    for (int i = 0; i < n && n == 2; i++) {
+        int commas = 0;
+        for (const char *p = rs[i].times; *p; p++) commas += *p == ',';
+        /* heun at NFE 3 or 5 with the step to 0: 2 or 3 time points, then 0. */
+        CHECK(rs[i].nfe == (i ? 5 : 3) && !strcmp(rs[i].sampler, "heun") && rs[i].n == 40 && rs[i].seed == 7 &&
+              isfinite(rs[i].value) && rs[i].value > 0 && commas == (i ? 3 : 2) && rs[i].reference_n == 600 &&
+              !strncmp(rs[i].feature_hash, "sha256:", 7) && strlen(rs[i].feature_hash) == 71 &&
+              !strcmp(rs[i].weights, "ema/0.9") && rs[i].step == 4,
+              "record %d: nfe %d sampler %s n %d seed %d fd %g times %s ref %ld hash %s weights %s", i, rs[i].nfe,
+              rs[i].sampler, rs[i].n, rs[i].seed, rs[i].value, rs[i].times, rs[i].reference_n, rs[i].feature_hash,
+              rs[i].weights);
+        char grid[600];
+        snprintf(grid, sizeof grid, "abl_runs/edm/%s", rs[i].grid);
+        struct stat st;
+        CHECK(stat(grid, &st) == 0 && st.st_size > 100, "no sample grid %s", grid);
+    }
+    CHECK(ckpt_verify(EDM_CKPT) == 0, "the stamped checkpoint does not verify: %s", cm_errmsg());
+    hid_t f = H5Fopen(EDM_CKPT, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t g = f >= 0 ? H5Gopen2(f, "/eval", H5P_DEFAULT) : -1;
+    H5G_info_t info = {0};
+    if (g >= 0) H5Gget_info(g, &info);
+    CHECK(g >= 0 && info.nlinks == 2, "/eval holds %llu records, want 2", (unsigned long long)info.nlinks);
+    if (g >= 0) H5Gclose(g);
+    if (f >= 0) H5Fclose(f);
+    free(rs);
+
+    /* Bad input: exit 2, a message naming the problem, nothing changed. */
+    struct stat before, after;
+    stat(EDM_CKPT, &before);
+    rc = CMLAB("eval", (char *)EDM_CKPT, "--n", "8");
+    CHECK(rc == 2 && strstr(out_buf, "no feature network"), "eval without a feature network: exit %d\n%s", rc, out_buf);
+    rc = CMLAB("eval", (char *)EDM_CKPT, "--features", (char *)EDM_CKPT);
+    CHECK(rc == 2 && strstr(out_buf, "method = classifier"), "an EDM checkpoint as feature network: exit %d\n%s", rc,
+          out_buf);
+    rc = CMLAB("eval", (char *)EDM_CKPT, "--features", (char *)CLF_CKPT, "--nfe", "0");
+    CHECK(rc == 2 && strstr(out_buf, "eval.nfe"), "--nfe 0: exit %d\n%s", rc, out_buf);
+    rc = CMLAB("eval", (char *)EDM_CKPT, "--features", (char *)CLF_CKPT, "--nfe", "4", "--solver", "heun", "--n", "8");
+    CHECK(rc == 2 && strstr(out_buf, "NFE 4"), "heun at an even NFE with the step to 0: exit %d\n%s", rc, out_buf);
+    rc = CMLAB("eval", "abl_runs/none.h5", "--features", (char *)CLF_CKPT);
+    CHECK(rc == 2 && strstr(out_buf, "abl_runs/none.h5"), "a missing checkpoint: exit %d\n%s", rc, out_buf);
+    stat(EDM_CKPT, &after);
+    CHECK(before.st_ino == after.st_ino && before.st_size == after.st_size && before.st_mtime == after.st_mtime,
+          "a refused evaluation changed the checkpoint");
+}
+
+static const char *SWEEP =
+    "# A two-variant CT sweep for test_ablate.\n"
+    "# Published ordering: none (a test).\n"
+    "[experiment]\nmethod = ct\nout_dir = abl_runs\nname = sweep\n"
+    "[model]\nchannels = 8\nchannel_mult = 1,2\nnum_blocks = 1\nmid_attn = false\n"
+    "[train]\niterations = 4\nbatch_size = 8\nema = 0.9\nlog_every = 2\ncheckpoint_every = 0\n"
+    "sample_every = 0\nthreads = 2\n"
+    "[eval]\nfeatures = abl_runs/clf/ckpt/step_00000080.h5\nn = 32\n"
+    "[sweep]\nct.loss = l2, pseudo_huber\n";
+
+static void test_ablate(void)
+{
+    write_exp("abl_runs/sweep.ini", SWEEP);
+    int rc = CMLAB("ablate", "abl_runs/sweep.ini");
+    CHECK(rc == 0, "cmlab ablate exits %d:\n%s", rc, out_buf);
+    CHECK(count_lines("abl_runs/sweep/results.csv") == 3, "results.csv has %d lines, want 3",
+          count_lines("abl_runs/sweep/results.csv"));
+    FILE *f = fopen("abl_runs/sweep/results.csv", "r");
+    char line[1024] = "";
+    int rows_ok = 0;
+    if (f) {
+        CHECK(fgets(line, sizeof line, f) && strstr(line, "ct.loss") && strstr(line, "fd_nfe1") &&
+              strstr(line, "fd_nfe2"), "results.csv header: %s", line);
+        while (fgets(line, sizeof line, f)) {
+            double fd1 = NAN, fd2 = NAN;
+            char *last = strrchr(line, ','), *prev;
+            *last = '\0';
+            prev = strrchr(line, ',');
+            fd2 = atof(last + 1);
+            fd1 = atof(prev + 1);
+            rows_ok += strstr(line, ",done,") && fd1 > 0 && fd2 > 0;
+        }
+        fclose(f);
+    }
+    CHECK(rows_ok == 2, "%d rows of results.csv are done with finite FDs, want 2", rows_ok);
+    struct stat a, b;
+    const char *ck = "abl_runs/sweep/01-pseudo_huber/ckpt/step_00000004.h5";
+    CHECK(stat(ck, &a) == 0, "no %s", ck);
+    rc = CMLAB("ablate", "abl_runs/sweep.ini");
+    CHECK(rc == 0 && !strstr(out_buf, "ablate: 00-l2: training") && !strstr(out_buf, "evaluating") &&
+          strstr(out_buf, "01-pseudo_huber: trained") && strstr(out_buf, "01-pseudo_huber: evaluated"),
+          "a second cmlab ablate repeated work (exit %d):\n%s", rc, out_buf);
+    CHECK(stat(ck, &b) == 0 && a.st_mtime == b.st_mtime && a.st_ino == b.st_ino, "the second run rewrote %s", ck);
+    CHECK(count_lines("abl_runs/sweep/results.md") >= 8, "results.md is too short");
+    rc = CMLAB("ablate", "abl_runs/sweep.ini", "--only", "1");
+    CHECK(rc == 0 && strstr(out_buf, "01-pseudo_huber: trained") && !strstr(out_buf, "00-l2: trained") &&
+          strstr(out_buf, "00-l2: evaluated"), "--only 1: exit %d\n%s", rc, out_buf);
+    rc = CMLAB("ablate", "abl_runs/sweep.ini", "--set", "train.lr=0.002");
+    CHECK(rc == 2 && strstr(out_buf, "another configuration"), "a changed file over finished variants: exit %d\n%s",
+          rc, out_buf);
+
+    rc = CMLAB("ablate", "abl_runs/sweep.ini", "--list", "--set", "eval.sweep=one_at_a_time", "--set",
+               "sweep.ct.weighting=uniform,ict", "--set", "sweep.ct.loss=l2,l1,pseudo_huber");
+    /* base (l2, uniform), then l1, pseudo_huber, ict, then all (pseudo_huber and ict): 5 variants. */
+    CHECK(rc == 0 && strstr(out_buf, "5 variants (one at a time)") && strstr(out_buf, "  01-l1-uniform  ct.loss=l1\n") &&
+          strstr(out_buf, "ct.weighting=ict") && !strstr(out_buf, "ct.loss=l2\n") &&
+          strstr(out_buf, "04-pseudo_huber-ict  all: ct.loss=pseudo_huber,ct.weighting=ict"),
+          "one_at_a_time: exit %d\n%s", rc, out_buf);
+}
+
+/* Renders report.html in headless Chromium and counts the table rows and loaded images. */
+static void test_report_renders(void)
+{
+    FILE *in = fopen("abl_runs/sweep/report.html", "r");
+    CHECK(in != NULL, "no report.html");
+    if (!in) return;
+    static char html[1 << 20];
+    size_t n = fread(html, 1, sizeof html - 1, in);
+    html[n] = '\0';
+    fclose(in);
+    char *end = strstr(html, "</body>");
+    CHECK(end != NULL, "report.html has no </body>");
+    if (!end) return;
+    *end = '\0';
+    FILE *out = fopen("abl_runs/sweep/report_check.html", "w");
+    fprintf(out, "%s<script>window.addEventListener('load', function () {"
+                 "var imgs = document.images, ok = 0;"
+                 "for (var i = 0; i < imgs.length; i++) if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++;"
+                 "var p = document.createElement('p'); p.id = 'check';"
+                 "p.textContent = 'CHECK rows=' + document.querySelectorAll('#results tr.variant').length +"
+                 " ' imgs=' + imgs.length + ' loaded=' + ok + ' svgs=' + document.querySelectorAll('svg').length;"
+                 "document.body.appendChild(p); });</script></body></html>\n", html);
+    fclose(out);
+    char cwd[512], url[700], profile[] = "/tmp/cmlab_chromium_XXXXXX", udd[64];
+    CM_ASSERT(getcwd(cwd, sizeof cwd) && mkdtemp(profile), "cwd or mkdtemp failed");
+    snprintf(url, sizeof url, "file://%s/abl_runs/sweep/report_check.html", cwd);
+    snprintf(udd, sizeof udd, "--user-data-dir=%s", profile);
+    int rc = run_argv((char *[]){"/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                                 "--disable-quic", "--no-first-run", "--disable-background-networking",
+                                 "--disable-component-update", "--disable-sync", udd,
+                                 "--virtual-time-budget=10000", "--dump-dom", url, NULL});
+    /* The paragraph the script added (the script's own text holds the words too). */
+    const char *mark = strstr(out_buf, "<p id=\"check\">CHECK rows=");
+    int rows = -1, imgs = -1, loaded = -1, svgs = -1;
+    if (mark) sscanf(mark, "<p id=\"check\">CHECK rows=%d imgs=%d loaded=%d svgs=%d", &rows, &imgs, &loaded, &svgs);
+    printf("chromium: %d table rows, %d images (%d loaded), %d SVG charts\n", rows, imgs, loaded, svgs);
+    CHECK(rc == 0 && mark, "chromium --dump-dom exits %d without the check line (is Debian's chromium installed?):\n%.2000s",
+          rc, out_buf);
+    CHECK(rows == 2 && imgs == 4 && loaded == 4 && svgs == 2,
+          "report.html: %d rows (want 2), %d images (want 4: 2 variants x NFE 1, 2), %d loaded, %d charts (want 2)",
+          rows, imgs, loaded, svgs);
+    char cmd[200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", profile);
+    CHECK(system(cmd) == 0, "cannot remove %s", profile);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CMLAB\n", argv[0]);
+        return CM_EXIT_INPUT;
+    }
+    cmlab = argv[1];
+    CM_ASSERT(system("rm -rf abl_runs && mkdir -p abl_runs/data") == 0, "cannot make abl_runs");
+    char cwd[200];
+    CM_ASSERT(getcwd(cwd, sizeof cwd), "getcwd");
+    snprintf(data_dir, sizeof data_dir, "%s/abl_runs/data", cwd);
+    write_split(data_dir, "train", 600, 1);
+    write_split(data_dir, "t10k", 300, 2);
+    double t0 = cm_now();
+    test_classifier();
+    test_eval_edm();
+    test_ablate();
+    test_report_renders();
+    printf("%.0f s\n", cm_now() - t0);
+    return test_summary("ablate");
+}
