@@ -276,6 +276,24 @@ static void test_sigterm(void)
     printf("SIGTERM + resume: %ld metric lines, steps contiguous\n", seen);
 }
 
+/* train.keep_checkpoints: 0 keeps every checkpoint, K keeps the newest K. */
+static void test_keep_checkpoints(void)
+{
+    write_exp("train_runs/keep.ini", "");
+    const char *keep[] = {"0", "2"};
+    const int want[] = {3, 2};
+    for (int i = 0; i < 2; i++) {
+        char name[64], k[64], cmd[256];
+        snprintf(name, sizeof name, "experiment.name=keep%s", keep[i]);
+        snprintf(k, sizeof k, "train.keep_checkpoints=%s", keep[i]);
+        int rc = run((char *[]){(char *)cmlab, "train", "train_runs/keep.ini", "--set", name, "--set", k, "--set",
+                               "train.iterations=30", "--set", "train.checkpoint_every=10", NULL});
+        snprintf(cmd, sizeof cmd, "test $(ls train_runs/keep%s/ckpt | grep -c '^step_.*\\.h5$') -eq %d", keep[i], want[i]);
+        CHECK(rc == 0 && system(cmd) == 0, "train.keep_checkpoints = %s should leave %d checkpoints of 3", keep[i],
+              want[i]);
+    }
+}
+
 static void test_bad_file(void)
 {
     FILE *f = fopen("train_runs/bad.ini", "w");
@@ -300,6 +318,7 @@ int main(int argc, char **argv)
     test_bad_file();
     test_truncated_data();
     test_loss_decreases();
+    test_keep_checkpoints();
     test_sample();
     test_resume_bit_exact("edm");
     test_resume_bit_exact("ct");

@@ -309,7 +309,8 @@ static int trainer_checkpoint(Trainer *t)
     ckpt_state_fill(t, &s);
     char path[700];
     if (ckpt_save(t->ckpt_dir, &s, path, sizeof path) != 0) return -1;
-    if (ckpt_prune(t->ckpt_dir, t->cfg.train.keep_checkpoints) < 0)
+    /* train.keep_checkpoints = 0 keeps every checkpoint (ckpt_prune would keep one). */
+    if (t->cfg.train.keep_checkpoints > 0 && ckpt_prune(t->ckpt_dir, t->cfg.train.keep_checkpoints) < 0)
         fprintf(stderr, "warning: pruning %s: %s\n", t->ckpt_dir, cm_errmsg());
     return 0;
 }
