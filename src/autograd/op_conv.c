@@ -1,7 +1,11 @@
 /* op_conv.c: 2-D convolution (cross-correlation, as PyTorch's conv2d) forward and backward, and
  * the naive direct kernels the tests compare it with.
  *
- * Fast path: im2col + cblas_sgemm, each thread on its own share of the samples (see
+ * 3x3 stride-1 convolutions with at least 16 channels in and out (nearly all of a U-Net's
+ * FLOPs) go to Winograd F(2x2, 3x3) (conv_wino.c) where the build has AVX-512; the rest, and
+ * every conv of a portable build, take the path below.
+ *
+ * im2col path: im2col + cblas_sgemm, each thread on its own share of the samples (see
  * thread_share for why and what it measured). A thread unfolds a chunk of nb of its samples into
  * col [K = Cin*kh*kw, nb*P] (P = Ho*Wo), nb capped by conv2d_chunk_bytes so that col stays in
  * the core's L2, and runs one single-threaded GEMM over it:
@@ -27,6 +31,8 @@
 
 #include <cblas.h>
 #include <omp.h>
+
+#include "conv_wino.h"
 
 /* Bytes of col per chunk of one thread, about half a core's L2 here: the unfolded chunk is then
  * still in L2 when OpenBLAS packs it. Not static so that tests can shrink it to force several
@@ -384,13 +390,18 @@ Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad)
     ConvGeom g = conv_geom(x, w, stride, pad);
     Tensor *y = TENSOR_NEW(c, g.N, g.Cout, g.Ho, g.Wo);
     c->flops += conv_flops(&g);
+    const float *bd = b ? b->data : NULL;
+    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
+        conv_wino_forward(c, x->data, w->data, bd, y->data, g.N, g.Cin, g.H, g.W, g.Cout, g.pad);
+        goto record;
+    }
     ArenaMark mark = arena_mark(&c->arena);   /* workspaces below live only inside this call */
     ConvWork work = conv_work(c, &g, false);
-    const float *bd = b ? b->data : NULL;
 #pragma omp parallel num_threads(cm_threads())
     conv_forward_share(&g, &work, x->data, w->data, bd, y->data);
     arena_release(&c->arena, mark);
 
+record:;
     TapeEntry *e = tape_record(c, OP_CONV2D, y, b ? 3 : 2, (Tensor *[]){x, w, b});
     if (e) {
         e->iarg[0] = stride;
@@ -473,6 +484,10 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
     if (fresh_x) tensor_grad_fresh(c, x);
     float *gx = need_x ? x->grad : NULL;
     float *gw = need_w ? tensor_grad(c, w) : NULL;
+    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
+        conv_wino_backward(c, x->data, w->data, dy, gx, fresh_x, gw, g.N, g.Cin, g.H, g.W, g.Cout, g.pad);
+        return;
+    }
     ArenaMark mark = arena_mark(&c->arena);   /* workspaces below live only inside this call */
     ConvWork work = conv_work(c, &g, need_w);
     int T = cm_threads();
