@@ -15,7 +15,7 @@
  *
  * Slots and arguments (the same table heads tests/torch/ops.py):
  *     op            slots                    iargs                               fargs
- *     conv2d        x, w, [b]                [stride, pad]                       -
+ *     conv2d        x, w, [b], [bn], [r]     [stride, pad]                       [scale]
  *     linear        x, w, [b]                -                                   -
  *     matmul        a, b                     -                                   -
  *     bmm           a, b                     [ta, tb]                            -
@@ -88,8 +88,11 @@ static void expect(const Case *k, Tensor *const *in, int need, int max, int niar
 
 static Tensor *run_conv2d(Ctx *c, Tensor *const *in, const Case *k)
 {
-    expect(k, in, 2, 3, 2, 0);
-    return op_conv2d(c, in[0], in[1], in[2], k->iarg[0], k->iarg[1]);
+    expect(k, in, 2, 5, 2, 1);
+    if (k->nslot <= 3 && k->farg[0] == 1.0f)   /* the plain op, as layers call it */
+        return op_conv2d(c, in[0], in[1], in[2], k->iarg[0], k->iarg[1]);
+    return op_conv2d_fused(c, in[0], in[1], in[2], k->nslot > 3 ? in[3] : NULL,
+                           k->nslot > 4 ? in[4] : NULL, k->farg[0], k->iarg[0], k->iarg[1]);
 }
 
 static Tensor *run_linear(Ctx *c, Tensor *const *in, const Case *k)

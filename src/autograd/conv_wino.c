@@ -34,8 +34,8 @@ size_t conv_wino_block_bytes = (size_t)1 << 20;
 
 bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride) { return false; }
 
-void conv_wino_forward(Ctx *c, const float *x, const float *w, const float *b, float *y, int N,
-                       int Cin, int H, int W, int Cout, int pad)
+void conv_wino_forward(Ctx *c, const float *x, const float *w, const ConvEpilogue *ep, float *y,
+                       int N, int Cin, int H, int W, int Cout, int pad)
 {
     CM_ASSERT(false, "conv_wino_forward: this build has no AVX-512 (conv_wino_usable is false)");
 }
@@ -87,9 +87,10 @@ static WinoGeom wino_geom(int N, int Cin, int H, int W, int Cout, int pad)
         g.split = (g.T + g.tiles - 1) / g.tiles;
         g.group = 1;
         g.tiles = (g.T + g.split - 1) / g.split;
-    } else {
+    } else {   /* groups no larger than a thread's share: small convs get small workspaces */
+        int threads = cm_threads(), share = (N + threads - 1) / threads;
         g.split = 1;
-        g.group = g.tiles / g.T;
+        g.group = CM_MAX(1, CM_MIN(g.tiles / g.T, share));
         g.tiles = g.group * g.T;
     }
     /* One cache line more than the plane, so that the 16 planes a tile writes do not all map to
@@ -285,10 +286,11 @@ static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd
     }
 }
 
-/* dst [C][H][W] (=, or += when acc) the blocked src (row stride Ws pixels, channel-block stride
- * plane) at pixel (h + r0, w + c0), plus bias[ch] when bias is not NULL. */
+/* dst [C][H][W] = scale ((v + bias[ch]) + res[ch][h][w]), or dst += v when acc, for v the
+ * blocked src (row stride Ws pixels, channel-block stride plane) at pixel (h + r0, w + c0).
+ * bias and res may be NULL. */
 static void from_blocked(const float *src, int Ws, ptrdiff_t plane, int r0, int c0, int C, int H,
-                         int W, float *dst, const float *bias, bool acc)
+                         int W, float *dst, const float *bias, const float *res, float scale, bool acc)
 {
     const int P = H * W;
     for (int cb = 0; cb * VL < C; cb++) {
@@ -309,6 +311,8 @@ static void from_blocked(const float *src, int Ws, ptrdiff_t plane, int r0, int 
                 float *o = d + (size_t)k * P + p0;
                 __m512 v = r[k];
                 if (bias) v += _mm512_set1_ps(bias[cb * VL + k]);
+                if (res) v += _mm512_maskz_loadu_ps(m, res + (size_t)(cb * VL + k) * P + p0);
+                if (scale != 1.0f) v *= _mm512_set1_ps(scale);
                 if (acc) v = _mm512_maskz_loadu_ps(m, o) + v;
                 _mm512_mask_storeu_ps(o, m, v);
             }
@@ -408,7 +412,7 @@ static void planes_gemm(int rows, int nv, int K, const float *A, ptrdiff_t ars, 
 
 /* Floats per thread of each buffer (0: not used by this call). */
 typedef struct WinoWork {
-    size_t xt, dyt, yt, dxt, v, m, du, per_thread;
+    size_t xt, dyt, yt, dxt, v, m, du, bias, per_thread;
     ptrdiff_t xplane, yplane;  /* channel-block strides of xt/dxt and of yt/dyt */
     float *mem;
 } WinoWork;
@@ -424,13 +428,14 @@ static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool
     k.v = 16 * (size_t)g->vxs;
     k.m = 16 * (size_t)g->mxs;
     k.du = need_w ? (size_t)16 * g->Cin * g->co16 : 0;
-    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.m + k.du;
+    k.bias = fwd ? (size_t)g->co16 : 0;
+    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.m + k.du + k.bias;
     k.mem = arena_alloc(&c->arena, sizeof(float) * k.per_thread * (size_t)cm_threads());
     return k;
 }
 
 typedef struct WinoBufs {
-    float *xt, *yt, *dyt, *dxt, *v, *m, *du;
+    float *xt, *yt, *dyt, *dxt, *v, *m, *du, *bias;
 } WinoBufs;
 
 static WinoBufs wino_bufs(const WinoWork *k, int t)
@@ -444,6 +449,7 @@ static WinoBufs wino_bufs(const WinoWork *k, int t)
     b.v = b.dxt + k->dxt;
     b.m = b.v + k->v;
     b.du = b.m + k->m;
+    b.bias = b.du + k->du;
     return b;
 }
 
@@ -511,8 +517,17 @@ static void block_out_adjoint(const WinoGeom *g, const WinoWork *k, const WinoBl
         }
 }
 
+/* The bias of sample n, b + bn[n], in buf; NULL when the epilogue has neither. */
+static const float *sample_bias(const ConvEpilogue *ep, int n, int Cout, float *buf)
+{
+    if (!ep->b && !ep->bn) return NULL;
+    for (int co = 0; co < Cout; co++)
+        buf[co] = (ep->b ? ep->b[co] : 0.0f) + (ep->bn ? ep->bn[(size_t)n * Cout + co] : 0.0f);
+    return buf;
+}
+
 static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const float *u,
-                          const float *bias, float *y)
+                          const ConvEpilogue *ep, float *y)
 {
     int lo, hi;
     share(g->N, &lo, &hi);
@@ -531,26 +546,29 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
                     (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
         block_out(g, k, &b, bf.m, bf.yt);
         if (b.t1 == g->T)
-            for (int s = 0; s < b.nb; s++)
+            for (int s = 0; s < b.nb; s++) {
+                int n = b.n0 + s;
                 from_blocked(bf.yt + s * yslot, 2 * g->tw, k->yplane, 0, 0, g->Cout, g->Ho, g->Wo,
-                             y + (size_t)(b.n0 + s) * yout, bias, false);
+                             y + (size_t)n * yout, sample_bias(ep, n, g->Cout, bf.bias),
+                             ep->r ? ep->r + (size_t)n * yout : NULL, ep->scale, false);
+            }
     }
 }
 
-void conv_wino_forward(Ctx *c, const float *x, const float *w, const float *b, float *y, int N,
-                       int Cin, int H, int W, int Cout, int pad)
+void conv_wino_forward(Ctx *c, const float *x, const float *w, const ConvEpilogue *ep, float *y,
+                       int N, int Cin, int H, int W, int Cout, int pad)
 {
     WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad);
     ArenaMark mark = arena_mark(&c->arena);
     /* U [16][Cin][co16] = G w G^T, zero in the padding columns. */
     float *u = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cin * g.co16);
     const ptrdiff_t us = (ptrdiff_t)Cin * g.co16;
-    for (int co = 0; co < Cout; co++)
-        for (int ci = 0; ci < Cin; ci++)
+    for (int ci = 0; ci < Cin; ci++)   /* ci outer: each plane of u is written in order */
+        for (int co = 0; co < Cout; co++)
             weight_in(w + ((size_t)co * Cin + ci) * 9, u + (ptrdiff_t)ci * g.co16 + co, us);
     WinoWork k = wino_work(c, &g, true, false, false);
 #pragma omp parallel num_threads(cm_threads())
-    forward_share(&g, &k, x, u, b, y);
+    forward_share(&g, &k, x, u, ep, y);
     arena_release(&c->arena, mark);
 }
 
@@ -591,7 +609,7 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
             if (b.t1 == g->T)
                 for (int s = 0; s < b.nb; s++)
                     from_blocked(bf.dxt + s * xslot, g->Wp, k->xplane, g->pad, g->pad, g->Cin, g->H, g->W,
-                                 dx + (b.n0 + s) * xin, NULL, !dx_fresh);
+                                 dx + (b.n0 + s) * xin, NULL, NULL, 1.0f, !dx_fresh);
         }
     }
     return hi > lo;

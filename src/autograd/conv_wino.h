@@ -20,16 +20,23 @@
 
 #include "tensor.h"
 
+/* What a conv adds before it stores its output (op_conv2d_fused):
+ *   y = scale * (conv + b[co] + bn[n, co] + r[n, co, :])
+ * b [Cout], bn [N, Cout] (a per-sample bias), r [N, Cout, Ho, Wo] (a residual); each may be NULL. */
+typedef struct ConvEpilogue {
+    const float *b, *bn, *r;
+    float scale;
+} ConvEpilogue;
+
 /* Whether conv2d of these shapes runs here: 3x3, stride 1, at least 16 channels in and out. */
 bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride);
 
 /* Bytes of one thread's transformed tiles per block (tests lower it to force several blocks). */
 extern size_t conv_wino_block_bytes;
 
-/* y [N,Cout,Ho,Wo] = conv(x [N,Cin,H,W], w [Cout,Cin,3,3]) + b [Cout] (b may be NULL),
- * Ho = H + 2 pad - 2. */
-void conv_wino_forward(Ctx *c, const float *x, const float *w, const float *b, float *y, int N,
-                       int Cin, int H, int W, int Cout, int pad);
+/* y [N,Cout,Ho,Wo] = the epilogue of conv(x [N,Cin,H,W], w [Cout,Cin,3,3]), Ho = H + 2 pad - 2. */
+void conv_wino_forward(Ctx *c, const float *x, const float *w, const ConvEpilogue *ep, float *y,
+                       int N, int Cin, int H, int W, int Cout, int pad);
 
 /* From dy [N,Cout,Ho,Wo]: dx (NULL: not needed) is written (dx_fresh) or accumulated (+=);
  * dw (NULL: not needed) is accumulated. Each gradient is summed in full before its single store

@@ -68,6 +68,12 @@ extern const OpInfo OPS[OP_COUNT];
 /* x [N,Cin,H,W], w [Cout,Cin,kh,kw], b [Cout] or NULL -> [N,Cout,Ho,Wo],
  * Ho = (H + 2*pad - kh)/stride + 1. */
 Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad);
+/* conv2d with a residual block's elementwise tail fused into the pass that stores y:
+ *   y = scale * (conv2d(x, w, b) + bn[:, :, None, None] + r)
+ * bn [N,Cout] (a per-sample bias: the time embedding's projection) and r [N,Cout,Ho,Wo] (the
+ * residual) may be NULL. op_conv2d is this with neither and scale 1 (the same op, OP_CONV2D). */
+Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, Tensor *bn, Tensor *r, float scale,
+                        int stride, int pad);
 /* Bytes of the im2col workspace per chunk of samples (tests lower it to force several chunks). */
 extern size_t conv2d_chunk_bytes;
 /* Naive direct kernels (the reference the fast path is tested against). dx/dw/db may be NULL. */

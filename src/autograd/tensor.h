@@ -29,7 +29,7 @@
 #include "../common.h"
 
 #define TENSOR_MAX_DIMS 4
-#define TAPE_MAX_INPUTS 4
+#define TAPE_MAX_INPUTS 5                  /* conv2d_fused: x, w, b, bn, r */
 
 typedef struct Tensor {
     float *data;               /* [n] */

@@ -14,7 +14,7 @@ sees exactly the value cmlab reads.
 
 Slots and arguments (the same table heads tests/test_ops.c):
     op            slots                    iargs                               fargs
-    conv2d        x, w, [b]                [stride, pad]                       -
+    conv2d        x, w, [b], [bn], [r]     [stride, pad]                       [scale]
     linear        x, w, [b]                -                                   -
     matmul        a, b                     -                                   -
     bmm           a, b                     [ta, tb]                            -
@@ -89,13 +89,30 @@ def X(arr, rg=True, name="x"):
     return (name, arr, rg)
 
 
-# ---- conv2d: x [N,Cin,H,W], w [Cout,Cin,k,k], b [Cout]; iargs [stride, pad] ----
+# ---- conv2d: x [N,Cin,H,W], w [Cout,Cin,k,k], b [Cout], bn [N,Cout], r [N,Cout,Ho,Wo];
+#      iargs [stride, pad], fargs [scale]: out = scale * (conv2d(x, w, b) + bn[:, :, None, None] + r)
 
-def conv_case(label, xs, ws, stride, pad, bias=True, rg=(True, True, True)):
+def conv_case(label, xs, ws, stride, pad, bias=True, rg=(True, True, True), bn=None, res=None,
+              scale=1.0):
+    """bn, res: None (absent) or requires_grad of the per-sample bias and the residual."""
+    N, Cout = xs[0], ws[0]
+    Ho = (xs[2] + 2 * pad - ws[2]) // stride + 1
+    Wo = (xs[3] + 2 * pad - ws[3]) // stride + 1
     inputs = [("x", normal(*xs), rg[0]), ("w", normal(*ws, scale=0.3), rg[1]),
-              ("b", normal(ws[0]), rg[2]) if bias else None]
-    case("conv2d", label, inputs, lambda t: F.conv2d(t[0], t[1], t[2], stride, pad),
-         iargs=[stride, pad], attrs={"bias": int(bias)})
+              ("b", normal(Cout), rg[2]) if bias else None]
+    if bn is not None or res is not None:
+        inputs.append(("bn", normal(N, Cout), bn) if bn is not None else None)
+        inputs.append(("r", normal(N, Cout, Ho, Wo), res) if res is not None else None)
+    s = f32(scale)
+
+    def fn(t):
+        y = F.conv2d(t[0], t[1], t[2], stride, pad)
+        if len(t) > 3 and t[3] is not None:
+            y = y + t[3][:, :, None, None]
+        if len(t) > 4 and t[4] is not None:
+            y = y + t[4]
+        return y * s
+    case("conv2d", label, inputs, fn, iargs=[stride, pad], fargs=[scale], attrs={"bias": int(bias)})
 
 
 conv_case("3x3_pad1", (2, 5, 7, 7), (6, 5, 3, 3), 1, 1)
@@ -107,6 +124,18 @@ conv_case("1x1_pad1", (2, 3, 4, 4), (4, 3, 1, 1), 1, 1)
 conv_case("batch1_pad0", (1, 8, 6, 5), (5, 8, 3, 3), 1, 0)
 conv_case("frozen_weights", (2, 4, 5, 5), (5, 4, 3, 3), 1, 1, rg=(True, False, False))
 conv_case("frozen_input", (2, 4, 6, 6), (3, 4, 3, 3), 2, 1, rg=(False, True, True))
+# The fused tail (a ResBlock's conv1 + temb, conv2 + residual and skip scale) on each path:
+# im2col, 1x1, stride 2 and Winograd (3x3 stride 1 with >= 16 channels, AVX-512 builds).
+conv_case("temb_3x3", (2, 5, 7, 7), (6, 5, 3, 3), 1, 1, bn=True)
+conv_case("residual_scale_3x3", (2, 5, 6, 7), (6, 5, 3, 3), 1, 1, res=True, scale=0.7071067811865476)
+conv_case("residual_frozen_1x1", (2, 6, 5, 7), (5, 6, 1, 1), 1, 0, res=False, scale=0.5)
+conv_case("both_stride2_nobias", (3, 4, 9, 7), (5, 4, 3, 3), 2, 1, bias=False, bn=True, res=True,
+          scale=1.5)
+conv_case("wino_temb", (2, 16, 6, 5), (17, 16, 3, 3), 1, 1, bn=True)
+conv_case("wino_residual_scale", (2, 20, 5, 6), (16, 20, 3, 3), 1, 1, res=True,
+          scale=0.7071067811865476)
+conv_case("wino_both_frozen_x", (2, 16, 4, 4), (16, 16, 3, 3), 1, 1, rg=(False, True, True), bn=True,
+          res=True, scale=0.5)
 
 
 # ---- linear: x [N,in] or [N,in,1,1], w [out,in], b [out] ----
