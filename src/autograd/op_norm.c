@@ -70,17 +70,20 @@ static Tensor *gn_forward(Ctx *c, OpKind op, Tensor *x, Tensor *weight, Tensor *
 #pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
     for (int ng = 0; ng < d.N * d.G; ng++) {
         const float *xg = x->data + (size_t)ng * m;   /* a group is contiguous: Cg channels of S */
-        /* omp simd reductions: lanes summed in a fixed order, so the bits do not depend on
-         * the thread count or the run. */
-        double s = 0;
-#pragma omp simd reduction(+ : s)
-        for (size_t k = 0; k < m; k++) s += xg[k];
-        double mu = s / (double)m;
-        /* Two passes: the one-pass E[x^2] - E[x]^2 cancels catastrophically when |mean| >> std. */
-        double v = 0;
-#pragma omp simd reduction(+ : v)
-        for (size_t k = 0; k < m; k++) v += (xg[k] - mu) * (xg[k] - mu);
-        float muf = (float)mu, r = (float)(1.0 / sqrt(v / (double)m + (double)eps));
+        /* One pass, in double: var = E[x^2] - E[x]^2 loses about log10((mean/std)^2) of double's
+         * 16 digits, so it keeps float's 7 until |mean| / std nears 10^4.5, and beyond that the
+         * float data itself have no digits left to lose (a float32 two-pass is what it replaces;
+         * ops.py's mean_200_std_2 case checks it). omp simd reductions: lanes summed in a fixed
+         * order, so the bits do not depend on the thread count or the run. */
+        double s = 0, q = 0;
+#pragma omp simd reduction(+ : s, q)
+        for (size_t k = 0; k < m; k++) {
+            double v = xg[k];
+            s += v;
+            q += v * v;
+        }
+        double mu = s / (double)m, var = CM_MAX(0.0, q / (double)m - mu * mu);
+        float muf = (float)mu, r = (float)(1.0 / sqrt(var + (double)eps));
         mean[ng] = muf;
         rstd[ng] = r;
 
@@ -149,7 +152,9 @@ static void gn_backward(Ctx *c, TapeEntry *e, bool silu)
     size_t m = (size_t)d.Cg * d.S;
     const float *mean = e->saved, *rstd = mean + (size_t)d.N * d.G;
     const float *w = weight ? weight->data : NULL, *b = bias ? bias->data : NULL;
-    float *gx = need_x ? tensor_grad(c, x) : NULL;
+    /* A fresh dx is written, not accumulated: no zeroing pass. */
+    bool fresh_x = need_x && !x->grad;
+    float *gx = !need_x ? NULL : fresh_x ? tensor_grad_fresh(c, x) : x->grad;
     float *gw = need_w ? tensor_grad(c, weight) : NULL;
     float *gb = need_b ? tensor_grad(c, bias) : NULL;
     ArenaMark mark = arena_mark(&c->arena);
@@ -164,21 +169,24 @@ static void gn_backward(Ctx *c, TapeEntry *e, bool silu)
         int ng = (nc / d.C) * d.G + (nc % d.C) / d.Cg, ch = nc % d.C;
         float mu = mean[ng], r = rstd[ng];
         const float *xc = x->data + (size_t)nc * d.S, *gc = gy + (size_t)nc * d.S;
+        double sa = 0, sb = 0;
         if (silu) {
             float scale = r * (w ? w[ch] : 1.0f), shift = b ? b[ch] : 0.0f;
             float *guc = gu + (size_t)nc * d.S;
-#pragma omp simd
-            for (size_t k = 0; k < d.S; k++) {
-                float u = (xc[k] - mu) * scale + shift, s = cm_sigmoidf(u);
-                guc[k] = gc[k] * (s * (1.0f + u * (1.0f - s)));
-            }
-            gc = guc;
-        }
-        double sa = 0, sb = 0;
 #pragma omp simd reduction(+ : sa, sb)
-        for (size_t k = 0; k < d.S; k++) {
-            sa += gc[k] * ((xc[k] - mu) * r);
-            sb += gc[k];
+            for (size_t k = 0; k < d.S; k++) {
+                float xhat = (xc[k] - mu) * r, u = (xc[k] - mu) * scale + shift, s = cm_sigmoidf(u);
+                float g = gc[k] * (s * (1.0f + u * (1.0f - s)));
+                guc[k] = g;
+                sa += g * xhat;
+                sb += g;
+            }
+        } else {
+#pragma omp simd reduction(+ : sa, sb)
+            for (size_t k = 0; k < d.S; k++) {
+                sa += gc[k] * ((xc[k] - mu) * r);
+                sb += gc[k];
+            }
         }
         A[nc] = sa;
         B[nc] = sb;
@@ -216,10 +224,18 @@ static void gn_backward(Ctx *c, TapeEntry *e, bool silu)
                 size_t off = (size_t)ng * m + (size_t)j * d.S;
                 const float *xc = x->data + off, *gc = gy + off;
                 float *dxc = gx + off;
+                if (fresh_x) {
 #pragma omp simd
-                for (size_t k = 0; k < d.S; k++) {
-                    float xhat = (xc[k] - mu) * r;
-                    dxc[k] += r * (gc[k] * wc - mean_g - xhat * mean_gx);
+                    for (size_t k = 0; k < d.S; k++) {
+                        float xhat = (xc[k] - mu) * r;
+                        dxc[k] = r * (gc[k] * wc - mean_g - xhat * mean_gx);
+                    }
+                } else {
+#pragma omp simd
+                    for (size_t k = 0; k < d.S; k++) {
+                        float xhat = (xc[k] - mu) * r;
+                        dxc[k] += r * (gc[k] * wc - mean_g - xhat * mean_gx);
+                    }
                 }
             }
         }

@@ -192,9 +192,10 @@ bmm_case("tn_frozen_a", 2, 3, 5, 6, 1, 0, rg=(False, True))
 
 # ---- group_norm: x [N,C,H,W] or [N,C], weight/bias [C]; iargs [groups]; fargs [eps] ----
 
-def gn_case(label, xs, groups, eps, weight=True, bias=True, rg=(True, True, True), silu=False):
+def gn_case(label, xs, groups, eps, weight=True, bias=True, rg=(True, True, True), silu=False,
+            shift=0.5):
     C = xs[1]
-    inputs = [("x", normal(*xs, scale=2.0, shift=0.5), rg[0]),
+    inputs = [("x", normal(*xs, scale=2.0, shift=shift), rg[0]),
               ("weight", normal(C, scale=0.5, shift=1.0), rg[1]) if weight else None,
               ("bias", normal(C), rg[2]) if bias else None]
     e = f32(eps)
@@ -220,6 +221,9 @@ gn_case("2d_2groups", (4, 8), 2, 1e-5, silu=True)
 gn_case("frozen_input", (2, 6, 3, 3), 3, 1e-5, rg=(False, True, True), silu=True)
 gn_case("frozen_affine", (2, 6, 3, 3), 2, 1e-5, rg=(True, False, False), silu=True)
 gn_case("weight_only", (2, 4, 5, 3), 2, 1e-6, bias=False, silu=True)
+# |mean| / std = 100: a one-pass variance in float32 would be off by ~1e-3 (cmlab sums in double;
+# a larger mean would defeat the float32 finite differences of the gradient check instead).
+gn_case("mean_200_std_2", (2, 4, 6, 5), 2, 1e-6, silu=True, shift=200.0)
 
 
 # ---- softmax over the last dim ----
