@@ -195,21 +195,33 @@ static inline void tile_out_adjoint(const float *src, ptrdiff_t rs, float *dst, 
     }
 }
 
-/* u (16 values, stride us) = G g G^T for one 3x3 kernel g. */
-static void weight_in(const float *g, float *u, ptrdiff_t us)
+/* The 16 planes (stride us) of G g G^T for the kernels g of w [Cout][Cin][3][3], as a matrix per
+ * plane: element (r, c) = the kernel at w + r rs + c cs, stored at u[r ld + c]; columns past
+ * `cols` up to ld stay as they are (zero: callers calloc u). rs, cs: 9 and 9 Cin for U [ci][co],
+ * 9 Cin and 9 for U^T [co][ci]. Parallel over rows; the column loop vectorizes. */
+static void weight_planes(const float *w, int rows, int cols, ptrdiff_t rs, ptrdiff_t cs, float *u,
+                          int ld, ptrdiff_t us)
 {
-    float t[4][3];
-    for (int j = 0; j < 3; j++) {
-        t[0][j] = g[j];
-        t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-        t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-        t[3][j] = g[6 + j];
-    }
-    for (int i = 0; i < 4; i++) {
-        u[(4 * i + 0) * us] = t[i][0];
-        u[(4 * i + 1) * us] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-        u[(4 * i + 2) * us] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-        u[(4 * i + 3) * us] = t[i][2];
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *ur = u + (ptrdiff_t)r * ld;
+#pragma omp simd
+        for (int c = 0; c < cols; c++) {
+            const float *g = w + r * rs + c * cs;
+            float t[4][3];
+            for (int j = 0; j < 3; j++) {
+                t[0][j] = g[j];
+                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+                t[3][j] = g[6 + j];
+            }
+            for (int i = 0; i < 4; i++) {
+                ur[(4 * i + 0) * us + c] = t[i][0];
+                ur[(4 * i + 1) * us + c] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                ur[(4 * i + 2) * us + c] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                ur[(4 * i + 3) * us + c] = t[i][2];
+            }
+        }
     }
 }
 
@@ -562,10 +574,7 @@ void conv_wino_forward(Ctx *c, const float *x, const float *w, const ConvEpilogu
     ArenaMark mark = arena_mark(&c->arena);
     /* U [16][Cin][co16] = G w G^T, zero in the padding columns. */
     float *u = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cin * g.co16);
-    const ptrdiff_t us = (ptrdiff_t)Cin * g.co16;
-    for (int ci = 0; ci < Cin; ci++)   /* ci outer: each plane of u is written in order */
-        for (int co = 0; co < Cout; co++)
-            weight_in(w + ((size_t)co * Cin + ci) * 9, u + (ptrdiff_t)ci * g.co16 + co, us);
+    weight_planes(w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
     WinoWork k = wino_work(c, &g, true, false, false);
 #pragma omp parallel num_threads(cm_threads())
     forward_share(&g, &k, x, u, ep, y);
@@ -624,10 +633,7 @@ void conv_wino_backward(Ctx *c, const float *x, const float *w, const float *dy,
     float *ut = NULL;
     if (dx) {   /* U^T [16][Cout][ci16], zero in the padding columns */
         ut = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cout * g.ci16);
-        const ptrdiff_t us = (ptrdiff_t)Cout * g.ci16;
-        for (int co = 0; co < Cout; co++)
-            for (int ci = 0; ci < Cin; ci++)
-                weight_in(w + ((size_t)co * Cin + ci) * 9, ut + (ptrdiff_t)co * g.ci16 + ci, us);
+        weight_planes(w, Cout, Cin, (ptrdiff_t)9 * Cin, 9, ut, g.ci16, (ptrdiff_t)Cout * g.ci16);
     }
     WinoWork k = wino_work(c, &g, false, dx != NULL, dw != NULL);
     int T = cm_threads();
