@@ -34,14 +34,15 @@ size_t conv_wino_block_bytes = (size_t)1 << 20;
 
 bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride) { return false; }
 
-void conv_wino_forward(Ctx *c, const float *x, const float *w, const ConvEpilogue *ep, float *y,
-                       int N, int Cin, int H, int W, int Cout, int pad)
+void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad)
 {
     CM_ASSERT(false, "conv_wino_forward: this build has no AVX-512 (conv_wino_usable is false)");
 }
 
-void conv_wino_backward(Ctx *c, const float *x, const float *w, const float *dy, float *dx,
-                        bool dx_fresh, float *dw, int N, int Cin, int H, int W, int Cout, int pad)
+void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                        const float *dy, float *dx, bool dx_fresh, float *dw, int N, int Cin, int H,
+                        int W, int Cout, int pad)
 {
     CM_ASSERT(false, "conv_wino_backward: this build has no AVX-512 (conv_wino_usable is false)");
 }
@@ -271,11 +272,55 @@ static inline void transpose16(__m512 r[16])
 
 static __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1); }
 
+/* e^x, 16 at a time: fastmath.h's cm_expf (Cephes) with FMAs, 2^n applied by scalef. */
+static inline __m512 exp16(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3f)), _mm512_set1_ps(-87.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 er = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(er, n);
+}
+
+/* silu(u) = u / (1 + e^-u), the division as a reciprocal estimate (2^-14) and one Newton step
+ * (error about 2^-28 before rounding): vdivps would be the slowest instruction here. */
+static inline __m512 silu16(__m512 u)
+{
+    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(-u));
+    __m512 r = _mm512_rcp14_ps(d);
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+    return _mm512_mul_ps(u, r);
+}
+
+/* The prologue of sample n per channel: mean, rstd w and b in pv [3][ld] (GN+SiLU: a channel's
+ * input value v becomes silu((v - mean) rstd w + b), as op_group_norm_silu computes it). */
+static const float *sample_prologue(const ConvPrologue *p, int n, int C, int ld, float *pv)
+{
+    if (!p) return NULL;
+    const int Cg = C / p->groups;
+    for (int ch = 0; ch < C; ch++) {
+        int ng = n * p->groups + ch / Cg;
+        pv[ch] = p->mean[ng];
+        pv[ld + ch] = p->rstd[ng] * (p->w ? p->w[ch] : 1.0f);
+        pv[2 * ld + ch] = p->b ? p->b[ch] : 0.0f;
+    }
+    return pv;
+}
+
 /* dst (blocked, row stride Wd pixels, channel-block stride plane floats) at pixel
- * (h + r0, w + c0) = src [C][H][W] at (h, w); channels C..ci16 are written as 0, pixels outside
- * the copied region are left alone. */
+ * (h + r0, w + c0) = src [C][H][W] at (h, w), through the prologue pv [3][ld] of sample_prologue
+ * when not NULL; channels C..ci16 are written as 0, pixels outside the copied region are left
+ * alone (the zero padding stays zero: the conv pads its input, the prologue's output). */
 static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd, ptrdiff_t plane,
-                       int r0, int c0)
+                       int r0, int c0, const float *pv, int ld)
 {
     const int P = H * W;
     for (int cb = 0; cb * VL < C; cb++) {
@@ -286,8 +331,21 @@ static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd
             const int np = CM_MIN(VL, P - p0);
             const __mmask16 m = lanes(np);
             __m512 r[16];
+            /* Unrolled, so that the 16 rows' loads are all in flight (the data come from L3) and
+             * each has its own instruction for the stride prefetcher to follow. */
+#pragma GCC unroll 16
             for (int k = 0; k < VL; k++)
                 r[k] = k < nc ? _mm512_maskz_loadu_ps(m, s + (size_t)k * P + p0) : _mm512_setzero_ps();
+            if (pv) {
+#pragma GCC unroll 16
+                for (int k = 0; k < VL; k++) {
+                    if (k >= nc) continue;
+                    int ch = cb * VL + k;
+                    __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(r[k], _mm512_set1_ps(pv[ch])),
+                                               _mm512_set1_ps(pv[ld + ch]), _mm512_set1_ps(pv[2 * ld + ch]));
+                    r[k] = silu16(u);
+                }
+            }
             transpose16(r);
             int h = p0 / W, w = p0 % W;
             for (int j = 0; j < np; j++) {
@@ -319,7 +377,9 @@ static void from_blocked(const float *src, int Ws, ptrdiff_t plane, int r0, int 
                 if (++w == W) w = 0, h++;
             }
             transpose16(r);
-            for (int k = 0; k < nc; k++) {
+#pragma GCC unroll 16
+            for (int k = 0; k < VL; k++) {
+                if (k >= nc) continue;
                 float *o = d + (size_t)k * P + p0;
                 __m512 v = r[k];
                 if (bias) v += _mm512_set1_ps(bias[cb * VL + k]);
@@ -424,7 +484,7 @@ static void planes_gemm(int rows, int nv, int K, const float *A, ptrdiff_t ars, 
 
 /* Floats per thread of each buffer (0: not used by this call). */
 typedef struct WinoWork {
-    size_t xt, dyt, yt, dxt, v, m, du, bias, per_thread;
+    size_t xt, dyt, yt, dxt, v, m, du, bias, pro, per_thread;
     ptrdiff_t xplane, yplane;  /* channel-block strides of xt/dxt and of yt/dyt */
     float *mem;
 } WinoWork;
@@ -441,13 +501,14 @@ static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool
     k.m = 16 * (size_t)g->mxs;
     k.du = need_w ? (size_t)16 * g->Cin * g->co16 : 0;
     k.bias = fwd ? (size_t)g->co16 : 0;
-    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.m + k.du + k.bias;
+    k.pro = 3 * (size_t)g->ci16;
+    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.m + k.du + k.bias + k.pro;
     k.mem = arena_alloc(&c->arena, sizeof(float) * k.per_thread * (size_t)cm_threads());
     return k;
 }
 
 typedef struct WinoBufs {
-    float *xt, *yt, *dyt, *dxt, *v, *m, *du, *bias;
+    float *xt, *yt, *dyt, *dxt, *v, *m, *du, *bias, *pro;
 } WinoBufs;
 
 static WinoBufs wino_bufs(const WinoWork *k, int t)
@@ -462,6 +523,7 @@ static WinoBufs wino_bufs(const WinoWork *k, int t)
     b.m = b.v + k->v;
     b.du = b.m + k->m;
     b.bias = b.du + k->du;
+    b.pro = b.bias + k->bias;
     return b;
 }
 
@@ -538,8 +600,8 @@ static const float *sample_bias(const ConvEpilogue *ep, int n, int Cout, float *
     return buf;
 }
 
-static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const float *u,
-                          const ConvEpilogue *ep, float *y)
+static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
+                          const float *u, const ConvEpilogue *ep, float *y)
 {
     int lo, hi;
     share(g->N, &lo, &hi);
@@ -550,9 +612,11 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
     WinoBlock b;
     for (int i = 0; block_at(g, lo, hi, i, &b); i++) {
         if (b.t0 == 0)
-            for (int s = 0; s < b.nb; s++)
-                to_blocked(x + (size_t)(b.n0 + s) * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp,
-                           k->xplane, g->pad, g->pad);
+            for (int s = 0; s < b.nb; s++) {
+                int n = b.n0 + s;
+                to_blocked(x + (size_t)n * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp, k->xplane,
+                           g->pad, g->pad, sample_prologue(pro, n, g->Cin, g->ci16, bf.pro), g->ci16);
+            }
         block_in(g, k, &b, bf.xt, bf.v);
         planes_gemm(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
                     (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
@@ -567,8 +631,8 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
     }
 }
 
-void conv_wino_forward(Ctx *c, const float *x, const float *w, const ConvEpilogue *ep, float *y,
-                       int N, int Cin, int H, int W, int Cout, int pad)
+void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad)
 {
     WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad);
     ArenaMark mark = arena_mark(&c->arena);
@@ -577,14 +641,14 @@ void conv_wino_forward(Ctx *c, const float *x, const float *w, const ConvEpilogu
     weight_planes(w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
     WinoWork k = wino_work(c, &g, true, false, false);
 #pragma omp parallel num_threads(cm_threads())
-    forward_share(&g, &k, x, u, ep, y);
+    forward_share(&g, &k, x, pro, u, ep, y);
     arena_release(&c->arena, mark);
 }
 
 /* dx (when dxt is used) and this thread's dU partial (when du is) for its samples; returns
  * whether the partial was written. */
-static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x, const float *ut,
-                           const float *dy, float *dx, bool dx_fresh)
+static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
+                           const float *ut, const float *dy, float *dx, bool dx_fresh)
 {
     int lo, hi;
     share(g->N, &lo, &hi);
@@ -599,9 +663,11 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
         if (b.t0 == 0)
             for (int s = 0; s < b.nb; s++) {
                 int n = b.n0 + s;
-                to_blocked(dy + n * yout, g->Cout, g->Ho, g->Wo, bf.dyt + s * yslot, 2 * g->tw, k->yplane, 0, 0);
+                to_blocked(dy + n * yout, g->Cout, g->Ho, g->Wo, bf.dyt + s * yslot, 2 * g->tw, k->yplane, 0, 0,
+                           NULL, 0);
                 if (k->xt)
-                    to_blocked(x + n * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp, k->xplane, g->pad, g->pad);
+                    to_blocked(x + n * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp, k->xplane, g->pad,
+                               g->pad, sample_prologue(pro, n, g->Cin, g->ci16, bf.pro), g->ci16);
                 if (k->dxt) memset(bf.dxt + s * xslot, 0, sizeof(float) * xslot);
             }
         int rows = block_tiles(&b);
@@ -624,8 +690,9 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
     return hi > lo;
 }
 
-void conv_wino_backward(Ctx *c, const float *x, const float *w, const float *dy, float *dx,
-                        bool dx_fresh, float *dw, int N, int Cin, int H, int W, int Cout, int pad)
+void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                        const float *dy, float *dx, bool dx_fresh, float *dw, int N, int Cin, int H,
+                        int W, int Cout, int pad)
 {
     if (!dx && !dw) return;
     WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad);
@@ -639,7 +706,7 @@ void conv_wino_backward(Ctx *c, const float *x, const float *w, const float *dy,
     int T = cm_threads();
     bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
 #pragma omp parallel num_threads(T)
-    written[omp_get_thread_num()] = backward_share(&g, &k, x, ut, dy, dx, dx_fresh);
+    written[omp_get_thread_num()] = backward_share(&g, &k, x, pro, ut, dy, dx, dx_fresh);
     if (dw) {
         const ptrdiff_t us = (ptrdiff_t)Cin * g.co16;
 #pragma omp parallel for schedule(static)

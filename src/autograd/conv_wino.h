@@ -28,20 +28,30 @@ typedef struct ConvEpilogue {
     float scale;
 } ConvEpilogue;
 
+/* How a conv may read its input (op_conv2d_fused): x as silu(GN(x)), GN with the statistics
+ * mean, rstd [N * groups] and the per-channel weight w and bias b (either may be NULL). */
+typedef struct ConvPrologue {
+    const float *mean, *rstd, *w, *b;
+    int groups;
+} ConvPrologue;
+
 /* Whether conv2d of these shapes runs here: 3x3, stride 1, at least 16 channels in and out. */
 bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride);
 
 /* Bytes of one thread's transformed tiles per block (tests lower it to force several blocks). */
 extern size_t conv_wino_block_bytes;
 
-/* y [N,Cout,Ho,Wo] = the epilogue of conv(x [N,Cin,H,W], w [Cout,Cin,3,3]), Ho = H + 2 pad - 2. */
-void conv_wino_forward(Ctx *c, const float *x, const float *w, const ConvEpilogue *ep, float *y,
-                       int N, int Cin, int H, int W, int Cout, int pad);
+/* y [N,Cout,Ho,Wo] = the epilogue of conv(pro(x [N,Cin,H,W]), w [Cout,Cin,3,3]),
+ * Ho = H + 2 pad - 2; pro NULL: x as it is. */
+void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad);
 
-/* From dy [N,Cout,Ho,Wo]: dx (NULL: not needed) is written (dx_fresh) or accumulated (+=);
- * dw (NULL: not needed) is accumulated. Each gradient is summed in full before its single store
- * or +=, so two sweeps add exactly the same floats (tensor.h). */
-void conv_wino_backward(Ctx *c, const float *x, const float *w, const float *dy, float *dx,
-                        bool dx_fresh, float *dw, int N, int Cin, int H, int W, int Cout, int pad);
+/* From dy [N,Cout,Ho,Wo]: dx, the gradient of the conv's input pro(x) (NULL: not needed), is
+ * written (dx_fresh) or accumulated (+=); dw (NULL: not needed) is accumulated. Each gradient is
+ * summed in full before its single store or +=, so two sweeps add exactly the same floats
+ * (tensor.h). */
+void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                        const float *dy, float *dx, bool dx_fresh, float *dw, int N, int Cin, int H,
+                        int W, int Cout, int pad);
 
 #endif

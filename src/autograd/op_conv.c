@@ -395,10 +395,28 @@ static void shape_check(const char *what, const Tensor *t, int ndim, const int *
               tensor_shape_str(x, sx, sizeof sx), tensor_shape_str(w, sw, sizeof sw));
 }
 
-Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, Tensor *bn, Tensor *r, float scale,
-                        int stride, int pad)
+/* The saved group-norm statistics of a fused input, as conv_wino's prologue. */
+static ConvPrologue prologue_of(const Tensor *x, const Tensor *nw, const Tensor *nb, int groups,
+                                const float *stats)
+{
+    return (ConvPrologue){stats, stats + (size_t)x->shape[0] * groups, nw ? nw->data : NULL,
+                          nb ? nb->data : NULL, groups};
+}
+
+/* silu(GN(x)) of a fused input in the arena (the im2col path reads its input in full). */
+static float *prologue_apply(Ctx *c, const Tensor *x, const ConvPrologue *p)
+{
+    float *xe = arena_alloc(&c->arena, x->n * sizeof(float));
+    gn_silu_apply(x->data, x->shape[0], x->shape[1], (size_t)x->shape[2] * x->shape[3], p->groups,
+                  p->mean, p->rstd, p->w, p->b, xe);
+    return xe;
+}
+
+Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad, const ConvFusion *f)
 {
     char sx[64], sw[64], sb[64];
+    static const ConvFusion none = {0};
+    if (!f) f = &none;
     CM_ASSERT(x->ndim == 4 && w->ndim == 4 && x->shape[1] == w->shape[1],
               "conv2d: x %s [N,Cin,H,W] and w %s [Cout,Cin,kh,kw] do not match",
               tensor_shape_str(x, sx, sizeof sx), tensor_shape_str(w, sw, sizeof sw));
@@ -410,33 +428,54 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, Tensor *bn, Ten
               "conv2d: kernel %s larger than the padded input %s (pad %d)",
               tensor_shape_str(w, sw, sizeof sw), tensor_shape_str(x, sx, sizeof sx), pad);
     ConvGeom g = conv_geom(x, w, stride, pad);
-    if (bn) shape_check("per-sample bias", bn, 2, SHAPE(g.N, g.Cout), x, w);
-    if (r) shape_check("residual", r, 4, SHAPE(g.N, g.Cout, g.Ho, g.Wo), x, w);
+    if (f->bias) shape_check("per-sample bias", f->bias, 2, SHAPE(g.N, g.Cout), x, w);
+    if (f->residual) shape_check("residual", f->residual, 4, SHAPE(g.N, g.Cout, g.Ho, g.Wo), x, w);
+    const int groups = f->norm_groups;
+    CM_ASSERT(groups >= 0 && (groups == 0 || g.Cin % groups == 0), "conv2d: %d norm groups for %d channels",
+              groups, g.Cin);
+    if (f->norm_weight) shape_check("norm weight", f->norm_weight, 1, SHAPE(g.Cin), x, w);
+    if (f->norm_bias) shape_check("norm bias", f->norm_bias, 1, SHAPE(g.Cin), x, w);
+    const float scale = f->scale != 0.0f ? f->scale : 1.0f;
+
     Tensor *y = TENSOR_NEW(c, g.N, g.Cout, g.Ho, g.Wo);
     c->flops += conv_flops(&g);
-    ConvEpilogue ep = {b ? b->data : NULL, bn ? bn->data : NULL, r ? r->data : NULL, scale};
+    float *stats = NULL;                        /* mean [N*groups], rstd [N*groups]: saved */
+    ConvPrologue pro;
+    if (groups) {
+        stats = arena_alloc(&c->arena, 2 * sizeof(float) * (size_t)g.N * groups);
+        gn_stats(x->data, g.N, g.Cin, (size_t)g.H * g.W, groups, f->norm_eps, stats, stats + (size_t)g.N * groups);
+        pro = prologue_of(x, f->norm_weight, f->norm_bias, groups, stats);
+    }
+    ConvEpilogue ep = {b ? b->data : NULL, f->bias ? f->bias->data : NULL,
+                       f->residual ? f->residual->data : NULL, scale};
+    ArenaMark mark = arena_mark(&c->arena);     /* workspaces below live only inside this call */
     if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
-        conv_wino_forward(c, x->data, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W, g.Cout, g.pad);
+        conv_wino_forward(c, x->data, groups ? &pro : NULL, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W,
+                          g.Cout, g.pad);
     } else {
-        ArenaMark mark = arena_mark(&c->arena);   /* workspaces below live only inside this call */
+        const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
         ConvWork work = conv_work(c, &g, false);
 #pragma omp parallel num_threads(cm_threads())
-        conv_forward_share(&g, &work, x->data, w->data, &ep, y->data);
-        arena_release(&c->arena, mark);
+        conv_forward_share(&g, &work, xin, w->data, &ep, y->data);
     }
+    arena_release(&c->arena, mark);
 
-    TapeEntry *e = tape_record(c, OP_CONV2D, y, 5, (Tensor *[]){x, w, b, bn, r});
+    TapeEntry *e = tape_record(c, OP_CONV2D, y, 7,
+                               (Tensor *[]){x, w, b, f->bias, f->residual, f->norm_weight, f->norm_bias});
     if (e) {
         e->iarg[0] = stride;
         e->iarg[1] = pad;
+        e->iarg[2] = groups;
         e->farg[0] = scale;
+        e->farg[1] = f->norm_eps;
+        e->saved = stats;
     }
     return y;
 }
 
 Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad)
 {
-    return op_conv2d_fused(c, x, w, b, NULL, NULL, 1.0f, stride, pad);
+    return op_conv2d_fused(c, x, w, b, stride, pad, NULL);
 }
 
 /* With S[n, co] = sum over pixels of gs[n, co, :]: db[co] += sum_n S[n, co] and
@@ -506,17 +545,24 @@ static void scaled_copy(float *out, const float *dy, size_t n, float scale, bool
 }
 
 /* The epilogue's backward: gs = scale dy is the gradient of the residual and of the conv's sum
- * (the bias, the per-sample bias and the products). Every gradient is first summed in full in
- * scratch and then added to the existing one in a single +=, so accumulating sweeps add exactly
- * the same floats each time (tensor.h). A gradient that does not exist yet is written directly
- * instead (no zeroing, no extra pass); a fresh residual gradient is gs itself. */
+ * (the bias, the per-sample bias and the products). With a fused GN+SiLU input the conv's input
+ * gradient goes to a workspace and from there through group norm's backward (gn_grad). Every
+ * gradient is first summed in full in scratch and then added to the existing one in a single
+ * +=, so accumulating sweeps add exactly the same floats each time (tensor.h). A gradient that
+ * does not exist yet is written directly instead (no zeroing, no extra pass); a fresh residual
+ * gradient is gs itself. */
 void conv2d_backward(Ctx *c, TapeEntry *e)
 {
     Tensor *x = e->in[0], *w = e->in[1], *b = e->in[2], *bn = e->in[3], *r = e->in[4];
-    float scale = e->farg[0];
+    Tensor *nw = e->in[5], *nb = e->in[6];
+    const int groups = e->iarg[2];
+    const float scale = e->farg[0];
     ConvGeom g = conv_geom(x, w, e->iarg[0], e->iarg[1]);
     const float *dy = e->out->grad, *gs = dy;
-    bool need_x = entry_needs_grad(e, 0), need_w = entry_needs_grad(e, 1);
+    const bool need_x = entry_needs_grad(e, 0), need_w = entry_needs_grad(e, 1);
+    const bool need_nw = nw && entry_needs_grad(e, 5), need_nb = nb && entry_needs_grad(e, 6);
+    /* the gradient of the conv's own input: x, or the fused silu(GN(x)) */
+    const bool need_in = need_x || need_nw || need_nb;
     size_t ny = (size_t)g.N * g.Cout * g.P;
 
     /* Gradients that outlive this call come first, the mark for the workspaces after them. */
@@ -535,40 +581,53 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
     float *gw = need_w ? tensor_grad(c, w) : NULL;
     float *gb = b && entry_needs_grad(e, 2) ? tensor_grad(c, b) : NULL;
     float *gbn = bn && entry_needs_grad(e, 3) ? tensor_grad(c, bn) : NULL;
+    float *gnw = need_nw ? tensor_grad(c, nw) : NULL, *gnb = need_nb ? tensor_grad(c, nb) : NULL;
     ArenaMark mark = arena_mark(&c->arena);     /* workspaces below live only inside this call */
-    if (gs == dy && scale != 1.0f && (gr_acc || gb || gbn || need_x || need_w)) {
+    if (gs == dy && scale != 1.0f && (gr_acc || gb || gbn || need_in || need_w)) {
         float *t = arena_alloc(&c->arena, sizeof(float) * ny);
         scaled_copy(t, dy, ny, scale, false);
         gs = t;
     }
     if (gr_acc) scaled_copy(gr_acc, gs, ny, 1.0f, true);
     if (gb || gbn) bias_backward(&g, gs, gb, gbn);
-    if (!need_x && !need_w) {
+    if (!need_in && !need_w) {
         arena_release(&c->arena, mark);
         return;
     }
-    c->flops += conv_flops(&g) * (need_x + need_w);
+    c->flops += conv_flops(&g) * (need_in + need_w);
+    ConvPrologue pro;
+    float *gin = gx;                            /* where the conv's input gradient goes */
+    bool fresh_in = fresh_x;
+    if (groups) {
+        pro = prologue_of(x, nw, nb, groups, e->saved);
+        gin = need_in ? arena_alloc(&c->arena, x->n * sizeof(float)) : NULL;
+        fresh_in = true;
+    }
     if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
-        conv_wino_backward(c, x->data, w->data, gs, gx, fresh_x, gw, g.N, g.Cin, g.H, g.W, g.Cout, g.pad);
-        arena_release(&c->arena, mark);
-        return;
-    }
-    ConvWork work = conv_work(c, &g, need_w);
-    int T = cm_threads();
-    bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
+        conv_wino_backward(c, x->data, groups ? &pro : NULL, w->data, gs, gin, fresh_in, gw, g.N, g.Cin,
+                           g.H, g.W, g.Cout, g.pad);
+    } else {
+        const float *xin = groups && need_w ? prologue_apply(c, x, &pro) : x->data;
+        ConvWork work = conv_work(c, &g, need_w);
+        int T = cm_threads();
+        bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
 #pragma omp parallel num_threads(T)
-    written[omp_get_thread_num()] =
-        conv_backward_share(&g, &work, x->data, w->data, gs, gx, fresh_x, need_w);
-    if (need_w) {
-        size_t nw = (size_t)g.Cout * g.K;
+        written[omp_get_thread_num()] =
+            conv_backward_share(&g, &work, xin, w->data, gs, gin, fresh_in, need_w);
+        if (need_w) {
+            size_t nw_ = (size_t)g.Cout * g.K;
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < nw; i++) {
-            float s = 0;
-            for (int t = 0; t < T; t++)
-                if (written[t]) s += work_dw(&work, t)[i];
-            gw[i] += s;
+            for (size_t i = 0; i < nw_; i++) {
+                float s = 0;
+                for (int t = 0; t < T; t++)
+                    if (written[t]) s += work_dw(&work, t)[i];
+                gw[i] += s;
+            }
         }
     }
+    if (groups && need_in)
+        gn_grad(c, x->data, g.N, g.Cin, (size_t)g.H * g.W, groups, pro.mean, pro.rstd, pro.w, pro.b, true,
+                gin, gx, fresh_x, gnw, gnb);
     arena_release(&c->arena, mark);
 }
 

@@ -29,7 +29,7 @@
 #include "../common.h"
 
 #define TENSOR_MAX_DIMS 4
-#define TAPE_MAX_INPUTS 5                  /* conv2d_fused: x, w, b, bn, r */
+#define TAPE_MAX_INPUTS 7   /* op_conv2d_fused: x, w, b, bias, residual, norm weight and bias */
 
 typedef struct Tensor {
     float *data;               /* [n] */

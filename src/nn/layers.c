@@ -69,12 +69,12 @@ Tensor *conv2d_forward(Ctx *c, const Conv2d *l, const WeightSet *ws, Tensor *x)
                      l->stride, l->k / 2);
 }
 
-/* scale * (conv(x) + bn[:, :, None, None] + r), bn [N,out] and r may be NULL (op_conv2d_fused). */
-static Tensor *conv2d_forward_fused(Ctx *c, const Conv2d *l, const WeightSet *ws, Tensor *x, Tensor *bn,
-                                    Tensor *r, float scale)
+/* conv(x) with the fusion f (op_conv2d_fused) */
+static Tensor *conv2d_forward_fused(Ctx *c, const Conv2d *l, const WeightSet *ws, Tensor *x,
+                                    const ConvFusion *f)
 {
     return op_conv2d_fused(c, x, layer_param_tensor(c, &l->weight, ws), layer_param_tensor(c, &l->bias, ws),
-                           bn, r, scale, l->stride, l->k / 2);
+                           l->stride, l->k / 2, f);
 }
 
 /* ---- GroupNorm ---- */
@@ -143,7 +143,7 @@ Tensor *attention_forward(Ctx *c, const Attention *l, const WeightSet *ws, Tenso
     Tensor *a = op_softmax(c, op_bmm(c, q, k, true, false));        /* [B,HWq,HWk] = q^T k */
     Tensor *o = op_bmm(c, v, a, false, true);                        /* [B,d,HWq] = v a^T */
     o = op_reshape(c, o, 4, x->shape);
-    return conv2d_forward_fused(c, &l->proj, ws, o, NULL, x, l->skip_scale);   /* (x + proj(o)) s */
+    return conv2d_forward_fused(c, &l->proj, ws, o, &(ConvFusion){.residual = x, .scale = l->skip_scale});
 }
 
 /* ---- Residual block ---- */
@@ -173,16 +173,26 @@ ResBlock resblock_init(ParamSet *ps, const char *prefix, int in, int out, int em
 Tensor *resblock_forward(Ctx *c, const ResBlock *l, const WeightSet *ws, Tensor *x, Tensor *emb,
                          const Rng *dropout_rng, int sample0)
 {
-    /* The embedding's bias and the residual tail are added by the convs as they store their
-     * outputs (op_conv2d_fused): conv1(.) + temb [N,out] per sample and channel, and
-     * (skip + conv2(.)) * skip_scale. */
-    Tensor *h = group_norm_silu_forward(c, &l->norm1, ws, x);
+    /* Two fused convs (op_conv2d_fused): each reads silu(norm(.)) of its input without storing
+     * it, conv1 adds temb [N,out] per sample and channel as it stores its output, conv2 the skip
+     * and the skip scale. Dropout sits between norm2 and conv2, so with dropout norm2 is an op
+     * of its own. */
     Tensor *temb = linear_forward(c, &l->temb, ws, emb);               /* [N,out] */
-    h = conv2d_forward_fused(c, &l->conv1, ws, h, temb, NULL, 1.0f);
-    h = group_norm_silu_forward(c, &l->norm2, ws, h);
-    if (dropout_rng && l->dropout > 0) h = op_dropout(c, h, l->dropout, dropout_rng, sample0);
+    Tensor *h = conv2d_forward_fused(c, &l->conv1, ws, x, &(ConvFusion){
+        .norm_weight = layer_param_tensor(c, &l->norm1.weight, ws),
+        .norm_bias = layer_param_tensor(c, &l->norm1.bias, ws),
+        .norm_groups = l->norm1.groups, .norm_eps = l->norm1.eps, .bias = temb});
     Tensor *skip = l->has_skip ? conv2d_forward(c, &l->skip, ws, x) : x;
-    return conv2d_forward_fused(c, &l->conv2, ws, h, NULL, skip, l->skip_scale);
+    ConvFusion f2 = {.residual = skip, .scale = l->skip_scale};
+    if (dropout_rng && l->dropout > 0) {
+        h = op_dropout(c, group_norm_silu_forward(c, &l->norm2, ws, h), l->dropout, dropout_rng, sample0);
+    } else {
+        f2.norm_weight = layer_param_tensor(c, &l->norm2.weight, ws);
+        f2.norm_bias = layer_param_tensor(c, &l->norm2.bias, ws);
+        f2.norm_groups = l->norm2.groups;
+        f2.norm_eps = l->norm2.eps;
+    }
+    return conv2d_forward_fused(c, &l->conv2, ws, h, &f2);
 }
 
 /* ---- Resampling ---- */
