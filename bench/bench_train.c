@@ -16,11 +16,14 @@
  * Prints one line of key=value fields: side, config, mode, threads, batch, ms (median of the
  * timed iterations), ms_min, img_s (from the median), gflop (model FLOPs of one iteration: the
  * GEMM-shaped ops, counted by the ops themselves, Ctx.flops), rss_mb (peak resident set of this
- * process), arena_mb (the step arena's high-water mark), core (OpenBLAS's kernels). */
+ * process), arena_mb (the step arena's high-water mark), core (OpenBLAS's kernels), cpu_ms (median
+ * process CPU time of the timed iterations, user + system of all threads: the measure to compare
+ * 1-thread runs by on a loaded machine, where wall time counts the time other jobs hold the core). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "nn/optim.h"
 #include "nn/unet.h"
@@ -50,6 +53,13 @@ static UNetConfig bench_config(const char *name)
         exit(CM_EXIT_INPUT);
     }
     return g;
+}
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -170,20 +180,26 @@ int main(int argc, char **argv)
     bench_init(&b, &cfg, batch);
 
     double *t = cm_malloc(sizeof(double) * (size_t)iters), flops = 0;
+    double *cpu = cm_malloc(sizeof(double) * (size_t)iters);
     for (int i = 0; i < warmup + iters; i++) {
-        double f0 = b.ctx.flops, t0 = cm_now();
+        double f0 = b.ctx.flops, t0 = cm_now(), c0 = cpu_now();
         if (train) train_step(&b);
         else sample_step(&b);
-        if (i >= warmup) t[i - warmup] = cm_now() - t0;
+        if (i >= warmup) {
+            t[i - warmup] = cm_now() - t0;
+            cpu[i - warmup] = cpu_now() - c0;
+        }
         flops = b.ctx.flops - f0;
     }
     qsort(t, (size_t)iters, sizeof(double), cmp_double);
+    qsort(cpu, (size_t)iters, sizeof(double), cmp_double);
     double med = iters % 2 ? t[iters / 2] : 0.5 * (t[iters / 2 - 1] + t[iters / 2]);
+    double cpu_med = iters % 2 ? cpu[iters / 2] : 0.5 * (cpu[iters / 2 - 1] + cpu[iters / 2]);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("side=cmlab config=%s mode=%s threads=%d batch=%d ms=%.2f ms_min=%.2f img_s=%.2f "
-           "gflop=%.3f rss_mb=%.1f arena_mb=%.1f core=%s\n",
+           "gflop=%.3f rss_mb=%.1f arena_mb=%.1f core=%s cpu_ms=%.2f\n",
            config, mode, threads, batch, 1e3 * med, 1e3 * t[0], batch / med, flops * 1e-9,
-           ru.ru_maxrss / 1024.0, b.ctx.arena.high_water / 1048576.0, cm_blas_core());
+           ru.ru_maxrss / 1024.0, b.ctx.arena.high_water / 1048576.0, cm_blas_core(), 1e3 * cpu_med);
     return 0;
 }

@@ -272,6 +272,25 @@ static void test_keep(void)
     m = arena_mark(&c.arena);
     Tensor *yg = op_scale(&c, xg, 2.0f, 0.0f);
     CHECK(ctx_keep(&c, m, yg) == yg, "ctx_keep moved a tensor with gradients on");
+    ctx_free(&c);
+
+    /* A pass that overflows the arena (a first step, before the arena has grown): the blocks it
+     * opened are freed and only the kept tensor stays in use. */
+    ctx_init(&c, 1 << 12);
+    ctx_no_grad_begin(&c);
+    m = arena_mark(&c.arena);
+    before = arena_used(&c.arena);
+    x = tensor_wrap(&c, xv, NULL, 2, SHAPE(10, 100), false);
+    y = x;
+    for (int i = 0; i < 5; i++) y = op_scale(&c, y, 2.0f, 1.0f);
+    CHECK(c.arena.extra != NULL, "the test pass did not overflow the 4 KB arena");
+    memcpy(want, y->data, sizeof want);
+    k = ctx_keep(&c, m, y);
+    CHECK(memcmp(k->data, want, sizeof want) == 0, "ctx_keep changed the values kept across overflow");
+    CHECK(arena_used(&c.arena) - before <= 1000 * sizeof(float) + 256,
+          "ctx_keep left %zu bytes in use after an overflowing pass, want about one tensor",
+          arena_used(&c.arena) - before);
+    ctx_no_grad_end(&c);
     free(xv);
     ctx_free(&c);
 }

@@ -1,4 +1,5 @@
-/* test_conv.c: op_conv2d's fast path (im2col + sgemm per thread share, chunked; the 1x1 path)
+/* test_conv.c: op_conv2d's fast paths (im2col + sgemm per thread share, chunked; the 1x1 path;
+ * Winograd F(2x2, 3x3) for 3x3 stride 1 with >= 16 channels, when the build has AVX-512)
  * against the naive direct kernels on awkward shapes and with 1, 2 and 3 threads, forward and
  * every gradient; frozen inputs get no gradient; gradients accumulate exactly across two sweeps;
  * one finite-difference check. */
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/conv_wino.h"
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "fixture.h"
@@ -177,6 +179,53 @@ static void test_chunks(void)
     conv2d_chunk_bytes = saved;
 }
 
+/* Winograd's shapes: channel counts that are not whole vectors of 16 (and column chunks of 1 to
+ * 4 vectors, rows of the register block left over), odd and tiny images (partial tiles, a
+ * single tile), paddings 0, 1, 2; each with 1, 2 and 3 threads (shares of 0 samples included),
+ * with the default block and with blocks small enough to split a sample's tiles, and to group
+ * whole samples. */
+static const Case WINO_CASES[] = {
+    {"wino 16->16 8x8", 3, 16, 8, 8, 16, 3, 3, 1, 1, true, true},
+    {"wino 20->17 odd 9x7", 2, 20, 9, 7, 17, 3, 3, 1, 1, true, false},
+    {"wino 17->48 7x7 p0", 3, 17, 7, 7, 48, 3, 3, 1, 0, true, false},
+    {"wino 33->80 5x6 p2", 2, 33, 5, 6, 80, 3, 3, 1, 2, false, false},
+    {"wino 48->20 1x1 image", 2, 48, 1, 1, 20, 3, 3, 1, 1, true, false},
+    {"wino 16->112 2x3", 1, 16, 2, 3, 112, 3, 3, 1, 1, true, false},
+    {"wino 96->32 14x14", 2, 96, 14, 14, 32, 3, 3, 1, 1, true, true},
+};
+
+static void test_wino(void)
+{
+    if (!conv_wino_usable(16, 16, 3, 3, 1)) {
+        printf("  (this build has no Winograd path: the cases below test im2col)\n");
+    }
+    size_t saved = conv_wino_block_bytes;
+    for (size_t i = 0; i < CM_ARRAY_LEN(WINO_CASES); i++) {
+        const Case *k = &WINO_CASES[i];
+        Data d = data_make(k);
+        /* Budgets (conv_wino.c: blocks of budget / (64 (ci16 + co16)) tiles, at least 16): the
+         * default (whole samples, grouped when small); 1 byte, the 16-tile minimum (splits the
+         * 9x7 and 14x14 samples); 48 tiles (groups of 2-3 samples of 8x8, 9x7, 5x6, 7x7 p0). */
+        size_t v16 = (size_t)(k->Cin + 15) / 16 * 16 + (size_t)(k->Cout + 15) / 16 * 16;
+        size_t budgets[3] = {saved, 1, 48 * 64 * v16};
+        for (int bi = 0; bi < 3; bi++) {
+            conv_wino_block_bytes = budgets[bi];
+            for (int threads = 1; threads <= 3; threads++) {
+                cm_set_threads(threads);
+                printf("  [%d thread%s, block budget %zu bytes]\n", threads, threads > 1 ? "s" : "", budgets[bi]);
+                run_case(&d, true, true, true);
+                if (k->freeze && bi == 0) {
+                    run_case(&d, false, true, true);
+                    run_case(&d, true, false, false);
+                }
+            }
+        }
+        data_free(&d);
+    }
+    conv_wino_block_bytes = saved;
+    cm_set_threads(2);
+}
+
 typedef struct GcArgs { int stride, pad; } GcArgs;
 
 static Tensor *gc_conv(Ctx *c, Tensor **in, void *user)
@@ -213,6 +262,7 @@ int main(void)
     cm_set_threads(1);
     test_chunks();
     cm_set_threads(2);
+    test_wino();
     test_gradcheck();
     return test_summary("conv");
 }

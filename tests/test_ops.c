@@ -15,7 +15,7 @@
  *
  * Slots and arguments (the same table heads tests/torch/ops.py):
  *     op            slots                    iargs                               fargs
- *     conv2d        x, w, [b]                [stride, pad]                       -
+ *     conv2d        x, w, [b], [bn], [r], [nw], [nb]  [stride, pad(, groups)]  [scale(, eps)]
  *     linear        x, w, [b]                -                                   -
  *     matmul        a, b                     -                                   -
  *     bmm           a, b                     [ta, tb]                            -
@@ -89,8 +89,16 @@ static void expect(const Case *k, Tensor *const *in, int need, int max, int niar
 
 static Tensor *run_conv2d(Ctx *c, Tensor *const *in, const Case *k)
 {
-    expect(k, in, 2, 3, 2, 0);
-    return op_conv2d(c, in[0], in[1], in[2], k->iarg[0], k->iarg[1]);
+    bool norm = k->niarg == 3;                 /* iargs [stride, pad, groups], fargs [scale, eps] */
+    expect(k, in, 2, 7, norm ? 3 : 2, norm ? 2 : 1);
+    if (k->nslot <= 3 && k->farg[0] == 1.0f)   /* the plain op, as layers call it */
+        return op_conv2d(c, in[0], in[1], in[2], k->iarg[0], k->iarg[1]);
+    Tensor *slot[7] = {0};
+    for (int i = 0; i < k->nslot; i++) slot[i] = in[i];
+    ConvFusion f = {.bias = slot[3], .residual = slot[4], .scale = k->farg[0],
+                    .norm_weight = slot[5], .norm_bias = slot[6], .norm_groups = norm ? k->iarg[2] : 0,
+                    .norm_eps = norm ? k->farg[1] : 0.0f};
+    return op_conv2d_fused(c, in[0], in[1], in[2], k->iarg[0], k->iarg[1], &f);
 }
 
 static Tensor *run_linear(Ctx *c, Tensor *const *in, const Case *k)

@@ -1,7 +1,11 @@
 /* op_conv.c: 2-D convolution (cross-correlation, as PyTorch's conv2d) forward and backward, and
  * the naive direct kernels the tests compare it with.
  *
- * Fast path: im2col + cblas_sgemm, each thread on its own share of the samples (see
+ * 3x3 stride-1 convolutions with at least 16 channels in and out (nearly all of a U-Net's
+ * FLOPs) go to Winograd F(2x2, 3x3) (conv_wino.c) where the build has AVX-512; the rest, and
+ * every conv of a portable build, take the path below.
+ *
+ * im2col path: im2col + cblas_sgemm, each thread on its own share of the samples (see
  * thread_share for why and what it measured). A thread unfolds a chunk of nb of its samples into
  * col [K = Cin*kh*kw, nb*P] (P = Ho*Wo), nb capped by conv2d_chunk_bytes so that col stays in
  * the core's L2, and runs one single-threaded GEMM over it:
@@ -27,6 +31,8 @@
 
 #include <cblas.h>
 #include <omp.h>
+
+#include "conv_wino.h"
 
 /* Bytes of col per chunk of one thread, about half a core's L2 here: the unfolded chunk is then
  * still in L2 when OpenBLAS packs it. Not static so that tests can shrink it to force several
@@ -311,15 +317,22 @@ static float *work_yc(const ConvWork *w) { return work_col(w) + w->col; }
 static float *work_ph(const ConvWork *w) { return work_yc(w) + w->yc; }
 static float *work_dw(const ConvWork *w, int t) { return w->mem + w->per_thread * (size_t)t + w->col + w->yc + w->ph; }
 
-/* y[n0 + n, co, :] = yc[co, n*P : (n+1)*P] + b[co] (b may be NULL). Serial. */
-static void chunk_to_nchw(const ConvGeom *g, const float *yc, const float *b, int n0, int nb, float *y)
+/* The epilogue's bias of sample n and channel co: b[co] + bn[n, co]. */
+static float epilogue_bias(const ConvGeom *g, const ConvEpilogue *ep, int n, int co)
+{
+    return (ep->b ? ep->b[co] : 0.0f) + (ep->bn ? ep->bn[(size_t)n * g->Cout + co] : 0.0f);
+}
+
+/* y[n0 + n, co, :] = scale ((yc[co, n*P : (n+1)*P] + bias) + r[n0 + n, co, :]). Serial. */
+static void chunk_to_nchw(const ConvGeom *g, const float *yc, const ConvEpilogue *ep, int n0, int nb, float *y)
 {
     for (int n = 0; n < nb; n++)
         for (int co = 0; co < g->Cout; co++) {
             const float *src = yc + (size_t)co * nb * g->P + (size_t)n * g->P;
-            float *dst = y + ((size_t)(n0 + n) * g->Cout + co) * g->P;
-            float bias = b ? b[co] : 0.0f;
-            for (int p = 0; p < g->P; p++) dst[p] = src[p] + bias;
+            size_t off = ((size_t)(n0 + n) * g->Cout + co) * g->P;
+            float *dst = y + off, bias = epilogue_bias(g, ep, n0 + n, co), s = ep->scale;
+            const float *r = ep->r ? ep->r + off : NULL;
+            for (int p = 0; p < g->P; p++) dst[p] = s * ((src[p] + bias) + (r ? r[p] : 0.0f));
         }
 }
 
@@ -332,19 +345,23 @@ static void nchw_to_chunk(const ConvGeom *g, const float *dy, int n0, int nb, fl
                    dy + ((size_t)(n0 + n) * g->Cout + co) * g->P, sizeof(float) * (size_t)g->P);
 }
 
-/* yn [Cout, P] = b[co] per row: the GEMM then accumulates onto it (beta = 1), which spares both
- * OpenBLAS's zeroing pass for beta = 0 and a separate bias pass. */
-static void fill_bias(const ConvGeom *g, const float *b, float *yn)
+/* yn [Cout, P] of sample n = scale (bias + r[n]), for the GEMM to accumulate scale conv onto
+ * (alpha = scale, beta = 1): that spares OpenBLAS's zeroing pass for beta = 0 and a separate
+ * epilogue pass. Returns false (and writes nothing) when the epilogue adds nothing. */
+static bool epilogue_init(const ConvGeom *g, const ConvEpilogue *ep, int n, float *yn)
 {
+    if (!ep->b && !ep->bn && !ep->r) return false;
     for (int co = 0; co < g->Cout; co++) {
-        float *yp = yn + (size_t)co * g->P;
-        for (int p = 0; p < g->P; p++) yp[p] = b[co];
+        float *yp = yn + (size_t)co * g->P, bias = epilogue_bias(g, ep, n, co), s = ep->scale;
+        const float *r = ep->r ? ep->r + ((size_t)n * g->Cout + co) * g->P : NULL;
+        for (int p = 0; p < g->P; p++) yp[p] = s * (bias + (r ? r[p] : 0.0f));
     }
+    return true;
 }
 
-/* y = conv(x) for this thread's share of the samples. */
+/* y = conv(x) with the epilogue, for this thread's share of the samples. */
 static void conv_forward_share(const ConvGeom *g, const ConvWork *w, const float *x, const float *wt,
-                               const float *b, float *y)
+                               const ConvEpilogue *ep, float *y)
 {
     int lo, hi;
     thread_share(g->N, &lo, &hi);
@@ -357,20 +374,49 @@ static void conv_forward_share(const ConvGeom *g, const ConvWork *w, const float
         else im2col(g, x, n0, m, ph, col);
         if (m == 1) {   /* straight into NCHW */
             float *yn = y + (size_t)n0 * g->Cout * g->P;
-            if (b) fill_bias(g, b, yn);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->Cout, ld, g->K, 1.0f, wt, g->K, B,
-                        ld, b ? 1.0f : 0.0f, yn, ld);
+            bool init = epilogue_init(g, ep, n0, yn);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->Cout, ld, g->K, ep->scale, wt, g->K,
+                        B, ld, init ? 1.0f : 0.0f, yn, ld);
         } else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->Cout, ld, g->K, 1.0f, wt, g->K, B,
                         ld, 0.0f, yc, ld);
-            chunk_to_nchw(g, yc, b, n0, m, y);
+            chunk_to_nchw(g, yc, ep, n0, m, y);
         }
     }
 }
 
-Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad)
+static void shape_check(const char *what, const Tensor *t, int ndim, const int *want, const Tensor *x,
+                        const Tensor *w)
+{
+    bool ok = t->ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++) ok = t->shape[d] == want[d];
+    char st[64], sx[64], sw[64];
+    CM_ASSERT(ok, "conv2d: %s %s does not match x %s and w %s", what, tensor_shape_str(t, st, sizeof st),
+              tensor_shape_str(x, sx, sizeof sx), tensor_shape_str(w, sw, sizeof sw));
+}
+
+/* The saved group-norm statistics of a fused input, as conv_wino's prologue. */
+static ConvPrologue prologue_of(const Tensor *x, const Tensor *nw, const Tensor *nb, int groups,
+                                const float *stats)
+{
+    return (ConvPrologue){stats, stats + (size_t)x->shape[0] * groups, nw ? nw->data : NULL,
+                          nb ? nb->data : NULL, groups};
+}
+
+/* silu(GN(x)) of a fused input in the arena (the im2col path reads its input in full). */
+static float *prologue_apply(Ctx *c, const Tensor *x, const ConvPrologue *p)
+{
+    float *xe = arena_alloc(&c->arena, x->n * sizeof(float));
+    gn_silu_apply(x->data, x->shape[0], x->shape[1], (size_t)x->shape[2] * x->shape[3], p->groups,
+                  p->mean, p->rstd, p->w, p->b, xe);
+    return xe;
+}
+
+Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad, const ConvFusion *f)
 {
     char sx[64], sw[64], sb[64];
+    static const ConvFusion none = {0};
+    if (!f) f = &none;
     CM_ASSERT(x->ndim == 4 && w->ndim == 4 && x->shape[1] == w->shape[1],
               "conv2d: x %s [N,Cin,H,W] and w %s [Cout,Cin,kh,kw] do not match",
               tensor_shape_str(x, sx, sizeof sx), tensor_shape_str(w, sw, sizeof sw));
@@ -382,36 +428,72 @@ Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad)
               "conv2d: kernel %s larger than the padded input %s (pad %d)",
               tensor_shape_str(w, sw, sizeof sw), tensor_shape_str(x, sx, sizeof sx), pad);
     ConvGeom g = conv_geom(x, w, stride, pad);
+    if (f->bias) shape_check("per-sample bias", f->bias, 2, SHAPE(g.N, g.Cout), x, w);
+    if (f->residual) shape_check("residual", f->residual, 4, SHAPE(g.N, g.Cout, g.Ho, g.Wo), x, w);
+    const int groups = f->norm_groups;
+    CM_ASSERT(groups >= 0 && (groups == 0 || g.Cin % groups == 0), "conv2d: %d norm groups for %d channels",
+              groups, g.Cin);
+    if (f->norm_weight) shape_check("norm weight", f->norm_weight, 1, SHAPE(g.Cin), x, w);
+    if (f->norm_bias) shape_check("norm bias", f->norm_bias, 1, SHAPE(g.Cin), x, w);
+    const float scale = f->scale != 0.0f ? f->scale : 1.0f;
+
     Tensor *y = TENSOR_NEW(c, g.N, g.Cout, g.Ho, g.Wo);
     c->flops += conv_flops(&g);
-    ArenaMark mark = arena_mark(&c->arena);   /* workspaces below live only inside this call */
-    ConvWork work = conv_work(c, &g, false);
-    const float *bd = b ? b->data : NULL;
+    float *stats = NULL;                        /* mean [N*groups], rstd [N*groups]: saved */
+    ConvPrologue pro;
+    if (groups) {
+        stats = arena_alloc(&c->arena, 2 * sizeof(float) * (size_t)g.N * groups);
+        gn_stats(x->data, g.N, g.Cin, (size_t)g.H * g.W, groups, f->norm_eps, stats, stats + (size_t)g.N * groups);
+        pro = prologue_of(x, f->norm_weight, f->norm_bias, groups, stats);
+    }
+    ConvEpilogue ep = {b ? b->data : NULL, f->bias ? f->bias->data : NULL,
+                       f->residual ? f->residual->data : NULL, scale};
+    ArenaMark mark = arena_mark(&c->arena);     /* workspaces below live only inside this call */
+    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
+        conv_wino_forward(c, x->data, groups ? &pro : NULL, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W,
+                          g.Cout, g.pad);
+    } else {
+        const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
+        ConvWork work = conv_work(c, &g, false);
 #pragma omp parallel num_threads(cm_threads())
-    conv_forward_share(&g, &work, x->data, w->data, bd, y->data);
+        conv_forward_share(&g, &work, xin, w->data, &ep, y->data);
+    }
     arena_release(&c->arena, mark);
 
-    TapeEntry *e = tape_record(c, OP_CONV2D, y, b ? 3 : 2, (Tensor *[]){x, w, b});
+    TapeEntry *e = tape_record(c, OP_CONV2D, y, 7,
+                               (Tensor *[]){x, w, b, f->bias, f->residual, f->norm_weight, f->norm_bias});
     if (e) {
         e->iarg[0] = stride;
         e->iarg[1] = pad;
+        e->iarg[2] = groups;
+        e->farg[0] = scale;
+        e->farg[1] = f->norm_eps;
+        e->saved = stats;
     }
     return y;
 }
 
-/* db[co] += sum over samples and pixels of dy[n, co, :]; one thread per channel. */
-static void bias_backward(const ConvGeom *g, const float *dy, float *db)
+Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad)
+{
+    return op_conv2d_fused(c, x, w, b, stride, pad, NULL);
+}
+
+/* With S[n, co] = sum over pixels of gs[n, co, :]: db[co] += sum_n S[n, co] and
+ * dbn[n, co] += S[n, co] (either may be NULL); one thread per channel, samples in order. */
+static void bias_backward(const ConvGeom *g, const float *gs, float *db, float *dbn)
 {
 #pragma omp parallel for schedule(static)
     for (int co = 0; co < g->Cout; co++) {
         double s = 0;
         for (int n = 0; n < g->N; n++) {
-            const float *p = dy + ((size_t)n * g->Cout + co) * g->P;
+            const float *p = gs + ((size_t)n * g->Cout + co) * g->P;
             float t = 0;
+#pragma omp simd reduction(+ : t)
             for (int i = 0; i < g->P; i++) t += p[i];
+            if (dbn) dbn[(size_t)n * g->Cout + co] += t;
             s += t;
         }
-        db[co] += (float)s;
+        if (db) db[co] += (float)s;
     }
 }
 
@@ -455,41 +537,97 @@ static bool conv_backward_share(const ConvGeom *g, const ConvWork *w, const floa
     return need_w && hi > lo;
 }
 
-/* Every gradient is first summed in full in scratch and then added to the existing one in a
- * single +=, so accumulating sweeps add exactly the same floats each time (tensor.h). A gradient
- * that does not exist yet is written directly instead (no zeroing, no extra pass). */
+/* out (=, or += when acc) scale * dy, over n floats; parallel. */
+static void scaled_copy(float *out, const float *dy, size_t n, float scale, bool acc)
+{
+#pragma omp parallel for schedule(static) if (n >= 32768)
+    for (size_t i = 0; i < n; i++) out[i] = (acc ? out[i] : 0.0f) + scale * dy[i];
+}
+
+/* The epilogue's backward: gs = scale dy is the gradient of the residual and of the conv's sum
+ * (the bias, the per-sample bias and the products). With a fused GN+SiLU input the conv's input
+ * gradient goes to a workspace and from there through group norm's backward (gn_grad). Every
+ * gradient is first summed in full in scratch and then added to the existing one in a single
+ * +=, so accumulating sweeps add exactly the same floats each time (tensor.h). A gradient that
+ * does not exist yet is written directly instead (no zeroing, no extra pass); a fresh residual
+ * gradient is gs itself. */
 void conv2d_backward(Ctx *c, TapeEntry *e)
 {
-    Tensor *x = e->in[0], *w = e->in[1], *b = e->nin > 2 ? e->in[2] : NULL;
+    Tensor *x = e->in[0], *w = e->in[1], *b = e->in[2], *bn = e->in[3], *r = e->in[4];
+    Tensor *nw = e->in[5], *nb = e->in[6];
+    const int groups = e->iarg[2];
+    const float scale = e->farg[0];
     ConvGeom g = conv_geom(x, w, e->iarg[0], e->iarg[1]);
-    const float *dy = e->out->grad;
-    bool need_x = entry_needs_grad(e, 0), need_w = entry_needs_grad(e, 1);
+    const float *dy = e->out->grad, *gs = dy;
+    const bool need_x = entry_needs_grad(e, 0), need_w = entry_needs_grad(e, 1);
+    const bool need_nw = nw && entry_needs_grad(e, 5), need_nb = nb && entry_needs_grad(e, 6);
+    /* the gradient of the conv's own input: x, or the fused silu(GN(x)) */
+    const bool need_in = need_x || need_nw || need_nb;
+    size_t ny = (size_t)g.N * g.Cout * g.P;
 
-    if (b && entry_needs_grad(e, 2)) bias_backward(&g, dy, tensor_grad(c, b));
-    if (!need_x && !need_w) return;
-    c->flops += conv_flops(&g) * (need_x + need_w);
-    /* A fresh dx (no gradient yet) is written, not accumulated: no zeroing pass. */
-    bool fresh_x = need_x && !x->grad;
+    /* Gradients that outlive this call come first, the mark for the workspaces after them. */
+    float *gr_acc = NULL;                       /* r's existing gradient, added to below */
+    if (r && entry_needs_grad(e, 4)) {
+        if (!r->grad && r != x) {               /* (r == x: dx would accumulate into gs) */
+            scaled_copy(tensor_grad_fresh(c, r), dy, ny, scale, false);
+            gs = r->grad;
+        } else {
+            gr_acc = tensor_grad(c, r);
+        }
+    }
+    bool fresh_x = need_x && !x->grad;          /* written, not accumulated: no zeroing pass */
     if (fresh_x) tensor_grad_fresh(c, x);
     float *gx = need_x ? x->grad : NULL;
     float *gw = need_w ? tensor_grad(c, w) : NULL;
-    ArenaMark mark = arena_mark(&c->arena);   /* workspaces below live only inside this call */
-    ConvWork work = conv_work(c, &g, need_w);
-    int T = cm_threads();
-    bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
+    float *gb = b && entry_needs_grad(e, 2) ? tensor_grad(c, b) : NULL;
+    float *gbn = bn && entry_needs_grad(e, 3) ? tensor_grad(c, bn) : NULL;
+    float *gnw = need_nw ? tensor_grad(c, nw) : NULL, *gnb = need_nb ? tensor_grad(c, nb) : NULL;
+    ArenaMark mark = arena_mark(&c->arena);     /* workspaces below live only inside this call */
+    if (gs == dy && scale != 1.0f && (gr_acc || gb || gbn || need_in || need_w)) {
+        float *t = arena_alloc(&c->arena, sizeof(float) * ny);
+        scaled_copy(t, dy, ny, scale, false);
+        gs = t;
+    }
+    if (gr_acc) scaled_copy(gr_acc, gs, ny, 1.0f, true);
+    if (gb || gbn) bias_backward(&g, gs, gb, gbn);
+    if (!need_in && !need_w) {
+        arena_release(&c->arena, mark);
+        return;
+    }
+    c->flops += conv_flops(&g) * (need_in + need_w);
+    ConvPrologue pro;
+    float *gin = gx;                            /* where the conv's input gradient goes */
+    bool fresh_in = fresh_x;
+    if (groups) {
+        pro = prologue_of(x, nw, nb, groups, e->saved);
+        gin = need_in ? arena_alloc(&c->arena, x->n * sizeof(float)) : NULL;
+        fresh_in = true;
+    }
+    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
+        conv_wino_backward(c, x->data, groups ? &pro : NULL, w->data, gs, gin, fresh_in, gw, g.N, g.Cin,
+                           g.H, g.W, g.Cout, g.pad);
+    } else {
+        const float *xin = groups && need_w ? prologue_apply(c, x, &pro) : x->data;
+        ConvWork work = conv_work(c, &g, need_w);
+        int T = cm_threads();
+        bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
 #pragma omp parallel num_threads(T)
-    written[omp_get_thread_num()] =
-        conv_backward_share(&g, &work, x->data, w->data, dy, gx, fresh_x, need_w);
-    if (need_w) {
-        size_t nw = (size_t)g.Cout * g.K;
+        written[omp_get_thread_num()] =
+            conv_backward_share(&g, &work, xin, w->data, gs, gin, fresh_in, need_w);
+        if (need_w) {
+            size_t nw_ = (size_t)g.Cout * g.K;
 #pragma omp parallel for schedule(static)
-        for (size_t i = 0; i < nw; i++) {
-            float s = 0;
-            for (int t = 0; t < T; t++)
-                if (written[t]) s += work_dw(&work, t)[i];
-            gw[i] += s;
+            for (size_t i = 0; i < nw_; i++) {
+                float s = 0;
+                for (int t = 0; t < T; t++)
+                    if (written[t]) s += work_dw(&work, t)[i];
+                gw[i] += s;
+            }
         }
     }
+    if (groups && need_in)
+        gn_grad(c, x->data, g.N, g.Cin, (size_t)g.H * g.W, groups, pro.mean, pro.rstd, pro.w, pro.b, true,
+                gin, gx, fresh_x, gnw, gnb);
     arena_release(&c->arena, mark);
 }
 

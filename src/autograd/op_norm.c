@@ -54,7 +54,68 @@ static void gn_check(const char *op, const Tensor *x, const Tensor *weight, cons
                   tensor_shape_str(x, sx, sizeof sx));
 }
 
-/* y = GN(x) (silu: y = silu(GN(x))); fills the saved stats. */
+/* mean and rstd of one group xg [m]. One pass, in double: var = E[x^2] - E[x]^2 loses about
+ * log10((mean/std)^2) of double's 16 digits, so it keeps float's 7 until |mean| / std nears
+ * 10^4.5, and beyond that the float data themselves have no digits left to lose (a float32
+ * two-pass is what it replaces; ops.py's mean_200_std_2 case checks it). omp simd reductions:
+ * lanes summed in a fixed order, so the bits do not depend on the thread count or the run. */
+static void group_stats(const float *xg, size_t m, float eps, float *mean, float *rstd)
+{
+    double s = 0, q = 0;
+#pragma omp simd reduction(+ : s, q)
+    for (size_t k = 0; k < m; k++) {
+        double v = xg[k];
+        s += v;
+        q += v * v;
+    }
+    double mu = s / (double)m, var = CM_MAX(0.0, q / (double)m - mu * mu);
+    *mean = (float)mu;
+    *rstd = (float)(1.0 / sqrt(var + (double)eps));
+}
+
+/* yg = GN(xg) (silu: silu(GN(xg))) for group g of one sample, Cg channels of S. */
+static void group_apply(const float *xg, int g, int Cg, size_t S, float mu, float r, const float *w,
+                        const float *b, bool silu, float *yg)
+{
+    for (int j = 0; j < Cg; j++) {
+        int ch = g * Cg + j;
+        /* y = (x - mean) * (rstd w) + b. Not x * scale + (b - mean scale): when |mean| >> std
+         * that form rounds x * scale at the magnitude of the mean and cancels afterwards. */
+        float scale = r * (w ? w[ch] : 1.0f), shift = b ? b[ch] : 0.0f;
+        const float *xc = xg + (size_t)j * S;
+        float *yc = yg + (size_t)j * S;
+        if (silu) {
+#pragma omp simd
+            for (size_t k = 0; k < S; k++) {
+                float u = (xc[k] - mu) * scale + shift;
+                yc[k] = u * cm_sigmoidf(u);
+            }
+        } else {
+#pragma omp simd
+            for (size_t k = 0; k < S; k++) yc[k] = (xc[k] - mu) * scale + shift;
+        }
+    }
+}
+
+void gn_stats(const float *x, int N, int C, size_t S, int groups, float eps, float *mean, float *rstd)
+{
+    size_t m = (size_t)(C / groups) * S;
+#pragma omp parallel for schedule(static) if ((size_t)N * C * S >= PAR_MIN)
+    for (int ng = 0; ng < N * groups; ng++) group_stats(x + (size_t)ng * m, m, eps, &mean[ng], &rstd[ng]);
+}
+
+void gn_silu_apply(const float *x, int N, int C, size_t S, int groups, const float *mean,
+                   const float *rstd, const float *w, const float *b, float *y)
+{
+    int Cg = C / groups;
+    size_t m = (size_t)Cg * S;
+#pragma omp parallel for schedule(static) if ((size_t)N * C * S >= PAR_MIN)
+    for (int ng = 0; ng < N * groups; ng++)
+        group_apply(x + (size_t)ng * m, ng % groups, Cg, S, mean[ng], rstd[ng], w, b, true, y + (size_t)ng * m);
+}
+
+/* y = GN(x) (silu: y = silu(GN(x))); fills the saved stats. Each group's statistics and output
+ * in one go, while the group is in L1. */
 static Tensor *gn_forward(Ctx *c, OpKind op, Tensor *x, Tensor *weight, Tensor *bias, int groups,
                           float eps, bool silu)
 {
@@ -70,40 +131,8 @@ static Tensor *gn_forward(Ctx *c, OpKind op, Tensor *x, Tensor *weight, Tensor *
 #pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
     for (int ng = 0; ng < d.N * d.G; ng++) {
         const float *xg = x->data + (size_t)ng * m;   /* a group is contiguous: Cg channels of S */
-        /* omp simd reductions: lanes summed in a fixed order, so the bits do not depend on
-         * the thread count or the run. */
-        double s = 0;
-#pragma omp simd reduction(+ : s)
-        for (size_t k = 0; k < m; k++) s += xg[k];
-        double mu = s / (double)m;
-        /* Two passes: the one-pass E[x^2] - E[x]^2 cancels catastrophically when |mean| >> std. */
-        double v = 0;
-#pragma omp simd reduction(+ : v)
-        for (size_t k = 0; k < m; k++) v += (xg[k] - mu) * (xg[k] - mu);
-        float muf = (float)mu, r = (float)(1.0 / sqrt(v / (double)m + (double)eps));
-        mean[ng] = muf;
-        rstd[ng] = r;
-
-        int g = ng % d.G;
-        float *yg = y->data + (size_t)ng * m;
-        for (int j = 0; j < d.Cg; j++) {
-            int ch = g * d.Cg + j;
-            /* y = (x - mean) * (rstd w) + b. Not x * scale + (b - mean scale): when |mean| >> std
-             * that form rounds x * scale at the magnitude of the mean and cancels afterwards. */
-            float scale = r * (w ? w[ch] : 1.0f), shift = b ? b[ch] : 0.0f;
-            const float *xc = xg + (size_t)j * d.S;
-            float *yc = yg + (size_t)j * d.S;
-            if (silu) {
-#pragma omp simd
-                for (size_t k = 0; k < d.S; k++) {
-                    float u = (xc[k] - muf) * scale + shift;
-                    yc[k] = u * cm_sigmoidf(u);
-                }
-            } else {
-#pragma omp simd
-                for (size_t k = 0; k < d.S; k++) yc[k] = (xc[k] - muf) * scale + shift;
-            }
-        }
+        group_stats(xg, m, eps, &mean[ng], &rstd[ng]);
+        group_apply(xg, ng % d.G, d.Cg, d.S, mean[ng], rstd[ng], w, b, silu, y->data + (size_t)ng * m);
     }
 
     TapeEntry *e = tape_record(c, op, y, 3, (Tensor *[]){x, weight, bias});
@@ -140,45 +169,41 @@ Tensor *op_group_norm_silu(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int 
  * gu = gy silu'(u) = gy s (1 + u (1 - s)), s = sigmoid(u), with u recomputed from x and the
  * saved statistics (the GN output is never stored). The first pass writes gu to a workspace
  * and forms A and B from it; the second reads it. */
-static void gn_backward(Ctx *c, TapeEntry *e, bool silu)
+void gn_grad(Ctx *c, const float *x, int N, int C, size_t S, int groups, const float *mean,
+             const float *rstd, const float *w, const float *b, bool silu, const float *gy, float *gx,
+             bool fresh_x, float *gw, float *gb)
 {
-    Tensor *x = e->in[0], *weight = e->in[1], *bias = e->in[2];
-    bool need_x = entry_needs_grad(e, 0), need_w = entry_needs_grad(e, 1),
-         need_b = entry_needs_grad(e, 2);
-    GnDims d = gn_dims(x, e->iarg[0]);
-    size_t m = (size_t)d.Cg * d.S;
-    const float *mean = e->saved, *rstd = mean + (size_t)d.N * d.G;
-    const float *w = weight ? weight->data : NULL, *b = bias ? bias->data : NULL;
-    float *gx = need_x ? tensor_grad(c, x) : NULL;
-    float *gw = need_w ? tensor_grad(c, weight) : NULL;
-    float *gb = need_b ? tensor_grad(c, bias) : NULL;
+    GnDims d = {.N = N, .C = C, .G = groups, .Cg = C / groups, .S = S};
+    size_t m = (size_t)d.Cg * d.S, total = (size_t)N * C * S;
     ArenaMark mark = arena_mark(&c->arena);
-    const float *gy = e->out->grad;
-    float *gu = silu ? arena_alloc(&c->arena, x->n * sizeof(float)) : NULL;
+    float *gu = silu ? arena_alloc(&c->arena, total * sizeof(float)) : NULL;
 
     /* Per-(n,c) sums A (gy*xhat) and B (gy), gy := gu for silu. */
     double *A = arena_alloc(&c->arena, 2 * (size_t)d.N * d.C * sizeof(double));
     double *B = A + (size_t)d.N * d.C;
-#pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (total >= PAR_MIN)
     for (int nc = 0; nc < d.N * d.C; nc++) {
         int ng = (nc / d.C) * d.G + (nc % d.C) / d.Cg, ch = nc % d.C;
         float mu = mean[ng], r = rstd[ng];
-        const float *xc = x->data + (size_t)nc * d.S, *gc = gy + (size_t)nc * d.S;
+        const float *xc = x + (size_t)nc * d.S, *gc = gy + (size_t)nc * d.S;
+        double sa = 0, sb = 0;
         if (silu) {
             float scale = r * (w ? w[ch] : 1.0f), shift = b ? b[ch] : 0.0f;
             float *guc = gu + (size_t)nc * d.S;
-#pragma omp simd
-            for (size_t k = 0; k < d.S; k++) {
-                float u = (xc[k] - mu) * scale + shift, s = cm_sigmoidf(u);
-                guc[k] = gc[k] * (s * (1.0f + u * (1.0f - s)));
-            }
-            gc = guc;
-        }
-        double sa = 0, sb = 0;
 #pragma omp simd reduction(+ : sa, sb)
-        for (size_t k = 0; k < d.S; k++) {
-            sa += gc[k] * ((xc[k] - mu) * r);
-            sb += gc[k];
+            for (size_t k = 0; k < d.S; k++) {
+                float xhat = (xc[k] - mu) * r, u = (xc[k] - mu) * scale + shift, s = cm_sigmoidf(u);
+                float g = gc[k] * (s * (1.0f + u * (1.0f - s)));
+                guc[k] = g;
+                sa += g * xhat;
+                sb += g;
+            }
+        } else {
+#pragma omp simd reduction(+ : sa, sb)
+            for (size_t k = 0; k < d.S; k++) {
+                sa += gc[k] * ((xc[k] - mu) * r);
+                sb += gc[k];
+            }
         }
         A[nc] = sa;
         B[nc] = sb;
@@ -198,7 +223,7 @@ static void gn_backward(Ctx *c, TapeEntry *e, bool silu)
     }
 
     if (gx) {
-#pragma omp parallel for schedule(static) if (x->n >= PAR_MIN)
+#pragma omp parallel for schedule(static) if (total >= PAR_MIN)
         for (int ng = 0; ng < d.N * d.G; ng++) {
             int n = ng / d.G, g = ng % d.G;
             float mu = mean[ng], r = rstd[ng];
@@ -214,17 +239,39 @@ static void gn_backward(Ctx *c, TapeEntry *e, bool silu)
                 int ch = g * d.Cg + j;
                 float wc = w ? w[ch] : 1.0f;
                 size_t off = (size_t)ng * m + (size_t)j * d.S;
-                const float *xc = x->data + off, *gc = gy + off;
+                const float *xc = x + off, *gc = gy + off;
                 float *dxc = gx + off;
+                if (fresh_x) {
 #pragma omp simd
-                for (size_t k = 0; k < d.S; k++) {
-                    float xhat = (xc[k] - mu) * r;
-                    dxc[k] += r * (gc[k] * wc - mean_g - xhat * mean_gx);
+                    for (size_t k = 0; k < d.S; k++) {
+                        float xhat = (xc[k] - mu) * r;
+                        dxc[k] = r * (gc[k] * wc - mean_g - xhat * mean_gx);
+                    }
+                } else {
+#pragma omp simd
+                    for (size_t k = 0; k < d.S; k++) {
+                        float xhat = (xc[k] - mu) * r;
+                        dxc[k] += r * (gc[k] * wc - mean_g - xhat * mean_gx);
+                    }
                 }
             }
         }
     }
     arena_release(&c->arena, mark);
+}
+
+static void gn_backward(Ctx *c, TapeEntry *e, bool silu)
+{
+    Tensor *x = e->in[0], *weight = e->in[1], *bias = e->in[2];
+    GnDims d = gn_dims(x, e->iarg[0]);
+    const float *mean = e->saved, *rstd = mean + (size_t)d.N * d.G;
+    /* A fresh dx is written, not accumulated: no zeroing pass. */
+    bool fresh_x = entry_needs_grad(e, 0) && !x->grad;
+    float *gx = !entry_needs_grad(e, 0) ? NULL : fresh_x ? tensor_grad_fresh(c, x) : x->grad;
+    float *gw = entry_needs_grad(e, 1) ? tensor_grad(c, weight) : NULL;
+    float *gb = entry_needs_grad(e, 2) ? tensor_grad(c, bias) : NULL;
+    gn_grad(c, x->data, d.N, d.C, d.S, d.G, mean, rstd, weight ? weight->data : NULL,
+            bias ? bias->data : NULL, silu, e->out->grad, gx, fresh_x, gw, gb);
 }
 
 void group_norm_backward(Ctx *c, TapeEntry *e) { gn_backward(c, e, false); }

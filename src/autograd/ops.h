@@ -1,7 +1,8 @@
 /* ops.h: every differentiable op, the op table, and the reference kernels tests compare with.
  *
  * Each op family lives in one file with its forward and backward side by side:
- *   op_conv.c        conv2d (im2col + sgemm; a naive reference kernel for tests)
+ *   op_conv.c        conv2d (im2col + sgemm, or Winograd F(2x2, 3x3) in conv_wino.c for 3x3
+ *                    stride 1; a naive reference kernel for tests)
  *   op_matmul.c      linear, matmul, batched matmul
  *   op_norm.c        group norm (alone and fused with a following SiLU), softmax
  *   op_elementwise.c add/sub/mul/div (broadcasting), scale, exp/log/sin/cos/sqrt/pow,
@@ -69,6 +70,24 @@ extern const OpInfo OPS[OP_COUNT];
 /* x [N,Cin,H,W], w [Cout,Cin,kh,kw], b [Cout] or NULL -> [N,Cout,Ho,Wo],
  * Ho = (H + 2*pad - kh)/stride + 1. */
 Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad);
+/* What conv2d can fuse around its products (op_conv2d_fused). Zero-initialise, then set:
+ *   input   norm_groups > 0: the conv reads silu(group_norm(x)) with norm_groups groups,
+ *           norm_weight and norm_bias [Cin] (either may be NULL) and norm_eps, as
+ *           op_group_norm_silu computes it; it is never stored (the backward recomputes it);
+ *   output  y = scale * (conv + b + bias[:, :, None, None] + residual), bias [N,Cout] (a
+ *           per-sample bias: the time embedding's projection) and residual [N,Cout,Ho,Wo] may be
+ *           NULL; a scale of 0 means 1.
+ * A residual block's GN+SiLU -> conv1 -> + temb and GN+SiLU -> conv2 -> (+ skip) * skip_scale are
+ * then two ops, and its normalised activations are never stored. */
+typedef struct ConvFusion {
+    Tensor *norm_weight, *norm_bias;
+    int norm_groups;
+    float norm_eps;
+    Tensor *bias, *residual;
+    float scale;
+} ConvFusion;
+/* op_conv2d is this with f NULL (the same op, OP_CONV2D). */
+Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad, const ConvFusion *f);
 /* Bytes of the im2col workspace per chunk of samples (tests lower it to force several chunks). */
 extern size_t conv2d_chunk_bytes;
 /* Naive direct kernels (the reference the fast path is tested against). dx/dw/db may be NULL. */
@@ -94,6 +113,18 @@ Tensor *op_group_norm(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int group
 Tensor *op_group_norm_silu(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int groups, float eps);
 /* softmax over the last dim */
 Tensor *op_softmax(Ctx *c, Tensor *x);
+/* Group norm's kernels, for ops that fuse silu(group_norm(x)) into their input
+ * (op_conv2d_fused), on x [N,C,S] with `groups` groups:
+ *   gn_stats       mean, rstd [N*groups];
+ *   gn_silu_apply  y = silu(GN(x)) with weight w and bias b (either may be NULL);
+ *   gn_grad        the backward from gy = dL/dy (silu: y = silu(GN(x)), else GN(x)): dx written
+ *                  (fresh_x) or accumulated, dw and db accumulated; each may be NULL. */
+void gn_stats(const float *x, int N, int C, size_t S, int groups, float eps, float *mean, float *rstd);
+void gn_silu_apply(const float *x, int N, int C, size_t S, int groups, const float *mean,
+                   const float *rstd, const float *w, const float *b, float *y);
+void gn_grad(Ctx *c, const float *x, int N, int C, size_t S, int groups, const float *mean,
+             const float *rstd, const float *w, const float *b, bool silu, const float *gy, float *gx,
+             bool fresh_x, float *gw, float *gb);
 
 /* ---- op_elementwise.c ---- */
 Tensor *op_add(Ctx *c, Tensor *a, Tensor *b);   /* broadcasting */

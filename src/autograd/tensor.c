@@ -155,23 +155,46 @@ void ctx_no_grad_end(Ctx *c)
 
 bool ctx_grad_enabled(const Ctx *c) { return c->no_grad_depth == 0; }
 
+/* Whether p was handed out after m: in the main block past the mark, in an overflow block
+ * opened since, or in the mark's own overflow block past its fill then. */
+static bool arena_since(const Arena *a, ArenaMark m, const void *p)
+{
+    const char *q = p;
+    if (q >= a->base + m.used && q < a->base + a->used) return true;
+    for (const ArenaBlock *b = a->extra; b; b = b->next) {
+        size_t from = b == m.extra ? m.extra_block_used : 0;
+        if (q >= b->mem + from && q < b->mem + b->used) return true;
+        if (b == m.extra) break;
+    }
+    return false;
+}
+
 Tensor *ctx_keep(Ctx *c, ArenaMark m, Tensor *t)
 {
     Arena *a = &c->arena;
-    if (ctx_grad_enabled(c) || a->extra != m.extra) return t;
-    /* The block allocations since m went to: the newest overflow block, or the main block. */
-    const char *lo = a->extra ? a->extra->mem + m.extra_block_used : a->base + m.used;
-    const char *hi = a->extra ? a->extra->mem + a->extra->used : a->base + a->used;
-    const char *src = (const char *)t->data;
-    if (src < lo || src >= hi) return t;
+    if (ctx_grad_enabled(c) || !arena_since(a, m, t->data)) return t;
     int ndim = t->ndim, shape[TENSOR_MAX_DIMS];
     size_t bytes = t->n * sizeof(float);
     memcpy(shape, t->shape, sizeof shape);
+    const char *src = (const char *)t->data;
+    if (a->extra == m.extra) {
+        /* No block was opened since m (the usual case once the arena has grown to the step's
+         * size), so releasing frees no memory and src stays valid: move the data down (memmove:
+         * the regions may overlap), then allocate the header after it. */
+        arena_release(a, m);
+        float *dst = arena_alloc(a, bytes);
+        memmove(dst, src, bytes);
+        return tensor_wrap(c, dst, NULL, ndim, shape, false);
+    }
+    /* The pass overflowed into blocks of its own (the arena is still growing, say in the first
+     * step): keep the values aside while those blocks are freed, so that even then a no-grad pass
+     * holds only what it keeps. */
+    float *tmp = cm_malloc(bytes);
+    memcpy(tmp, src, bytes);
     arena_release(a, m);
-    /* Data first: it lands at lo <= src (it fitted there before), so memmove is safe; the
-     * header goes after it. */
     float *dst = arena_alloc(a, bytes);
-    memmove(dst, src, bytes);
+    memcpy(dst, tmp, bytes);
+    free(tmp);
     return tensor_wrap(c, dst, NULL, ndim, shape, false);
 }
 

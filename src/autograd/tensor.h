@@ -29,7 +29,7 @@
 #include "../common.h"
 
 #define TENSOR_MAX_DIMS 4
-#define TAPE_MAX_INPUTS 4
+#define TAPE_MAX_INPUTS 7   /* op_conv2d_fused: x, w, b, bias, residual, norm weight and bias */
 
 typedef struct Tensor {
     float *data;               /* [n] */
@@ -111,9 +111,9 @@ void ctx_no_grad_end(Ctx *c);
 bool ctx_grad_enabled(const Ctx *c);
 /* In a no-grad scope nothing needs a pass's intermediates once its output exists: frees
  * everything allocated since m except t's values, which move down to m, and returns t's new
- * tensor (a leaf without gradient). Returns t unchanged where that is not possible or not
- * wanted: grad mode on, arena overflow blocks since m, or t's data not allocated after m. Every
- * other tensor allocated after m is gone. */
+ * tensor (a leaf without gradient); overflow blocks opened since m are freed too. Returns t
+ * unchanged where that is not possible or not wanted: grad mode on, or t's data not allocated
+ * after m. Every other tensor allocated after m is gone. */
 Tensor *ctx_keep(Ctx *c, ArenaMark m, Tensor *t);
 
 /* Thread count of both OpenMP loops and OpenBLAS's GEMMs (one owner: see STYLE.md 9). */

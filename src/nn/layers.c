@@ -35,12 +35,6 @@ int layers_gn_groups(int channels)
     return g;
 }
 
-/* (x) * s, skipping the op when s is 1 */
-static Tensor *scale_by(Ctx *c, Tensor *x, float s)
-{
-    return s == 1.0f ? x : op_scale(c, x, s, 0.0f);
-}
-
 /* ---- Linear ---- */
 
 Linear linear_init(ParamSet *ps, const char *prefix, int in, int out, bool bias, float init_scale)
@@ -73,6 +67,14 @@ Tensor *conv2d_forward(Ctx *c, const Conv2d *l, const WeightSet *ws, Tensor *x)
 {
     return op_conv2d(c, x, layer_param_tensor(c, &l->weight, ws), layer_param_tensor(c, &l->bias, ws),
                      l->stride, l->k / 2);
+}
+
+/* conv(x) with the fusion f (op_conv2d_fused) */
+static Tensor *conv2d_forward_fused(Ctx *c, const Conv2d *l, const WeightSet *ws, Tensor *x,
+                                    const ConvFusion *f)
+{
+    return op_conv2d_fused(c, x, layer_param_tensor(c, &l->weight, ws), layer_param_tensor(c, &l->bias, ws),
+                           l->stride, l->k / 2, f);
 }
 
 /* ---- GroupNorm ---- */
@@ -141,7 +143,7 @@ Tensor *attention_forward(Ctx *c, const Attention *l, const WeightSet *ws, Tenso
     Tensor *a = op_softmax(c, op_bmm(c, q, k, true, false));        /* [B,HWq,HWk] = q^T k */
     Tensor *o = op_bmm(c, v, a, false, true);                        /* [B,d,HWq] = v a^T */
     o = op_reshape(c, o, 4, x->shape);
-    return scale_by(c, op_add(c, x, conv2d_forward(c, &l->proj, ws, o)), l->skip_scale);
+    return conv2d_forward_fused(c, &l->proj, ws, o, &(ConvFusion){.residual = x, .scale = l->skip_scale});
 }
 
 /* ---- Residual block ---- */
@@ -171,15 +173,26 @@ ResBlock resblock_init(ParamSet *ps, const char *prefix, int in, int out, int em
 Tensor *resblock_forward(Ctx *c, const ResBlock *l, const WeightSet *ws, Tensor *x, Tensor *emb,
                          const Rng *dropout_rng, int sample0)
 {
-    Tensor *h = group_norm_silu_forward(c, &l->norm1, ws, x);
-    h = conv2d_forward(c, &l->conv1, ws, h);
-    Tensor *bias = linear_forward(c, &l->temb, ws, emb);               /* [N,out] */
-    h = op_add(c, h, op_reshape(c, bias, 4, SHAPE(bias->shape[0], l->out, 1, 1)));
-    h = group_norm_silu_forward(c, &l->norm2, ws, h);
-    if (dropout_rng && l->dropout > 0) h = op_dropout(c, h, l->dropout, dropout_rng, sample0);
-    h = conv2d_forward(c, &l->conv2, ws, h);
+    /* Two fused convs (op_conv2d_fused): each reads silu(norm(.)) of its input without storing
+     * it, conv1 adds temb [N,out] per sample and channel as it stores its output, conv2 the skip
+     * and the skip scale. Dropout sits between norm2 and conv2, so with dropout norm2 is an op
+     * of its own. */
+    Tensor *temb = linear_forward(c, &l->temb, ws, emb);               /* [N,out] */
+    Tensor *h = conv2d_forward_fused(c, &l->conv1, ws, x, &(ConvFusion){
+        .norm_weight = layer_param_tensor(c, &l->norm1.weight, ws),
+        .norm_bias = layer_param_tensor(c, &l->norm1.bias, ws),
+        .norm_groups = l->norm1.groups, .norm_eps = l->norm1.eps, .bias = temb});
     Tensor *skip = l->has_skip ? conv2d_forward(c, &l->skip, ws, x) : x;
-    return scale_by(c, op_add(c, skip, h), l->skip_scale);
+    ConvFusion f2 = {.residual = skip, .scale = l->skip_scale};
+    if (dropout_rng && l->dropout > 0) {
+        h = op_dropout(c, group_norm_silu_forward(c, &l->norm2, ws, h), l->dropout, dropout_rng, sample0);
+    } else {
+        f2.norm_weight = layer_param_tensor(c, &l->norm2.weight, ws);
+        f2.norm_bias = layer_param_tensor(c, &l->norm2.bias, ws);
+        f2.norm_groups = l->norm2.groups;
+        f2.norm_eps = l->norm2.eps;
+    }
+    return conv2d_forward_fused(c, &l->conv2, ws, h, &f2);
 }
 
 /* ---- Resampling ---- */

@@ -14,7 +14,7 @@ sees exactly the value cmlab reads.
 
 Slots and arguments (the same table heads tests/test_ops.c):
     op            slots                    iargs                               fargs
-    conv2d        x, w, [b]                [stride, pad]                       -
+    conv2d        x, w, [b], [bn], [r], [nw], [nb]  [stride, pad(, groups)]  [scale(, eps)]
     linear        x, w, [b]                -                                   -
     matmul        a, b                     -                                   -
     bmm           a, b                     [ta, tb]                            -
@@ -90,13 +90,43 @@ def X(arr, rg=True, name="x"):
     return (name, arr, rg)
 
 
-# ---- conv2d: x [N,Cin,H,W], w [Cout,Cin,k,k], b [Cout]; iargs [stride, pad] ----
+# ---- conv2d: x [N,Cin,H,W], w [Cout,Cin,k,k], b [Cout], bn [N,Cout], r [N,Cout,Ho,Wo],
+#      nw, nb [Cin]; iargs [stride, pad] (+ [groups] with a fused input norm), fargs [scale]
+#      (+ [eps]): out = scale * (conv2d(x', w, b) + bn[:, :, None, None] + r) with
+#      x' = silu(group_norm(x, groups, nw, nb, eps)) when groups are given, else x
 
-def conv_case(label, xs, ws, stride, pad, bias=True, rg=(True, True, True)):
-    inputs = [("x", normal(*xs), rg[0]), ("w", normal(*ws, scale=0.3), rg[1]),
-              ("b", normal(ws[0]), rg[2]) if bias else None]
-    case("conv2d", label, inputs, lambda t: F.conv2d(t[0], t[1], t[2], stride, pad),
-         iargs=[stride, pad], attrs={"bias": int(bias)})
+def conv_case(label, xs, ws, stride, pad, bias=True, rg=(True, True, True), bn=None, res=None,
+              scale=1.0, norm=None):
+    """bn, res: None (absent) or requires_grad of the per-sample bias and the residual;
+    norm: None or (groups, eps, requires_grad of nw or None, requires_grad of nb or None)."""
+    N, Cout = xs[0], ws[0]
+    Ho = (xs[2] + 2 * pad - ws[2]) // stride + 1
+    Wo = (xs[3] + 2 * pad - ws[3]) // stride + 1
+    inputs = [("x", normal(*xs, scale=1.5, shift=0.3), rg[0]), ("w", normal(*ws, scale=0.3), rg[1]),
+              ("b", normal(Cout), rg[2]) if bias else None]
+    if bn is not None or res is not None or norm is not None:
+        inputs.append(("bn", normal(N, Cout), bn) if bn is not None else None)
+        inputs.append(("r", normal(N, Cout, Ho, Wo), res) if res is not None else None)
+    iargs, fargs = [stride, pad], [scale]
+    if norm is not None:
+        groups, eps, rg_nw, rg_nb = norm
+        inputs.append(("nw", normal(xs[1], scale=0.5, shift=1.0), rg_nw) if rg_nw is not None else None)
+        inputs.append(("nb", normal(xs[1], scale=0.5), rg_nb) if rg_nb is not None else None)
+        iargs.append(groups)
+        fargs.append(eps)
+    s = f32(scale)
+
+    def fn(t):
+        x = t[0]
+        if norm is not None:
+            x = F.silu(F.group_norm(x, norm[0], t[5], t[6], f32(norm[1])))
+        y = F.conv2d(x, t[1], t[2], stride, pad)
+        if len(t) > 3 and t[3] is not None:
+            y = y + t[3][:, :, None, None]
+        if len(t) > 4 and t[4] is not None:
+            y = y + t[4]
+        return y * s
+    case("conv2d", label, inputs, fn, iargs=iargs, fargs=fargs, attrs={"bias": int(bias)})
 
 
 conv_case("3x3_pad1", (2, 5, 7, 7), (6, 5, 3, 3), 1, 1)
@@ -108,6 +138,30 @@ conv_case("1x1_pad1", (2, 3, 4, 4), (4, 3, 1, 1), 1, 1)
 conv_case("batch1_pad0", (1, 8, 6, 5), (5, 8, 3, 3), 1, 0)
 conv_case("frozen_weights", (2, 4, 5, 5), (5, 4, 3, 3), 1, 1, rg=(True, False, False))
 conv_case("frozen_input", (2, 4, 6, 6), (3, 4, 3, 3), 2, 1, rg=(False, True, True))
+# The fused tail (a ResBlock's conv1 + temb, conv2 + residual and skip scale) on each path:
+# im2col, 1x1, stride 2 and Winograd (3x3 stride 1 with >= 16 channels, AVX-512 builds).
+conv_case("temb_3x3", (2, 5, 7, 7), (6, 5, 3, 3), 1, 1, bn=True)
+conv_case("residual_scale_3x3", (2, 5, 6, 7), (6, 5, 3, 3), 1, 1, res=True, scale=0.7071067811865476)
+conv_case("residual_frozen_1x1", (2, 6, 5, 7), (5, 6, 1, 1), 1, 0, res=False, scale=0.5)
+conv_case("both_stride2_nobias", (3, 4, 9, 7), (5, 4, 3, 3), 2, 1, bias=False, bn=True, res=True,
+          scale=1.5)
+conv_case("wino_temb", (2, 16, 6, 5), (17, 16, 3, 3), 1, 1, bn=True)
+conv_case("wino_residual_scale", (2, 20, 5, 6), (16, 20, 3, 3), 1, 1, res=True,
+          scale=0.7071067811865476)
+conv_case("wino_both_frozen_x", (2, 16, 4, 4), (16, 16, 3, 3), 1, 1, rg=(False, True, True), bn=True,
+          res=True, scale=0.5)
+# A fused GN+SiLU input (a ResBlock's norm -> conv), on the im2col and Winograd paths.
+conv_case("norm_3x3", (2, 6, 5, 7), (5, 6, 3, 3), 1, 1, bn=True, norm=(3, 1e-6, True, True))
+conv_case("norm_stride2_frozen_norm", (2, 4, 7, 6), (3, 4, 3, 3), 2, 1, norm=(2, 1e-5, False, False))
+conv_case("norm_1x1_noaffine_residual", (2, 4, 5, 5), (6, 4, 1, 1), 1, 0, res=True, scale=0.5,
+          norm=(1, 1e-5, None, None))
+conv_case("wino_norm_temb", (2, 16, 6, 5), (16, 16, 3, 3), 1, 1, bn=True, norm=(4, 1e-6, True, True))
+conv_case("wino_norm_residual", (2, 20, 5, 4), (17, 20, 3, 3), 1, 1, res=True, scale=0.7071067811865476,
+          norm=(5, 1e-6, True, True))
+conv_case("wino_norm_frozen_w_x", (2, 16, 4, 4), (16, 16, 3, 3), 1, 1, rg=(False, False, True),
+          norm=(8, 1e-6, True, True))
+conv_case("wino_norm_only_weights", (2, 16, 4, 4), (16, 16, 3, 3), 1, 1, rg=(False, True, False),
+          norm=(8, 1e-6, False, False))
 
 
 # ---- linear: x [N,in] or [N,in,1,1], w [out,in], b [out] ----
@@ -164,9 +218,10 @@ bmm_case("tn_frozen_a", 2, 3, 5, 6, 1, 0, rg=(False, True))
 
 # ---- group_norm: x [N,C,H,W] or [N,C], weight/bias [C]; iargs [groups]; fargs [eps] ----
 
-def gn_case(label, xs, groups, eps, weight=True, bias=True, rg=(True, True, True), silu=False):
+def gn_case(label, xs, groups, eps, weight=True, bias=True, rg=(True, True, True), silu=False,
+            shift=0.5):
     C = xs[1]
-    inputs = [("x", normal(*xs, scale=2.0, shift=0.5), rg[0]),
+    inputs = [("x", normal(*xs, scale=2.0, shift=shift), rg[0]),
               ("weight", normal(C, scale=0.5, shift=1.0), rg[1]) if weight else None,
               ("bias", normal(C), rg[2]) if bias else None]
     e = f32(eps)
@@ -192,6 +247,9 @@ gn_case("2d_2groups", (4, 8), 2, 1e-5, silu=True)
 gn_case("frozen_input", (2, 6, 3, 3), 3, 1e-5, rg=(False, True, True), silu=True)
 gn_case("frozen_affine", (2, 6, 3, 3), 2, 1e-5, rg=(True, False, False), silu=True)
 gn_case("weight_only", (2, 4, 5, 3), 2, 1e-6, bias=False, silu=True)
+# |mean| / std = 100: a one-pass variance in float32 would be off by ~1e-3 (cmlab sums in double;
+# a larger mean would defeat the float32 finite differences of the gradient check instead).
+gn_case("mean_200_std_2", (2, 4, 6, 5), 2, 1e-6, silu=True, shift=200.0)
 
 
 # ---- softmax over the last dim ----

@@ -1,0 +1,729 @@
+/* conv_wino.c: 3x3 stride-1 conv2d by Winograd F(2x2, 3x3); see conv_wino.h.
+ *
+ * Notation: a sample's output is covered by th x tw tiles of 2x2 pixels (th = ceil(Ho/2),
+ * tw = ceil(Wo/2)); tile (ty, tx) reads the 4x4 input window whose top-left pixel is
+ * (2 ty - pad, 2 tx - pad). The 16 positions of a transformed tile, xi = 4 i + j, are 16 planes.
+ * 1-D transforms (F(2,3), Lavin and Gray eq. 7-8):
+ *   B^T d = (d0 - d2, d1 + d2, d2 - d1, d1 - d3)        adjoint: (v0, v1 - v2 + v3, v1 + v2 - v0, -v3)
+ *   G g   = (g0, (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2) adjoint: (u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3)
+ *   A^T m = (m0 + m1 + m2, m1 - m2 - m3)                 adjoint: (y0, y0 + y1, y0 - y1, -y1)
+ * each applied along both dims of a tile.
+ *
+ * Layouts (one sample, channels in blocks of 16, "blocked" = [C/16][rows][cols][16]):
+ *   xt   the input, blocked and zero-padded to Hp x Wp = (2 th + 2) x (2 tw + 2), pixel (r, c) =
+ *        x[r - pad][c - pad];
+ *   yt   the output tiles, blocked, 2 th x 2 tw (the rows and columns past Ho, Wo are dropped
+ *        when it is transposed back); dyt the same for dy (zero past Ho, Wo);
+ *   V    per plane xi: [tiles][ci16], a block's transformed input tiles; M: [tiles][co16].
+ * Forward, per plane: M = V . U with U [Cin][co16] = G g G^T; dx: V' = M' . U^T with U^T
+ * [Cout][ci16]; dw: dU [Cin][co16] += V^T . M'. All three are the one micro-kernel below.
+ *
+ * Blocks: a thread takes its samples in blocks of about `tiles` tiles (conv_wino_block_bytes
+ * of V and M, so that they stay in L2): tile ranges of one sample when a sample has at least
+ * half that many, else groups of whole samples (the 7x7 level: 16 tiles a sample). */
+#include "conv_wino.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include <omp.h>
+
+size_t conv_wino_block_bytes = (size_t)1 << 20;
+
+#ifndef __AVX512F__
+
+bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride) { return false; }
+
+void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad)
+{
+    CM_ASSERT(false, "conv_wino_forward: this build has no AVX-512 (conv_wino_usable is false)");
+}
+
+void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                        const float *dy, float *dx, bool dx_fresh, float *dw, int N, int Cin, int H,
+                        int W, int Cout, int pad)
+{
+    CM_ASSERT(false, "conv_wino_backward: this build has no AVX-512 (conv_wino_usable is false)");
+}
+
+#else
+
+#include <immintrin.h>
+
+#define VL 16                  /* floats per vector */
+
+bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride)
+{
+    return kh == 3 && kw == 3 && stride == 1 && Cin >= VL && Cout >= VL;
+}
+
+typedef struct WinoGeom {
+    int N, Cin, H, W, Cout, pad, Ho, Wo;
+    int th, tw, T;             /* tiles per sample: th x tw = T */
+    int ci16, co16;            /* channels rounded up to whole vectors */
+    int Hp, Wp;                /* xt's padded size */
+    int tiles;                 /* most tiles in a block */
+    int split, group;          /* blocks per sample (split > 1) or samples per block */
+    ptrdiff_t vxs, mxs;        /* plane strides of V and M */
+} WinoGeom;
+
+static int round16(int n) { return (n + VL - 1) / VL * VL; }
+
+static WinoGeom wino_geom(int N, int Cin, int H, int W, int Cout, int pad)
+{
+    WinoGeom g = {.N = N, .Cin = Cin, .H = H, .W = W, .Cout = Cout, .pad = pad};
+    g.Ho = H + 2 * pad - 2;
+    g.Wo = W + 2 * pad - 2;
+    g.th = (g.Ho + 1) / 2;
+    g.tw = (g.Wo + 1) / 2;
+    g.T = g.th * g.tw;
+    g.ci16 = round16(Cin);
+    g.co16 = round16(Cout);
+    g.Hp = 2 * g.th + 2;
+    g.Wp = 2 * g.tw + 2;
+    size_t per_tile = 16 * sizeof(float) * (size_t)(g.ci16 + g.co16);
+    g.tiles = (int)CM_MAX((size_t)VL, conv_wino_block_bytes / per_tile);
+    if (g.T * 2 >= g.tiles) {
+        g.split = (g.T + g.tiles - 1) / g.tiles;
+        g.group = 1;
+        g.tiles = (g.T + g.split - 1) / g.split;
+    } else {   /* groups no larger than a thread's share: small convs get small workspaces */
+        int threads = cm_threads(), share = (N + threads - 1) / threads;
+        g.split = 1;
+        g.group = CM_MAX(1, CM_MIN(g.tiles / g.T, share));
+        g.tiles = g.group * g.T;
+    }
+    /* One cache line more than the plane, so that the 16 planes a tile writes do not all map to
+     * the same L1 set. */
+    g.vxs = (ptrdiff_t)g.tiles * g.ci16 + VL;
+    g.mxs = (ptrdiff_t)g.tiles * g.co16 + VL;
+    return g;
+}
+
+/* Samples [n0, n0 + nb), tiles [t0, t1) of each. Row (n - n0) (t1 - t0) + t - t0 of V and M. */
+typedef struct WinoBlock {
+    int n0, nb, t0, t1;
+} WinoBlock;
+
+static int block_tiles(const WinoBlock *b) { return b->nb * (b->t1 - b->t0); }
+
+/* Block k of the share [lo, hi), or false past the last. */
+static bool block_at(const WinoGeom *g, int lo, int hi, int k, WinoBlock *b)
+{
+    int n0 = lo + k / g->split * g->group, part = k % g->split;
+    if (n0 >= hi) return false;
+    *b = (WinoBlock){n0, CM_MIN(g->group, hi - n0), (int)((long)g->T * part / g->split),
+                     (int)((long)g->T * (part + 1) / g->split)};
+    return true;
+}
+
+/* ---- tile transforms (16 channels at a time) ---- */
+
+/* V (16 planes, stride xs) = B^T d B for the 4x4 window at src (row stride rs floats). */
+static inline void tile_in(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
+{
+    __m512 d[4][4], t[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) d[i][j] = _mm512_load_ps(src + i * rs + j * VL);
+    for (int j = 0; j < 4; j++) {
+        t[0][j] = d[0][j] - d[2][j];
+        t[1][j] = d[1][j] + d[2][j];
+        t[2][j] = d[2][j] - d[1][j];
+        t[3][j] = d[1][j] - d[3][j];
+    }
+    for (int i = 0; i < 4; i++) {
+        _mm512_store_ps(dst + (4 * i + 0) * xs, t[i][0] - t[i][2]);
+        _mm512_store_ps(dst + (4 * i + 1) * xs, t[i][1] + t[i][2]);
+        _mm512_store_ps(dst + (4 * i + 2) * xs, t[i][2] - t[i][1]);
+        _mm512_store_ps(dst + (4 * i + 3) * xs, t[i][1] - t[i][3]);
+    }
+}
+
+/* The window at dst (row stride rs) += B V' B^T, V' the 16 planes at src (stride xs). */
+static inline void tile_in_adjoint(const float *src, ptrdiff_t xs, float *dst, ptrdiff_t rs)
+{
+    __m512 v[4][4], t[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) v[i][j] = _mm512_load_ps(src + (4 * i + j) * xs);
+    for (int i = 0; i < 4; i++) {
+        t[i][0] = v[i][0];
+        t[i][1] = v[i][1] - v[i][2] + v[i][3];
+        t[i][2] = v[i][1] + v[i][2] - v[i][0];
+        t[i][3] = -v[i][3];
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512 d[4] = {t[0][j], t[1][j] - t[2][j] + t[3][j], t[1][j] + t[2][j] - t[0][j], -t[3][j]};
+        for (int i = 0; i < 4; i++) {
+            float *p = dst + i * rs + j * VL;
+            _mm512_store_ps(p, _mm512_load_ps(p) + d[i]);
+        }
+    }
+}
+
+/* The 2x2 outputs at dst (row stride rs) = A^T m A, m the 16 planes at src (stride xs). */
+static inline void tile_out(const float *src, ptrdiff_t xs, float *dst, ptrdiff_t rs)
+{
+    __m512 m[4][4], s[2][4];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) m[i][j] = _mm512_load_ps(src + (4 * i + j) * xs);
+    for (int j = 0; j < 4; j++) {
+        s[0][j] = m[0][j] + m[1][j] + m[2][j];
+        s[1][j] = m[1][j] - m[2][j] - m[3][j];
+    }
+    for (int a = 0; a < 2; a++) {
+        _mm512_store_ps(dst + a * rs, s[a][0] + s[a][1] + s[a][2]);
+        _mm512_store_ps(dst + a * rs + VL, s[a][1] - s[a][2] - s[a][3]);
+    }
+}
+
+/* M' (16 planes at dst, stride xs) = A dY A^T for the 2x2 gradients at src (row stride rs). */
+static inline void tile_out_adjoint(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
+{
+    __m512 e[2][4];
+    for (int a = 0; a < 2; a++) {
+        __m512 y0 = _mm512_load_ps(src + a * rs), y1 = _mm512_load_ps(src + a * rs + VL);
+        e[a][0] = y0;
+        e[a][1] = y0 + y1;
+        e[a][2] = y0 - y1;
+        e[a][3] = -y1;
+    }
+    for (int j = 0; j < 4; j++) {
+        _mm512_store_ps(dst + (0 + j) * xs, e[0][j]);
+        _mm512_store_ps(dst + (4 + j) * xs, e[0][j] + e[1][j]);
+        _mm512_store_ps(dst + (8 + j) * xs, e[0][j] - e[1][j]);
+        _mm512_store_ps(dst + (12 + j) * xs, -e[1][j]);
+    }
+}
+
+/* The 16 planes (stride us) of G g G^T for the kernels g of w [Cout][Cin][3][3], as a matrix per
+ * plane: element (r, c) = the kernel at w + r rs + c cs, stored at u[r ld + c]; columns past
+ * `cols` up to ld stay as they are (zero: callers calloc u). rs, cs: 9 and 9 Cin for U [ci][co],
+ * 9 Cin and 9 for U^T [co][ci]. Parallel over rows; the column loop vectorizes. */
+static void weight_planes(const float *w, int rows, int cols, ptrdiff_t rs, ptrdiff_t cs, float *u,
+                          int ld, ptrdiff_t us)
+{
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *ur = u + (ptrdiff_t)r * ld;
+#pragma omp simd
+        for (int c = 0; c < cols; c++) {
+            const float *g = w + r * rs + c * cs;
+            float t[4][3];
+            for (int j = 0; j < 3; j++) {
+                t[0][j] = g[j];
+                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+                t[3][j] = g[6 + j];
+            }
+            for (int i = 0; i < 4; i++) {
+                ur[(4 * i + 0) * us + c] = t[i][0];
+                ur[(4 * i + 1) * us + c] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                ur[(4 * i + 2) * us + c] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                ur[(4 * i + 3) * us + c] = t[i][2];
+            }
+        }
+    }
+}
+
+/* dg [3x3] = G^T du G for 16 values du. */
+static void weight_adjoint(const float du[16], float dg[9])
+{
+    float r[4][3];
+    for (int i = 0; i < 4; i++) {
+        const float *u = du + 4 * i;
+        r[i][0] = u[0] + 0.5f * (u[1] + u[2]);
+        r[i][1] = 0.5f * (u[1] - u[2]);
+        r[i][2] = 0.5f * (u[1] + u[2]) + u[3];
+    }
+    for (int j = 0; j < 3; j++) {
+        dg[j] = r[0][j] + 0.5f * (r[1][j] + r[2][j]);
+        dg[3 + j] = 0.5f * (r[1][j] - r[2][j]);
+        dg[6 + j] = 0.5f * (r[1][j] + r[2][j]) + r[3][j];
+    }
+}
+
+/* ---- NCHW <-> blocked ---- */
+
+/* r[j][k] <-> r[k][j] for a 16x16 block of floats in 16 vectors. */
+static inline void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    for (int i = 0; i < 16; i += 8)
+        for (int k = 0; k < 4; k++) {
+            t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0x88);
+            t[i + k + 4] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0xdd);
+        }
+    for (int k = 0; k < 8; k++) {
+        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+    }
+}
+
+static __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1); }
+
+/* e^x, 16 at a time: fastmath.h's cm_expf (Cephes) with FMAs, 2^n applied by scalef. */
+static inline __m512 exp16(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3f)), _mm512_set1_ps(-87.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 er = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(er, n);
+}
+
+/* silu(u) = u / (1 + e^-u), the division as a reciprocal estimate (2^-14) and one Newton step
+ * (error about 2^-28 before rounding): vdivps would be the slowest instruction here. */
+static inline __m512 silu16(__m512 u)
+{
+    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(-u));
+    __m512 r = _mm512_rcp14_ps(d);
+    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+    return _mm512_mul_ps(u, r);
+}
+
+/* The prologue of sample n per channel: mean, rstd w and b in pv [3][ld] (GN+SiLU: a channel's
+ * input value v becomes silu((v - mean) rstd w + b), as op_group_norm_silu computes it). */
+static const float *sample_prologue(const ConvPrologue *p, int n, int C, int ld, float *pv)
+{
+    if (!p) return NULL;
+    const int Cg = C / p->groups;
+    for (int ch = 0; ch < C; ch++) {
+        int ng = n * p->groups + ch / Cg;
+        pv[ch] = p->mean[ng];
+        pv[ld + ch] = p->rstd[ng] * (p->w ? p->w[ch] : 1.0f);
+        pv[2 * ld + ch] = p->b ? p->b[ch] : 0.0f;
+    }
+    return pv;
+}
+
+/* dst (blocked, row stride Wd pixels, channel-block stride plane floats) at pixel
+ * (h + r0, w + c0) = src [C][H][W] at (h, w), through the prologue pv [3][ld] of sample_prologue
+ * when not NULL; channels C..ci16 are written as 0, pixels outside the copied region are left
+ * alone (the zero padding stays zero: the conv pads its input, the prologue's output). */
+static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd, ptrdiff_t plane,
+                       int r0, int c0, const float *pv, int ld)
+{
+    const int P = H * W;
+    for (int cb = 0; cb * VL < C; cb++) {
+        const int nc = CM_MIN(VL, C - cb * VL);
+        const float *s = src + (size_t)cb * VL * P;
+        float *d = dst + cb * plane;
+        for (int p0 = 0; p0 < P; p0 += VL) {
+            const int np = CM_MIN(VL, P - p0);
+            const __mmask16 m = lanes(np);
+            __m512 r[16];
+            /* Unrolled, so that the 16 rows' loads are all in flight (the data come from L3) and
+             * each has its own instruction for the stride prefetcher to follow. */
+#pragma GCC unroll 16
+            for (int k = 0; k < VL; k++)
+                r[k] = k < nc ? _mm512_maskz_loadu_ps(m, s + (size_t)k * P + p0) : _mm512_setzero_ps();
+            if (pv) {
+#pragma GCC unroll 16
+                for (int k = 0; k < VL; k++) {
+                    if (k >= nc) continue;
+                    int ch = cb * VL + k;
+                    __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(r[k], _mm512_set1_ps(pv[ch])),
+                                               _mm512_set1_ps(pv[ld + ch]), _mm512_set1_ps(pv[2 * ld + ch]));
+                    r[k] = silu16(u);
+                }
+            }
+            transpose16(r);
+            int h = p0 / W, w = p0 % W;
+            for (int j = 0; j < np; j++) {
+                _mm512_store_ps(d + ((ptrdiff_t)(h + r0) * Wd + w + c0) * VL, r[j]);
+                if (++w == W) w = 0, h++;
+            }
+        }
+    }
+}
+
+/* dst [C][H][W] = scale ((v + bias[ch]) + res[ch][h][w]), or dst += v when acc, for v the
+ * blocked src (row stride Ws pixels, channel-block stride plane) at pixel (h + r0, w + c0).
+ * bias and res may be NULL. */
+static void from_blocked(const float *src, int Ws, ptrdiff_t plane, int r0, int c0, int C, int H,
+                         int W, float *dst, const float *bias, const float *res, float scale, bool acc)
+{
+    const int P = H * W;
+    for (int cb = 0; cb * VL < C; cb++) {
+        const int nc = CM_MIN(VL, C - cb * VL);
+        const float *s = src + cb * plane;
+        float *d = dst + (size_t)cb * VL * P;
+        for (int p0 = 0; p0 < P; p0 += VL) {
+            const int np = CM_MIN(VL, P - p0);
+            const __mmask16 m = lanes(np);
+            __m512 r[16];
+            int h = p0 / W, w = p0 % W;
+            for (int j = 0; j < VL; j++) {
+                r[j] = j < np ? _mm512_load_ps(s + ((ptrdiff_t)(h + r0) * Ws + w + c0) * VL) : _mm512_setzero_ps();
+                if (++w == W) w = 0, h++;
+            }
+            transpose16(r);
+#pragma GCC unroll 16
+            for (int k = 0; k < VL; k++) {
+                if (k >= nc) continue;
+                float *o = d + (size_t)k * P + p0;
+                __m512 v = r[k];
+                if (bias) v += _mm512_set1_ps(bias[cb * VL + k]);
+                if (res) v += _mm512_maskz_loadu_ps(m, res + (size_t)(cb * VL + k) * P + p0);
+                if (scale != 1.0f) v *= _mm512_set1_ps(scale);
+                if (acc) v = _mm512_maskz_loadu_ps(m, o) + v;
+                _mm512_mask_storeu_ps(o, m, v);
+            }
+        }
+    }
+}
+
+/* ---- the micro-kernel ---- */
+
+/* C [R][16 S] (+= when acc) sum over k < K of a(r, k) B[k][16 S], a(r, k) = A[r ars + k aks]:
+ * R x S vectors of C in registers, one row of B loaded and one a(r, k) broadcast per step. */
+static inline __attribute__((always_inline)) void kernel(const int R, const int S, int K,
+                                                         const float *A, ptrdiff_t ars,
+                                                         ptrdiff_t aks, const float *B,
+                                                         ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                                                         bool acc)
+{
+    __m512 c[12][4];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) c[r][s] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k++, A += aks, B += ldb) {
+        __m512 b[4];
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) b[s] = _mm512_load_ps(B + s * VL);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            __m512 a = _mm512_set1_ps(A[r * ars]);
+#pragma GCC unroll 4
+            for (int s = 0; s < S; s++) c[r][s] = _mm512_fmadd_ps(a, b[s], c[r][s]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) {
+            float *o = C + r * ldc + s * VL;
+            if (acc) c[r][s] = _mm512_add_ps(_mm512_load_ps(o), c[r][s]);
+            _mm512_store_ps(o, c[r][s]);
+        }
+}
+
+typedef void KernelFn(int K, const float *A, ptrdiff_t ars, ptrdiff_t aks, const float *B,
+                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc);
+
+#define KERNEL_DEF(R, S)                                                                       \
+    static void kernel_##R##_##S(int K, const float *A, ptrdiff_t ars, ptrdiff_t aks,          \
+                                 const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc,       \
+                                 bool acc)                                                     \
+    {                                                                                          \
+        kernel(R, S, K, A, ars, aks, B, ldb, C, ldc, acc);                                     \
+    }
+#define KERNEL_ROWS_8(S) KERNEL_DEF(1, S) KERNEL_DEF(2, S) KERNEL_DEF(3, S) KERNEL_DEF(4, S) \
+    KERNEL_DEF(5, S) KERNEL_DEF(6, S) KERNEL_DEF(7, S) KERNEL_DEF(8, S)
+KERNEL_ROWS_8(1) KERNEL_DEF(9, 1) KERNEL_DEF(10, 1) KERNEL_DEF(11, 1) KERNEL_DEF(12, 1)
+KERNEL_ROWS_8(2) KERNEL_DEF(9, 2) KERNEL_DEF(10, 2) KERNEL_DEF(11, 2) KERNEL_DEF(12, 2)
+KERNEL_ROWS_8(3)
+KERNEL_DEF(1, 4) KERNEL_DEF(2, 4) KERNEL_DEF(3, 4) KERNEL_DEF(4, 4) KERNEL_DEF(5, 4) KERNEL_DEF(6, 4)
+
+/* Rows of the register block for S vectors of columns: R x S accumulators plus S row vectors
+ * of B fit the 32 registers, and each step's R + S loads stay below its R x S FMAs. */
+static const int KERNEL_ROWS[5] = {0, 12, 12, 8, 6};
+
+#define K8(S) {kernel_1_##S, kernel_2_##S, kernel_3_##S, kernel_4_##S, kernel_5_##S, kernel_6_##S, \
+               kernel_7_##S, kernel_8_##S
+static KernelFn *const KERNELS[5][12] = {
+    {0},
+    K8(1), kernel_9_1, kernel_10_1, kernel_11_1, kernel_12_1},
+    K8(2), kernel_9_2, kernel_10_2, kernel_11_2, kernel_12_2},
+    K8(3)},
+    {kernel_1_4, kernel_2_4, kernel_3_4, kernel_4_4, kernel_5_4, kernel_6_4},
+};
+
+/* For each of the 16 planes (strides axs, bxs, cxs): C [rows][16 nv] (+)= A . B [K][16 nv] with
+ * a(r, k) = A[r ars + k aks]. Columns go in chunks of at most 4 vectors, split evenly. */
+static void planes_gemm(int rows, int nv, int K, const float *A, ptrdiff_t ars, ptrdiff_t aks,
+                        ptrdiff_t axs, const float *B, ptrdiff_t ldb, ptrdiff_t bxs, float *C,
+                        ptrdiff_t ldc, ptrdiff_t cxs, bool acc)
+{
+    const int nchunks = (nv + 3) / 4;
+    for (int xi = 0; xi < 16; xi++) {
+        const float *Ax = A + xi * axs, *Bx = B + xi * bxs;
+        float *Cx = C + xi * cxs;
+        for (int q = 0; q < nchunks; q++) {
+            int s0 = nv * q / nchunks, S = nv * (q + 1) / nchunks - s0, R = KERNEL_ROWS[S];
+            for (int r0 = 0; r0 < rows; r0 += R) {
+                int r = CM_MIN(R, rows - r0);
+                KERNELS[S][r - 1](K, Ax + r0 * ars, ars, aks, Bx + s0 * VL, ldb,
+                                  Cx + r0 * ldc + s0 * VL, ldc, acc);
+            }
+        }
+    }
+}
+
+/* ---- per-thread work ---- */
+
+/* Floats per thread of each buffer (0: not used by this call). */
+typedef struct WinoWork {
+    size_t xt, dyt, yt, dxt, v, m, du, bias, pro, per_thread;
+    ptrdiff_t xplane, yplane;  /* channel-block strides of xt/dxt and of yt/dyt */
+    float *mem;
+} WinoWork;
+
+static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool need_w)
+{
+    WinoWork k = {.xplane = (ptrdiff_t)g->Hp * g->Wp * VL, .yplane = (ptrdiff_t)4 * g->T * VL};
+    size_t xslot = (size_t)g->ci16 / VL * k.xplane, yslot = (size_t)g->co16 / VL * k.yplane;
+    k.xt = fwd || need_w ? g->group * xslot : 0;
+    k.yt = fwd ? g->group * yslot : 0;
+    k.dyt = fwd ? 0 : g->group * yslot;
+    k.dxt = need_x ? g->group * xslot : 0;
+    k.v = 16 * (size_t)g->vxs;
+    k.m = 16 * (size_t)g->mxs;
+    k.du = need_w ? (size_t)16 * g->Cin * g->co16 : 0;
+    k.bias = fwd ? (size_t)g->co16 : 0;
+    k.pro = 3 * (size_t)g->ci16;
+    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.m + k.du + k.bias + k.pro;
+    k.mem = arena_alloc(&c->arena, sizeof(float) * k.per_thread * (size_t)cm_threads());
+    return k;
+}
+
+typedef struct WinoBufs {
+    float *xt, *yt, *dyt, *dxt, *v, *m, *du, *bias, *pro;
+} WinoBufs;
+
+static WinoBufs wino_bufs(const WinoWork *k, int t)
+{
+    float *p = k->mem + k->per_thread * (size_t)t;
+    WinoBufs b;
+    b.xt = p;
+    b.yt = b.xt + k->xt;
+    b.dyt = b.yt + k->yt;
+    b.dxt = b.dyt + k->dyt;
+    b.v = b.dxt + k->dxt;
+    b.m = b.v + k->v;
+    b.du = b.m + k->m;
+    b.bias = b.du + k->du;
+    b.pro = b.bias + k->bias;
+    return b;
+}
+
+/* This thread's share of the samples (fixed for a thread count: op_conv.c's thread_share). */
+static void share(int N, int *lo, int *hi)
+{
+    int t = omp_get_thread_num(), T = omp_get_num_threads();
+    *lo = (int)((long)N * t / T);
+    *hi = (int)((long)N * (t + 1) / T);
+}
+
+/* V (planes of stride vxs) of the block's tiles from xt. */
+static void block_in(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *xt, float *v)
+{
+    const ptrdiff_t rs = (ptrdiff_t)g->Wp * VL;
+    for (int cb = 0; cb < g->ci16 / VL; cb++)
+        for (int s = 0, row = 0; s < b->nb; s++) {
+            const float *xs = xt + (size_t)s * (g->ci16 / VL) * k->xplane + cb * k->xplane;
+            for (int t = b->t0; t < b->t1; t++, row++) {
+                int ty = t / g->tw, tx = t % g->tw;
+                tile_in(xs + (2 * ty * rs + 2 * tx * VL), rs, v + (ptrdiff_t)row * g->ci16 + cb * VL, g->vxs);
+            }
+        }
+}
+
+/* dxt += the adjoint of block_in for V' in v. */
+static void block_in_adjoint(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *v, float *dxt)
+{
+    const ptrdiff_t rs = (ptrdiff_t)g->Wp * VL;
+    for (int cb = 0; cb < g->ci16 / VL; cb++)
+        for (int s = 0, row = 0; s < b->nb; s++) {
+            float *xs = dxt + (size_t)s * (g->ci16 / VL) * k->xplane + cb * k->xplane;
+            for (int t = b->t0; t < b->t1; t++, row++) {
+                int ty = t / g->tw, tx = t % g->tw;
+                tile_in_adjoint(v + (ptrdiff_t)row * g->ci16 + cb * VL, g->vxs, xs + (2 * ty * rs + 2 * tx * VL), rs);
+            }
+        }
+}
+
+/* yt's tiles of the block from M in m. */
+static void block_out(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *m, float *yt)
+{
+    const ptrdiff_t rs = (ptrdiff_t)2 * g->tw * VL;
+    for (int cb = 0; cb < g->co16 / VL; cb++)
+        for (int s = 0, row = 0; s < b->nb; s++) {
+            float *ys = yt + (size_t)s * (g->co16 / VL) * k->yplane + cb * k->yplane;
+            for (int t = b->t0; t < b->t1; t++, row++) {
+                int ty = t / g->tw, tx = t % g->tw;
+                tile_out(m + (ptrdiff_t)row * g->co16 + cb * VL, g->mxs, ys + (2 * ty * rs + 2 * tx * VL), rs);
+            }
+        }
+}
+
+/* M' in m from the block's tiles of dyt. */
+static void block_out_adjoint(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *dyt, float *m)
+{
+    const ptrdiff_t rs = (ptrdiff_t)2 * g->tw * VL;
+    for (int cb = 0; cb < g->co16 / VL; cb++)
+        for (int s = 0, row = 0; s < b->nb; s++) {
+            const float *ys = dyt + (size_t)s * (g->co16 / VL) * k->yplane + cb * k->yplane;
+            for (int t = b->t0; t < b->t1; t++, row++) {
+                int ty = t / g->tw, tx = t % g->tw;
+                tile_out_adjoint(ys + (2 * ty * rs + 2 * tx * VL), rs, m + (ptrdiff_t)row * g->co16 + cb * VL, g->mxs);
+            }
+        }
+}
+
+/* The bias of sample n, b + bn[n], in buf; NULL when the epilogue has neither. */
+static const float *sample_bias(const ConvEpilogue *ep, int n, int Cout, float *buf)
+{
+    if (!ep->b && !ep->bn) return NULL;
+    for (int co = 0; co < Cout; co++)
+        buf[co] = (ep->b ? ep->b[co] : 0.0f) + (ep->bn ? ep->bn[(size_t)n * Cout + co] : 0.0f);
+    return buf;
+}
+
+static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
+                          const float *u, const ConvEpilogue *ep, float *y)
+{
+    int lo, hi;
+    share(g->N, &lo, &hi);
+    WinoBufs bf = wino_bufs(k, omp_get_thread_num());
+    memset(bf.xt, 0, sizeof(float) * k->xt);   /* the padding stays zero across samples */
+    const size_t xslot = (size_t)g->ci16 / VL * k->xplane, yslot = (size_t)g->co16 / VL * k->yplane;
+    const size_t xin = (size_t)g->Cin * g->H * g->W, yout = (size_t)g->Cout * g->Ho * g->Wo;
+    WinoBlock b;
+    for (int i = 0; block_at(g, lo, hi, i, &b); i++) {
+        if (b.t0 == 0)
+            for (int s = 0; s < b.nb; s++) {
+                int n = b.n0 + s;
+                to_blocked(x + (size_t)n * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp, k->xplane,
+                           g->pad, g->pad, sample_prologue(pro, n, g->Cin, g->ci16, bf.pro), g->ci16);
+            }
+        block_in(g, k, &b, bf.xt, bf.v);
+        planes_gemm(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
+                    (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
+        block_out(g, k, &b, bf.m, bf.yt);
+        if (b.t1 == g->T)
+            for (int s = 0; s < b.nb; s++) {
+                int n = b.n0 + s;
+                from_blocked(bf.yt + s * yslot, 2 * g->tw, k->yplane, 0, 0, g->Cout, g->Ho, g->Wo,
+                             y + (size_t)n * yout, sample_bias(ep, n, g->Cout, bf.bias),
+                             ep->r ? ep->r + (size_t)n * yout : NULL, ep->scale, false);
+            }
+    }
+}
+
+void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad)
+{
+    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad);
+    ArenaMark mark = arena_mark(&c->arena);
+    /* U [16][Cin][co16] = G w G^T, zero in the padding columns. */
+    float *u = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cin * g.co16);
+    weight_planes(w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
+    WinoWork k = wino_work(c, &g, true, false, false);
+#pragma omp parallel num_threads(cm_threads())
+    forward_share(&g, &k, x, pro, u, ep, y);
+    arena_release(&c->arena, mark);
+}
+
+/* dx (when dxt is used) and this thread's dU partial (when du is) for its samples; returns
+ * whether the partial was written. */
+static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
+                           const float *ut, const float *dy, float *dx, bool dx_fresh)
+{
+    int lo, hi;
+    share(g->N, &lo, &hi);
+    WinoBufs bf = wino_bufs(k, omp_get_thread_num());
+    memset(bf.xt, 0, sizeof(float) * k->xt);
+    memset(bf.dyt, 0, sizeof(float) * k->dyt);  /* the rows/columns past Ho, Wo stay zero */
+    memset(bf.du, 0, sizeof(float) * k->du);
+    const size_t xslot = (size_t)g->ci16 / VL * k->xplane, yslot = (size_t)g->co16 / VL * k->yplane;
+    const size_t xin = (size_t)g->Cin * g->H * g->W, yout = (size_t)g->Cout * g->Ho * g->Wo;
+    WinoBlock b;
+    for (int i = 0; block_at(g, lo, hi, i, &b); i++) {
+        if (b.t0 == 0)
+            for (int s = 0; s < b.nb; s++) {
+                int n = b.n0 + s;
+                to_blocked(dy + n * yout, g->Cout, g->Ho, g->Wo, bf.dyt + s * yslot, 2 * g->tw, k->yplane, 0, 0,
+                           NULL, 0);
+                if (k->xt)
+                    to_blocked(x + n * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp, k->xplane, g->pad,
+                               g->pad, sample_prologue(pro, n, g->Cin, g->ci16, bf.pro), g->ci16);
+                if (k->dxt) memset(bf.dxt + s * xslot, 0, sizeof(float) * xslot);
+            }
+        int rows = block_tiles(&b);
+        block_out_adjoint(g, k, &b, bf.dyt, bf.m);
+        if (k->du) {   /* dU [Cin][co16] += V^T M' per plane: a(r, k) = V[k][r] */
+            block_in(g, k, &b, bf.xt, bf.v);
+            planes_gemm(g->Cin, g->co16 / VL, rows, bf.v, 1, g->ci16, g->vxs, bf.m, g->co16, g->mxs,
+                        bf.du, g->co16, (ptrdiff_t)g->Cin * g->co16, true);
+        }
+        if (k->dxt) {  /* V' = M' U^T per plane, folded into dxt */
+            planes_gemm(rows, g->ci16 / VL, g->Cout, bf.m, g->co16, 1, g->mxs, ut, g->ci16,
+                        (ptrdiff_t)g->Cout * g->ci16, bf.v, g->ci16, g->vxs, false);
+            block_in_adjoint(g, k, &b, bf.v, bf.dxt);
+            if (b.t1 == g->T)
+                for (int s = 0; s < b.nb; s++)
+                    from_blocked(bf.dxt + s * xslot, g->Wp, k->xplane, g->pad, g->pad, g->Cin, g->H, g->W,
+                                 dx + (b.n0 + s) * xin, NULL, NULL, 1.0f, !dx_fresh);
+        }
+    }
+    return hi > lo;
+}
+
+void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                        const float *dy, float *dx, bool dx_fresh, float *dw, int N, int Cin, int H,
+                        int W, int Cout, int pad)
+{
+    if (!dx && !dw) return;
+    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad);
+    ArenaMark mark = arena_mark(&c->arena);
+    float *ut = NULL;
+    if (dx) {   /* U^T [16][Cout][ci16], zero in the padding columns */
+        ut = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cout * g.ci16);
+        weight_planes(w, Cout, Cin, (ptrdiff_t)9 * Cin, 9, ut, g.ci16, (ptrdiff_t)Cout * g.ci16);
+    }
+    WinoWork k = wino_work(c, &g, false, dx != NULL, dw != NULL);
+    int T = cm_threads();
+    bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
+#pragma omp parallel num_threads(T)
+    written[omp_get_thread_num()] = backward_share(&g, &k, x, pro, ut, dy, dx, dx_fresh);
+    if (dw) {
+        const ptrdiff_t us = (ptrdiff_t)Cin * g.co16;
+#pragma omp parallel for schedule(static)
+        for (int co = 0; co < Cout; co++)
+            for (int ci = 0; ci < Cin; ci++) {
+                float du[16] = {0}, dg[9];
+                for (int t = 0; t < T; t++) {
+                    if (!written[t]) continue;
+                    const float *p = wino_bufs(&k, t).du + (ptrdiff_t)ci * g.co16 + co;
+                    for (int xi = 0; xi < 16; xi++) du[xi] += p[xi * us];
+                }
+                weight_adjoint(du, dg);
+                float *o = dw + ((size_t)co * Cin + ci) * 9;
+                for (int q = 0; q < 9; q++) o[q] += dg[q];
+            }
+    }
+    arena_release(&c->arena, mark);
+}
+
+#endif

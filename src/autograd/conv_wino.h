@@ -1,0 +1,57 @@
+/* conv_wino.h: 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin and
+ * Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), forward and both gradients:
+ * the fast path of op_conv2d for the U-Net's 3x3 convolutions (op_conv.c decides when).
+ *
+ * Each 2x2 output tile is Y = A^T [(G g G^T) . (B^T d B)] A for its 4x4 input window d: 16
+ * multiplications per tile and channel pair instead of 36 (2.25x fewer). Since Y is linear in d
+ * and in g, the gradients are the adjoint transforms: dd = B [U . (A dY A^T)] B^T summed over
+ * the overlapping windows, dg = G^T [(A dY A^T) . V] G summed over tiles. The 16 products of a
+ * tile, summed over channels, are 16 independent GEMMs, run by an AVX-512 micro-kernel over
+ * channel-blocked layouts (16 channels in a vector); NCHW is transposed in and out per sample.
+ *
+ * Built only where the compiler targets AVX-512 (-Dnative=true on such a CPU); elsewhere
+ * conv_wino_usable is always false and op_conv2d keeps im2col + sgemm.
+ *
+ * Threads: like op_conv.c, one parallel region per call, each thread on a fixed contiguous share
+ * of the samples; dw partials are summed in thread order. For a given thread count the results
+ * are the same bits on every run. */
+#ifndef CM_CONV_WINO_H
+#define CM_CONV_WINO_H
+
+#include "tensor.h"
+
+/* What a conv adds before it stores its output (op_conv2d_fused):
+ *   y = scale * (conv + b[co] + bn[n, co] + r[n, co, :])
+ * b [Cout], bn [N, Cout] (a per-sample bias), r [N, Cout, Ho, Wo] (a residual); each may be NULL. */
+typedef struct ConvEpilogue {
+    const float *b, *bn, *r;
+    float scale;
+} ConvEpilogue;
+
+/* How a conv may read its input (op_conv2d_fused): x as silu(GN(x)), GN with the statistics
+ * mean, rstd [N * groups] and the per-channel weight w and bias b (either may be NULL). */
+typedef struct ConvPrologue {
+    const float *mean, *rstd, *w, *b;
+    int groups;
+} ConvPrologue;
+
+/* Whether conv2d of these shapes runs here: 3x3, stride 1, at least 16 channels in and out. */
+bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride);
+
+/* Bytes of one thread's transformed tiles per block (tests lower it to force several blocks). */
+extern size_t conv_wino_block_bytes;
+
+/* y [N,Cout,Ho,Wo] = the epilogue of conv(pro(x [N,Cin,H,W]), w [Cout,Cin,3,3]),
+ * Ho = H + 2 pad - 2; pro NULL: x as it is. */
+void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad);
+
+/* From dy [N,Cout,Ho,Wo]: dx, the gradient of the conv's input pro(x) (NULL: not needed), is
+ * written (dx_fresh) or accumulated (+=); dw (NULL: not needed) is accumulated. Each gradient is
+ * summed in full before its single store or +=, so two sweeps add exactly the same floats
+ * (tensor.h). */
+void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                        const float *dy, float *dx, bool dx_fresh, float *dw, int N, int Cin, int H,
+                        int W, int Cout, int pad);
+
+#endif
