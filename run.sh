@@ -27,7 +27,7 @@ usage: ./run.sh COMMAND [ARGS...]
 
 commands:
   demo       install missing packages, build, train the demo consistency model on
-             Fashion-MNIST and write a sample grid (ARGS go to `cmlab demo`)
+             Fashion-MNIST, write 1- and 2-step sample grids (ARGS go to `cmlab demo`)
   test       install missing packages, build, run the whole test suite
              (ARGS go to `meson test`, e.g. a test name); ends with "tests: N passed, N failed"
   sanitize   the test suite under AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/

@@ -1,11 +1,12 @@
 /* test_demo.c CMLAB: `cmlab demo`, the README's main job, end to end at a tiny time budget (argv[1]
  * is the cmlab binary; the data is the real Fashion-MNIST package):
- *   - it runs both stages (the EDM teacher, then CD of its newest checkpoint), exits 0 and prints
- *     the paths of a 1-step and a 2-step grid, which are PNGs of 8 x 8 tiles of 28 x 28;
- *   - the CD stage's run directory names the teacher checkpoint it distilled in its config;
+ *   - the default recipe (iCT from scratch, one stage) exits 0 and prints the paths of a 1-step
+ *     and a 2-step grid, which are PNGs of 8 x 8 tiles of 28 x 28; its run is method = ct;
+ *   - --recipe cd runs both stages (the EDM teacher, then CD of its newest checkpoint), prints
+ *     its grids, and the CD stage's config names the teacher checkpoint it distilled;
  *   - --resume after a finished demo skips both stages;
  *   - --print-config prints stage files that parse as experiments;
- *   - a bad option or key exits 2.
+ *   - a bad option, recipe or key exits 2.
  * Quality at the real budget is not a test (see README "The demo" for what it measured).
  */
 #include <stdio.h>
@@ -82,22 +83,38 @@ int main(int argc, char **argv)
 
     int rc = run((char *[]){(char *)cmlab, "demo", "--seconds", "10", "--out", DIR, "--threads", "1", NULL});
     CHECK(rc == 0, "cmlab demo --seconds 10 exited %d:\n%s", rc, out);
-    CHECK(strstr(out, "demo stage 1 of 2") && strstr(out, "demo stage 2 of 2"), "the demo did not run both stages");
+    CHECK(strstr(out, "demo stage 1 of 1: iCT"), "the default recipe is not the one iCT stage:\n%s", out);
     check_grid("1-step samples: ");
     check_grid("2-step samples: ");
     Config cfg;
     rc = config_load(&cfg, DIR "/demo/config.ini");
+    CHECK(rc == 0 && cfg.experiment.method == CFG_METHOD_CT && cfg.ct.target_mu == 0,
+          "the default demo's run is not iCT (method %d, %s)", rc == 0 ? (int)cfg.experiment.method : -1,
+          rc == 0 ? "" : cm_errmsg());
+
+    rc = run((char *[]){(char *)cmlab, "demo", "--recipe", "cd", "--seconds", "10", "--out", DIR, "--threads", "1",
+                        NULL});
+    CHECK(rc == 0, "cmlab demo --recipe cd --seconds 10 exited %d:\n%s", rc, out);
+    CHECK(strstr(out, "demo stage 1 of 2") && strstr(out, "demo stage 2 of 2"), "the cd recipe did not run both stages");
+    check_grid("1-step samples: ");
+    check_grid("2-step samples: ");
+    rc = config_load(&cfg, DIR "/demo_cd/config.ini");
     CHECK(rc == 0 && cfg.experiment.method == CFG_METHOD_CD && !strncmp(cfg.cd.teacher, DIR "/demo_teacher/ckpt/step_", 28),
           "the CD stage's config does not distil the teacher stage's checkpoint (cd.teacher = '%s')",
           rc == 0 ? cfg.cd.teacher : cm_errmsg());
 
-    rc = run((char *[]){(char *)cmlab, "demo", "--seconds", "10", "--out", DIR, "--threads", "1", "--resume", NULL});
+    rc = run((char *[]){(char *)cmlab, "demo", "--recipe", "cd", "--seconds", "10", "--out", DIR, "--threads", "1",
+                        "--resume", NULL});
     CHECK(rc == 0 && strstr(out, "demo stage 1 of 2 (the EDM") && strstr(out, "finished before, skipped") &&
               !strstr(out, "\nrun "),
           "--resume after a finished demo should skip both stages (exit %d):\n%s", rc, out);
 
     rc = run((char *[]){(char *)cmlab, "demo", "--print-config", NULL});
-    CHECK(rc == 0 && strstr(out, "method = edm") && strstr(out, "method = cd"), "--print-config: exit %d", rc);
+    CHECK(rc == 0 && strstr(out, "method = ct") && !strstr(out, "# stage 2"), "--print-config: exit %d", rc);
+    Config one;
+    CHECK(config_from_string(&one, out, "the ict stage") == 0, "the printed ict stage does not parse: %s", cm_errmsg());
+    rc = run((char *[]){(char *)cmlab, "demo", "--recipe", "cd", "--print-config", NULL});
+    CHECK(rc == 0 && strstr(out, "method = edm") && strstr(out, "method = cd"), "--recipe cd --print-config: exit %d", rc);
     char *second = strstr(out, "# stage 2");
     CHECK(second != NULL, "--print-config printed no second stage");
     if (second) {
@@ -108,6 +125,7 @@ int main(int argc, char **argv)
         free(first);
     }
 
+    CHECK(run((char *[]){(char *)cmlab, "demo", "--recipe", "lcm", NULL}) == 2, "--recipe lcm should exit 2");
     CHECK(run((char *[]){(char *)cmlab, "demo", "--seconds", "-3", NULL}) == 2, "--seconds -3 should exit 2");
     CHECK(run((char *[]){(char *)cmlab, "demo", "--set", "train.batchsize=8", NULL}) == 2, "a typo'd key should exit 2");
     CHECK(run((char *[]){(char *)cmlab, "demo", "extra", NULL}) == 2, "an extra argument should exit 2");

@@ -22,7 +22,7 @@ typedef struct Command {
 } Command;
 
 static const Command commands[] = {
-    {"demo", demo_main, "train a consistency model on Fashion-MNIST (EDM teacher, then CD) and write sample grids"},
+    {"demo", demo_main, "train a consistency model on Fashion-MNIST (iCT, or --recipe cd) and write sample grids"},
     {"train", train_main, "train the run an experiment file describes (--resume to continue)"},
     {"sample", sample_main, "draw a sample grid from a checkpoint with an ODE solver"},
     {"edit", edit_main, "zero-shot editing: inpaint, colorize, superres, denoise, interpolate"},

@@ -2,12 +2,13 @@
  * time, with the ordinary training loop, ending with a 1-step and a 2-step sample grid whose
  * paths are printed.
  *
- * The demo is a table of stages, each an embedded experiment that `cmlab train` would run just
- * the same (`cmlab demo --print-config` prints them). A stage may take its input from the one
- * before: CD distils the newest checkpoint of the EDM teacher trained in the stage before it.
- * The time budget (--seconds) is split between the stages by their shares; each stage stops at
- * train.time_limit with a checkpoint and its sample grids, so a slower machine gets a shorter
- * run, not a broken one. Why this recipe (and not iCT from scratch): README "The demo".
+ * A recipe is a table of stages, each an embedded experiment that `cmlab train` would run just
+ * the same (`cmlab demo --print-config` prints them). The default recipe, ict, is one stage: iCT
+ * from scratch with a curriculum sized to the budget. The recipe cd is the measured alternative:
+ * an EDM teacher, then CD of its newest checkpoint (a stage may take its teacher from the one
+ * before). The time budget (--seconds) is split between the stages by their shares; each stage
+ * stops at train.time_limit (or its iterations) with a checkpoint and its sample grids, so a
+ * slower machine gets a shorter run, not a broken one. Why ict is the default: README "The demo".
  */
 #include "demo.h"
 
@@ -29,57 +30,81 @@ typedef struct DemoStage {
     bool takes_teacher;          /* cd.teacher = the newest checkpoint of the stage before */
 } DemoStage;
 
-static const DemoStage STAGES[] = {
+/* The U-Net of every stage: bench's S configuration, 1.05M parameters. */
+#define DEMO_DATA_AND_MODEL     \
+    "[data]\n"                  \
+    "dataset = fashion-mnist\n" \
+    "[model]\n"                 \
+    "channels = 32\n"           \
+    "channel_mult = 1,2,2\n"    \
+    "num_blocks = 1\n"          \
+    "mid_attn = false\n"
+
+/* ... and the [train] keys they share, after their own (batch, learning rate, EMA). */
+#define DEMO_TRAIN_LOGGING      \
+    "batch_size = 64\n"         \
+    "checkpoint_every = 250\n"  \
+    "keep_checkpoints = 2\n"    \
+    "sample_every = 0\n"        \
+    "log_every = 25\n"          \
+    "threads = 2\n"
+
+static const DemoStage ICT_STAGES[] = {
+    {"demo", "iCT from scratch (N doubling 10 -> 80 over 2000 steps)", 1.0,
+     "[experiment]\n"
+     "name = demo\n"
+     "method = ct\n"
+     "seed = 0\n"
+     DEMO_DATA_AND_MODEL
+     "[train]\n"
+     "iterations = 2000\n"
+     "lr = 0.001\n"
+     "warmup = 100\n"
+     "ema = 0.99\n"
+     DEMO_TRAIN_LOGGING
+     "[ct]\n"
+     "loss = pseudo_huber\n"
+     "sampling = lognormal\n"
+     "curriculum = doubling\n"
+     "weighting = ict\n"
+     "s0 = 10\n"
+     "s1 = 80\n"
+     "target_mu = 0\n"
+     "[sample]\n"
+     "n = 64\n"
+     "mid_t = 0.821\n",
+     false},
+};
+
+static const DemoStage CD_STAGES[] = {
     {"demo_teacher", "the EDM teacher (Heun, 17 NFE grids)", 0.6,
      "[experiment]\n"
      "name = demo_teacher\n"
      "method = edm\n"
      "seed = 0\n"
-     "[data]\n"
-     "dataset = fashion-mnist\n"
-     "[model]\n"
-     "channels = 32\n"
-     "channel_mult = 1,2,2\n"
-     "num_blocks = 1\n"
-     "mid_attn = false\n"
+     DEMO_DATA_AND_MODEL
      "[train]\n"
      "iterations = 100000\n"
-     "batch_size = 64\n"
      "lr = 0.002\n"
      "warmup = 100\n"
      "ema = 0.99\n"
-     "checkpoint_every = 250\n"
-     "keep_checkpoints = 2\n"
-     "sample_every = 0\n"
-     "log_every = 25\n"
-     "threads = 2\n"
+     DEMO_TRAIN_LOGGING
      "[sample]\n"
      "solver = heun\n"
      "nfe = 17\n"
      "n = 64\n",
      false},
-    {"demo", "consistency distillation of that teacher", 0.4,
+    {"demo_cd", "consistency distillation of that teacher", 0.4,
      "[experiment]\n"
-     "name = demo\n"
+     "name = demo_cd\n"
      "method = cd\n"
      "seed = 0\n"
-     "[data]\n"
-     "dataset = fashion-mnist\n"
-     "[model]\n"
-     "channels = 32\n"
-     "channel_mult = 1,2,2\n"
-     "num_blocks = 1\n"
-     "mid_attn = false\n"
+     DEMO_DATA_AND_MODEL
      "[train]\n"
      "iterations = 100000\n"
-     "batch_size = 64\n"
      "lr = 0.0005\n"
      "ema = 0.99\n"
-     "checkpoint_every = 250\n"
-     "keep_checkpoints = 2\n"
-     "sample_every = 0\n"
-     "log_every = 25\n"
-     "threads = 2\n"
+     DEMO_TRAIN_LOGGING
      "[cd]\n"
      "solver = heun\n"
      "N = 18\n"
@@ -90,21 +115,34 @@ static const DemoStage STAGES[] = {
      "mid_t = 0.821\n",
      true},
 };
-enum { NSTAGES = CM_ARRAY_LEN(STAGES) };
+
+typedef struct DemoRecipe {
+    const char *name;            /* --recipe */
+    const DemoStage *stages;
+    int nstages;
+} DemoRecipe;
+
+static const DemoRecipe RECIPES[] = {
+    {"ict", ICT_STAGES, CM_ARRAY_LEN(ICT_STAGES)},
+    {"cd", CD_STAGES, CM_ARRAY_LEN(CD_STAGES)},
+};
+enum { MAX_STAGES = 2 };
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: cmlab demo [--seconds S] [--out DIR] [--data DIR] [--threads N] [--set K=V ...]\n"
-            "                  [--resume] [--print-config]\n"
-            "Trains a consistency model on Fashion-MNIST in about S seconds (default 900): an EDM\n"
-            "teacher for 60%% of the time, then consistency distillation of it for 40%%; writes\n"
-            "1-step and 2-step sample grids and prints their paths.\n"
-            "  --out DIR       directory of run directories (default runs): DIR/demo_teacher, DIR/demo\n"
+            "usage: cmlab demo [--recipe ict|cd] [--seconds S] [--out DIR] [--data DIR] [--threads N]\n"
+            "                  [--set K=V ...] [--resume] [--print-config]\n"
+            "Trains a consistency model on Fashion-MNIST in at most about S seconds (default 900)\n"
+            "and writes a 1-step and a 2-step sample grid, whose paths it prints.\n"
+            "  --recipe ict    (default) iCT from scratch, N doubling 10 -> 80 over 2000 steps: DIR/demo\n"
+            "  --recipe cd     an EDM teacher for 60%% of the time, then consistency distillation of\n"
+            "                  it for 40%%: DIR/demo_teacher, DIR/demo_cd\n"
+            "  --out DIR       directory of run directories (default runs)\n"
             "  --data DIR      Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)\n"
             "  --set K=V       override an experiment key in every stage (cmlab train --help lists them)\n"
             "  --resume        continue the previous demo run (the stage it stopped in)\n"
-            "  --print-config  print the embedded experiment files and exit\n");
+            "  --print-config  print the recipe's embedded experiment files and exit\n");
 }
 
 /* The newest <dir>/<prefix>*<suffix> (names sort by step) into out; false if there is none. */
@@ -178,26 +216,42 @@ static void mark_finished(const Config *cfg)
     if (f) fclose(f);
 }
 
-/* The stage configurations with the command line applied: 0, 1 after --help, or -1 (message
- * printed) on a bad option. */
-static int parse_args(int argc, char **argv, Config cfg[NSTAGES], bool *resume, bool *print)
+typedef struct DemoArgs {
+    double seconds;
+    const DemoRecipe *recipe;
+    bool resume, print;
+    int nset;
+    char set[64][512];           /* section.key=value, in order */
+} DemoArgs;
+
+/* The command line into a: 0, 1 after --help, or -1 (message printed) on a bad option. */
+static int parse_args(int argc, char **argv, DemoArgs *a)
 {
     static const struct option opts[] = {
         {"seconds", required_argument, 0, 's'}, {"out", required_argument, 0, 'o'},
         {"data", required_argument, 0, 'd'},    {"threads", required_argument, 0, 't'},
         {"set", required_argument, 0, 'S'},     {"resume", no_argument, 0, 'r'},
-        {"print-config", no_argument, 0, 'p'},  {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    double seconds = 900;
+        {"print-config", no_argument, 0, 'p'},  {"recipe", required_argument, 0, 'R'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    *a = (DemoArgs){.seconds = 900, .recipe = &RECIPES[0]};
     optind = 1;
     for (int ch; (ch = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
         const char *key = NULL;
         char *end;
         switch (ch) {
         case 's':
-            seconds = strtod(optarg, &end);
-            if (end == optarg || *end || !(seconds > 0)) {
+            a->seconds = strtod(optarg, &end);
+            if (end == optarg || *end || !(a->seconds > 0)) {
                 fprintf(stderr, "cmlab demo: --seconds %s: a positive number of seconds\n", optarg);
+                return -1;
+            }
+            break;
+        case 'R':
+            a->recipe = NULL;
+            for (size_t i = 0; i < CM_ARRAY_LEN(RECIPES); i++)
+                if (!strcmp(optarg, RECIPES[i].name)) a->recipe = &RECIPES[i];
+            if (!a->recipe) {
+                fprintf(stderr, "cmlab demo: --recipe %s: ict or cd\n", optarg);
                 return -1;
             }
             break;
@@ -205,59 +259,65 @@ static int parse_args(int argc, char **argv, Config cfg[NSTAGES], bool *resume, 
         case 'd': key = "data.path"; break;
         case 't': key = "train.threads"; break;
         case 'S': key = ""; break;
-        case 'r': *resume = true; break;
-        case 'p': *print = true; break;
+        case 'r': a->resume = true; break;
+        case 'p': a->print = true; break;
         case 'h': usage(stdout); return 1;
         default: usage(stderr); return -1;
         }
         if (!key) continue;
-        /* Every option is a key of the experiments, so it is checked like one, in every stage. */
-        char set[512];
-        if (key[0]) snprintf(set, sizeof set, "%s=%s", key, optarg);
-        else snprintf(set, sizeof set, "%s", optarg);
-        for (int i = 0; i < NSTAGES; i++)
-            if (config_set(&cfg[i], set) != 0) {
-                fprintf(stderr, "cmlab demo: %s\n", cm_errmsg());
-                return -1;
-            }
+        if (a->nset == (int)CM_ARRAY_LEN(a->set)) {
+            fprintf(stderr, "cmlab demo: more than %d settings\n", a->nset);
+            return -1;
+        }
+        char *set = a->set[a->nset++];
+        if (key[0]) snprintf(set, sizeof a->set[0], "%s=%s", key, optarg);
+        else snprintf(set, sizeof a->set[0], "%s", optarg);
     }
     if (optind < argc) {
         fprintf(stderr, "cmlab demo: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
         return -1;
     }
-    for (int i = 0; i < NSTAGES; i++) cfg[i].train.time_limit = seconds * STAGES[i].share;
     return 0;
 }
 
 int demo_main(int argc, char **argv)
 {
-    Config cfg[NSTAGES];
-    for (int i = 0; i < NSTAGES; i++)
-        if (config_from_string(&cfg[i], STAGES[i].experiment, STAGES[i].name) != 0) {
-            fprintf(stderr, "cmlab demo: the embedded experiment %s is invalid: %s\n", STAGES[i].name, cm_errmsg());
-            return CM_EXIT_RUNTIME;
-        }
-    bool resume = false, print = false;
-    int rc = parse_args(argc, argv, cfg, &resume, &print);
+    static DemoArgs a;
+    int rc = parse_args(argc, argv, &a);
     if (rc != 0) return rc > 0 ? CM_EXIT_OK : CM_EXIT_INPUT;
-    if (print) {
-        for (int i = 0; i < NSTAGES; i++)
-            printf("%s# stage %d of %d: %s (%.0f%% of the time)\n%s", i ? "\n" : "", i + 1, NSTAGES,
-                   STAGES[i].what, 100 * STAGES[i].share, STAGES[i].experiment);
+    const DemoStage *stages = a.recipe->stages;
+    const int ns = a.recipe->nstages;
+    if (a.print) {
+        for (int i = 0; i < ns; i++)
+            printf("%s# stage %d of %d: %s (%.0f%% of the time)\n%s", i ? "\n" : "", i + 1, ns,
+                   stages[i].what, 100 * stages[i].share, stages[i].experiment);
         return CM_EXIT_OK;
     }
-    if (!resume)
-        for (int i = 0; i < NSTAGES; i++) clear_run(&cfg[i]);
+    Config cfg[MAX_STAGES];
+    for (int i = 0; i < ns; i++) {
+        if (config_from_string(&cfg[i], stages[i].experiment, stages[i].name) != 0) {
+            fprintf(stderr, "cmlab demo: the embedded experiment %s is invalid: %s\n", stages[i].name, cm_errmsg());
+            return CM_EXIT_RUNTIME;
+        }
+        /* Every option is a key of the experiments, so it is checked like one, in every stage. */
+        for (int j = 0; j < a.nset; j++)
+            if (config_set(&cfg[i], a.set[j]) != 0) {
+                fprintf(stderr, "cmlab demo: %s\n", cm_errmsg());
+                return CM_EXIT_INPUT;
+            }
+        cfg[i].train.time_limit = a.seconds * stages[i].share;
+    }
+    if (!a.resume)
+        for (int i = 0; i < ns; i++) clear_run(&cfg[i]);
 
-    double total = 0;
-    for (int i = 0; i < NSTAGES; i++) total += cfg[i].train.time_limit;
-    printf("demo: a consistency model on Fashion-MNIST in about %.0f s, in %d stages "
-           "(cmlab demo --print-config shows them)\n", total, NSTAGES);
+    printf("demo: a consistency model on Fashion-MNIST (recipe %s) in at most about %.0f s, in %d stage%s "
+           "(cmlab demo --recipe %s --print-config shows %s)\n", a.recipe->name, a.seconds, ns, ns > 1 ? "s" : "",
+           a.recipe->name, ns > 1 ? "them" : "it");
     char prev_ckpt_dir[300] = "", run[256];
-    for (int i = 0; i < NSTAGES; i++) {
+    for (int i = 0; i < ns; i++) {
         Config *c = &cfg[i];
-        if (STAGES[i].takes_teacher) {
+        if (stages[i].takes_teacher) {
             char teacher[700];
             if (!newest_file(prev_ckpt_dir, "step_", ".h5", teacher, sizeof teacher)) {
                 fprintf(stderr, "cmlab demo: %s has no checkpoint to distil\n", prev_ckpt_dir);
@@ -271,12 +331,12 @@ int demo_main(int argc, char **argv)
         }
         run_dir(c, run, sizeof run);
         snprintf(prev_ckpt_dir, sizeof prev_ckpt_dir, "%s/ckpt", run);
-        if (resume && stage_finished(c)) {
-            printf("\ndemo stage %d of %d (%s): finished before, skipped\n", i + 1, NSTAGES, STAGES[i].what);
+        if (a.resume && stage_finished(c)) {
+            printf("\ndemo stage %d of %d (%s): finished before, skipped\n", i + 1, ns, stages[i].what);
             continue;
         }
-        printf("\ndemo stage %d of %d: %s, %.0f s\n", i + 1, NSTAGES, STAGES[i].what, c->train.time_limit);
-        rc = trainer_run(c, resume);
+        printf("\ndemo stage %d of %d: %s, at most %.0f s\n", i + 1, ns, stages[i].what, c->train.time_limit);
+        rc = trainer_run(c, a.resume);
         if (rc != CM_EXIT_OK) return rc;
         if (trainer_stop_requested) {
             printf("demo: stopped on request; `cmlab demo --resume` goes on\n");
@@ -284,7 +344,7 @@ int demo_main(int argc, char **argv)
         }
         mark_finished(c);
     }
-    const Config *last = &cfg[NSTAGES - 1];
+    const Config *last = &cfg[ns - 1];
     char dir[300], grid[700];
     run_dir(last, run, sizeof run);
     snprintf(dir, sizeof dir, "%s/samples", run);
