@@ -127,6 +127,8 @@ static const DemoRecipe RECIPES[] = {
     {"cd", CD_STAGES, CM_ARRAY_LEN(CD_STAGES)},
 };
 enum { MAX_STAGES = 2 };
+_Static_assert(CM_ARRAY_LEN(ICT_STAGES) <= MAX_STAGES && CM_ARRAY_LEN(CD_STAGES) <= MAX_STAGES,
+               "a recipe has more stages than demo_main's configurations");
 
 static void usage(FILE *f)
 {
@@ -270,8 +272,13 @@ static int parse_args(int argc, char **argv, DemoArgs *a)
             return -1;
         }
         char *set = a->set[a->nset++];
-        if (key[0]) snprintf(set, sizeof a->set[0], "%s=%s", key, optarg);
-        else snprintf(set, sizeof a->set[0], "%s", optarg);
+        int n = key[0] ? snprintf(set, sizeof a->set[0], "%s=%s", key, optarg)
+                       : snprintf(set, sizeof a->set[0], "%s", optarg);
+        if (n >= (int)sizeof a->set[0]) {
+            fprintf(stderr, "cmlab demo: the setting '%.40s...' is longer than %zu characters\n", set,
+                    sizeof a->set[0] - 1);
+            return -1;
+        }
     }
     if (optind < argc) {
         fprintf(stderr, "cmlab demo: unexpected argument '%s'\n", argv[optind]);
