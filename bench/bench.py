@@ -1,9 +1,9 @@
 """bench.py: the training and sampling benchmark against PyTorch, one table (./run.sh bench).
 
-Runs, interleaved, REPS times each: bench_train (cmlab, 2 threads), bench_train.py (PyTorch 1.13,
-2 threads) and bench_train (cmlab, 1 thread) on the configurations S and M, for one CT training
-step (batch 64) and one-step sampling (batch 256); each run is its own process, so its peak RSS
-is that workload's alone. OpenBLAS's sgemm peak (bench_sgemm, 2 threads) is measured before and
+Runs, interleaved, REPS times each: bench_train (cmlab, whose timed iterations alternate between
+2 threads and 1, so that the machine's drift affects both alike) and bench_train.py (PyTorch
+1.13, 2 threads) on the configurations S and M, for one CT training step (batch 64) and one-step
+sampling (batch 256); each run is its own process, so its peak RSS is that workload's alone. OpenBLAS's sgemm peak (bench_sgemm, 2 threads) is measured before and
 after, and the better of the two is the peak. Both sides get OMP_NUM_THREADS and
 OPENBLAS_CORETYPE (cmlab picks SkylakeX on this CPU: tensor.h, cm_blas_select_core).
 
@@ -48,14 +48,14 @@ def parse(line):
 
 
 def run(cmd, threads):
+    """The key=value lines the command prints, parsed (bench_train prints one per thread count)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE", "SkylakeX"))
     out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
-    lines = [l for l in out.splitlines() if "=" in l]
-    return parse(lines[-1])
+    return [parse(l) for l in out.splitlines() if "=" in l]
 
 
 def sgemm_peak(build):
-    r = run([os.path.join(build, "bench", "bench_sgemm"), "--threads", "2"], 2)
+    r = run([os.path.join(build, "bench", "bench_sgemm"), "--threads", "2"], 2)[-1]
     return float(r["sgemm_gflops"])
 
 
@@ -85,13 +85,13 @@ def main():
     for rep in range(a.reps):
         for (cfg, mode), (warm, iters) in work.items():
             args = [cfg, mode, "--warmup", str(warm), "--iters", str(iters)]
-            for side, cmd, threads in (("cmlab", [cm], 2), ("torch", [PY, tw], 2), ("cmlab1", [cm], 1)):
-                r = run(cmd + args + ["--threads", str(threads)], threads)
-                r["side"] = side
-                raw.append(r)
-                print("  rep %d %s-%s %-6s %8.1f ms/iter  %7.1f img/s  rss %7.1f MB  (load %s)" % (
-                    rep + 1, cfg, mode, side, float(r["ms"]), float(r["img_s"]), float(r["rss_mb"]), loadavg()),
-                    flush=True)
+            for sides, cmd, threads in ((("cmlab", "cmlab1"), [cm], "2,1"), (("torch",), [PY, tw], "2")):
+                for side, r in zip(sides, run(cmd + args + ["--threads", threads], 2)):
+                    r["side"] = side
+                    raw.append(r)
+                    print("  rep %d %s-%s %-6s %8.1f ms/iter  %7.1f img/s  rss %7.1f MB  (load %s)" % (
+                        rep + 1, cfg, mode, side, float(r["ms"]), float(r["img_s"]), float(r["rss_mb"]), loadavg()),
+                        flush=True)
     peaks.append(sgemm_peak(a.build))
     peak = max(peaks)
 

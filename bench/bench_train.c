@@ -12,13 +12,16 @@
  *   M  3x32x32, base 64, multipliers 1,2,2, 2 blocks per level, attention at 16x16 (none in the
  *      middle block)
  *
- * Usage: bench_train S|M train|sample [--batch B] [--threads T] [--iters N] [--warmup W]
- * Prints one line of key=value fields: side, config, mode, threads, batch, ms (median of the
+ * Usage: bench_train S|M train|sample [--batch B] [--threads T[,T2...]] [--iters N] [--warmup W]
+ * With several thread counts the timed iterations alternate between them (T, T2, T, T2, ...), so
+ * a drift of the machine's speed affects each count alike; bench.py compares 2 and 1 threads so.
+ * Prints one line per thread count of key=value fields: side, config, mode, threads, batch, ms (median of the
  * timed iterations), ms_min, img_s (from the median), gflop (model FLOPs of one iteration: the
  * GEMM-shaped ops, counted by the ops themselves, Ctx.flops), rss_mb (peak resident set of this
  * process), arena_mb (the step arena's high-water mark), core (OpenBLAS's kernels), cpu_ms (median
  * process CPU time of the timed iterations, user + system of all threads: the measure to compare
- * 1-thread runs by on a loaded machine, where wall time counts the time other jobs hold the core). */
+ * 1-thread runs by on a loaded machine, where wall time counts the time other jobs hold the core).
+ * With several thread counts rss_mb and arena_mb are the process's, shared by all of them. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,7 +152,7 @@ int main(int argc, char **argv)
 {
     cm_blas_select_core(argv);
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_train S|M train|sample [--batch B] [--threads T] [--iters N] [--warmup W]\n");
+        fprintf(stderr, "usage: bench_train S|M train|sample [--batch B] [--threads T[,T2...]] [--iters N] [--warmup W]\n");
         return CM_EXIT_INPUT;
     }
     const char *config = argv[1], *mode = argv[2];
@@ -158,11 +161,24 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_train: unknown mode '%s' (train or sample)\n", mode);
         return CM_EXIT_INPUT;
     }
-    int batch = train ? 64 : 256, threads = 2, iters = 5, warmup = 2;
+    enum { MAX_COUNTS = 4 };
+    int batch = train ? 64 : 256, counts[MAX_COUNTS] = {2}, ncounts = 1, iters = 5, warmup = 2;
     for (int i = 3; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
+        if (strcmp(argv[i], "--threads") == 0) {
+            ncounts = 0;
+            for (char *p = argv[i + 1], *end; ncounts < MAX_COUNTS; p = end + 1) {
+                counts[ncounts] = (int)strtol(p, &end, 10);
+                if (end == p || counts[ncounts] < 1 || (*end && *end != ',')) {
+                    fprintf(stderr, "bench_train: --threads %s: thread counts >= 1, comma-separated\n", argv[i + 1]);
+                    return CM_EXIT_INPUT;
+                }
+                ncounts++;
+                if (!*end) break;
+            }
+            continue;
+        }
         if (strcmp(argv[i], "--batch") == 0) batch = v;
-        else if (strcmp(argv[i], "--threads") == 0) threads = v;
         else if (strcmp(argv[i], "--iters") == 0) iters = v;
         else if (strcmp(argv[i], "--warmup") == 0) warmup = v;
         else {
@@ -174,32 +190,40 @@ int main(int argc, char **argv)
             return CM_EXIT_INPUT;
         }
     }
-    cm_set_threads(threads);
+    cm_set_threads(counts[0]);
     UNetConfig cfg = bench_config(config);
     Bench b;
     bench_init(&b, &cfg, batch);
 
-    double *t = cm_malloc(sizeof(double) * (size_t)iters), flops = 0;
-    double *cpu = cm_malloc(sizeof(double) * (size_t)iters);
-    for (int i = 0; i < warmup + iters; i++) {
-        double f0 = b.ctx.flops, t0 = cm_now(), c0 = cpu_now();
-        if (train) train_step(&b);
-        else sample_step(&b);
-        if (i >= warmup) {
-            t[i - warmup] = cm_now() - t0;
-            cpu[i - warmup] = cpu_now() - c0;
+    /* t[j * iters + i], cpu[...]: iteration i at counts[j] */
+    double *t = cm_malloc(sizeof(double) * (size_t)(iters * ncounts)), flops = 0;
+    double *cpu = cm_malloc(sizeof(double) * (size_t)(iters * ncounts));
+    for (int i = 0; i < warmup + iters; i++)
+        for (int j = 0; j < ncounts; j++) {
+            cm_set_threads(counts[j]);
+            double f0 = b.ctx.flops, t0 = cm_now(), c0 = cpu_now();
+            if (train) train_step(&b);
+            else sample_step(&b);
+            if (i >= warmup) {
+                t[j * iters + i - warmup] = cm_now() - t0;
+                cpu[j * iters + i - warmup] = cpu_now() - c0;
+            }
+            flops = b.ctx.flops - f0;
         }
-        flops = b.ctx.flops - f0;
-    }
-    qsort(t, (size_t)iters, sizeof(double), cmp_double);
-    qsort(cpu, (size_t)iters, sizeof(double), cmp_double);
-    double med = iters % 2 ? t[iters / 2] : 0.5 * (t[iters / 2 - 1] + t[iters / 2]);
-    double cpu_med = iters % 2 ? cpu[iters / 2] : 0.5 * (cpu[iters / 2 - 1] + cpu[iters / 2]);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("side=cmlab config=%s mode=%s threads=%d batch=%d ms=%.2f ms_min=%.2f img_s=%.2f "
-           "gflop=%.3f rss_mb=%.1f arena_mb=%.1f core=%s cpu_ms=%.2f\n",
-           config, mode, threads, batch, 1e3 * med, 1e3 * t[0], batch / med, flops * 1e-9,
-           ru.ru_maxrss / 1024.0, b.ctx.arena.high_water / 1048576.0, cm_blas_core(), 1e3 * cpu_med);
+    for (int j = 0; j < ncounts; j++) {
+        double *tj = t + (size_t)j * iters, *cj = cpu + (size_t)j * iters;
+        qsort(tj, (size_t)iters, sizeof(double), cmp_double);
+        qsort(cj, (size_t)iters, sizeof(double), cmp_double);
+        double med = iters % 2 ? tj[iters / 2] : 0.5 * (tj[iters / 2 - 1] + tj[iters / 2]);
+        double cpu_med = iters % 2 ? cj[iters / 2] : 0.5 * (cj[iters / 2 - 1] + cj[iters / 2]);
+        printf("side=cmlab config=%s mode=%s threads=%d batch=%d ms=%.2f ms_min=%.2f img_s=%.2f "
+               "gflop=%.3f rss_mb=%.1f arena_mb=%.1f core=%s cpu_ms=%.2f\n",
+               config, mode, counts[j], batch, 1e3 * med, 1e3 * tj[0], batch / med, flops * 1e-9,
+               ru.ru_maxrss / 1024.0, b.ctx.arena.high_water / 1048576.0, cm_blas_core(), 1e3 * cpu_med);
+    }
+    free(t);
+    free(cpu);
     return 0;
 }
