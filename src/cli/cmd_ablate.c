@@ -79,10 +79,9 @@ int ablate_main(int argc, char **argv)
         fprintf(stderr, "cmlab ablate: %s\n", cm_errmsg());
         return CM_EXIT_INPUT;
     }
-    for (int i = 0; i < nsets; i++)
-        if (config_set(&cfg, sets[i]) != 0) {
-            fprintf(stderr, "cmlab ablate: %s\n", cm_errmsg());
-            return CM_EXIT_INPUT;
-        }
+    if (config_set_list(&cfg, sets, nsets) != 0) {
+        fprintf(stderr, "cmlab ablate: %s\n", cm_errmsg());
+        return CM_EXIT_INPUT;
+    }
     return ablate_run(path, &cfg, &o);
 }

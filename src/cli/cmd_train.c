@@ -62,11 +62,9 @@ int train_main(int argc, char **argv)
         fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
         return CM_EXIT_INPUT;
     }
-    for (int i = 0; i < nsets; i++) {
-        if (config_set(&cfg, sets[i]) != 0) {
-            fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
-            return CM_EXIT_INPUT;
-        }
+    if (config_set_list(&cfg, sets, nsets) != 0) {
+        fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
+        return CM_EXIT_INPUT;
     }
     return trainer_run(&cfg, resume);
 }

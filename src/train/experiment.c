@@ -1098,6 +1098,13 @@ int config_set(Config *cfg, const char *assignment)
     return cm_fail("--set %s: %s", assignment, why);
 }
 
+int config_set_list(Config *cfg, const char *const *assignments, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (config_set(cfg, assignments[i]) != 0) return -1;
+    return 0;
+}
+
 /* ---- writing ---- */
 
 int config_write(const Config *cfg, FILE *f)

@@ -183,6 +183,8 @@ int config_from_string(Config *cfg, const char *text, const char *name);
 /* One `--set` override, "section.key=value" (also "sweep.section.key=v1,v2", which replaces that
  * key's sweep). On error cfg is unchanged and the message starts "--set <assignment>: ". */
 int config_set(Config *cfg, const char *assignment);
+/* config_set for each of n assignments in order; stops at the first that fails (its message). */
+int config_set_list(Config *cfg, const char *const *assignments, int n);
 
 /* ---- writing ---- */
 
