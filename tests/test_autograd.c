@@ -293,6 +293,25 @@ static void test_keep(void)
     ctx_no_grad_end(&c);
     free(xv);
     ctx_free(&c);
+
+    /* A kept tensor far larger than what lies below it (the move overlaps itself and goes in
+     * rounds, each on all threads), in a no-grad pass of 2 MB. */
+    ctx_init(&c, 1 << 24);
+    ctx_no_grad_begin(&c);
+    m = arena_mark(&c.arena);
+    before = arena_used(&c.arena);
+    (void)TENSOR_NEW(&c, 75000);                /* 300 KB of intermediates */
+    const size_t big = 500000;
+    y = TENSOR_NEW(&c, (int)big);
+    float *bv = randn(big, 43);
+    memcpy(y->data, bv, big * sizeof(float));
+    k = ctx_keep(&c, m, y);
+    CHECK(memcmp(k->data, bv, big * sizeof(float)) == 0, "ctx_keep changed a 2 MB kept tensor's values");
+    CHECK(arena_used(&c.arena) - before <= big * sizeof(float) + 256,
+          "ctx_keep left %zu bytes in use after a 2 MB pass, want about one tensor", arena_used(&c.arena) - before);
+    ctx_no_grad_end(&c);
+    free(bv);
+    ctx_free(&c);
 }
 
 /* cm_expf against libm's expf: relative error within 4 float ulps over the range, clamped

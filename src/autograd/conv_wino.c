@@ -18,9 +18,16 @@
  * Forward, per plane: M = V . U with U [Cin][co16] = G g G^T; dx: V' = M' . U^T with U^T
  * [Cout][ci16]; dw: dU [Cin][co16] += V^T . M'. All three are the one micro-kernel below.
  *
- * Blocks: a thread takes its samples in blocks of about `tiles` tiles (conv_wino_block_bytes
- * of V and M, so that they stay in L2): tile ranges of one sample when a sample has at least
- * half that many, else groups of whole samples (the 7x7 level: 16 tiles a sample). */
+ * Blocks: a thread takes samples in blocks of about `tiles` tiles (conv_wino_block_bytes of V
+ * and M, so that they stay in L2): tile ranges of one sample when a sample has at least half
+ * that many, else groups of whole samples (the 7x7 level: 16 tiles a sample).
+ *
+ * Split between threads: the forward pass hands out samples (or groups) dynamically. With fixed
+ * halves the thread on the momentarily slower core (this host's cores slow down by 10-30% as
+ * its neighbours load them) left the other waiting: 10% of S sampling's wall time at 2 threads;
+ * dynamic units took S sampling from 1.56-1.70x to 1.81-1.84x one thread. A sample's output
+ * does not depend on which thread computes it, so the bits do not change. The backward pass
+ * keeps fixed shares: its dU partials are per thread and summed in thread order. */
 #include "conv_wino.h"
 
 #include <stdint.h>
@@ -88,8 +95,9 @@ static WinoGeom wino_geom(int N, int Cin, int H, int W, int Cout, int pad)
         g.split = (g.T + g.tiles - 1) / g.tiles;
         g.group = 1;
         g.tiles = (g.T + g.split - 1) / g.split;
-    } else {   /* groups no larger than a thread's share: small convs get small workspaces */
-        int threads = cm_threads(), share = (N + threads - 1) / threads;
+    } else {   /* groups of at most a quarter of a thread's share: small convs get small workspaces and the
+                 * dynamic split has units to balance */
+        int threads = cm_threads(), share = (N + 4 * threads - 1) / (4 * threads);
         g.split = 1;
         g.group = CM_MAX(1, CM_MIN(g.tiles / g.T, share));
         g.tiles = g.group * g.T;
@@ -603,31 +611,35 @@ static const float *sample_bias(const ConvEpilogue *ep, int n, int Cout, float *
 static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
                           const float *u, const ConvEpilogue *ep, float *y)
 {
-    int lo, hi;
-    share(g->N, &lo, &hi);
     WinoBufs bf = wino_bufs(k, omp_get_thread_num());
     memset(bf.xt, 0, sizeof(float) * k->xt);   /* the padding stays zero across samples */
     const size_t xslot = (size_t)g->ci16 / VL * k->xplane, yslot = (size_t)g->co16 / VL * k->yplane;
     const size_t xin = (size_t)g->Cin * g->H * g->W, yout = (size_t)g->Cout * g->Ho * g->Wo;
-    WinoBlock b;
-    for (int i = 0; block_at(g, lo, hi, i, &b); i++) {
-        if (b.t0 == 0)
-            for (int s = 0; s < b.nb; s++) {
-                int n = b.n0 + s;
-                to_blocked(x + (size_t)n * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp, k->xplane,
-                           g->pad, g->pad, sample_prologue(pro, n, g->Cin, g->ci16, bf.pro), g->ci16);
-            }
-        block_in(g, k, &b, bf.xt, bf.v);
-        planes_gemm(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
-                    (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
-        block_out(g, k, &b, bf.m, bf.yt);
-        if (b.t1 == g->T)
-            for (int s = 0; s < b.nb; s++) {
-                int n = b.n0 + s;
-                from_blocked(bf.yt + s * yslot, 2 * g->tw, k->yplane, 0, 0, g->Cout, g->Ho, g->Wo,
-                             y + (size_t)n * yout, sample_bias(ep, n, g->Cout, bf.bias),
-                             ep->r ? ep->r + (size_t)n * yout : NULL, ep->scale, false);
-            }
+    /* Units taken dynamically (see "Split between threads" at the top): a sample's blocks, or
+     * one block of a group of samples. */
+    const int units = (g->N + g->group - 1) / g->group;
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int q = 0; q < units; q++) {
+        WinoBlock b;
+        for (int i = q * g->split; i < (q + 1) * g->split && block_at(g, 0, g->N, i, &b); i++) {
+            if (b.t0 == 0)
+                for (int s = 0; s < b.nb; s++) {
+                    int n = b.n0 + s;
+                    to_blocked(x + (size_t)n * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp, k->xplane,
+                               g->pad, g->pad, sample_prologue(pro, n, g->Cin, g->ci16, bf.pro), g->ci16);
+                }
+            block_in(g, k, &b, bf.xt, bf.v);
+            planes_gemm(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
+                        (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
+            block_out(g, k, &b, bf.m, bf.yt);
+            if (b.t1 == g->T)
+                for (int s = 0; s < b.nb; s++) {
+                    int n = b.n0 + s;
+                    from_blocked(bf.yt + s * yslot, 2 * g->tw, k->yplane, 0, 0, g->Cout, g->Ho, g->Wo,
+                                 y + (size_t)n * yout, sample_bias(ep, n, g->Cout, bf.bias),
+                                 ep->r ? ep->r + (size_t)n * yout : NULL, ep->scale, false);
+                }
+        }
     }
 }
 

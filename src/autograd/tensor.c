@@ -1,6 +1,7 @@
 #include "tensor.h"
 
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,26 @@ static bool arena_since(const Arena *a, ArenaMark m, const void *p)
     return false;
 }
 
+/* memmove(dst, src, bytes) on all threads, for regions that do not overlap or overlap with
+ * dst below src: in rounds of at most src - dst bytes, so that within a round no thread writes
+ * where another still reads (round k writes what round k - 1 read). The kept outputs of ctx_keep
+ * are megabytes: a serial move was 5% of S sampling's time at 2 threads, the other thread
+ * waiting. */
+static void move_down(char *dst, const char *src, size_t bytes)
+{
+    const uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
+    const bool overlap = d < s + bytes && s < d + bytes;
+    CM_ASSERT(!overlap || d <= s, "move_down: destination above an overlapping source");
+    const size_t gap = overlap ? s - d : bytes, chunk = (size_t)1 << 16;
+    if (gap == 0) return;
+    for (size_t off = 0; off < bytes; off += gap) {
+        const size_t n = CM_MIN(gap, bytes - off), nchunks = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (n >= 4 * chunk)
+        for (size_t i = 0; i < nchunks; i++)
+            memcpy(dst + off + i * chunk, src + off + i * chunk, CM_MIN(chunk, n - i * chunk));
+    }
+}
+
 Tensor *ctx_keep(Ctx *c, ArenaMark m, Tensor *t)
 {
     Arena *a = &c->arena;
@@ -183,7 +204,7 @@ Tensor *ctx_keep(Ctx *c, ArenaMark m, Tensor *t)
          * the regions may overlap), then allocate the header after it. */
         arena_release(a, m);
         float *dst = arena_alloc(a, bytes);
-        memmove(dst, src, bytes);
+        move_down((char *)dst, src, bytes);
         return tensor_wrap(c, dst, NULL, ndim, shape, false);
     }
     /* The pass overflowed into blocks of its own (the arena is still growing, say in the first
