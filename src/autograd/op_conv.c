@@ -68,14 +68,15 @@ static bool conv_is_pointwise(const ConvGeom *g)
     return g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0;
 }
 
-/* Samples per chunk of one thread: as many as fit conv2d_chunk_bytes, at least one; the 1x1 path
+/* Samples per chunk: as many as fit conv2d_chunk_bytes, at least one; the 1x1 path
  * takes one sample at a time (x[n] is its col, in place). */
 static int conv_chunk(const ConvGeom *g)
 {
     if (conv_is_pointwise(g)) return 1;
     size_t per_sample = (size_t)g->K * (size_t)g->P * sizeof(float);
-    size_t nb = conv2d_chunk_bytes / per_sample;
-    return (int)CM_MAX(1, CM_MIN((size_t)g->N, nb));
+    size_t nb = conv2d_chunk_bytes / per_sample, T = (size_t)cm_threads();
+    /* at most a quarter of a thread's share, so that the dynamic forward split has chunks to balance */
+    return (int)CM_MAX(1, CM_MIN(((size_t)g->N + 4 * T - 1) / (4 * T), nb));
 }
 
 /* Output columns [ow_lo, ow_hi) whose input column ow*stride - pad + kj lies inside [0, W). */
@@ -271,7 +272,8 @@ static void col2im(const ConvGeom *g, float *dcol, int n0, int nb, float *acc, f
 }
 
 /* Threads. Every conv runs as one parallel region in which each thread takes a contiguous,
- * fixed share of the samples and does everything for them itself: unfold, a single-threaded
+ * fixed share of the samples (the backward pass; the forward pass takes chunks dynamically) and
+ * does everything for them itself: unfold, a single-threaded
  * sgemm (OpenBLAS runs single-threaded inside a parallel region), fold, copies. This replaces
  * STYLE.md 9's "OpenBLAS owns the GEMM threads" for conv2d. Measured on the S U-Net (2 cores):
  * with OpenBLAS threading each chunk's GEMM, every conv went through 3-4 fork/join phases
@@ -359,16 +361,18 @@ static bool epilogue_init(const ConvGeom *g, const ConvEpilogue *ep, int n, floa
     return true;
 }
 
-/* y = conv(x) with the epilogue, for this thread's share of the samples. */
+/* y = conv(x) with the epilogue, for the chunks of samples this thread takes (dynamically:
+ * an output does not depend on the thread that computes it; see conv_wino.c's "Split between
+ * threads"). */
 static void conv_forward_share(const ConvGeom *g, const ConvWork *w, const float *x, const float *wt,
                                const ConvEpilogue *ep, float *y)
 {
-    int lo, hi;
-    thread_share(g->N, &lo, &hi);
     bool pointwise = conv_is_pointwise(g);
     float *col = work_col(w), *yc = work_yc(w), *ph = work_ph(w);
-    for (int n0 = lo; n0 < hi; n0 += w->nb) {
-        int m = CM_MIN(w->nb, hi - n0), ld = m * g->P;
+    const int nchunks = (g->N + w->nb - 1) / w->nb;
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int q = 0; q < nchunks; q++) {
+        int n0 = q * w->nb, m = CM_MIN(w->nb, g->N - n0), ld = m * g->P;
         const float *B = col;
         if (pointwise) B = x + (size_t)n0 * g->Cin * g->P;   /* x[n] [Cin, P] is its own col */
         else im2col(g, x, n0, m, ph, col);

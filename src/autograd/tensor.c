@@ -66,10 +66,20 @@ void *arena_alloc(Arena *a, size_t bytes)
     return p;
 }
 
+/* memset(p, 0, bytes) on all threads when large (a serial zeroing of each gradient was 1% of an S
+ * training step with the other thread waiting). */
+static void zero_bytes(void *p, size_t bytes)
+{
+    const size_t chunk = (size_t)1 << 16, nchunks = (bytes + chunk - 1) / chunk;
+    char *q = p;
+#pragma omp parallel for schedule(static) if (bytes >= 4 * chunk)
+    for (size_t i = 0; i < nchunks; i++) memset(q + i * chunk, 0, CM_MIN(chunk, bytes - i * chunk));
+}
+
 void *arena_calloc(Arena *a, size_t bytes)
 {
     void *p = arena_alloc(a, bytes);
-    memset(p, 0, bytes);
+    zero_bytes(p, bytes);
     return p;
 }
 
@@ -286,7 +296,7 @@ Tensor *tensor_new(Ctx *c, int ndim, const int *shape)
 Tensor *tensor_zeros(Ctx *c, int ndim, const int *shape)
 {
     Tensor *t = tensor_new(c, ndim, shape);
-    memset(t->data, 0, t->n * sizeof(float));
+    zero_bytes(t->data, t->n * sizeof(float));
     return t;
 }
 
@@ -349,7 +359,7 @@ float *tensor_grad(Ctx *c, Tensor *t)
 {
     if (!t->grad) {
         t->grad = grad_buffer(c, t->n);
-        memset(t->grad, 0, t->n * sizeof(float));
+        zero_bytes(t->grad, t->n * sizeof(float));
     }
     return t->grad;
 }
