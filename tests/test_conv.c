@@ -2,7 +2,9 @@
  * Winograd F(2x2, 3x3) for 3x3 stride 1 with >= 16 channels, when the build has AVX-512)
  * against the naive direct kernels on awkward shapes and with 1, 2 and 3 threads, forward and
  * every gradient; frozen inputs get no gradient; gradients accumulate exactly across two sweeps;
- * one finite-difference check. */
+ * the forward pass's bits do not depend on the dynamic schedule (nor, for Winograd, on the
+ * thread count); one
+ * finite-difference check. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,6 +228,51 @@ static void test_wino(void)
     cm_set_threads(2);
 }
 
+/* The forward pass hands samples to threads dynamically (conv_wino.c, "Split between threads"):
+ * its output must not depend on the schedule. U-Net-sized batches, so that every thread takes
+ * many units, 4 runs each at 2 and 3 threads (3 threads on 2 cores: one is descheduled now and
+ * then, which changes who takes what): every run of a thread count gives the same bits (a race,
+ * two threads taking one unit or a unit skipped, fails it). Winograd's outputs do not depend on
+ * the thread count at all (its blocks only group whole tiles), so there 1 thread must agree
+ * too; im2col's chunk size, and so OpenBLAS's GEMM shape, follows the thread count. */
+static void test_forward_schedule(void)
+{
+    static const struct { Case k; bool across; } cases[] = {
+        {{"wino 32->32 14x14 batch 64", 64, 32, 14, 14, 32, 3, 3, 1, 1, true, false}, true},
+        {{"wino 64->64 7x7 batch 64 (groups)", 64, 64, 7, 7, 64, 3, 3, 1, 1, true, false}, true},
+        {{"im2col 32->64 s2 batch 64", 64, 32, 14, 14, 64, 3, 3, 2, 1, true, false}, false},
+    };
+    for (size_t i = 0; i < CM_ARRAY_LEN(cases); i++) {
+        const Case *k = &cases[i].k;
+        int Ho = (k->H + 2 * k->pad - k->kh) / k->stride + 1, Wo = (k->W + 2 * k->pad - k->kw) / k->stride + 1;
+        size_t nx = (size_t)k->N * k->Cin * k->H * k->W, ny = (size_t)k->N * k->Cout * Ho * Wo;
+        float *x = randn(nx, 21), *w = randn((size_t)k->Cout * k->Cin * 9, 22), *b = randn((size_t)k->Cout, 23);
+        float *one = cm_malloc(ny * sizeof(float)), *first = cm_malloc(ny * sizeof(float));
+        int runs = 0, differ = 0, across = 0;
+        for (int threads = 1; threads <= 3; threads++) {
+            cm_set_threads(threads);
+            for (int rep = 0; rep < (threads == 1 ? 1 : 4); rep++) {
+                Ctx c;
+                ctx_init(&c, 1 << 24);
+                Tensor *y = op_conv2d(&c, tensor_wrap(&c, x, NULL, 4, SHAPE(k->N, k->Cin, k->H, k->W), false),
+                                      tensor_wrap(&c, w, NULL, 4, SHAPE(k->Cout, k->Cin, 3, 3), false),
+                                      tensor_wrap(&c, b, NULL, 1, SHAPE(k->Cout), false), k->stride, k->pad);
+                if (threads == 1) memcpy(one, y->data, ny * sizeof(float));
+                else if (rep == 0) memcpy(first, y->data, ny * sizeof(float));
+                else runs++, differ += memcmp(first, y->data, ny * sizeof(float)) != 0;
+                if (threads > 1 && rep == 0) across += memcmp(one, y->data, ny * sizeof(float)) != 0;
+                ctx_free(&c);
+            }
+        }
+        printf("  %-34s forward: %d of %d repeats at 2-3 threads differ; 2 and 3 threads %s 1\n", k->name,
+               differ, runs, across ? "differ from" : "equal");
+        CHECK(differ == 0, "%s: %d of %d forward repeats at 2-3 threads differ in their bits", k->name, differ, runs);
+        CHECK(!cases[i].across || across == 0, "%s: forward bits depend on the thread count", k->name);
+        free(x); free(w); free(b); free(one); free(first);
+    }
+    cm_set_threads(2);
+}
+
 typedef struct GcArgs { int stride, pad; } GcArgs;
 
 static Tensor *gc_conv(Ctx *c, Tensor **in, void *user)
@@ -263,6 +310,7 @@ int main(void)
     test_chunks();
     cm_set_threads(2);
     test_wino();
+    test_forward_schedule();
     test_gradcheck();
     return test_summary("conv");
 }
