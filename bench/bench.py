@@ -120,6 +120,18 @@ def main():
         print("| %s | %.1f | %.1f | %.2f | %.0f | %.0f | %.1f | %.0f%% | %.1f | %.2f |" % (
             name, c2, t2, c2 / t2, rc, rt, gfs, 100 * gfs / peak, c1, c2 / c1))
     print()
+    if a.reps > 1:
+        # Per repetition: cmlab against the PyTorch run right after it, and cmlab's 2-thread
+        # against its own 1-thread iterations (alternating in one process).
+        print("per repetition (min-median-max):")
+        for (cfg, mode) in work:
+            sides = {s: [float(r["img_s"]) for r in raw if r["config"] == cfg and r["mode"] == mode and r["side"] == s]
+                     for s in ("cmlab", "torch", "cmlab1")}
+            vs_torch = sorted(c / t for c, t in zip(sides["cmlab"], sides["torch"]))
+            vs_one = sorted(c / o for c, o in zip(sides["cmlab"], sides["cmlab1"]))
+            rng = lambda v: "%.2f-%.2f-%.2f" % (v[0], statistics.median(v), v[-1])
+            print("  %s %s: ratio %s, 2 vs 1 thread %s" % (cfg, mode, rng(vs_torch), rng(vs_one)))
+        print()
     print("ratio = cmlab img/s / PyTorch img/s (> 1: cmlab faster); GFLOP/s counts the model's conv,")
     print("linear and attention products (forward, both backward products; the target pass), as cmlab's ops count them.")
     print("total time %.0f s" % (time.time() - t_start))
