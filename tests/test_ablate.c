@@ -288,7 +288,9 @@ static void test_ablate(void)
           "one_at_a_time: exit %d\n%s", rc, out_buf);
 }
 
-/* Renders report.html in headless Chromium and counts the table rows and loaded images. */
+/* Renders report.html in headless Chromium, in a window narrower than the table, and counts the
+ * table rows and loaded images; the page itself must not scroll sideways (the table scrolls in
+ * its own box). */
 static void test_report_renders(void)
 {
     FILE *in = fopen("abl_runs/sweep/report.html", "r");
@@ -308,7 +310,8 @@ static void test_report_renders(void)
                  "for (var i = 0; i < imgs.length; i++) if (imgs[i].complete && imgs[i].naturalWidth > 0) ok++;"
                  "var p = document.createElement('p'); p.id = 'check';"
                  "p.textContent = 'CHECK rows=' + document.querySelectorAll('#results tr.variant').length +"
-                 " ' imgs=' + imgs.length + ' loaded=' + ok + ' svgs=' + document.querySelectorAll('svg').length;"
+                 " ' imgs=' + imgs.length + ' loaded=' + ok + ' svgs=' + document.querySelectorAll('svg').length +"
+                 " ' overflow=' + Math.max(0, document.documentElement.scrollWidth - window.innerWidth);"
                  "document.body.appendChild(p); });</script></body></html>\n", html);
     fclose(out);
     char cwd[512], url[700], profile[] = "/tmp/cmlab_chromium_XXXXXX", udd[64];
@@ -317,18 +320,22 @@ static void test_report_renders(void)
     snprintf(udd, sizeof udd, "--user-data-dir=%s", profile);
     int rc = run_argv((char *[]){"/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
                                  "--disable-quic", "--no-first-run", "--disable-background-networking",
-                                 "--disable-component-update", "--disable-sync", udd,
+                                 "--disable-component-update", "--disable-sync", "--window-size=560,800", udd,
                                  "--virtual-time-budget=10000", "--dump-dom", url, NULL});
     /* The paragraph the script added (the script's own text holds the words too). */
     const char *mark = strstr(out_buf, "<p id=\"check\">CHECK rows=");
-    int rows = -1, imgs = -1, loaded = -1, svgs = -1;
-    if (mark) sscanf(mark, "<p id=\"check\">CHECK rows=%d imgs=%d loaded=%d svgs=%d", &rows, &imgs, &loaded, &svgs);
-    printf("chromium: %d table rows, %d images (%d loaded), %d SVG charts\n", rows, imgs, loaded, svgs);
+    int rows = -1, imgs = -1, loaded = -1, svgs = -1, overflow = -1;
+    if (mark)
+        sscanf(mark, "<p id=\"check\">CHECK rows=%d imgs=%d loaded=%d svgs=%d overflow=%d", &rows, &imgs, &loaded,
+               &svgs, &overflow);
+    printf("chromium: %d table rows, %d images (%d loaded), %d SVG charts; page %d px wider than a 560 px window\n",
+           rows, imgs, loaded, svgs, overflow);
     CHECK(rc == 0 && mark, "chromium --dump-dom exits %d without the check line (is Debian's chromium installed?):\n%.2000s",
           rc, out_buf);
     CHECK(rows == 2 && imgs == 4 && loaded == 4 && svgs == 2,
           "report.html: %d rows (want 2), %d images (want 4: 2 variants x NFE 1, 2), %d loaded, %d charts (want 2)",
           rows, imgs, loaded, svgs);
+    CHECK(overflow == 0, "report.html: the page is %d px wider than a 560 px window", overflow);
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", profile);
     CHECK(system(cmd) == 0, "cannot remove %s", profile);

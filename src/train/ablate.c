@@ -612,7 +612,7 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
                "table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #bbb;padding:4px 8px;"
                "text-align:right}td.l,th.l{text-align:left}th{background:#eee}"
                "pre.claim{background:#f6f6f0;padding:10px;border-left:4px solid #aa8;white-space:pre-wrap}"
-               "td.v{max-width:320px;overflow-wrap:anywhere}"
+               "td.v{max-width:320px;overflow-wrap:anywhere}div.wide{overflow-x:auto}svg.chart{max-width:100%%;height:auto}"
                ".grids{display:flex;flex-wrap:wrap;gap:16px}.grid{text-align:center;font-size:12px;max-width:260px;"
                "overflow-wrap:anywhere}"
                ".grid img{image-rendering:pixelated;width:240px;border:1px solid #ccc}"
@@ -630,7 +630,8 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
         html_text(f, claim);
         fprintf(f, "</pre>\n");
     }
-    fprintf(f, "<table id=\"results\"><tr><th>#</th><th class=\"l\">variant</th><th class=\"l\">status</th>");
+    /* In a scrolling box: a sweep of many keys and NFEs is wider than the page. */
+    fprintf(f, "<div class=\"wide\"><table id=\"results\"><tr><th>#</th><th class=\"l\">variant</th><th class=\"l\">status</th>");
     for (int s = 0; s < base->sweep.count; s++)
         fprintf(f, "<th class=\"l\">%s.%s</th>", keys[base->sweep.keys[s].key].section, keys[base->sweep.keys[s].key].key);
     fprintf(f, "<th>steps</th><th>final loss</th><th>train s</th>");
@@ -659,7 +660,7 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
         }
         fprintf(f, "</tr>\n");
     }
-    fprintf(f, "</table>\n<h2>Samples</h2>\n");
+    fprintf(f, "</table></div>\n<h2>Samples</h2>\n");
     for (int c = 0; c < nc; c++) {
         fprintf(f, "<h3>NFE %d</h3>\n<div class=\"grids\">\n", cols[c]);
         for (int i = 0; i < n; i++)
