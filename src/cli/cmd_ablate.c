@@ -26,8 +26,7 @@ static void usage(FILE *f)
 
 int ablate_main(int argc, char **argv)
 {
-    const char *path = NULL, *sets[256];
-    int nsets = 0;
+    ExpArgs e = {0};
     AblateOpts o = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -52,36 +51,21 @@ int ablate_main(int argc, char **argv)
                 fprintf(stderr, "cmlab ablate: --only expects variant indices like 0,3,7\n");
                 return CM_EXIT_INPUT;
             }
-        } else if (!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) {
-            const char *v = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v || nsets == (int)CM_ARRAY_LEN(sets)) {
-                fprintf(stderr, "cmlab ablate: --set needs section.key=value\n");
+        } else {
+            int r = exp_args_take("cmlab ablate", &e, argc, argv, &i);
+            if (r < 0) return CM_EXIT_INPUT;
+            if (r == 0) {
+                fprintf(stderr, "cmlab ablate: unknown option '%s'\n", a);
+                usage(stderr);
                 return CM_EXIT_INPUT;
             }
-            sets[nsets++] = v;
-        } else if (a[0] == '-') {
-            fprintf(stderr, "cmlab ablate: unknown option '%s'\n", a);
-            usage(stderr);
-            return CM_EXIT_INPUT;
-        } else if (path) {
-            fprintf(stderr, "cmlab ablate: one experiment file only ('%s' and '%s')\n", path, a);
-            return CM_EXIT_INPUT;
-        } else {
-            path = a;
         }
     }
-    if (!path) {
+    if (!e.path) {
         usage(stderr);
         return CM_EXIT_INPUT;
     }
     Config cfg;
-    if (config_load(&cfg, path) != 0) {
-        fprintf(stderr, "cmlab ablate: %s\n", cm_errmsg());
-        return CM_EXIT_INPUT;
-    }
-    if (config_set_list(&cfg, sets, nsets) != 0) {
-        fprintf(stderr, "cmlab ablate: %s\n", cm_errmsg());
-        return CM_EXIT_INPUT;
-    }
-    return ablate_run(path, &cfg, &o);
+    if (exp_args_load("cmlab ablate", &e, &cfg) != 0) return CM_EXIT_INPUT;
+    return ablate_run(e.path, &cfg, &o);
 }

@@ -20,9 +20,7 @@ static void usage(FILE *f)
 
 int train_main(int argc, char **argv)
 {
-    const char *path = NULL;
-    const char *sets[256];
-    int nsets = 0;
+    ExpArgs e = {0};
     bool resume = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -35,36 +33,21 @@ int train_main(int argc, char **argv)
             return CM_EXIT_OK;
         } else if (!strcmp(a, "--resume")) {
             resume = true;
-        } else if (!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) {
-            const char *v = a[5] == '=' ? a + 6 : (i + 1 < argc ? argv[++i] : NULL);
-            if (!v || nsets == (int)CM_ARRAY_LEN(sets)) {
-                fprintf(stderr, "cmlab train: --set needs section.key=value\n");
+        } else {
+            int r = exp_args_take("cmlab train", &e, argc, argv, &i);
+            if (r < 0) return CM_EXIT_INPUT;
+            if (r == 0) {
+                fprintf(stderr, "cmlab train: unknown option '%s'\n", a);
+                usage(stderr);
                 return CM_EXIT_INPUT;
             }
-            sets[nsets++] = v;
-        } else if (a[0] == '-') {
-            fprintf(stderr, "cmlab train: unknown option '%s'\n", a);
-            usage(stderr);
-            return CM_EXIT_INPUT;
-        } else if (path) {
-            fprintf(stderr, "cmlab train: one experiment file only ('%s' and '%s')\n", path, a);
-            return CM_EXIT_INPUT;
-        } else {
-            path = a;
         }
     }
-    if (!path) {
+    if (!e.path) {
         usage(stderr);
         return CM_EXIT_INPUT;
     }
     Config cfg;
-    if (config_load(&cfg, path) != 0) {
-        fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
-        return CM_EXIT_INPUT;
-    }
-    if (config_set_list(&cfg, sets, nsets) != 0) {
-        fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
-        return CM_EXIT_INPUT;
-    }
+    if (exp_args_load("cmlab train", &e, &cfg) != 0) return CM_EXIT_INPUT;
     return trainer_run(&cfg, resume);
 }

@@ -3,11 +3,27 @@
 #ifndef CM_COMMANDS_H
 #define CM_COMMANDS_H
 
+#include "train/experiment.h"
+
 int info_main(int argc, char **argv);
 int train_main(int argc, char **argv);
 int sample_main(int argc, char **argv);
 int edit_main(int argc, char **argv);
 int eval_main(int argc, char **argv);
 int ablate_main(int argc, char **argv);
+
+/* The arguments of the commands that run an experiment file (train, ablate): the file and its
+ * `--set section.key=value` overrides (repeatable, also `--set=K=V`). */
+typedef struct ExpArgs {
+    const char *path;
+    const char *sets[256];
+    int nsets;
+} ExpArgs;
+/* Takes argv[*i] (and a --set's value, advancing *i) if it is a --set or the path: 1; 0 for any
+ * other option (the command's own, or unknown); -1 after printing "CMD: ..." (exit
+ * CM_EXIT_INPUT): a --set without a value, a second path. */
+int exp_args_take(const char *cmd, ExpArgs *e, int argc, char **argv, int *i);
+/* cfg = e->path with the overrides applied; -1 after printing "CMD: <the error>". */
+int exp_args_load(const char *cmd, const ExpArgs *e, Config *cfg);
 
 #endif

@@ -1,0 +1,36 @@
+/* exp_args.c: the arguments `cmlab train` and `cmlab ablate` share (commands.h). */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "common.h"
+
+int exp_args_take(const char *cmd, ExpArgs *e, int argc, char **argv, int *i)
+{
+    const char *a = argv[*i];
+    if (!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) {
+        const char *v = a[5] == '=' ? a + 6 : (*i + 1 < argc ? argv[++*i] : NULL);
+        if (!v || e->nsets == (int)CM_ARRAY_LEN(e->sets)) {
+            fprintf(stderr, "%s: --set needs section.key=value\n", cmd);
+            return -1;
+        }
+        e->sets[e->nsets++] = v;
+        return 1;
+    }
+    if (a[0] == '-') return 0;
+    if (e->path) {
+        fprintf(stderr, "%s: one experiment file only ('%s' and '%s')\n", cmd, e->path, a);
+        return -1;
+    }
+    e->path = a;
+    return 1;
+}
+
+int exp_args_load(const char *cmd, const ExpArgs *e, Config *cfg)
+{
+    if (config_load(cfg, e->path) != 0 || config_set_list(cfg, e->sets, e->nsets) != 0) {
+        fprintf(stderr, "%s: %s\n", cmd, cm_errmsg());
+        return -1;
+    }
+    return 0;
+}
