@@ -3,8 +3,8 @@
  * against the naive direct kernels on awkward shapes and with 1, 2 and 3 threads, forward and
  * every gradient; frozen inputs get no gradient; gradients accumulate exactly across two sweeps;
  * the forward pass's bits do not depend on the dynamic schedule (nor, for Winograd, on the
- * thread count); one
- * finite-difference check. */
+ * thread count); the group-norm statistics a conv hands to the next; one finite-difference
+ * check. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -273,6 +273,62 @@ static void test_forward_schedule(void)
     cm_set_threads(2);
 }
 
+/* ConvFusion's statistics hand-off (a ResBlock's conv1 -> norm2 -> conv2): out_stats must hold
+ * gn_stats' values of the output to the bit, and a conv reading them as norm_stats must give the
+ * same output and gradients, to the bit, as one that takes the statistics itself. On the
+ * Winograd path (taken per sample as it is stored) and the im2col path (4 input channels). */
+static void test_stats_handoff(void)
+{
+    static const Case cases[] = {
+        {"wino 32->32 14x14", 8, 32, 14, 14, 32, 3, 3, 1, 1, true, false},
+        {"im2col 4->32 9x7", 3, 4, 9, 7, 32, 3, 3, 1, 1, true, false},
+    };
+    const int G = 8;
+    const float eps = 1e-5f;
+    for (size_t i = 0; i < CM_ARRAY_LEN(cases); i++) {
+        const Case *k = &cases[i];
+        size_t nx = (size_t)k->N * k->Cin * k->H * k->W, ny = (size_t)k->N * k->Cout * k->H * k->W;
+        float *x = randn(nx, 31), *w1 = randn((size_t)k->Cout * k->Cin * 9, 32), *b1 = randn((size_t)k->Cout, 33);
+        float *w2 = randn((size_t)k->Cout * k->Cout * 9, 34), *gy = randn(ny, 35);
+        float *stats = cm_malloc(2 * sizeof(float) * (size_t)k->N * G), *want = cm_malloc(2 * sizeof(float) * (size_t)k->N * G);
+        float *y_ref = cm_malloc(ny * sizeof(float)), *gw_ref = cm_malloc((size_t)k->Cout * k->Cout * 9 * sizeof(float));
+        float *gx_ref = cm_malloc(nx * sizeof(float));
+        int bad_y = 0, bad_g = 0;
+        for (int reuse = 0; reuse < 2; reuse++) {
+            Ctx c;
+            ctx_init(&c, 1 << 24);
+            Tensor *tx = tensor_wrap(&c, x, NULL, 4, SHAPE(k->N, k->Cin, k->H, k->W), true);
+            Tensor *tw1 = tensor_wrap(&c, w1, NULL, 4, SHAPE(k->Cout, k->Cin, 3, 3), false);
+            Tensor *tw2 = tensor_wrap(&c, w2, NULL, 4, SHAPE(k->Cout, k->Cout, 3, 3), true);
+            Tensor *h = op_conv2d_fused(&c, tx, tw1, tensor_wrap(&c, b1, NULL, 1, SHAPE(k->Cout), false), 1, 1,
+                                        &(ConvFusion){.out_stats = reuse ? stats : NULL, .out_groups = G, .out_eps = eps});
+            if (reuse) {
+                gn_stats(h->data, k->N, k->Cout, (size_t)k->H * k->W, G, eps, want, want + (size_t)k->N * G);
+                size_t bad = 0;
+                for (size_t j = 0; j < 2 * (size_t)k->N * G; j++) bad += stats[j] != want[j];
+                printf("  %-20s out_stats: %zu of %d differ from gn_stats of the output\n", k->name, bad, 2 * k->N * G);
+                CHECK(bad == 0, "%s: %zu of %d out_stats values differ from gn_stats", k->name, bad, 2 * k->N * G);
+            }
+            Tensor *y = op_conv2d_fused(&c, h, tw2, NULL, 1, 1, &(ConvFusion){
+                .norm_groups = G, .norm_eps = eps, .norm_stats = reuse ? stats : NULL});
+            tape_backward(&c, y, gy);
+            if (!reuse) {
+                memcpy(y_ref, y->data, ny * sizeof(float));
+                memcpy(gw_ref, tw2->grad, tw2->n * sizeof(float));
+                memcpy(gx_ref, tx->grad, nx * sizeof(float));
+            } else {
+                bad_y = memcmp(y_ref, y->data, ny * sizeof(float)) != 0;
+                bad_g = memcmp(gw_ref, tw2->grad, tw2->n * sizeof(float)) != 0 || memcmp(gx_ref, tx->grad, nx * sizeof(float)) != 0;
+            }
+            ctx_free(&c);
+        }
+        printf("  %-20s norm_stats: output %s, gradients %s\n", k->name, bad_y ? "DIFFER" : "equal",
+               bad_g ? "DIFFER" : "equal");
+        CHECK(!bad_y && !bad_g, "%s: reading norm_stats changes the output (%d) or the gradients (%d)", k->name, bad_y, bad_g);
+        free(x); free(w1); free(b1); free(w2); free(gy); free(stats); free(want); free(y_ref); free(gw_ref); free(gx_ref);
+    }
+}
+
 typedef struct GcArgs { int stride, pad; } GcArgs;
 
 static Tensor *gc_conv(Ctx *c, Tensor **in, void *user)
@@ -311,6 +367,7 @@ int main(void)
     cm_set_threads(2);
     test_wino();
     test_forward_schedule();
+    test_stats_handoff();
     test_gradcheck();
     return test_summary("conv");
 }

@@ -29,6 +29,7 @@
  * does not depend on which thread computes it, so the bits do not change. The backward pass
  * keeps fixed shares: its dU partials are per thread and summed in thread order. */
 #include "conv_wino.h"
+#include "ops.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -638,6 +639,9 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
                     from_blocked(bf.yt + s * yslot, 2 * g->tw, k->yplane, 0, 0, g->Cout, g->Ho, g->Wo,
                                  y + (size_t)n * yout, sample_bias(ep, n, g->Cout, bf.bias),
                                  ep->r ? ep->r + (size_t)n * yout : NULL, ep->scale, false);
+                    if (ep->mean)   /* the sample is still in this core's cache */
+                        gn_stats_serial(y + (size_t)n * yout, 1, g->Cout, (size_t)g->Ho * g->Wo, ep->groups,
+                                        ep->eps, ep->mean + (size_t)n * ep->groups, ep->rstd + (size_t)n * ep->groups);
                 }
         }
     }

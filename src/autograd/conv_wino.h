@@ -26,6 +26,9 @@
 typedef struct ConvEpilogue {
     const float *b, *bn, *r;
     float scale;
+    float *mean, *rstd;        /* not NULL: y's group-norm statistics [N * groups] (gn_stats) */
+    int groups;
+    float eps;
 } ConvEpilogue;
 
 /* How a conv may read its input (op_conv2d_fused): x as silu(GN(x)), GN with the statistics

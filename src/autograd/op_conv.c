@@ -440,18 +440,26 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
     if (f->norm_weight) shape_check("norm weight", f->norm_weight, 1, SHAPE(g.Cin), x, w);
     if (f->norm_bias) shape_check("norm bias", f->norm_bias, 1, SHAPE(g.Cin), x, w);
     const float scale = f->scale != 0.0f ? f->scale : 1.0f;
+    CM_ASSERT(!f->norm_stats || groups, "conv2d: norm_stats given without norm_groups");
+    CM_ASSERT(!f->out_stats || (f->out_groups > 0 && g.Cout % f->out_groups == 0),
+              "conv2d: out_stats for %d groups of %d output channels", f->out_groups, g.Cout);
 
     Tensor *y = TENSOR_NEW(c, g.N, g.Cout, g.Ho, g.Wo);
     c->flops += conv_flops(&g);
-    float *stats = NULL;                        /* mean [N*groups], rstd [N*groups]: saved */
+    const float *stats = f->norm_stats;         /* mean [N*groups], rstd [N*groups]: saved */
     ConvPrologue pro;
     if (groups) {
-        stats = arena_alloc(&c->arena, 2 * sizeof(float) * (size_t)g.N * groups);
-        gn_stats(x->data, g.N, g.Cin, (size_t)g.H * g.W, groups, f->norm_eps, stats, stats + (size_t)g.N * groups);
+        if (!stats) {
+            float *s = arena_alloc(&c->arena, 2 * sizeof(float) * (size_t)g.N * groups);
+            gn_stats(x->data, g.N, g.Cin, (size_t)g.H * g.W, groups, f->norm_eps, s, s + (size_t)g.N * groups);
+            stats = s;
+        }
         pro = prologue_of(x, f->norm_weight, f->norm_bias, groups, stats);
     }
+    const size_t ngo = (size_t)g.N * f->out_groups;
     ConvEpilogue ep = {b ? b->data : NULL, f->bias ? f->bias->data : NULL,
-                       f->residual ? f->residual->data : NULL, scale};
+                       f->residual ? f->residual->data : NULL, scale,
+                       f->out_stats, f->out_stats ? f->out_stats + ngo : NULL, f->out_groups, f->out_eps};
     ArenaMark mark = arena_mark(&c->arena);     /* workspaces below live only inside this call */
     if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
         conv_wino_forward(c, x->data, groups ? &pro : NULL, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W,
@@ -461,6 +469,8 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
         ConvWork work = conv_work(c, &g, false);
 #pragma omp parallel num_threads(cm_threads())
         conv_forward_share(&g, &work, xin, w->data, &ep, y->data);
+        if (ep.mean)   /* a pass of its own here (this path carries few of a U-Net's FLOPs) */
+            gn_stats(y->data, g.N, g.Cout, (size_t)g.P, ep.groups, ep.eps, ep.mean, ep.rstd);
     }
     arena_release(&c->arena, mark);
 
@@ -472,7 +482,7 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
         e->iarg[2] = groups;
         e->farg[0] = scale;
         e->farg[1] = f->norm_eps;
-        e->saved = stats;
+        e->saved = (void *)stats;   /* read only, by the backward */
     }
     return y;
 }

@@ -104,6 +104,12 @@ void gn_stats(const float *x, int N, int C, size_t S, int groups, float eps, flo
     for (int ng = 0; ng < N * groups; ng++) group_stats(x + (size_t)ng * m, m, eps, &mean[ng], &rstd[ng]);
 }
 
+void gn_stats_serial(const float *x, int N, int C, size_t S, int groups, float eps, float *mean, float *rstd)
+{
+    size_t m = (size_t)(C / groups) * S;
+    for (int ng = 0; ng < N * groups; ng++) group_stats(x + (size_t)ng * m, m, eps, &mean[ng], &rstd[ng]);
+}
+
 void gn_silu_apply(const float *x, int N, int C, size_t S, int groups, const float *mean,
                    const float *rstd, const float *w, const float *b, float *y)
 {

@@ -76,7 +76,14 @@ Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad);
  *           op_group_norm_silu computes it; it is never stored (the backward recomputes it);
  *   output  y = scale * (conv + b + bias[:, :, None, None] + residual), bias [N,Cout] (a
  *           per-sample bias: the time embedding's projection) and residual [N,Cout,Ho,Wo] may be
- *           NULL; a scale of 0 means 1.
+ *           NULL; a scale of 0 means 1;
+ *   stats   out_stats not NULL: also the group-norm statistics of y for out_groups groups and
+ *           out_eps, mean [N*out_groups] then rstd [N*out_groups] into out_stats (the caller's,
+ *           2 N out_groups floats), taken as each sample is stored, while it is in cache;
+ *           norm_stats not NULL: the statistics of x for the input's norm (norm_groups,
+ *           norm_eps), as an earlier conv's out_stats wrote them, instead of a pass over x.
+ *           Both are gn_stats' values to the bit. The caller keeps norm_stats alive as long as
+ *           the tape (the backward reads them).
  * A residual block's GN+SiLU -> conv1 -> + temb and GN+SiLU -> conv2 -> (+ skip) * skip_scale are
  * then two ops, and its normalised activations are never stored. */
 typedef struct ConvFusion {
@@ -85,6 +92,10 @@ typedef struct ConvFusion {
     float norm_eps;
     Tensor *bias, *residual;
     float scale;
+    float *out_stats;
+    int out_groups;
+    float out_eps;
+    const float *norm_stats;
 } ConvFusion;
 /* op_conv2d is this with f NULL (the same op, OP_CONV2D). */
 Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad, const ConvFusion *f);
@@ -115,11 +126,12 @@ Tensor *op_group_norm_silu(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int 
 Tensor *op_softmax(Ctx *c, Tensor *x);
 /* Group norm's kernels, for ops that fuse silu(group_norm(x)) into their input
  * (op_conv2d_fused), on x [N,C,S] with `groups` groups:
- *   gn_stats       mean, rstd [N*groups];
+ *   gn_stats       mean, rstd [N*groups] (gn_stats_serial: on the calling thread only);
  *   gn_silu_apply  y = silu(GN(x)) with weight w and bias b (either may be NULL);
  *   gn_grad        the backward from gy = dL/dy (silu: y = silu(GN(x)), else GN(x)): dx written
  *                  (fresh_x) or accumulated, dw and db accumulated; each may be NULL. */
 void gn_stats(const float *x, int N, int C, size_t S, int groups, float eps, float *mean, float *rstd);
+void gn_stats_serial(const float *x, int N, int C, size_t S, int groups, float eps, float *mean, float *rstd);
 void gn_silu_apply(const float *x, int N, int C, size_t S, int groups, const float *mean,
                    const float *rstd, const float *w, const float *b, float *y);
 void gn_grad(Ctx *c, const float *x, int N, int C, size_t S, int groups, const float *mean,
