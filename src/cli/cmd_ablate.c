@@ -51,14 +51,8 @@ int ablate_main(int argc, char **argv)
                 fprintf(stderr, "cmlab ablate: --only expects variant indices like 0,3,7\n");
                 return CM_EXIT_INPUT;
             }
-        } else {
-            int r = exp_args_take("cmlab ablate", &e, argc, argv, &i);
-            if (r < 0) return CM_EXIT_INPUT;
-            if (r == 0) {
-                fprintf(stderr, "cmlab ablate: unknown option '%s'\n", a);
-                usage(stderr);
-                return CM_EXIT_INPUT;
-            }
+        } else if (exp_args_take("cmlab ablate", usage, &e, argc, argv, &i) != 0) {
+            return CM_EXIT_INPUT;
         }
     }
     if (!e.path) {

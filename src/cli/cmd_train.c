@@ -33,14 +33,8 @@ int train_main(int argc, char **argv)
             return CM_EXIT_OK;
         } else if (!strcmp(a, "--resume")) {
             resume = true;
-        } else {
-            int r = exp_args_take("cmlab train", &e, argc, argv, &i);
-            if (r < 0) return CM_EXIT_INPUT;
-            if (r == 0) {
-                fprintf(stderr, "cmlab train: unknown option '%s'\n", a);
-                usage(stderr);
-                return CM_EXIT_INPUT;
-            }
+        } else if (exp_args_take("cmlab train", usage, &e, argc, argv, &i) != 0) {
+            return CM_EXIT_INPUT;
         }
     }
     if (!e.path) {

@@ -3,6 +3,8 @@
 #ifndef CM_COMMANDS_H
 #define CM_COMMANDS_H
 
+#include <stdio.h>
+
 #include "train/experiment.h"
 
 int info_main(int argc, char **argv);
@@ -19,10 +21,11 @@ typedef struct ExpArgs {
     const char *sets[256];
     int nsets;
 } ExpArgs;
-/* Takes argv[*i] (and a --set's value, advancing *i) if it is a --set or the path: 1; 0 for any
- * other option (the command's own, or unknown); -1 after printing "CMD: ..." (exit
- * CM_EXIT_INPUT): a --set without a value, a second path. */
-int exp_args_take(const char *cmd, ExpArgs *e, int argc, char **argv, int *i);
+/* Takes argv[*i] (and a --set's value, advancing *i), called for each argument that is not one
+ * of the command's own options: 0 for a --set or the path; -1 after printing "CMD: ..." (and
+ * usage for an unknown option; exit CM_EXIT_INPUT): an unknown option, a --set without a value,
+ * a second path. */
+int exp_args_take(const char *cmd, void (*usage)(FILE *), ExpArgs *e, int argc, char **argv, int *i);
 /* cfg = e->path with the overrides applied; -1 after printing "CMD: <the error>". */
 int exp_args_load(const char *cmd, const ExpArgs *e, Config *cfg);
 

@@ -5,7 +5,7 @@
 #include "cli/commands.h"
 #include "common.h"
 
-int exp_args_take(const char *cmd, ExpArgs *e, int argc, char **argv, int *i)
+int exp_args_take(const char *cmd, void (*usage)(FILE *), ExpArgs *e, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
     if (!strcmp(a, "--set") || !strncmp(a, "--set=", 6)) {
@@ -15,15 +15,19 @@ int exp_args_take(const char *cmd, ExpArgs *e, int argc, char **argv, int *i)
             return -1;
         }
         e->sets[e->nsets++] = v;
-        return 1;
+        return 0;
     }
-    if (a[0] == '-') return 0;
+    if (a[0] == '-') {
+        fprintf(stderr, "%s: unknown option '%s'\n", cmd, a);
+        usage(stderr);
+        return -1;
+    }
     if (e->path) {
         fprintf(stderr, "%s: one experiment file only ('%s' and '%s')\n", cmd, e->path, a);
         return -1;
     }
     e->path = a;
-    return 1;
+    return 0;
 }
 
 int exp_args_load(const char *cmd, const ExpArgs *e, Config *cfg)
