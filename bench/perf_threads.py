@@ -23,7 +23,7 @@ def samples(path):
     for line in out.split("\n"):
         if not line.strip():
             cur = None
-        elif not line[0].isspace():
+        elif not line.startswith("\t"):   # a sample's header (the tid is padded with spaces)
             tid, t = line.split()[:2]
             cur = (int(tid), float(t.rstrip(":")), [])
             got.append(cur)
