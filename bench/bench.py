@@ -8,7 +8,8 @@ after, and the better of the two is the peak. Both sides get OMP_NUM_THREADS and
 OPENBLAS_CORETYPE (cmlab picks SkylakeX on this CPU: tensor.h, cm_blas_select_core).
 
 Usage: /usr/bin/python3 bench/bench.py BUILD_DIR [--reps R] [--quick] [--only S-train,M-sample,...]
-Prints the table (medians over repetitions of each run's median step time) and the raw lines.
+Prints the table (medians over repetitions of each run's median step time), the per-repetition
+ranges of both ratios, and the raw lines.
 """
 import argparse
 import os
