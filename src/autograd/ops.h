@@ -79,7 +79,8 @@ Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad);
  *           NULL; a scale of 0 means 1;
  *   stats   out_stats not NULL: also the group-norm statistics of y for out_groups groups and
  *           out_eps, mean [N*out_groups] then rstd [N*out_groups] into out_stats (the caller's,
- *           2 N out_groups floats), taken as each sample is stored, while it is in cache;
+ *           2 N out_groups floats), on the Winograd path taken as each sample is stored,
+ *           while it is in cache (the im2col path makes a pass over y after the conv);
  *           norm_stats not NULL: the statistics of x for the input's norm (norm_groups,
  *           norm_eps), as an earlier conv's out_stats wrote them, instead of a pass over x.
  *           Both are gn_stats' values to the bit. The caller keeps norm_stats alive as long as
