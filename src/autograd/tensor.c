@@ -21,6 +21,7 @@ struct ArenaBlock {
 };
 
 #define ARENA_ALIGN 64
+#define ARENA_MIN_BLOCK ((size_t)1 << 20)
 
 static size_t align_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
 
@@ -47,13 +48,17 @@ void *arena_alloc(Arena *a, size_t bytes)
         note_peak(a);
         return p;
     }
-    /* Overflow: a block of its own, at least 1/4 of the main block and 1 GB of address space
-     * (pages cost memory only once touched), so that allocations do not each get a block and
-     * ctx_keep finds a pass's intermediates in one block. */
+    /* Overflow: a block of its own, sized to what is needed with geometric growth (at least
+     * 1 MB, a quarter of the main block and twice the previous overflow block), so that a step
+     * that outgrows the arena opens O(log) blocks and touches at most about twice what it uses.
+     * Blocks are not oversized address space: an allocator that fills what it hands out (glibc
+     * with MALLOC_PERTURB_, which `meson test` sets; ASan) would write every byte of them. */
     ArenaBlock *b = a->extra;
     if (!b || b->used + bytes > b->cap) {
+        size_t grow = CM_MAX(ARENA_MIN_BLOCK, align_up(a->cap / 4));
+        if (b) grow = CM_MAX(grow, 2 * b->cap);
         b = cm_malloc(sizeof *b);
-        b->cap = CM_MAX(bytes, CM_MAX(align_up(a->cap / 4), (size_t)1 << 30));
+        b->cap = CM_MAX(bytes, grow);
         b->mem = cm_aligned_alloc(b->cap);
         b->used = 0;
         b->next = a->extra;
@@ -84,6 +89,13 @@ void *arena_calloc(Arena *a, size_t bytes)
 }
 
 size_t arena_used(const Arena *a) { return a->used + a->extra_used; }
+
+size_t arena_reserved(const Arena *a)
+{
+    size_t n = a->cap;
+    for (const ArenaBlock *b = a->extra; b; b = b->next) n += b->cap;
+    return n;
+}
 
 ArenaMark arena_mark(const Arena *a)
 {
