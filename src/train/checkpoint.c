@@ -11,9 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <hdf5.h>
+#include <zlib.h>
 
 #include "common.h"
 
@@ -287,6 +289,127 @@ static hid_t read_fapl(void)
     return fapl;
 }
 
+/* ---- the seal: a whole-file checksum, checked before libhdf5 reads a byte ---------------------
+ * libhdf5 is not safe on damaged metadata: one bit flipped in the signature of a fractal heap or a
+ * B-tree node of a checkpoint made `cmlab info` die inside the library (SIGSEGV or SIGABRT, 29 of
+ * 670 single-bit flips of object signatures), and its own metadata checksums cannot protect its
+ * parser. So every checkpoint starts with an HDF5 user block of SEAL_BYTES (every HDF5 reader,
+ * h5py and h5dump included, skips it) holding a line of text over the rest of the file:
+ *     cmlab-seal 1 bytes <n> crc32 <8 hex digits>\n
+ * A file is handed to libhdf5 only once its size and CRC-32 match. The seal is written after the
+ * HDF5 file is closed and before the fsync and rename, so it is covered by the same protocol.
+ * Checkpoints written before the seal existed (HDF5's signature at offset 0) are walked once by
+ * a child process first: if libhdf5 crashes there, the file is refused and the caller lives. */
+
+enum { SEAL_BYTES = 512, SEAL_VERSION = 1 };
+
+static const char HDF5_SIGNATURE[8] = "\211HDF\r\n\032\n";
+
+/* CRC-32 of bytes [from, end) of the open file fd. */
+static int crc_range(int fd, const char *path, off_t from, off_t end, uLong *crc)
+{
+    enum { BUF = 1 << 20 };
+    unsigned char *buf = cm_malloc(BUF);
+    *crc = crc32(0, Z_NULL, 0);
+    int rc = 0;
+    for (off_t at = from; at < end && rc == 0;) {
+        ssize_t got = pread(fd, buf, (size_t)CM_MIN((off_t)BUF, end - at), at);
+        if (got <= 0) rc = cm_fail("%s: read failed at byte %lld: %s", path, (long long)at,
+                                   got < 0 ? strerror(errno) : "unexpected end of file");
+        else *crc = crc32_z(*crc, buf, (size_t)got), at += got;
+    }
+    free(buf);
+    return rc;
+}
+
+/* The seal of an HDF5 image written with a user block of SEAL_BYTES: libhdf5's in-memory file
+ * image leaves the user block out (its superblock, at offset 0, records the base address
+ * SEAL_BYTES), and the seal is that user block on disk, before the image. */
+static void seal_make(char seal[SEAL_BYTES], const unsigned char *image, size_t size)
+{
+    uLong crc = crc32_z(crc32(0, Z_NULL, 0), image, size);
+    memset(seal, 0, SEAL_BYTES);
+    snprintf(seal, SEAL_BYTES, "cmlab-seal %d bytes %zu crc32 %08lx\n", SEAL_VERSION, size, (unsigned long)crc);
+}
+
+/* 1: sealed and intact; 0: no seal (a checkpoint from before seals); -1 after cm_fail. */
+static int seal_check(const char *path)
+{
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return cm_fail("%s: cannot open: %s", path, strerror(errno));
+    char head[SEAL_BYTES + 1] = {0};
+    struct stat st;
+    ssize_t got = fstat(fd, &st) == 0 ? pread(fd, head, SEAL_BYTES, 0) : -1;
+    int version = 0, rc = 1;
+    long long bytes = -1;
+    unsigned long want = 0;
+    uLong crc = 0;
+    if (got >= (ssize_t)sizeof HDF5_SIGNATURE && memcmp(head, HDF5_SIGNATURE, sizeof HDF5_SIGNATURE) == 0)
+        rc = 0;
+    else if (got < 0)
+        rc = cm_fail("%s: cannot read: %s", path, strerror(errno));
+    else if (strncmp(head, "cmlab-seal ", 11) != 0)
+        rc = cm_fail("%s: not a cmlab checkpoint (it starts with neither a cmlab seal nor an HDF5 "
+                     "signature)", path);
+    else if (sscanf(head, "cmlab-seal %d bytes %lld crc32 %8lx", &version, &bytes, &want) != 3 ||
+             version != SEAL_VERSION || bytes < 0)
+        rc = cm_fail("%s: damaged file: its seal (the first line) does not parse", path);
+    else if (st.st_size - SEAL_BYTES != bytes)
+        rc = cm_fail("%s: %s file: %lld bytes after the seal, which says %lld", path,
+                     st.st_size - SEAL_BYTES < bytes ? "truncated" : "damaged",
+                     (long long)(st.st_size - SEAL_BYTES), bytes);
+    else if (crc_range(fd, path, SEAL_BYTES, st.st_size, &crc) < 0)
+        rc = -1;
+    else if (crc != want)
+        rc = cm_fail("%s: checksum mismatch: the file is damaged (CRC-32 %08lx, its seal says %08lx)",
+                     path, (unsigned long)crc, want);
+    close(fd);
+    return rc;
+}
+
+static int walk_file(const char *path);
+
+/* A checkpoint without a seal, walked in a child process: 0 if it verified there, -1 with the
+ * child's message, or with the signal that killed it. */
+static int verify_in_child(const char *path)
+{
+    int pipefd[2];
+    if (pipe(pipefd) != 0) return cm_fail("%s: pipe: %s", path, strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return cm_fail("%s: fork: %s", path, strerror(errno));
+    }
+    if (pid == 0) {
+        close(pipefd[0]);
+        int rc = walk_file(path);
+        if (rc != 0) {
+            const char *msg = cm_errmsg();
+            ssize_t unused = write(pipefd[1], msg, strlen(msg));
+            (void)unused;
+        }
+        _exit(rc == 0 ? 0 : 1);
+    }
+    close(pipefd[1]);
+    char msg[1024];
+    size_t n = 0;
+    for (ssize_t got; n < sizeof msg - 1 && (got = read(pipefd[0], msg + n, sizeof msg - 1 - n)) != 0;)
+        if (got > 0) n += (size_t)got;
+        else if (errno != EINTR) break;
+    msg[n] = '\0';
+    close(pipefd[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (WIFSIGNALED(status))
+        return cm_fail("%s: damaged file: libhdf5 crashed reading it (signal %d, in a child process)",
+                       path, WTERMSIG(status));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return cm_fail("%s", n ? msg : "checkpoint verification failed");
+    return 0;
+}
+
 /* ---- save -------------------------------------------------------------------------------- */
 
 /* Chunks of at most CHUNK_BYTES: halve the leading dimensions until a chunk fits. Large enough
@@ -383,14 +506,93 @@ static int write_optimizer(hid_t f, hid_t lcpl, const char *tmp, const CkptState
     return write_group(f, lcpl, tmp, sub, s->ps, a->v);
 }
 
-/* Writes the whole file at `tmp` and closes it; the caller fsyncs and renames. */
-static int write_file(const char *tmp, const CkptState *s)
+/* A file access list for an HDF5 file held in memory (the core driver, never written back):
+ * libhdf5 never touches the disk, so a full disk or a vanished directory is a plain write(2)
+ * error of ours, not a failed H5Fclose that leaves the library with a half-closed file (it then
+ * crashed at exit in H5F__close_cb, or looped: "HDF5: infinite loop closing library"). */
+static hid_t image_fapl(size_t increment)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_core(fapl, increment, false);
     /* The 1.10 format: checksummed superblock, object headers and chunk indexes (checkpoint.h). */
     H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
     H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
-    H5Pset_file_locking(fapl, false, true);   /* the .tmp file is private to this writer */
+    return fapl;
+}
+
+/* Bob Jenkins' lookup3 hash (hashlittle, byte by byte), HDF5's metadata checksum. */
+static uint32_t lookup3(const unsigned char *k, size_t length)
+{
+#define ROT(x, r) (((x) << (r)) | ((x) >> (32 - (r))))
+    uint32_t a, b, c;
+    a = b = c = 0xdeadbeef + (uint32_t)length;
+    for (; length > 12; length -= 12, k += 12) {
+        a += k[0] | (uint32_t)k[1] << 8 | (uint32_t)k[2] << 16 | (uint32_t)k[3] << 24;
+        b += k[4] | (uint32_t)k[5] << 8 | (uint32_t)k[6] << 16 | (uint32_t)k[7] << 24;
+        c += k[8] | (uint32_t)k[9] << 8 | (uint32_t)k[10] << 16 | (uint32_t)k[11] << 24;
+        a -= c; a ^= ROT(c, 4);  c += b;
+        b -= a; b ^= ROT(a, 6);  a += c;
+        c -= b; c ^= ROT(b, 8);  b += a;
+        a -= c; a ^= ROT(c, 16); c += b;
+        b -= a; b ^= ROT(a, 19); a += c;
+        c -= b; c ^= ROT(b, 4);  b += a;
+    }
+    if (length == 0) return c;
+    unsigned char t[12] = {0};
+    memcpy(t, k, length);
+    a += t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
+    b += t[4] | (uint32_t)t[5] << 8 | (uint32_t)t[6] << 16 | (uint32_t)t[7] << 24;
+    c += t[8] | (uint32_t)t[9] << 8 | (uint32_t)t[10] << 16 | (uint32_t)t[11] << 24;
+    c ^= b; c -= ROT(b, 14);
+    a ^= c; a -= ROT(c, 11);
+    b ^= a; b -= ROT(a, 25);
+    c ^= b; c -= ROT(b, 16);
+    a ^= c; a -= ROT(c, 4);
+    b ^= a; b -= ROT(a, 14);
+    c ^= b; c -= ROT(b, 24);
+    return c;
+#undef ROT
+}
+
+/* H5Fget_file_image clears the superblock's status flags (open for writing) in the image but, in
+ * HDF5 before 1.14.7 (HDFGroup/hdf5#1915), leaves the superblock checksum as it was, so no reader
+ * can open the image. Superblocks of version 2 and 3 (8 signature bytes, version, sizes of
+ * offsets and lengths, flags, four addresses, then the checksum) get their checksum recomputed. */
+static void fix_superblock_checksum(unsigned char *image, size_t size)
+{
+    if (size < 12 || memcmp(image, HDF5_SIGNATURE, sizeof HDF5_SIGNATURE) != 0 || image[8] < 2) return;
+    size_t n = 12 + 4 * (size_t)image[9];
+    if (n + 4 > size) return;
+    uint32_t sum = lookup3(image, n);
+    for (int i = 0; i < 4; i++) image[n + i] = (unsigned char)(sum >> 8 * i);
+}
+
+/* Copies the finished in-memory file f into a malloc'd image and closes f (even on failure). */
+static int take_image(hid_t f, const char *tmp, unsigned char **image, size_t *size)
+{
+    *image = NULL;
+    ssize_t n = H5Fflush(f, H5F_SCOPE_GLOBAL) < 0 ? -1 : H5Fget_file_image(f, NULL, 0);
+    int rc = n <= SEAL_BYTES ? fail_write(tmp, "the file image") : 0;
+    if (rc == 0) {
+        *image = cm_malloc((size_t)n);
+        *size = (size_t)n;
+        if (H5Fget_file_image(f, *image, (size_t)n) != n) rc = fail_write(tmp, "the file image");
+    }
+    if (H5Fclose(f) < 0 && rc == 0) rc = fail_write(tmp, "the file (close)");
+    if (rc != 0) {
+        free(*image);
+        *image = NULL;
+    } else {
+        fix_superblock_checksum(*image, *size);
+    }
+    return rc;
+}
+
+/* Builds the whole checkpoint in memory, for write_image. */
+static int build_image(const char *tmp, const CkptState *s, unsigned char **image, size_t *size)
+{
+    size_t sets = (size_t)s->nsets + (s->opt ? 2 : 0);
+    hid_t fapl = image_fapl(CM_MAX((size_t)1 << 20, sets * s->ps->total * sizeof(float) / 4));
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (f < 0) h5_keep();
     H5Pclose(fapl);
@@ -410,7 +612,38 @@ static int write_file(const char *tmp, const CkptState *s)
     if (rc == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = fail_write(tmp, "the file (flush)");
     if (rc == 0 && attr_write_i64(f, "complete", 1) < 0) rc = fail_write(tmp, "the complete attribute");
     H5Pclose(lcpl);
-    if (H5Fclose(f) < 0 && rc == 0) rc = fail_write(tmp, "the file (close)");
+    if (rc != 0) {
+        H5Fclose(f);
+        return rc;
+    }
+    return take_image(f, tmp, image, size);
+}
+
+/* Writes a new file at tmp, the seal of image (when `sealed`) and then image, and fsyncs it; on
+ * failure removes it. */
+static int write_image(const char *tmp, const unsigned char *image, size_t size, bool sealed)
+{
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return cm_fail("%s: cannot create: %s; the save is abandoned, earlier checkpoints are "
+                               "untouched", tmp, strerror(errno));
+    char seal[SEAL_BYTES];
+    if (sealed) seal_make(seal, image, size);
+    int rc = 0;
+    for (size_t off = sealed ? 0 : SEAL_BYTES, end = size + SEAL_BYTES; off < end && rc == 0;) {
+        const unsigned char *from = off < SEAL_BYTES ? (unsigned char *)seal + off : image + (off - SEAL_BYTES);
+        size_t n = off < SEAL_BYTES ? SEAL_BYTES - off : end - off;
+        ssize_t put = write(fd, from, n);
+        if (put < 0 && errno == EINTR) continue;
+        if (put <= 0)
+            rc = cm_fail("%s: cannot write the file (%s); the save is abandoned, earlier checkpoints are "
+                         "untouched", tmp, put < 0 ? strerror(errno) : "no progress");
+        else off += (size_t)put;
+    }
+    /* fsync before rename: otherwise a crash can publish the final name over blocks that never
+     * reached the disk. */
+    if (rc == 0 && fsync(fd) != 0) rc = cm_fail("%s: fsync failed: %s", tmp, strerror(errno));
+    if (close(fd) != 0 && rc == 0) rc = cm_fail("%s: cannot write the file (%s)", tmp, strerror(errno));
+    if (rc != 0) unlink(tmp);
     return rc;
 }
 
@@ -441,12 +674,13 @@ int ckpt_save(const char *dir, const CkptState *s, char *path_out, size_t len)
     snprintf(tmp, sizeof tmp, "%s.tmp", final);
     if (cm_mkdir_p(dir) < 0) return -1;
 
+    unsigned char *image = NULL;
+    size_t size = 0;
     H5Quiet q = h5_quiet();
-    int rc = write_file(tmp, s);
+    int rc = build_image(tmp, s, &image, &size);
     h5_restore(q);
-    /* fsync before rename: otherwise a crash can publish the final name over blocks that never
-     * reached the disk. */
-    if (rc == 0) rc = fsync_path(tmp, false);
+    if (rc == 0) rc = write_image(tmp, image, size, true);
+    free(image);
     if (rc == 0 && ckpt_test_hook_before_rename) ckpt_test_hook_before_rename(tmp);
     if (rc == 0 && rename(tmp, final) != 0)
         rc = cm_fail("%s: cannot rename %s over it: %s", final, tmp, strerror(errno));
@@ -462,42 +696,16 @@ int ckpt_save(const char *dir, const CkptState *s, char *path_out, size_t len)
 
 /* ---- stamp: a new copy with one more group ----------------------------------------------- */
 
-/* Byte copy of src into a new file dst; -1 after cm_fail(). */
-static int copy_file(const char *src, const char *dst)
-{
-    int in = open(src, O_RDONLY), out = in < 0 ? -1 : open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (in < 0 || out < 0) {
-        int err = errno;
-        if (in >= 0) close(in);
-        return cm_fail("%s: cannot copy it to %s: %s", src, dst, strerror(err));
-    }
-    char buf[1 << 16];
-    ssize_t got;
-    int rc = 0;
-    while (rc == 0 && (got = read(in, buf, sizeof buf)) != 0) {
-        if (got < 0 && errno == EINTR) continue;
-        for (ssize_t off = 0; rc == 0 && got > 0 && off < got;) {
-            ssize_t put = write(out, buf + off, (size_t)(got - off));
-            if (put < 0 && errno == EINTR) continue;
-            if (put <= 0) rc = cm_fail("%s: cannot write: %s", dst, strerror(errno));
-            else off += put;
-        }
-        if (got < 0) rc = cm_fail("%s: cannot read: %s", src, strerror(errno));
-    }
-    close(in);
-    if (close(out) != 0 && rc == 0) rc = cm_fail("%s: cannot write: %s", dst, strerror(errno));
-    return rc;
-}
-
 static htri_t link_exists(hid_t f, const char *path);
 
-static int write_stamp(const char *tmp, const char *group, const CkptAttr *attrs, int n)
+/* The checkpoint at path (verified), read into memory, with `group` and its attributes added:
+ * a new sealed image (or an unsealed one, for a checkpoint from before seals). */
+static int stamp_image(const char *path, const char *tmp, const char *group, const CkptAttr *attrs, int n,
+                       unsigned char **image, size_t *size)
 {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
-    H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);
+    hid_t fapl = image_fapl((size_t)1 << 20);
     H5Pset_file_locking(fapl, false, true);
-    hid_t f = H5Fopen(tmp, H5F_ACC_RDWR, fapl);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, fapl);   /* the core driver: edits stay in memory */
     if (f < 0) h5_keep();
     H5Pclose(fapl);
     if (f < 0) return fail_write(tmp, "the copy");
@@ -517,27 +725,33 @@ static int write_stamp(const char *tmp, const char *group, const CkptAttr *attrs
         if (w < 0) rc = fail_write(tmp, a->name);
     }
     if (g >= 0) H5Gclose(g);
-    if (H5Fclose(f) < 0 && rc == 0) rc = fail_write(tmp, "the copy (close)");
-    return rc;
+    if (rc != 0) {
+        H5Fclose(f);
+        return rc;
+    }
+    return take_image(f, tmp, image, size);
 }
 
 int ckpt_stamp(const char *path, const char *group, const CkptAttr *attrs, int n)
 {
     CM_ASSERT(group[0] == '/', "ckpt_stamp: group %s must be absolute", group);
     if (ckpt_verify(path) != 0) return -1;
+    /* A checkpoint from before seals stays without one: it has no user block to hold it. */
+    int sealed = seal_check(path);
+    if (sealed < 0) return -1;
     char tmp[PATH_MAX + 8], dir[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return cm_fail("%s: path too long", path);
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
     if (slash) *slash = '\0';
     else snprintf(dir, sizeof dir, ".");
-    int rc = copy_file(path, tmp);
-    if (rc == 0) {
-        H5Quiet q = h5_quiet();
-        rc = write_stamp(tmp, group, attrs, n);
-        h5_restore(q);
-    }
-    if (rc == 0) rc = fsync_path(tmp, false);
+    unsigned char *image = NULL;
+    size_t size = 0;
+    H5Quiet q = h5_quiet();
+    int rc = stamp_image(path, tmp, group, attrs, n, &image, &size);
+    h5_restore(q);
+    if (rc == 0) rc = write_image(tmp, image, size, sealed);
+    free(image);
     if (rc == 0 && ckpt_verify(tmp) != 0) rc = cm_fail("%s: the stamped copy does not verify: %s", path, cm_errmsg());
     if (rc == 0 && rename(tmp, path) != 0) rc = cm_fail("%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
     if (rc != 0) {
@@ -549,13 +763,25 @@ int ckpt_stamp(const char *path, const char *group, const CkptAttr *attrs, int n
 
 /* ---- open and load ---------------------------------------------------------------------- */
 
-/* Opens `path` and checks that it is a finished checkpoint of a format version we read. */
+static hid_t open_hdf5(const char *path);
+
+/* Opens `path` and checks that it is a finished checkpoint of a format version we read. Every
+ * reader of checkpoints comes through here: libhdf5 sees only files whose seal matches, or, for a
+ * checkpoint from before seals, that a child process has walked without harm. */
 static hid_t open_checkpoint(const char *path)
 {
     struct stat st;
     if (stat(path, &st) != 0) return cm_fail("%s: cannot open: %s", path, strerror(errno));
     if (!S_ISREG(st.st_mode)) return cm_fail("%s: not a regular file", path);
     if (st.st_size == 0) return cm_fail("%s: empty file", path);
+    int sealed = seal_check(path);
+    if (sealed < 0 || (sealed == 0 && verify_in_child(path) < 0)) return -1;
+    return open_hdf5(path);
+}
+
+/* open_checkpoint past the seal: format, version, complete. */
+static hid_t open_hdf5(const char *path)
+{
     if (H5Fis_hdf5(path) <= 0) {
         H5Eclear2(H5E_DEFAULT);
         return cm_fail("%s: not an HDF5 file", path);
@@ -1072,14 +1298,27 @@ static herr_t walk_link(hid_t g, const char *name, const H5L_info_t *info, void 
     return w->rc < 0 ? -1 : 0;
 }
 
-static int verify_file(const char *path)
+/* Opens (past the seal) and reads every numeric dataset. */
+static int walk_file(const char *path)
 {
-    hid_t f = open_checkpoint(path);
+    hid_t f = open_hdf5(path);
     if (f < 0) return -1;
     Walk w = {.path = path};
     walk_group(f, &w);
     H5Fclose(f);
     return w.rc;
+}
+
+static int verify_file(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return cm_fail("%s: cannot open: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode)) return cm_fail("%s: not a regular file", path);
+    if (st.st_size == 0) return cm_fail("%s: empty file", path);
+    int sealed = seal_check(path);
+    if (sealed < 0) return -1;
+    /* Unsealed: the child's walk is the whole verification. */
+    return sealed ? walk_file(path) : verify_in_child(path);
 }
 
 int ckpt_verify(const char *path)
@@ -1109,6 +1348,12 @@ static void describe_file(hid_t f, const char *path, FILE *out)
 
     fprintf(out, "checkpoint   %s (%.1f MB)\n", path, mb);
     fprintf(out, "format       %s, version %lld, complete, all checksums verified\n", CKPT_FORMAT, version);
+    char head[SEAL_BYTES] = {0};
+    FILE *in = fopen(path, "rb");
+    bool sealed = in && fgets(head, sizeof head, in) && strncmp(head, "cmlab-seal ", 11) == 0;
+    if (in) fclose(in);
+    head[strcspn(head, "\n")] = '\0';
+    fprintf(out, "seal         %s\n", sealed ? head + 11 : "none (written before cmlab sealed its checkpoints)");
     fprintf(out, "step         %lld\n", step);
     fprintf(out, "method       %s\n", method && method[0] ? method : "(none)");
     fprintf(out, "seed         %llu\n", seed);
@@ -1134,7 +1379,7 @@ int ckpt_describe(const char *path, FILE *out)
 {
     H5Quiet q = h5_quiet();
     int rc = verify_file(path);
-    hid_t f = rc == 0 ? open_checkpoint(path) : -1;
+    hid_t f = rc == 0 ? open_hdf5(path) : -1;
     if (f >= 0) {
         describe_file(f, path, out);
         H5Fclose(f);

@@ -18,13 +18,23 @@
  * f.attrs["config"].decode()); integers are int64 (seed uint64); sched_mu float64; optimizer
  * attrs float32 like the Adam struct.
  *
- * Write protocol, and why: a killed or preempted writer must never leave a file that looks like
- * a checkpoint (reference/users.md 4.1). So the file is written as `<final>.tmp`, flushed and
- * closed (complete=1 set last), fsync()ed, renamed to its final name (atomic on POSIX), and the
- * directory is fsync()ed so the rename itself survives a power loss. A crash at any moment leaves
- * either the old set of checkpoints plus a stale .tmp, or the new complete file.
+ * The seal: the file starts with a 512-byte HDF5 user block (skipped by every HDF5 reader)
+ * holding one line, "cmlab-seal 1 bytes <n> crc32 <hex>", over the n bytes that follow. libhdf5
+ * is not safe on damaged metadata (a flipped bit in a B-tree or heap signature crashed it), so
+ * no file reaches libhdf5 before its size and CRC-32 match. Checkpoints from before the seal
+ * (HDF5 signature at offset 0) are walked by a child process first, so a crash there refuses
+ * the file instead of killing the caller.
  *
- * Loading verifies: the file opens, format and version match, complete == 1, every dataset the
+ * Write protocol, and why: a killed or preempted writer must never leave a file that looks like
+ * a checkpoint (reference/users.md 4.1). So the HDF5 file is built in memory (libhdf5's core
+ * driver: a full disk is then a write(2) error of ours, never a half-closed HDF5 file that crashes
+ * the library at exit), complete=1 set last, sealed, written as `<final>.tmp`, fsync()ed, renamed
+ * to its final name (atomic on POSIX), and the directory is fsync()ed so the rename itself
+ * survives a power loss. A crash at any moment leaves either the old set of checkpoints plus a
+ * stale .tmp, or the new complete file. The image costs memory of the file's size while it is
+ * written.
+ *
+ * Loading verifies: the seal, the file opens, format and version match, complete == 1, every dataset the
  * state needs exists with the right shape and dtype and passes its checksums. Loading is
  * all-or-nothing: everything is read into scratch memory first, and the caller's buffers change
  * only when all of it succeeded. Errors follow common.h: -1 after cm_fail() with a message that
