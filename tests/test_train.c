@@ -181,6 +181,36 @@ static void test_sample(void)
 }
 
 /* A truncated data set stops the run before training with exit 2. */
+/* Every cmlab sample option is parsed strictly: values out of range, and options that do not apply
+ * to the checkpoint's kind of model, exit 2 without writing a grid (they once exited 0 and drew
+ * the default 4 samples, or ignored --nfe on a consistency model). */
+static void test_sample_options(void)
+{
+    const char *edm = "train_runs/learn/ckpt/step_00000150.h5", *cm = "train_runs/full_ct/ckpt/step_00000020.h5";
+    static const struct { bool cm; const char *opt, *value; } bad[] = {
+        {false, "--n", "0"},        {false, "--n", "-5"},      {false, "--n", "99999999999999999999"},
+        {false, "--n", "7x"},       {false, "--nfe", "0"},     {false, "--threads", "0"},
+        {false, "--seed", "-1"},    {false, "--steps", "2"},   {false, "--times", "80,1"},
+        {true, "--nfe", "5"},       {true, "--solver", "heun"}, {true, "--schedule", "logsnr"},
+        {true, "--steps", "3"},     {true, "--times", "80,1,2"}, {true, "--times", "80,-1"},
+        {true, "--times", "80,,1"},
+    };
+    for (size_t i = 0; i < CM_ARRAY_LEN(bad); i++) {
+        unlink("train_runs/opt.png");
+        int rc = run((char *[]){(char *)cmlab, "sample", (char *)(bad[i].cm ? cm : edm), (char *)bad[i].opt,
+                               (char *)bad[i].value, "--n", "4", "--out", "train_runs/opt.png", NULL});
+        if (!strcmp(bad[i].opt, "--n"))   /* the bad --n must be the last one given */
+            rc = run((char *[]){(char *)cmlab, "sample", (char *)(bad[i].cm ? cm : edm), "--out",
+                               "train_runs/opt.png", (char *)bad[i].opt, (char *)bad[i].value, NULL});
+        CHECK(rc == 2 && access("train_runs/opt.png", F_OK) != 0, "cmlab sample %s %s %s exited %d%s",
+              bad[i].cm ? "(consistency model)" : "(EDM)", bad[i].opt, bad[i].value, rc,
+              access("train_runs/opt.png", F_OK) == 0 ? " and wrote a grid" : "");
+    }
+    int rc = run((char *[]){(char *)cmlab, "sample", (char *)cm, "--times", "80,2,0.5", "--n", "4", "--out",
+                           "train_runs/opt.png", NULL});
+    CHECK(rc == 0 && access("train_runs/opt.png", F_OK) == 0, "3-time consistency sampling exited %d", rc);
+}
+
 static void test_truncated_data(void)
 {
     if (system("mkdir -p train_runs/cut && gzip -dc /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
@@ -322,6 +352,7 @@ int main(int argc, char **argv)
     test_sample();
     test_resume_bit_exact("edm");
     test_resume_bit_exact("ct");
+    test_sample_options();
     test_sigterm();
     return test_summary("train");
 }

@@ -1,7 +1,10 @@
 /* cmd_sample.c: `cmlab sample CKPT.h5 [options]`: a sample grid from a checkpoint. The network and
  * the defaults come from the configuration stored in the checkpoint; options override [sample]. */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +16,8 @@
 #include "train/experiment.h"
 #include "train/sample.h"
 #include "train/model.h"
+
+enum { TIMES_MAX = 64 };
 
 static void usage(FILE *f)
 {
@@ -30,50 +35,88 @@ static void usage(FILE *f)
             "  --times L    explicit descending times, e.g. 80,0.821\n");
 }
 
+/* Options that set a [sample] key of the checkpoint's configuration: the value is checked by
+ * config_set like a file line (type and range from the key table). `edm`: only a diffusion model
+ * (EDM) samples with a solver; these are refused for a consistency model. */
+static const struct { const char *option, *key; bool flag, edm; } KEYS[] = {
+    {"solver", "sample.solver", false, true}, {"nfe", "sample.nfe", false, true},
+    {"schedule", "sample.schedule", false, true}, {"afs", "sample.afs", true, true},
+    {"denoise-to-zero", "sample.denoise_to_zero", true, true}, {"n", "sample.n", false, false},
+};
+
+/* A whole number in [lo, hi] for `--opt`, else -1 after printing why. */
+static int parse_count(const char *opt, const char *arg, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(arg, &end, 10);
+    if (end == arg || *end || errno == ERANGE || v < lo || v > hi) {
+        fprintf(stderr, "cmlab sample: --%s expects a whole number from %lld to %lld, got '%s'\n", opt, lo, hi,
+                arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int sample_main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"solver", required_argument, 0, 's'}, {"nfe", required_argument, 0, 'f'},
-        {"schedule", required_argument, 0, 'S'}, {"afs", no_argument, 0, 'a'},
-        {"denoise-to-zero", no_argument, 0, 'z'}, {"n", required_argument, 0, 'n'},
-        {"seed", required_argument, 0, 'r'}, {"weights", required_argument, 0, 'w'},
-        {"out", required_argument, 0, 'o'}, {"threads", required_argument, 0, 't'},
-        {"steps", required_argument, 0, 'k'}, {"times", required_argument, 0, 'T'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *solver = NULL, *schedule = NULL, *weights = NULL, *out = "grid.png";
-    int nfe = 0, n = 0, threads = 2, afs = -1, to_zero = -1, steps = 1;
-    const char *times_arg = NULL;
-    long long seed = -1;
+    enum { OPT_WEIGHTS = 256, OPT_OUT, OPT_THREADS, OPT_SEED, OPT_STEPS, OPT_TIMES, OPT_KEY };
+    struct option opts[CM_ARRAY_LEN(KEYS) + 8];
+    size_t no = 0;
+    for (size_t i = 0; i < CM_ARRAY_LEN(KEYS); i++)
+        opts[no++] = (struct option){KEYS[i].option, KEYS[i].flag ? no_argument : required_argument, 0,
+                                     OPT_KEY + (int)i};
+    opts[no++] = (struct option){"weights", required_argument, 0, OPT_WEIGHTS};
+    opts[no++] = (struct option){"out", required_argument, 0, OPT_OUT};
+    opts[no++] = (struct option){"threads", required_argument, 0, OPT_THREADS};
+    opts[no++] = (struct option){"seed", required_argument, 0, OPT_SEED};
+    opts[no++] = (struct option){"steps", required_argument, 0, OPT_STEPS};
+    opts[no++] = (struct option){"times", required_argument, 0, OPT_TIMES};
+    opts[no++] = (struct option){"help", no_argument, 0, 'h'};
+    opts[no] = (struct option){0, 0, 0, 0};
+
+    const char *weights = NULL, *out = "grid.png", *times_arg = NULL;
+    long long threads = 2, seed = -1, steps = 0;
+    /* Key options in command-line order, applied once the checkpoint's configuration is read. */
+    char sets[2 * CM_ARRAY_LEN(KEYS)][256];
+    int set_opt[2 * CM_ARRAY_LEN(KEYS)], nsets = 0;
     optind = 1;
-    for (int ch, li = 0; (ch = getopt_long(argc, argv, "h", opts, &li)) != -1;) {
-        char *end = NULL;
+    for (int ch; (ch = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
+        int rc = 0;
         switch (ch) {
-        case 's': solver = optarg; break;
-        case 'S': schedule = optarg; break;
-        case 'w': weights = optarg; break;
-        case 'o': out = optarg; break;
-        case 'a': afs = 1; break;
-        case 'z': to_zero = 1; break;
-        case 'f': nfe = (int)strtol(optarg, &end, 10); break;
-        case 'n': n = (int)strtol(optarg, &end, 10); break;
-        case 't': threads = (int)strtol(optarg, &end, 10); break;
-        case 'r': seed = strtoll(optarg, &end, 10); break;
-        case 'k': steps = (int)strtol(optarg, &end, 10); break;
-        case 'T': times_arg = optarg; break;
+        case OPT_WEIGHTS: weights = optarg; break;
+        case OPT_OUT: out = optarg; break;
+        case OPT_THREADS: rc = parse_count("threads", optarg, 1, 4096, &threads); break;
+        case OPT_SEED: rc = parse_count("seed", optarg, 0, INT64_MAX, &seed); break;
+        case OPT_STEPS: rc = parse_count("steps", optarg, 1, 2, &steps); break;
+        case OPT_TIMES: times_arg = optarg; break;
         case 'h': usage(stdout); return CM_EXIT_OK;
-        default: usage(stderr); return CM_EXIT_INPUT;
+        default:
+            if (ch < OPT_KEY) {
+                usage(stderr);
+                return CM_EXIT_INPUT;
+            }
+            if (nsets == (int)CM_ARRAY_LEN(sets)) {
+                fprintf(stderr, "cmlab sample: too many options\n");
+                return CM_EXIT_INPUT;
+            }
+            set_opt[nsets] = ch - OPT_KEY;
+            snprintf(sets[nsets++], sizeof sets[0], "%s=%s", KEYS[ch - OPT_KEY].key,
+                     KEYS[ch - OPT_KEY].flag ? "true" : optarg);
         }
-        if (end && (*end || end == optarg)) {
-            fprintf(stderr, "cmlab sample: --%s expects a whole number, got '%s'\n", opts[li].name, optarg);
-            return CM_EXIT_INPUT;
-        }
+        if (rc != 0) return CM_EXIT_INPUT;
     }
     if (optind != argc - 1) {
         usage(stderr);
         return CM_EXIT_INPUT;
     }
+    if (times_arg && steps) {
+        fprintf(stderr, "cmlab sample: give --steps or --times, not both\n");
+        return CM_EXIT_INPUT;
+    }
     const char *path = argv[optind];
-    cm_set_threads(threads);
+    cm_set_threads((int)threads);
 
     Config cfg;
     Model tn;
@@ -81,46 +124,74 @@ int sample_main(int argc, char **argv)
         fprintf(stderr, "cmlab sample: %s\n", cm_errmsg());
         return CM_EXIT_INPUT;
     }
-    SolverKind kind = cfg.sample.solver;
-    SolverOpts o = model_solver_opts(&cfg);
-    int bad = 0;
-    if (solver && (int)(kind = solver_kind_from_name(solver)) < 0) bad = 1;
-    if (schedule && (int)(o.schedule = schedule_kind_from_name(schedule)) < 0) bad = 1;
-    if (bad) {
-        fprintf(stderr, "cmlab sample: %s\n", cm_errmsg());
+    const bool edm = tn.pre.kind == PRECOND_EDM;
+    const char *refused = NULL;
+    for (int i = 0; i < nsets && !refused; i++)
+        if (KEYS[set_opt[i]].edm && !edm) refused = KEYS[set_opt[i]].option;
+    if (refused || (edm && (times_arg || steps))) {
+        if (refused)
+            fprintf(stderr, "cmlab sample: --%s applies to diffusion (EDM) checkpoints; %s is a consistency "
+                            "model (method %s), which samples with --steps 1|2 or --times T1,T2,...\n",
+                    refused, path, config_method_name(cfg.experiment.method));
+        else
+            fprintf(stderr, "cmlab sample: --%s applies to consistency-model checkpoints; %s is a diffusion "
+                            "model (method %s), which samples with --solver and --nfe\n",
+                    times_arg ? "times" : "steps", path, config_method_name(cfg.experiment.method));
         model_free(&tn);
         return CM_EXIT_INPUT;
     }
-    if (nfe) o.nfe = nfe;
-    if (afs >= 0) o.afs = afs;
-    if (to_zero >= 0) o.denoise_to_zero = to_zero;
-    if (n <= 0) n = cfg.sample.n;
+    for (int i = 0; i < nsets; i++) {
+        if (config_set(&cfg, sets[i]) != 0) {
+            fprintf(stderr, "cmlab sample: --%s: %s\n", KEYS[set_opt[i]].option, cm_errmsg());
+            model_free(&tn);
+            return CM_EXIT_INPUT;
+        }
+    }
+    SolverKind kind = cfg.sample.solver;
+    SolverOpts o = model_solver_opts(&cfg);
+    const int n = cfg.sample.n;
     if (seed < 0) seed = cfg.experiment.seed;
+    /* The grid: n tiles with a 2-pixel border, 8-bit, in one PNG (image_write_grid's bound). */
+    const long long cols = (long long)ceil(sqrt(n)), rows = (n + cols - 1) / cols;
+    const long long grid_bytes = (cols * (tn.W + 2) + 2) * (rows * (tn.H + 2) + 2) * tn.C;
+    if (grid_bytes > (1ll << 30)) {
+        fprintf(stderr, "cmlab sample: --n %d: a grid of %lld x %lld tiles of %dx%d is %.1f GB, over the 1 GB a "
+                        "PNG grid may take; draw fewer samples per call\n",
+                n, cols, rows, tn.W, tn.H, (double)grid_bytes / 1e9);
+        model_free(&tn);
+        return CM_EXIT_INPUT;
+    }
 
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
     Sampler s = {&tn.net, tn.pre, tn.w, 64, tn.C, tn.H, tn.W, &ctx};
     float *x = cm_malloc((size_t)n * tn.C * tn.H * tn.W * sizeof(float));
     SolverStats st = {0};
-    double t0 = cm_now(), times[16];
+    double t0 = cm_now(), times[TIMES_MAX];
     char how[64];
     int rc = 0;
-    if (tn.pre.kind == PRECOND_EDM) {
+    if (edm) {
         rc = sample_ode(&s, kind, &o, n, (uint64_t)seed, x, &st);
         snprintf(how, sizeof how, "%s, %d NFE", solver_kind_name(kind), st.nfe);
     } else {
         /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
         int nt = 0;
         if (times_arg) {
-            for (char *p = (char *)times_arg, *end; *p && nt < 16; p = *end == ',' ? end + 1 : end) {
-                times[nt++] = strtod(p, &end);
-                if (end == p || (*end && *end != ',')) { rc = cm_fail("--times %s: expected numbers separated by commas", times_arg); break; }
+            for (const char *p = times_arg; rc == 0 && *p;) {
+                char *end;
+                double t = strtod(p, &end);
+                if (end == p || (*end && *end != ',') || !(t > 0) || (nt && t >= times[nt - 1]))
+                    rc = cm_fail("--times %s: expected positive, strictly decreasing numbers separated by "
+                                 "commas", times_arg);
+                else if (nt == TIMES_MAX)
+                    rc = cm_fail("--times %s: at most %d times", times_arg, TIMES_MAX);
+                else
+                    times[nt++] = t;
+                p = *end == ',' ? end + 1 : end;
             }
-        } else if (steps == 1 || steps == 2) {
+        } else {
             times[nt++] = cfg.model.sigma_max;
             if (steps == 2) times[nt++] = cfg.sample.mid_t;
-        } else {
-            rc = cm_fail("--steps %d: 1 or 2 (or give --times)", steps);
         }
         if (rc == 0) rc = sample_cm(&s, times, nt, n, (uint64_t)seed, x);
         snprintf(how, sizeof how, "%d-step consistency sampling", nt);
