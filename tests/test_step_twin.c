@@ -10,10 +10,14 @@
  * from other weights would disagree at step 1, so the file is checked by the twin itself. CD needs
  * no such file: its student starts from the teacher checkpoint, the edm case's step 2.
  *
- * Then the twin redoes both steps from the resolved config.ini and compares, after each step, the
- * online weights, the target network, every EMA, Adam's m and v, the step, N(k), mu(k), the data
- * cursor and the logged loss, gradient norm and learning rate. Cases (together every value of
- * every [ct] switch, and each optimiser):
+ * Then the twin redoes both steps from the resolved config.ini on its own chain of states and
+ * compares, after each step, Adam's m and v (every tensor: the gradients of the step, so the noise
+ * levels, intervals, weights, distance, dropout masks and data order), the logged loss, gradient
+ * norm and learning rate, the step, N(k), mu(k) and the data cursor; and it checks the online
+ * weights, every EMA and the target network by their update rules applied to cmlab's own previous
+ * checkpoint (Adam's update from the new moments, the EMA rates, mu(k)): step_twin.py explains why
+ * the weights are not compared along the twin's chain, and its bounds.
+ * Cases (together every value of every [ct] switch, and each optimiser):
  *   edm       dropout, p_mean/p_std set, gradient clipping, a half-life EMA with ramp-up
  *   ct        original CT: l2, uniform indices and weights, sqrt curriculum (s0 2, s1 10 over
  *             K = 2 steps, so N(k) and mu(k) change every step), EMA target mu0 0.9, AdamW

@@ -5,7 +5,8 @@ A twin reads only what a user of the run has: the resolved experiment (RUN_DIR/c
 data set it names, the weights before the first update (RUN_DIR/init/step_00000000.h5, which the
 C test writes; CD starts from its teacher checkpoint instead, cd.teacher) and, for CD, the teacher.
 From these it redoes the first two optimiser steps in float64 and compares them with cmlab's
-checkpoints RUN_DIR/ckpt/step_00000001.h5 and step_00000002.h5 and with metrics.jsonl.
+checkpoints RUN_DIR/ckpt/step_00000001.h5 and step_00000002.h5 and with metrics.jsonl (what is
+compared how, and the bounds: the comment above TOL_MOMENTS).
 
 The math is written from reference/cm.md and the key table (src/train/experiment.c), not from the
 trainer: EDM's lognormal sigma and lambda(sigma) (§1.3), the consistency parametrisation (§2), the
@@ -30,6 +31,9 @@ Conventions taken from cmlab because no paper fixes them (each documented in the
   - the EDM loss is a per-pixel MEAN (trainer.c edm_loss; EDM sums over pixels: a constant factor
     C*H*W on the loss, which Adam sees only through eps);
   - the learning-rate warm-up lr * min(1, k / warmup) with k the updates already done (nn/optim.h);
+    the optimiser's hyperparameters held in float32 (nn/optim.h);
+  - a target EMA with the doubling curriculum (iCT itself has none) takes mu = exp(s0 ln(mu0) /
+    (N(k) - 1)), the code convention of §4.2 with iCT's N(k) (trainer.c ct_mu_at);
   - the checkpoint layout (train/checkpoint.h), the EMA group names (nn/optim.h), the metrics lines.
 
 Prints one line per comparison and "FAIL ..." for each failure; exits 1 if any failed.
