@@ -284,10 +284,14 @@ def first_ema_group(path):
     return "ema/" + emas[0] if emas else "online"
 
 
+def read_group(g):
+    """The datasets of an open h5py group, by name."""
+    return {name: d[()] for name, d in g.items()}
+
+
 def read_set(path, group):
     with h5py.File(path, "r") as f:
-        g = f[group]
-        return {name: np.asarray(g[name]) for name in g}
+        return read_group(f[group])
 
 
 def rate_group_name(rate):
@@ -541,12 +545,12 @@ class Twin:
             sets = {}
             for grp in ["online", "target"] + list(self.emas):
                 if "weights/" + grp in f:
-                    sets[grp] = {n: np.asarray(f["weights/" + grp][n]) for n in f["weights/" + grp]}
+                    sets[grp] = read_group(f["weights/" + grp])
                 elif grp != "target" or self.target is not None:
                     fail("%s step %d: %s has no /weights/%s" % (self.name, step, path, grp))
                     return
             og = f["optimizer/" + self.opt_kind]
-            mom = {m: {n: np.asarray(og[m][n], np.float64) for n in og[m]} for m in ("m", "v")}
+            mom = {m: {n: a.astype(np.float64) for n, a in read_group(og[m]).items()} for m in ("m", "v")}
             opt_step = int(og.attrs["step"])
         if (self.target is None) != ("target" not in sets):
             fail("%s step %d: a target weight set %s" % (self.name, step,
