@@ -184,6 +184,17 @@ static void test_name_from_file(void)
     rc = config_load(&cfg, write_ini("bad name2.ini", "[experiment]\nname = fine\n"));
     CHECK(rc == 0 && strcmp(cfg.experiment.name, "fine") == 0, "spelled name wins: rc %d", rc);
 
+    /* A file that sets no key is refused, naming the file: it once trained every default. */
+    static const char *const keyless[][2] = {{"empty.ini", ""}, {"comments.ini", "; nothing\n# here\n\n"},
+                                             {"headers.ini", "[experiment]\n[train]\n"}};
+    for (size_t i = 0; i < CM_ARRAY_LEN(keyless); i++) {
+        const char *path = write_ini(keyless[i][0], keyless[i][1]);
+        rc = config_load(&cfg, path);
+        printf("  %s\n    -> %s\n", keyless[i][0], rc ? cm_errmsg() : "(loaded)");
+        CHECK(rc == -1 && contains(cm_errmsg(), path) && contains(cm_errmsg(), "sets no key"),
+              "%s: a file without keys loaded (rc %d)", keyless[i][0], rc);
+    }
+
     char missing[300];
     snprintf(missing, sizeof missing, "%s/missing.ini", tmpdir);
     rc = config_load(&cfg, missing);

@@ -1048,6 +1048,19 @@ static char *read_text(const char *path)
     return buf;
 }
 
+/* Whether a parsed text sets any key: a line that is neither blank, a comment nor a header. */
+static bool sets_a_key(const char *text)
+{
+    for (const char *line = text; *line;) {
+        line += strspn(line, " \t\r");
+        if (*line && *line != '\n' && *line != ';' && *line != '#' && *line != '[') return true;
+        line = strchr(line, '\n');
+        if (!line) break;
+        line++;
+    }
+    return false;
+}
+
 int config_load(Config *cfg, const char *path)
 {
     char *text = read_text(path);
@@ -1055,6 +1068,12 @@ int config_load(Config *cfg, const char *path)
     Config c;
     config_defaults(&c);
     int rc = parse_text(&c, text, path);
+    /* An empty file (a failed copy, a wrong path to an existing empty file) would otherwise train
+     * every default: an EDM model for 10000 steps into ./runs. */
+    if (rc == 0 && !sets_a_key(text))
+        rc = cm_fail("%s: the experiment file sets no key (it is %s): at least experiment.method "
+                     "and data.dataset are expected; see experiments/ for examples",
+                     path, text[0] ? "only comments and section headers" : "empty");
     free(text);
     if (rc) return -1;
     if (!c.experiment.name[0]) {
