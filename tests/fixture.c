@@ -191,3 +191,23 @@ void fixture_unet_config(Fixture *f, const char *obj, UNetConfig *g)
     g->two_times = fixture_attr_int(f, obj, "two_times", -1) == 1;
     g->seed = (uint64_t)fixture_attr_int(f, obj, "seed", 0);
 }
+
+char *fixture_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 1 << 12, n = 0;
+    char *buf = cm_malloc(cap);
+    for (size_t got; (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
+        n += got;
+        if (n + 1 == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            CM_ASSERT(buf, "out of memory");
+        }
+    }
+    fclose(f);
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+}

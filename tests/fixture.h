@@ -35,6 +35,9 @@ void fixture_unet_config(Fixture *f, const char *obj, struct UNetConfig *g);
 
 /* max|a-b| / max(max|b|, floor): the relative error every comparison prints. */
 double rel_error(const float *a, const float *b, size_t n, double floor);
+/* The whole file, NUL-terminated and malloc'd, its size to *len (may be NULL); NULL if it cannot
+ * be read. */
+char *fixture_read_file(const char *path, size_t *len);
 
 /* Test bookkeeping: CHECK prints and counts failures; test_summary prints "N passed, M failed"
  * and returns the exit code. */

@@ -306,6 +306,36 @@ static void test_sigterm(void)
     printf("SIGTERM + resume: %ld metric lines, steps contiguous\n", seen);
 }
 
+/* --resume when every checkpoint of the run is damaged stops with exit 2 and leaves metrics.jsonl
+ * as it was (it once started from step 0 and logged steps 5..20 a second time); with the damaged
+ * files moved away, --resume starts from step 0 and the metrics hold each step once. */
+static void test_resume_all_damaged(void)
+{
+    write_exp("train_runs/dmg.ini", "");
+    char *args[] = {(char *)cmlab, "train", "train_runs/dmg.ini", "--set", "experiment.name=dmg",
+                    "--set", "train.iterations=20", "--resume", NULL};
+    CHECK(run(args) == 0, "the first run failed");
+    size_t before_len = 0, after_len = 0;
+    char *before = fixture_read_file("train_runs/dmg/metrics.jsonl", &before_len);
+    const char *ckpts[] = {"train_runs/dmg/ckpt/step_00000010.h5", "train_runs/dmg/ckpt/step_00000020.h5"};
+    for (int i = 0; i < 2; i++) CHECK(truncate(ckpts[i], 4096) == 0, "cannot truncate %s", ckpts[i]);
+    int rc = run(args);
+    char *after = fixture_read_file("train_runs/dmg/metrics.jsonl", &after_len);
+    CHECK(rc == 2, "--resume with every checkpoint damaged exited %d, expected 2", rc);
+    CHECK(before && after && before_len == after_len && !memcmp(before, after, before_len),
+          "a refused resume changed metrics.jsonl (%zu -> %zu bytes)", before_len, after_len);
+    free(before);
+    free(after);
+    CHECK(rename("train_runs/dmg/ckpt", "train_runs/dmg/ckpt.damaged") == 0, "cannot move the checkpoints");
+    CHECK(run(args) == 0, "--resume without checkpoints did not start over");
+    double last;
+    long seen;
+    bool contiguous;
+    first_last_loss("train_runs/dmg/metrics.jsonl", &last, &seen, &contiguous);
+    CHECK(seen == 4 && contiguous, "after starting over, metrics.jsonl has %ld lines (4 expected), contiguous %d",
+          seen, contiguous);
+}
+
 /* train.keep_checkpoints: 0 keeps every checkpoint, K keeps the newest K. */
 static void test_keep_checkpoints(void)
 {
@@ -353,6 +383,7 @@ int main(int argc, char **argv)
     test_resume_bit_exact("edm");
     test_resume_bit_exact("ct");
     test_sample_options();
+    test_resume_all_damaged();
     test_sigterm();
     return test_summary("train");
 }

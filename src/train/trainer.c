@@ -568,7 +568,23 @@ int trainer_run(const Config *cfg, bool resume)
         trainer_free(&t);
         return CM_EXIT_INPUT;
     }
-    if (resume && r == 1) printf("resume: %s; starting from step 0\n", cm_errmsg());
+    if (resume && r == 1 && has_checkpoints(t.ckpt_dir)) {
+        /* Checkpoints exist and none is valid (the reasons were printed): starting over would
+         * silently throw away the run and write its metrics a second time. */
+        fprintf(stderr, "cmlab train: %s. Not starting over: restore a checkpoint, or move the step_*.h5 "
+                        "files out of %s to train from step 0\n", cm_errmsg(), t.ckpt_dir);
+        trainer_free(&t);
+        return CM_EXIT_INPUT;
+    }
+    if (resume && r == 1) {
+        printf("resume: %s; starting from step 0\n", cm_errmsg());
+        /* metrics.jsonl may hold lines of a run whose checkpoints were moved away. */
+        if (metrics_truncate(t.metrics_path, 0) != 0) {
+            fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
+            trainer_free(&t);
+            return CM_EXIT_INPUT;
+        }
+    }
     FILE *metrics = fopen(t.metrics_path, "a");
     if (!metrics) {
         fprintf(stderr, "cmlab train: cannot append to %s: %s\n", t.metrics_path, strerror(errno));
