@@ -51,11 +51,16 @@ static void test_precond(void)
 }
 
 /* Runs cmlab with args; returns the exit status (or 128 + signal). */
-static int run(char *const *args)
+/* Runs cmlab with args; its stderr also goes to `err` when that is not NULL. */
+static int run_err(char *const *args, const char *err)
 {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
+        if (err) {
+            FILE *f = freopen(err, "w", stderr);
+            if (!f) _exit(126);
+        }
         execv(cmlab, args);
         _exit(127);
     }
@@ -63,6 +68,8 @@ static int run(char *const *args)
     waitpid(pid, &st, 0);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
+
+static int run(char *const *args) { return run_err(args, NULL); }
 
 static const char *TINY =
     "[experiment]\nmethod = edm\nseed = 3\nout_dir = train_runs\n"
@@ -363,6 +370,26 @@ static void test_bad_file(void)
     CHECK(rc == 2, "a typo'd key should exit 2, got %d", rc);
     rc = run((char *[]){(char *)cmlab, "train", "train_runs/missing.ini", NULL});
     CHECK(rc == 2, "a missing file should exit 2, got %d", rc);
+
+    /* A network that does not fit the data is refused before anything is created, naming the
+     * file, the key and the data (they once said "[model]: unet: base_channels = 7" and left a
+     * run directory with its config.ini behind). */
+    write_exp("train_runs/misfit.ini", "");
+    static const char *const misfit[][3] = {
+        {"model.channels=7", "model.channels = 7", "multiple of 4"},
+        {"model.channel_mult=1,2,2,2,2,2", "model.channel_mult = 1,2,2,2,2,2", "fashion-mnist"},
+        {"data.pad_to=20", "data.pad_to = 20", "fashion-mnist"},
+    };
+    for (size_t i = 0; i < CM_ARRAY_LEN(misfit); i++) {
+        rc = run_err((char *[]){(char *)cmlab, "train", "train_runs/misfit.ini", "--set", (char *)misfit[i][0],
+                               NULL}, "train_runs/misfit.err");
+        char *err = fixture_read_file("train_runs/misfit.err", NULL);
+        CHECK(rc == 2 && err && strstr(err, "train_runs/misfit.ini: ") && strstr(err, misfit[i][1]) &&
+                  strstr(err, misfit[i][2]),
+              "--set %s: exit %d, message: %s", misfit[i][0], rc, err ? err : "(none)");
+        CHECK(access("train_runs/misfit", F_OK) != 0, "--set %s left a run directory behind", misfit[i][0]);
+        free(err);
+    }
 }
 
 int main(int argc, char **argv)

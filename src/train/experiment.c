@@ -1088,6 +1088,7 @@ int config_load(Config *cfg, const char *path)
                            path, (int)len, base, CFG_NAME_MAX - 1);
         memcpy(c.experiment.name, name, strlen(name));
     }
+    snprintf(c.source, sizeof c.source, "%s", path);
     memcpy(cfg, &c, sizeof c);
     return 0;
 }

@@ -169,6 +169,7 @@ typedef struct Config {
     CfgSample sample;
     CfgEval eval;
     struct { int count; CfgSweepKey keys[CFG_SWEEP_MAX]; } sweep;
+    char source[CFG_PATH_MAX];   /* the file config_load read, for messages; not a key ("" else) */
 } Config;
 
 /* ---- loading ---- */

@@ -29,6 +29,30 @@ void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *u)
     u->seed = (uint64_t)cfg->experiment.seed;
 }
 
+int model_check(const Config *cfg, int C, int H, int W, const char *data)
+{
+    const CfgModel *m = &cfg->model;
+    if (m->channels % 4)
+        return cm_fail("model.channels = %d: must be a multiple of 4 (group normalisation takes groups of "
+                       "4 channels)", m->channels);
+    const int levels = m->channel_mult.n, div = 1 << (levels - 1);
+    if (H % div || W % div || H < div || W < div) {
+        char mult[96] = "";
+        for (int i = 0, k = 0; i < levels && k < (int)sizeof mult; i++)
+            k += snprintf(mult + k, sizeof mult - (size_t)k, "%s%d", i ? "," : "", m->channel_mult.v[i]);
+        return cm_fail("model.channel_mult = %s: %d levels halve the image %d times, so its sides must be "
+                       "multiples of %d, but the images of %s are %dx%d%s; set data.pad_to to a multiple "
+                       "of %d, or use fewer levels", mult, levels, levels - 1, div, data, H, W,
+                       cfg->data.pad_to ? " (data.pad_to)" : "", div);
+    }
+    UNetConfig u;
+    model_unet_config(cfg, C, H, W, &u);
+    UNet net;
+    if (unet_init(&net, &u) != 0) return cm_fail("[model]: %s", cm_errmsg());
+    unet_free(&net);
+    return 0;
+}
+
 int model_classifier_init(const Config *cfg, const Dataset *data, int C, int H, int W, Classifier *out)
 {
     ClassifierConfig cc = {.img_channels = C, .img_h = H, .img_w = W, .levels = cfg->classifier.channels.n,

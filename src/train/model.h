@@ -11,6 +11,10 @@
 
 /* The U-Net of cfg's [model] for images of C x H x W. */
 void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *out);
+/* Whether cfg's U-Net fits C x H x W images from `data` (named in messages): -1 after cm_fail()
+ * naming the [model] or [data] key to change (model.channels a multiple of 4, an image side
+ * divisible by 2^(levels - 1)). Checked before a run creates anything. */
+int model_check(const Config *cfg, int C, int H, int W, const char *data);
 /* Builds the classifier of cfg's [classifier] for C x H x W images (method = classifier). data,
  * when not NULL, is checked: it must have labels, all in [0, classifier.classes). -1 after
  * cm_fail() naming the key or the data set. */

@@ -479,21 +479,27 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     if (!resume && has_checkpoints(t->ckpt_dir))
         return cm_fail("%s already has checkpoints: add --resume to continue that run, or choose "
                        "another experiment.name (or remove the directory)", t->run_dir);
-    if (cm_mkdir_p(t->ckpt_dir) || cm_mkdir_p(t->samples_dir)) return -1;
-    char path[700];
-    snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
-    if (write_file_atomic(path, t->config_text)) return -1;
 
+    /* The data and the network are checked before anything is created: a configuration that
+     * cannot run leaves no run directory behind. */
     const char *kind = config_enum_name("data.dataset", cfg->data.dataset);
     if (dataset_load(&t->data, kind, cfg->data.path[0] ? cfg->data.path : NULL, "train") != 0) return -1;
     t->B = cfg->train.batch_size;
     t->C = t->data.c;
     t->H = cfg->data.pad_to ? cfg->data.pad_to : t->data.h;
     t->W = cfg->data.pad_to ? cfg->data.pad_to : t->data.w;
+    const char *source = cfg->source[0] ? cfg->source : "the configuration";
     if (loader_init(&t->loader, &t->data, &(LoaderConfig){.batch = t->B, .pad_to = cfg->data.pad_to,
                     .hflip = cfg->data.hflip, .seed = (uint64_t)cfg->experiment.seed, .rank = 0, .world = 1,
                     .prefetch = true}) != 0)
-        return -1;
+        return cm_fail("%s: %s", source, cm_errmsg());
+    if (cfg->experiment.method != CFG_METHOD_CLASSIFIER && model_check(cfg, t->C, t->H, t->W, t->data.source) != 0)
+        return cm_fail("%s: %s", source, cm_errmsg());
+
+    if (cm_mkdir_p(t->ckpt_dir) || cm_mkdir_p(t->samples_dir)) return -1;
+    char path[700];
+    snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
+    if (write_file_atomic(path, t->config_text)) return -1;
     t->batch = cm_malloc((size_t)t->B * t->C * t->H * t->W * sizeof(float));
     t->labels = cm_malloc((size_t)t->B * sizeof(int));
 
