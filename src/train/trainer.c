@@ -305,6 +305,12 @@ static void ckpt_state_fill(Trainer *t, CkptState *s)
 
 static int trainer_checkpoint(Trainer *t)
 {
+    /* ckpt_save makes its directory when missing, which would quietly rebuild a run directory
+     * that was removed (or unmounted) under the run, while metrics.jsonl went with it. */
+    struct stat st;
+    if (stat(t->metrics_path, &st) != 0)
+        return cm_fail("%s: the run directory is gone (%s: %s); stopping without a checkpoint", t->run_dir,
+                       t->metrics_path, strerror(errno));
     CkptState s;
     ckpt_state_fill(t, &s);
     char path[700];
