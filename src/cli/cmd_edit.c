@@ -492,7 +492,7 @@ int edit_main(int argc, char **argv)
     if (a.task == EDIT_COLORIZE && m.C != 3)
         rc = cm_fail("%s: colourisation needs an RGB model, but this one was trained on gray images "
                      "(data.dataset = %s)", a.ckpt, config_enum_name("data.dataset", cfg.data.dataset));
-    if (rc == 0 && m.pre.kind == PRECOND_EDM)
+    if (rc == 0 && m.kind == MODEL_DIFFUSION)
         fprintf(stderr, "cmlab edit: note: %s is an EDM denoiser; D(x; t) stands in for the consistency "
                         "function (expect blurrier results)\n", a.ckpt);
     if (rc == 0) rc = run_edit(&a, &cfg, &m);

@@ -105,7 +105,7 @@ int sample_main(int argc, char **argv)
     double t0 = cm_now(), times[16];
     char how[64];
     int rc = 0;
-    if (tn.pre.kind == PRECOND_EDM) {
+    if (tn.kind == MODEL_DIFFUSION) {
         rc = sample_ode(&s, kind, &o, n, (uint64_t)seed, x, &st);
         snprintf(how, sizeof how, "%s, %d NFE", solver_kind_name(kind), st.nfe);
     } else {

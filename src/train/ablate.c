@@ -209,8 +209,8 @@ static bool record_matches(const EvalRecord *r, const Variant *v, const Config *
                            const char *weights, int nfe)
 {
     EvalRecord want;
-    bool edm = mcfg->experiment.method == CFG_METHOD_EDM;
-    if (eval_sampler(mcfg, &v->cfg, nfe, edm, &want)) return false;
+    const Method *m = method_find(mcfg->experiment.method);
+    if (!m || eval_sampler(mcfg, &v->cfg, nfe, m->model, &want)) return false;
     return !strcmp(r->metric, "fd") && !strcmp(r->checkpoint, ckpt) && r->n == v->cfg.eval.n &&
            r->seed == v->cfg.eval.seed && r->nfe == nfe && !strcmp(r->sampler, want.sampler) &&
            !strcmp(r->schedule, want.schedule) && !strcmp(r->times, want.times) &&
@@ -222,8 +222,8 @@ static int variant_nfes(const Variant *v, const Config *mcfg, int *nfe)
 {
     int n = v->cfg.eval.nfe.n;
     for (int i = 0; i < n; i++) nfe[i] = v->cfg.eval.nfe.v[i];
-    if (n == 0 && mcfg->experiment.method == CFG_METHOD_EDM) nfe[n++] = v->cfg.sample.nfe;
-    if (n == 0 && mcfg->experiment.method != CFG_METHOD_EDM) nfe[n++] = 1, nfe[n++] = 2;
+    const Method *m = method_find(mcfg->experiment.method);
+    if (n == 0 && m) n = sample_default_nfes(m->model, &v->cfg, nfe);
     return n;
 }
 

@@ -138,7 +138,8 @@ int feature_net_load(FeatureNet *f, const char *path, const char *weights)
     memset(f, 0, sizeof *f);
     snprintf(f->path, sizeof f->path, "%s", path);
     if (model_read_config(path, &f->cfg)) return -1;
-    if (f->cfg.experiment.method != CFG_METHOD_CLASSIFIER)
+    const Method *fm = method_find(f->cfg.experiment.method);
+    if (!fm || fm->model != MODEL_FEATURE_NET)
         return cm_fail("%s: a method = %s checkpoint; the feature network is a method = classifier run "
                        "(train one with an experiment file like experiments/classifier_fashion_mnist.ini)",
                        path, config_method_name(f->cfg.experiment.method));
@@ -835,10 +836,10 @@ static void times_text(const double *t, int n, bool to_zero, char *out, size_t l
     if (to_zero && k < len) snprintf(out + k, len - k, ",0");
 }
 
-int eval_sampler(const Config *mcfg, const Config *ev, int nfe, bool edm, EvalRecord *r)
+int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
 {
     r->nfe = nfe;
-    if (!edm) {
+    if (kind != MODEL_DIFFUSION) {
         if (nfe != 1 && nfe != 2)
             return cm_fail("NFE %d: a consistency model samples with 1 step (from T) or 2 (T, then sample.mid_t)", nfe);
         double times[2] = {mcfg->model.sigma_max, ev->sample.mid_t};
@@ -933,7 +934,12 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
     int rc;
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
-    if (mcfg.experiment.method == CFG_METHOD_CLASSIFIER) {
+    const Method *method;
+    if (method_get(&mcfg, &method) != 0) {
+        ctx_free(&ctx);
+        return cm_fail("%s: %s", path, cm_errmsg());
+    }
+    if (method->model == MODEL_FEATURE_NET) {
         EvalRecord r;
         rc = eval_classifier(path, &mcfg, ev, run_dir, stamp, &r, &ctx);
         if (rc == 0 && records && max > 0) records[0] = r;
@@ -947,14 +953,13 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
                        "trained on %s) or set eval.features", config_enum_name("data.dataset", mcfg.data.dataset));
     }
     /* The NFEs, checked before anything expensive happens. */
-    bool edm = mcfg.experiment.method == CFG_METHOD_EDM;
+    ModelKind mk = method->model;
     int nfes[CFG_LIST_MAX], nn = ev->eval.nfe.n;
     for (int i = 0; i < nn; i++) nfes[i] = ev->eval.nfe.v[i];
-    if (nn == 0 && edm) nfes[nn++] = ev->sample.nfe;
-    if (nn == 0 && !edm) nfes[nn++] = 1, nfes[nn++] = 2;
+    if (nn == 0) nn = sample_default_nfes(mk, ev, nfes);
     for (int i = 0; i < nn; i++) {
         EvalRecord probe;
-        if (eval_sampler(&mcfg, ev, nfes[i], edm, &probe)) {
+        if (eval_sampler(&mcfg, ev, nfes[i], mk, &probe)) {
             ctx_free(&ctx);
             return cm_fail("%s: %s", path, cm_errmsg());
         }
@@ -979,8 +984,6 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         ctx_free(&ctx);
         return -1;
     }
-    CM_ASSERT(edm == (m.pre.kind == PRECOND_EDM), "eval: method %s with another preconditioning",
-              config_method_name(mcfg.experiment.method));
     /* The checkpoint's noise range, the evaluation's sampler. */
     Config scfg = mcfg;
     scfg.sample = ev->sample;
@@ -999,11 +1002,11 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         r.n = n;
         r.seed = ev->eval.seed;
         double t0 = cm_now();
-        rc = eval_sampler(&mcfg, ev, nfes[i], edm, &r);
+        rc = eval_sampler(&mcfg, ev, nfes[i], mk, &r);
         if (rc != 0) break;
         printf("%s: %d samples, %s, NFE %d ...\n", path, n, r.sampler, nfes[i]);
         fflush(stdout);
-        if (edm) {
+        if (mk == MODEL_DIFFUSION) {
             SolverOpts o = model_solver_opts(&scfg);
             o.nfe = nfes[i];
             SolverStats st = {0};

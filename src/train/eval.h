@@ -38,6 +38,7 @@
 #include "data/dataset.h"
 #include "nn/classifier.h"
 #include "train/experiment.h"
+#include "train/sample.h"
 
 /* ---- SHA-256 (FIPS 180-4) ---- */
 typedef struct Sha256 {
@@ -140,9 +141,9 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
                     int max, int *count);
 
 /* The sampler part of a record for one NFE: sampler, schedule, nfe and the time points, for a
- * checkpoint of configuration mcfg (EDM if edm) sampled with ev's [sample]. -1 after cm_fail()
- * for an NFE the sampler cannot take. */
-int eval_sampler(const Config *mcfg, const Config *ev, int nfe, bool edm, EvalRecord *r);
+ * checkpoint of configuration mcfg whose model samples as `kind`, sampled with ev's [sample].
+ * -1 after cm_fail() for an NFE the sampler cannot take. */
+int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r);
 
 /* The step in a checkpoint's name (step_XXXXXXXX.h5), or -1. */
 long eval_checkpoint_step(const char *path);

@@ -7,6 +7,7 @@
 
 #include "data/image.h"
 #include "train/checkpoint.h"
+#include "train/method.h"
 
 void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *u)
 {
@@ -80,8 +81,10 @@ int model_image_shape(const Config *cfg, int *C, int *H, int *W)
 
 PrecondParams model_precond(const Config *cfg)
 {
-    PrecondKind kind = cfg->experiment.method == CFG_METHOD_EDM ? PRECOND_EDM : PRECOND_CM;
-    return (PrecondParams){kind, cfg->model.sigma_data, cfg->model.sigma_min};
+    const Method *m = method_find(cfg->experiment.method);
+    CM_ASSERT(m, "model_precond: experiment.method = %s is not a method this build trains",
+              config_method_name(cfg->experiment.method));
+    return (PrecondParams){m->precond, cfg->model.sigma_data, cfg->model.sigma_min};
 }
 
 SolverOpts model_solver_opts(const Config *cfg)
@@ -132,9 +135,12 @@ int model_load(Model *m, Config *cfg, const char *path, const char *weights)
 {
     memset(m, 0, sizeof *m);
     if (model_read_config(path, cfg)) return -1;
-    if (cfg->experiment.method == CFG_METHOD_CLASSIFIER)
-        return cm_fail("%s: a method = classifier checkpoint has no generative network (cmlab eval "
-                       "measures its test accuracy)", path);
+    const Method *method;
+    if (method_get(cfg, &method) != 0) return cm_fail("%s: %s", path, cm_errmsg());
+    if (method->model == MODEL_FEATURE_NET)
+        return cm_fail("%s: a method = %s checkpoint has no generative network (cmlab eval "
+                       "measures its test accuracy)", path, method->name);
+    m->kind = method->model;
     if (model_image_shape(cfg, &m->C, &m->H, &m->W)) return -1;
     UNetConfig u;
     model_unet_config(cfg, m->C, m->H, m->W, &u);

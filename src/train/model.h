@@ -6,6 +6,7 @@
 #include "data/dataset.h"
 #include "nn/classifier.h"
 #include "train/experiment.h"
+#include "train/method.h"
 #include "train/precond.h"
 #include "train/solvers.h"
 
@@ -18,7 +19,7 @@ int model_classifier_init(const Config *cfg, const Dataset *data, int C, int H, 
 /* The image shape the data keys imply: 1x28x28 (MNIST, Fashion-MNIST), 3x32x32 (CIFAR-10), a
  * folder's first PNG; data.pad_to replaces H and W. -1 after cm_fail() if it cannot be known. */
 int model_image_shape(const Config *cfg, int *C, int *H, int *W);
-/* The preconditioning of cfg's method: EDM for edm, the consistency form for the others. */
+/* The preconditioning of cfg's method (its record's precond; method.h). */
 PrecondParams model_precond(const Config *cfg);
 /* SolverOpts from cfg's [sample] and [model] sigma range. */
 SolverOpts model_solver_opts(const Config *cfg);
@@ -26,6 +27,7 @@ SolverOpts model_solver_opts(const Config *cfg);
 typedef struct Model {
     UNet net;
     PrecondParams pre;
+    ModelKind kind;              /* how it samples (its method's record) */
     float *w;                    /* the loaded weight set */
     int C, H, W;
     char weights_name[64];       /* its group: "online", "ema/0.999", ... */

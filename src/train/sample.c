@@ -99,3 +99,11 @@ int sample_cm(const Sampler *s, const double *times, int ntimes, int n, uint64_t
     free(z);
     return 0;
 }
+
+int sample_default_nfes(ModelKind kind, const Config *cfg, int *nfe)
+{
+    int n = 0;
+    if (kind == MODEL_DIFFUSION) nfe[n++] = cfg->sample.nfe;
+    if (kind == MODEL_CONSISTENCY) nfe[n++] = 1, nfe[n++] = 2;
+    return n;
+}

@@ -8,8 +8,18 @@
 #ifndef CM_SAMPLE_H
 #define CM_SAMPLE_H
 
+#include "train/experiment.h"
 #include "train/precond.h"
 #include "train/solvers.h"
+
+/* How a model samples (its method's record says which, method.h): a diffusion denoiser
+ * integrated by an ODE solver, a consistency function evaluated at a list of times, or a feature
+ * network that does not sample. */
+typedef enum ModelKind { MODEL_DIFFUSION, MODEL_CONSISTENCY, MODEL_FEATURE_NET, MODEL_KIND_COUNT } ModelKind;
+
+/* The NFEs evaluated when eval.nfe is empty: cfg's sample.nfe for a diffusion model, 1 and 2 for
+ * a consistency model (T, then sample.mid_t). Returns their count (at most 2). */
+int sample_default_nfes(ModelKind kind, const Config *cfg, int *nfe);
 
 typedef struct Sampler {
     const UNet *net;
