@@ -19,6 +19,7 @@ typedef struct CtBatch {
     const float *t1, *t0, *lam;  /* [B] online time, target time, loss weight */
     const float *xt;             /* [B, C, H, W] the target's input; NULL: x0 + t0 z (CT) */
     int B, C, H, W;
+    int sample0;                 /* the first sample's index in the global batch (dropout masks) */
 } CtBatch;
 
 /* Records the step on c's tape, runs the backward (gradients into online->g) and returns the loss.

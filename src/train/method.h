@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 #include "data/dataset.h"
+#include "train/batch.h"
 #include "train/checkpoint.h"
 #include "train/experiment.h"
 #include "train/precond.h"
@@ -29,16 +30,6 @@ typedef struct MethodEnv {
     const Dataset *data;         /* the training split */
     int C, H, W;                 /* the image shape after padding */
 } MethodEnv;
-
-/* One step's input, as the loop hands it to the loss. */
-typedef struct MethodStep {
-    Ctx *ctx;                    /* the step arena and tape, reset by the loop */
-    const WeightSet *online;     /* the trained weights and their gradients (zeroed by the loop) */
-    const float *x0;             /* [B, C, H, W] the batch's images */
-    const int *labels;           /* [B] their classes */
-    int B;
-    long step;
-} MethodStep;
 
 typedef struct Method {
     CfgMethod id;                /* experiment.method */
@@ -53,8 +44,9 @@ typedef struct Method {
     /* After the loop initialised the online weights w at random: the method's start weights (a
      * teacher's) and its target network. May be NULL. */
     void (*start)(void *st, float *w);
-    /* The loss of one step; gradients accumulate into s->online->g. */
-    double (*loss)(void *st, const MethodStep *s);
+    /* The loss of one step's batch b on c's tape, with its backward: gradients accumulate into
+     * online->g (zeroed by the loop). Every random number comes from b's streams at b's samples. */
+    double (*loss)(void *st, Ctx *c, const WeightSet *online, const Batch *b);
     /* After the optimiser and the EMAs (target networks); may be NULL. */
     void (*after_update)(void *st, const float *w);
     /* Adds the method's weight sets and schedule state to a checkpoint; may be NULL. */

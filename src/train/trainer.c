@@ -12,6 +12,7 @@
 
 #include "data/image.h"
 #include "data/loader.h"
+#include "train/batch.h"
 #include "train/checkpoint.h"
 #include "train/method.h"
 #include "train/model.h"
@@ -310,8 +311,9 @@ int trainer_run(const Config *cfg, bool resume)
         ctx_reset(&t.ctx);
         memset(t.g, 0, n * sizeof(float));
         WeightSet online = {t.w, t.g};
-        MethodStep ms = {&t.ctx, &online, t.batch, t.labels, t.B, t.step};
-        double loss = t.method->loss(t.state, &ms);
+        /* One process: the local batch is the global batch and starts at sample 0. */
+        Batch b = batch_make(t.batch, t.labels, t.B, t.B, 0, t.C, t.H, t.W, (uint64_t)cfg->experiment.seed, t.step);
+        double loss = t.method->loss(t.state, &t.ctx, &online, &b);
         double gnorm = grad_clip(t.g, n, tr->grad_clip);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             fprintf(stderr, "\nstep %ld: loss %g, gradient norm %g\n", t.step, loss, gnorm);

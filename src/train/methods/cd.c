@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/streams.h"
 #include "nn/optim.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
@@ -98,25 +97,19 @@ static void cd_start(void *st, float *w)
     memcpy(m->target, w, n * sizeof(float));
 }
 
-static double cd_loss(void *st, const MethodStep *s)
+static double cd_loss(void *st, Ctx *c, const WeightSet *online, const Batch *bt)
 {
     Cd *m = st;
     const Config *cfg = m->u.cfg;
-    const UNet *net = &m->u.net;
-    Ctx *c = s->ctx;
-    int B = s->B, N = cfg->cd.N, C = net->cfg.img_channels, H = net->cfg.img_h, W = net->cfg.img_w;
+    int B = bt->B, N = cfg->cd.N, C = bt->C, H = bt->H, W = bt->W;
     size_t dim = (size_t)C * H * W;
-    uint64_t seed = (uint64_t)cfg->experiment.seed;
     double *sigma = arena_alloc(&c->arena, (size_t)N * sizeof(double));
     ct_sigmas(N, cfg->model.sigma_min, cfg->model.sigma_max, 7.0, sigma);
-    Rng rs = {seed, STREAM_NOISE_LEVEL, (uint32_t)s->step};
-    Rng rn = {seed, STREAM_NOISE, (uint32_t)s->step};
-    Rng rd = {seed, STREAM_DROPOUT_BASE, (uint32_t)s->step};
     float *u = arena_alloc(&c->arena, 4 * (size_t)B * sizeof(float)), *t1 = u + B, *t0 = t1 + B, *lam = t0 + B;
     float *z = arena_alloc(&c->arena, 3 * (size_t)B * dim * sizeof(float)), *x1 = z + B * dim, *xt = x1 + B * dim;
-    rng_uniform(&rs, u, B, 0, 1);
-    rng_normal(&rn, z, B, 0, dim);
-    const float *x0 = s->x0;
+    rng_uniform(&bt->noise_level, u, B, bt->sample0, 1);
+    rng_normal(&bt->noise, z, B, bt->sample0, dim);
+    const float *x0 = bt->x0;
     for (int b = 0; b < B; b++) {
         int i = ct_sample_index(NULL, N - 1, u[b]);
         t1[b] = (float)sigma[i + 1];
@@ -124,10 +117,10 @@ static double cd_loss(void *st, const MethodStep *s)
         lam[b] = 1;
         for (size_t k = b * dim; k < (b + 1) * dim; k++) x1[k] = x0[k] + t1[b] * z[k];
     }
-    cd_teacher_step(c, net, &m->teacher_pre, m->teacher, cfg->cd.solver, x1, t1, t0, B, C, H, W, xt);
-    CtBatch bt = {x0, z, t1, t0, lam, xt, B, C, H, W};
-    double loss = ct_step_loss(c, net, &m->u.pre, s->online, m->target ? m->target : s->online->w, &bt,
-                               cfg->cd.loss, cfg->model.dropout > 0 ? &rd : NULL);
+    cd_teacher_step(c, &m->u.net, &m->teacher_pre, m->teacher, cfg->cd.solver, x1, t1, t0, B, C, H, W, xt);
+    CtBatch cb = {x0, z, t1, t0, lam, xt, B, C, H, W, bt->sample0};
+    double loss = ct_step_loss(c, &m->u.net, &m->u.pre, online, m->target ? m->target : online->w, &cb,
+                               cfg->cd.loss, cfg->model.dropout > 0 ? &bt->dropout : NULL);
     m->N = N;
     m->mu = cfg->cd.target_mu;
     return loss;

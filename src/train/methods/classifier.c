@@ -24,17 +24,15 @@ static int clf_setup(void *st, const MethodEnv *env, const ParamSet **ps)
     return 0;
 }
 
-static double clf_loss(void *st, const MethodStep *s)
+static double clf_loss(void *st, Ctx *c, const WeightSet *online, const Batch *bt)
 {
     Clf *m = st;
-    Ctx *c = s->ctx;
-    int B = s->B;
-    const ClassifierConfig *cc = &m->net.cfg;
+    int B = bt->B;
     float *y = arena_alloc(&c->arena, (size_t)B * sizeof(float));
-    for (int b = 0; b < B; b++) y[b] = (float)s->labels[b];
-    Tensor *tx = tensor_wrap(c, (float *)s->x0, NULL, 4, SHAPE(B, cc->img_channels, cc->img_h, cc->img_w), false);
+    for (int b = 0; b < B; b++) y[b] = (float)bt->labels[b];
+    Tensor *tx = tensor_wrap(c, (float *)bt->x0, NULL, 4, SHAPE(B, bt->C, bt->H, bt->W), false);
     Tensor *ty = tensor_wrap(c, y, NULL, 1, SHAPE(B), false);
-    Tensor *loss = op_mean(c, op_cross_entropy(c, classifier_forward(c, &m->net, s->online, tx, NULL), ty));
+    Tensor *loss = op_mean(c, op_cross_entropy(c, classifier_forward(c, &m->net, online, tx, NULL), ty));
     tape_backward(c, loss, NULL);
     return loss->data[0];
 }

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "autograd/streams.h"
 #include "nn/optim.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
@@ -47,41 +46,35 @@ static double ct_mu_at(const Config *cfg, long k, int N)
     return exp(config_ct_s0(cfg) * log(mu0) / (N - 1));
 }
 
-static double ct_loss(void *st, const MethodStep *s)
+static double ct_loss(void *st, Ctx *c, const WeightSet *online, const Batch *bt)
 {
     Ct *m = st;
     const Config *cfg = m->u.cfg;
-    const UNet *net = &m->u.net;
-    Ctx *c = s->ctx;
-    int B = s->B, C = net->cfg.img_channels, H = net->cfg.img_h, W = net->cfg.img_w;
-    size_t dim = (size_t)C * H * W;
-    uint64_t seed = (uint64_t)cfg->experiment.seed;
-    int N = ct_N(cfg->ct.curriculum, s->step, cfg->train.iterations, config_ct_s0(cfg), config_ct_s1(cfg));
+    int B = bt->B;
+    size_t dim = (size_t)bt->C * bt->H * bt->W;
+    int N = ct_N(cfg->ct.curriculum, bt->step, cfg->train.iterations, config_ct_s0(cfg), config_ct_s1(cfg));
     double *sigma = arena_alloc(&c->arena, 3 * (size_t)N * sizeof(double)), *p = sigma + N, *cdf = p + N;
     ct_sigmas(N, cfg->model.sigma_min, cfg->model.sigma_max, 7.0, sigma);
     if (cfg->ct.sampling == CFG_SAMPLING_LOGNORMAL) {
         ict_index_probs(N, sigma, cfg->ct.p_mean, cfg->ct.p_std, p);
         ct_index_cdf(p, N - 1, cdf);
     }
-    Rng rs = {seed, STREAM_NOISE_LEVEL, (uint32_t)s->step};
-    Rng rn = {seed, STREAM_NOISE, (uint32_t)s->step};
-    Rng rd = {seed, STREAM_DROPOUT_BASE, (uint32_t)s->step};
     float *u = arena_alloc(&c->arena, 3 * (size_t)B * sizeof(float)), *t1 = u + B, *t0 = t1 + B;
     float *lam = arena_alloc(&c->arena, (size_t)B * sizeof(float));
     float *z = arena_alloc(&c->arena, (size_t)B * dim * sizeof(float));
-    rng_uniform(&rs, u, B, 0, 1);
-    rng_normal(&rn, z, B, 0, dim);
+    rng_uniform(&bt->noise_level, u, B, bt->sample0, 1);
+    rng_normal(&bt->noise, z, B, bt->sample0, dim);
     for (int b = 0; b < B; b++) {
         int i = ct_sample_index(cfg->ct.sampling == CFG_SAMPLING_LOGNORMAL ? cdf : NULL, N - 1, u[b]);
         t1[b] = (float)sigma[i + 1];
         t0[b] = (float)sigma[i];
         lam[b] = (float)ct_weight(cfg->ct.weighting, sigma, i);
     }
-    CtBatch bt = {s->x0, z, t1, t0, lam, NULL, B, C, H, W};
-    double loss = ct_step_loss(c, net, &m->u.pre, s->online, m->target ? m->target : s->online->w, &bt,
-                               cfg->ct.loss, cfg->model.dropout > 0 ? &rd : NULL);
+    CtBatch cb = {bt->x0, z, t1, t0, lam, NULL, B, bt->C, bt->H, bt->W, bt->sample0};
+    double loss = ct_step_loss(c, &m->u.net, &m->u.pre, online, m->target ? m->target : online->w, &cb,
+                               cfg->ct.loss, cfg->model.dropout > 0 ? &bt->dropout : NULL);
     m->N = N;
-    m->mu = ct_mu_at(cfg, s->step, N);
+    m->mu = ct_mu_at(cfg, bt->step, N);
     return loss;
 }
 

@@ -6,7 +6,6 @@
  * through eps, and keeps the logged loss readable (about 1 at the start). */
 #include <math.h>
 
-#include "autograd/streams.h"
 #include "train/method.h"
 
 typedef struct Edm {
@@ -18,25 +17,19 @@ static int edm_setup(void *st, const MethodEnv *env, const ParamSet **ps)
     return method_unet_setup(&((Edm *)st)->u, env, ps);
 }
 
-static double edm_loss(void *st, const MethodStep *s)
+static double edm_loss(void *st, Ctx *c, const WeightSet *online, const Batch *bt)
 {
     Edm *e = st;
     const Config *cfg = e->u.cfg;
-    const UNet *net = &e->u.net;
-    Ctx *c = s->ctx;
-    int B = s->B, C = net->cfg.img_channels, H = net->cfg.img_h, W = net->cfg.img_w;
+    int B = bt->B, C = bt->C, H = bt->H, W = bt->W;
     size_t dim = (size_t)C * H * W;
-    uint64_t seed = (uint64_t)cfg->experiment.seed;
-    Rng rs = {seed, STREAM_NOISE_LEVEL, (uint32_t)s->step};
-    Rng rn = {seed, STREAM_NOISE, (uint32_t)s->step};
-    Rng rd = {seed, STREAM_DROPOUT_BASE, (uint32_t)s->step};
     float *sigma = arena_alloc(&c->arena, (size_t)B * sizeof(float));
     float *lam = arena_alloc(&c->arena, (size_t)B * sizeof(float));
     float *y = arena_alloc(&c->arena, (size_t)B * dim * sizeof(float));
-    rng_normal(&rs, sigma, B, 0, 1);
-    rng_normal(&rn, y, B, 0, dim);
+    rng_normal(&bt->noise_level, sigma, B, bt->sample0, 1);
+    rng_normal(&bt->noise, y, B, bt->sample0, dim);
     double sd = cfg->model.sigma_data;
-    const float *x0 = s->x0;
+    const float *x0 = bt->x0;
     for (int b = 0; b < B; b++) {
         double sg = exp(cfg->edm.p_mean + cfg->edm.p_std * sigma[b]);
         sigma[b] = (float)sg;
@@ -46,7 +39,8 @@ static double edm_loss(void *st, const MethodStep *s)
     Tensor *ty = tensor_wrap(c, y, NULL, 4, SHAPE(B, C, H, W), false);
     Tensor *tx = tensor_wrap(c, (float *)x0, NULL, 4, SHAPE(B, C, H, W), false);
     Tensor *tl = tensor_wrap(c, lam, NULL, 1, SHAPE(B), false);
-    Tensor *D = precond_apply(c, &e->u.pre, net, s->online, ty, sigma, cfg->model.dropout > 0 ? &rd : NULL, 0);
+    Tensor *D = precond_apply(c, &e->u.pre, &e->u.net, online, ty, sigma, cfg->model.dropout > 0 ? &bt->dropout : NULL,
+                              bt->sample0);
     Tensor *loss = op_mean(c, op_mul(c, op_mse(c, D, tx), tl));
     tape_backward(c, loss, NULL);
     return loss->data[0];
