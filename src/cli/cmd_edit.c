@@ -387,7 +387,7 @@ static int run_edit(const EditArgs *a, const Config *cfg, Model *m)
 {
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
-    Sampler s = {&m->net, m->pre, m->w, 64, m->C, m->H, m->W, &ctx};
+    Sampler s = model_sampler(m, &ctx);
     double t0 = cm_now();
     EditOutput o = {0};
     int rc;

@@ -30,6 +30,21 @@ static void usage(FILE *f)
             "  --times L    explicit descending times, e.g. 80,0.821\n");
 }
 
+/* --times T,t2,...: a consistency plan of at most SAMPLE_MAX_TIMES numbers. */
+static int parse_times(const char *arg, SamplePlan *p)
+{
+    double times[SAMPLE_MAX_TIMES];
+    int nt = 0;
+    for (const char *q = arg; *q;) {
+        char *end;
+        if (nt == SAMPLE_MAX_TIMES) return cm_fail("--times %s: at most %d times", arg, SAMPLE_MAX_TIMES);
+        times[nt++] = strtod(q, &end);
+        if (end == q || (*end && *end != ',')) return cm_fail("--times %s: expected numbers separated by commas", arg);
+        q = *end == ',' ? end + 1 : end;
+    }
+    return sample_plan_times(p, times, nt);
+}
+
 int sample_main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -99,32 +114,20 @@ int sample_main(int argc, char **argv)
 
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
-    Sampler s = {&tn.net, tn.pre, tn.w, 64, tn.C, tn.H, tn.W, &ctx};
+    Sampler s = model_sampler(&tn, &ctx);
     float *x = cm_malloc((size_t)n * tn.C * tn.H * tn.W * sizeof(float));
     SolverStats st = {0};
-    double t0 = cm_now(), times[16];
-    char how[64];
+    double t0 = cm_now();
+    char how[64] = "";
+    SamplePlan p;
     int rc = 0;
-    if (tn.kind == MODEL_DIFFUSION) {
-        rc = sample_ode(&s, kind, &o, n, (uint64_t)seed, x, &st);
-        snprintf(how, sizeof how, "%s, %d NFE", solver_kind_name(kind), st.nfe);
-    } else {
-        /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
-        int nt = 0;
-        if (times_arg) {
-            for (char *p = (char *)times_arg, *end; *p && nt < 16; p = *end == ',' ? end + 1 : end) {
-                times[nt++] = strtod(p, &end);
-                if (end == p || (*end && *end != ',')) { rc = cm_fail("--times %s: expected numbers separated by commas", times_arg); break; }
-            }
-        } else if (steps == 1 || steps == 2) {
-            times[nt++] = cfg.model.sigma_max;
-            if (steps == 2) times[nt++] = cfg.sample.mid_t;
-        } else {
-            rc = cm_fail("--steps %d: 1 or 2 (or give --times)", steps);
-        }
-        if (rc == 0) rc = sample_cm(&s, times, nt, n, (uint64_t)seed, x);
-        snprintf(how, sizeof how, "%d-step consistency sampling", nt);
-    }
+    if (tn.kind == MODEL_DIFFUSION) p = sample_plan_ode(kind, &o);
+    /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
+    else if (times_arg) rc = parse_times(times_arg, &p);
+    else if (steps == 1 || steps == 2) rc = sample_plan(&p, tn.kind, &cfg, &cfg, steps);
+    else rc = cm_fail("--steps %d: 1 or 2 (or give --times)", steps);
+    if (rc == 0) rc = sample_draw(&s, &p, n, (uint64_t)seed, x, &st);
+    if (rc == 0) sample_describe(&p, &st, how, sizeof how);
     if (rc == 0) rc = image_write_grid(out, x, n, tn.C, tn.H, tn.W, (int)ceil(sqrt(n)), 2);
     if (rc == 0)
         printf("%s: %d samples, %s, %s weights, seed %lld, %.1f s\n", out, n, how, tn.weights_name, seed,

@@ -839,26 +839,22 @@ static void times_text(const double *t, int n, bool to_zero, char *out, size_t l
 int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
 {
     r->nfe = nfe;
-    if (kind != MODEL_DIFFUSION) {
-        if (nfe != 1 && nfe != 2)
-            return cm_fail("NFE %d: a consistency model samples with 1 step (from T) or 2 (T, then sample.mid_t)", nfe);
-        double times[2] = {mcfg->model.sigma_max, ev->sample.mid_t};
-        times_text(times, nfe, false, r->times, sizeof r->times);
+    SamplePlan p;
+    if (sample_plan(&p, kind, mcfg, ev, nfe)) return -1;
+    if (p.kind == MODEL_CONSISTENCY) {
+        times_text(p.times, p.ntimes, false, r->times, sizeof r->times);
         snprintf(r->sampler, sizeof r->sampler, "consistency");
-        snprintf(r->schedule, sizeof r->schedule, "%s", nfe == 1 ? "T" : "T,mid_t");
+        snprintf(r->schedule, sizeof r->schedule, "%s", p.ntimes == 1 ? "T" : "T,mid_t");
         return 0;
     }
-    Config scfg = *mcfg;          /* the checkpoint's noise range, the evaluation's sampler */
-    scfg.sample = ev->sample;
-    SolverOpts o = model_solver_opts(&scfg);
-    o.nfe = nfe;
-    int steps = solver_resolve_steps(ev->sample.solver, &o);
+    SolverOpts o = p.o;
+    int steps = solver_resolve_steps(p.solver, &o);
     if (steps < 0) return -1;
     double *grid = cm_malloc((size_t)steps * sizeof(double));
     int rc = schedule_steps(o.schedule, steps, o.sigma_min, o.sigma_max, o.rho, grid);
     if (rc == 0) times_text(grid, steps, o.denoise_to_zero, r->times, sizeof r->times);
     free(grid);
-    snprintf(r->sampler, sizeof r->sampler, "%s", solver_kind_name(ev->sample.solver));
+    snprintf(r->sampler, sizeof r->sampler, "%s", solver_kind_name(p.solver));
     snprintf(r->schedule, sizeof r->schedule, "%s", schedule_kind_name(o.schedule));
     return rc;
 }
@@ -984,13 +980,10 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         ctx_free(&ctx);
         return -1;
     }
-    /* The checkpoint's noise range, the evaluation's sampler. */
-    Config scfg = mcfg;
-    scfg.sample = ev->sample;
     int n = ev->eval.n, D = f.net.cfg.features;
     size_t dim = (size_t)m.C * m.H * m.W;
     float *x = cm_malloc((size_t)n * dim * sizeof(float)), *feat = cm_malloc((size_t)n * D * sizeof(float));
-    Sampler s = {&m.net, m.pre, m.w, 64, m.C, m.H, m.W, &ctx};
+    Sampler s = model_sampler(&m, &ctx);
     char samples_dir[1100];
     snprintf(samples_dir, sizeof samples_dir, "%s/samples", run_dir);
     rc = cm_mkdir_p(samples_dir);
@@ -1006,17 +999,13 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         if (rc != 0) break;
         printf("%s: %d samples, %s, NFE %d ...\n", path, n, r.sampler, nfes[i]);
         fflush(stdout);
-        if (mk == MODEL_DIFFUSION) {
-            SolverOpts o = model_solver_opts(&scfg);
-            o.nfe = nfes[i];
-            SolverStats st = {0};
-            rc = sample_ode(&s, ev->sample.solver, &o, n, (uint64_t)ev->eval.seed, x, &st);
-            CM_ASSERT(rc != 0 || st.nfe == r.nfe, "eval: the solver made %d calls, not %d", st.nfe, r.nfe);
-        } else {
-            double times[2] = {mcfg.model.sigma_max, ev->sample.mid_t};
-            rc = sample_cm(&s, times, nfes[i], n, (uint64_t)ev->eval.seed, x);
-        }
+        /* The checkpoint's noise range, the evaluation's sampler. */
+        SamplePlan p;
+        SolverStats st = {0};
+        rc = sample_plan(&p, mk, &mcfg, ev, nfes[i]);
+        if (rc == 0) rc = sample_draw(&s, &p, n, (uint64_t)ev->eval.seed, x, &st);
         if (rc != 0) break;
+        CM_ASSERT(st.nfe == r.nfe, "eval: the sampler made %d calls, not %d", st.nfe, r.nfe);
         r.sample_seconds = cm_now() - t0;
         quantize(x, (size_t)n * dim);
         snprintf(r.grid, sizeof r.grid, "samples/eval_%s_nfe%d_seed%d.png", r.sampler, r.nfe, r.seed);

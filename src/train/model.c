@@ -158,6 +158,11 @@ int model_load(Model *m, Config *cfg, const char *path, const char *weights)
     return rc;
 }
 
+Sampler model_sampler(const Model *m, Ctx *ctx)
+{
+    return (Sampler){&m->net, m->pre, m->w, 64, m->C, m->H, m->W, ctx};
+}
+
 void model_free(Model *m)
 {
     free(m->w);

@@ -8,6 +8,7 @@
 #include "train/experiment.h"
 #include "train/method.h"
 #include "train/precond.h"
+#include "train/sample.h"
 #include "train/solvers.h"
 
 /* The U-Net of cfg's [model] for images of C x H x W. */
@@ -43,6 +44,9 @@ int model_weights_group(const char *path, const char *weights, char group[64]);
  * "online", "ema:RATE" (or "ema/RATE"), or NULL for the first EMA the file has (else online).
  * -1 after cm_fail() naming the file and the problem. */
 int model_load(Model *m, Config *cfg, const char *path, const char *weights);
+/* The sampler of a loaded model (its network, preconditioning and weight set; network batches of
+ * 64), with scratch ctx. */
+Sampler model_sampler(const Model *m, Ctx *ctx);
 void model_free(Model *m);
 
 #endif

@@ -17,8 +17,9 @@
  * network that does not sample. */
 typedef enum ModelKind { MODEL_DIFFUSION, MODEL_CONSISTENCY, MODEL_FEATURE_NET, MODEL_KIND_COUNT } ModelKind;
 
-/* The NFEs evaluated when eval.nfe is empty: cfg's sample.nfe for a diffusion model, 1 and 2 for
- * a consistency model (T, then sample.mid_t). Returns their count (at most 2). */
+/* The NFEs a model of `kind` is sampled and evaluated at by default (the trainer's grids, eval
+ * when eval.nfe is empty): cfg's sample.nfe for a diffusion model, 1 and 2 for a consistency model
+ * (T, then sample.mid_t). Returns their count (at most 2). */
 int sample_default_nfes(ModelKind kind, const Config *cfg, int *nfe);
 
 typedef struct Sampler {
@@ -40,6 +41,36 @@ int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, ui
  * times[0] = T, descending; eps is s->pre.eps. z_k is drawn with step k of STREAM_SAMPLE, so the
  * first step's noise is the same as sample_ode's. */
 int sample_cm(const Sampler *s, const double *times, int ntimes, int n, uint64_t seed, float *out);
+
+/* ---- the one sampling entry of every model kind: a plan, then sample_draw ---- */
+
+enum { SAMPLE_MAX_TIMES = 16 };
+
+typedef struct SamplePlan {
+    ModelKind kind;
+    SolverKind solver;           /* MODEL_DIFFUSION: the ODE solver and its options (o.nfe) */
+    SolverOpts o;
+    double times[SAMPLE_MAX_TIMES];  /* MODEL_CONSISTENCY: T, then the re-noising times, descending */
+    int ntimes;
+} SamplePlan;
+
+/* The plan of a model of `kind` trained with configuration mcfg (its noise range), sampled with
+ * scfg's [sample] at nfe network evaluations:
+ *   MODEL_DIFFUSION    scfg's solver, schedule and options with o.nfe = nfe (the solver checks it);
+ *   MODEL_CONSISTENCY  nfe = 1: T = mcfg's sigma_max; nfe = 2: T, then scfg's sample.mid_t.
+ * -1 after cm_fail() for an NFE the kind cannot take (and for a model that does not sample). */
+int sample_plan(SamplePlan *p, ModelKind kind, const Config *mcfg, const Config *scfg, int nfe);
+/* A diffusion plan from a solver and its options (a command line's choice). */
+SamplePlan sample_plan_ode(SolverKind solver, const SolverOpts *o);
+/* A consistency plan from a list of times (T first, descending, at least one: checked by
+ * sample_draw). -1 after cm_fail() for more than SAMPLE_MAX_TIMES times. */
+int sample_plan_times(SamplePlan *p, const double *times, int n);
+/* n samples by plan p into out [n, C, H, W] (sample_ode or sample_cm); stats (may be NULL) gets
+ * the solver's statistics, or for a consistency model nfe = the number of times. */
+int sample_draw(const Sampler *s, const SamplePlan *p, int n, uint64_t seed, float *out, SolverStats *stats);
+/* What a draw did, for messages: "heun, 35 NFE" (the calls the solver made) or "2-step consistency
+ * sampling". */
+void sample_describe(const SamplePlan *p, const SolverStats *st, char *out, size_t len);
 
 /* f(x; t) with the sampler's weights for all n samples x [n, C, H, W], written over x: batches of
  * at most s->batch in a no-grad scope (dropout off). */

@@ -158,28 +158,25 @@ static int trainer_sample_grid(Trainer *t, FILE *metrics)
     const char *wname;
     float *w = sampling_weights(t, &wname);
     if (t->method->report) return t->method->report(t->state, w, wname, &t->ctx, metrics, t->step);
-    SolverOpts o = model_solver_opts(cfg);
-    const UNet *net = t->method->unet(t->state);
-    Sampler s = {net, model_precond(cfg), w, 64, t->C, t->H, t->W, &t->ctx};
+    Sampler s = {t->method->unet(t->state), model_precond(cfg), w, 64, t->C, t->H, t->W, &t->ctx};
     int n = CM_MIN(cfg->sample.n, 64);
     float *x = cm_malloc((size_t)n * t->C * t->H * t->W * sizeof(float));
-    char path[700];
-    int rc = 0;
-    if (t->method->model == MODEL_DIFFUSION) {
+    /* A grid per default NFE, on the same noise: a diffusion model's sample.nfe; a consistency
+     * model's 1 and 2 steps (T, then sample.mid_t). */
+    int nfes[2], nn = sample_default_nfes(t->method->model, cfg, nfes), rc = 0;
+    for (int i = 0; i < nn && rc == 0; i++) {
+        SamplePlan p;
         SolverStats st;
-        rc = sample_ode(&s, cfg->sample.solver, &o, n, (uint64_t)cfg->experiment.seed, x, &st);
-        snprintf(path, sizeof path, "%s/step_%08ld.png", t->samples_dir, t->step);
+        char path[700];
+        rc = sample_plan(&p, t->method->model, cfg, cfg, nfes[i]);
+        if (rc == 0) rc = sample_draw(&s, &p, n, (uint64_t)cfg->experiment.seed, x, &st);
+        if (p.kind == MODEL_DIFFUSION) snprintf(path, sizeof path, "%s/step_%08ld.png", t->samples_dir, t->step);
+        else snprintf(path, sizeof path, "%s/step_%08ld_%dstep.png", t->samples_dir, t->step, nfes[i]);
         if (rc == 0) rc = image_write_grid(path, x, n, t->C, t->H, t->W, 8, 2);
-        if (rc == 0) printf("samples: %s (%s, %s weights, %d NFE)\n", path, solver_kind_name(cfg->sample.solver), wname, st.nfe);
-    } else {
-        /* Consistency models: a 1-step and a 2-step grid (T, then sample.mid_t) on the same noise. */
-        double times[2] = {cfg->model.sigma_max, cfg->sample.mid_t};
-        for (int steps = 1; steps <= 2 && rc == 0; steps++) {
-            rc = sample_cm(&s, times, steps, n, (uint64_t)cfg->experiment.seed, x);
-            snprintf(path, sizeof path, "%s/step_%08ld_%dstep.png", t->samples_dir, t->step, steps);
-            if (rc == 0) rc = image_write_grid(path, x, n, t->C, t->H, t->W, 8, 2);
-            if (rc == 0) printf("samples: %s (%d-step, %s weights)\n", path, steps, wname);
-        }
+        if (rc == 0 && p.kind == MODEL_DIFFUSION)
+            printf("samples: %s (%s, %s weights, %d NFE)\n", path, solver_kind_name(p.solver), wname, st.nfe);
+        else if (rc == 0)
+            printf("samples: %s (%d-step, %s weights)\n", path, nfes[i], wname);
     }
     free(x);
     return rc;
