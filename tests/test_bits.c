@@ -16,8 +16,8 @@
 #include <string.h>
 
 #include "fixture.h"
-#include "train/checkpoint.h"
-#include "train/eval.h"
+#include "io/checkpoint.h"
+#include "eval/eval.h"
 #include "train/model.h"
 #include "train/trainer.h"
 

@@ -40,7 +40,7 @@
 
 #include "common.h"
 #include "fixture.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 
 static char root[64];
 static const char *torch_python, *check_script, *cmlab_bin;

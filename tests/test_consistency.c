@@ -38,11 +38,11 @@
 #include "data/dataset.h"
 #include "data/image.h"
 #include "fixture.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
 #include "train/model.h"
-#include "train/sample.h"
+#include "sample/sample.h"
 
 #define DIR "consistency_runs"
 #define NDATA 512

@@ -27,7 +27,7 @@
 #include "data/image.h"
 #include "fixture.h"
 #include "nn/params.h"
-#include "train/edit.h"
+#include "sample/edit.h"
 
 static const char *cmlab;
 

@@ -21,8 +21,8 @@
 #include <hdf5.h>
 
 #include "fixture.h"
-#include "train/checkpoint.h"
-#include "train/eval.h"
+#include "io/checkpoint.h"
+#include "eval/eval.h"
 
 /* A float64 dataset of the fixture, malloc'd; *n its element count. */
 static double *read_f64(Fixture *f, const char *name, size_t *n)

@@ -12,7 +12,7 @@
 
 #include "common.h"
 #include "fixture.h"
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 static char tmpdir[64];
 

@@ -25,8 +25,8 @@
 #include "autograd/rng.h"
 #include "common.h"
 #include "fixture.h"
-#include "train/schedule.h"
-#include "train/solvers.h"
+#include "sample/schedule.h"
+#include "sample/solvers.h"
 
 /* ---- (a) schedule test vectors ---- */
 

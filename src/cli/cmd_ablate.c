@@ -7,8 +7,8 @@
 
 #include "cli/commands.h"
 #include "common.h"
-#include "train/ablate.h"
-#include "train/experiment.h"
+#include "eval/ablate.h"
+#include "io/experiment.h"
 
 static void usage(FILE *f)
 {

@@ -16,9 +16,9 @@
 #include "common.h"
 #include "data/dataset.h"
 #include "data/image.h"
-#include "train/edit.h"
+#include "sample/edit.h"
 #include "train/model.h"
-#include "train/schedule.h"
+#include "sample/schedule.h"
 
 #define MAX_IMAGES 256
 #define MAX_TIMES 64

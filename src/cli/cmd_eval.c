@@ -12,8 +12,8 @@
 #include "cli/commands.h"
 #include "common.h"
 #include "train/model.h"
-#include "train/eval.h"
-#include "train/experiment.h"
+#include "eval/eval.h"
+#include "io/experiment.h"
 
 static void usage(FILE *f)
 {

@@ -9,9 +9,9 @@
 #include "cli/commands.h"
 #include "common.h"
 #include "data/image.h"
-#include "train/checkpoint.h"
-#include "train/experiment.h"
-#include "train/sample.h"
+#include "io/checkpoint.h"
+#include "io/experiment.h"
+#include "sample/sample.h"
 #include "train/model.h"
 
 static void usage(FILE *f)

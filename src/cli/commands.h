@@ -5,7 +5,7 @@
 
 #include <stdio.h>
 
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 int info_main(int argc, char **argv);
 int train_main(int argc, char **argv);

@@ -10,9 +10,9 @@
 #ifndef CM_CT_H
 #define CM_CT_H
 
-#include "train/experiment.h"
-#include "train/precond.h"
-#include "train/solvers.h"
+#include "io/experiment.h"
+#include "sample/precond.h"
+#include "sample/solvers.h"
 
 typedef struct CtBatch {
     const float *x0, *z;         /* [B, C, H, W] clean images and noise */

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "train/experiment.h"
+#include "io/experiment.h"
 #include "train/trainer.h"
 
 typedef struct DemoStage {

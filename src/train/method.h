@@ -19,10 +19,10 @@
 
 #include "data/dataset.h"
 #include "train/batch.h"
-#include "train/checkpoint.h"
-#include "train/experiment.h"
-#include "train/precond.h"
-#include "train/sample.h"
+#include "io/checkpoint.h"
+#include "io/experiment.h"
+#include "sample/precond.h"
+#include "sample/sample.h"
 
 /* What the loop hands a method's setup. */
 typedef struct MethodEnv {

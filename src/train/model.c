@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "data/image.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 #include "train/method.h"
 
 void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *u)

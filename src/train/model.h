@@ -5,11 +5,11 @@
 
 #include "data/dataset.h"
 #include "nn/classifier.h"
-#include "train/experiment.h"
+#include "io/experiment.h"
 #include "train/method.h"
-#include "train/precond.h"
-#include "train/sample.h"
-#include "train/solvers.h"
+#include "sample/precond.h"
+#include "sample/sample.h"
+#include "sample/solvers.h"
 
 /* The U-Net of cfg's [model] for images of C x H x W. */
 void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *out);

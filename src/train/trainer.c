@@ -13,10 +13,10 @@
 #include "data/image.h"
 #include "data/loader.h"
 #include "train/batch.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 #include "train/method.h"
 #include "train/model.h"
-#include "train/sample.h"
+#include "sample/sample.h"
 
 volatile int trainer_stop_requested;
 

@@ -20,7 +20,7 @@
 
 #include <stdbool.h>
 
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 /* Trains as cfg says. resume: continue from the newest valid checkpoint in the run directory
  * (a fresh start if there is none). Returns an exit code (CM_EXIT_*). */

@@ -4,7 +4,7 @@
 #include <stdio.h>
 
 #include "nn/classifier.h"
-#include "train/eval.h"
+#include "eval/eval.h"
 #include "train/method.h"
 #include "train/model.h"
 

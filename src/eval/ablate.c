@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "train/checkpoint.h"
-#include "train/eval.h"
+#include "io/checkpoint.h"
+#include "eval/eval.h"
 #include "train/model.h"
 #include "train/trainer.h"
 

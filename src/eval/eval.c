@@ -19,10 +19,10 @@
 #include "autograd/rng.h"
 #include "autograd/streams.h"
 #include "data/image.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 #include "train/model.h"
-#include "train/sample.h"
-#include "train/schedule.h"
+#include "sample/sample.h"
+#include "sample/schedule.h"
 
 /* LAPACK (OpenBLAS ships it): the symmetric eigensolver, divide and conquer. The trailing
  * arguments are the hidden lengths of the character arguments of gfortran's calling convention. */

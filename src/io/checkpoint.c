@@ -1,6 +1,6 @@
 /* checkpoint.c: the HDF5 checkpoint format, its crash-safe writer and verifying reader.
  * Layout, write protocol and the reasons for both are in checkpoint.h. */
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -8,9 +8,9 @@
 #ifndef CM_SAMPLE_H
 #define CM_SAMPLE_H
 
-#include "train/experiment.h"
-#include "train/precond.h"
-#include "train/solvers.h"
+#include "io/experiment.h"
+#include "sample/precond.h"
+#include "sample/solvers.h"
 
 /* How a model samples (its method's record says which, method.h): a diffusion denoiser
  * integrated by an ODE solver, a consistency function evaluated at a list of times, or a feature

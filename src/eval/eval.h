@@ -37,8 +37,8 @@
 
 #include "data/dataset.h"
 #include "nn/classifier.h"
-#include "train/experiment.h"
-#include "train/sample.h"
+#include "io/experiment.h"
+#include "sample/sample.h"
 
 /* ---- SHA-256 (FIPS 180-4) ---- */
 typedef struct Sha256 {
