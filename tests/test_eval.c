@@ -1,4 +1,4 @@
-/* test_eval.c FRECHET.h5: the pieces of src/train/eval.c against scipy, numpy and hashlib
+/* test_eval.c FRECHET.h5: the pieces of src/eval/eval.c against scipy, numpy and hashlib
  * (fixtures written by tests/torch/frechet.py) and against analytic results:
  *   - the eigen-based square root of symmetric PSD matrices equals scipy.linalg.sqrtm (full rank,
  *     ill-conditioned, rank-deficient, zero);

@@ -1,6 +1,6 @@
 /* cmd_ablate.c: `cmlab ablate EXP.ini [--set section.key=value ...] [--list] [--report]`: the
  * runs of an experiment file's [sweep] grid, their evaluation, and the tables and report of the
- * results (src/train/ablate.h). */
+ * results (src/eval/ablate.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

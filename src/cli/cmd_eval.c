@@ -1,5 +1,5 @@
 /* cmd_eval.c: `cmlab eval CKPT.h5 [options]`: the Frechet distance of a checkpoint's samples in a
- * cmlab classifier's feature space (src/train/eval.h), or a classifier checkpoint's test accuracy;
+ * cmlab classifier's feature space (src/eval/eval.h), or a classifier checkpoint's test accuracy;
  * `cmlab eval --baselines --features CLF.h5`: the metric's reference points. Every option is a key
  * of the experiment files' [eval] or [sample] (checked by the same parser); the defaults are the
  * checkpoint's own keys. */

@@ -97,7 +97,7 @@ int sample_main(int argc, char **argv)
         return CM_EXIT_INPUT;
     }
     SolverKind kind = cfg.sample.solver;
-    SolverOpts o = model_solver_opts(&cfg);
+    SolverOpts o = sample_solver_opts(&cfg);
     int bad = 0;
     if (solver && (int)(kind = solver_kind_from_name(solver)) < 0) bad = 1;
     if (schedule && (int)(o.schedule = schedule_kind_from_name(schedule)) < 0) bad = 1;

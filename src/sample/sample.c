@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "autograd/streams.h"
-#include "train/model.h"
 
 typedef struct DenoiseCall {
     const Sampler *s;
@@ -117,7 +116,7 @@ int sample_plan(SamplePlan *p, ModelKind kind, const Config *mcfg, const Config 
         Config c = *mcfg;        /* the model's noise range, the sampler of scfg */
         c.sample = scfg->sample;
         p->solver = scfg->sample.solver;
-        p->o = model_solver_opts(&c);
+        p->o = sample_solver_opts(&c);
         p->o.nfe = nfe;
         return 0;
     }
@@ -165,4 +164,18 @@ void sample_describe(const SamplePlan *p, const SolverStats *st, char *out, size
 {
     if (p->kind == MODEL_DIFFUSION) snprintf(out, len, "%s, %d NFE", solver_kind_name(p->solver), st->nfe);
     else snprintf(out, len, "%d-step consistency sampling", p->ntimes);
+}
+
+SolverOpts sample_solver_opts(const Config *cfg)
+{
+    SolverOpts o = solver_opts_default();
+    o.schedule = cfg->sample.schedule;
+    o.rho = cfg->sample.rho;
+    o.sigma_min = cfg->model.sigma_min;
+    o.sigma_max = cfg->model.sigma_max;
+    o.nfe = cfg->sample.nfe;
+    o.afs = cfg->sample.afs;
+    o.denoise_to_zero = cfg->sample.denoise_to_zero;
+    o.ipndm_order = cfg->sample.ipndm_order;
+    return o;
 }

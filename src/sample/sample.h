@@ -42,6 +42,9 @@ int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, ui
  * first step's noise is the same as sample_ode's. */
 int sample_cm(const Sampler *s, const double *times, int ntimes, int n, uint64_t seed, float *out);
 
+/* SolverOpts from cfg's [sample] and [model] sigma range. */
+SolverOpts sample_solver_opts(const Config *cfg);
+
 /* ---- the one sampling entry of every model kind: a plan, then sample_draw ---- */
 
 enum { SAMPLE_MAX_TIMES = 16 };

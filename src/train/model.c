@@ -87,20 +87,6 @@ PrecondParams model_precond(const Config *cfg)
     return (PrecondParams){m->precond, cfg->model.sigma_data, cfg->model.sigma_min};
 }
 
-SolverOpts model_solver_opts(const Config *cfg)
-{
-    SolverOpts o = solver_opts_default();
-    o.schedule = cfg->sample.schedule;
-    o.rho = cfg->sample.rho;
-    o.sigma_min = cfg->model.sigma_min;
-    o.sigma_max = cfg->model.sigma_max;
-    o.nfe = cfg->sample.nfe;
-    o.afs = cfg->sample.afs;
-    o.denoise_to_zero = cfg->sample.denoise_to_zero;
-    o.ipndm_order = cfg->sample.ipndm_order;
-    return o;
-}
-
 int model_weights_group(const char *path, const char *weights, char group[64])
 {
     if (weights && weights[0]) {

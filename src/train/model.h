@@ -22,8 +22,6 @@ int model_classifier_init(const Config *cfg, const Dataset *data, int C, int H, 
 int model_image_shape(const Config *cfg, int *C, int *H, int *W);
 /* The preconditioning of cfg's method (its record's precond; method.h). */
 PrecondParams model_precond(const Config *cfg);
-/* SolverOpts from cfg's [sample] and [model] sigma range. */
-SolverOpts model_solver_opts(const Config *cfg);
 
 typedef struct Model {
     UNet net;
