@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/atomic.h"
 #include "io/checkpoint.h"
 #include "eval/eval.h"
 #include "train/model.h"
@@ -276,13 +277,9 @@ static int variant_run(Variant *v, const AblateOpts *o)
         snprintf(v->ckpt, sizeof v->ckpt, "%s", v->cfg.eval.checkpoint);
         char path[600];
         snprintf(path, sizeof path, "%s/config.ini", v->run_dir);
-        FILE *f = fopen(path, "w");
-        if (!f || config_write(&v->cfg, f) != 0) {
-            if (f) fclose(f);
-            cm_fail("cannot write %s", path);
-            return CM_EXIT_INPUT;
-        }
-        fclose(f);
+        char tmp[700];
+        FILE *f = atomic_open(path, tmp, sizeof tmp);
+        if (!f || atomic_commit(f, tmp, path, config_write(&v->cfg, f) == 0) != 0) return CM_EXIT_INPUT;
     } else {
         if (!o->report_only) {
             int rc = variant_train(v);
@@ -376,8 +373,9 @@ static double fd_at(const Variant *v, int nfe)
 
 static int write_csv(const char *path, const Config *base, const Variant *vs, int n)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) return cm_fail("cannot write %s: %s", path, strerror(errno));
+    char tmp[800];
+    FILE *f = atomic_open(path, tmp, sizeof tmp);
+    if (!f) return -1;
     const CfgKey *keys = config_keys(&(int){0});
     int cols[CFG_LIST_MAX * 4], nc = nfe_columns(vs, n, cols);
     fprintf(f, "index,variant,status");
@@ -407,7 +405,7 @@ static int write_csv(const char *path, const Config *base, const Variant *vs, in
         }
         fprintf(f, "\n");
     }
-    return fclose(f) == 0 ? 0 : cm_fail("cannot write %s", path);
+    return atomic_commit(f, tmp, path, !ferror(f));
 }
 
 /* The leading comment block of the experiment file (its claim), without the comment marks. */
@@ -437,8 +435,9 @@ static char *header_comment(const char *exp_path)
 static int write_md(const char *path, const char *exp_path, const char *claim, const Config *base,
                     const Variant *vs, int n)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) return cm_fail("cannot write %s: %s", path, strerror(errno));
+    char tmp[800];
+    FILE *f = atomic_open(path, tmp, sizeof tmp);
+    if (!f) return -1;
     const CfgKey *keys = config_keys(&(int){0});
     int cols[CFG_LIST_MAX * 4], nc = nfe_columns(vs, n, cols);
     fprintf(f, "# Ablation %s\n\nExperiment file: `%s`; %d variants (%s); FD: Frechet distance in the "
@@ -477,7 +476,7 @@ static int write_md(const char *path, const char *exp_path, const char *claim, c
         }
         fprintf(f, "\n");
     }
-    return fclose(f) == 0 ? 0 : cm_fail("cannot write %s", path);
+    return atomic_commit(f, tmp, path, !ferror(f));
 }
 
 /* ---- report.html ---- */
@@ -602,8 +601,9 @@ static int loss_curve(const Variant *v, double *x, double *y)
 static int write_html(const char *path, const char *exp_path, const char *claim, const Config *base,
                       const Variant *vs, int n)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) return cm_fail("cannot write %s: %s", path, strerror(errno));
+    char tmp[800];
+    FILE *f = atomic_open(path, tmp, sizeof tmp);
+    if (!f) return -1;
     const CfgKey *keys = config_keys(&(int){0});
     int cols[CFG_LIST_MAX * 4], nc = nfe_columns(vs, n, cols);
     fprintf(f, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cmlab ablation ");
@@ -705,7 +705,7 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
     free(xs);
     free(ys);
     free(fy);
-    return fclose(f) == 0 ? 0 : cm_fail("cannot write %s", path);
+    return atomic_commit(f, tmp, path, !ferror(f));
 }
 
 static int write_outputs(const char *dir, const char *exp_path, const char *claim, const Config *base,

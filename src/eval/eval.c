@@ -19,6 +19,7 @@
 #include "autograd/rng.h"
 #include "autograd/streams.h"
 #include "data/image.h"
+#include "io/atomic.h"
 #include "io/checkpoint.h"
 #include "train/model.h"
 #include "sample/sample.h"
@@ -449,11 +450,11 @@ static int write_stats(const char *path, const FdStats *s, const FeatureNet *f, 
     if (a >= 0) H5Aclose(a);
     H5Sclose(as);
     if (H5Fclose(file) < 0) rc = -1;
-    if (rc < 0 || rename(tmp, path) != 0) {
+    if (rc < 0) {
         unlink(tmp);
         return cm_fail("%s: cannot write the statistics cache", path);
     }
-    return 0;
+    return atomic_publish(tmp, path, NULL);
 }
 
 /* 0 and the statistics when path holds those of this feature network, data set and split; -1
@@ -631,11 +632,10 @@ int eval_json_append(const char *path, const EvalRecord *r, int count)
 {
     char *old = read_text(path);
     char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+    FILE *f = atomic_open(path, tmp, sizeof tmp);
     if (!f) {
         free(old);
-        return cm_fail("cannot write %s: %s", tmp, strerror(errno));
+        return -1;
     }
     /* The records already there, as lines between "[" and "]". */
     bool any = false;
@@ -655,13 +655,7 @@ int eval_json_append(const char *path, const EvalRecord *r, int count)
     }
     fprintf(f, "\n]\n");
     free(old);
-    bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return cm_fail("cannot write %s: %s", path, strerror(errno));
-    }
-    return 0;
+    return atomic_commit(f, tmp, path, !ferror(f));
 }
 
 /* A JSON string at *p (after its opening quote) into out; advances *p past the closing quote. */

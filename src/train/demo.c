@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "io/atomic.h"
 #include "io/experiment.h"
 #include "train/trainer.h"
 
@@ -214,8 +215,7 @@ static void mark_finished(const Config *cfg)
 {
     char path[700];
     finished_path(cfg, path, sizeof path);
-    FILE *f = fopen(path, "w");
-    if (f) fclose(f);
+    if (atomic_write(path, "", 0) != 0) fprintf(stderr, "warning: %s\n", cm_errmsg());
 }
 
 typedef struct DemoArgs {

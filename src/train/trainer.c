@@ -12,6 +12,7 @@
 
 #include "data/image.h"
 #include "data/loader.h"
+#include "io/atomic.h"
 #include "train/batch.h"
 #include "io/checkpoint.h"
 #include "train/method.h"
@@ -48,23 +49,6 @@ typedef struct Trainer {
 
 /* ---- run directory ---- */
 
-/* Writes text to path through path.tmp + rename, so a crash never leaves half a file. */
-static int write_file_atomic(const char *path, const char *text)
-{
-    char tmp[700];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return cm_fail("cannot write %s: %s", tmp, strerror(errno));
-    bool ok = fputs(text, f) >= 0;
-    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok &= fclose(f) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return cm_fail("cannot write %s: %s", path, strerror(errno));
-    }
-    return 0;
-}
-
 /* After a resume from step k, metrics lines of later steps (written before a crash, after the
  * checkpoint) are dropped so the file reads as one run with no repeated steps. */
 static int metrics_truncate(const char *path, long step)
@@ -87,7 +71,7 @@ static int metrics_truncate(const char *path, long step)
     }
     fclose(f);
     out[len] = 0;
-    int rc = write_file_atomic(path, out);
+    int rc = atomic_write(path, out, len);
     free(out);
     return rc;
 }
@@ -214,7 +198,7 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     if (cm_mkdir_p(t->ckpt_dir) || cm_mkdir_p(t->samples_dir)) return -1;
     char path[700];
     snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
-    if (write_file_atomic(path, t->config_text)) return -1;
+    if (atomic_write(path, t->config_text, strlen(t->config_text))) return -1;
 
     const char *kind = config_enum_name("data.dataset", cfg->data.dataset);
     if (dataset_load(&t->data, kind, cfg->data.path[0] ? cfg->data.path : NULL, "train") != 0) return -1;
