@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/rundir.h"
 #include "cli/commands.h"
 #include "common.h"
 #include "train/model.h"
@@ -133,7 +134,7 @@ int eval_main(int argc, char **argv)
     } else {
         char run_dir[1024];
         if (out) snprintf(run_dir, sizeof run_dir, "%s", out);
-        else eval_run_dir(path, run_dir, sizeof run_dir);
+        else rundir_of_checkpoint(path, run_dir, sizeof run_dir);
         int count = 0;
         rc = eval_checkpoint(path, &ev, run_dir, stamp, NULL, 0, &count);
         if (rc == 0) printf("%d record%s appended to %s/eval.json%s\n", count, count == 1 ? "" : "s", run_dir,

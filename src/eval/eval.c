@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "io/rundir.h"
 #include "autograd/rng.h"
 #include "autograd/streams.h"
 #include "data/image.h"
@@ -316,7 +317,7 @@ int eval_baselines(const FeatureNet *f, int n, int seed, Ctx *ctx)
         if (rc == 0) printf("  %-16s FD %10.4f\n", names[b], e->value);
     }
     char dir[1024], path[1100];
-    eval_run_dir(f->path, dir, sizeof dir);
+    rundir_of_checkpoint(f->path, dir, sizeof dir);
     snprintf(path, sizeof path, "%s/eval.json", dir);
     if (rc == 0) rc = eval_json_append(path, rs, 3);
     free(x);

@@ -54,7 +54,5 @@ int eval_accuracy(const Classifier *net, const float *w, const Dataset *d, Ctx *
  * above); cache_path (may be NULL) receives the cache file's path. -1 after cm_fail(). */
 int fd_reference_stats(const FeatureNet *f, const char *dataset, const char *data_path, const char *split,
                        Ctx *ctx, FdStats *out, char *cache_path, size_t len);
-/* The run directory of a checkpoint: the directory above <run>/ckpt/, else the file's directory. */
-void eval_run_dir(const char *ckpt_path, char *out, size_t len);
 
 #endif

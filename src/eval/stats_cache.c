@@ -8,24 +8,7 @@
 #include <hdf5.h>
 
 #include "io/atomic.h"
-
-void eval_run_dir(const char *ckpt_path, char *out, size_t len)
-{
-    char buf[1024];
-    snprintf(buf, sizeof buf, "%s", ckpt_path);
-    char *slash = strrchr(buf, '/');
-    if (!slash) {
-        snprintf(out, len, ".");
-        return;
-    }
-    *slash = '\0';
-    const char *base = strrchr(buf, '/') ? strrchr(buf, '/') + 1 : buf;
-    if (strcmp(base, "ckpt") == 0) {
-        if (base == buf) snprintf(buf, sizeof buf, ".");
-        else buf[base - buf - 1] = '\0';
-    }
-    snprintf(out, len, "%s", buf[0] ? buf : "/");
-}
+#include "io/rundir.h"
 
 static int write_stats(const char *path, const FdStats *s, const FeatureNet *f, const char *dataset,
                        const char *split, const char *source)
@@ -139,7 +122,7 @@ int fd_reference_stats(const FeatureNet *f, const char *dataset, const char *dat
                        Ctx *ctx, FdStats *out, char *cache_path, size_t len)
 {
     char dir[1024], path[1100];
-    eval_run_dir(f->path, dir, sizeof dir);
+    rundir_of_checkpoint(f->path, dir, sizeof dir);
     snprintf(dir + strlen(dir), sizeof dir - strlen(dir), "/fd_stats");
     snprintf(path, sizeof path, "%s/%s-%s-%.16s.h5", dir, dataset, split, f->hash);
     if (cache_path) snprintf(cache_path, len, "%s", path);

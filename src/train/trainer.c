@@ -1,23 +1,21 @@
 #include "trainer.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "data/image.h"
 #include "data/loader.h"
-#include "io/atomic.h"
-#include "train/batch.h"
 #include "io/checkpoint.h"
+#include "io/rundir.h"
+#include "sample/sample.h"
+#include "train/batch.h"
 #include "train/method.h"
 #include "train/model.h"
-#include "sample/sample.h"
 
 volatile int trainer_stop_requested;
 
@@ -31,7 +29,7 @@ static void on_signal(int sig)
 typedef struct Trainer {
     Config cfg;
     char *config_text;
-    char run_dir[512], ckpt_dir[600], samples_dir[600], metrics_path[600];
+    RunDir dir;
     Dataset data;
     Loader loader;
     const Method *method;
@@ -46,35 +44,6 @@ typedef struct Trainer {
     float *batch;                /* [B, C, H, W] */
     int *labels;                 /* [B], the batch's classes */
 } Trainer;
-
-/* ---- run directory ---- */
-
-/* After a resume from step k, metrics lines of later steps (written before a crash, after the
- * checkpoint) are dropped so the file reads as one run with no repeated steps. */
-static int metrics_truncate(const char *path, long step)
-{
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    size_t cap = 1 << 16, len = 0;
-    char *out = cm_malloc(cap), line[4096];
-    while (fgets(line, sizeof line, f)) {
-        const char *s = strstr(line, "\"step\":");
-        if (s && atol(s + 7) > step) continue;
-        size_t n = strlen(line);
-        if (len + n + 1 > cap) {
-            cap = 2 * (len + n + 1);
-            out = realloc(out, cap);
-            CM_ASSERT(out, "out of memory");
-        }
-        memcpy(out + len, line, n);
-        len += n;
-    }
-    fclose(f);
-    out[len] = 0;
-    int rc = atomic_write(path, out, len);
-    free(out);
-    return rc;
-}
 
 /* ---- setup ---- */
 
@@ -101,10 +70,10 @@ static int trainer_checkpoint(Trainer *t)
     CkptState s;
     ckpt_state_fill(t, &s);
     char path[700];
-    if (ckpt_save(t->ckpt_dir, &s, path, sizeof path) != 0) return -1;
+    if (ckpt_save(t->dir.ckpt, &s, path, sizeof path) != 0) return -1;
     /* train.keep_checkpoints = 0 keeps every checkpoint (ckpt_prune would keep one). */
-    if (t->cfg.train.keep_checkpoints > 0 && ckpt_prune(t->ckpt_dir, t->cfg.train.keep_checkpoints) < 0)
-        fprintf(stderr, "warning: pruning %s: %s\n", t->ckpt_dir, cm_errmsg());
+    if (t->cfg.train.keep_checkpoints > 0 && ckpt_prune(t->dir.ckpt, t->cfg.train.keep_checkpoints) < 0)
+        fprintf(stderr, "warning: pruning %s: %s\n", t->dir.ckpt, cm_errmsg());
     return 0;
 }
 
@@ -115,14 +84,14 @@ static int trainer_resume(Trainer *t)
     CkptState s;
     ckpt_state_fill(t, &s);
     char used[700];
-    if (ckpt_load_latest(t->ckpt_dir, &s, used, sizeof used) != 0) return 1;
+    if (ckpt_load_latest(t->dir.ckpt, &s, used, sizeof used) != 0) return 1;
     free(s.loaded_config);
     t->step = s.step;
     if (t->method->ckpt_loaded) t->method->ckpt_loaded(t->state, &s);
     if (loader_set_cursor(&t->loader, (LoaderCursor){s.data_epoch, s.data_index}) != 0)
         return cm_fail("%s: %s", used, cm_errmsg());
     printf("resume: %s (step %ld)\n", used, t->step);
-    return metrics_truncate(t->metrics_path, t->step);
+    return rundir_metrics_truncate(&t->dir, t->step);
 }
 
 /* The first EMA if there is one (what users sample with), else the online weights. */
@@ -154,8 +123,8 @@ static int trainer_sample_grid(Trainer *t, FILE *metrics)
         char path[700];
         rc = sample_plan(&p, t->method->model, cfg, cfg, nfes[i]);
         if (rc == 0) rc = sample_draw(&s, &p, n, (uint64_t)cfg->experiment.seed, x, &st);
-        if (p.kind == MODEL_DIFFUSION) snprintf(path, sizeof path, "%s/step_%08ld.png", t->samples_dir, t->step);
-        else snprintf(path, sizeof path, "%s/step_%08ld_%dstep.png", t->samples_dir, t->step, nfes[i]);
+        if (p.kind == MODEL_DIFFUSION) snprintf(path, sizeof path, "%s/step_%08ld.png", t->dir.samples, t->step);
+        else snprintf(path, sizeof path, "%s/step_%08ld_%dstep.png", t->dir.samples, t->step, nfes[i]);
         if (rc == 0) rc = image_write_grid(path, x, n, t->C, t->H, t->W, 8, 2);
         if (rc == 0 && p.kind == MODEL_DIFFUSION)
             printf("samples: %s (%s, %s weights, %d NFE)\n", path, solver_kind_name(p.solver), wname, st.nfe);
@@ -166,19 +135,6 @@ static int trainer_sample_grid(Trainer *t, FILE *metrics)
     return rc;
 }
 
-/* True if dir holds a step_*.h5 file. */
-static bool has_checkpoints(const char *dir)
-{
-    DIR *d = opendir(dir);
-    bool found = false;
-    for (struct dirent *e; d && !found && (e = readdir(d));) {
-        size_t n = strlen(e->d_name);
-        found = !strncmp(e->d_name, "step_", 5) && n > 3 && !strcmp(e->d_name + n - 3, ".h5");
-    }
-    if (d) closedir(d);
-    return found;
-}
-
 static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
 {
     memset(t, 0, sizeof *t);
@@ -186,19 +142,8 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     if (method_get(cfg, &t->method) != 0) return -1;
     cm_set_threads(cfg->train.threads);
     t->config_text = config_to_string(cfg);
-    snprintf(t->run_dir, sizeof t->run_dir, "%s/%s", cfg->experiment.out_dir, cfg->experiment.name);
-    snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s/ckpt", t->run_dir);
-    snprintf(t->samples_dir, sizeof t->samples_dir, "%s/samples", t->run_dir);
-    snprintf(t->metrics_path, sizeof t->metrics_path, "%s/metrics.jsonl", t->run_dir);
-    /* A fresh run over an old one would mix their checkpoints, and pruning would then delete
-     * the new run's files as the older steps. */
-    if (!resume && has_checkpoints(t->ckpt_dir))
-        return cm_fail("%s already has checkpoints: add --resume to continue that run, or choose "
-                       "another experiment.name (or remove the directory)", t->run_dir);
-    if (cm_mkdir_p(t->ckpt_dir) || cm_mkdir_p(t->samples_dir)) return -1;
-    char path[700];
-    snprintf(path, sizeof path, "%s/config.ini", t->run_dir);
-    if (atomic_write(path, t->config_text, strlen(t->config_text))) return -1;
+    rundir_paths(&t->dir, cfg);
+    if (rundir_create(&t->dir, t->config_text, resume)) return -1;
 
     const char *kind = config_enum_name("data.dataset", cfg->data.dataset);
     if (dataset_load(&t->data, kind, cfg->data.path[0] ? cfg->data.path : NULL, "train") != 0) return -1;
@@ -257,7 +202,7 @@ int trainer_run(const Config *cfg, bool resume)
         trainer_free(&t);
         return CM_EXIT_INPUT;
     }
-    printf("run %s: method %s, %zu parameters, batch %d, %dx%dx%d, %d threads\n", t.run_dir, t.method->name,
+    printf("run %s: method %s, %zu parameters, batch %d, %dx%dx%d, %d threads\n", t.dir.root, t.method->name,
            t.method->param_count(t.state), t.B, t.C, t.H, t.W, cm_threads());
     t.method->print_table(t.state, stdout);
     int r = resume ? trainer_resume(&t) : 1;
@@ -267,9 +212,9 @@ int trainer_run(const Config *cfg, bool resume)
         return CM_EXIT_INPUT;
     }
     if (resume && r == 1) printf("resume: %s; starting from step 0\n", cm_errmsg());
-    FILE *metrics = fopen(t.metrics_path, "a");
+    FILE *metrics = fopen(t.dir.metrics, "a");
     if (!metrics) {
-        fprintf(stderr, "cmlab train: cannot append to %s: %s\n", t.metrics_path, strerror(errno));
+        fprintf(stderr, "cmlab train: cannot append to %s: %s\n", t.dir.metrics, strerror(errno));
         trainer_free(&t);
         return CM_EXIT_INPUT;
     }
@@ -299,7 +244,7 @@ int trainer_run(const Config *cfg, bool resume)
         if (!isfinite(loss) || !isfinite(gnorm)) {
             fprintf(stderr, "\nstep %ld: loss %g, gradient norm %g\n", t.step, loss, gnorm);
             if (tr->on_nan == CFG_ON_NAN_STOP) {
-                fprintf(stderr, "stopping (train.on_nan = stop); the last checkpoint is in %s\n", t.ckpt_dir);
+                fprintf(stderr, "stopping (train.on_nan = stop); the last checkpoint is in %s\n", t.dir.ckpt);
                 rc = CM_EXIT_RUNTIME;
                 break;
             }
@@ -360,7 +305,7 @@ int trainer_run(const Config *cfg, bool resume)
     double el = cm_now() - t0;
     printf("%sdone: step %ld, %.0f s, %.1f img/s, arena high-water %.1f MB; run directory %s\n",
            tty ? "\n" : "", t.step, el, (t.step - start) * t.B / fmax(el, 1e-9),
-           t.ctx.arena.high_water / 1e6, t.run_dir);
+           t.ctx.arena.high_water / 1e6, t.dir.root);
     fclose(metrics);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
