@@ -13,6 +13,7 @@ int sample_main(int argc, char **argv);
 int edit_main(int argc, char **argv);
 int eval_main(int argc, char **argv);
 int ablate_main(int argc, char **argv);
+int demo_main(int argc, char **argv);
 
 /* The arguments of the commands that run an experiment file (train, ablate): the file and its
  * `--set section.key=value` overrides (repeatable, also `--set=K=V`). */
