@@ -32,7 +32,7 @@
 #include "nn/unet.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
-#include "train/sample.h"
+#include "sample/sample.h"
 
 #define SIGMA_MIN 0.002
 #define SIGMA_MAX 80.0

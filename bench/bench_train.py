@@ -37,7 +37,7 @@ CONFIGS = {
 
 
 def consistency_fn(net, x, t):
-    """f(x, t) = c_skip x + c_out F(c_in x; c_noise) (src/train/precond.c, PRECOND_CM)."""
+    """f(x, t) = c_skip x + c_out F(c_in x; c_noise) (src/sample/precond.c, PRECOND_CM)."""
     sd, eps = SIGMA_DATA, SIGMA_MIN
     r = torch.sqrt(t * t + sd * sd)
     v = (slice(None), None, None, None)

@@ -25,8 +25,8 @@
 #include <hdf5.h>
 
 #include "fixture.h"
-#include "train/checkpoint.h"
-#include "train/eval.h"
+#include "io/checkpoint.h"
+#include "eval/eval.h"
 
 static const char *cmlab;
 static char out_buf[1 << 16];

@@ -1,4 +1,4 @@
-/* test_checkpoint: HDF5 checkpoints (src/train/checkpoint.c).
+/* test_checkpoint: HDF5 checkpoints (src/io/checkpoint.c).
  *
  *   round trip     several weight sets, Adam m/v/step and every attribute come back bit for bit
  *                  (including -0, a subnormal, infinities and NaN payloads); the documented layout
@@ -43,7 +43,7 @@
 
 #include "common.h"
 #include "fixture.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 
 static char root[64];
 static const char *torch_python, *check_script, *cmlab_bin;

@@ -38,11 +38,11 @@
 #include "data/dataset.h"
 #include "data/image.h"
 #include "fixture.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
 #include "train/model.h"
-#include "train/sample.h"
+#include "sample/sample.h"
 
 #define DIR "consistency_runs"
 #define NDATA 512
@@ -250,7 +250,7 @@ static double fixed_loss(const Config *cfg, const UNet *net, const Reference *re
     }
     float *g = params_buffer(&net->ps);
     WeightSet online = {(float *)w, g};
-    CtBatch bt = {ref->data, z, t1, t0, lam, cd ? xt : NULL, NLOSS, 1, S, S};
+    CtBatch bt = {ref->data, z, t1, t0, lam, cd ? xt : NULL, NLOSS, 1, S, S, 0};
     double loss = ct_step_loss(&c, net, &pre, &online, target, &bt, cd ? cfg->cd.loss : cfg->ct.loss, NULL);
     ctx_free(&c);
     free(g), free(z), free(xt), free(x1), free(sigma);

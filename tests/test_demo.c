@@ -17,7 +17,7 @@
 
 #include "data/image.h"
 #include "fixture.h"
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 #define DIR "demo_runs"
 

@@ -1,4 +1,4 @@
-/* test_edit.c: zero-shot editing (src/train/edit.h, reference/cm.md §7.3).
+/* test_edit.c: zero-shot editing (src/sample/edit.h, reference/cm.md §7.3).
  *
  * argv[1]: edit_bases.h5 from tests/torch/edit_bases.py (numpy's QR); argv[2]: the cmlab binary.
  *   - the colour and patch bases (p = 2, 4) are orthogonal, have the stated first column, equal
@@ -27,7 +27,7 @@
 #include "data/image.h"
 #include "fixture.h"
 #include "nn/params.h"
-#include "train/edit.h"
+#include "sample/edit.h"
 
 static const char *cmlab;
 

@@ -1,4 +1,4 @@
-/* test_eval.c FRECHET.h5: the pieces of src/train/eval.c against scipy, numpy and hashlib
+/* test_eval.c FRECHET.h5: the pieces of src/eval/eval.c against scipy, numpy and hashlib
  * (fixtures written by tests/torch/frechet.py) and against analytic results:
  *   - the eigen-based square root of symmetric PSD matrices equals scipy.linalg.sqrtm (full rank,
  *     ill-conditioned, rank-deficient, zero);
@@ -21,8 +21,8 @@
 #include <hdf5.h>
 
 #include "fixture.h"
-#include "train/checkpoint.h"
-#include "train/eval.h"
+#include "io/checkpoint.h"
+#include "eval/eval.h"
 
 /* A float64 dataset of the fixture, malloc'd; *n its element count. */
 static double *read_f64(Fixture *f, const char *name, size_t *n)

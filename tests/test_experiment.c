@@ -1,4 +1,4 @@
-/* test_experiment: experiment files (src/train/experiment.h) as DESIGN.md "Experiment files"
+/* test_experiment: experiment files (src/io/experiment.h) as DESIGN.md "Experiment files"
  * says: valid files, every kind of bad input with file:line and a useful message (all printed),
  * --set, the config_write round trip, the [sweep] grid, and --help/Markdown covering every key.
  * Files are written to a fresh directory under the working directory, removed at the end. */
@@ -12,7 +12,7 @@
 
 #include "common.h"
 #include "fixture.h"
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 static char tmpdir[64];
 

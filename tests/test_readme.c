@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "fixture.h"
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 static char *slurp(const char *path)
 {

@@ -1,4 +1,4 @@
-/* test_solvers.c: time schedules and PF-ODE solvers (src/train/schedule.h, solvers.h).
+/* test_solvers.c: time schedules and PF-ODE solvers (src/sample/schedule.h, solvers.h).
  *
  * (a) every schedule test vector of reference/cm.md §1.4 and reference/amed.md §5, to the printed
  *     precision;
@@ -25,8 +25,8 @@
 #include "autograd/rng.h"
 #include "common.h"
 #include "fixture.h"
-#include "train/schedule.h"
-#include "train/solvers.h"
+#include "sample/schedule.h"
+#include "sample/solvers.h"
 
 /* ---- (a) schedule test vectors ---- */
 

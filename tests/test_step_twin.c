@@ -38,8 +38,8 @@
 
 #include "autograd/rng.h"
 #include "fixture.h"
-#include "train/checkpoint.h"
-#include "train/experiment.h"
+#include "io/checkpoint.h"
+#include "io/experiment.h"
 #include "train/model.h"
 
 #define DIR "step_twin_runs"

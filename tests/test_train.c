@@ -18,9 +18,9 @@
 #include <unistd.h>
 
 #include "fixture.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 #include "train/model.h"
-#include "train/precond.h"
+#include "sample/precond.h"
 
 static const char *cmlab;
 

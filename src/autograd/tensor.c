@@ -5,10 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <unistd.h>
-
-#include <cblas.h>
 
 #include "ops.h"
 
@@ -239,44 +236,6 @@ Tensor *ctx_keep(Ctx *c, ArenaMark m, Tensor *t)
     memcpy(dst, tmp, bytes);
     free(tmp);
     return tensor_wrap(c, dst, NULL, ndim, shape, false);
-}
-
-void cm_set_threads(int n)
-{
-    if (n < 1) n = 1;
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-}
-
-int cm_threads(void) { return omp_get_max_threads(); }
-
-const char *cm_blas_core(void) { return openblas_get_corename(); }
-
-/* True if OpenBLAS's core is one of the given names. */
-static bool blas_core_is(const char *const *names, size_t n)
-{
-    const char *core = openblas_get_corename();
-    for (size_t i = 0; i < n; i++)
-        if (strcasecmp(core, names[i]) == 0) return true;
-    return false;
-}
-
-void cm_blas_select_core(char **argv)
-{
-    static const char *const avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
-    static const char *const avx2[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"};
-    if (getenv("OPENBLAS_CORETYPE")) return;
-    const char *want = NULL;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
-        if (!blas_core_is(avx512, CM_ARRAY_LEN(avx512))) want = "SkylakeX";
-    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        if (!blas_core_is(avx2, CM_ARRAY_LEN(avx2))) want = "Haswell";
-    }
-    if (!want) return;
-    setenv("OPENBLAS_CORETYPE", want, 1);
-    execv("/proc/self/exe", argv);
-    unsetenv("OPENBLAS_CORETYPE");   /* exec failed: carry on with what OpenBLAS chose */
 }
 
 /* ---- tensors ---- */

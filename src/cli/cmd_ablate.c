@@ -1,14 +1,14 @@
 /* cmd_ablate.c: `cmlab ablate EXP.ini [--set section.key=value ...] [--list] [--report]`: the
  * runs of an experiment file's [sweep] grid, their evaluation, and the tables and report of the
- * results (src/train/ablate.h). */
+ * results (src/eval/ablate.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/commands.h"
 #include "common.h"
-#include "train/ablate.h"
-#include "train/experiment.h"
+#include "eval/ablate.h"
+#include "io/experiment.h"
 
 static void usage(FILE *f)
 {

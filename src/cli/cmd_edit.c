@@ -16,9 +16,9 @@
 #include "common.h"
 #include "data/dataset.h"
 #include "data/image.h"
-#include "train/edit.h"
+#include "sample/edit.h"
 #include "train/model.h"
-#include "train/schedule.h"
+#include "sample/schedule.h"
 
 #define MAX_IMAGES 256
 #define MAX_TIMES 64
@@ -387,7 +387,7 @@ static int run_edit(const EditArgs *a, const Config *cfg, Model *m)
 {
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
-    Sampler s = {&m->net, m->pre, m->w, 64, m->C, m->H, m->W, &ctx};
+    Sampler s = model_sampler(m, &ctx);
     double t0 = cm_now();
     EditOutput o = {0};
     int rc;
@@ -492,7 +492,7 @@ int edit_main(int argc, char **argv)
     if (a.task == EDIT_COLORIZE && m.C != 3)
         rc = cm_fail("%s: colourisation needs an RGB model, but this one was trained on gray images "
                      "(data.dataset = %s)", a.ckpt, config_enum_name("data.dataset", cfg.data.dataset));
-    if (rc == 0 && m.pre.kind == PRECOND_EDM)
+    if (rc == 0 && m.kind == MODEL_DIFFUSION)
         fprintf(stderr, "cmlab edit: note: %s is an EDM denoiser; D(x; t) stands in for the consistency "
                         "function (expect blurrier results)\n", a.ckpt);
     if (rc == 0) rc = run_edit(&a, &cfg, &m);

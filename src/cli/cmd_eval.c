@@ -1,5 +1,5 @@
 /* cmd_eval.c: `cmlab eval CKPT.h5 [options]`: the Frechet distance of a checkpoint's samples in a
- * cmlab classifier's feature space (src/train/eval.h), or a classifier checkpoint's test accuracy;
+ * cmlab classifier's feature space (src/eval/eval.h), or a classifier checkpoint's test accuracy;
  * `cmlab eval --baselines --features CLF.h5`: the metric's reference points. Every option is a key
  * of the experiment files' [eval] or [sample] (checked by the same parser); the defaults are the
  * checkpoint's own keys. */
@@ -9,11 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io/rundir.h"
 #include "cli/commands.h"
 #include "common.h"
 #include "train/model.h"
-#include "train/eval.h"
-#include "train/experiment.h"
+#include "eval/eval.h"
+#include "io/experiment.h"
 
 static void usage(FILE *f)
 {
@@ -133,7 +134,7 @@ int eval_main(int argc, char **argv)
     } else {
         char run_dir[1024];
         if (out) snprintf(run_dir, sizeof run_dir, "%s", out);
-        else eval_run_dir(path, run_dir, sizeof run_dir);
+        else rundir_of_checkpoint(path, run_dir, sizeof run_dir);
         int count = 0;
         rc = eval_checkpoint(path, &ev, run_dir, stamp, NULL, 0, &count);
         if (rc == 0) printf("%d record%s appended to %s/eval.json%s\n", count, count == 1 ? "" : "s", run_dir,

@@ -5,7 +5,7 @@
 
 #include "cli/commands.h"
 #include "common.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 
 static void info_usage(FILE *out)
 {

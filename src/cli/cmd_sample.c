@@ -12,12 +12,10 @@
 #include "cli/commands.h"
 #include "common.h"
 #include "data/image.h"
-#include "train/checkpoint.h"
-#include "train/experiment.h"
-#include "train/sample.h"
+#include "io/checkpoint.h"
+#include "io/experiment.h"
+#include "sample/sample.h"
 #include "train/model.h"
-
-enum { TIMES_MAX = 64 };
 
 static void usage(FILE *f)
 {
@@ -43,6 +41,23 @@ static const struct { const char *option, *key; bool flag, edm; } KEYS[] = {
     {"schedule", "sample.schedule", false, true}, {"afs", "sample.afs", true, true},
     {"denoise-to-zero", "sample.denoise_to_zero", true, true}, {"n", "sample.n", false, false},
 };
+
+/* --times T,t2,...: a consistency plan of positive, strictly decreasing times. */
+static int parse_times(const char *arg, SamplePlan *p)
+{
+    double times[SAMPLE_MAX_TIMES];
+    int nt = 0;
+    for (const char *q = arg; *q;) {
+        char *end;
+        double t = strtod(q, &end);
+        if (end == q || (*end && *end != ',') || !(t > 0) || (nt && t >= times[nt - 1]))
+            return cm_fail("--times %s: expected positive, strictly decreasing numbers separated by commas", arg);
+        if (nt == SAMPLE_MAX_TIMES) return cm_fail("--times %s: at most %d times", arg, SAMPLE_MAX_TIMES);
+        times[nt++] = t;
+        q = *end == ',' ? end + 1 : end;
+    }
+    return sample_plan_times(p, times, nt);
+}
 
 /* A whole number in [lo, hi] for `--opt`, else -1 after printing why. */
 static int parse_count(const char *opt, const char *arg, long long lo, long long hi, long long *out)
@@ -124,7 +139,7 @@ int sample_main(int argc, char **argv)
         fprintf(stderr, "cmlab sample: %s\n", cm_errmsg());
         return CM_EXIT_INPUT;
     }
-    const bool edm = tn.pre.kind == PRECOND_EDM;
+    const bool edm = tn.kind == MODEL_DIFFUSION;
     const char *refused = NULL;
     for (int i = 0; i < nsets && !refused; i++)
         if (KEYS[set_opt[i]].edm && !edm) refused = KEYS[set_opt[i]].option;
@@ -148,7 +163,7 @@ int sample_main(int argc, char **argv)
         }
     }
     SolverKind kind = cfg.sample.solver;
-    SolverOpts o = model_solver_opts(&cfg);
+    SolverOpts o = sample_solver_opts(&cfg);
     const int n = cfg.sample.n;
     if (seed < 0) seed = cfg.experiment.seed;
     /* The grid: n tiles with a 2-pixel border, 8-bit, in one PNG (image_write_grid's bound). */
@@ -164,38 +179,19 @@ int sample_main(int argc, char **argv)
 
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
-    Sampler s = {&tn.net, tn.pre, tn.w, 64, tn.C, tn.H, tn.W, &ctx};
+    Sampler s = model_sampler(&tn, &ctx);
     float *x = cm_malloc((size_t)n * tn.C * tn.H * tn.W * sizeof(float));
     SolverStats st = {0};
-    double t0 = cm_now(), times[TIMES_MAX];
-    char how[64];
+    double t0 = cm_now();
+    char how[64] = "";
+    SamplePlan p;
     int rc = 0;
-    if (edm) {
-        rc = sample_ode(&s, kind, &o, n, (uint64_t)seed, x, &st);
-        snprintf(how, sizeof how, "%s, %d NFE", solver_kind_name(kind), st.nfe);
-    } else {
-        /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
-        int nt = 0;
-        if (times_arg) {
-            for (const char *p = times_arg; rc == 0 && *p;) {
-                char *end;
-                double t = strtod(p, &end);
-                if (end == p || (*end && *end != ',') || !(t > 0) || (nt && t >= times[nt - 1]))
-                    rc = cm_fail("--times %s: expected positive, strictly decreasing numbers separated by "
-                                 "commas", times_arg);
-                else if (nt == TIMES_MAX)
-                    rc = cm_fail("--times %s: at most %d times", times_arg, TIMES_MAX);
-                else
-                    times[nt++] = t;
-                p = *end == ',' ? end + 1 : end;
-            }
-        } else {
-            times[nt++] = cfg.model.sigma_max;
-            if (steps == 2) times[nt++] = cfg.sample.mid_t;
-        }
-        if (rc == 0) rc = sample_cm(&s, times, nt, n, (uint64_t)seed, x);
-        snprintf(how, sizeof how, "%d-step consistency sampling", nt);
-    }
+    if (edm) p = sample_plan_ode(kind, &o);
+    /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
+    else if (times_arg) rc = parse_times(times_arg, &p);
+    else rc = sample_plan(&p, tn.kind, &cfg, &cfg, steps ? (int)steps : 1);
+    if (rc == 0) rc = sample_draw(&s, &p, n, (uint64_t)seed, x, &st);
+    if (rc == 0) sample_describe(&p, &st, how, sizeof how);
     if (rc == 0) rc = image_write_grid(out, x, n, tn.C, tn.H, tn.W, (int)ceil(sqrt(n)), 2);
     if (rc == 0)
         printf("%s: %d samples, %s, %s weights, seed %lld, %.1f s\n", out, n, how, tn.weights_name, seed,

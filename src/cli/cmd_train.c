@@ -4,7 +4,7 @@
 
 #include "cli/commands.h"
 #include "common.h"
-#include "train/experiment.h"
+#include "io/experiment.h"
 #include "train/trainer.h"
 
 static void usage(FILE *f)

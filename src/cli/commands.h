@@ -5,7 +5,7 @@
 
 #include <stdio.h>
 
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 int info_main(int argc, char **argv);
 int train_main(int argc, char **argv);
@@ -13,6 +13,7 @@ int sample_main(int argc, char **argv);
 int edit_main(int argc, char **argv);
 int eval_main(int argc, char **argv);
 int ablate_main(int argc, char **argv);
+int demo_main(int argc, char **argv);
 
 /* The arguments of the commands that run an experiment file (train, ablate): the file and its
  * `--set section.key=value` overrides (repeatable, also `--set=K=V`). */

@@ -4,7 +4,6 @@
 #include "common.h"
 #include "cli/commands.h"
 #include "autograd/tensor.h"
-#include "train/demo.h"
 
 #include <stdbool.h>
 #include <stdio.h>

@@ -10,6 +10,8 @@
 
 #include <png.h>
 
+#include "io/atomic.h"
+
 /* Larger images are refused as corrupt or hostile input: a 16384^2 RGB image is 768 MiB. */
 #define IMAGE_MAX_BYTES ((size_t)1 << 30)
 
@@ -95,16 +97,11 @@ int image_write_png(const char *path, const uint8_t *pix, int width, int height,
     png_destroy_write_struct(&s.png, &s.info);
     free(s.rows);
 
-    /* fsync before rename: otherwise a crash can leave the new name pointing at a file whose
-     * data never reached the disk, which is the half-written PNG this function promises not to
-     * leave. */
-    if (rc == 0 && (fflush(s.fp) != 0 || fsync(fileno(s.fp)) != 0))
-        rc = cm_fail("%s: writing %s failed: %s", path, tmp, strerror(errno));
+    if (rc == 0 && fflush(s.fp) != 0) rc = cm_fail("%s: writing %s failed: %s", path, tmp, strerror(errno));
     if (fclose(s.fp) != 0 && rc == 0)
         rc = cm_fail("%s: closing %s failed: %s", path, tmp, strerror(errno));
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = cm_fail("%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-    if (rc) remove(tmp);
+    if (rc == 0) rc = atomic_publish(tmp, path, NULL);   /* fsync, rename, directory fsync */
+    else remove(tmp);
     free(tmp);
     return rc;
 }

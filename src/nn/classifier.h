@@ -1,5 +1,5 @@
 /* classifier.h: the small CNN whose penultimate features define cmlab's Frechet distance
- * (method = classifier; src/train/eval.h). FID's Inception network cannot be downloaded here, so
+ * (method = classifier; src/eval/eval.h). FID's Inception network cannot be downloaded here, so
  * cmlab trains its own feature network on the data set's labels and names it by a hash of its
  * weights in every evaluation record.
  *

@@ -18,10 +18,10 @@ double ct_step_loss(Ctx *c, const UNet *net, const PrecondParams *pre, const Wei
         }
     WeightSet target = {(float *)target_w, NULL};
     Tensor *a = precond_apply(c, pre, net, online, tensor_wrap(c, x1, NULL, 4, SHAPE(B, bt->C, bt->H, bt->W), false),
-                              bt->t1, dropout, 0);
+                              bt->t1, dropout, bt->sample0);
     ctx_no_grad_begin(c);
     Tensor *b = precond_apply(c, pre, net, &target, tensor_wrap(c, xt, NULL, 4, SHAPE(B, bt->C, bt->H, bt->W), false),
-                              bt->t0, dropout, 0);
+                              bt->t0, dropout, bt->sample0);
     ctx_no_grad_end(c);
     Tensor *d = loss == CFG_LOSS_L2 ? op_mse(c, a, b)
               : loss == CFG_LOSS_L1 ? op_l1(c, a, b)

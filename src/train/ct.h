@@ -10,15 +10,16 @@
 #ifndef CM_CT_H
 #define CM_CT_H
 
-#include "train/experiment.h"
-#include "train/precond.h"
-#include "train/solvers.h"
+#include "io/experiment.h"
+#include "sample/precond.h"
+#include "sample/solvers.h"
 
 typedef struct CtBatch {
     const float *x0, *z;         /* [B, C, H, W] clean images and noise */
     const float *t1, *t0, *lam;  /* [B] online time, target time, loss weight */
     const float *xt;             /* [B, C, H, W] the target's input; NULL: x0 + t0 z (CT) */
     int B, C, H, W;
+    int sample0;                 /* the first sample's index in the global batch (dropout masks) */
 } CtBatch;
 
 /* Records the step on c's tape, runs the backward (gradients into online->g) and returns the loss.

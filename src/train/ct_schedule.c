@@ -4,7 +4,7 @@
 #include <math.h>
 
 #include "common.h"
-#include "train/schedule.h"
+#include "sample/schedule.h"
 
 /* m(k) of the original curriculum, the code's "scales" before its + 1.
  * The radicand is formed as k ((s1+1)^2 - s0^2) / K + s0^2 rather than (k/K) (...): the product

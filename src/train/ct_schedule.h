@@ -18,7 +18,7 @@
 #ifndef CM_CT_SCHEDULE_H
 #define CM_CT_SCHEDULE_H
 
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 /* Number of grid points N(k) (so N(k) - 1 intervals). Requires 1 <= s0 <= s1, K >= 1, k >= 0.
  *

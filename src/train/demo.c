@@ -13,13 +13,13 @@
 #include "demo.h"
 
 #include <dirent.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#include "train/experiment.h"
+#include "io/atomic.h"
+#include "io/experiment.h"
 #include "train/trainer.h"
 
 typedef struct DemoStage {
@@ -128,24 +128,7 @@ static const DemoRecipe RECIPES[] = {
 };
 enum { MAX_STAGES = 2 };
 _Static_assert(CM_ARRAY_LEN(ICT_STAGES) <= MAX_STAGES && CM_ARRAY_LEN(CD_STAGES) <= MAX_STAGES,
-               "a recipe has more stages than demo_main's configurations");
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: cmlab demo [--recipe ict|cd] [--seconds S] [--out DIR] [--data DIR] [--threads N]\n"
-            "                  [--set K=V ...] [--resume] [--print-config]\n"
-            "Trains a consistency model on Fashion-MNIST in at most about S seconds (default 900)\n"
-            "and writes a 1-step and a 2-step sample grid, whose paths it prints.\n"
-            "  --recipe ict    (default) iCT from scratch, N doubling 10 -> 80 over 2000 steps: DIR/demo\n"
-            "  --recipe cd     an EDM teacher for 60%% of the time, then consistency distillation of\n"
-            "                  it for 40%%: DIR/demo_teacher, DIR/demo_cd\n"
-            "  --out DIR       directory of run directories (default runs)\n"
-            "  --data DIR      Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist)\n"
-            "  --set K=V       override an experiment key in every stage (cmlab train --help lists them)\n"
-            "  --resume        continue the previous demo run (the stage it stopped in)\n"
-            "  --print-config  print the recipe's embedded experiment files and exit\n");
-}
+               "a recipe has more stages than demo_run's configurations");
 
 /* The newest <dir>/<prefix>*<suffix> (names sort by step) into out; false if there is none. */
 static bool newest_file(const char *dir, const char *prefix, const char *suffix, char *out, size_t len)
@@ -214,93 +197,35 @@ static void mark_finished(const Config *cfg)
 {
     char path[700];
     finished_path(cfg, path, sizeof path);
-    FILE *f = fopen(path, "w");
-    if (f) fclose(f);
+    if (atomic_write(path, "", 0) != 0) fprintf(stderr, "warning: %s\n", cm_errmsg());
 }
 
-typedef struct DemoArgs {
-    double seconds;
-    const DemoRecipe *recipe;
-    bool resume, print;
-    int nset;
-    char set[64][512];           /* section.key=value, in order */
-} DemoArgs;
-
-/* The command line into a: 0, 1 after --help, or -1 (message printed) on a bad option. */
-static int parse_args(int argc, char **argv, DemoArgs *a)
+static const DemoRecipe *recipe_find(const char *name)
 {
-    static const struct option opts[] = {
-        {"seconds", required_argument, 0, 's'}, {"out", required_argument, 0, 'o'},
-        {"data", required_argument, 0, 'd'},    {"threads", required_argument, 0, 't'},
-        {"set", required_argument, 0, 'S'},     {"resume", no_argument, 0, 'r'},
-        {"print-config", no_argument, 0, 'p'},  {"recipe", required_argument, 0, 'R'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-    *a = (DemoArgs){.seconds = 900, .recipe = &RECIPES[0]};
-    optind = 1;
-    for (int ch; (ch = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
-        const char *key = NULL;
-        char *end;
-        switch (ch) {
-        case 's':
-            a->seconds = strtod(optarg, &end);
-            if (end == optarg || *end || !(a->seconds > 0)) {
-                fprintf(stderr, "cmlab demo: --seconds %s: a positive number of seconds\n", optarg);
-                return -1;
-            }
-            break;
-        case 'R':
-            a->recipe = NULL;
-            for (size_t i = 0; i < CM_ARRAY_LEN(RECIPES); i++)
-                if (!strcmp(optarg, RECIPES[i].name)) a->recipe = &RECIPES[i];
-            if (!a->recipe) {
-                fprintf(stderr, "cmlab demo: --recipe %s: ict or cd\n", optarg);
-                return -1;
-            }
-            break;
-        case 'o': key = "experiment.out_dir"; break;
-        case 'd': key = "data.path"; break;
-        case 't': key = "train.threads"; break;
-        case 'S': key = ""; break;
-        case 'r': a->resume = true; break;
-        case 'p': a->print = true; break;
-        case 'h': usage(stdout); return 1;
-        default: usage(stderr); return -1;
-        }
-        if (!key) continue;
-        if (a->nset == (int)CM_ARRAY_LEN(a->set)) {
-            fprintf(stderr, "cmlab demo: more than %d settings\n", a->nset);
-            return -1;
-        }
-        char *set = a->set[a->nset++];
-        int n = key[0] ? snprintf(set, sizeof a->set[0], "%s=%s", key, optarg)
-                       : snprintf(set, sizeof a->set[0], "%s", optarg);
-        if (n >= (int)sizeof a->set[0]) {
-            fprintf(stderr, "cmlab demo: the setting '%.40s...' is longer than %zu characters\n", set,
-                    sizeof a->set[0] - 1);
-            return -1;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "cmlab demo: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return -1;
-    }
-    return 0;
+    for (size_t i = 0; i < CM_ARRAY_LEN(RECIPES); i++)
+        if (!strcmp(name ? name : RECIPES[0].name, RECIPES[i].name)) return &RECIPES[i];
+    return NULL;
 }
 
-int demo_main(int argc, char **argv)
+bool demo_recipe_exists(const char *name) { return recipe_find(name) != NULL; }
+
+int demo_print_config(const char *recipe)
 {
-    static DemoArgs a;
-    int rc = parse_args(argc, argv, &a);
-    if (rc != 0) return rc > 0 ? CM_EXIT_OK : CM_EXIT_INPUT;
-    const DemoStage *stages = a.recipe->stages;
-    const int ns = a.recipe->nstages;
-    if (a.print) {
-        for (int i = 0; i < ns; i++)
-            printf("%s# stage %d of %d: %s (%.0f%% of the time)\n%s", i ? "\n" : "", i + 1, ns,
-                   stages[i].what, 100 * stages[i].share, stages[i].experiment);
-        return CM_EXIT_OK;
-    }
+    const DemoRecipe *r = recipe_find(recipe);
+    CM_ASSERT(r, "demo_print_config: no recipe %s", recipe);
+    for (int i = 0; i < r->nstages; i++)
+        printf("%s# stage %d of %d: %s (%.0f%% of the time)\n%s", i ? "\n" : "", i + 1, r->nstages,
+               r->stages[i].what, 100 * r->stages[i].share, r->stages[i].experiment);
+    return CM_EXIT_OK;
+}
+
+int demo_run(const DemoOpts *o)
+{
+    const DemoRecipe *recipe = recipe_find(o->recipe);
+    CM_ASSERT(recipe, "demo_run: no recipe %s", o->recipe);
+    const DemoStage *stages = recipe->stages;
+    const int ns = recipe->nstages;
+    int rc;
     Config cfg[MAX_STAGES];
     for (int i = 0; i < ns; i++) {
         if (config_from_string(&cfg[i], stages[i].experiment, stages[i].name) != 0) {
@@ -308,19 +233,19 @@ int demo_main(int argc, char **argv)
             return CM_EXIT_RUNTIME;
         }
         /* Every option is a key of the experiments, so it is checked like one, in every stage. */
-        for (int j = 0; j < a.nset; j++)
-            if (config_set(&cfg[i], a.set[j]) != 0) {
+        for (int j = 0; j < o->nset; j++)
+            if (config_set(&cfg[i], o->sets[j]) != 0) {
                 fprintf(stderr, "cmlab demo: %s\n", cm_errmsg());
                 return CM_EXIT_INPUT;
             }
-        cfg[i].train.time_limit = a.seconds * stages[i].share;
+        cfg[i].train.time_limit = o->seconds * stages[i].share;
     }
-    if (!a.resume)
+    if (!o->resume)
         for (int i = 0; i < ns; i++) clear_run(&cfg[i]);
 
     printf("demo: a consistency model on Fashion-MNIST (recipe %s) in at most about %.0f s, in %d stage%s "
-           "(cmlab demo --recipe %s --print-config shows %s)\n", a.recipe->name, a.seconds, ns, ns > 1 ? "s" : "",
-           a.recipe->name, ns > 1 ? "them" : "it");
+           "(cmlab demo --recipe %s --print-config shows %s)\n", recipe->name, o->seconds, ns, ns > 1 ? "s" : "",
+           recipe->name, ns > 1 ? "them" : "it");
     char prev_ckpt_dir[300] = "", run[256];
     for (int i = 0; i < ns; i++) {
         Config *c = &cfg[i];
@@ -338,12 +263,12 @@ int demo_main(int argc, char **argv)
         }
         run_dir(c, run, sizeof run);
         snprintf(prev_ckpt_dir, sizeof prev_ckpt_dir, "%s/ckpt", run);
-        if (a.resume && stage_finished(c)) {
+        if (o->resume && stage_finished(c)) {
             printf("\ndemo stage %d of %d (%s): finished before, skipped\n", i + 1, ns, stages[i].what);
             continue;
         }
         printf("\ndemo stage %d of %d: %s, at most %.0f s\n", i + 1, ns, stages[i].what, c->train.time_limit);
-        rc = trainer_run(c, a.resume);
+        rc = trainer_run(c, o->resume);
         if (rc != CM_EXIT_OK) return rc;
         if (trainer_stop_requested) {
             printf("demo: stopped on request; `cmlab demo --resume` goes on\n");

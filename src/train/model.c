@@ -6,7 +6,8 @@
 #include <string.h>
 
 #include "data/image.h"
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
+#include "train/method.h"
 
 void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *u)
 {
@@ -45,11 +46,6 @@ int model_check(const Config *cfg, int C, int H, int W, const char *data)
                        "of %d, or use fewer levels", mult, levels, levels - 1, div, data, H, W,
                        cfg->data.pad_to ? " (data.pad_to)" : "", div);
     }
-    UNetConfig u;
-    model_unet_config(cfg, C, H, W, &u);
-    UNet net;
-    if (unet_init(&net, &u) != 0) return cm_fail("[model]: %s", cm_errmsg());
-    unet_free(&net);
     return 0;
 }
 
@@ -104,22 +100,10 @@ int model_image_shape(const Config *cfg, int *C, int *H, int *W)
 
 PrecondParams model_precond(const Config *cfg)
 {
-    PrecondKind kind = cfg->experiment.method == CFG_METHOD_EDM ? PRECOND_EDM : PRECOND_CM;
-    return (PrecondParams){kind, cfg->model.sigma_data, cfg->model.sigma_min};
-}
-
-SolverOpts model_solver_opts(const Config *cfg)
-{
-    SolverOpts o = solver_opts_default();
-    o.schedule = cfg->sample.schedule;
-    o.rho = cfg->sample.rho;
-    o.sigma_min = cfg->model.sigma_min;
-    o.sigma_max = cfg->model.sigma_max;
-    o.nfe = cfg->sample.nfe;
-    o.afs = cfg->sample.afs;
-    o.denoise_to_zero = cfg->sample.denoise_to_zero;
-    o.ipndm_order = cfg->sample.ipndm_order;
-    return o;
+    const Method *m = method_find(cfg->experiment.method);
+    CM_ASSERT(m, "model_precond: experiment.method = %s is not a method this build trains",
+              config_method_name(cfg->experiment.method));
+    return (PrecondParams){m->precond, cfg->model.sigma_data, cfg->model.sigma_min};
 }
 
 int model_weights_group(const char *path, const char *weights, char group[64])
@@ -156,9 +140,12 @@ int model_load(Model *m, Config *cfg, const char *path, const char *weights)
 {
     memset(m, 0, sizeof *m);
     if (model_read_config(path, cfg)) return -1;
-    if (cfg->experiment.method == CFG_METHOD_CLASSIFIER)
-        return cm_fail("%s: a method = classifier checkpoint has no generative network (cmlab eval "
-                       "measures its test accuracy)", path);
+    const Method *method;
+    if (method_get(cfg, &method) != 0) return cm_fail("%s: %s", path, cm_errmsg());
+    if (method->model == MODEL_FEATURE_NET)
+        return cm_fail("%s: a method = %s checkpoint has no generative network (cmlab eval "
+                       "measures its test accuracy)", path, method->name);
+    m->kind = method->model;
     if (model_image_shape(cfg, &m->C, &m->H, &m->W)) return -1;
     UNetConfig u;
     model_unet_config(cfg, m->C, m->H, m->W, &u);
@@ -174,6 +161,11 @@ int model_load(Model *m, Config *cfg, const char *path, const char *weights)
     int rc = ckpt_load(path, &s);
     free(s.loaded_config);
     return rc;
+}
+
+Sampler model_sampler(const Model *m, Ctx *ctx)
+{
+    return (Sampler){&m->net, m->pre, m->w, 64, m->C, m->H, m->W, ctx};
 }
 
 void model_free(Model *m)

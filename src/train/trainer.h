@@ -1,9 +1,5 @@
-/* trainer.h: the training loop shared by every method, and the run directory it writes.
- *
- *   <out_dir>/<name>/config.ini              the resolved configuration (every key)
- *   <out_dir>/<name>/metrics.jsonl           one JSON object per logged step
- *   <out_dir>/<name>/ckpt/step_XXXXXXXX.h5   checkpoints (checkpoint.h)
- *   <out_dir>/<name>/samples/step_XXXXXXXX.png  sample grids at a fixed seed
+/* trainer.h: the training loop shared by every method (method.h), writing a run directory
+ * (io/rundir.h: config.ini, metrics.jsonl, ckpt/, samples/).
  *
  * One step: next batch -> the method's loss and gradients (online weights) -> clip -> warm-up lr
  * -> optimiser -> EMAs -> the method's post-update (target networks). Every random number is a
@@ -20,7 +16,7 @@
 
 #include <stdbool.h>
 
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 /* Trains as cfg says. resume: continue from the newest valid checkpoint in the run directory
  * (a fresh start if there is none). Returns an exit code (CM_EXIT_*). */

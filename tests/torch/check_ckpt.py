@@ -6,7 +6,7 @@ usage: check_ckpt.py CKPT.h5 EXPECT.json
 Checks the documented layout (DESIGN.md "Checkpoints (HDF5)"): root attributes (format, version,
 complete, step, method, config, seed, data cursor, world size, schedule state) come back as
 numpy integers and floats, and the strings as UTF-8 bytes (fixed-length, so that HDF5's checksums
-cover them: src/train/checkpoint.h); /weights/<set>/<name> holds exactly the network's
+cover them: src/io/checkpoint.h); /weights/<set>/<name> holds exactly the network's
 tensors, float32 in PyTorch shape, chunked with gzip and Fletcher32; /optimizer/<kind>/{m,v}
 likewise with attrs step, betas, eps, lr, weight_decay; one tensor's bits equal the C side's;
 the online weights form a torch state_dict. Every dataset is read, so h5py verifies every

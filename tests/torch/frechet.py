@@ -1,4 +1,4 @@
-"""frechet.py OUT.h5: scipy and hashlib oracles for src/train/eval.c (read by tests/test_eval.c).
+"""frechet.py OUT.h5: scipy and hashlib oracles for src/eval/eval.c (read by tests/test_eval.c).
 
 /sqrtm/<case>   a [d,d] float64 symmetric PSD, sqrt = scipy.linalg.sqrtm(a) (real part)
 /fd/<case>      mu1, s1, mu2, s2 and attr fd: the Frechet distance as EDM's fid.py computes it,

@@ -1,5 +1,5 @@
 /* schedule.c: time grids for the ODE solvers (formulas in schedule.h). */
-#include "train/schedule.h"
+#include "sample/schedule.h"
 
 #include <math.h>
 #include <string.h>

@@ -32,7 +32,7 @@
 
 #include <stdbool.h>
 
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 typedef struct AblateOpts {
     bool report_only;            /* only rewrite the tables and the report from what is on disk */

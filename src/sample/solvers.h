@@ -76,7 +76,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "train/schedule.h"
+#include "sample/schedule.h"
 
 /* out = D(x; sigma) for a batch of N samples of dim floats each. */
 typedef void (*DenoiserFn)(void *user, const float *x /* [N*dim] */, double sigma,

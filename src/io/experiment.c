@@ -53,7 +53,7 @@ static const CfgSection sections[] = {
     {"amed", "method = amed: the AMED predictor (reference/amed.md); no keys yet."},
     {"classifier", "method = classifier: the CNN whose penultimate features define the Frechet "
                    "distance of `cmlab eval` (src/nn/classifier.h)."},
-    {"sample", "Sample grids and `cmlab sample`: the ODE solver of a denoiser (src/train/solvers.h)."},
+    {"sample", "Sample grids and `cmlab sample`: the ODE solver of a denoiser (src/sample/solvers.h)."},
     {"eval", "`cmlab eval` (Frechet distance in a cmlab classifier's feature space) and how "
              "`cmlab ablate` evaluates its variants."},
     {"sweep", "`cmlab ablate`: lines `section.key = v1, v2, ...` span a grid of runs."},

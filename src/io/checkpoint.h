@@ -8,7 +8,7 @@
  *                              "teacher", ...; <name>: the ParamSet's dotted name)
  *   /optimizer/<kind>/m/<name>, /optimizer/<kind>/v/<name>   Adam moments, same names and shapes;
  *                              attrs on /optimizer/<kind>: step, betas, eps, lr, weight_decay
- *   /eval/<record>             attrs only: one evaluation record (src/train/eval.h), stamped by
+ *   /eval/<record>             attrs only: one evaluation record (src/eval/eval.h), stamped by
  *                              ckpt_stamp into a new copy of the file
  * Every dataset is chunked (at most 1 MiB per chunk) with shuffle + deflate (zlib level 1) +
  * Fletcher32, so any damaged byte of tensor data fails its chunk's checksum on read. The file is

@@ -99,3 +99,83 @@ int sample_cm(const Sampler *s, const double *times, int ntimes, int n, uint64_t
     free(z);
     return 0;
 }
+
+int sample_default_nfes(ModelKind kind, const Config *cfg, int *nfe)
+{
+    int n = 0;
+    if (kind == MODEL_DIFFUSION) nfe[n++] = cfg->sample.nfe;
+    if (kind == MODEL_CONSISTENCY) nfe[n++] = 1, nfe[n++] = 2;
+    return n;
+}
+
+int sample_plan(SamplePlan *p, ModelKind kind, const Config *mcfg, const Config *scfg, int nfe)
+{
+    memset(p, 0, sizeof *p);
+    p->kind = kind;
+    if (kind == MODEL_DIFFUSION) {
+        Config c = *mcfg;        /* the model's noise range, the sampler of scfg */
+        c.sample = scfg->sample;
+        p->solver = scfg->sample.solver;
+        p->o = sample_solver_opts(&c);
+        p->o.nfe = nfe;
+        return 0;
+    }
+    if (kind != MODEL_CONSISTENCY) return cm_fail("this model does not sample (a feature network)");
+    if (nfe != 1 && nfe != 2)
+        return cm_fail("NFE %d: a consistency model samples with 1 step (from T) or 2 (T, then sample.mid_t)", nfe);
+    p->times[p->ntimes++] = mcfg->model.sigma_max;
+    if (nfe == 2) p->times[p->ntimes++] = scfg->sample.mid_t;
+    return 0;
+}
+
+SamplePlan sample_plan_ode(SolverKind solver, const SolverOpts *o)
+{
+    SamplePlan p;
+    memset(&p, 0, sizeof p);
+    p.kind = MODEL_DIFFUSION;
+    p.solver = solver;
+    p.o = *o;
+    return p;
+}
+
+int sample_plan_times(SamplePlan *p, const double *times, int n)
+{
+    memset(p, 0, sizeof *p);
+    p->kind = MODEL_CONSISTENCY;
+    if (n > SAMPLE_MAX_TIMES) return cm_fail("%d times: consistency sampling takes at most %d", n, SAMPLE_MAX_TIMES);
+    memcpy(p->times, times, (size_t)n * sizeof *times);
+    p->ntimes = n;
+    return 0;
+}
+
+int sample_draw(const Sampler *s, const SamplePlan *p, int n, uint64_t seed, float *out, SolverStats *stats)
+{
+    if (p->kind == MODEL_DIFFUSION) return sample_ode(s, p->solver, &p->o, n, seed, out, stats);
+    CM_ASSERT(p->kind == MODEL_CONSISTENCY, "sample_draw: model kind %d does not sample", (int)p->kind);
+    int rc = sample_cm(s, p->times, p->ntimes, n, seed, out);
+    if (rc == 0 && stats) {
+        memset(stats, 0, sizeof *stats);
+        stats->nfe = p->ntimes;
+    }
+    return rc;
+}
+
+void sample_describe(const SamplePlan *p, const SolverStats *st, char *out, size_t len)
+{
+    if (p->kind == MODEL_DIFFUSION) snprintf(out, len, "%s, %d NFE", solver_kind_name(p->solver), st->nfe);
+    else snprintf(out, len, "%d-step consistency sampling", p->ntimes);
+}
+
+SolverOpts sample_solver_opts(const Config *cfg)
+{
+    SolverOpts o = solver_opts_default();
+    o.schedule = cfg->sample.schedule;
+    o.rho = cfg->sample.rho;
+    o.sigma_min = cfg->model.sigma_min;
+    o.sigma_max = cfg->model.sigma_max;
+    o.nfe = cfg->sample.nfe;
+    o.afs = cfg->sample.afs;
+    o.denoise_to_zero = cfg->sample.denoise_to_zero;
+    o.ipndm_order = cfg->sample.ipndm_order;
+    return o;
+}

@@ -1,6 +1,6 @@
 /* checkpoint.c: the HDF5 checkpoint format, its crash-safe writer and verifying reader.
  * Layout, write protocol and the reasons for both are in checkpoint.h. */
-#include "train/checkpoint.h"
+#include "io/checkpoint.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +18,7 @@
 #include <zlib.h>
 
 #include "common.h"
+#include "io/atomic.h"
 
 #define CKPT_FORMAT "cmlab-checkpoint"
 /* Float weights barely compress (random mantissas): measured on N(0, 0.05^2) float32, byte
@@ -262,20 +263,6 @@ static void format_shape(char *buf, size_t len, int ndim, const hsize_t *dims)
     for (int d = 0; d < ndim && k < len; d++)
         k += (size_t)snprintf(buf + k, len - k, "%s%llu", d ? ", " : "", (unsigned long long)dims[d]);
     if (k < len) snprintf(buf + k, len - k, "]");
-}
-
-/* Like `mkdir -p`. */
-static int fsync_path(const char *path, bool is_dir)
-{
-    int fd = open(path, is_dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return cm_fail("%s: cannot open for fsync: %s", path, strerror(errno));
-    int rc = fsync(fd);
-    int err = errno;
-    close(fd);
-    /* Some filesystems cannot fsync a directory (EINVAL); the rename is then as durable as they
-     * allow, and refusing to checkpoint at all would be worse. */
-    if (rc != 0 && !(is_dir && err == EINVAL)) return cm_fail("%s: fsync failed: %s", path, strerror(err));
-    return 0;
 }
 
 /* Readers never need HDF5's file locks: a checkpoint is immutable once it has its final name,
@@ -619,8 +606,8 @@ static int build_image(const char *tmp, const CkptState *s, unsigned char **imag
     return take_image(f, tmp, image, size);
 }
 
-/* Writes a new file at tmp, the seal of image (when `sealed`) and then image, and fsyncs it; on
- * failure removes it. */
+/* Writes a new file at tmp, the seal of image (when `sealed`) and then image (atomic_publish then
+ * fsyncs and renames it); on failure removes it. */
 static int write_image(const char *tmp, const unsigned char *image, size_t size, bool sealed)
 {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -639,9 +626,6 @@ static int write_image(const char *tmp, const unsigned char *image, size_t size,
                          "untouched", tmp, put < 0 ? strerror(errno) : "no progress");
         else off += (size_t)put;
     }
-    /* fsync before rename: otherwise a crash can publish the final name over blocks that never
-     * reached the disk. */
-    if (rc == 0 && fsync(fd) != 0) rc = cm_fail("%s: fsync failed: %s", tmp, strerror(errno));
     if (close(fd) != 0 && rc == 0) rc = cm_fail("%s: cannot write the file (%s)", tmp, strerror(errno));
     if (rc != 0) unlink(tmp);
     return rc;
@@ -681,15 +665,11 @@ int ckpt_save(const char *dir, const CkptState *s, char *path_out, size_t len)
     h5_restore(q);
     if (rc == 0) rc = write_image(tmp, image, size, true);
     free(image);
-    if (rc == 0 && ckpt_test_hook_before_rename) ckpt_test_hook_before_rename(tmp);
-    if (rc == 0 && rename(tmp, final) != 0)
-        rc = cm_fail("%s: cannot rename %s over it: %s", final, tmp, strerror(errno));
     if (rc != 0) {
         unlink(tmp);   /* a failed save must not leave a partial file behind (disk full) */
         return -1;
     }
-    /* The file is published; fsync the directory so the rename survives a power loss. */
-    if (fsync_path(dir, true) < 0) return -1;
+    if (atomic_publish(tmp, final, ckpt_test_hook_before_rename) != 0) return -1;
     if (path_out) snprintf(path_out, len, "%s", final);
     return 0;
 }
@@ -739,12 +719,8 @@ int ckpt_stamp(const char *path, const char *group, const CkptAttr *attrs, int n
     /* A checkpoint from before seals stays without one: it has no user block to hold it. */
     int sealed = seal_check(path);
     if (sealed < 0) return -1;
-    char tmp[PATH_MAX + 8], dir[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return cm_fail("%s: path too long", path);
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-    else snprintf(dir, sizeof dir, ".");
+    char tmp[PATH_MAX + 8];
+    if (atomic_tmp_path(path, tmp, sizeof tmp)) return -1;
     unsigned char *image = NULL;
     size_t size = 0;
     H5Quiet q = h5_quiet();
@@ -753,12 +729,11 @@ int ckpt_stamp(const char *path, const char *group, const CkptAttr *attrs, int n
     if (rc == 0) rc = write_image(tmp, image, size, sealed);
     free(image);
     if (rc == 0 && ckpt_verify(tmp) != 0) rc = cm_fail("%s: the stamped copy does not verify: %s", path, cm_errmsg());
-    if (rc == 0 && rename(tmp, path) != 0) rc = cm_fail("%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
     if (rc != 0) {
         unlink(tmp);
         return -1;
     }
-    return fsync_path(dir, true);
+    return atomic_publish(tmp, path, NULL);
 }
 
 /* ---- open and load ---------------------------------------------------------------------- */

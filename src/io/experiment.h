@@ -29,8 +29,8 @@
 
 #include "nn/optim.h"
 #include "nn/unet.h"
-#include "train/schedule.h"
-#include "train/solvers.h"
+#include "sample/schedule.h"
+#include "sample/solvers.h"
 
 #define CFG_LIST_MAX 8           /* values in a list key */
 #define CFG_NAME_MAX 64          /* experiment.name buffer (63 characters) */

@@ -2,7 +2,7 @@
  *
  * Every vector loop runs over the whole batch, n_el = N * dim values, in float64. The denoiser
  * sees float32 copies; its output is widened again before any arithmetic. */
-#include "train/solvers.h"
+#include "sample/solvers.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "train/sample.h"
+#include "sample/sample.h"
 
 /* f(x, t) of n images x [n, C, H, W], written over x. */
 typedef void (*ConsistencyFn)(void *user, float *x, double t, int n);

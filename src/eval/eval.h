@@ -1,0 +1,43 @@
+/* eval.h: evaluating a checkpoint (`cmlab eval`): samples at fixed seeds by the model's sampling
+ * entry, their Frechet distance in the feature network's space to the training split
+ * (frechet.h, features.h), and a record of each number (records.h); a classifier checkpoint gets
+ * its test accuracy. Also the metric's baselines.
+ */
+#ifndef CM_EVAL_H
+#define CM_EVAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "eval/features.h"
+#include "eval/frechet.h"
+#include "eval/records.h"
+#include "io/experiment.h"
+#include "io/sha256.h"
+#include "sample/sample.h"
+
+/* Evaluates the checkpoint at `path` with the [sample] and [eval] settings of ev (the network and
+ * its noise range come from the checkpoint's own configuration): for each NFE of ev->eval.nfe
+ * (empty: sample.nfe for EDM, 1,2 for consistency models) n samples at fixed seeds, their FD to
+ * the training split's statistics, a sample grid under run_dir/samples/, a record appended to
+ * run_dir/eval.json and, with stamp, stamped into the checkpoint. A method = classifier
+ * checkpoint gets its test accuracy instead. records (may be NULL) receives up to max records;
+ * *count their number. -1 after cm_fail(): bad input (no feature network, another data set, an
+ * impossible NFE, a damaged file), nothing written for the failed record. */
+int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, bool stamp, EvalRecord *records,
+                    int max, int *count);
+
+/* The sampler part of a record for one NFE: sampler, schedule, nfe and the time points, for a
+ * checkpoint of configuration mcfg whose model samples as `kind`, sampled with ev's [sample].
+ * -1 after cm_fail() for an NFE the sampler cannot take. */
+int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r);
+
+/* The step in a checkpoint's name (step_XXXXXXXX.h5), or -1. */
+long eval_checkpoint_step(const char *path);
+
+/* Baselines of the metric against the training split: the test split, uniform noise and the test
+ * images with their pixels shuffled (one permutation per image, from STREAM_EVAL), n images each
+ * (at most the test split's size), printed and appended to the feature run's eval.json. */
+int eval_baselines(const FeatureNet *f, int n, int seed, Ctx *ctx);
+
+#endif

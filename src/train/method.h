@@ -1,0 +1,84 @@
+/* method.h: a training method as a record. Each method is one file in src/train/methods/ that
+ * defines one `const Method`, and one row of the table in method.c lists it; the training loop,
+ * evaluation, ablations and the command line reach a method only through this record.
+ *
+ * A method owns its state (its own struct, state_size bytes, zeroed by the loop): the networks
+ * and weight sets it needs (the U-Net and its preconditioning, a teacher, a target network, a
+ * test split) and its schedule state. The loop owns everything shared by all methods: the data,
+ * the online weights w and their gradients g (in the layout of the parameter set the method
+ * trains), the optimiser, the EMAs, the step arena and the run directory.
+ *
+ * One step, as the loop calls it: loss (gradients into the online set's g) -> optimiser -> EMAs ->
+ * after_update (target networks). Checkpoints: ckpt_save adds the method's weight sets and
+ * schedule state to the loop's; ckpt_loaded takes the schedule state back on resume.
+ */
+#ifndef CM_METHOD_H
+#define CM_METHOD_H
+
+#include <stdio.h>
+
+#include "data/dataset.h"
+#include "train/batch.h"
+#include "io/checkpoint.h"
+#include "io/experiment.h"
+#include "sample/precond.h"
+#include "sample/sample.h"
+
+/* What the loop hands a method's setup. */
+typedef struct MethodEnv {
+    const Config *cfg;           /* lives as long as the method's state */
+    const Dataset *data;         /* the training split */
+    int C, H, W;                 /* the image shape after padding */
+} MethodEnv;
+
+typedef struct Method {
+    CfgMethod id;                /* experiment.method */
+    const char *name;            /* its value in experiment files and checkpoints */
+    const char *section;         /* its experiment-file section */
+    PrecondKind precond;         /* the preconditioning of its network */
+    ModelKind model;             /* how its model samples */
+    size_t state_size;
+    /* Builds the network it trains (*ps: the trained parameter set) and loads what else it needs
+     * (teacher, test split). -1 after cm_fail(); free is called either way. */
+    int (*setup)(void *st, const MethodEnv *env, const ParamSet **ps);
+    /* After the loop initialised the online weights w at random: the method's start weights (a
+     * teacher's) and its target network. May be NULL. */
+    void (*start)(void *st, float *w);
+    /* The loss of one step's batch b on c's tape, with its backward: gradients accumulate into
+     * online->g (zeroed by the loop). Every random number comes from b's streams at b's samples. */
+    double (*loss)(void *st, Ctx *c, const WeightSet *online, const Batch *b);
+    /* After the optimiser and the EMAs (target networks); may be NULL. */
+    void (*after_update)(void *st, const float *w);
+    /* Adds the method's weight sets and schedule state to a checkpoint; may be NULL. */
+    void (*ckpt_save)(void *st, CkptState *s);
+    /* Takes the schedule state back from a loaded checkpoint; may be NULL. */
+    void (*ckpt_loaded)(void *st, const CkptState *s);
+    /* The network the loop samples with (MODEL_DIFFUSION, MODEL_CONSISTENCY), else NULL. */
+    const UNet *(*unet)(const void *st);
+    /* MODEL_FEATURE_NET: what the loop does in place of a sample grid (the classifier's test
+     * accuracy), printed and logged to metrics; NULL otherwise. */
+    int (*report)(void *st, const float *w, const char *wname, Ctx *c, FILE *metrics, long step);
+    size_t (*param_count)(const void *st);
+    void (*print_table)(const void *st, FILE *f);
+    void (*free)(void *st);
+} Method;
+
+/* The method of experiment.method = id, or NULL when this build does not train it. */
+const Method *method_find(CfgMethod id);
+/* method_find for cfg's method; -1 after cm_fail() naming the methods this build trains. */
+int method_get(const Config *cfg, const Method **out);
+
+/* ---- shared by the methods that train the U-Net (their state starts with MethodUNet) ---- */
+typedef struct MethodUNet {
+    UNet net;
+    PrecondParams pre;
+    const Config *cfg;
+} MethodUNet;
+
+int method_unet_setup(MethodUNet *u, const MethodEnv *env, const ParamSet **ps);
+const UNet *method_unet(const void *st);
+size_t method_unet_param_count(const void *st);
+void method_unet_print_table(const void *st, FILE *f);
+void method_unet_free(MethodUNet *u);
+
+#endif

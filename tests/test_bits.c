@@ -1,0 +1,188 @@
+/* test_bits.c: pins the bits of training and of the trainer's sample grids, so that a refactor
+ * of the training code (issue 13) can show that nothing changed.
+ *
+ * For each method (EDM; CT with an EMA target and the original curriculum; CT with the iCT
+ * switches; CD from the EDM run's checkpoint; the classifier) a tiny run of a few steps from a
+ * fixed seed, through trainer_run at 2 threads, leaves a checkpoint and sample grids. The test
+ * hashes (SHA-256) every weight set of the checkpoint (online, target, teacher, EMAs), Adam's m
+ * and v, the step and the schedule state, and separately the bytes of every sample grid PNG, and
+ * compares both with the values recorded once at commit 877f715, the commit before the
+ * refactor. A mismatch prints the new hash: a change that moves a bit on purpose must say so
+ * and record the new value with its commit.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture.h"
+#include "io/checkpoint.h"
+#include "eval/eval.h"
+#include "train/model.h"
+#include "train/trainer.h"
+
+#define OUT "bits_runs"
+
+static const char *COMMON =
+    "[experiment]\nseed = 5\nout_dir = " OUT "\n"
+    "[data]\ndataset = fashion-mnist\n"
+    "[model]\nchannels = 8\nchannel_mult = 1,2\nnum_blocks = 1\nmid_attn = false\ndropout = 0.1\n"
+    "[classifier]\nchannels = 4,8\nfeatures = 16\nclasses = 10\n"
+    "[sample]\nsolver = heun\nnfe = 5\nn = 8\n";
+
+typedef struct Case {
+    const char *name, *method;
+    const char *sets[12];        /* --set overrides, NULL-terminated */
+    const char *weights_hash, *grids_hash;
+} Case;
+
+/* Recorded at commit 877f715 (the commit before the refactor of issue 13). */
+static const Case CASES[] = {
+    {"edm", "edm", {"train.ema=0.9,0.99", NULL},
+     "d4daf84eb7c03f71a7f5e90590fce1c4ee4dbdcaa737575d2f469695894c6c01",
+     "d0521a2ab3b83b56ed337b8869eaf9c10484fbbdac9444f2ebc7e02d7be7d6bc"},
+    {"ct", "ct", {"ct.target_mu=0.9", "ct.loss=l2", "ct.curriculum=original", "ct.sampling=uniform",
+                  "ct.weighting=uniform", NULL},
+     "00ac265775319a3061a22bf1c601dc8fda4496a2c5ff0c57b577c10ecce0c795",
+     "0e6c3258fdeb0150f7bd0b16e6322a149b0945e958991aa5a78094562f149778"},
+    {"ict", "ct", {"ct.target_mu=0", "ct.loss=pseudo_huber", "ct.curriculum=doubling", "ct.sampling=lognormal",
+                   "ct.weighting=ict", NULL},
+     "3587e01d82512316e8b92c252765b2047169bc2fa5e8ff156665ab09ac7f97e6",
+     "61b7dbce847842c0848340fce9b107d9ed34413c25e251b438c7d5260417414c"},
+    {"cd", "cd", {"cd.teacher=" OUT "/edm/ckpt/step_00000003.h5", "cd.solver=heun", "cd.N=18",
+                  "cd.target_mu=0.9", "cd.loss=l1", NULL},
+     "4836e864ea0ae89bedfcea6bae022c97aeae6e9b6d5c6ad88095f1d57b5cb3f7",
+     "59568964e7f0a7074164fceec22bafe6c22d1b4ff368d67ee8c3e5e87a4fc89c"},
+    {"classifier", "classifier", {NULL},
+     "4bf7d2d4553bfea70f91130876d06b4eaa5b3b7364878d670649d84a3d443b29",
+     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+};
+
+/* Trains case k for 3 steps; its run directory is OUT/<name>. */
+static int train_case(const Case *k)
+{
+    char text[2048];
+    snprintf(text, sizeof text,
+             "%s[train]\niterations = 3\nbatch_size = 4\nlr = 0.002\nwarmup = 2\nema = 0.9\n"
+             "checkpoint_every = 0\nsample_every = 0\nlog_every = 1\nthreads = 2\n",
+             COMMON);
+    Config cfg;
+    if (config_from_string(&cfg, text, k->name) != 0) {
+        printf("%s: %s\n", k->name, cm_errmsg());
+        return -1;
+    }
+    char a[256];
+    snprintf(a, sizeof a, "experiment.name=%s", k->name);
+    if (config_set(&cfg, a) != 0) return -1;
+    snprintf(a, sizeof a, "experiment.method=%s", k->method);
+    if (config_set(&cfg, a) != 0) return -1;
+    for (int i = 0; k->sets[i]; i++)
+        if (config_set(&cfg, k->sets[i]) != 0) {
+            printf("%s: %s\n", k->name, cm_errmsg());
+            return -1;
+        }
+    return trainer_run(&cfg, false);
+}
+
+/* SHA-256 over every weight set (in name order), Adam's m and v, the step and the schedule
+ * state of the checkpoint path. */
+static int hash_checkpoint(const char *path, char hex[65])
+{
+    Config cfg;
+    if (model_read_config(path, &cfg) != 0) return -1;
+    UNet net;
+    Classifier clf;
+    memset(&net, 0, sizeof net);
+    memset(&clf, 0, sizeof clf);
+    const ParamSet *ps;
+    if (cfg.experiment.method == CFG_METHOD_CLASSIFIER) {
+        if (model_classifier_init(&cfg, NULL, 1, 28, 28, &clf) != 0) return -1;
+        ps = &clf.ps;
+    } else {
+        UNetConfig u;
+        model_unet_config(&cfg, 1, 28, 28, &u);
+        if (unet_init(&net, &u) != 0) return -1;
+        ps = &net.ps;
+    }
+    char names[CKPT_MAX_SETS][64];
+    int n = ckpt_list_weights(path, names, CKPT_MAX_SETS);
+    if (n < 0) return -1;
+    Adam opt;
+    optim_init(&opt, cfg.train.optimizer, ps->total, 0, 0.9f, 0.999f, 1e-8f, 0);
+    CkptState s = {.ps = ps, .opt = &opt};
+    float *buf[CKPT_MAX_SETS];
+    for (int i = 0; i < n; i++) {
+        buf[i] = params_buffer(ps);
+        ckpt_add_weights(&s, names[i], buf[i]);
+    }
+    int rc = ckpt_load(path, &s);
+    Sha256 h;
+    sha256_init(&h);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        sha256_update(&h, names[i], strlen(names[i]) + 1);
+        sha256_update(&h, buf[i], ps->total * sizeof(float));
+    }
+    if (rc == 0) {
+        sha256_update(&h, opt.m, ps->total * sizeof(float));
+        sha256_update(&h, opt.v, ps->total * sizeof(float));
+        sha256_update(&h, &s.step, sizeof s.step);
+        sha256_update(&h, &s.sched_N, sizeof s.sched_N);
+        sha256_update(&h, &s.sched_mu, sizeof s.sched_mu);
+    }
+    sha256_final(&h, hex);
+    for (int i = 0; i < n; i++) free(buf[i]);
+    free(s.loaded_config);
+    adam_free(&opt);
+    unet_free(&net);
+    classifier_free(&clf);
+    return rc;
+}
+
+static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* SHA-256 over the names and bytes of every file in dir, in name order ("" for no files). */
+static void hash_dir(const char *dir, char hex[65])
+{
+    char *names[64];
+    int n = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && n < 64 && (e = readdir(d));)
+        if (e->d_name[0] != '.') names[n++] = strdup(e->d_name);
+    if (d) closedir(d);
+    qsort(names, (size_t)n, sizeof *names, name_cmp);
+    Sha256 h;
+    sha256_init(&h);
+    for (int i = 0; i < n; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        sha256_update(&h, names[i], strlen(names[i]) + 1);
+        FILE *f = fopen(path, "rb");
+        char b[4096];
+        for (size_t r; f && (r = fread(b, 1, sizeof b, f)) > 0;) sha256_update(&h, b, r);
+        if (f) fclose(f);
+        free(names[i]);
+    }
+    sha256_final(&h, hex);
+}
+
+int main(void)
+{
+    if (system("rm -rf " OUT) != 0) return 1;
+    for (size_t i = 0; i < CM_ARRAY_LEN(CASES); i++) {
+        const Case *k = &CASES[i];
+        int rc = train_case(k);
+        CHECK(rc == 0, "%s: cmlab train exits %d", k->name, rc);
+        if (rc != 0) continue;
+        char path[600], wh[65] = "", gh[65];
+        snprintf(path, sizeof path, OUT "/%s/ckpt/step_00000003.h5", k->name);
+        CHECK(hash_checkpoint(path, wh) == 0, "%s: %s", k->name, cm_errmsg());
+        snprintf(path, sizeof path, OUT "/%s/samples", k->name);
+        hash_dir(path, gh);
+        CHECK(!strcmp(wh, k->weights_hash), "%s: the trained state's SHA-256 is %s; at 877f715 it was %s", k->name,
+              wh, k->weights_hash);
+        CHECK(!strcmp(gh, k->grids_hash), "%s: the sample grids' SHA-256 is %s; at 877f715 it was %s", k->name,
+              gh, k->grids_hash);
+        printf("%s: state %s, grids %s\n", k->name, wh, gh);
+    }
+    return test_summary("bits");
+}
