@@ -8,6 +8,9 @@
  *             exit 1, naming the path (it once made the directory again and trained on, its
  *             metrics going to the deleted file)
  *
+ *   guard     the divergence guard's actions on a spike injected at one step (test hook
+ *             CMLAB_TEST_OUTLIER), and the jump check after a resume
+ *
  * The run is a tiny CT with an EMA target and the original curriculum (N(k) and mu(k) change with
  * the step), so a resume that restored the schedule wrongly would show in the bits. */
 #include <errno.h>
@@ -125,12 +128,16 @@ static int same_state(const char *a, const char *b)
 static void test_sigkill(void)
 {
     char *full[] = {(char *)cmlab, "train", "fault_runs/exp.ini", "--set", "experiment.name=whole", NULL};
+    double t0 = cm_now();
     CHECK(run(full, "fault_runs/whole.log") == 0, "the uninterrupted run failed (fault_runs/whole.log)");
+    /* Kill moments scale with how long the whole run takes here (a loaded or sanitized machine is
+     * several times slower), so that the kills spread over the run rather than its start-up. */
+    const double whole = cm_now() - t0;
 
     char *again[] = {(char *)cmlab, "train", "fault_runs/exp.ini", "--set", "experiment.name=killed", "--resume",
                      NULL};
     uint32_t seed = (uint32_t)time(NULL);
-    printf("kill moments from seed %u\n", seed);
+    printf("kill moments from seed %u, up to %.1f s (the whole run took %.1f s)\n", seed, whole / 8, whole);
     /* Kill until KILLS kills have landed on a running process (a kill can also come after a
      * resume found nothing left to do), at most MAX_TRIES times. */
     int landed = 0, tries = 0;
@@ -138,8 +145,8 @@ static void test_sigkill(void)
     for (; tries < MAX_TRIES && landed < KILLS; tries++) {
         pid_t pid = spawn(again, "fault_runs/killed.log");
         seed = seed * 1664525u + 1013904223u;
-        /* 0.05 to 1.5 s: from before the first step to a few checkpoints in. */
-        useconds_t delay = 50000 + (seed >> 8) % 1450000;
+        /* 0.05 s to an eighth of the whole run: from before the first step to many steps in. */
+        useconds_t delay = 50000 + (useconds_t)((seed >> 8) / 16777216.0 * whole / 8 * 1e6);
         usleep(delay);
         kill(pid, SIGKILL);
         int st = wait_status(pid);
@@ -203,6 +210,81 @@ static void test_vanished_dir(void)
     free(log);
 }
 
+/* The divergence guard, with a spike injected through the test hook CMLAB_TEST_OUTLIER (the loss
+ * and gradients of one step times 1e4): each train.guard action on a 40-step run with the spike at
+ * step 30 (checkpoints every 10, a window of 20), and the check after a resume. */
+static long opt_step(const char *ckpt)
+{
+    Fixture f;
+    fixture_open(&f, ckpt);
+    long step = fixture_attr_int(&f, "/optimizer/adam", "step", -1);
+    fixture_close(&f);
+    return step;
+}
+
+static int guarded_run(const char *name, const char *guard, const char *iterations, const char *spike, bool resume)
+{
+    char n[64], g[64], it[64], log[128];
+    snprintf(n, sizeof n, "experiment.name=%s", name);
+    snprintf(g, sizeof g, "train.guard=%s", guard);
+    snprintf(it, sizeof it, "train.iterations=%s", iterations);
+    snprintf(log, sizeof log, "fault_runs/%s.log", name);
+    char *args[] = {(char *)cmlab, "train", "fault_runs/exp.ini", "--set", n, "--set", g, "--set", it,
+                    "--set", "train.checkpoint_every=10", "--set", "train.guard_window=20", "--set",
+                    "ct.curriculum=doubling", resume ? "--resume" : NULL, NULL};
+    if (spike) setenv("CMLAB_TEST_OUTLIER", spike, 1);
+    int st = run(args, log);
+    unsetenv("CMLAB_TEST_OUTLIER");
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void test_guard(void)
+{
+    static const struct { const char *guard; int exit; long opt_steps; const char *says; } cases[] = {
+        {"warn", 0, 40, "train.guard = warn"},
+        {"skip", 0, 39, "train.guard = skip"},
+        {"rollback", 0, 39, "rolled back to step 20; step 30's batch will be skipped"},
+        {"stop", 1, -1, "stopping; the last checkpoint is in fault_runs/guard_stop/ckpt"},
+    };
+    for (size_t i = 0; i < CM_ARRAY_LEN(cases); i++) {
+        char name[64], log[128], ckpt[160];
+        snprintf(name, sizeof name, "guard_%s", cases[i].guard);
+        int rc = guarded_run(name, cases[i].guard, "40", "30:1e4", false);
+        snprintf(log, sizeof log, "fault_runs/%s.log", name);
+        char *text = fixture_read_file(log, NULL);
+        const char *hit = text ? strstr(text, "step 30: outlier: loss") : NULL;
+        CHECK(rc == cases[i].exit && hit && strstr(hit, cases[i].says), "train.guard = %s: exit %d, log: %s",
+              cases[i].guard, rc, text ? text : "(none)");
+        if (hit) printf("train.guard = %s: exit %d: %.*s\n", cases[i].guard, rc, (int)strcspn(hit, "\n"), hit);
+        free(text);
+        snprintf(ckpt, sizeof ckpt, "fault_runs/%s/ckpt/step_%08d.h5", name, cases[i].opt_steps > 0 ? 40 : 20);
+        long steps = access(ckpt, F_OK) == 0 ? opt_step(ckpt) : -2;
+        CHECK(cases[i].opt_steps > 0 ? steps == cases[i].opt_steps : steps == 20,
+              "train.guard = %s: %s holds %ld optimiser steps", cases[i].guard, ckpt, steps);
+    }
+    /* The same run without a spike reports nothing. */
+    int rc = guarded_run("guard_quiet", "stop", "40", NULL, false);
+    char *text = fixture_read_file("fault_runs/guard_quiet.log", NULL);
+    CHECK(rc == 0 && text && !strstr(text, "outlier"), "a run without a spike: exit %d, log: %s", rc,
+          text ? text : "(none)");
+    free(text);
+
+    /* A resume whose first logged values jump against those logged before the checkpoint is
+     * reported; a plain resume is not. */
+    rc = guarded_run("guard_resume", "warn", "20", NULL, false);
+    rc |= guarded_run("guard_resume", "warn", "30", NULL, true);
+    text = fixture_read_file("fault_runs/guard_resume.log", NULL);
+    CHECK(rc == 0 && text && !strstr(text, "jump"), "a plain resume: exit %d, log: %s", rc, text ? text : "(none)");
+    free(text);
+    rc = guarded_run("guard_jump", "warn", "20", NULL, false);
+    rc |= guarded_run("guard_jump", "warn", "30", "21:1e4", true);
+    text = fixture_read_file("fault_runs/guard_jump.log", NULL);
+    const char *hit = text ? strstr(text, "resume: the first logged values after the checkpoint jump") : NULL;
+    CHECK(rc == 0 && hit, "a resume whose first values jump: exit %d, log: %s", rc, text ? text : "(none)");
+    if (hit) printf("%.*s\n", (int)strcspn(hit, "\n"), hit);
+    free(text);
+}
+
 int main(int argc, char **argv)
 {
     CM_ASSERT(argc == 2, "usage: test_faults CMLAB");
@@ -215,5 +297,6 @@ int main(int argc, char **argv)
     fclose(f);
     test_sigkill();
     test_vanished_dir();
+    test_guard();
     return test_summary("faults");
 }

@@ -30,6 +30,7 @@ static const char *const emb_types[] = {"positional", "fourier", NULL};        /
 static const char *const skip_scales[] = {"sqrt_half", "one", NULL};
 static const char *const optimizers[] = {"adam", "adamw", "radam", NULL};      /* OptimKind */
 static const char *const on_nans[] = {"stop", "rollback", NULL};
+static const char *const guards[] = {"warn", "skip", "rollback", "stop", NULL};      /* CfgGuard */
 static const char *const solvers[] = {"euler", "heun", "dpm2", "dpmpp2m", "dpmpp3m", "ipndm",
                                       NULL};                                   /* SolverKind */
 static const char *const cd_solvers[] = {"euler", "heun", NULL};               /* its first two */
@@ -163,6 +164,16 @@ static const CfgKey keys[] = {
              "sample grid); --resume goes on. 0: none."},
     {AT(train, on_nan), ENUM(on_nans), .dflt = "stop",
      .help = "On a non-finite loss: stop with the step, or roll back to the newest checkpoint and go on."},
+    {AT(train, guard), ENUM(guards), .dflt = "warn",
+     .help = "The divergence guard, on a step whose loss or gradient norm is an outlier of the last "
+             "train.guard_window steps (robust z-score above train.guard_z): report it and go on "
+             "(warn), report and drop that update (skip), roll back to the newest checkpoint and skip "
+             "that batch (rollback), or stop with exit 1 (stop)."},
+    {AT(train, guard_window), INT(0, 100000), .dflt = "100",
+     .help = "Steps in the divergence guard's window (at least 10 must be seen before it judges). "
+             "0: no guard (non-finite values are still caught by train.on_nan)."},
+    {AT(train, guard_z), FLOAT(0, 1e9, CFG_OPEN_MIN), .dflt = "20",
+     .help = "The divergence guard's threshold: (value - median) / (1.4826 MAD) of the window."},
 
     {AT(edm, p_mean), FLOAT(-20, 20, 0), .dflt = "-1.2",
      .help = "Mean of ln(sigma) of the training noise levels."},

@@ -50,6 +50,7 @@ typedef enum CfgDataset {
 } CfgDataset;
 typedef enum CfgSkipScale { CFG_SKIP_SQRT_HALF, CFG_SKIP_ONE } CfgSkipScale;
 typedef enum CfgOnNan { CFG_ON_NAN_STOP, CFG_ON_NAN_ROLLBACK } CfgOnNan;
+typedef enum CfgGuard { CFG_GUARD_WARN, CFG_GUARD_SKIP, CFG_GUARD_ROLLBACK, CFG_GUARD_STOP } CfgGuard;
 typedef enum CfgLoss { CFG_LOSS_L2, CFG_LOSS_L1, CFG_LOSS_PSEUDO_HUBER } CfgLoss;
 typedef enum CfgSampling { CFG_SAMPLING_UNIFORM, CFG_SAMPLING_LOGNORMAL } CfgSampling;
 typedef enum CfgCurriculum { CFG_CURRICULUM_ORIGINAL, CFG_CURRICULUM_DOUBLING } CfgCurriculum;
@@ -101,6 +102,9 @@ typedef struct CfgTrain {
     int checkpoint_every, keep_checkpoints, sample_every, log_every, threads;
     double time_limit;
     CfgOnNan on_nan;
+    CfgGuard guard;
+    int guard_window;
+    double guard_z;
 } CfgTrain;
 
 typedef struct CfgEdm { double p_mean, p_std; } CfgEdm;

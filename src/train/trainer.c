@@ -207,6 +207,103 @@ static void trainer_free(Trainer *t)
     free(t->config_text);
 }
 
+/* ---- the divergence guard ----
+ * A step whose loss or gradient norm is far above the recent ones (a spike that often precedes a
+ * divergence) is reported with its values, and train.guard decides what happens to it. "Far" is
+ * a robust z-score, (x - median) / (1.4826 MAD), over the last train.guard_window accepted steps:
+ * the median and the median absolute deviation ignore the spikes already in the window, unlike a
+ * mean and a standard deviation. Only values above the median count (a falling loss is good news).
+ * Non-finite values never get here: train.on_nan handles them, and they are never zeroed. */
+
+enum { GUARD_MIN_SEEN = 10 };
+
+typedef struct Guard {
+    int cap, n, next;
+    double *loss, *gnorm;        /* rings of the last cap accepted values */
+} Guard;
+
+static void guard_init(Guard *g, int window)
+{
+    memset(g, 0, sizeof *g);
+    g->cap = window;
+    if (window > 0) {
+        g->loss = cm_calloc((size_t)window, sizeof(double));
+        g->gnorm = cm_calloc((size_t)window, sizeof(double));
+    }
+}
+
+static void guard_free(Guard *g)
+{
+    free(g->loss);
+    free(g->gnorm);
+}
+
+static void guard_push(Guard *g, double loss, double gnorm)
+{
+    if (g->cap == 0) return;
+    g->loss[g->next] = loss;
+    g->gnorm[g->next] = gnorm;
+    g->next = (g->next + 1) % g->cap;
+    if (g->n < g->cap) g->n++;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The robust z-score of x against the n values v (n >= 1). */
+static double robust_z(const double *v, int n, double x)
+{
+    double *s = cm_malloc((size_t)n * sizeof(double));
+    memcpy(s, v, (size_t)n * sizeof(double));
+    qsort(s, (size_t)n, sizeof(double), cmp_double);
+    double med = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+    for (int i = 0; i < n; i++) s[i] = fabs(s[i] - med);
+    qsort(s, (size_t)n, sizeof(double), cmp_double);
+    double mad = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+    free(s);
+    /* A window of equal values (MAD 0) still judges, on a scale of 1e-6 of the median. */
+    double scale = fmax(1.4826 * mad, 1e-6 * fabs(med) + 1e-30);
+    return (x - med) / scale;
+}
+
+/* Whether this step's values are outliers of the window; their z-scores to zl, zg. */
+static bool guard_outlier(const Guard *g, double z, double loss, double gnorm, double *zl, double *zg)
+{
+    *zl = *zg = 0;
+    if (g->cap == 0 || g->n < CM_MIN(g->cap, GUARD_MIN_SEEN)) return false;
+    *zl = robust_z(g->loss, g->n, loss);
+    *zg = robust_z(g->gnorm, g->n, gnorm);
+    return *zl > z || *zg > z;
+}
+
+/* The loss and grad_norm of the last `window` lines of metrics.jsonl (what was logged up to the
+ * checkpoint a resume starts from) into g. */
+static void guard_from_metrics(Guard *g, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        const char *l = strstr(line, "\"loss\":"), *n = strstr(line, "\"grad_norm\":");
+        if (l && n) guard_push(g, atof(l + 7), atof(n + 12));
+    }
+    fclose(f);
+}
+
+/* Test hook: CMLAB_TEST_OUTLIER="STEP:FACTOR" multiplies the loss and the gradients of the step
+ * that ends at STEP by FACTOR (a number, or nan), as a diverging step would look; tests/
+ * test_faults.c drives the divergence guard and train.on_nan with it. Unset: no effect. */
+static double test_outlier_factor(long step)
+{
+    const char *spec = getenv("CMLAB_TEST_OUTLIER");
+    char *end;
+    if (!spec || strtol(spec, &end, 10) != step || *end != ':') return 1;
+    return strtod(end + 1, NULL);
+}
+
 /* ---- the loop ---- */
 
 int trainer_run(const Config *cfg, bool resume)
@@ -256,9 +353,15 @@ int trainer_run(const Config *cfg, bool resume)
     const CfgTrain *tr = &cfg->train;
     bool tty = isatty(1);
     double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0;
-    long start = t.step, logged = 0, skip_step = -1;
+    long start = t.step, logged = 0, skip_step = -1, skipped = 0;
     int rc = CM_EXIT_OK;
     size_t n = t.ps->total;
+    Guard guard, before;
+    guard_init(&guard, tr->guard_window);
+    /* After a resume, the first logged values are compared with those logged before the
+     * checkpoint: a jump there means the resumed state is not the one that was saved. */
+    guard_init(&before, r == 0 ? tr->guard_window : 0);
+    if (r == 0) guard_from_metrics(&before, t.dir.metrics);
     while (t.step < tr->iterations && !trainer_stop_requested) {
         loader_next(&t.loader, t.batch, t.labels);
         if (t.step == skip_step) {          /* rollback: the batch that gave a NaN is skipped */
@@ -271,6 +374,11 @@ int trainer_run(const Config *cfg, bool resume)
         /* One process: the local batch is the global batch and starts at sample 0. */
         Batch b = batch_make(t.batch, t.labels, t.B, t.B, 0, t.C, t.H, t.W, (uint64_t)cfg->experiment.seed, t.step);
         double loss = t.method->loss(t.state, &t.ctx, &online, &b);
+        const double hook = test_outlier_factor(t.step + 1);
+        if (hook != 1) {
+            loss *= hook;
+            for (size_t i = 0; i < n; i++) t.g[i] *= (float)hook;
+        }
         double gnorm = grad_clip(t.g, n, tr->grad_clip);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             fprintf(stderr, "\nstep %ld: loss %g, gradient norm %g\n", t.step, loss, gnorm);
@@ -286,12 +394,42 @@ int trainer_run(const Config *cfg, bool resume)
                 break;
             }
             fprintf(stderr, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step, skip_step);
+            guard.n = guard.next = 0;
             continue;
         }
-        t.opt.lr = optim_warmup_lr((float)tr->lr, t.opt.step, tr->warmup);
-        adam_step(&t.opt, t.w, t.g);
-        ema_set_update(&t.emas, t.w, (double)t.step * t.B, t.B);
-        if (t.method->after_update) t.method->after_update(t.state, t.w);
+        double zl, zg;
+        bool drop = false;
+        if (guard_outlier(&guard, tr->guard_z, loss, gnorm, &zl, &zg)) {
+            fprintf(stderr, "\nstep %ld: outlier: loss %g (robust z %.1f), gradient norm %g (robust z %.1f) against "
+                            "the last %d steps (train.guard_z = %g); train.guard = %s\n", t.step + 1, loss, zl,
+                    gnorm, zg, guard.n, tr->guard_z, config_enum_name("train.guard", tr->guard));
+            if (tr->guard == CFG_GUARD_STOP) {
+                fprintf(stderr, "stopping; the last checkpoint is in %s\n", t.dir.ckpt);
+                rc = CM_EXIT_RUNTIME;
+                break;
+            }
+            if (tr->guard == CFG_GUARD_ROLLBACK) {
+                skip_step = t.step;
+                if (trainer_resume(&t) != 0) {
+                    fprintf(stderr, "cannot roll back: %s\n", cm_errmsg());
+                    rc = CM_EXIT_RUNTIME;
+                    break;
+                }
+                fprintf(stderr, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step,
+                        skip_step + 1);
+                guard.n = guard.next = 0;
+                continue;
+            }
+            drop = tr->guard == CFG_GUARD_SKIP;
+        }
+        if (!drop) guard_push(&guard, loss, gnorm);
+        skipped += drop;
+        if (!drop) {
+            t.opt.lr = optim_warmup_lr((float)tr->lr, t.opt.step, tr->warmup);
+            adam_step(&t.opt, t.w, t.g);
+            ema_set_update(&t.emas, t.w, (double)t.step * t.B, t.B);
+            if (t.method->after_update) t.method->after_update(t.state, t.w);
+        }
         t.step++;
         loss_sum += loss;
         gnorm_sum += gnorm;
@@ -303,14 +441,26 @@ int trainer_run(const Config *cfg, bool resume)
             double eta = (tr->iterations - t.step) * (now - t0) / (double)(t.step - start);
             if (tr->time_limit > 0) eta = fmin(eta, fmax(0, tr->time_limit - (now - t0)));
             fprintf(metrics, "{\"step\": %ld, \"loss\": %.6g, \"grad_norm\": %.6g, \"lr\": %.6g, "
-                    "\"img_per_s\": %.1f, \"time\": %.2f}\n", t.step, loss_sum / logged,
+                    "\"img_per_s\": %.1f, \"time\": %.2f", t.step, loss_sum / logged,
                     gnorm_sum / logged, (double)t.opt.lr, ips, now - t0);
+            if (skipped) fprintf(metrics, ", \"guard_skipped\": %ld", skipped);
+            fprintf(metrics, "}\n");
             fflush(metrics);
+            if (before.n > 0) {
+                double bl = robust_z(before.loss, before.n, loss_sum / logged);
+                double bg = robust_z(before.gnorm, before.n, gnorm_sum / logged);
+                if (bl > tr->guard_z || bg > tr->guard_z)
+                    fprintf(stderr, "\nresume: the first logged values after the checkpoint jump: loss %g (robust "
+                                    "z %.1f), gradient norm %g (robust z %.1f) against the %d lines logged before "
+                                    "it\n", loss_sum / logged, bl, gnorm_sum / logged, bg, before.n);
+                before.n = 0;
+            }
             printf("%sstep %ld/%d  loss %.4f  grad %.3f  %.0f img/s  ETA %.0f s%s", tty ? "\r" : "", t.step,
                    tr->iterations, loss_sum / logged, gnorm_sum / logged, ips, eta, tty ? "   " : "\n");
             fflush(stdout);
             loss_sum = gnorm_sum = 0;
             logged = 0;
+            skipped = 0;
             tlog = now;
         }
         if ((tr->checkpoint_every > 0 && t.step % tr->checkpoint_every == 0) || last) {
@@ -338,6 +488,8 @@ int trainer_run(const Config *cfg, bool resume)
            tty ? "\n" : "", t.step, el, (t.step - start) * t.B / fmax(el, 1e-9),
            t.ctx.arena.high_water / 1e6, t.dir.root);
     fclose(metrics);
+    guard_free(&guard);
+    guard_free(&before);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     trainer_free(&t);
