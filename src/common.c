@@ -6,8 +6,10 @@
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static _Thread_local char errmsg[1024];
 
@@ -93,4 +95,25 @@ int cm_mkdir_p(const char *dir)
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return cm_fail("%s: not a directory", dir);
     return 0;
+}
+
+double cm_mem_available(void)
+{
+    double avail = -1;
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long long kb;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) avail = (double)kb * 1024;
+    if (f) fclose(f);
+    struct rlimit lim;
+    long long pages = 0;
+    f = fopen("/proc/self/statm", "r");
+    if (f && fscanf(f, "%lld", &pages) != 1) pages = 0;
+    if (f) fclose(f);
+    if (getrlimit(RLIMIT_AS, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+        double left = (double)lim.rlim_cur - (double)pages * (double)sysconf(_SC_PAGESIZE);
+        avail = avail < 0 ? left : (left < avail ? left : avail);
+    }
+    return avail;
 }

@@ -30,6 +30,9 @@ void *cm_malloc(size_t bytes);               /* out of memory: a message and exi
 void *cm_calloc(size_t n, size_t size);
 void *cm_aligned_alloc(size_t bytes);        /* 64-byte aligned, free with free() */
 double cm_now(void);                         /* monotonic seconds */
+/* Bytes this process can still allocate: the machine's MemAvailable, or less when an address-space
+ * limit (ulimit -v) leaves less; -1 when neither is known. */
+double cm_mem_available(void);
 /* mkdir -p; -1 after cm_fail() naming the directory that could not be made. */
 int cm_mkdir_p(const char *dir);
 

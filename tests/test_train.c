@@ -379,6 +379,7 @@ static void test_bad_file(void)
         {"model.channels=7", "model.channels = 7", "multiple of 4"},
         {"model.channel_mult=1,2,2,2,2,2", "model.channel_mult = 1,2,2,2,2,2", "fashion-mnist"},
         {"data.pad_to=20", "data.pad_to = 20", "fashion-mnist"},
+        {"train.batch_size=1048576", "train.batch_size = 1048576 needs about", "lower train.batch_size"},
     };
     for (size_t i = 0; i < CM_ARRAY_LEN(misfit); i++) {
         rc = run_err((char *[]){(char *)cmlab, "train", "train_runs/misfit.ini", "--set", (char *)misfit[i][0],
@@ -389,6 +390,24 @@ static void test_bad_file(void)
               "--set %s: exit %d, message: %s", misfit[i][0], rc, err ? err : "(none)");
         CHECK(access("train_runs/misfit", F_OK) != 0, "--set %s left a run directory behind", misfit[i][0]);
         free(err);
+    }
+
+    /* Under an address-space limit (ulimit -v 4000000: 4 GB), a batch that needs more is refused
+     * up front with the keys named (it once aborted in cm_malloc), and one that fits still runs. */
+    char cmd[1024];
+    static const struct { const char *batch; int exit; } limited[] = {{"4096", 2}, {"8", 0}};
+    for (size_t i = 0; i < CM_ARRAY_LEN(limited); i++) {
+        snprintf(cmd, sizeof cmd, "ulimit -v 4000000 && exec %s train train_runs/misfit.ini --set "
+                 "train.batch_size=%s --set train.iterations=2 2> train_runs/misfit.err > /dev/null", cmlab,
+                 limited[i].batch);
+        int st = system(cmd);
+        rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        char *err = fixture_read_file("train_runs/misfit.err", NULL);
+        CHECK(rc == limited[i].exit && (rc == 0 || (err && strstr(err, "needs about"))),
+              "batch %s under ulimit -v 4000000: exit %d, message: %s", limited[i].batch, rc, err ? err : "(none)");
+        if (rc == 2 && err) printf("under ulimit -v 4000000: %s", err);
+        free(err);
+        if (system("rm -rf train_runs/misfit") != 0) break;
     }
 }
 

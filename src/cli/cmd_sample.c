@@ -176,6 +176,14 @@ int sample_main(int argc, char **argv)
         model_free(&tn);
         return CM_EXIT_INPUT;
     }
+    const double need = 4.0 * n * tn.C * tn.H * tn.W + (double)grid_bytes, avail = cm_mem_available();
+    if (avail > 0 && need > 0.95 * avail) {
+        fprintf(stderr, "cmlab sample: --n %d: %d samples of %dx%dx%d and their grid need %.1f GB, more than the "
+                        "%.1f GB available; draw fewer samples per call\n",
+                n, n, tn.C, tn.H, tn.W, need / 1e9, avail / 1e9);
+        model_free(&tn);
+        return CM_EXIT_INPUT;
+    }
 
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);

@@ -142,6 +142,48 @@ static int trainer_sample_grid(Trainer *t, FILE *metrics)
     return rc;
 }
 
+/* Refuses a run that cannot fit in memory, before it creates anything (it once grew past 6 GB
+ * until the kernel killed it, or aborted in malloc naming no key). A step's arena is measured, not
+ * modelled: the method's own loss on 1 and on 2 blank images in a scratch arena gives the bytes
+ * per sample and the fixed part (the shapes set the arena's size, not the values, and the loss
+ * changes no state of the method: every draw is a function of the step's streams). To that come
+ * the batch buffers, Adam's moments, the EMAs and a checkpoint's in-memory image. */
+static int trainer_check_memory(Trainer *t, const char *source)
+{
+    const Config *cfg = &t->cfg;
+    const size_t img = (size_t)t->C * t->H * t->W, P = t->ps->total;
+    float *g = params_buffer(t->ps), *x = cm_calloc(2 * img, sizeof(float));
+    int labels[2] = {0, 0};
+    double hw[2];
+    for (int n = 1; n <= 2; n++) {
+        Ctx c;
+        ctx_init(&c, 1 << 20);
+        WeightSet ws = {t->w, g};
+        Batch b = batch_make(x, labels, n, n, 0, t->C, t->H, t->W, (uint64_t)cfg->experiment.seed, 0);
+        t->method->loss(t->state, &c, &ws, &b);
+        hw[n - 1] = (double)c.arena.high_water;
+        ctx_free(&c);
+    }
+    free(g);
+    free(x);
+    const double per = fmax(hw[1] - hw[0], hw[1] / 2), fixed = fmax(hw[0] - per, 0);
+    const int emas = cfg->train.ema.n + (cfg->train.ema_halflife_kimg > 0);
+    /* Adam m, v and the EMAs; a checkpoint image of every set (with a target and a teacher at
+     * most); two batch buffers (the loader prefetches one). */
+    const double state = 4.0 * P * (2 + emas) + 4.0 * P * (1 + emas + 2 + 2);
+    const double need = fixed + per * t->B + state + 2.0 * 4 * img * t->B;
+    const double avail = cm_mem_available();
+    if (avail > 0 && need > 0.95 * avail) {
+        long fits = (long)((0.95 * avail - fixed - state) / (per + 8.0 * img));
+        return cm_fail("%s: train.batch_size = %d needs about %.1f GB (%.2f MB of activations per sample with "
+                       "model.channels = %d, %.0f MB of weights, optimiser state and checkpoint), more than "
+                       "the %.1f GB available; lower train.batch_size (%s%ld fits) or model.channels",
+                       source, t->B, need / 1e9, per / 1e6, cfg->model.channels, (fixed + state) / 1e6,
+                       avail / 1e9, fits > 0 ? "about " : "", fits > 0 ? fits : 0L);
+    }
+    return 0;
+}
+
 static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
 {
     memset(t, 0, sizeof *t);
@@ -165,22 +207,22 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     t->H = cfg->data.pad_to ? cfg->data.pad_to : t->data.h;
     t->W = cfg->data.pad_to ? cfg->data.pad_to : t->data.w;
     const char *source = cfg->source[0] ? cfg->source : "the configuration";
-    if (loader_init(&t->loader, &t->data, &(LoaderConfig){.batch = t->B, .pad_to = cfg->data.pad_to,
-                    .hflip = cfg->data.hflip, .seed = (uint64_t)cfg->experiment.seed, .rank = 0, .world = 1,
-                    .prefetch = true}) != 0)
-        return cm_fail("%s: %s", source, cm_errmsg());
-    t->batch = cm_malloc((size_t)t->B * t->C * t->H * t->W * sizeof(float));
-    t->labels = cm_malloc((size_t)t->B * sizeof(int));
-
     t->state = calloc(1, t->method->state_size);
     CM_ASSERT(t->state, "out of memory");
     MethodEnv env = {&t->cfg, &t->data, t->C, t->H, t->W};
     if (t->method->setup(t->state, &env, &t->ps) != 0) return cm_fail("%s: %s", source, cm_errmsg());
-    if (rundir_create(&t->dir, t->config_text, resume)) return -1;
     t->w = params_buffer(t->ps);
     t->g = params_buffer(t->ps);
     params_randomize(t->ps, t->w, (uint64_t)cfg->experiment.seed);
     if (t->method->start) t->method->start(t->state, t->w);
+    if (trainer_check_memory(t, source) != 0) return -1;
+    if (loader_init(&t->loader, &t->data, &(LoaderConfig){.batch = t->B, .pad_to = cfg->data.pad_to,
+                    .hflip = cfg->data.hflip, .seed = (uint64_t)cfg->experiment.seed, .rank = 0, .world = 1,
+                    .prefetch = true}) != 0)
+        return cm_fail("%s: %s", source, cm_errmsg());
+    if (rundir_create(&t->dir, t->config_text, resume)) return -1;
+    t->batch = cm_malloc((size_t)t->B * t->C * t->H * t->W * sizeof(float));
+    t->labels = cm_malloc((size_t)t->B * sizeof(int));
     optim_init(&t->opt, cfg->train.optimizer, t->ps->total, (float)cfg->train.lr, (float)cfg->train.beta1,
                (float)cfg->train.beta2, (float)cfg->train.eps, (float)cfg->train.weight_decay);
     ema_set_init(&t->emas, t->ps->total);
