@@ -33,7 +33,8 @@ Precond precond_at_tu(const PrecondParams *p, double t, double u, Precond *d_dt,
         break;
     }
     case PRECOND_BCM:
-        q.c_skip = (t * u + sd * sd) / (r * r);
+        /* over t^2 + sd^2, not r^2: at u = t the quotient is exactly 1, so f(x, t, t) = x */
+        q.c_skip = (t * u + sd * sd) / (t * t + sd * sd);
         q.c_out = sd * (t - u) / r;
         q.c_noise_u = log(u) / 4.0;
         dt.c_skip = u / (r * r) - 2.0 * t * (t * u + sd * sd) / (r * r * r * r);
