@@ -87,11 +87,7 @@ def case(f, label, spec):
     print("precond.py: %-4s |grad t| max %.3e" % (label, float(t.grad.abs().max())))
 
 
-def main(path):
-    with h5py.File(path, "w") as f:
-        for label, spec in CASES.items():
-            case(f, label, spec)
-
-
 if __name__ == "__main__":
-    main(sys.argv[1])
+    with h5py.File(sys.argv[1], "w") as out:
+        for label, spec in CASES.items():
+            case(out, label, spec)
