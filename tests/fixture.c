@@ -211,3 +211,32 @@ char *fixture_read_file(const char *path, size_t *len)
     if (len) *len = n;
     return buf;
 }
+
+/* Fills w from the datasets <dir>/<name>, one per parameter, checking names and shapes in both
+ * directions (a missing, extra or reshaped weight is a failed CHECK naming it). */
+void fixture_load_weights(Fixture *f, const char *dir, const ParamSet *ps, float *w)
+{
+    char path[512];
+    for (int i = 0; i < ps->count; i++) {
+        const Param *p = &ps->items[i];
+        snprintf(path, sizeof path, "%s/%s", dir, p->name);
+        bool present = fixture_exists(f, path);
+        CHECK(present, "%s: cmlab parameter %s is not in the fixture", dir, p->name);
+        if (!present) continue;
+        int ndim, shape[4];
+        float *v = fixture_read(f, path, &ndim, shape);
+        bool same = p->ndim == ndim;
+        for (int d = 0; same && d < ndim; d++) same = p->shape[d] == shape[d];
+        CHECK(same, "%s: %s has another shape in the fixture", dir, p->name);
+        if (same) memcpy(w + p->offset, v, p->n * sizeof(float));
+        free(v);
+    }
+    char **names;
+    int n = fixture_list(f, dir, &names);
+    for (int i = 0; i < n; i++) {
+        CHECK(params_find(ps, names[i]) >= 0, "%s: fixture weight %s is not a cmlab parameter", dir, names[i]);
+        free(names[i]);
+    }
+    free(names);
+    CHECK(n == ps->count, "%s: %d fixture weights, %d cmlab parameters", dir, n, ps->count);
+}

@@ -33,6 +33,11 @@ int fixture_list(Fixture *f, const char *group, char ***names);
 struct UNetConfig;
 void fixture_unet_config(Fixture *f, const char *obj, struct UNetConfig *g);
 
+/* Fills w from the datasets <dir>/<name> (e.g. "/edm/weights/online"), one per parameter of ps,
+ * checking names and shapes in both directions. */
+struct ParamSet;
+void fixture_load_weights(Fixture *f, const char *dir, const struct ParamSet *ps, float *w);
+
 /* max|a-b| / max(max|b|, floor): the relative error every comparison prints. */
 double rel_error(const float *a, const float *b, size_t n, double floor);
 /* The whole file, NUL-terminated and malloc'd, its size to *len (may be NULL); NULL if it cannot

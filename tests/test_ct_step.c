@@ -37,39 +37,12 @@ static float *read_array(Fixture *f, const char *group, const char *name, int *n
     return fixture_read(f, path, ndim, shape);
 }
 
-static bool same_shape(const Param *p, int ndim, const int *shape)
-{
-    if (p->ndim != ndim) return false;
-    for (int d = 0; d < ndim; d++)
-        if (p->shape[d] != shape[d]) return false;
-    return true;
-}
-
 /* Fills w from /<group>/<set>/<name>, checking names and shapes in both directions. */
 static void load_weights(Fixture *f, const char *group, const char *set, const ParamSet *ps, float *w)
 {
-    char path[256];
-    for (int i = 0; i < ps->count; i++) {
-        const Param *p = &ps->items[i];
-        snprintf(path, sizeof path, "/%s/%s/%s", group, set, p->name);
-        bool present = fixture_exists(f, path);
-        CHECK(present, "%s: cmlab parameter %s is not in %s", group, p->name, set);
-        if (!present) continue;
-        int ndim, shape[4];
-        float *v = fixture_read(f, path, &ndim, shape);
-        CHECK(same_shape(p, ndim, shape), "%s: %s/%s has another shape in the fixture", group, set, p->name);
-        if (same_shape(p, ndim, shape)) memcpy(w + p->offset, v, p->n * sizeof(float));
-        free(v);
-    }
-    char **names;
-    snprintf(path, sizeof path, "/%s/%s", group, set);
-    int n = fixture_list(f, path, &names);
-    for (int i = 0; i < n; i++) {
-        CHECK(params_find(ps, names[i]) >= 0, "%s: fixture %s %s is not a cmlab parameter", group, set, names[i]);
-        free(names[i]);
-    }
-    free(names);
-    CHECK(n == ps->count, "%s: %d fixture %s, %d cmlab parameters", group, n, set, ps->count);
+    char dir[256];
+    snprintf(dir, sizeof dir, "/%s/%s", group, set);
+    fixture_load_weights(f, dir, ps, w);
 }
 
 /* Every parameter slice of got against /<group>/<set>/<name>; prints the worst. */

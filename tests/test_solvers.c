@@ -102,16 +102,25 @@ static void gauss_init(Gauss *g)
     g->calls = 0;
 }
 
-static void gauss_denoise(void *user, const float *x, double sigma, float *out, int N, size_t dim)
+static void gauss_denoise(void *user, const float *x, const double *sigma, float *out, int N, size_t dim,
+                          float *feat)
 {
     Gauss *g = user;
     for (int b = 0; b < N; b++)
         for (size_t k = 0; k < dim; k++) {
             double s2 = g->s[k] * g->s[k];
             size_t e = (size_t)b * dim + k;
-            out[e] = (float)(g->mu[k] + s2 / (s2 + sigma * sigma) * (x[e] - g->mu[k]));
+            out[e] = (float)(g->mu[k] + s2 / (s2 + sigma[b] * sigma[b]) * (x[e] - g->mu[k]));
         }
     g->calls++;
+}
+
+/* gauss_denoise with one sigma for the whole batch of GAUSS_N. */
+static void gauss_denoise_all(Gauss *g, const float *x, double sigma, float *out)
+{
+    double s[GAUSS_N];
+    for (int b = 0; b < GAUSS_N; b++) s[b] = sigma;
+    gauss_denoise(g, x, s, out, GAUSS_N, GAUSS_DIM, NULL);
 }
 
 /* x_T = sigma_max z, z from the counter RNG. */
@@ -365,14 +374,14 @@ static void test_edm_heun(void)
     for (int i = 0; i < NPT; i++) {
         double d[E], xn[E];
         for (int e = 0; e < E; e++) xf[e] = (float)ref[e];
-        gauss_denoise(&g, xf, t[i], df, GAUSS_N, GAUSS_DIM);
+        gauss_denoise_all(&g, xf, t[i], df);
         for (int e = 0; e < E; e++) {
             d[e] = (ref[e] - df[e]) / t[i];
             xn[e] = ref[e] + (t[i + 1] - t[i]) * d[e];
         }
         if (i < NPT - 1) {
             for (int e = 0; e < E; e++) xf[e] = (float)xn[e];
-            gauss_denoise(&g, xf, t[i + 1], df, GAUSS_N, GAUSS_DIM);
+            gauss_denoise_all(&g, xf, t[i + 1], df);
             for (int e = 0; e < E; e++)
                 xn[e] = ref[e] + (t[i + 1] - t[i]) * 0.5 * (d[e] + (xn[e] - df[e]) / t[i + 1]);
         }
@@ -418,7 +427,8 @@ static void test_afs_step(void)
 /* Dynamic thresholding: a denoiser that answers 3 everywhere is read as 1 (the 0.995 quantile of
  * |D| is 3: clip to [-3, 3], divide by 3); one first-order DPM-Solver++ step then moves x to
  * (t1/t0) x + (1 - t1/t0) * 1. Values inside [-1, 1] pass unchanged. */
-static void const_denoise(void *user, const float *x, double sigma, float *out, int N, size_t dim)
+static void const_denoise(void *user, const float *x, const double *sigma, float *out, int N, size_t dim,
+                          float *feat)
 {
     for (size_t e = 0; e < (size_t)N * dim; e++) out[e] = *(const float *)user;
 }

@@ -49,39 +49,12 @@ static Tensor *read_input(Ctx *c, Fixture *f, const char *group, const char *nam
     return tensor_wrap(c, *keep, NULL, ndim, shape, requires_grad);
 }
 
-static bool same_shape(const Param *p, int ndim, const int *shape)
-{
-    if (p->ndim != ndim) return false;
-    for (int d = 0; d < ndim; d++)
-        if (p->shape[d] != shape[d]) return false;
-    return true;
-}
-
 /* Fills w from /<group>/weights/online/<name>, checking names and shapes in both directions. */
 static void load_weights(Fixture *f, const char *group, const ParamSet *ps, float *w)
 {
-    char path[256];
-    for (int i = 0; i < ps->count; i++) {
-        const Param *p = &ps->items[i];
-        snprintf(path, sizeof path, "/%s/weights/online/%s", group, p->name);
-        bool present = fixture_exists(f, path);
-        CHECK(present, "%s: cmlab parameter %s is not in the fixture", group, p->name);
-        if (!present) continue;
-        int ndim, shape[4];
-        float *v = fixture_read(f, path, &ndim, shape);
-        CHECK(same_shape(p, ndim, shape), "%s: %s has another shape in the fixture", group, p->name);
-        if (same_shape(p, ndim, shape)) memcpy(w + p->offset, v, p->n * sizeof(float));
-        free(v);
-    }
-    char **names;
-    snprintf(path, sizeof path, "/%s/weights/online", group);
-    int n = fixture_list(f, path, &names);
-    for (int i = 0; i < n; i++) {
-        CHECK(params_find(ps, names[i]) >= 0, "%s: fixture weight %s is not a cmlab parameter", group, names[i]);
-        free(names[i]);
-    }
-    free(names);
-    CHECK(n == ps->count, "%s: %d fixture weights, %d cmlab parameters", group, n, ps->count);
+    char dir[256];
+    snprintf(dir, sizeof dir, "/%s/weights/online", group);
+    fixture_load_weights(f, dir, ps, w);
 }
 
 /* Prints and checks one comparison. */

@@ -18,9 +18,10 @@
  * Parameter names are the PyTorch twin's state_dict keys (tools/cmlab_torch.py), e.g.
  * "enc.0.block1.conv2.weight", "dec.2.attn0.q.weight", "map_layer0.bias".
  *
- * Preconditioning (c_in, c_skip, c_out, c_noise) is the trainers' job: the input x is already
- * c_in * x and the noise inputs are c_noise values. The noise levels are tensors so that a
- * gradient can flow into them (AMED backpropagates through a frozen U-Net into sigma).
+ * Preconditioning (c_in, c_skip, c_out, c_noise) is the trainers' job (train/precond.h,
+ * precond_forward; its PRECOND_BCM kind is what feeds cnoise_u to a two_times net): the input x
+ * is already c_in * x and the noise inputs are c_noise values. The noise levels are tensors so
+ * that a gradient can flow into them (AMED backpropagates through a frozen U-Net into sigma).
  *
  * Fourier frequencies: W ~ N(0, fourier_scale^2) is a frozen, non-trainable buffer held here
  * (fourier_freqs), generated in unet_init from (seed, UNET_STREAM_FOURIER). It is not in the

@@ -5,28 +5,36 @@
 #include <string.h>
 
 #include "autograd/streams.h"
+#include "nn/mlp.h"
 
-typedef struct DenoiseCall {
-    const Sampler *s;
-    int sample0;                 /* global index of the chunk's first sample (dropout is off) */
-} DenoiseCall;
-
-/* DenoiserFn over one chunk: D(x; sigma) with the sampler's weights, no gradients. */
-static void denoise_chunk(void *user, const float *x, double sigma, float *out, int N, size_t dim)
+int sampler_feature_dim(const Sampler *s)
 {
-    const DenoiseCall *call = user;
-    const Sampler *s = call->s;
+    int L = s->net->cfg.channel_mult_count;
+    return (s->H >> (L - 1)) * (s->W >> (L - 1));
+}
+
+void sample_denoise(void *user, const float *x, const double *sigma, float *out, int N, size_t dim, float *feat)
+{
+    const Sampler *s = user;
     WeightSet ws = {s->weights, NULL};
+    size_t fdim = feat ? (size_t)sampler_feature_dim(s) : 0;
     for (int b0 = 0; b0 < N; b0 += s->batch) {
         int nb = CM_MIN(s->batch, N - b0);
         ctx_reset(s->ctx);
         ctx_no_grad_begin(s->ctx);
         float *t = arena_alloc(&s->ctx->arena, (size_t)nb * sizeof(float));
-        for (int i = 0; i < nb; i++) t[i] = (float)sigma;
+        for (int i = 0; i < nb; i++) t[i] = (float)sigma[b0 + i];
         Tensor *xt = tensor_wrap(s->ctx, (float *)x + (size_t)b0 * dim, NULL, 4,
                                  SHAPE(nb, s->C, s->H, s->W), false);
-        Tensor *D = precond_apply(s->ctx, &s->pre, s->net, &ws, xt, t, NULL, 0);
+        Tensor *tt = tensor_wrap(s->ctx, t, NULL, 1, SHAPE(nb), false), *mid = NULL;
+        Tensor *D = precond_forward(s->ctx, &s->pre, s->net, &ws, xt, tt, NULL, NULL, 0, feat ? &mid : NULL);
         memcpy(out + (size_t)b0 * dim, D->data, (size_t)nb * dim * sizeof(float));
+        if (feat) {
+            Tensor *f = mlp_bottleneck_input(s->ctx, mid);
+            CM_ASSERT(f->n == (size_t)nb * fdim, "sample_denoise: %zu bottleneck features, want %d x %zu", f->n, nb,
+                      fdim);
+            memcpy(feat + (size_t)b0 * fdim, f->data, f->n * sizeof(float));
+        }
         ctx_no_grad_end(s->ctx);
     }
 }
@@ -40,9 +48,8 @@ int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, ui
     Rng r = {.seed = seed, .stream = STREAM_SAMPLE, .step = 0};
     rng_normal(&r, z, n, 0, dim);
     for (size_t k = 0; k < (size_t)n * dim; k++) x[k] = o->sigma_max * (double)z[k];
-    DenoiseCall call = {s, 0};
     SolverStats st;
-    int rc = solver_sample(kind, o, denoise_chunk, &call, x, n, dim, &st);
+    int rc = solver_sample(kind, o, sample_denoise, (void *)s, x, n, dim, &st);
     if (rc == 0) {
         for (size_t k = 0; k < (size_t)n * dim; k++) out[k] = (float)x[k];
         if (stats) *stats = st;

@@ -31,6 +31,15 @@ typedef struct Sampler {
     Ctx *ctx;                    /* scratch; reset between network calls */
 } Sampler;
 
+/* The solvers' denoiser (a DenoiserFn, user = the Sampler): out = D(x; sigma[b]) for the N samples
+ * x [N, C, H, W] (dim = C H W), sample b at its own sigma[b], in batches of at most s->batch,
+ * no gradients, dropout off. feat: NULL, or [N, sampler_feature_dim(s)] for the bottleneck
+ * features of the same network calls: the channel mean of the U-Net's middle-block output at
+ * H/2^(L-1) x W/2^(L-1), flattened (AMED's predictor input, mlp_bottleneck_input). */
+void sample_denoise(void *user, const float *x, const double *sigma, float *out, int N, size_t dim, float *feat);
+/* Bottleneck features per sample: (H >> (L-1)) (W >> (L-1)) for a U-Net of L levels. */
+int sampler_feature_dim(const Sampler *s);
+
 /* n samples into out [n, C, H, W] by solver `kind` with options o; stats may be NULL.
  * Returns 0, or -1 after cm_fail() (an impossible NFE, say). */
 int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, uint64_t seed,

@@ -92,6 +92,7 @@ typedef struct Denoiser {
     int N;
     size_t dim, n_el;
     float *xf, *outf;          /* [n_el] float32 copies */
+    double *sigma;             /* [N]: the step's sigma for every sample */
     int nfe;
 } Denoiser;
 
@@ -99,7 +100,8 @@ typedef struct Denoiser {
 static void denoise(Denoiser *dn, const double *x, double sigma, double *D)
 {
     for (size_t e = 0; e < dn->n_el; e++) dn->xf[e] = (float)x[e];
-    dn->fn(dn->user, dn->xf, sigma, dn->outf, dn->N, dn->dim);
+    for (int b = 0; b < dn->N; b++) dn->sigma[b] = sigma;
+    dn->fn(dn->user, dn->xf, dn->sigma, dn->outf, dn->N, dn->dim, NULL);
     dn->nfe++;
     for (size_t e = 0; e < dn->n_el; e++) D[e] = dn->outf[e];
 }
@@ -292,7 +294,8 @@ int solver_sample(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *use
 
     size_t n_el = (size_t)N * dim;
     Denoiser dn = {.fn = fn, .user = user, .N = N, .dim = dim, .n_el = n_el,
-                   .xf = cm_malloc(n_el * sizeof(float)), .outf = cm_malloc(n_el * sizeof(float))};
+                   .xf = cm_malloc(n_el * sizeof(float)), .outf = cm_malloc(n_el * sizeof(float)),
+                   .sigma = cm_malloc((size_t)N * sizeof(double))};
     enum { NBUF = 5 };                    /* D plus up to four work vectors (iPNDM's history) */
     double *buf[NBUF];
     for (int k = 0; k < NBUF; k++) buf[k] = cm_calloc(n_el, sizeof(double));
@@ -335,6 +338,7 @@ int solver_sample(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *use
     for (int k = 0; k < NBUF; k++) free(buf[k]);
     free(dn.xf);
     free(dn.outf);
+    free(dn.sigma);
     free(t);
     return 0;
 }

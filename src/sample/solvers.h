@@ -78,9 +78,12 @@
 
 #include "sample/schedule.h"
 
-/* out = D(x; sigma) for a batch of N samples of dim floats each. */
-typedef void (*DenoiserFn)(void *user, const float *x /* [N*dim] */, double sigma,
-                           float *out /* [N*dim] */, int N, size_t dim);
+/* out = D(x; sigma) for a batch of N samples of dim floats each, sample b at noise level sigma[b]
+ * (the solvers here pass one value N times; AMED's steps differ per sample). feat: NULL, or room
+ * for the features of this same call, [N * the callback's feature size] (sample.h's denoiser: the
+ * U-Net bottleneck's channel mean, sampler_feature_dim values per sample); the solvers pass NULL. */
+typedef void (*DenoiserFn)(void *user, const float *x /* [N*dim] */, const double *sigma /* [N] */,
+                           float *out /* [N*dim] */, int N, size_t dim, float *feat);
 
 typedef enum SolverKind {
     SOLVER_EULER,
