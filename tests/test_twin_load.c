@@ -3,7 +3,9 @@
  * tools/README.md shows (cmlab_torch.load_checkpoint: the network config from the checkpoint's
  * resolved configuration, typed by cmlab's key table; model.skip_scale = sqrt_half among it), and
  * the twin's one-step sample equals `cmlab sample --steps 1`'s grid for the same seed
- * (tests/torch/twin_sample.py draws the same noise with philox.py).
+ * (tests/torch/twin_sample.py draws the same noise with philox.py). Before that, twin_sample.py
+ * parses every key of the stored configuration (the whole key table) and every enum choice with
+ * cmlab_torch.parse_value.
  *
  * The runs: an experiment file with nothing but `method = ct` (every [model], [ct] and [sample]
  * key at its default), and the demo's embedded iCT recipe. Both train 8 steps of 4 images at lr

@@ -1,7 +1,9 @@
 """twin_sample.py CKPT WEIGHTS N SEED OUT.h5: the one-step sample of a cmlab consistency-model
 checkpoint, computed by the PyTorch twin (read by tests/test_twin_load.c).
 
-The checkpoint is loaded as a user would, with tools/cmlab_torch.load_checkpoint and nothing else:
+First every key of the checkpoint's resolved configuration (all of the key table's keys, defaults
+included) and every choice of every enum must parse with cmlab_torch.parse_value.
+Then the checkpoint is loaded as a user would, with tools/cmlab_torch.load_checkpoint and nothing else:
 its network config comes from the resolved configuration stored in it (typed by cmlab's key
 table), its weights from /weights/<WEIGHTS> ("online", "ema/0.99", ...). Then, in float64 on the
 float32 weights, as `cmlab sample CKPT --steps 1 --n N --seed SEED` does (src/train/sample.c):
@@ -50,11 +52,36 @@ def one_step(net, z, T, eps, sd):
     return out.clamp(-1.0, 1.0).numpy().astype(np.float32)
 
 
+def parse_everything(text):
+    """Every key = value of the resolved configuration, typed by the key table; every enum choice."""
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.optionxform = str
+    ini.read_string(text)
+    table = cmlab_torch.key_table()
+    names = set()
+    for section in ini.sections():
+        if section == "sweep":        # lines of values of other keys, not keys
+            continue
+        for key, value in ini.items(section):
+            cmlab_torch.parse_value("%s.%s" % (section, key), value)
+            names.add("%s.%s" % (section, key))
+    missing = set(table) - names
+    if missing:
+        sys.exit("twin_sample.py: the resolved configuration lacks keys of the table: %s" % ", ".join(sorted(missing)))
+    choices = 0
+    for name, (kind, options) in table.items():
+        for c in options or []:
+            assert cmlab_torch.parse_value(name, c) == c
+            choices += 1
+    return len(names), choices
+
+
 def main(ckpt, weights, n, seed, out_path):
     with h5py.File(ckpt, "r") as f:
         text = f.attrs["config"]
         text = text.decode() if isinstance(text, bytes) else str(text)
         step = int(f.attrs["step"])
+    nkeys, nchoices = parse_everything(text)
     model = cmlab_torch.config_from_text(text, "model")
     method = cmlab_torch.config_from_text(text, "experiment")["method"]
     if method not in ("ct", "cd"):
@@ -80,8 +107,9 @@ def main(ckpt, weights, n, seed, out_path):
         h.attrs["skip_scale"] = np.bytes_(model["skip_scale"])
         h.attrs["step"] = step
     os.replace(tmp, out_path)
-    print("twin_sample.py: %s (%s, step %d, skip_scale %s): %d one-step samples -> %s"
-          % (ckpt, weights, step, model["skip_scale"], n, out_path))
+    print("twin_sample.py: %s: its %d keys and the table's %d enum choices parse; %s, step %d, "
+          "skip_scale %s: %d one-step samples -> %s"
+          % (ckpt, nkeys, nchoices, weights, step, model["skip_scale"], n, out_path))
 
 
 if __name__ == "__main__":
