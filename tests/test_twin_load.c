@@ -34,6 +34,7 @@
 
 #define DIR "twin_load_runs"
 #define N_SAMPLES 16
+#define N_TEXT "16"            /* N_SAMPLES for the command lines */
 #define SEED "3"
 #define TWIN_TOL 1e-4          /* test_unet's bound on the twin's relative difference */
 #define MIN_SENSITIVE 0.05     /* share of pixels the other skip scale must move past the bound */
@@ -76,10 +77,10 @@ static void compare(const char *what, const char *ckpt, const char *weights)
     snprintf(twin_weights, sizeof twin_weights, "%s", weights);
     char *colon = strchr(twin_weights, ':');
     if (colon) *colon = '/';
-    if (!run((char *[]){(char *)cmlab, "sample", (char *)ckpt, "--steps", "1", "--n", "16", "--seed", SEED,
+    if (!run((char *[]){(char *)cmlab, "sample", (char *)ckpt, "--steps", "1", "--n", N_TEXT, "--seed", SEED,
                         "--weights", (char *)weights, "--out", png, "--threads", "2", NULL}))
         return;
-    if (!run((char *[]){(char *)python, (char *)script, (char *)ckpt, twin_weights, "16", SEED, h5, NULL}))
+    if (!run((char *[]){(char *)python, (char *)script, (char *)ckpt, twin_weights, N_TEXT, SEED, h5, NULL}))
         return;
 
     uint8_t *pix = NULL;
@@ -135,6 +136,7 @@ int main(int argc, char **argv)
         return CM_EXIT_INPUT;
     }
     python = argv[1], script = argv[2], cmlab = argv[3];
+    CM_ASSERT(atoi(N_TEXT) == N_SAMPLES, "N_TEXT and N_SAMPLES disagree");
     if (system("rm -rf " DIR " && mkdir " DIR) != 0) return 1;
     FILE *f = fopen(DIR "/default_ct.ini", "w");
     CM_ASSERT(f && fputs("[experiment]\nmethod = ct\n", f) >= 0 && fclose(f) == 0, "cannot write the experiment");
