@@ -3,6 +3,7 @@
 #
 #   ./run.sh demo [ARGS]   install what the demo needs, build, run `build/cmlab demo ARGS`
 #   ./run.sh test [ARGS]   install what the tests need, build, run the whole suite (ARGS go to meson test)
+#   ./run.sh test-portable [ARGS]  the same suite built with -Dnative=false (no AVX-512), in build-portable/
 #   ./run.sh sanitize [ARGS]  the same suite under ASan + UBSan, in build-asan/
 #   ./run.sh bench [ARGS]  the benchmark against PyTorch (bench/bench.py; `bench conv`: bench/conv.sh)
 #
@@ -30,6 +31,9 @@ commands:
              Fashion-MNIST, write 1- and 2-step sample grids (ARGS go to `cmlab demo`)
   test       install missing packages, build, run the whole test suite
              (ARGS go to `meson test`, e.g. a test name); ends with "tests: N passed, N failed"
+  test-portable  the test suite built with -Dnative=false in build-portable/: no -march=native,
+             so no AVX-512 and conv2d's im2col path where the native build takes Winograd
+             (ARGS go to `meson test`)
   sanitize   the test suite under AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/
              (ARGS go to `meson test`; default --timeout-multiplier 3)
   bench      build both sides and run the training/sampling benchmark against PyTorch, one
@@ -172,6 +176,14 @@ case "$command" in
         ninja -C build
         suite_env
         run_suite build "$@"
+        ;;
+    test-portable)
+        # What a machine without AVX-512 runs: the fallback paths stay tested on this one.
+        ensure_packages "${TEST_PACKAGES[@]}"
+        configure build-portable -Dnative=false
+        ninja -C build-portable
+        suite_env
+        run_suite build-portable "$@"
         ;;
     sanitize)
         ensure_packages "${TEST_PACKAGES[@]}"

@@ -6,7 +6,12 @@
  * for the inputs that require one. For every case this test
  *   1. runs the op on the wrapped inputs and compares the output with PyTorch's;
  *   2. sweeps the tape once with seed gout and compares every gradient with PyTorch's; an input
- *      that requires no gradient must still have grad == NULL;
+ *      that requires no gradient must still have grad == NULL
+ *      (the element-wise ops of one input, exp, log, sin, cos, sqrt, pow, silu, sigmoid, are
+ *      compared element by element, |a - b| <= atol + rtol |b|: their outputs span decades, and
+ *      an error in a small element hides behind the largest in a max-relative measure; the
+ *      others by rel_error, max |a - b| / max |b|, as sums and products of many terms; the
+ *      line of an element-wise case prints its worst element as a multiple of atol + rtol |b|);
  *   3. sweeps a second time: leaf gradients accumulate (+=), so they must double;
  *   4. reruns the op in a no-grad scope: nothing may be recorded, the output must be the same;
  *   5. runs gradcheck() (central differences, float32) on the same inputs and gout.
@@ -34,6 +39,7 @@
  *     pseudo_huber  a, b                     -                                   [c]
  *     cross_entropy logits, labels (no grad)   -                                   -
  * Presence attrs `bias` (slot 2) and `weight` (slot 1) must agree with the datasets present.
+ * A case's attr `gc_eps` replaces the op's finite-difference step (inputs on a small scale).
  */
 #include <math.h>
 #include <stdio.h>
@@ -59,6 +65,7 @@ typedef struct Case {
     float farg[MAX_FARGS];
     int nfarg;
     int nslot;               /* slots 0..nslot-1 are in use; absent optional ones are NULL */
+    float gc_eps;            /* the case's own finite-difference step; 0: the op's */
 } Case;
 
 /* Builds the op's output from the inputs at their slots. */
@@ -69,6 +76,7 @@ typedef struct OpTest {
     float gc_eps;            /* central-difference step */
     double gc_tol;           /* largest gradcheck error (gradcheck.h's relative measure) */
     double torch_tol;        /* largest rel_error against PyTorch, forward and every gradient */
+    double rtol, atol;       /* rtol > 0: element-wise instead, every |a - b| <= atol + rtol |b| */
 } OpTest;
 
 /* Aborts (a malformed fixture must fail, never pass) unless slots 0..need-1 are present, no slot
@@ -216,7 +224,17 @@ BINARY_RUNNER(cross_entropy)
  * |a - b| >= 0.1): finite differences are then exact up to rounding, and a larger step divides
  * the float32 rounding of the output by more. 1e-3 for the curved ops, where the O(eps^2)
  * truncation error must stay well below the tolerance. PyTorch: 1e-4 throughout (the reference
- * is float64; every op's float32 error is a few ulps times the length of its longest sum). */
+ * is float64; every op's float32 error is a few ulps times the length of its longest sum).
+ *
+ * Element-wise (rtol, atol) for the unary ops: each output is one float32 libm call (glibc's
+ * expf, logf, sinf, cosf, powf: < 1 ulp; sqrtf: exact) or cm_expf (fastmath.h: 1-2 ulp) and a
+ * division or product, and each gradient element one more product with gout: a few ulps of
+ * 2^-23 = 1.2e-7 each, against a float64 reference rounded to float32 (half an ulp). rtol 1e-6
+ * (8.4 ulps) holds that with a margin and fails a wrong value in any element, small or large.
+ * atol is 0 where every step is relative (exp, log, sin, cos, sqrt, pow: no cancellation);
+ * 1e-6 for silu and sigmoid, whose gradients subtract from 1 (1 - s, and 1 + x (1 - s) near
+ * silu's minimum): the float32 s carries an absolute error up to ulp(1)/2 = 6e-8, times
+ * |gout| <= 4 and |x| <= 30 in the cases. */
 static const OpTest TESTS[OP_COUNT] = {
     [OP_CONV2D]       = {run_conv2d,       1e-2f, 1e-2, 1e-4},
     [OP_LINEAR]       = {run_linear,       1e-2f, 1e-2, 1e-4},
@@ -230,14 +248,14 @@ static const OpTest TESTS[OP_COUNT] = {
     [OP_MUL]          = {run_mul,          1e-2f, 1e-2, 1e-4},
     [OP_DIV]          = {run_div,          1e-3f, 1e-2, 1e-4},
     [OP_SCALE]        = {run_scale,        1e-2f, 1e-2, 1e-4},
-    [OP_EXP]          = {run_exp,          1e-3f, 1e-2, 1e-4},
-    [OP_LOG]          = {run_log,          1e-3f, 1e-2, 1e-4},
-    [OP_SIN]          = {run_sin,          1e-3f, 1e-2, 1e-4},
-    [OP_COS]          = {run_cos,          1e-3f, 1e-2, 1e-4},
-    [OP_SQRT]         = {run_sqrt,         1e-3f, 1e-2, 1e-4},
-    [OP_POW]          = {run_pow,          1e-3f, 1e-2, 1e-4},
-    [OP_SILU]         = {run_silu,         1e-3f, 1e-2, 1e-4},
-    [OP_SIGMOID]      = {run_sigmoid,      1e-3f, 1e-2, 1e-4},
+    [OP_EXP]          = {run_exp,          1e-3f, 1e-2, 0, 1e-6, 0},
+    [OP_LOG]          = {run_log,          1e-3f, 1e-2, 0, 1e-6, 0},
+    [OP_SIN]          = {run_sin,          1e-3f, 1e-2, 0, 1e-6, 0},
+    [OP_COS]          = {run_cos,          1e-3f, 1e-2, 0, 1e-6, 0},
+    [OP_SQRT]         = {run_sqrt,         1e-3f, 1e-2, 0, 1e-6, 0},
+    [OP_POW]          = {run_pow,          1e-3f, 1e-2, 0, 1e-6, 0},
+    [OP_SILU]         = {run_silu,         1e-3f, 1e-2, 0, 1e-6, 1e-6},
+    [OP_SIGMOID]      = {run_sigmoid,      1e-3f, 1e-2, 0, 1e-6, 1e-6},
     [OP_DROPOUT]      = {run_dropout,      1e-2f, 1e-2, 1e-4},
     [OP_RESHAPE]      = {run_reshape,      1e-2f, 1e-2, 1e-4},
     [OP_CONCAT]       = {run_concat,       1e-2f, 1e-2, 1e-4},
@@ -252,6 +270,37 @@ static const OpTest TESTS[OP_COUNT] = {
 };
 
 /* ---- one case ---- */
+
+/* A comparison with PyTorch: err against limit (pass: err <= limit), and for the element-wise
+ * measure the worst element, so that a failure names it. */
+typedef struct Cmp {
+    double err, limit;
+    size_t at;
+    float got, want;
+} Cmp;
+
+static Cmp torch_compare(const OpTest *t, const float *a, const float *b, size_t n)
+{
+    if (t->rtol <= 0)
+        return (Cmp){.err = rel_error(a, b, n, REL_FLOOR), .limit = t->torch_tol};
+    Cmp c = {.limit = 1.0, .err = -1};
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]), allow = t->atol + t->rtol * fabs((double)b[i]);
+        double r = d == 0 ? 0 : allow > 0 ? d / allow : INFINITY;
+        if (isnan(r)) r = INFINITY;
+        if (r > c.err) c = (Cmp){.err = r, .limit = 1.0, .at = i, .got = a[i], .want = b[i]};
+    }
+    return c;
+}
+
+/* "by 3.1e-05 (tol 1e-04)" or "at element 7: 0.12 vs 0.13, 2.3 x (atol 0e+00 + rtol 1e-06 |b|)". */
+static const char *cmp_text(const OpTest *t, const Cmp *c, char *buf, size_t len)
+{
+    if (t->rtol <= 0) snprintf(buf, len, "by %.2e (tol %.0e)", c->err, c->limit);
+    else snprintf(buf, len, "at element %zu: %.9g vs %.9g, %.3g x (atol %.0e + rtol %.0e |b|)", c->at,
+                  (double)c->got, (double)c->want, c->err, t->atol, t->rtol);
+    return buf;
+}
 
 typedef struct CaseData {
     float *data[MAX_SLOTS];  /* inputs; NULL: absent slot */
@@ -290,6 +339,7 @@ static void read_case(Fixture *f, Case *k, const char *name)
     CHECK(k->op >= 0, "%s: op \"%s\" is not in OPS[] (op_table.c)", k->path, op);
     k->niarg = fixture_attr_ints(f, k->path, "iargs", k->iarg, MAX_IARGS);
     k->nfarg = fixture_attr_floats(f, k->path, "fargs", k->farg, MAX_FARGS);
+    k->gc_eps = (float)fixture_attr_double(f, k->path, "gc_eps", 0);
 }
 
 static void read_data(Fixture *f, Case *k, CaseData *x)
@@ -365,9 +415,9 @@ static bool check_case(Fixture *f, Ctx *ctx, const Case *k, CaseData *x)
         CHECK(0, "%s: output shape %s differs from PyTorch's", k->path, so);
         return false;
     }
-    double fwd = rel_error(out->data, x->want, out->n, REL_FLOOR);
-    bool ok = fwd <= t->torch_tol;
-    APPEND(line, len, "fwd %.1e  grad", fwd);
+    Cmp fwd = torch_compare(t, out->data, x->want, out->n);
+    bool ok = fwd.err <= fwd.limit;
+    APPEND(line, len, t->rtol > 0 ? "fwd %.2fx  grad" : "fwd %.1e  grad", fwd.err);
     if (!out->requires_grad) {
         printf("%s  FAIL\n", line);
         CHECK(0, "%s: the output does not require a gradient though an input does", k->path);
@@ -376,7 +426,7 @@ static bool check_case(Fixture *f, Ctx *ctx, const Case *k, CaseData *x)
 
     /* 2. Gradients against PyTorch; inputs that need none must not get one. */
     tape_backward(ctx, out, x->gout);
-    double gerr[MAX_SLOTS] = {0};
+    Cmp gerr[MAX_SLOTS] = {0};
     float *twice[MAX_SLOTS] = {0};
     bool leaked[MAX_SLOTS] = {0};
     for (int s = 0; s < k->nslot; s++) {
@@ -386,19 +436,19 @@ static bool check_case(Fixture *f, Ctx *ctx, const Case *k, CaseData *x)
             ok &= !leaked[s];
             continue;
         }
-        gerr[s] = INFINITY;
+        gerr[s] = (Cmp){.err = INFINITY};
         if (in[s]->grad) {
             snprintf(p, sizeof p, "%s/grad_in%d", k->path, s);
             int gnd, gsh[TENSOR_MAX_DIMS];
             float *g = fixture_read(f, p, &gnd, gsh);
             CM_ASSERT(same_shape(in[s], gnd, gsh), "%s: not of %s's shape", p, x->name[s]);
-            gerr[s] = rel_error(in[s]->grad, g, in[s]->n, REL_FLOOR);
+            gerr[s] = torch_compare(t, in[s]->grad, g, in[s]->n);
             free(g);
             twice[s] = cm_malloc(in[s]->n * sizeof(float));
             for (size_t i = 0; i < in[s]->n; i++) twice[s][i] = 2.0f * in[s]->grad[i];
         }
-        ok &= gerr[s] <= t->torch_tol;
-        APPEND(line, len, " %s %.1e", x->name[s], gerr[s]);
+        ok &= gerr[s].err <= gerr[s].limit;
+        APPEND(line, len, t->rtol > 0 ? " %s %.2fx" : " %s %.1e", x->name[s], gerr[s].err);
     }
 
     /* 3. A second sweep over the same tape doubles the leaf gradients. */
@@ -440,17 +490,18 @@ static bool check_case(Fixture *f, Ctx *ctx, const Case *k, CaseData *x)
         memcpy(gi[u.n].shape, x->shape[s], sizeof gi[u.n].shape);
         u.slot[u.n++] = s;
     }
-    double gc = gradcheck(gc_run, &u, u.n, gi, x->gout, t->gc_eps, GC_MAX_ELEMS);
+    float gc_eps = k->gc_eps > 0 ? k->gc_eps : t->gc_eps;
+    double gc = gradcheck(gc_run, &u, u.n, gi, x->gout, gc_eps, GC_MAX_ELEMS);
     ok &= gc <= t->gc_tol;
     printf("%s  gradcheck %.1e  %s\n", line, gc, ok ? "ok" : "FAIL");
 
-    CHECK(fwd <= t->torch_tol, "%s: forward differs from PyTorch by %.2e (tol %.0e)", k->path, fwd,
-          t->torch_tol);
+    char why[200];
+    CHECK(fwd.err <= fwd.limit, "%s: forward differs from PyTorch %s", k->path, cmp_text(t, &fwd, why, sizeof why));
     for (int s = 0; s < k->nslot; s++) {
         if (!in[s]) continue;
         if (x->rg[s])
-            CHECK(gerr[s] <= t->torch_tol, "%s: gradient of %s differs from PyTorch by %.2e (tol %.0e)%s",
-                  k->path, x->name[s], gerr[s], t->torch_tol,
+            CHECK(gerr[s].err <= gerr[s].limit, "%s: gradient of %s differs from PyTorch %s%s", k->path,
+                  x->name[s], in[s]->grad ? cmp_text(t, &gerr[s], why, sizeof why) : "",
                   in[s]->grad ? "" : ": the backward wrote no gradient");
         else
             CHECK(!leaked[s], "%s: %s requires no gradient but got one", k->path, x->name[s]);
@@ -463,7 +514,7 @@ static bool check_case(Fixture *f, Ctx *ctx, const Case *k, CaseData *x)
     CHECK(frozen_ok, "%s: with no input requiring a gradient the op recorded %d entries or "
           "returned requires_grad=%d", k->path, ctx->tape_len - tape_len, out3->requires_grad);
     CHECK(gc <= t->gc_tol, "%s: gradcheck error %.2e (tol %.0e, eps %.0e)", k->path, gc, t->gc_tol,
-          (double)t->gc_eps);
+          (double)gc_eps);
     return true;
 }
 

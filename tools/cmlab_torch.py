@@ -15,6 +15,12 @@ any dtype (the tests run them in float64 as the oracle):
 
 Preconditioning (c_skip, c_out, c_in, c_noise) is not part of the network, as in cmlab.
 
+Experiment keys are typed by cmlab's key table (src/train/experiment.c), read from its generated
+Markdown list (`cmlab train --keys-markdown`; experiments/README.md of the checkout holds it and
+tests/test_readme.c keeps it current): key_table() returns it, config_from_text() parses a
+resolved configuration with it, so every value the table allows parses (enums such as
+model.skip_scale = sqrt_half stay names; UNet maps them).
+
 Two things need tests/torch/philox.py (the numpy twin of cmlab's counter-based RNG), imported
 from the repository this file lives in: the frozen Fourier frequencies W ~ N(0, scale^2), which
 cmlab draws from (seed, stream UNET_STREAM_FOURIER) rather than storing as a parameter, and
@@ -38,6 +44,10 @@ UNET_DEFAULTS = dict(
     attn_resolutions=[], mid_attn=True, attn_heads=1, dropout=0.0, emb_type="positional",
     fourier_scale=16.0, skip_scale=math.sqrt(0.5), two_times=False, seed=0)
 
+# What the choices of the enum model.skip_scale mean (experiment.c: config_skip_scale). The
+# choices themselves come from the key table; skip_scale() fails on one missing here.
+SKIP_SCALES = {"sqrt_half": math.sqrt(0.5), "one": 1.0}
+
 MLP_DEFAULTS = dict(in_dim=64, hidden=128, out_dim=4, noise_channels=8, scale_dir=0.01, scale_time=0.0)
 
 
@@ -51,6 +61,16 @@ def _philox():
         sys.path.insert(0, path)
     import philox
     return philox
+
+
+def skip_scale(value):
+    """The factor on residual sums: a number, or a choice name of model.skip_scale."""
+    if isinstance(value, str):
+        if value not in SKIP_SCALES:
+            raise ValueError("cmlab_torch: model.skip_scale = %r: the twin knows %s"
+                             % (value, ", ".join(SKIP_SCALES)))
+        return SKIP_SCALES[value]
+    return float(value)
 
 
 def gn_groups(channels):
@@ -166,7 +186,7 @@ class UNet(nn.Module):
         self.cfg = cfg
         B, L, nb = cfg["base_channels"], len(cfg["channel_mult"]), cfg["num_blocks"]
         E = 4 * B
-        p, s = cfg["dropout"], cfg["skip_scale"]
+        p, s = cfg["dropout"], skip_scale(cfg["skip_scale"])
         if cfg["emb_type"] == "fourier":
             freqs = np.float32(2.0 * np.pi * fourier_W(B, cfg["fourier_scale"], cfg["seed"]).astype(np.float64))
         elif cfg["emb_type"] == "positional":
@@ -308,38 +328,93 @@ def bottleneck_input(mid):
 
 # [model] keys of an experiment file whose names differ from UNetConfig's fields.
 _INI_KEYS = {"channels": "base_channels"}
-_INT_KEYS = {"img_channels", "img_h", "img_w", "base_channels", "num_blocks", "attn_heads", "seed",
-             "in_dim", "hidden", "out_dim", "noise_channels"}
-_FLOAT_KEYS = {"dropout", "fourier_scale", "skip_scale", "scale_dir", "scale_time"}
-_LIST_KEYS = {"channel_mult", "attn_resolutions"}
-_BOOL_KEYS = {"mid_attn", "two_times"}
+_KEYS_BEGIN, _KEYS_END = "<!-- keys:begin", "<!-- keys:end -->"
+_KEY_TABLES = {}
 
 
-def _parse_value(key, text):
+def key_table(path=None):
+    """cmlab's key table: {"section.key": (type, choices)}, type one of the table's type names
+    (int, float, bool, string, enum, int list, float list), choices the names of an enum (else
+    None). path: a file holding the generated list (`cmlab train --keys-markdown > keys.md`, or a
+    README with its keys:begin/keys:end markers); default: experiments/README.md of the checkout
+    this file lives in."""
+    if path is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments", "README.md")
+    path = os.path.abspath(path)
+    if path in _KEY_TABLES:
+        return _KEY_TABLES[path]
+    try:
+        text = open(path).read()
+    except OSError as e:
+        raise OSError("cmlab_torch: cannot read cmlab's key list %s (%s): use this file from a cmlab "
+                      "checkout, or pass keys=<the output of `cmlab train --keys-markdown`>" % (path, e))
+    if _KEYS_BEGIN in text:
+        text = text[text.index("\n", text.index(_KEYS_BEGIN)) + 1:text.index(_KEYS_END)]
+    table = {}
+    for line in text.splitlines():
+        # | `section.key` | type | `default` | allowed | description |
+        if not line.startswith("| `"):
+            continue
+        cols = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        name, kind, allowed = cols[0].strip("`"), cols[1], cols[3]
+        choices = None
+        if kind == "enum":
+            if not allowed.startswith("one of "):
+                raise ValueError("cmlab_torch: %s: enum %s lists no choices: %r" % (path, name, allowed))
+            choices = [c.strip() for c in allowed[len("one of "):].split(",")]
+        table[name] = (kind, choices)
+    if not table:
+        raise ValueError("cmlab_torch: %s holds no key list (`cmlab train --keys-markdown`)" % path)
+    _KEY_TABLES[path] = table
+    return table
+
+
+_BOOLS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False,
+          "1": True, "0": False}   # experiment.c: parse_bool
+_PARSE = {
+    "int": int,
+    "float": float,
+    "bool": lambda t: _BOOLS[t.lower()],
+    "string": lambda t: t,
+    "int list": lambda t: [int(v) for v in t.split(",") if v.strip()],
+    "float list": lambda t: [float(v) for v in t.split(",") if v.strip()],
+}
+
+
+def parse_value(name, text, keys=None):
+    """The value of key "section.key" from its text, typed by the key table: int, float, bool,
+    string, a list, or an enum's choice name (checked against the table's choices)."""
+    table = key_table(keys)
+    if name not in table:
+        raise KeyError("cmlab_torch: %s is not in cmlab's key table (%d keys): is the key list "
+                       "older than the checkpoint?" % (name, len(table)))
+    kind, choices = table[name]
     text = text.strip()
-    if key in _LIST_KEYS:
-        return [int(v) for v in text.replace(",", " ").split()]
-    if key in _INT_KEYS:
-        return int(text)
-    if key in _FLOAT_KEYS:
-        return float(text)
-    if key in _BOOL_KEYS:
-        return text.lower() in ("1", "true", "yes", "on")
-    return text
+    if kind == "enum":
+        if text not in choices:
+            raise ValueError("cmlab_torch: %s = %r: not one of %s" % (name, text, ", ".join(choices)))
+        return text
+    if kind not in _PARSE:
+        raise ValueError("cmlab_torch: %s has type %r, which this file does not know" % (name, kind))
+    try:
+        return _PARSE[kind](text)
+    except (ValueError, KeyError):
+        raise ValueError("cmlab_torch: %s = %r is not a valid %s" % (name, text, kind))
 
 
-def config_from_text(text, section="model"):
+def config_from_text(text, section="model", keys=None):
     """The network fields of a resolved experiment configuration (INI text): the keys of
-    [<section>] (model.channels is base_channels) and experiment.seed."""
-    ini = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
+    [<section>] (model.channels is base_channels) and experiment.seed, each typed by cmlab's key
+    table (keys: as key_table's path)."""
+    ini = configparser.ConfigParser(inline_comment_prefixes=("#", ";"), interpolation=None)
+    ini.optionxform = str          # key names are case-sensitive (cd.N)
     ini.read_string(text)
     cfg = {}
     if ini.has_section(section):
         for key, value in ini.items(section):
-            name = _INI_KEYS.get(key, key)
-            cfg[name] = _parse_value(name, value)
+            cfg[_INI_KEYS.get(key, key)] = parse_value("%s.%s" % (section, key), value, keys)
     if ini.has_option("experiment", "seed"):
-        cfg["seed"] = int(ini.get("experiment", "seed"))
+        cfg["seed"] = parse_value("experiment.seed", ini.get("experiment", "seed"), keys)
     return cfg
 
 
@@ -347,16 +422,17 @@ def _attr_text(v):
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def load_checkpoint(path, weights="online", config=None, model="unet"):
+def load_checkpoint(path, weights="online", config=None, model="unet", keys=None):
     """The twin with weights /weights/<weights>/<name> of a cmlab checkpoint (weights: "online",
     "target", "ema/0.9999", ...). Its configuration is the root attribute "config" (resolved INI
-    text) when present, overridden by the `config` dict; without the attribute, `config` is
-    required. model: "unet" or "amed". Returns the twin in eval mode, float32."""
+    text, typed by the key table: keys as key_table's path) when present, overridden by the
+    `config` dict; without the attribute, `config` is required. model: "unet" or "amed". Returns
+    the twin in eval mode, float32."""
     import h5py
     with h5py.File(path, "r") as f:
         cfg = {}
         if "config" in f.attrs:
-            cfg = config_from_text(_attr_text(f.attrs["config"]), "amed" if model == "amed" else "model")
+            cfg = config_from_text(_attr_text(f.attrs["config"]), "amed" if model == "amed" else "model", keys)
         elif config is None:
             raise ValueError("%s has no 'config' attribute: pass config={...} (UNetConfig fields)" % path)
         cfg.update(config or {})

@@ -1,6 +1,6 @@
 """update_keys.py CMLAB FILE...: replaces the generated key list between the keys:begin and
 keys:end markers of each FILE with the output of `CMLAB train --keys-markdown` (the list that
-tests/test_readme.c checks)."""
+tests/test_readme.c checks, and from which tools/cmlab_torch.py reads the key types)."""
 import subprocess
 import sys
 

@@ -96,13 +96,15 @@ def X(arr, rg=True, name="x"):
 #      x' = silu(group_norm(x, groups, nw, nb, eps)) when groups are given, else x
 
 def conv_case(label, xs, ws, stride, pad, bias=True, rg=(True, True, True), bn=None, res=None,
-              scale=1.0, norm=None):
+              scale=1.0, norm=None, x_std=1.5, gc_eps=None):
     """bn, res: None (absent) or requires_grad of the per-sample bias and the residual;
-    norm: None or (groups, eps, requires_grad of nw or None, requires_grad of nb or None)."""
+    norm: None or (groups, eps, requires_grad of nw or None, requires_grad of nb or None);
+    x_std: the input's standard deviation (mean 0.3 x_std / 1.5); gc_eps: the case's own
+    finite-difference step (test_ops.c reads the attr)."""
     N, Cout = xs[0], ws[0]
     Ho = (xs[2] + 2 * pad - ws[2]) // stride + 1
     Wo = (xs[3] + 2 * pad - ws[3]) // stride + 1
-    inputs = [("x", normal(*xs, scale=1.5, shift=0.3), rg[0]), ("w", normal(*ws, scale=0.3), rg[1]),
+    inputs = [("x", normal(*xs, scale=x_std, shift=0.2 * x_std), rg[0]), ("w", normal(*ws, scale=0.3), rg[1]),
               ("b", normal(Cout), rg[2]) if bias else None]
     if bn is not None or res is not None or norm is not None:
         inputs.append(("bn", normal(N, Cout), bn) if bn is not None else None)
@@ -126,7 +128,11 @@ def conv_case(label, xs, ws, stride, pad, bias=True, rg=(True, True, True), bn=N
         if len(t) > 4 and t[4] is not None:
             y = y + t[4]
         return y * s
-    case("conv2d", label, inputs, fn, iargs=iargs, fargs=fargs, attrs={"bias": int(bias)})
+    attrs = {"bias": int(bias)}
+    if gc_eps is not None:
+        attrs["gc_eps"] = gc_eps
+    case("conv2d", label, inputs, fn, iargs=iargs, fargs=fargs, attrs=attrs)
+    return CASES[-1]
 
 
 conv_case("3x3_pad1", (2, 5, 7, 7), (6, 5, 3, 3), 1, 1)
@@ -219,16 +225,22 @@ bmm_case("tn_frozen_a", 2, 3, 5, 6, 1, 0, rg=(False, True))
 # ---- group_norm: x [N,C,H,W] or [N,C], weight/bias [C]; iargs [groups]; fargs [eps] ----
 
 def gn_case(label, xs, groups, eps, weight=True, bias=True, rg=(True, True, True), silu=False,
-            shift=0.5):
+            shift=0.5, std=2.0, gc_eps=None):
+    """std, shift: the input's standard deviation and mean; gc_eps: the case's own
+    finite-difference step (test_ops.c reads the attr)."""
     C = xs[1]
-    inputs = [("x", normal(*xs, scale=2.0, shift=shift), rg[0]),
+    inputs = [("x", normal(*xs, scale=std, shift=shift), rg[0]),
               ("weight", normal(C, scale=0.5, shift=1.0), rg[1]) if weight else None,
               ("bias", normal(C), rg[2]) if bias else None]
     e = f32(eps)
     post = F.silu if silu else (lambda h: h)
+    attrs = {"weight": int(weight), "bias": int(bias)}
+    if gc_eps is not None:
+        attrs["gc_eps"] = gc_eps
     case("group_norm_silu" if silu else "group_norm", label, inputs,
          lambda t: post(F.group_norm(t[0], groups, t[1], t[2], e)),
-         iargs=[groups], fargs=[eps], attrs={"weight": int(weight), "bias": int(bias)})
+         iargs=[groups], fargs=[eps], attrs=attrs)
+    return CASES[-1]
 
 
 gn_case("3groups_affine", (2, 6, 5, 7), 3, 1e-5)
@@ -476,6 +488,59 @@ gn_case("parallel", (2, 16, 32, 32), 8, 1e-5, silu=True)
 softmax_case("parallel", normal(64, 512))
 linear_case("parallel", (64, 96), 512)
 xent_case("parallel", 512, 10)
+
+
+# ---- inputs over decades, and group norm where eps matters. Last in the file, so that the draws
+# of the cases above stay what they were. ----
+
+# Outputs spanning decades: test_ops.c compares these ops element by element, so an error in an
+# element of 1e-8 counts as much as one in an element of 1e4. log and sin/cos also pass through
+# zero (log near x = 1, sin/cos near multiples of pi/2).
+unary_case("exp", "decades", RNG.uniform(-20.0, 10.0, (6, 8)))
+unary_case("log", "decades", 10.0 ** RNG.uniform(-2.0, 2.0, (6, 8)))
+unary_case("log", "near_one", RNG.uniform(0.9, 1.1, (5, 7)))
+unary_case("sqrt", "decades", 10.0 ** RNG.uniform(-2.0, 4.0, (6, 8)))
+unary_case("sin", "wide", RNG.uniform(-50.0, 50.0, (6, 8)))
+unary_case("cos", "wide", RNG.uniform(-50.0, 50.0, (6, 8)))
+pow_case("p-1.5_decades", 10.0 ** RNG.uniform(-1.0, 2.0, (6, 8)), -1.5)
+pow_case("p3_decades", 10.0 ** RNG.uniform(-2.0, 2.0, (6, 8)) * RNG.choice([-1.0, 1.0], (6, 8)), 3.0)
+
+
+def eps_matters(k, fn_eps, other_eps):
+    """Asserts that case k's output moves by far more than test_ops.c's tolerance (1e-4, relative
+    to the largest value) when fn_eps(inputs, eps) runs it with GroupNorm eps other_eps instead:
+    the case tells the two apart."""
+    ts = [None if inp is None else torch.tensor(np.asarray(inp[1], dtype=np.float32), dtype=torch.float64)
+          for inp in k["inputs"]]
+    out, alt = k["fn"](ts), fn_eps(ts, f32(other_eps))
+    moved = float((out - alt).abs().max() / out.abs().max())
+    assert moved > 100 * 1e-4, "%s.%s: eps %g instead moves the output by only %.1e" % (
+        k["op"], k["label"], other_eps, moved)
+    print("ops.py: %s.%s: eps %g instead moves the output by %.2f (relative to its largest value)"
+          % (k["op"], k["label"], other_eps, moved))
+
+
+# Variance 1e-5 (std 3.2e-3), the scale of eps itself: 1/sqrt(var + eps) differs by 35% between
+# eps 1e-5 and 1e-6, and a GroupNorm that drops eps or uses another gives outputs far outside the
+# tolerance (eps_matters checks that on the reference). At variance 4 (the cases above) eps
+# changes the output by ~1e-6, below the tolerance. The finite-difference step is 1e-4, 3% of the
+# standard deviation: the default 1e-3 would be a third of it.
+LOW_STD = float(np.sqrt(1e-5))
+for eps, other in ((1e-5, 1e-6), (1e-6, 1e-5)):
+    for silu in (False, True):
+        k = gn_case("low_var_eps%g" % eps, (2, 8, 4, 4), 4, eps, silu=silu, shift=0.01, std=LOW_STD,
+                    gc_eps=1e-4)
+        post = F.silu if silu else (lambda h: h)
+        eps_matters(k, lambda t, e, post=post: post(F.group_norm(t[0], 4, t[1], t[2], e)), other)
+# The same through conv2d's fused input norm (a ResBlock's norm -> conv), on the im2col path and
+# on the Winograd shapes (>= 16 channels; AVX-512 builds).
+for label, xs, ws in (("norm_low_var_3x3", (2, 6, 5, 7), (5, 6, 3, 3)),
+                      ("wino_norm_low_var", (2, 16, 4, 5), (16, 16, 3, 3))):
+    groups = xs[1] // 2
+    k = conv_case(label, xs, ws, 1, 1, norm=(groups, 1e-5, True, True), x_std=LOW_STD, gc_eps=1e-4)
+
+    eps_matters(k, lambda t, e, groups=groups: F.conv2d(F.silu(F.group_norm(t[0], groups, t[5], t[6], e)),
+                                                         t[1], t[2], 1, 1), 1e-6)
 
 
 def write(path):

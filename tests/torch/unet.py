@@ -161,10 +161,18 @@ def amed_case(f, label, cfg):
     return g.attrs["param_count"]
 
 
+# UNetConfig fields that are no experiment key: cmlab takes them from the data (image shape) or
+# the method (two_times: BCM); load_checkpoint gets them through its config argument.
+NOT_KEYS = ("img_channels", "img_h", "img_w", "two_times")
+
+
 def ini_text(cfg):
     """cfg as the resolved experiment file a checkpoint carries: [experiment] seed, [model] keys
-    (base_channels is model.channels), plus a key of another section that must be ignored."""
-    model = {("channels" if k == "base_channels" else k): v for k, v in cfg.items() if k != "seed"}
+    (base_channels is model.channels; skip_scale is the enum's name), plus a key of another
+    section that must be ignored."""
+    names = {math.sqrt(0.5): "sqrt_half", 1.0: "one"}
+    model = {("channels" if k == "base_channels" else k): (names[v] if k == "skip_scale" else v)
+             for k, v in cfg.items() if k != "seed" and k not in NOT_KEYS}
     lines = ["[experiment]", "seed = %d" % cfg["seed"], "", "[model]"]
     for k, v in model.items():
         lines.append("%s = %s" % (k, ", ".join(map(str, v)) if isinstance(v, list) else str(v)))
@@ -181,7 +189,8 @@ def check_load_checkpoint(fixture, ckpt_path):
             ck.attrs["config"] = ini_text(cfg)
             for name, d in g["weights/online"].items():
                 ck["weights/ema/0.9999/" + name] = d[()]
-        net = cmlab_torch.load_checkpoint(ckpt_path, weights="ema/0.9999")
+        net = cmlab_torch.load_checkpoint(ckpt_path, weights="ema/0.9999",
+                                          config={k: cfg[k] for k in NOT_KEYS})
         args = [torch.from_numpy(g[k][()]) for k in ("x", "cnoise_t")]
         u = torch.from_numpy(g["cnoise_u"][()]) if "cnoise_u" in g else None
         dropout = DROPOUT_RNG if cfg["dropout"] > 0 else None

@@ -1,0 +1,378 @@
+/* test_recipes.c EXPERIMENTS_DIR: the shipped recipes (the .ini files of experiments/ and
+ * experiments/ablations/) hold the values of reference/cm.md's tables. test_experiment only parses them; here each file's
+ * resolved configuration (its own keys, and the defaults it runs with) is compared with values
+ * written below from the reference, each row naming the section it comes from, never read from
+ * the files under test. So a recipe whose p_mean lost its sign, whose sigma_max became 8, or
+ * whose iCT curriculum went back to CT's fails, naming the file, the key, both values and the
+ * section.
+ *
+ * Every shipped file must have a row in RECIPES (a new recipe states which reference values it
+ * follows), and every row must name a shipped file. What a file deliberately changes for a CPU
+ * budget (widths, s1, batch, iterations) is not asserted; what it keeps from the paper is. The
+ * iCT optimiser and EMA rows are the reference's recollections (cm.md §5: "not verified"), as the
+ * recipe's own comment says. The pseudo-Huber c = 0.00054 sqrt(d) is computed, not a key:
+ * test_ct_schedule checks it (0.0299 for 3x32x32). */
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "fixture.h"
+#include "train/experiment.h"
+
+/* key = value as config_write writes it (numbers are compared as numbers). A key "sweep.K" is
+ * the file's [sweep] line of key K, its values in order, as config_sweep_value gives them;
+ * "swept.K": value is one of that line's values. */
+typedef struct Expect { const char *key, *value, *source; } Expect;
+
+/* §1.1: the VE/Karras process every codebase uses; §1.4: rho of the Karras grid. */
+static const Expect SHARED[] = {
+    {"model.sigma_min", "0.002", "§1.1"},
+    {"model.sigma_max", "80", "§1.1"},
+    {"model.sigma_data", "0.5", "§1.1"},
+    {"sample.rho", "7", "§1.4"},
+    {0},
+};
+
+/* §1.3: EDM's lognormal training noise levels. */
+static const Expect EDM[] = {
+    {"edm.p_mean", "-1.2", "§1.3"},
+    {"edm.p_std", "1.2", "§1.3"},
+    {0},
+};
+
+/* §1.5: EDM's deterministic Heun sampler, N = 18 steps = 35 NFE on CIFAR-10. */
+static const Expect HEUN35[] = {
+    {"sample.solver", "heun", "§1.5"},
+    {"sample.nfe", "35", "§1.5"},
+    {"sample.schedule", "polynomial", "§1.4"},
+    {0},
+};
+
+/* §5: iCT's discretised lognormal index sampling. Asserted for every method = ct file, whatever
+ * its sampling: a sweep or --set switches it on with these values. */
+static const Expect CT_LOGNORMAL[] = {
+    {"ct.p_mean", "-1.1", "§5"},
+    {"ct.p_std", "2", "§5"},
+    {0},
+};
+
+/* §4: CT (2023): square-root curriculum from s0 = 2, target EMA mu0 = 0.9 (CIFAR-10), uniform
+ * indices and weights. */
+static const Expect CT_ORIGINAL[] = {
+    {"ct.curriculum", "original", "§4.2"},
+    {"ct.s0", "2", "§4.2"},
+    {"ct.target_mu", "0.9", "§4.2"},
+    {"ct.sampling", "uniform", "§5 table (CT column)"},
+    {"ct.weighting", "uniform", "§4.1, §5 table (CT column)"},
+    {0},
+};
+
+/* §5: every iCT switch. */
+static const Expect ICT[] = {
+    {"ct.loss", "pseudo_huber", "§5"},
+    {"ct.sampling", "lognormal", "§5"},
+    {"ct.curriculum", "doubling", "§5"},
+    {"ct.s0", "10", "§5"},
+    {"ct.weighting", "ict", "§5"},
+    {"ct.target_mu", "0", "§5"},
+    {"sample.mid_t", "0.821", "§5, §7.2"},
+    {0},
+};
+
+/* §3.3: CD on CIFAR-10: 18 Karras points, Heun teacher steps, target = online (mu = 0). */
+static const Expect CD[] = {
+    {"cd.N", "18", "§3.3"},
+    {"cd.solver", "heun", "§3.3"},
+    {"cd.target_mu", "0", "§3.3"},
+    {0},
+};
+
+/* §8.1: NCSN++'s macro layout on CIFAR-10 (nf 128, multipliers 2,2,2, 4 blocks, attention at 16). */
+static const Expect NCSNPP[] = {
+    {"data.dataset", "cifar10", "§8.1"},
+    {"model.channels", "128", "§8.1"},
+    {"model.channel_mult", "2,2,2", "§8.1"},
+    {"model.num_blocks", "4", "§8.1"},
+    {"model.attn_resolutions", "16", "§8.1"},
+    {"data.hflip", "true", "§1.3, §3.3"},
+    {0},
+};
+
+/* §8.4: the CPU-scale variant (nf 32, multipliers 1,2,2, 2 blocks, attention at 8x8). */
+static const Expect CPU_NET[] = {
+    {"data.dataset", "cifar10", "§8.4"},
+    {"model.channels", "32", "§8.4"},
+    {"model.channel_mult", "1,2,2", "§8.4"},
+    {"model.num_blocks", "2", "§8.4"},
+    {"model.attn_resolutions", "8", "§8.4"},
+    {"data.hflip", "true", "§1.3, §3.3"},
+    {0},
+};
+
+/* §3.3 and §4.2: the CM code's RAdam (beta1 0.9, beta2 0.999, eps 1e-8) without warm-up, clipping
+ * or weight decay, and dropout 0. */
+static const Expect CM_RADAM[] = {
+    {"train.optimizer", "radam", "§3.3"},
+    {"train.beta1", "0.9", "§3.3"},
+    {"train.beta2", "0.999", "§3.3"},
+    {"train.eps", "1e-08", "§3.3"},
+    {"train.warmup", "0", "§3.3 (RAdam: no warm-up)"},
+    {"train.grad_clip", "0", "§3.3 (no clipping)"},
+    {"train.weight_decay", "0", "§3.3"},
+    {"model.dropout", "0", "§3.3, §4.2"},
+    {0},
+};
+
+static const Expect EDM_CIFAR10[] = {
+    {"experiment.method", "edm", "§1.3"},
+    {"train.batch_size", "512", "§1.3"},
+    {"train.iterations", "400000", "§1.3 ([JCM] teacher)"},
+    {"train.optimizer", "adam", "§1.3"},
+    {"train.beta1", "0.9", "§1.3"},
+    {"train.beta2", "0.999", "§1.3"},
+    {"train.eps", "1e-08", "§1.3"},
+    {"train.lr", "0.001", "§1.3"},
+    {"train.warmup", "19531", "§1.3 (1e7/512)"},
+    {"train.ema_halflife_kimg", "500", "§1.3 (half-life 0.5 Mimg)"},
+    {"train.ema_rampup", "0.05", "§1.3"},
+    {"model.dropout", "0.13", "§1.3"},
+    {0},
+};
+
+static const Expect EDM_CPU[] = {
+    {"experiment.method", "edm", "§1.3"},
+    {"train.optimizer", "adam", "§1.3"},
+    {0},
+};
+
+static const Expect CD_CIFAR10[] = {
+    {"experiment.method", "cd", "§3.3"},
+    {"cd.loss", "l2", "§3.2-3.3 (l2: LPIPS is not available on the CPU; [JCM] released cd-l2)"},
+    {"train.lr", "0.0004", "§3.3 (l2)"},
+    {"train.batch_size", "512", "§3.3"},
+    {"train.iterations", "800000", "§3.3"},
+    {"train.ema", "0.9999", "§3.3"},
+    {0},
+};
+
+static const Expect CD_CPU[] = {
+    {"experiment.method", "cd", "§3.3"},
+    {"cd.loss", "l2", "§3.2-3.3"},
+    {"train.lr", "0.0004", "§3.3 (l2)"},
+    {0},
+};
+
+static const Expect CT_CIFAR10[] = {
+    {"experiment.method", "ct", "§4"},
+    {"ct.s1", "150", "§4.2"},
+    {"ct.loss", "l2", "§4.1 (LPIPS is not available on the CPU)"},
+    {"train.lr", "0.0004", "§4.2 (launch.sh)"},
+    {"train.batch_size", "512", "§4.2"},
+    {"train.iterations", "800000", "§4.2"},
+    {"train.ema", "0.9999", "§4.2"},
+    {"model.emb_type", "fourier", "§8.1"},
+    {"model.fourier_scale", "16", "§8.1"},
+    {0},
+};
+
+static const Expect CT_CPU[] = {
+    {"experiment.method", "ct", "§4"},
+    {"ct.loss", "l2", "§4.1"},
+    {"train.lr", "0.0004", "§4.2"},
+    {0},
+};
+
+static const Expect ICT_CIFAR10[] = {
+    {"experiment.method", "ct", "§5"},
+    {"ct.s1", "1280", "§5"},
+    {"train.batch_size", "1024", "§5"},
+    {"train.iterations", "400000", "§5"},
+    {"model.dropout", "0.3", "§5"},
+    {"model.emb_type", "fourier", "§5"},
+    {"model.fourier_scale", "0.02", "§5"},
+    {"train.optimizer", "radam", "§5 (recollection)"},
+    {"train.lr", "0.0001", "§5 (recollection)"},
+    {"train.beta2", "0.995", "§5 (recollection)"},
+    {"train.ema", "0.99993", "§5 (recollection)"},
+    {0},
+};
+
+static const Expect ICT_CPU[] = {
+    {"experiment.method", "ct", "§5"},
+    {"train.optimizer", "radam", "§5 (recollection)"},
+    {"train.beta2", "0.995", "§5 (recollection)"},
+    {0},
+};
+
+/* ablations/cd_vs_ct.ini: CD (§3.3) against CT, both with l2 (§3.4, §9). */
+static const Expect CD_VS_CT[] = {
+    {"cd.loss", "l2", "§3.4"},
+    {"ct.loss", "l2", "§4.1"},
+    {"ct.s0", "2", "§4.2"},
+    {"ct.curriculum", "original", "§4.2"},
+    {"sweep.experiment.method", "cd,ct", "§9"},
+    {0},
+};
+
+/* ablations/ct_vs_ict.ini: CT's values first, iCT's last, one [sweep] line per row of §5's table. */
+static const Expect CT_VS_ICT[] = {
+    {"ct.loss", "l2", "§4.1"},
+    {"sweep.ct.loss", "l2,pseudo_huber", "§5 (metric)"},
+    {"sweep.ct.target_mu", "0.9,0", "§4.2, §5 (teacher EMA)"},
+    {"sweep.ct.sampling", "uniform,lognormal", "§5 (noise-level sampling)"},
+    {"sweep.ct.weighting", "uniform,ict", "§5 (weighting)"},
+    {"sweep.ct.curriculum", "original,doubling", "§5 (curriculum)"},
+    {0},
+};
+
+/* ablations/sampling_steps.ini: 2-step sampling around iCT's mid_t. */
+static const Expect SAMPLING_STEPS[] = {
+    {"experiment.method", "ct", "§7.2"},
+    {"swept.sample.mid_t", "0.821", "§5, §7.2"},
+    {0},
+};
+
+/* ablations/solvers.ini: the solvers on the Karras (polynomial, rho 7) schedule of §1.4. */
+static const Expect SOLVERS[] = {
+    {"experiment.method", "edm", "§1.5"},
+    {"sample.schedule", "polynomial", "§1.4"},
+    {0},
+};
+
+typedef struct Recipe {
+    const char *file;                /* relative to EXPERIMENTS_DIR */
+    const Expect *groups[7];         /* NULL-terminated */
+} Recipe;
+
+static const Recipe RECIPES[] = {
+    {"edm_cifar10.ini", {SHARED, EDM, HEUN35, NCSNPP, EDM_CIFAR10}},
+    {"edm_cifar10_cpu.ini", {SHARED, EDM, HEUN35, CPU_NET, EDM_CPU}},
+    {"edm_fashion_mnist.ini", {SHARED, EDM, HEUN35, EDM_CPU}},
+    {"cd_cifar10.ini", {SHARED, CD, CM_RADAM, NCSNPP, CD_CIFAR10}},
+    {"cd_cifar10_cpu.ini", {SHARED, CD, CM_RADAM, CPU_NET, CD_CPU}},
+    {"ct_cifar10.ini", {SHARED, CT_LOGNORMAL, CT_ORIGINAL, CM_RADAM, NCSNPP, CT_CIFAR10}},
+    {"ct_cifar10_cpu.ini", {SHARED, CT_LOGNORMAL, CT_ORIGINAL, CM_RADAM, CPU_NET, CT_CPU}},
+    {"ict_cifar10.ini", {SHARED, CT_LOGNORMAL, ICT, NCSNPP, ICT_CIFAR10}},
+    {"ict_cifar10_cpu.ini", {SHARED, CT_LOGNORMAL, ICT, CPU_NET, ICT_CPU}},
+    {"classifier_fashion_mnist.ini", {SHARED}},
+    {"ablations/cd_vs_ct.ini", {SHARED, CT_LOGNORMAL, CD, CD_VS_CT}},
+    {"ablations/ct_vs_ict.ini", {SHARED, CT_LOGNORMAL, CT_ORIGINAL, CT_VS_ICT}},
+    {"ablations/sampling_steps.ini", {SHARED, CT_LOGNORMAL, SAMPLING_STEPS}},
+    {"ablations/solvers.ini", {SHARED, EDM, SOLVERS}},
+};
+
+#define NRECIPES ((int)CM_ARRAY_LEN(RECIPES))
+
+static char dir[512];
+static bool seen[NRECIPES];
+static int files, values;
+
+/* Two value texts as numbers, element by element (lists separated by ','). */
+static bool same_numbers(const char *a, const char *b)
+{
+    for (;;) {
+        char *ea, *eb;
+        double x = strtod(a, &ea), y = strtod(b, &eb);
+        if (ea == a || eb == b || !(fabs(x - y) <= 1e-12 * fabs(y))) return false;
+        if (*ea != *eb) return false;
+        if (!*ea) return true;
+        a = ea + 1, b = eb + 1;
+    }
+}
+
+/* The [sweep] values of key `name` in cfg, joined by ','; false if the file sweeps no such key. */
+static bool sweep_values(const Config *cfg, const char *name, char *out, size_t len)
+{
+    int key = config_key_find(name);
+    CM_ASSERT(key >= 0, "test_recipes: a row names the unknown key %s", name);
+    for (int s = 0; s < cfg->sweep.count; s++) {
+        if (cfg->sweep.keys[s].key != key) continue;
+        size_t n = 0;
+        out[0] = 0;
+        for (int j = 0; j < cfg->sweep.keys[s].count; j++) {
+            char v[CFG_SWEEP_TEXT];
+            CM_ASSERT(config_sweep_value(cfg, s, j, v, sizeof v) == 0, "%s", cm_errmsg());
+            n += (size_t)snprintf(out + n, len - CM_MIN(n, len), "%s%s", j ? "," : "", v);
+        }
+        return true;
+    }
+    return false;
+}
+
+/* Whether the list text `list` ("0.2,0.821,2") has the number `value`. */
+static bool has_number(const char *list, const char *value)
+{
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        char one[64];
+        snprintf(one, sizeof one, "%.*s", (int)n, p);
+        if (same_numbers(one, value)) return true;
+        p += n + (p[n] == ',');
+    }
+    return false;
+}
+
+static void check_value(const char *file, const Config *cfg, const Expect *e)
+{
+    char got[CFG_SWEEP_TEXT * 2] = "";
+    bool is_sweep = strncmp(e->key, "sweep.", 6) == 0, is_swept = strncmp(e->key, "swept.", 6) == 0;
+    bool same;
+    if (is_sweep || is_swept) {
+        bool has = sweep_values(cfg, e->key + 6, got, sizeof got);
+        same = has && (is_sweep ? strcmp(got, e->value) == 0 : has_number(got, e->value));
+        if (!has) snprintf(got, sizeof got, "(not swept)");
+    } else {
+        int key = config_key_find(e->key);
+        CM_ASSERT(key >= 0, "test_recipes: a row names the unknown key %s", e->key);
+        config_format(cfg, key, got, sizeof got);
+        int nkeys;
+        CfgType type = config_keys(&nkeys)[key].type;
+        same = type == CFG_FLOAT || type == CFG_FLOATS ? same_numbers(got, e->value) : strcmp(got, e->value) == 0;
+    }
+    values++;
+    CHECK(same, "%s: %s = %s, but reference/cm.md %s says %s%s", file, e->key, got, e->source,
+          is_swept ? "a value of " : "", e->value);
+}
+
+static int check_file(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)ftw;
+    size_t n = strlen(path);
+    if (flag != FTW_F || n < 4 || strcmp(path + n - 4, ".ini")) return 0;
+    const char *rel = path + strlen(dir) + 1;
+    files++;
+    int r = 0;
+    while (r < NRECIPES && strcmp(RECIPES[r].file, rel)) r++;
+    CHECK(r < NRECIPES, "%s is a shipped recipe without a row in test_recipes.c's RECIPES: add the "
+          "reference/cm.md values it follows", rel);
+    if (r == NRECIPES) return 0;
+    seen[r] = true;
+    Config cfg;
+    int rc = config_load(&cfg, path);
+    CHECK(rc == 0, "%s does not parse: %s", rel, cm_errmsg());
+    if (rc) return 0;
+    int before = values, failed = test_failed;
+    for (int g = 0; RECIPES[r].groups[g]; g++)
+        for (const Expect *e = RECIPES[r].groups[g]; e->key; e++) check_value(rel, &cfg, e);
+    printf("  %-30s %2d values %s\n", rel, values - before, test_failed == failed ? "as the reference says" : "DIFFER");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_recipes EXPERIMENTS_DIR\n");
+        return CM_EXIT_INPUT;
+    }
+    snprintf(dir, sizeof dir, "%s", argv[1]);
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') dir[--n] = 0;
+    CM_ASSERT(nftw(dir, check_file, 16, FTW_PHYS) == 0, "cannot walk %s", dir);
+    for (int r = 0; r < NRECIPES; r++)
+        CHECK(seen[r], "RECIPES names %s, which is not a shipped recipe under %s", RECIPES[r].file, dir);
+    printf("%d shipped recipes, %d values checked against reference/cm.md\n", files, values);
+    return test_summary("recipes");
+}
