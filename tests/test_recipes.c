@@ -20,7 +20,7 @@
 
 #include "common.h"
 #include "fixture.h"
-#include "train/experiment.h"
+#include "io/experiment.h"
 
 /* key = value as config_write writes it (numbers are compared as numbers). A key "sweep.K" is
  * the file's [sweep] line of key K, its values in order, as config_sweep_value gives them;
