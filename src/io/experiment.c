@@ -279,24 +279,6 @@ static void copy_trimmed(char *out, size_t n, const char *s, size_t len)
     out[len] = '\0';
 }
 
-/* Levenshtein distance, case-insensitive, of the first 63 characters. */
-static int edit_distance(const char *a, const char *b)
-{
-    enum { M = 64 };
-    int la = (int)CM_MIN(strlen(a), (size_t)M - 1), lb = (int)CM_MIN(strlen(b), (size_t)M - 1);
-    int row[M], prev[M];
-    for (int j = 0; j <= lb; j++) prev[j] = j;
-    for (int i = 1; i <= la; i++) {
-        row[0] = i;
-        for (int j = 1; j <= lb; j++) {
-            int same = tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]);
-            row[j] = CM_MIN(CM_MIN(prev[j] + 1, row[j - 1] + 1), prev[j - 1] + !same);
-        }
-        memcpy(prev, row, sizeof(int) * (size_t)(lb + 1));
-    }
-    return prev[lb];
-}
-
 /* ---- values by type: parse (text -> field), format (field -> text), allowed values ---- */
 
 static void format_double(double v, char *buf, size_t n)
@@ -481,7 +463,7 @@ static int parse_enum(const CfgKey *k, const char *text, void *field, char *why,
             memcpy(field, &i, sizeof i);
             return 0;
         }
-        int d = edit_distance(text, k->choices[i]);
+        int d = cm_edit_distance(text, k->choices[i]);
         if (d < best_d) best = i, best_d = d;
     }
     expected(k, why, n);
@@ -652,7 +634,7 @@ static int nearest_key(const char *section, const char *key)
     for (int i = 0; i < KEY_COUNT; i++) {
         char cand[96];
         snprintf(cand, sizeof cand, "%s.%s", keys[i].section, keys[i].key);
-        int d = edit_distance(full, cand);
+        int d = cm_edit_distance(full, cand);
         if (strcasecmp(key, keys[i].key) == 0) d = CM_MIN(d, 1);
         if (d < best_d) best = i, best_d = d;
     }
@@ -672,7 +654,7 @@ static void unknown_section(const char *section, char *why, size_t n)
 {
     int best = 0, best_d = INT_MAX;
     for (int s = 0; s < SECTION_COUNT; s++) {
-        int d = edit_distance(section, sections[s].name);
+        int d = cm_edit_distance(section, sections[s].name);
         if (d < best_d) best = s, best_d = d;
     }
     snprintf(why, n, "unknown section [%s]; did you mean [%s]?", section, sections[best].name);
@@ -1028,23 +1010,20 @@ int config_from_string(Config *cfg, const char *text, const char *name)
 static char *read_text(const char *path)
 {
     enum { LIMIT = 1 << 20 };
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    char *buf;
+    size_t len;
+    int rc = cm_read_file(path, LIMIT, &buf, &len);
+    if (rc == CM_READ_OPEN) {
         cm_fail("%s: cannot open the experiment file: %s", path, strerror(errno));
         return NULL;
     }
-    char *buf = cm_malloc(LIMIT + 1);
-    size_t len = fread(buf, 1, LIMIT + 1, f);
-    int err = ferror(f);
-    fclose(f);
-    const char *problem = err ? "cannot read it" : len > LIMIT ? "larger than 1 MiB: not an experiment file"
+    const char *problem = rc == CM_READ_ERROR ? "cannot read it" : rc == CM_READ_TOO_LARGE ? "larger than 1 MiB: not an experiment file"
                         : memchr(buf, '\0', len) ? "it has NUL bytes: not a text file" : NULL;
     if (problem) {
         cm_fail("%s: %s", path, problem);
         free(buf);
         return NULL;
     }
-    buf[len] = '\0';
     return buf;
 }
 
