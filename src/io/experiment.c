@@ -28,17 +28,26 @@ static const char *const methods[] = {"edm", "cd", "ct", "bcm", "amed", "classif
 static const char *const datasets[] = {"fashion-mnist", "mnist", "cifar10", "folder", NULL};
 static const char *const emb_types[] = {"positional", "fourier", NULL};        /* UNetEmbedding */
 static const char *const skip_scales[] = {"sqrt_half", "one", NULL};
-static const char *const optimizers[] = {"adam", "adamw", "radam", NULL};      /* OptimKind */
 static const char *const on_nans[] = {"stop", "rollback", NULL};
-static const char *const solvers[] = {"euler", "heun", "dpm2", "dpmpp2m", "dpmpp3m", "ipndm",
-                                      NULL};                                   /* SolverKind */
-static const char *const cd_solvers[] = {"euler", "heun", NULL};               /* its first two */
-static const char *const schedules[] = {"polynomial", "logsnr", "time_uniform", NULL};
+static const char *const cd_solvers[] = {"euler", "heun", NULL};               /* SolverKind's first two */
 static const char *const losses[] = {"l2", "l1", "pseudo_huber", NULL};
 static const char *const samplings[] = {"uniform", "lognormal", NULL};
 static const char *const curricula[] = {"original", "doubling", NULL};
 static const char *const weightings[] = {"uniform", "ict", NULL};
 static const char *const sweep_modes[] = {"grid", "one_at_a_time", NULL};     /* CfgSweepMode */
+#define NAMES_OF(table, count) _Static_assert(CM_ARRAY_LEN(table) == (count) + 1, #table ": one name per value")
+NAMES_OF(methods, CFG_METHOD_COUNT);
+NAMES_OF(datasets, CFG_DATASET_COUNT);
+NAMES_OF(emb_types, UNET_EMB_FOURIER + 1);
+NAMES_OF(skip_scales, CFG_SKIP_COUNT);
+NAMES_OF(on_nans, CFG_ON_NAN_COUNT);
+NAMES_OF(losses, CFG_LOSS_COUNT);
+NAMES_OF(samplings, CFG_SAMPLING_COUNT);
+NAMES_OF(curricula, CFG_CURRICULUM_COUNT);
+NAMES_OF(weightings, CFG_WEIGHTING_COUNT);
+NAMES_OF(sweep_modes, CFG_SWEEP_MODE_COUNT);
+_Static_assert(SOLVER_EULER == 0 && SOLVER_HEUN == 1, "cd_solvers names SolverKind's first two");
+/* The solvers, schedules and optimisers have their modules' tables (solver_kind_names, ...). */
 
 static const CfgSection sections[] = {
     {"experiment", "The run: its name, method, seed and where run directories go."},
@@ -127,7 +136,7 @@ static const CfgKey keys[] = {
      .help = "Images per step (over all processes)."},
     {AT(train, lr), FLOAT(0, 10, CFG_OPEN_MIN), .dflt = "0.001",
      .help = "Learning rate (after the warm-up)."},
-    {AT(train, optimizer), ENUM(optimizers), .dflt = "adam",
+    {AT(train, optimizer), ENUM(optim_kind_names), .dflt = "adam",
      .help = "Adam, AdamW (decoupled weight decay) or RAdam, as PyTorch (src/nn/optim.h)."},
     {AT(train, beta1), FLOAT(0, 1, CFG_OPEN_MAX), .dflt = "0.9",
      .help = "First-moment decay."},
@@ -212,11 +221,11 @@ static const CfgKey keys[] = {
     {AT(classifier, classes), INT(2, 1000), .dflt = "10",
      .help = "Classes of the labels (10 for Fashion-MNIST, MNIST and CIFAR-10)."},
 
-    {AT(sample, solver), ENUM(solvers), .dflt = "heun",
+    {AT(sample, solver), ENUM(solver_kind_names), .dflt = "heun",
      .help = "ODE solver of a denoiser (EDM teachers)."},
     {AT(sample, nfe), INT(1, 100000), .dflt = "35",
      .help = "Denoiser evaluations per sample, counted as reference/amed.md does (heun: 35 is EDM's 18 steps)."},
-    {AT(sample, schedule), ENUM(schedules), .dflt = "polynomial",
+    {AT(sample, schedule), ENUM(schedule_kind_names), .dflt = "polynomial",
      .help = "Time steps: polynomial (Karras, rho), uniform in log-SNR, or time_uniform."},
     {AT(sample, rho), FLOAT(0, 1000, CFG_OPEN_MIN), .dflt = "7",
      .help = "Exponent of the polynomial and time_uniform schedules (1: uniform in sigma)."},
