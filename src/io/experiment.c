@@ -207,7 +207,7 @@ static const CfgKey keys[] = {
     {AT(ct, s1), INT(0, 1000000), .dflt = "0",
      .help = "Curriculum end s1. 0: the curriculum's own (original 150, doubling 1280)."},
     {AT(ct, target_mu), FLOAT(0, 1, CFG_OPEN_MAX), .dflt = "0.9",
-     .help = "mu0 of the target EMA mu(k) = exp(s0 ln(mu0) / N(k)) (CT, code convention). "
+     .help = "mu0 of the target EMA mu(k) = exp(s0 ln(mu0) / (N(k) - 1)) (CT, code convention). "
              "0: no target EMA, the online network without gradient (iCT)."},
     {AT(ct, p_mean), FLOAT(-20, 20, 0), .dflt = "-1.1",
      .help = "Mean of ln(sigma) of the lognormal index sampling."},
