@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/optim.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
 #include "train/method.h"

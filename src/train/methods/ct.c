@@ -9,10 +9,7 @@
  * themselves (ct.target_mu = 0, iCT). The switches (ct.loss, ct.sampling, ct.curriculum,
  * ct.weighting) choose between CT's and iCT's recipe piece by piece. */
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "nn/optim.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
 #include "train/method.h"
