@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -116,4 +117,49 @@ double cm_mem_available(void)
         avail = avail < 0 ? left : (left < avail ? left : avail);
     }
     return avail;
+}
+
+int cm_read_file(const char *path, size_t limit, char **out, size_t *len)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return CM_READ_OPEN;
+    size_t cap = 4096, n = 0;
+    char *buf = cm_malloc(cap + 1);
+    for (size_t got; (got = fread(buf + n, 1, cap - n, f)) > 0;) {
+        n += got;
+        if (n > limit) break;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+            CM_ASSERT(buf, "out of memory");
+        }
+    }
+    int rc = ferror(f) ? CM_READ_ERROR : n > limit ? CM_READ_TOO_LARGE : 0;
+    fclose(f);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    buf[n] = '\0';
+    *out = buf;
+    if (len) *len = n;
+    return 0;
+}
+
+int cm_edit_distance(const char *a, const char *b)
+{
+    enum { M = 64 };
+    int la = (int)CM_MIN(strlen(a), (size_t)M - 1), lb = (int)CM_MIN(strlen(b), (size_t)M - 1);
+    int row[M], prev[M];
+    for (int j = 0; j <= lb; j++) prev[j] = j;
+    for (int i = 1; i <= la; i++) {
+        row[0] = i;
+        for (int j = 1; j <= lb; j++) {
+            int same = tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]);
+            row[j] = CM_MIN(CM_MIN(prev[j] + 1, row[j - 1] + 1), prev[j - 1] + !same);
+        }
+        memcpy(prev, row, sizeof(int) * (size_t)(lb + 1));
+    }
+    return prev[lb];
 }

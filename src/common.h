@@ -36,6 +36,17 @@ double cm_mem_available(void);
 /* mkdir -p; -1 after cm_fail() naming the directory that could not be made. */
 int cm_mkdir_p(const char *dir);
 
+/* Reads the file at path whole into *out (malloc'd, NUL-terminated; *len its length, len may be
+ * NULL). Returns 0, or (with *out NULL and no message recorded, so the caller words it):
+ * CM_READ_OPEN (errno says why), CM_READ_ERROR (a read failed), CM_READ_TOO_LARGE (more than
+ * limit bytes). */
+enum { CM_READ_OPEN = 1, CM_READ_ERROR, CM_READ_TOO_LARGE };
+int cm_read_file(const char *path, size_t limit, char **out, size_t *len);
+
+/* Levenshtein distance between a and b, case-insensitive, over their first 63 characters: for
+ * naming the nearest valid name after a typo. */
+int cm_edit_distance(const char *a, const char *b);
+
 #define CM_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define CM_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define CM_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

@@ -85,7 +85,8 @@ static Tensor *distance(Ctx *c, OpKind op, DistKind kind, Tensor *a, Tensor *b, 
 
 /* d/da of each distance, per element, times the sample's upstream gradient g:
  *   mse:   2 (a-b) / K          l1: sign(a-b) / K          pseudo-Huber: (a-b) / r,
- * with r = sqrt(||a-b||^2 + c^2). The gradient for b is the negative. */
+ * with r = sqrt(||a-b||^2 + c^2); r = 0 (c = 0 and a = b) takes the subgradient 0, as l1 does at
+ * a = b. The gradient for b is the negative. */
 static void distance_backward(Ctx *c, TapeEntry *e, DistKind kind)
 {
     const Tensor *a = e->in[0], *b = e->in[1];
@@ -99,7 +100,7 @@ static void distance_backward(Ctx *c, TapeEntry *e, DistKind kind)
         float g = e->out->grad[s];
         float scale = kind == DIST_MSE ? 2.0f * g / (float)K
                     : kind == DIST_L1  ? g / (float)K
-                                       : g / norm[s];
+                                       : norm[s] > 0 ? g / norm[s] : 0.0f;
         for (size_t k = s * K; k < (s + 1) * K; k++) {
             float d = a->data[k] - b->data[k];
             float v = kind == DIST_L1 ? (d > 0 ? scale : d < 0 ? -scale : 0.0f) : scale * d;
@@ -117,7 +118,7 @@ void l1_backward(Ctx *c, TapeEntry *e) { distance_backward(c, e, DIST_L1); }
 
 Tensor *op_pseudo_huber(Ctx *c, Tensor *a, Tensor *b, float huber_c)
 {
-    CM_ASSERT(huber_c > 0, "pseudo_huber: c = %g must be positive", (double)huber_c);
+    CM_ASSERT(huber_c >= 0, "pseudo_huber: c = %g must not be negative", (double)huber_c);
     return distance(c, OP_PSEUDO_HUBER, DIST_HUBER, a, b, huber_c);
 }
 void pseudo_huber_backward(Ctx *c, TapeEntry *e) { distance_backward(c, e, DIST_HUBER); }

@@ -169,7 +169,8 @@ Tensor *op_sum(Ctx *c, Tensor *x);      /* -> [1] */
 Tensor *op_mean(Ctx *c, Tensor *x);     /* -> [1] */
 /* Per-sample distances between a and b [N,...] -> [N]:
  * mse: mean((a-b)^2); l1: mean(|a-b|); pseudo-Huber: sqrt(||a-b||^2 + c^2) - c with the norm
- * over the whole sample (iCT, reference/cm.md §5), not per pixel. */
+ * over the whole sample (iCT, reference/cm.md §5), not per pixel; c >= 0, and c = 0 is ECT's
+ * un-squared l2 distance ||a - b||. */
 Tensor *op_mse(Ctx *c, Tensor *a, Tensor *b);
 Tensor *op_l1(Ctx *c, Tensor *a, Tensor *b);
 Tensor *op_pseudo_huber(Ctx *c, Tensor *a, Tensor *b, float huber_c);

@@ -187,38 +187,7 @@ static int load_references(const EditArgs *a, const Config *cfg, const Model *m,
     }
     int idx[MAX_IMAGES], count = 0;
     if (a->data_index && (count = parse_ints("data-index", a->data_index, idx, MAX_IMAGES)) < 0) return -1;
-    Dataset d;
-    const char *kind = config_enum_name("data.dataset", cfg->data.dataset);
-    if (dataset_load(&d, kind, cfg->data.path[0] ? cfg->data.path : NULL, a->split)) return -1;
-    if (!a->data_index)    /* the default: the first 8 images (fewer if the data set is smaller) */
-        for (count = 0; count < CM_MIN(8, d.n); count++) idx[count] = count;
-    for (int i = 0; i < count; i++)
-        if (idx[i] >= d.n) {
-            int rc = cm_fail("--data-index %d: %s has %d images (0..%d)", idx[i], d.source, d.n, d.n - 1);
-            dataset_free(&d);
-            return rc;
-        }
-    if (d.c != C || d.h > H || d.w > W) {
-        int rc = cm_fail("%s holds %dx%d %s images, but the model takes %dx%d %s", d.source, d.w, d.h,
-                         channels_name(d.c), W, H, channels_name(C));
-        dataset_free(&d);
-        return rc;
-    }
-    /* Padded as the loader pads (data/loader.h): -1 around, the image at ((H - h)/2, (W - w)/2). */
-    *n = count;
-    *y = cm_malloc((size_t)count * dim * sizeof **y);
-    int top = (H - d.h) / 2, left = (W - d.w) / 2;
-    for (int i = 0; i < count; i++) {
-        float *o = *y + i * dim;
-        for (size_t k = 0; k < dim; k++) o[k] = -1.0f;
-        const uint8_t *src = d.pix + (size_t)idx[i] * C * d.h * d.w;
-        for (int ch = 0; ch < C; ch++)
-            for (int yy = 0; yy < d.h; yy++)
-                for (int xx = 0; xx < d.w; xx++)
-                    o[((size_t)ch * H + yy + top) * W + xx + left] = src[((size_t)ch * d.h + yy) * d.w + xx] / 127.5f - 1.0f;
-    }
-    dataset_free(&d);
-    return 0;
+    return edit_references(cfg, a->split, a->data_index ? idx : NULL, count, C, H, W, y, n);
 }
 
 /* The inpainting mask [H, W] (1 = missing) from --mask or --box (default: the central half). */

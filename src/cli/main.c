@@ -44,26 +44,6 @@ static void print_usage(FILE *out)
                  "Run 'cmlab COMMAND --help' for the options of a command.\n");
 }
 
-/* Levenshtein distance, for naming the nearest command after a typo. */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63) la = 63;                /* a long argument is far from every name anyway */
-    size_t row[64];
-    for (size_t j = 0; j <= la; j++) row[j] = j;
-    for (size_t i = 1; i <= lb; i++) {
-        size_t diag = row[0];            /* row[j-1] of the previous row */
-        row[0] = i;
-        for (size_t j = 1; j <= la; j++) {
-            size_t up = row[j];
-            size_t subst = diag + (a[j - 1] != b[i - 1]);
-            row[j] = CM_MIN(CM_MIN(row[j] + 1, row[j - 1] + 1), subst);
-            diag = up;
-        }
-    }
-    return row[la];
-}
-
 /* The valid name nearest to `name`: an option for "-...", else a command. */
 static const char *nearest_name(const char *name)
 {
@@ -74,7 +54,7 @@ static const char *nearest_name(const char *name)
     size_t best_d = SIZE_MAX;
     for (size_t i = 0; i < n; i++) {
         const char *candidate = option ? options[i] : commands[i].name;
-        size_t d = edit_distance(name, candidate);
+        size_t d = (size_t)cm_edit_distance(name, candidate);
         if (d < best_d) {
             best = candidate;
             best_d = d;

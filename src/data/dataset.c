@@ -90,3 +90,21 @@ void dataset_free(Dataset *d)
     memset(d, 0, sizeof *d);
 }
 
+
+void dataset_image(const Dataset *d, int row, int H, int W, bool flip, float *out)
+{
+    const int C = d->c, h = d->h, w = d->w, top = (H - h) / 2, left = (W - w) / 2;
+    CM_ASSERT(H >= h && W >= w, "dataset_image: %dx%d images on a %dx%d canvas", w, h, W, H);
+    if (H != h || W != w)
+        for (size_t i = 0; i < (size_t)C * H * W; i++) out[i] = -1.0f;
+    const uint8_t *in = d->pix + (size_t)row * C * h * w;
+    for (int ch = 0; ch < C; ch++)
+        for (int y = 0; y < h; y++) {
+            const uint8_t *src = in + ((size_t)ch * h + y) * w;
+            float *dst = out + ((size_t)ch * H + y + top) * W + left;
+            if (flip)
+                for (int x = 0; x < w; x++) dst[x] = (float)src[w - 1 - x] / 127.5f - 1.0f;
+            else
+                for (int x = 0; x < w; x++) dst[x] = (float)src[x] / 127.5f - 1.0f;
+        }
+}

@@ -14,6 +14,7 @@
 #ifndef CM_DATASET_H
 #define CM_DATASET_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../common.h"
@@ -37,5 +38,10 @@ typedef struct Dataset {
  * 0 ok, -1 with a cm_fail message. */
 int dataset_load(Dataset *d, const char *kind, const char *path, const char *split);
 void dataset_free(Dataset *d);
+
+/* Image `row` of d as the loader hands it to a network (loader.h): each byte v becomes
+ * v / 127.5 - 1, the image (mirrored first when flip) sits at ((H - h) / 2, (W - w) / 2) of an
+ * H x W canvas of -1 (H >= h, W >= w). out: [c, H, W]. */
+void dataset_image(const Dataset *d, int row, int H, int W, bool flip, float *out);
 
 #endif

@@ -60,26 +60,13 @@ static void loader_fill(Loader *l, LoaderCursor cur, float *x /* [batch_local, c
                         int *labels /* [batch_local] or NULL */)
 {
     const Dataset *d = l->data;
-    const int C = l->c, H = l->h, W = l->w, h = d->h, w = d->w;
-    const bool padded = H != h || W != w;
+    const int C = l->c, H = l->h, W = l->w;
     for (int j = 0; j < l->batch_local; j++) {
         LoaderCursor at = loader_advance(l, cur, l->row0 + j);
         int row = loader_perm(l, at.epoch)[at.index];
         bool flip = l->cfg.hflip &&
                     (loader_draw(l->cfg.seed, STREAM_HFLIP, at.epoch, at.index) >> 31);
-        float *out = x + (size_t)j * C * H * W;
-        const uint8_t *in = d->pix + (size_t)row * C * h * w;
-        if (padded)
-            for (size_t i = 0; i < (size_t)C * H * W; i++) out[i] = -1.0f;
-        for (int ch = 0; ch < C; ch++)
-            for (int y = 0; y < h; y++) {
-                const uint8_t *src = in + ((size_t)ch * h + y) * w;
-                float *dst = out + ((size_t)ch * H + y + l->pad_top) * W + l->pad_left;
-                if (flip)
-                    for (int xx = 0; xx < w; xx++) dst[xx] = l->lut[src[w - 1 - xx]];
-                else
-                    for (int xx = 0; xx < w; xx++) dst[xx] = l->lut[src[xx]];
-            }
+        dataset_image(d, row, H, W, flip, x + (size_t)j * C * H * W);
         if (labels) labels[j] = d->labels[row];
     }
 }
@@ -151,9 +138,6 @@ int loader_init(Loader *l, const Dataset *d, const LoaderConfig *cfg)
     l->c = d->c;
     l->h = cfg->pad_to ? cfg->pad_to : d->h;
     l->w = cfg->pad_to ? cfg->pad_to : d->w;
-    l->pad_top = (l->h - d->h) / 2;
-    l->pad_left = (l->w - d->w) / 2;
-    for (int v = 0; v < 256; v++) l->lut[v] = (float)v / 127.5f - 1.0f;
     for (int s = 0; s < 2; s++) {
         l->perm[s] = cm_malloc((size_t)d->n * sizeof *l->perm[s]);
         l->perm_epoch[s] = -1;

@@ -62,8 +62,6 @@ typedef struct Loader {
     const Dataset *data;       /* not owned; must outlive the loader, unchanged */
     LoaderConfig cfg;
     int row0;                  /* this rank's first position within a global batch */
-    int pad_top, pad_left;
-    float lut[256];            /* byte -> value in [-1, 1] */
     LoaderCursor cursor;       /* the next batch loader_next returns */
     int *perm[2];              /* epoch orders, cached in slot epoch % 2 */
     int64_t perm_epoch[2];     /* the epoch each slot holds, -1 for none */

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,18 +72,11 @@ char *eval_record_json(const EvalRecord *r)
     return buf;
 }
 
+/* The file's text, or NULL when it cannot be read (eval.json does not exist yet). */
 static char *read_text(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = cm_malloc((size_t)(n > 0 ? n : 0) + 1);
-    size_t got = fread(s, 1, (size_t)(n > 0 ? n : 0), f);
-    s[got] = '\0';
-    fclose(f);
-    return s;
+    char *text;
+    return cm_read_file(path, SIZE_MAX, &text, NULL) == 0 ? text : NULL;
 }
 
 int eval_json_append(const char *path, const EvalRecord *r, int count)

@@ -69,7 +69,7 @@ typedef struct CkptState {
     Adam *opt;                   /* NULL: no optimiser state; else its kind names the group
                                     /optimizer/adam, adamw or radam (optim_kind_name) */
     long step;
-    const char *method;          /* "edm", "cd", "ct", "ict", "bcm", "amed" */
+    const char *method;          /* experiment.method: the method record's name (train/method.h) */
     const char *config;          /* the resolved configuration text */
     uint64_t seed;
     long data_epoch, data_index; /* data cursor: the next batch starts here */

@@ -28,18 +28,28 @@ static const char *const methods[] = {"edm", "cd", "ct", "bcm", "amed", "classif
 static const char *const datasets[] = {"fashion-mnist", "mnist", "cifar10", "folder", NULL};
 static const char *const emb_types[] = {"positional", "fourier", NULL};        /* UNetEmbedding */
 static const char *const skip_scales[] = {"sqrt_half", "one", NULL};
-static const char *const optimizers[] = {"adam", "adamw", "radam", NULL};      /* OptimKind */
 static const char *const on_nans[] = {"stop", "rollback", NULL};
 static const char *const guards[] = {"warn", "skip", "rollback", "stop", NULL};      /* CfgGuard */
-static const char *const solvers[] = {"euler", "heun", "dpm2", "dpmpp2m", "dpmpp3m", "ipndm",
-                                      NULL};                                   /* SolverKind */
-static const char *const cd_solvers[] = {"euler", "heun", NULL};               /* its first two */
-static const char *const schedules[] = {"polynomial", "logsnr", "time_uniform", NULL};
+static const char *const cd_solvers[] = {"euler", "heun", NULL};               /* SolverKind's first two */
 static const char *const losses[] = {"l2", "l1", "pseudo_huber", NULL};
 static const char *const samplings[] = {"uniform", "lognormal", NULL};
 static const char *const curricula[] = {"original", "doubling", NULL};
 static const char *const weightings[] = {"uniform", "ict", NULL};
 static const char *const sweep_modes[] = {"grid", "one_at_a_time", NULL};     /* CfgSweepMode */
+#define NAMES_OF(table, count) _Static_assert(CM_ARRAY_LEN(table) == (count) + 1, #table ": one name per value")
+NAMES_OF(methods, CFG_METHOD_COUNT);
+NAMES_OF(datasets, CFG_DATASET_COUNT);
+NAMES_OF(emb_types, UNET_EMB_FOURIER + 1);
+NAMES_OF(skip_scales, CFG_SKIP_COUNT);
+NAMES_OF(on_nans, CFG_ON_NAN_COUNT);
+NAMES_OF(guards, CFG_GUARD_COUNT);
+NAMES_OF(losses, CFG_LOSS_COUNT);
+NAMES_OF(samplings, CFG_SAMPLING_COUNT);
+NAMES_OF(curricula, CFG_CURRICULUM_COUNT);
+NAMES_OF(weightings, CFG_WEIGHTING_COUNT);
+NAMES_OF(sweep_modes, CFG_SWEEP_MODE_COUNT);
+_Static_assert(SOLVER_EULER == 0 && SOLVER_HEUN == 1, "cd_solvers names SolverKind's first two");
+/* The solvers, schedules and optimisers have their modules' tables (solver_kind_names, ...). */
 
 static const CfgSection sections[] = {
     {"experiment", "The run: its name, method, seed and where run directories go."},
@@ -128,7 +138,7 @@ static const CfgKey keys[] = {
      .help = "Images per step (over all processes)."},
     {AT(train, lr), FLOAT(0, 10, CFG_OPEN_MIN), .dflt = "0.001",
      .help = "Learning rate (after the warm-up)."},
-    {AT(train, optimizer), ENUM(optimizers), .dflt = "adam",
+    {AT(train, optimizer), ENUM(optim_kind_names), .dflt = "adam",
      .help = "Adam, AdamW (decoupled weight decay) or RAdam, as PyTorch (src/nn/optim.h)."},
     {AT(train, beta1), FLOAT(0, 1, CFG_OPEN_MAX), .dflt = "0.9",
      .help = "First-moment decay."},
@@ -223,11 +233,11 @@ static const CfgKey keys[] = {
     {AT(classifier, classes), INT(2, 1000), .dflt = "10",
      .help = "Classes of the labels (10 for Fashion-MNIST, MNIST and CIFAR-10)."},
 
-    {AT(sample, solver), ENUM(solvers), .dflt = "heun",
+    {AT(sample, solver), ENUM(solver_kind_names), .dflt = "heun",
      .help = "ODE solver of a denoiser (EDM teachers)."},
     {AT(sample, nfe), INT(1, 100000), .dflt = "35",
      .help = "Denoiser evaluations per sample, counted as reference/amed.md does (heun: 35 is EDM's 18 steps)."},
-    {AT(sample, schedule), ENUM(schedules), .dflt = "polynomial",
+    {AT(sample, schedule), ENUM(schedule_kind_names), .dflt = "polynomial",
      .help = "Time steps: polynomial (Karras, rho), uniform in log-SNR, or time_uniform."},
     {AT(sample, rho), FLOAT(0, 1000, CFG_OPEN_MIN), .dflt = "7",
      .help = "Exponent of the polynomial and time_uniform schedules (1: uniform in sigma)."},
@@ -288,24 +298,6 @@ static void copy_trimmed(char *out, size_t n, const char *s, size_t len)
     if (len > n - 1) len = n - 1;
     memcpy(out, s, len);
     out[len] = '\0';
-}
-
-/* Levenshtein distance, case-insensitive, of the first 63 characters. */
-static int edit_distance(const char *a, const char *b)
-{
-    enum { M = 64 };
-    int la = (int)CM_MIN(strlen(a), (size_t)M - 1), lb = (int)CM_MIN(strlen(b), (size_t)M - 1);
-    int row[M], prev[M];
-    for (int j = 0; j <= lb; j++) prev[j] = j;
-    for (int i = 1; i <= la; i++) {
-        row[0] = i;
-        for (int j = 1; j <= lb; j++) {
-            int same = tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]);
-            row[j] = CM_MIN(CM_MIN(prev[j] + 1, row[j - 1] + 1), prev[j - 1] + !same);
-        }
-        memcpy(prev, row, sizeof(int) * (size_t)(lb + 1));
-    }
-    return prev[lb];
 }
 
 /* ---- values by type: parse (text -> field), format (field -> text), allowed values ---- */
@@ -492,7 +484,7 @@ static int parse_enum(const CfgKey *k, const char *text, void *field, char *why,
             memcpy(field, &i, sizeof i);
             return 0;
         }
-        int d = edit_distance(text, k->choices[i]);
+        int d = cm_edit_distance(text, k->choices[i]);
         if (d < best_d) best = i, best_d = d;
     }
     expected(k, why, n);
@@ -663,7 +655,7 @@ static int nearest_key(const char *section, const char *key)
     for (int i = 0; i < KEY_COUNT; i++) {
         char cand[96];
         snprintf(cand, sizeof cand, "%s.%s", keys[i].section, keys[i].key);
-        int d = edit_distance(full, cand);
+        int d = cm_edit_distance(full, cand);
         if (strcasecmp(key, keys[i].key) == 0) d = CM_MIN(d, 1);
         if (d < best_d) best = i, best_d = d;
     }
@@ -683,7 +675,7 @@ static void unknown_section(const char *section, char *why, size_t n)
 {
     int best = 0, best_d = INT_MAX;
     for (int s = 0; s < SECTION_COUNT; s++) {
-        int d = edit_distance(section, sections[s].name);
+        int d = cm_edit_distance(section, sections[s].name);
         if (d < best_d) best = s, best_d = d;
     }
     snprintf(why, n, "unknown section [%s]; did you mean [%s]?", section, sections[best].name);
@@ -1039,23 +1031,20 @@ int config_from_string(Config *cfg, const char *text, const char *name)
 static char *read_text(const char *path)
 {
     enum { LIMIT = 1 << 20 };
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    char *buf;
+    size_t len;
+    int rc = cm_read_file(path, LIMIT, &buf, &len);
+    if (rc == CM_READ_OPEN) {
         cm_fail("%s: cannot open the experiment file: %s", path, strerror(errno));
         return NULL;
     }
-    char *buf = cm_malloc(LIMIT + 1);
-    size_t len = fread(buf, 1, LIMIT + 1, f);
-    int err = ferror(f);
-    fclose(f);
-    const char *problem = err ? "cannot read it" : len > LIMIT ? "larger than 1 MiB: not an experiment file"
+    const char *problem = rc == CM_READ_ERROR ? "cannot read it" : rc == CM_READ_TOO_LARGE ? "larger than 1 MiB: not an experiment file"
                         : memchr(buf, '\0', len) ? "it has NUL bytes: not a text file" : NULL;
     if (problem) {
         cm_fail("%s: %s", path, problem);
         free(buf);
         return NULL;
     }
-    buf[len] = '\0';
     return buf;
 }
 

@@ -41,21 +41,23 @@
 #define CFG_SWEEP_TEXT 192       /* one [sweep] line's normalised values */
 #define CFG_SWEEP_VARIANTS 10000 /* the largest grid */
 
+/* Each enum ends with its count; experiment.c holds its one name table (a static assert ties
+ * the two), or takes the module's (solver, schedule, optimiser). */
 typedef enum CfgMethod {
     CFG_METHOD_EDM, CFG_METHOD_CD, CFG_METHOD_CT, CFG_METHOD_BCM, CFG_METHOD_AMED,
-    CFG_METHOD_CLASSIFIER,
+    CFG_METHOD_CLASSIFIER, CFG_METHOD_COUNT
 } CfgMethod;
 typedef enum CfgDataset {
-    CFG_DATASET_FASHION_MNIST, CFG_DATASET_MNIST, CFG_DATASET_CIFAR10, CFG_DATASET_FOLDER,
+    CFG_DATASET_FASHION_MNIST, CFG_DATASET_MNIST, CFG_DATASET_CIFAR10, CFG_DATASET_FOLDER, CFG_DATASET_COUNT
 } CfgDataset;
-typedef enum CfgSkipScale { CFG_SKIP_SQRT_HALF, CFG_SKIP_ONE } CfgSkipScale;
-typedef enum CfgOnNan { CFG_ON_NAN_STOP, CFG_ON_NAN_ROLLBACK } CfgOnNan;
-typedef enum CfgGuard { CFG_GUARD_WARN, CFG_GUARD_SKIP, CFG_GUARD_ROLLBACK, CFG_GUARD_STOP } CfgGuard;
-typedef enum CfgLoss { CFG_LOSS_L2, CFG_LOSS_L1, CFG_LOSS_PSEUDO_HUBER } CfgLoss;
-typedef enum CfgSampling { CFG_SAMPLING_UNIFORM, CFG_SAMPLING_LOGNORMAL } CfgSampling;
-typedef enum CfgCurriculum { CFG_CURRICULUM_ORIGINAL, CFG_CURRICULUM_DOUBLING } CfgCurriculum;
-typedef enum CfgWeighting { CFG_WEIGHTING_UNIFORM, CFG_WEIGHTING_ICT } CfgWeighting;
-typedef enum CfgSweepMode { CFG_SWEEP_GRID, CFG_SWEEP_ONE_AT_A_TIME } CfgSweepMode;
+typedef enum CfgSkipScale { CFG_SKIP_SQRT_HALF, CFG_SKIP_ONE, CFG_SKIP_COUNT } CfgSkipScale;
+typedef enum CfgOnNan { CFG_ON_NAN_STOP, CFG_ON_NAN_ROLLBACK, CFG_ON_NAN_COUNT } CfgOnNan;
+typedef enum CfgGuard { CFG_GUARD_WARN, CFG_GUARD_SKIP, CFG_GUARD_ROLLBACK, CFG_GUARD_STOP, CFG_GUARD_COUNT } CfgGuard;
+typedef enum CfgLoss { CFG_LOSS_L2, CFG_LOSS_L1, CFG_LOSS_PSEUDO_HUBER, CFG_LOSS_COUNT } CfgLoss;
+typedef enum CfgSampling { CFG_SAMPLING_UNIFORM, CFG_SAMPLING_LOGNORMAL, CFG_SAMPLING_COUNT } CfgSampling;
+typedef enum CfgCurriculum { CFG_CURRICULUM_ORIGINAL, CFG_CURRICULUM_DOUBLING, CFG_CURRICULUM_COUNT } CfgCurriculum;
+typedef enum CfgWeighting { CFG_WEIGHTING_UNIFORM, CFG_WEIGHTING_ICT, CFG_WEIGHTING_COUNT } CfgWeighting;
+typedef enum CfgSweepMode { CFG_SWEEP_GRID, CFG_SWEEP_ONE_AT_A_TIME, CFG_SWEEP_MODE_COUNT } CfgSweepMode;
 
 typedef struct CfgInts { int n; int v[CFG_LIST_MAX]; } CfgInts;
 typedef struct CfgFloats { int n; double v[CFG_LIST_MAX]; } CfgFloats;

@@ -10,20 +10,21 @@
 /* Below this many floats a loop is not worth waking the threads for. */
 #define PAR_MIN 16384
 
-static const char *optim_names[OPTIM_KIND_COUNT] = {
+const char *const optim_kind_names[OPTIM_KIND_COUNT + 1] = {
     [OPTIM_ADAM] = "adam", [OPTIM_ADAMW] = "adamw", [OPTIM_RADAM] = "radam",
 };
+_Static_assert(OPTIM_RADAM == OPTIM_KIND_COUNT - 1, "an OptimKind without a name");
 
 const char *optim_kind_name(OptimKind kind)
 {
     CM_ASSERT(kind >= 0 && kind < OPTIM_KIND_COUNT, "optim_kind_name: bad kind %d", (int)kind);
-    return optim_names[kind];
+    return optim_kind_names[kind];
 }
 
 int optim_kind_parse(const char *name)
 {
     for (int k = 0; k < OPTIM_KIND_COUNT; k++)
-        if (strcmp(name, optim_names[k]) == 0) return k;
+        if (strcmp(name, optim_kind_names[k]) == 0) return k;
     return -1;
 }
 

@@ -59,6 +59,8 @@ const char *optim_kind_name(OptimKind kind);
 int optim_kind_parse(const char *name);
 /* RAdam's rho_t at step t >= 1; the rectified update runs when it exceeds 5. */
 double radam_rho(float beta2, long t);
+/* The names by kind, NULL-terminated: the one name table (the experiment keys' choices too). */
+extern const char *const optim_kind_names[OPTIM_KIND_COUNT + 1];
 
 /* The learning rate of the update that follows `step` completed updates (pass Adam.step before
  * adam_step): lr * min(1, step / warmup). The step counts from 0, so the first update has lr 0,

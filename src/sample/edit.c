@@ -268,3 +268,32 @@ void edit_interpolate(ConsistencyFn f, void *user, double T, const float *z1, co
     f(user, out, T, n);
     sample_clip(out, (size_t)n * dim);
 }
+
+static const char *channels_name(int c) { return c == 1 ? "gray" : "RGB"; }
+
+int edit_references(const Config *cfg, const char *split, const int *idx, int n, int C, int H, int W, float **out,
+                    int *count)
+{
+    Dataset d;
+    const char *kind = config_enum_name("data.dataset", cfg->data.dataset);
+    if (dataset_load(&d, kind, cfg->data.path[0] ? cfg->data.path : NULL, split)) return -1;
+    int first[8];
+    if (!idx) {    /* the default: the first 8 images (fewer if the data set is smaller) */
+        for (n = 0; n < CM_MIN(8, d.n); n++) first[n] = n;
+        idx = first;
+    }
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++)
+        if (idx[i] >= d.n) rc = cm_fail("--data-index %d: %s has %d images (0..%d)", idx[i], d.source, d.n, d.n - 1);
+    if (rc == 0 && (d.c != C || d.h > H || d.w > W))
+        rc = cm_fail("%s holds %dx%d %s images, but the model takes %dx%d %s", d.source, d.w, d.h,
+                     channels_name(d.c), W, H, channels_name(C));
+    if (rc == 0) {
+        size_t dim = (size_t)C * H * W;
+        *count = n;
+        *out = cm_malloc((size_t)n * dim * sizeof **out);
+        for (int i = 0; i < n; i++) dataset_image(&d, idx[i], H, W, false, *out + i * dim);
+    }
+    dataset_free(&d);
+    return rc;
+}

@@ -30,6 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data/dataset.h"
+#include "io/experiment.h"
 #include "sample/sample.h"
 
 /* f(x, t) of n images x [n, C, H, W], written over x. */
@@ -111,5 +113,13 @@ void edit_slerp(const float *z1, const float *z2, size_t dim, double u, float *o
  * one-step samples of z1 and z2. */
 void edit_interpolate(ConsistencyFn f, void *user, double T, const float *z1, const float *z2,
                       size_t dim, int n, float *out);
+
+/* The reference images of an edit from the model's data set (cfg's data.dataset and data.path,
+ * split "train" or "test"): images idx[0..n) (idx NULL: the first min(8, size) images) as the
+ * loader makes them for a C x H x W model (dataset_image: padded as data.pad_to pads). *out
+ * (malloc'd) gets [*count, C, H, W]. -1 after cm_fail(): an index past the data set, images of
+ * another channel count or larger than the model's. */
+int edit_references(const Config *cfg, const char *split, const int *idx, int n, int C, int H, int W, float **out,
+                    int *count);
 
 #endif

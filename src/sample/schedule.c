@@ -6,22 +6,23 @@
 
 #include "common.h"
 
-static const char *const schedule_names[SCHEDULE_KIND_COUNT] = {
+const char *const schedule_kind_names[SCHEDULE_KIND_COUNT + 1] = {
     [SCHEDULE_POLYNOMIAL] = "polynomial",
     [SCHEDULE_LOGSNR] = "logsnr",
     [SCHEDULE_TIME_UNIFORM] = "time_uniform",
 };
+_Static_assert(SCHEDULE_TIME_UNIFORM == SCHEDULE_KIND_COUNT - 1, "a ScheduleKind without a name");
 
 const char *schedule_kind_name(ScheduleKind kind)
 {
     CM_ASSERT(kind >= 0 && kind < SCHEDULE_KIND_COUNT, "schedule_kind_name: bad kind %d", (int)kind);
-    return schedule_names[kind];
+    return schedule_kind_names[kind];
 }
 
 int schedule_kind_from_name(const char *name)
 {
     for (int k = 0; k < SCHEDULE_KIND_COUNT; k++)
-        if (strcmp(name, schedule_names[k]) == 0) return k;
+        if (strcmp(name, schedule_kind_names[k]) == 0) return k;
     return cm_fail("unknown schedule '%s' (expected polynomial, logsnr or time_uniform)", name);
 }
 
@@ -45,12 +46,12 @@ int schedule_steps(ScheduleKind kind, int n, double sigma_min, double sigma_max,
 {
     if (kind < 0 || kind >= SCHEDULE_KIND_COUNT) return cm_fail("schedule: bad kind %d", (int)kind);
     if (n < 2) return cm_fail("schedule %s: need at least 2 time points, got %d",
-                              schedule_names[kind], n);
+                              schedule_kind_names[kind], n);
     if (!(sigma_min > 0 && sigma_min < sigma_max && isfinite(sigma_max)))
         return cm_fail("schedule %s: need 0 < sigma_min < sigma_max, got sigma_min = %g, "
-                       "sigma_max = %g", schedule_names[kind], sigma_min, sigma_max);
+                       "sigma_max = %g", schedule_kind_names[kind], sigma_min, sigma_max);
     if (kind != SCHEDULE_LOGSNR && !(rho > 0 && isfinite(rho)))
-        return cm_fail("schedule %s: rho must be positive, got %g", schedule_names[kind], rho);
+        return cm_fail("schedule %s: rho must be positive, got %g", schedule_kind_names[kind], rho);
 
     switch (kind) {
     case SCHEDULE_POLYNOMIAL: {

@@ -36,6 +36,8 @@ typedef enum ScheduleKind {
 /* "polynomial", "logsnr", "time_uniform" (the names of experiment files and diff-sampler), and
  * back: schedule_kind_from_name returns -1 after cm_fail() for an unknown name. */
 const char *schedule_kind_name(ScheduleKind kind);
+/* The names by kind, NULL-terminated: the one name table (the experiment keys' choices too). */
+extern const char *const schedule_kind_names[SCHEDULE_KIND_COUNT + 1];
 int schedule_kind_from_name(const char *name);
 
 /* Fills t[n] (descending, sigma_max..sigma_min). Returns 0, or -1 after cm_fail() when n < 2,

@@ -10,7 +10,7 @@
 
 #include "common.h"
 
-static const char *const solver_names[SOLVER_KIND_COUNT] = {
+const char *const solver_kind_names[SOLVER_KIND_COUNT + 1] = {
     [SOLVER_EULER] = "euler",
     [SOLVER_HEUN] = "heun",
     [SOLVER_DPM2] = "dpm2",
@@ -18,6 +18,7 @@ static const char *const solver_names[SOLVER_KIND_COUNT] = {
     [SOLVER_DPMPP3M] = "dpmpp3m",
     [SOLVER_IPNDM] = "ipndm",
 };
+_Static_assert(SOLVER_IPNDM == SOLVER_KIND_COUNT - 1, "a SolverKind without a name");
 
 /* Denoiser calls per step (heun and dpm2 make two). */
 static const int solver_calls_per_step[SOLVER_KIND_COUNT] = {
@@ -37,13 +38,13 @@ SolverOpts solver_opts_default(void)
 const char *solver_kind_name(SolverKind kind)
 {
     CM_ASSERT(kind >= 0 && kind < SOLVER_KIND_COUNT, "solver_kind_name: bad kind %d", (int)kind);
-    return solver_names[kind];
+    return solver_kind_names[kind];
 }
 
 int solver_kind_from_name(const char *name)
 {
     for (int k = 0; k < SOLVER_KIND_COUNT; k++)
-        if (strcmp(name, solver_names[k]) == 0) return k;
+        if (strcmp(name, solver_kind_names[k]) == 0) return k;
     return cm_fail("unknown solver '%s' (expected euler, heun, dpm2, dpmpp2m, dpmpp3m or ipndm)",
                    name);
 }
@@ -57,7 +58,7 @@ int solver_nfe(SolverKind kind, const SolverOpts *o, int n)
 int solver_resolve_steps(SolverKind kind, const SolverOpts *o)
 {
     if (kind < 0 || kind >= SOLVER_KIND_COUNT) return cm_fail("solver: bad kind %d", (int)kind);
-    const char *name = solver_names[kind];
+    const char *name = solver_kind_names[kind];
     if (o->steps != 0) {
         if (o->steps < 2) return cm_fail("%s: need at least 2 time points, got %d", name, o->steps);
         if (o->nfe > 0 && solver_nfe(kind, o, o->steps) != o->nfe)
@@ -331,7 +332,7 @@ int solver_sample(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *use
         memcpy(x, buf[0], n_el * sizeof *x);
     }
     CM_ASSERT(dn.nfe == solver_nfe(kind, o, n), "%s: made %d denoiser calls, its formula says %d",
-              solver_names[kind], dn.nfe, solver_nfe(kind, o, n));
+              solver_kind_names[kind], dn.nfe, solver_nfe(kind, o, n));
 
     if (stats) *stats = (SolverStats){.nfe = dn.nfe, .steps = n};
     free(sorted);

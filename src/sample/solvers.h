@@ -122,6 +122,8 @@ SolverOpts solver_opts_default(void);
 /* "euler", "heun", "dpm2", "dpmpp2m", "dpmpp3m", "ipndm", and back: solver_kind_from_name returns
  * -1 after cm_fail() for an unknown name. */
 const char *solver_kind_name(SolverKind kind);
+/* The names by kind, NULL-terminated: the one name table (the experiment keys' choices too). */
+extern const char *const solver_kind_names[SOLVER_KIND_COUNT + 1];
 int solver_kind_from_name(const char *name);
 
 /* The NFE of `kind` over n time points with o's afs and denoise_to_zero (formulas above). */

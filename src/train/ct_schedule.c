@@ -40,6 +40,7 @@ int ct_N(CfgCurriculum kind, long k, long K, int s0, int s1)
     switch (kind) {
     case CFG_CURRICULUM_ORIGINAL: return ct_m(k, K, s0, s1) + 1;
     case CFG_CURRICULUM_DOUBLING: return ct_doubling_steps(k, K, s0, s1) + 1;
+    case CFG_CURRICULUM_COUNT: break;
     }
     CM_ASSERT(0, "ct_N: bad curriculum %d", (int)kind);
 }
@@ -114,6 +115,7 @@ double ct_weight(CfgWeighting w, const double *sigma, int i)
     switch (w) {
     case CFG_WEIGHTING_UNIFORM: return 1.0;
     case CFG_WEIGHTING_ICT: return 1.0 / (sigma[i + 1] - sigma[i]);
+    case CFG_WEIGHTING_COUNT: break;
     }
     CM_ASSERT(0, "ct_weight: bad weighting %d", (int)w);
 }

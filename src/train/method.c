@@ -1,6 +1,9 @@
 #include "method.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "nn/optim.h"
 
 #include "train/model.h"
 
@@ -51,3 +54,39 @@ const UNet *method_unet(const void *st) { return &((const MethodUNet *)st)->net;
 size_t method_unet_param_count(const void *st) { return unet_param_count(&((const MethodUNet *)st)->net); }
 void method_unet_print_table(const void *st, FILE *f) { unet_print_table(&((const MethodUNet *)st)->net, f); }
 void method_unet_free(MethodUNet *u) { unet_free(&u->net); }
+
+void method_cm_start_target(MethodCm *m, const float *w, double mu0)
+{
+    if (mu0 <= 0) return;
+    m->target = params_buffer(&m->u.net.ps);
+    memcpy(m->target, w, m->u.net.ps.total * sizeof(float));
+}
+
+const float *method_cm_target(const MethodCm *m, const float *online) { return m->target ? m->target : online; }
+
+void method_cm_after_update(void *st, const float *w)
+{
+    MethodCm *m = st;
+    if (m->target) ema_update(m->target, w, m->u.net.ps.total, (float)m->mu);
+}
+
+void method_cm_ckpt_save(void *st, CkptState *s)
+{
+    MethodCm *m = st;
+    if (m->target) ckpt_add_weights(s, "target", m->target);
+    s->sched_N = m->N;
+    s->sched_mu = m->mu;
+}
+
+void method_cm_ckpt_loaded(void *st, const CkptState *s)
+{
+    MethodCm *m = st;
+    m->N = s->sched_N;
+    m->mu = s->sched_mu;
+}
+
+void method_cm_free(MethodCm *m)
+{
+    free(m->target);
+    method_unet_free(&m->u);
+}

@@ -81,4 +81,24 @@ size_t method_unet_param_count(const void *st);
 void method_unet_print_table(const void *st, FILE *f);
 void method_unet_free(MethodUNet *u);
 
+/* ---- shared by the consistency methods (ct, cd: their state starts with MethodCm) ---- */
+typedef struct MethodCm {
+    MethodUNet u;
+    float *target;               /* the EMA target network (target_mu > 0), else NULL: the target is
+                                  * the online network without gradient */
+    long N;                      /* the schedule state of the last step: N(k) and mu(k) */
+    double mu;
+} MethodCm;
+
+/* The target network starts as a copy of the online weights w when mu0 > 0. */
+void method_cm_start_target(MethodCm *m, const float *w, double mu0);
+/* The weights of the target pass: the target network, or the online weights. */
+const float *method_cm_target(const MethodCm *m, const float *online);
+/* Method hooks: the target follows the online weights w with rate mu; the checkpoint holds the
+ * target as "target" and the schedule state as sched_N, sched_mu. */
+void method_cm_after_update(void *st, const float *w);
+void method_cm_ckpt_save(void *st, CkptState *s);
+void method_cm_ckpt_loaded(void *st, const CkptState *s);
+void method_cm_free(MethodCm *m);
+
 #endif

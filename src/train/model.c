@@ -93,6 +93,7 @@ int model_image_shape(const Config *cfg, int *C, int *H, int *W)
         free(pix);
         break;
     }
+    case CFG_DATASET_COUNT: CM_ASSERT(0, "model_image_shape: bad data.dataset %d", (int)cfg->data.dataset);
     }
     if (cfg->data.pad_to) *H = *W = cfg->data.pad_to;
     return 0;

@@ -446,6 +446,8 @@ loss_case("pseudo_huber", "batch1_c1", (1, 5), rg=(True, False), c=1.0)
 loss_case("pseudo_huber", "ict_c_target_frozen", (4, 3, 5, 5), rg=(True, False),
           c=0.00054 * np.sqrt(75.0))
 loss_case("pseudo_huber", "input_frozen", (2, 7), rg=(False, True), c=0.5)
+# c = 0: ECT's un-squared l2 distance ||a - b||.
+loss_case("pseudo_huber", "c0_ect_l2", (3, 2, 4, 4), c=0.0)
 
 
 # ---- cross_entropy: logits [N,K], labels [N] (class indices as float32, never differentiated) ----

@@ -11,19 +11,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nn/optim.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
 #include "train/method.h"
 #include "train/model.h"
 
 typedef struct Cd {
-    MethodUNet u;
+    MethodCm cm;                 /* the U-Net, the target network (cd.target_mu > 0), cd.N and cd.target_mu */
     float *teacher;              /* the EDM teacher's weights (the student's layout) */
     PrecondParams teacher_pre;   /* its (EDM) preconditioning */
-    float *target;               /* the EMA target network (cd.target_mu > 0), else NULL */
-    long N;                      /* the schedule state of the last step: cd.N and cd.target_mu */
-    double mu;
 } Cd;
 
 /* The first [model] key in which two U-Net configurations differ (dropout aside: it has no
@@ -56,7 +52,7 @@ static const char *unet_arch_difference(const UNetConfig *a, const UNetConfig *b
 static int cd_setup(void *st, const MethodEnv *env, const ParamSet **ps)
 {
     Cd *m = st;
-    if (method_unet_setup(&m->u, env, ps) != 0) return -1;
+    if (method_unet_setup(&m->cm.u, env, ps) != 0) return -1;
     const CfgCd *cd = &env->cfg->cd;
     if (!cd->teacher[0])
         return cm_fail("method = cd needs cd.teacher: the EDM teacher checkpoint to distil (train one with "
@@ -68,7 +64,7 @@ static int cd_setup(void *st, const MethodEnv *env, const ParamSet **ps)
         return cm_fail("cd.teacher: %s", cm_errmsg());
     }
     int rc = 0;
-    const char *diff = unet_arch_difference(&m->u.net.cfg, &tm.net.cfg);
+    const char *diff = unet_arch_difference(&m->cm.u.net.cfg, &tm.net.cfg);
     if (tcfg.experiment.method != CFG_METHOD_EDM)
         rc = cm_fail("cd.teacher = %s: a method = %s checkpoint; CD distils an EDM teacher (method = edm)",
                      cd->teacher, config_method_name(tcfg.experiment.method));
@@ -77,8 +73,8 @@ static int cd_setup(void *st, const MethodEnv *env, const ParamSet **ps)
                      "from the teacher's weights, so copy the teacher's [model] section (cmlab info shows its config)",
                      cd->teacher, diff);
     if (rc == 0) {
-        m->teacher = params_buffer(&m->u.net.ps);
-        memcpy(m->teacher, tm.w, m->u.net.ps.total * sizeof(float));
+        m->teacher = params_buffer(&m->cm.u.net.ps);
+        memcpy(m->teacher, tm.w, m->cm.u.net.ps.total * sizeof(float));
         m->teacher_pre = tm.pre;
         printf("cd: teacher %s (%s weights)\n", cd->teacher, tm.weights_name);
     }
@@ -90,17 +86,15 @@ static int cd_setup(void *st, const MethodEnv *env, const ParamSet **ps)
 static void cd_start(void *st, float *w)
 {
     Cd *m = st;
-    size_t n = m->u.net.ps.total;
+    size_t n = m->cm.u.net.ps.total;
     memcpy(w, m->teacher, n * sizeof(float));
-    if (m->u.cfg->cd.target_mu <= 0) return;
-    m->target = params_buffer(&m->u.net.ps);
-    memcpy(m->target, w, n * sizeof(float));
+    method_cm_start_target(&m->cm, w, m->cm.u.cfg->cd.target_mu);
 }
 
 static double cd_loss(void *st, Ctx *c, const WeightSet *online, const Batch *bt)
 {
     Cd *m = st;
-    const Config *cfg = m->u.cfg;
+    const Config *cfg = m->cm.u.cfg;
     int B = bt->B, N = cfg->cd.N, C = bt->C, H = bt->H, W = bt->W;
     size_t dim = (size_t)C * H * W;
     double *sigma = arena_alloc(&c->arena, (size_t)N * sizeof(double));
@@ -117,44 +111,28 @@ static double cd_loss(void *st, Ctx *c, const WeightSet *online, const Batch *bt
         lam[b] = 1;
         for (size_t k = b * dim; k < (b + 1) * dim; k++) x1[k] = x0[k] + t1[b] * z[k];
     }
-    cd_teacher_step(c, &m->u.net, &m->teacher_pre, m->teacher, cfg->cd.solver, x1, t1, t0, B, C, H, W, xt);
+    cd_teacher_step(c, &m->cm.u.net, &m->teacher_pre, m->teacher, cfg->cd.solver, x1, t1, t0, B, C, H, W, xt);
     CtBatch cb = {x0, z, t1, t0, lam, xt, B, C, H, W, bt->sample0};
-    double loss = ct_step_loss(c, &m->u.net, &m->u.pre, online, m->target ? m->target : online->w, &cb,
+    double loss = ct_step_loss(c, &m->cm.u.net, &m->cm.u.pre, online, method_cm_target(&m->cm, online->w), &cb,
                                cfg->cd.loss, cfg->model.dropout > 0 ? &bt->dropout : NULL);
-    m->N = N;
-    m->mu = cfg->cd.target_mu;
+    m->cm.N = N;
+    m->cm.mu = cfg->cd.target_mu;
     return loss;
 }
 
-/* The target network follows the online weights with the fixed rate cd.target_mu. */
-static void cd_after_update(void *st, const float *w)
-{
-    Cd *m = st;
-    if (m->target) ema_update(m->target, w, m->u.net.ps.total, (float)m->mu);
-}
-
+/* The target network and schedule state (method_cm_ckpt_save), then the teacher. */
 static void cd_ckpt_save(void *st, CkptState *s)
 {
     Cd *m = st;
-    if (m->target) ckpt_add_weights(s, "target", m->target);
+    method_cm_ckpt_save(&m->cm, s);
     ckpt_add_weights(s, "teacher", m->teacher);
-    s->sched_N = m->N;
-    s->sched_mu = m->mu;
-}
-
-static void cd_ckpt_loaded(void *st, const CkptState *s)
-{
-    Cd *m = st;
-    m->N = s->sched_N;
-    m->mu = s->sched_mu;
 }
 
 static void cd_free(void *st)
 {
     Cd *m = st;
     free(m->teacher);
-    free(m->target);
-    method_unet_free(&m->u);
+    method_cm_free(&m->cm);
 }
 
 const Method method_cd = {
@@ -167,9 +145,9 @@ const Method method_cd = {
     .setup = cd_setup,
     .start = cd_start,
     .loss = cd_loss,
-    .after_update = cd_after_update,
+    .after_update = method_cm_after_update,
     .ckpt_save = cd_ckpt_save,
-    .ckpt_loaded = cd_ckpt_loaded,
+    .ckpt_loaded = method_cm_ckpt_loaded,
     .unet = method_unet,
     .param_count = method_unet_param_count,
     .print_table = method_unet_print_table,

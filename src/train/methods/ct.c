@@ -9,32 +9,24 @@
  * themselves (ct.target_mu = 0, iCT). The switches (ct.loss, ct.sampling, ct.curriculum,
  * ct.weighting) choose between CT's and iCT's recipe piece by piece. */
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "nn/optim.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
 #include "train/method.h"
 
 typedef struct Ct {
-    MethodUNet u;
-    float *target;               /* the EMA target network (ct.target_mu > 0), else NULL */
-    long N;                      /* N(k) and mu(k) of the last step */
-    double mu;
+    MethodCm cm;                 /* the U-Net, the target network (ct.target_mu > 0), N(k) and mu(k) */
 } Ct;
 
 static int ct_setup(void *st, const MethodEnv *env, const ParamSet **ps)
 {
-    return method_unet_setup(&((Ct *)st)->u, env, ps);
+    return method_unet_setup(&((Ct *)st)->cm.u, env, ps);
 }
 
 static void ct_start(void *st, float *w)
 {
     Ct *m = st;
-    if (m->u.cfg->ct.target_mu <= 0) return;
-    m->target = params_buffer(&m->u.net.ps);
-    memcpy(m->target, w, m->u.net.ps.total * sizeof(float));
+    method_cm_start_target(&m->cm, w, m->cm.u.cfg->ct.target_mu);
 }
 
 static double ct_mu_at(const Config *cfg, long k, int N)
@@ -49,7 +41,7 @@ static double ct_mu_at(const Config *cfg, long k, int N)
 static double ct_loss(void *st, Ctx *c, const WeightSet *online, const Batch *bt)
 {
     Ct *m = st;
-    const Config *cfg = m->u.cfg;
+    const Config *cfg = m->cm.u.cfg;
     int B = bt->B;
     size_t dim = (size_t)bt->C * bt->H * bt->W;
     int N = ct_N(cfg->ct.curriculum, bt->step, cfg->train.iterations, config_ct_s0(cfg), config_ct_s1(cfg));
@@ -71,41 +63,14 @@ static double ct_loss(void *st, Ctx *c, const WeightSet *online, const Batch *bt
         lam[b] = (float)ct_weight(cfg->ct.weighting, sigma, i);
     }
     CtBatch cb = {bt->x0, z, t1, t0, lam, NULL, B, bt->C, bt->H, bt->W, bt->sample0};
-    double loss = ct_step_loss(c, &m->u.net, &m->u.pre, online, m->target ? m->target : online->w, &cb,
+    double loss = ct_step_loss(c, &m->cm.u.net, &m->cm.u.pre, online, method_cm_target(&m->cm, online->w), &cb,
                                cfg->ct.loss, cfg->model.dropout > 0 ? &bt->dropout : NULL);
-    m->N = N;
-    m->mu = ct_mu_at(cfg, bt->step, N);
+    m->cm.N = N;
+    m->cm.mu = ct_mu_at(cfg, bt->step, N);
     return loss;
 }
 
-/* The target network follows the online weights with rate mu(k) after each update. */
-static void ct_after_update(void *st, const float *w)
-{
-    Ct *m = st;
-    if (m->target) ema_update(m->target, w, m->u.net.ps.total, (float)m->mu);
-}
-
-static void ct_ckpt_save(void *st, CkptState *s)
-{
-    Ct *m = st;
-    if (m->target) ckpt_add_weights(s, "target", m->target);
-    s->sched_N = m->N;
-    s->sched_mu = m->mu;
-}
-
-static void ct_ckpt_loaded(void *st, const CkptState *s)
-{
-    Ct *m = st;
-    m->N = s->sched_N;
-    m->mu = s->sched_mu;
-}
-
-static void ct_free(void *st)
-{
-    Ct *m = st;
-    free(m->target);
-    method_unet_free(&m->u);
-}
+static void ct_free(void *st) { method_cm_free(&((Ct *)st)->cm); }
 
 const Method method_ct = {
     .id = CFG_METHOD_CT,
@@ -117,9 +82,9 @@ const Method method_ct = {
     .setup = ct_setup,
     .start = ct_start,
     .loss = ct_loss,
-    .after_update = ct_after_update,
-    .ckpt_save = ct_ckpt_save,
-    .ckpt_loaded = ct_ckpt_loaded,
+    .after_update = method_cm_after_update,
+    .ckpt_save = method_cm_ckpt_save,
+    .ckpt_loaded = method_cm_ckpt_loaded,
     .unet = method_unet,
     .param_count = method_unet_param_count,
     .print_table = method_unet_print_table,
