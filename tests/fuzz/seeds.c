@@ -2,7 +2,8 @@
  *
  *   fuzz_seeds OUTDIR EXPERIMENTS_DIR [STAMP]
  *
- * experiment: every EXPERIMENTS_DIR/ *.ini and ablations/ *.ini, one also with --set assignments;
+ * experiment: every EXPERIMENTS_DIR/ *.ini and ablations/ *.ini, one also with --set assignments,
+ * and OUTDIR/experiment.dict, a libFuzzer dictionary of the key table's names;
  * idx: small image and label files, plain and .gz; cifar: a test-split tarball (.tar.gz and plain
  * tar) and the start of a batch file (fuzz_cifar.c's mode byte first); folder: gray and RGB PNGs;
  * edit: a mask and reference PNGs for the model shapes fuzz_edit.c's first byte selects;
@@ -20,6 +21,7 @@
 #include "data/cifar.h"
 #include "data/image.h"
 #include "fuzz.h"
+#include "io/experiment.h"
 
 static const char *out_root;
 
@@ -89,6 +91,21 @@ static void seeds_experiment(const char *dir)
     static const char sets[] = "[train]\nlr = 0.0001\n\0model.channels=16\0sweep.ct.loss=l1,l2"
                                "\0train.ema=0.999,0.9999";
     seed_write("experiment", "with-sets", sets, sizeof sets - 1, NULL, 0);
+
+    /* libFuzzer's dictionary (-dict): every section header and key name, as text and as a --set. */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/experiment.dict", out_root);
+    FILE *f = fopen(path, "w");
+    CM_ASSERT(f, "cannot write %s", path);
+    int nsections, nkeys;
+    const CfgSection *sections = config_sections(&nsections);
+    const CfgKey *keys = config_keys(&nkeys);
+    for (int i = 0; i < nsections; i++) fprintf(f, "\"[%s]\\x0A\"\n", sections[i].name);
+    for (int i = 0; i < nkeys; i++)
+        fprintf(f, "\"%s = \"\n\"\\x00%s.%s=\"\n\"\\x00sweep.%s.%s=\"\n", keys[i].key,
+                keys[i].section, keys[i].key, keys[i].section, keys[i].key);
+    fputs("\" ;\"\n\"\\x0A\"\n\",\"\n\"|\"\n", f);
+    CM_ASSERT(fclose(f) == 0, "cannot write %s", path);
 }
 
 /* An unsigned-byte IDX file: magic, big-endian dims, then bytes. */
