@@ -23,9 +23,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* The per-process directory (made on first use, removed recursively at exit). */
 const char *fuzz_dir(void);
-/* fuzz_dir()/name, into a static buffer per call site's use (copy it before the next call). */
+/* fuzz_dir()/name in a static buffer, valid until the next fuzz_path or fuzz_write. */
 const char *fuzz_path(const char *name);
-/* Writes size bytes to fuzz_dir()/name (subdirectories must exist); returns the path (static). */
+/* Writes size bytes to fuzz_dir()/name (its directory must exist); returns fuzz_path(name). */
 const char *fuzz_write(const char *name, const void *data, size_t size);
 /* Removes fuzz_dir()/name, recursively if it is a directory. */
 void fuzz_remove(const char *name);

@@ -11,8 +11,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const char *dir = fuzz_path("images");
-    CM_ASSERT(mkdir(dir, 0700) == 0, "fuzz: cannot make %s", dir);
+    CM_ASSERT(mkdir(fuzz_path("images"), 0700) == 0, "fuzz: cannot make %s", fuzz_path("images"));
     fuzz_write("images/a.png", data, size);
     Dataset d;
     if (folder_load(&d, fuzz_path("images")) == 0) {
