@@ -4,7 +4,9 @@
 #   ./run.sh demo [ARGS]   install what the demo needs, build, run `build/cmlab demo ARGS`
 #   ./run.sh test [ARGS]   install what the tests need, build, run the whole suite (ARGS go to meson test)
 #   ./run.sh test-portable [ARGS]  the same suite built with -Dnative=false (no AVX-512), in build-portable/
-#   ./run.sh sanitize [ARGS]  the same suite under ASan + UBSan, in build-asan/
+#   ./run.sh sanitize [ARGS]  the same suite under ASan + UBSan, in build-asan/, then a short run of
+#                          every fuzz harness (build-fuzz/, clang)
+#   ./run.sh fuzz [SECONDS]   the fuzz campaign: every harness for SECONDS (default 300) each
 #   ./run.sh bench [ARGS]  the benchmark against PyTorch (bench/bench.py; `bench conv`: bench/conv.sh)
 #
 # Each command is idempotent: Debian packages are installed only when dpkg says they are missing
@@ -19,8 +21,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # root oracle), the HDF5 command-line tools and Chromium (test_ablate renders report.html).
 BUILD_PACKAGES=(meson ninja-build pkg-config gcc libopenblas-openmp-dev libhdf5-dev zlib1g-dev
                 libpng-dev libinih-dev dataset-fashion-mnist)
+# clang and its libFuzzer runtime build the fuzz harnesses (tests/fuzz/).
 TEST_PACKAGES=("${BUILD_PACKAGES[@]}" python3-torch python3-h5py python3-numpy python3-scipy hdf5-tools
-               chromium)
+               chromium clang libclang-rt-14-dev)
 
 usage() {
     cat <<'EOF'
@@ -35,7 +38,11 @@ commands:
              so no AVX-512 and conv2d's im2col path where the native build takes Winograd
              (ARGS go to `meson test`)
   sanitize   the test suite under AddressSanitizer + UndefinedBehaviorSanitizer in build-asan/
-             (ARGS go to `meson test`; default --timeout-multiplier 3)
+             (ARGS go to `meson test`; default --timeout-multiplier 3), then every fuzz
+             harness for 20 s (build-fuzz/, clang; CMLAB_FUZZ_SECONDS changes it, 0 skips)
+  fuzz       build the libFuzzer harnesses with clang in build-fuzz/ and run each for
+             SECONDS (default 300); the corpora grow in build-fuzz/fuzz-corpus/<harness>/,
+             crashing inputs land in build-fuzz/fuzz-artifacts/<harness>/
   bench      build both sides and run the training/sampling benchmark against PyTorch, one
              table (bench/bench.py; ARGS go to it: --reps R, --quick, --only S-train,...);
              `bench conv [REPS] [ITERS]` runs the conv-only comparison (bench/conv.sh)
@@ -157,6 +164,61 @@ suite_env() {
     export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 }
 
+# The sanitizer settings of `sanitize` and `fuzz`. Leaks are checked; tests/lsan.supp names only
+# internal allocators of OpenBLAS and HDF5, never whole libraries (see there why). Any UBSan
+# report stops the program with a stack trace.
+sanitizer_env() {
+    export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1"
+    export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
+    export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+}
+
+# Builds the libFuzzer harnesses with clang (ASan + UBSan) in build-fuzz/, with their seeds.
+build_fuzz() {
+    if [[ ! -f build-fuzz/meson-private/coredata.dat ]]; then
+        CC=clang configure build-fuzz -Dfuzz=true -Db_sanitize=address,undefined -Db_lundef=false \
+            -Dbuildtype=debugoptimized "-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer"
+    fi
+    local targets=(tests/fuzz/seeds.stamp) exe
+    for exe in tests/fuzz/fuzz_*.c; do
+        exe=${exe%.c}
+        targets+=("$exe")
+    done
+    ninja -C build-fuzz "${targets[@]}"
+}
+
+# Runs every harness of build-fuzz for $1 seconds on its corpus (build-fuzz/fuzz-corpus/<h>/,
+# grown across runs) and its seeds, and prints the executions of each. Returns non-zero when one
+# found a crash, a hang (10 s per input) or a leak; the input is in build-fuzz/fuzz-artifacts/<h>/
+# (keep it in tests/fuzz/regress/<h>/ with the fix).
+run_fuzz() {
+    local seconds=$1 failed=() src h log
+    for src in tests/fuzz/fuzz_*.c; do
+        h=${src#tests/fuzz/fuzz_}
+        h=${h%.c}
+        mkdir -p "build-fuzz/fuzz-corpus/$h" "build-fuzz/fuzz-artifacts/$h"
+        log="build-fuzz/fuzz-artifacts/$h.log"
+        local leaks=1 dict=()
+        # fuzz_seeds writes a dictionary for a harness whose input has words (experiment keys).
+        [[ -f build-fuzz/tests/fuzz/seeds/$h.dict ]] && dict=("-dict=build-fuzz/tests/fuzz/seeds/$h.dict")
+        if ASAN_OPTIONS="${ASAN_OPTIONS/detect_leaks=1/detect_leaks=$leaks}" \
+            "build-fuzz/tests/fuzz/fuzz_$h" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+            -detect_leaks="$leaks" "${dict[@]}" \
+            -print_final_stats=1 -artifact_prefix="build-fuzz/fuzz-artifacts/$h/" \
+            "build-fuzz/fuzz-corpus/$h" "build-fuzz/tests/fuzz/seeds/$h" >"$log" 2>&1; then
+            echo "fuzz $h: $(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | grep -o '[0-9]*$') executions in ${seconds} s, $(ls "build-fuzz/fuzz-corpus/$h" | wc -l) corpus inputs"
+        else
+            echo "fuzz $h: FAILED, see $log and build-fuzz/fuzz-artifacts/$h/" >&2
+            grep -E 'ERROR|SUMMARY|Test unit written' "$log" >&2 || tail -20 "$log" >&2
+            failed+=("$h")
+        fi
+    done
+    if ((${#failed[@]} > 0)); then
+        echo "fuzz: ${#failed[@]} harness(es) failed: ${failed[*]}" >&2
+        return 1
+    fi
+}
+
 command=${1:-}
 if (($# > 0)); then
     shift
@@ -190,16 +252,26 @@ case "$command" in
         configure build-asan -Db_sanitize=address,undefined -Db_lundef=false \
             -Dbuildtype=debugoptimized "-Dc_args=-fno-sanitize-recover=all -fno-omit-frame-pointer"
         ninja -C build-asan
-        # Leaks are checked; tests/lsan.supp names only internal allocators of OpenBLAS and HDF5,
-        # never whole libraries (see there why). Any UBSan report stops the test with a stack trace.
-        export ASAN_OPTIONS="detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1"
-        export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
-        export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+        sanitizer_env
         suite_env
         if [[ " $* " != *" --timeout-multiplier"* && " $* " != *" -t"* ]]; then
             set -- --timeout-multiplier 3 "$@"
         fi
-        run_suite build-asan "$@"
+        status=0
+        run_suite build-asan "$@" || status=$?
+        # A short run of every fuzz harness (about 2.5 minutes in all with the build reused).
+        if ((${CMLAB_FUZZ_SECONDS:-20} > 0)); then
+            build_fuzz
+            run_fuzz "${CMLAB_FUZZ_SECONDS:-20}" || status=1
+        fi
+        exit "$status"
+        ;;
+    fuzz)
+        ensure_packages "${TEST_PACKAGES[@]}"
+        build_fuzz
+        sanitizer_env
+        suite_env
+        run_fuzz "${1:-300}"
         ;;
     bench)
         ensure_packages "${TEST_PACKAGES[@]}"

@@ -294,6 +294,9 @@ static void test_set(void)
         {"train.lr", "--set train.lr: expected section.key=value"},
         {"sample.solver=rk4", "--set sample.solver=rk4: sample.solver = 'rk4': expected one of"},
         {"sweep.ct.loss=l2,lpips", "--set sweep.ct.loss=l2,lpips: sweep ct.loss: value 2 'lpips'"},
+        /* Text that config.ini could not hold (found by tests/fuzz/fuzz_experiment.c). */
+        {"data.path=/tmp/x ;y", "data.path = '/tmp/x ;y': expected text on one line, without a ';'"},
+        {"data.path=x\ny", "data.path = 'x\ny': expected text on one line"},
     };
     memcpy(&before, &cfg, sizeof cfg);
     for (size_t i = 0; i < CM_ARRAY_LEN(bad); i++) {

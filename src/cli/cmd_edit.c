@@ -106,11 +106,6 @@ static int opt_long(const char *name, const char *s, long long lo, long long hi,
     return 0;
 }
 
-static const char *channels_name(int c)
-{
-    return c == 1 ? "gray" : "RGB";
-}
-
 /* What `cmlab edit` was asked to do, after parsing. */
 typedef struct EditArgs {
     const char *ckpt, *image, *mask, *box, *data_index, *split, *weights, *times, *pair, *out;
@@ -155,34 +150,15 @@ static int load_references(const EditArgs *a, const Config *cfg, const Model *m,
     const size_t dim = (size_t)C * H * W;
     *have_ref = true;
     if (a->image) {
-        uint8_t *pix;
-        int w, h, c;
-        if (image_read_png(a->image, &pix, &w, &h, &c)) return -1;
-        int p = a->factor;
-        bool full = w == W && h == H && c == C;
-        bool lowres = a->task == EDIT_SUPERRES && w * p == W && h * p == H && c == C;
-        bool gray = a->task == EDIT_COLORIZE && w == W && h == H && c == 1;
-        if (!full && !lowres && !gray) {
-            char also[96] = "";
-            if (a->task == EDIT_SUPERRES) snprintf(also, sizeof also, " (or %dx%d for --factor %d)", W / p, H / p, p);
-            if (a->task == EDIT_COLORIZE) snprintf(also, sizeof also, " (or %dx%d gray)", W, H);
-            free(pix);
-            return cm_fail("%s is %dx%d %s, but the model takes %dx%d %s images%s", a->image, w, h,
-                           channels_name(c), W, H, channels_name(C), also);
+        bool degraded;
+        *y = cm_malloc(dim * sizeof **y);
+        if (edit_image_read(a->image, a->task, a->factor, C, H, W, *y, &degraded)) {
+            free(*y);
+            *y = NULL;
+            return -1;
         }
         *n = 1;
-        *y = cm_malloc(dim * sizeof **y);
-        /* [h, w, c] bytes to planar [-1, 1]; a low-res pixel fills its p x p patch, a gray pixel
-         * all three colours. */
-        int s = lowres ? p : 1;
-        for (int ch = 0; ch < C; ch++)
-            for (int yy = 0; yy < H; yy++)
-                for (int xx = 0; xx < W; xx++) {
-                    uint8_t v = pix[((size_t)(yy / s) * w + xx / s) * c + (gray ? 0 : ch)];
-                    (*y)[((size_t)ch * H + yy) * W + xx] = v / 127.5f - 1.0f;
-                }
-        free(pix);
-        *have_ref = full && !a->noisy;
+        *have_ref = !degraded && !a->noisy;
         return 0;
     }
     int idx[MAX_IMAGES], count = 0;
@@ -195,23 +171,8 @@ static int inpaint_mask(const EditArgs *a, int H, int W, uint8_t *missing, char 
 {
     memset(missing, 0, (size_t)H * W);
     if (a->mask) {
-        uint8_t *pix;
-        int w, h, c;
-        if (image_read_png(a->mask, &pix, &w, &h, &c)) return -1;
-        if (w != W || h != H) {
-            free(pix);
-            return cm_fail("mask %s is %dx%d, but the images are %dx%d", a->mask, w, h, W, H);
-        }
-        int count = 0;
-        for (int k = 0; k < H * W; k++) {
-            int sum = 0;
-            for (int ch = 0; ch < c; ch++) sum += pix[(size_t)k * c + ch];
-            missing[k] = sum >= 128 * c;
-            count += missing[k];
-        }
-        free(pix);
-        if (count == 0)
-            return cm_fail("mask %s marks no pixel as missing: white (>= 128) = generate, black = keep", a->mask);
+        int count = edit_mask_read(a->mask, H, W, missing);
+        if (count < 0) return -1;
         snprintf(desc, len, "mask %s, %d pixels", a->mask, count);
         return 0;
     }

@@ -380,6 +380,21 @@ static void allowed_bool(const CfgKey *k, char *buf, size_t n)
     snprintf(buf, n, "true or false");
 }
 
+/* Text that config_write can write and inih read back unchanged: one line (no control
+ * character but tab), and no ';' after a space or tab, which inih takes as the start of an
+ * inline comment. A file's value can fail only by a control character (inih has cut its comment
+ * already); a --set value could fail either way, and was then written to config.ini and into
+ * checkpoints as text that did not read back (tests/fuzz/regress/experiment/). */
+static bool text_ok(const char *s)
+{
+    for (size_t i = 0; s[i]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c < 0x20 && c != '\t') || c == 0x7f) return false;
+        if (c == ';' && i > 0 && (s[i - 1] == ' ' || s[i - 1] == '\t')) return false;
+    }
+    return true;
+}
+
 static void allowed_string(const CfgKey *k, char *buf, size_t n)
 {
     if (k->flags & CFG_FILENAME)
@@ -463,6 +478,11 @@ static int parse_string(const CfgKey *k, const char *text, void *field, char *wh
     size_t len = strlen(text);
     if (len > (size_t)k->max || ((k->flags & CFG_FILENAME) && len && !filename_ok(text)))
         return expected(k, why, n);
+    if (!text_ok(text)) {
+        snprintf(why, n, "expected text on one line, without a ';' after a space (an experiment "
+                 "file reads that as a comment)");
+        return -1;
+    }
     memset(field, 0, k->size);
     memcpy(field, text, len);
     return 0;

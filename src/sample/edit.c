@@ -1,11 +1,13 @@
 #include "edit.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/rng.h"
 #include "autograd/streams.h"
+#include "data/image.h"
 
 void edit_f_sampler(void *user, float *x, double t, int n)
 {
@@ -296,4 +298,60 @@ int edit_references(const Config *cfg, const char *split, const int *idx, int n,
     }
     dataset_free(&d);
     return rc;
+}
+
+/* ---- cmlab edit's PNG inputs ---- */
+
+int edit_mask_read(const char *path, int H, int W, uint8_t *missing)
+{
+    uint8_t *pix;
+    int w, h, c;
+    if (image_read_png(path, &pix, &w, &h, &c)) return -1;
+    if (w != W || h != H) {
+        free(pix);
+        return cm_fail("mask %s is %dx%d, but the images are %dx%d", path, w, h, W, H);
+    }
+    int count = 0;
+    for (int k = 0; k < H * W; k++) {
+        int sum = 0;
+        for (int ch = 0; ch < c; ch++) sum += pix[(size_t)k * c + ch];
+        missing[k] = sum >= 128 * c;
+        count += missing[k];
+    }
+    free(pix);
+    if (count == 0)
+        return cm_fail("mask %s marks no pixel as missing: white (>= 128) = generate, black = keep", path);
+    return count;
+}
+
+int edit_image_read(const char *path, EditTask task, int factor, int C, int H, int W, float *y,
+                    bool *degraded)
+{
+    uint8_t *pix;
+    int w, h, c;
+    if (image_read_png(path, &pix, &w, &h, &c)) return -1;
+    int p = factor;
+    bool full = w == W && h == H && c == C;
+    bool lowres = task == EDIT_SUPERRES && w * p == W && h * p == H && c == C;
+    bool gray = task == EDIT_COLORIZE && w == W && h == H && c == 1;
+    if (!full && !lowres && !gray) {
+        char also[96] = "";
+        if (task == EDIT_SUPERRES) snprintf(also, sizeof also, " (or %dx%d for --factor %d)", W / p, H / p, p);
+        if (task == EDIT_COLORIZE) snprintf(also, sizeof also, " (or %dx%d gray)", W, H);
+        free(pix);
+        return cm_fail("%s is %dx%d %s, but the model takes %dx%d %s images%s", path, w, h,
+                       channels_name(c), W, H, channels_name(C), also);
+    }
+    /* [h, w, c] bytes to planar [-1, 1]; a low-res pixel fills its p x p patch, a gray pixel
+     * all three colours. */
+    int s = lowres ? p : 1;
+    for (int ch = 0; ch < C; ch++)
+        for (int yy = 0; yy < H; yy++)
+            for (int xx = 0; xx < W; xx++) {
+                uint8_t v = pix[((size_t)(yy / s) * w + xx / s) * c + (gray ? 0 : ch)];
+                y[((size_t)ch * H + yy) * W + xx] = v / 127.5f - 1.0f;
+            }
+    free(pix);
+    *degraded = !full;
+    return 0;
 }

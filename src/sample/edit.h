@@ -27,6 +27,7 @@
 #ifndef CM_EDIT_H
 #define CM_EDIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -121,5 +122,20 @@ void edit_interpolate(ConsistencyFn f, void *user, double T, const float *z1, co
  * another channel count or larger than the model's. */
 int edit_references(const Config *cfg, const char *split, const int *idx, int n, int C, int H, int W, float **out,
                     int *count);
+
+/* ---- cmlab edit's PNG inputs ---- */
+
+/* An inpainting mask (--mask): a W x H PNG, any channels; missing[y W + x] = 1 where the pixel's
+ * channel sum is >= 128 per channel (white = generate, black = keep). Returns the number of
+ * missing pixels, or -1 after cm_fail() naming the path when the PNG cannot be read, has another
+ * size or marks no pixel. */
+int edit_mask_read(const char *path, int H, int W, uint8_t *missing);
+/* A reference image (--image) as y [C, H, W] in [-1, 1]. Accepted: W x H with C channels; for
+ * EDIT_SUPERRES also (W / factor) x (H / factor) with C channels, each pixel filling its
+ * factor x factor patch; for EDIT_COLORIZE also W x H gray, copied to every channel. *degraded
+ * says it was one of the last two (the input is the degraded image, not a reference). -1 after
+ * cm_fail() naming the path and the sizes. */
+int edit_image_read(const char *path, EditTask task, int factor, int C, int H, int W, float *y,
+                    bool *degraded);
 
 #endif
