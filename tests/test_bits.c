@@ -11,6 +11,7 @@
  * and record the new value with its commit.
  */
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,24 +166,49 @@ static void hash_dir(const char *dir, char hex[65])
     sha256_final(&h, hex);
 }
 
-int main(void)
+/* Trains every case and hashes its state and grids into wh[i], gh[i]. */
+static void run_cases(char wh[][65], char gh[][65])
 {
-    if (system("rm -rf " OUT) != 0) return 1;
+    CM_ASSERT(system("rm -rf " OUT) == 0, "cannot remove " OUT);
     for (size_t i = 0; i < CM_ARRAY_LEN(CASES); i++) {
         const Case *k = &CASES[i];
+        wh[i][0] = gh[i][0] = '\0';
         int rc = train_case(k);
         CHECK(rc == 0, "%s: cmlab train exits %d", k->name, rc);
         if (rc != 0) continue;
-        char path[600], wh[65] = "", gh[65];
+        char path[600];
         snprintf(path, sizeof path, OUT "/%s/ckpt/step_00000003.h5", k->name);
-        CHECK(hash_checkpoint(path, wh) == 0, "%s: %s", k->name, cm_errmsg());
+        CHECK(hash_checkpoint(path, wh[i]) == 0, "%s: %s", k->name, cm_errmsg());
         snprintf(path, sizeof path, OUT "/%s/samples", k->name);
-        hash_dir(path, gh);
-        CHECK(!strcmp(wh, k->weights_hash), "%s: the trained state's SHA-256 is %s; at 877f715 it was %s", k->name,
-              wh, k->weights_hash);
-        CHECK(!strcmp(gh, k->grids_hash), "%s: the sample grids' SHA-256 is %s; at 877f715 it was %s", k->name,
-              gh, k->grids_hash);
-        printf("%s: state %s, grids %s\n", k->name, wh, gh);
+        hash_dir(path, gh[i]);
+        printf("%s: state %s, grids %s\n", k->name, wh[i], gh[i]);
+    }
+}
+
+/* argv[1]: "pinned" in the build the hashes were recorded with (native, release, no sanitizer;
+ * tests/meson.build decides), else "repeat". Float sums are another valid order in another
+ * build (-O2 with sanitizers, no -march=native) or on a CPU without AVX-512 (no Winograd path),
+ * so there the test checks what still holds: two runs give the same bits. */
+int main(int argc, char **argv)
+{
+    bool pinned = argc > 1 && !strcmp(argv[1], "pinned") && __builtin_cpu_supports("avx512f");
+    static char wh[CM_ARRAY_LEN(CASES)][65], gh[CM_ARRAY_LEN(CASES)][65];
+    static char wh2[CM_ARRAY_LEN(CASES)][65], gh2[CM_ARRAY_LEN(CASES)][65];
+    run_cases(wh, gh);
+    if (!pinned) {
+        printf("not the build the bits were recorded in (%s): checking that a second run repeats them\n",
+               argc > 1 && !strcmp(argv[1], "pinned") ? "no AVX-512 on this CPU" : "build options");
+        run_cases(wh2, gh2);
+    }
+    for (size_t i = 0; i < CM_ARRAY_LEN(CASES); i++) {
+        const Case *k = &CASES[i];
+        const char *want_w = pinned ? k->weights_hash : wh[i], *want_g = pinned ? k->grids_hash : gh[i];
+        const char *got_w = pinned ? wh[i] : wh2[i], *got_g = pinned ? gh[i] : gh2[i];
+        const char *when = pinned ? "at 877f715" : "in the first run";
+        CHECK(!strcmp(got_w, want_w), "%s: the trained state's SHA-256 is %s; %s it was %s", k->name, got_w, when,
+              want_w);
+        CHECK(!strcmp(got_g, want_g), "%s: the sample grids' SHA-256 is %s; %s it was %s", k->name, got_g, when,
+              want_g);
     }
     return test_summary("bits");
 }
