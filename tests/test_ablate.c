@@ -7,7 +7,10 @@
  *   - `cmlab eval` of an EDM checkpoint: one record per NFE in eval.json, the same records
  *     stamped under /eval of the checkpoint, which still verifies and holds the same weights;
  *   - bad input exits 2 with the file named and changes nothing;
- *   - `cmlab ablate` of a two-variant CT sweep writes results.csv, results.md and report.html, and
+ *   - the reference statistics of two folder data sets of one kind and size differ, and so do
+ *     those of one folder before and after its files change (the cache is keyed by the data);
+ *   - `cmlab ablate` of a two-variant CT sweep writes results.csv, results.md and report.html (each
+ *     and
  *     a second run trains and evaluates nothing again; --only runs one variant and reports both;
  *     a changed file over finished variants is refused; one_at_a_time lists base, one variant per
  *     changed value, and all changes together;
@@ -26,6 +29,7 @@
 
 #include "fixture.h"
 #include "io/checkpoint.h"
+#include "data/image.h"
 #include "eval/eval.h"
 
 static const char *cmlab;
@@ -134,6 +138,67 @@ static void write_exp(const char *path, const char *body)
 
 static const char *CLF_CKPT = "abl_runs/clf/ckpt/step_00000080.h5";
 static const char *EDM_CKPT = "abl_runs/edm/ckpt/step_00000004.h5";
+
+/* A folder data set of n 28x28 gray PNGs; `bright` sets where the images' bright square sits, so
+ * two values give two data sets of one size and kind but other contents. */
+static void write_folder(const char *dir, int n, int bright)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
+    CM_ASSERT(system(cmd) == 0, "cannot make %s", dir);
+    srand(5);
+    for (int i = 0; i < n; i++) {
+        uint8_t img[28 * 28];
+        for (int j = 0; j < 28 * 28; j++) img[j] = (uint8_t)(rand() % 40);
+        for (int y = bright; y < bright + 8; y++)
+            for (int x = 4 + i % 12; x < 12 + i % 12; x++) img[y * 28 + x] = 230;
+        char path[320];
+        snprintf(path, sizeof path, "%s/%03d.png", dir, i);
+        CM_ASSERT(image_write_png(path, img, 28, 28, 1) == 0, "cannot write %s", path);
+    }
+}
+
+/* The reference statistics of a folder through the classifier; mu[0..3] into mu, the cache file
+ * into cache. */
+static int folder_stats(const FeatureNet *f, const char *dir, double *mu, char *cache, size_t len)
+{
+    Ctx ctx;
+    ctx_init(&ctx, 64u << 20);
+    FdStats s = {0};
+    int rc = fd_reference_stats(f, "folder", dir, "train", &ctx, &s, cache, len);
+    if (rc == 0) memcpy(mu, s.mu, 4 * sizeof(double));
+    fd_stats_free(&s);
+    ctx_free(&ctx);
+    return rc;
+}
+
+/* Two folder data sets of one size and kind, scored with one feature network, must not share
+ * statistics; nor may one folder before and after its files change. */
+static void test_stats_cache(void)
+{
+    FeatureNet f;
+    CHECK(feature_net_load(&f, CLF_CKPT, NULL) == 0, "cannot load %s: %s", CLF_CKPT, cm_errmsg());
+    double a[4], b[4], a2[4], c[4];
+    char ca[1100], cb[1100], ca2[1100];
+    write_folder("abl_runs/folder_a", 40, 2);
+    write_folder("abl_runs/folder_b", 40, 16);
+    int rc = folder_stats(&f, "abl_runs/folder_a", a, ca, sizeof ca) | folder_stats(&f, "abl_runs/folder_b", b, cb, sizeof cb) |
+             folder_stats(&f, "abl_runs/folder_a", a2, ca2, sizeof ca2);
+    CHECK(rc == 0, "reference statistics of the folders: %s", cm_errmsg());
+    CHECK(memcmp(a, b, sizeof a) != 0, "two folders of other contents got the same statistics (mu[0] %g, %g; cache %s)",
+          a[0], b[0], cb);
+    CHECK(!memcmp(a, a2, sizeof a) && !strcmp(ca, ca2) && strcmp(ca, cb),
+          "folder a's statistics are not reused from %s (second read from %s; folder b's %s)", ca, ca2, cb);
+    /* folder a's files rewritten in place with folder b's contents: b's statistics, not the cache
+     * of a's old files (the path alone would say "same data"). */
+    write_folder("abl_runs/folder_a", 40, 16);
+    rc = folder_stats(&f, "abl_runs/folder_a", c, ca2, sizeof ca2);
+    CHECK(rc == 0 && memcmp(c, a, sizeof c) != 0 && fabs(c[0] - b[0]) < 1e-9 * fmax(1, fabs(b[0])),
+          "folder a after its files changed: mu[0] %g (old files %g, folder b %g)", c[0], a[0], b[0]);
+    printf("statistics cache: two folders of one kind and size give mu[0] %.6f and %.6f; a changed folder %.6f\n",
+           a[0], b[0], c[0]);
+    feature_net_free(&f);
+}
 
 static void test_classifier(void)
 {
@@ -357,6 +422,7 @@ int main(int argc, char **argv)
     double t0 = cm_now();
     test_classifier();
     test_eval_edm();
+    test_stats_cache();
     test_ablate();
     test_report_renders();
     printf("%.0f s\n", cm_now() - t0);
