@@ -10,12 +10,14 @@
  *   - the reference statistics of two folder data sets of one kind and size differ, and so do
  *     those of one folder before and after its files change (the cache is keyed by the data);
  *   - `cmlab ablate` of a two-variant CT sweep writes results.csv, results.md and report.html (each
- *     and
+ *     variant's /eval records hold eval.json's values), and
  *     a second run trains and evaluates nothing again; --only runs one variant and reports both;
  *     a changed file over finished variants is refused; one_at_a_time lists base, one variant per
  *     changed value, and all changes together;
  *   - report.html renders in headless Chromium: the table has a row per variant and every sample
- *     grid image loads (naturalWidth > 0, reported by a script in a copy of the page).
+ *     grid image loads (naturalWidth > 0, reported by a script in a copy of the page);
+ *   - one checkpoint evaluated at two sample.mid_t values keeps both records (eval.json and /eval),
+ *     and `cmlab info` prints each record once.
  */
 #include <math.h>
 #include <stdio.h>
@@ -200,6 +202,43 @@ static void test_stats_cache(void)
     feature_net_free(&f);
 }
 
+/* Every record of eval.json about ckpt is stamped in it under eval_record_name with the same
+ * value, and /eval holds nothing else: the number of stamped records (-1 on a mismatch). */
+static int stamps_match(const char *ckpt, const char *json)
+{
+    EvalRecord *rs = NULL;
+    int n = eval_json_read(json, &rs), found = 0, bad = 0;
+    hid_t f = H5Fopen(ckpt, H5F_ACC_RDONLY, H5P_DEFAULT);
+    for (int i = 0; i < n && f >= 0; i++) {
+        if (strcmp(rs[i].checkpoint, ckpt) != 0) continue;
+        char name[256];
+        double v = NAN;
+        eval_record_name(&rs[i], name, sizeof name);
+        hid_t a = H5Aexists_by_name(f, name, "value", H5P_DEFAULT) > 0
+                      ? H5Aopen_by_name(f, name, "value", H5P_DEFAULT, H5P_DEFAULT) : -1;
+        if (a >= 0) H5Aread(a, H5T_NATIVE_DOUBLE, &v);
+        if (a >= 0) H5Aclose(a);
+        /* eval.json prints 12 significant digits. */
+        if (!(fabs(v - rs[i].value) <= 1e-11 * fabs(rs[i].value))) {
+            printf("  %s: %s holds %.17g, eval.json %.17g (times %s)\n", ckpt, name, v, rs[i].value, rs[i].times);
+            bad++;
+        }
+        found++;
+    }
+    hid_t g = f >= 0 ? H5Gopen2(f, "/eval", H5P_DEFAULT) : -1;
+    H5G_info_t info = {0};
+    if (g >= 0) H5Gget_info(g, &info);
+    if ((long)info.nlinks != found) {
+        printf("  %s: /eval holds %llu records, eval.json %d of this checkpoint\n", ckpt,
+               (unsigned long long)info.nlinks, found);
+        bad++;
+    }
+    if (g >= 0) H5Gclose(g);
+    if (f >= 0) H5Fclose(f);
+    free(rs);
+    return bad || f < 0 ? -1 : found;
+}
+
 static void test_classifier(void)
 {
     write_exp("abl_runs/clf.ini",
@@ -328,6 +367,13 @@ static void test_ablate(void)
         fclose(f);
     }
     CHECK(rows_ok == 2, "%d rows of results.csv are done with finite FDs, want 2", rows_ok);
+    const char *finals[] = {"abl_runs/sweep/00-l2/ckpt/step_00000004.h5",
+                            "abl_runs/sweep/01-pseudo_huber/ckpt/step_00000004.h5"};
+    const char *jsons[] = {"abl_runs/sweep/00-l2/eval.json", "abl_runs/sweep/01-pseudo_huber/eval.json"};
+    for (int i = 0; i < 2; i++) {
+        int k = stamps_match(finals[i], jsons[i]);
+        CHECK(k == 2, "%s: %d records stamped with eval.json's values, want 2 (NFE 1, 2)", finals[i], k);
+    }
     struct stat a, b;
     const char *ck = "abl_runs/sweep/01-pseudo_huber/ckpt/step_00000004.h5";
     CHECK(stat(ck, &a) == 0, "no %s", ck);
@@ -351,6 +397,40 @@ static void test_ablate(void)
           strstr(out_buf, "ct.weighting=ict") && !strstr(out_buf, "ct.loss=l2\n") &&
           strstr(out_buf, "04-pseudo_huber-ict  all: ct.loss=pseudo_huber,ct.weighting=ict"),
           "one_at_a_time: exit %d\n%s", rc, out_buf);
+}
+
+/* One checkpoint evaluated at two mid_t values: two records of NFE 2 side by side in eval.json and
+ * under /eval, each with its own value; `cmlab info` prints each record once. */
+static void test_mid_t_records(void)
+{
+    const char *ck = "abl_runs/sweep/00-l2/ckpt/step_00000004.h5", *json = "abl_runs/sweep/00-l2/eval.json";
+    int rc = CMLAB("eval", (char *)ck, "--nfe", "2", "--mid-t", "20");
+    CHECK(rc == 0, "cmlab eval --mid-t 20 exits %d:\n%s", rc, out_buf);
+    EvalRecord *rs = NULL;
+    int n = eval_json_read(json, &rs), two = 0;
+    double v[2] = {NAN, NAN};
+    char times[2][EVAL_TEXT] = {"", ""};
+    for (int i = 0; i < n; i++)
+        if (rs[i].nfe == 2 && two < 2) {
+            v[two] = rs[i].value;
+            snprintf(times[two++], sizeof times[0], "%s", rs[i].times);
+        }
+    free(rs);
+    CHECK(two == 2 && strcmp(times[0], times[1]) && v[0] != v[1] && isfinite(v[0]) && isfinite(v[1]),
+          "eval.json: %d NFE-2 records (times %s: FD %g; %s: FD %g), want 2 with other times and values", two,
+          times[0], v[0], times[1], v[1]);
+    int k = stamps_match(ck, json);
+    CHECK(k == 3, "%s: %d records stamped with eval.json's values, want 3 (NFE 1, NFE 2 at mid_t 0.821 and 20)", ck,
+          k);
+    printf("mid_t: NFE 2 at times %s FD %.4f, at %s FD %.4f, both stamped\n", times[0], v[0], times[1], v[1]);
+
+    rc = CMLAB("info", (char *)ck);
+    int values = 0, records = 0;
+    for (const char *p = out_buf; (p = strstr(p, " value=")); p++) values++;
+    for (const char *p = out_buf; (p = strstr(p, "  /eval/fd.")); p++) records++;
+    CHECK(rc == 0 && records == 3 && values == 3 && !strstr(out_buf, "\"value\""),
+          "cmlab info: exit %d, %d /eval records, %d values printed, want 3 each (and no json copy):\n%s", rc, records,
+          values, out_buf);
 }
 
 /* Renders report.html in headless Chromium, in a window narrower than the table, and counts the
@@ -425,6 +505,7 @@ int main(int argc, char **argv)
     test_stats_cache();
     test_ablate();
     test_report_renders();
+    test_mid_t_records();
     printf("%.0f s\n", cm_now() - t0);
     return test_summary("ablate");
 }
