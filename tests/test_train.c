@@ -6,6 +6,7 @@
  *     every EMA, Adam's m and v, the step) with the same thread count;
  *   - SIGTERM mid-run: exit 0 with a checkpoint; --resume finishes; metrics.jsonl continues with
  *     no repeated and no missing step;
+ *   - train.on_nan = stop and rollback with a NaN loss injected by CMLAB_TEST_NAN_STEP;
  *   - cmlab sample draws a grid from the run; an impossible NFE or a damaged file exits 2;
  *   - a bad experiment file and a truncated data set exit 2.
  */
@@ -237,6 +238,106 @@ static void test_resume_bit_exact(const char *method)
     state_free(&b);
 }
 
+/* Runs cmlab with args and, when nan_step >= 0, CMLAB_TEST_NAN_STEP=nan_step (trainer.h's hook);
+ * stdout and stderr into out (at most len - 1 bytes). The exit status. */
+static int run_capture(char *const *args, long nan_step, char *out, size_t len)
+{
+    fflush(stdout);
+    FILE *tmp = tmpfile();
+    pid_t pid = fork();
+    if (pid == 0) {
+        char v[32];
+        snprintf(v, sizeof v, "%ld", nan_step);
+        if (nan_step >= 0) setenv("CMLAB_TEST_NAN_STEP", v, 1);
+        dup2(fileno(tmp), 1);
+        dup2(fileno(tmp), 2);
+        execv(cmlab, args);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    rewind(tmp);
+    size_t n = fread(out, 1, len - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Weight sets `names` of a checkpoint of TINY's network (tiny: 28x28, one channel) into malloc'd
+ * buffers, with its Adam state, step and schedule state in s (s->w etc. unused). */
+static int sets_load(const char *path, const char *const *names, int n, float **out, State *s)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    write_exp("train_runs/tmp.ini", "");
+    if (config_load(&cfg, "train_runs/tmp.ini") != 0) return -1;
+    UNetConfig u;
+    model_unet_config(&cfg, 1, 28, 28, &u);
+    if (unet_init(&s->net, &u) != 0) return -1;
+    optim_init(&s->opt, OPTIM_ADAM, s->net.ps.total, 0, 0.9f, 0.999f, 1e-8f, 0);
+    CkptState cs = {.ps = &s->net.ps, .opt = &s->opt};
+    for (int i = 0; i < n; i++) {
+        out[i] = params_buffer(&s->net.ps);
+        ckpt_add_weights(&cs, names[i], out[i]);
+    }
+    int rc = ckpt_load(path, &cs);
+    s->step = cs.step;
+    s->sched_N = cs.sched_N;
+    s->sched_mu = cs.sched_mu;
+    free(cs.loaded_config);
+    return rc;
+}
+
+/* train.on_nan, a NaN loss injected at step 7 (CMLAB_TEST_NAN_STEP) with a checkpoint every 5
+ * steps: stop exits 1 naming the step, with the step-5 checkpoint intact and nothing after it;
+ * rollback reloads step 5, trains 5 and 6 again, skips step 7's batch and finishes: 12 steps with
+ * 11 optimiser updates, and metrics.jsonl reaches step 12. */
+static void test_on_nan(void)
+{
+    static char out[1 << 16];
+    int failed = test_failed;
+    char *stop[] = {(char *)cmlab, "train", "train_runs/hl.ini", "--set", "experiment.name=nan_stop", "--set",
+                    "train.iterations=12", "--set", "train.checkpoint_every=5", "--set", "train.on_nan=stop", NULL};
+    int rc = run_capture(stop, 7, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "step 7: loss nan") && strstr(out, "train.on_nan = stop"),
+          "on_nan = stop: exit %d (want 1, the step named):\n%s", rc, out);
+    CHECK(ckpt_verify("train_runs/nan_stop/ckpt/step_00000005.h5") == 0 &&
+          system("test $(ls train_runs/nan_stop/ckpt | wc -l) -eq 1") == 0,
+          "on_nan = stop: the step-5 checkpoint is not the only, intact one: %s", cm_errmsg());
+
+    char *roll[] = {(char *)cmlab, "train", "train_runs/hl.ini", "--set", "experiment.name=nan_roll", "--set",
+                    "train.iterations=12", "--set", "train.checkpoint_every=5", "--set", "train.on_nan=rollback",
+                    NULL};
+    rc = run_capture(roll, 7, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "rolled back to step 5; step 7's batch will be skipped"),
+          "on_nan = rollback: exit %d (want 0 after a roll-back to step 5):\n%s", rc, out);
+    State s = {0};
+    float *w[1] = {0};
+    const char *names[] = {"online"};
+    int lr = sets_load("train_runs/nan_roll/ckpt/step_00000012.h5", names, 1, w, &s);
+    bool finite = true;
+    for (size_t i = 0; lr == 0 && i < s.net.ps.total; i++) finite = finite && isfinite(w[0][i]);
+    CHECK(lr == 0 && s.step == 12 && s.opt.step == 11 && finite,
+          "on_nan = rollback: the final checkpoint: load %d, step %ld (want 12), Adam step %ld (want 11: step 7 "
+          "skipped, 5 and 6 not counted twice), finite %d", lr, s.step, (long)s.opt.step, finite);
+    double last = NAN;
+    long seen = 0, last_step = -1;
+    bool contiguous;
+    first_last_loss("train_runs/nan_roll/metrics.jsonl", &last, &seen, &contiguous);
+    FILE *f = fopen("train_runs/nan_roll/metrics.jsonl", "r");
+    char line[1024];
+    while (f && fgets(line, sizeof line, f)) last_step = atol(strstr(line, "\"step\":") + 7);
+    if (f) fclose(f);
+    CHECK(last_step == 12, "on_nan = rollback: metrics.jsonl ends at step %ld, want 12", last_step);
+    free(w[0]);
+    adam_free(&s.opt);
+    unet_free(&s.net);
+    if (test_failed == failed)
+        printf("on_nan: stop exits 1 at step 7 with step 5's checkpoint; rollback resumes from 5 and ends at 12 "
+               "with 11 updates\n");
+}
+
+
 static void test_sigterm(void)
 {
     write_exp("train_runs/s.ini", "");
@@ -323,5 +424,7 @@ int main(int argc, char **argv)
     test_resume_bit_exact("edm");
     test_resume_bit_exact("ct");
     test_sigterm();
+    write_exp("train_runs/hl.ini", "");
+    test_on_nan();
     return test_summary("train");
 }

@@ -281,6 +281,9 @@ int trainer_run(const Config *cfg, bool resume)
     bool tty = isatty(1);
     double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0;
     long start = t.step, logged = 0, skip_step = -1;
+    /* The test hook of train.on_nan (trainer.h). */
+    const char *hook = getenv("CMLAB_TEST_NAN_STEP");
+    long nan_step = hook && hook[0] ? atol(hook) : -1;
     int rc = CM_EXIT_OK;
     size_t n = t.ps->total;
     while (t.step < tr->iterations && !trainer_stop_requested) {
@@ -294,6 +297,7 @@ int trainer_run(const Config *cfg, bool resume)
         WeightSet online = {t.w, t.g};
         /* One process: the local batch is the global batch and starts at sample 0. */
         Batch b = batch_make(t.batch, t.labels, t.B, t.B, 0, t.C, t.H, t.W, (uint64_t)cfg->experiment.seed, t.step);
+        if (t.step == nan_step) t.w[0] = NAN;
         double loss = t.method->loss(t.state, &t.ctx, &online, &b);
         double gnorm = grad_clip(t.g, n, tr->grad_clip);
         if (!isfinite(loss) || !isfinite(gnorm)) {
@@ -310,6 +314,15 @@ int trainer_run(const Config *cfg, bool resume)
                 break;
             }
             fprintf(stderr, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step, skip_step);
+            /* trainer_resume replaced metrics.jsonl (the lines after the checkpoint dropped): the
+             * open handle still writes to the old file. */
+            fclose(metrics);
+            metrics = fopen(t.metrics_path, "a");
+            if (!metrics) {
+                fprintf(stderr, "cmlab train: cannot append to %s: %s\n", t.metrics_path, strerror(errno));
+                rc = CM_EXIT_RUNTIME;
+                break;
+            }
             continue;
         }
         t.opt.lr = optim_warmup_lr((float)tr->lr, t.opt.step, tr->warmup);
@@ -361,7 +374,7 @@ int trainer_run(const Config *cfg, bool resume)
     printf("%sdone: step %ld, %.0f s, %.1f img/s, arena high-water %.1f MB; run directory %s\n",
            tty ? "\n" : "", t.step, el, (t.step - start) * t.B / fmax(el, 1e-9),
            t.ctx.arena.high_water / 1e6, t.run_dir);
-    fclose(metrics);
+    if (metrics) fclose(metrics);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     trainer_free(&t);
