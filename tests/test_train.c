@@ -6,6 +6,9 @@
  *     every EMA, Adam's m and v, the step) with the same thread count;
  *   - SIGTERM mid-run: exit 0 with a checkpoint; --resume finishes; metrics.jsonl continues with
  *     no repeated and no missing step;
+ *   - resume under CT's original curriculum (N(k), mu(k) move with the step), the same
+ *     train.iterations in both runs, the split run stopped by SIGTERM: bit-identical state;
+ *   - train.ema_halflife_kimg follows EDM's beta rule step by step (which pins images_seen);
  *   - train.on_nan = stop and rollback with a NaN loss injected by CMLAB_TEST_NAN_STEP;
  *   - cmlab sample draws a grid from the run; an impossible NFE or a damaged file exits 2;
  *   - a bad experiment file and a truncated data set exit 2.
@@ -288,6 +291,71 @@ static int sets_load(const char *path, const char *const *names, int n, float **
     return rc;
 }
 
+/* train.ema_halflife_kimg through a run, against EDM's rule (training_loop.py): the update after
+ * cur_nimg = k * batch images takes beta = 0.5^(batch / h), h = min(halflife_kimg * 1000,
+ * ema_rampup * cur_nimg) (h = halflife with ema_rampup = 0), ema <- beta ema + (1 - beta) online.
+ * The checkpoint of every step gives ema_k and online_{k+1}; the test recomputes ema_{k+1} in
+ * double. This also pins images_seen (cur_nimg), which the trainer keeps nowhere else: one batch
+ * more or less moves beta by far more than rounding. */
+static void test_ema_halflife(double rampup)
+{
+    enum { STEPS = 8, B = 8 };
+    const double halflife = 24;    /* images: 3 batches, reached by the ramp-up at step 6 */
+    char name[64], r[64];
+    snprintf(name, sizeof name, "experiment.name=hl%g", rampup);
+    snprintf(r, sizeof r, "train.ema_rampup=%g", rampup);
+    int rc = run((char *[]){(char *)cmlab, "train", "train_runs/hl.ini", "--set", name, "--set", r, "--set",
+                           "train.ema_halflife_kimg=0.024", "--set", "train.iterations=8", "--set",
+                           "train.checkpoint_every=1", "--set", "train.keep_checkpoints=0", NULL});
+    CHECK(rc == 0, "the half-life EMA run (rampup %g) exited %d", rampup, rc);
+    const char *names[] = {"online", "ema/hl24"};
+    float *prev[2] = {0}, *cur[2] = {0};
+    State sp = {0}, sc = {0};
+    double worst = 0, worst_first = 0;
+    for (int k = 1; k <= STEPS && rc == 0; k++) {
+        char path[128];
+        snprintf(path, sizeof path, "train_runs/hl%g/ckpt/step_%08d.h5", rampup, k);
+        rc = sets_load(path, names, 2, cur, &sc);
+        CHECK(rc == 0 && sc.step == k, "cannot load %s: %s", path, cm_errmsg());
+        if (rc) break;
+        size_t n = sc.net.ps.total;
+        if (k == 1 && rampup > 0) {
+            /* cur_nimg = 0: h = 0, beta = 0: the EMA is the online weights. */
+            worst_first = memcmp(cur[0], cur[1], n * sizeof(float)) ? 1 : 0;
+        } else if (k > 1) {
+            double cur_nimg = (double)(k - 1) * B;
+            double h = rampup > 0 ? fmin(halflife, rampup * cur_nimg) : halflife;
+            double beta = pow(0.5, B / fmax(h, 1e-8)), err = 0, step = 0;
+            for (size_t i = 0; i < n; i++) {
+                double want = beta * prev[1][i] + (1 - beta) * cur[0][i];
+                err = fmax(err, fabs(want - cur[1][i]));
+                step = fmax(step, fabs(prev[1][i] - cur[0][i]));
+            }
+            /* relative to the largest change the update makes */
+            worst = fmax(worst, err / fmax(step, 1e-30));
+        }
+        for (int i = 0; i < 2; i++) free(prev[i]);
+        if (sp.net.ps.total) {
+            adam_free(&sp.opt);
+            unet_free(&sp.net);
+        }
+        memcpy(prev, cur, sizeof prev);
+        sp = sc;
+        sc = (State){0};
+    }
+    for (int i = 0; i < 2; i++) free(prev[i]);
+    if (sp.net.ps.total) {
+        adam_free(&sp.opt);
+        unet_free(&sp.net);
+    }
+    CHECK(rc == 0 && worst < 1e-4 && worst_first == 0,
+          "half-life EMA (rampup %g) differs from EDM's rule: worst error %.3g of the update's size%s", rampup,
+          worst, worst_first ? "; after the first step it is not the online weights" : "");
+    if (rc == 0 && worst < 1e-4 && worst_first == 0)
+        printf("ema_halflife_kimg 0.024, rampup %g: %d steps follow EDM's beta rule to %.2g of an update\n", rampup,
+               STEPS, worst);
+}
+
 /* train.on_nan, a NaN loss injected at step 7 (CMLAB_TEST_NAN_STEP) with a checkpoint every 5
  * steps: stop exits 1 naming the step, with the step-5 checkpoint intact and nothing after it;
  * rollback reloads step 5, trains 5 and 6 again, skips step 7's batch and finishes: 12 steps with
@@ -337,6 +405,92 @@ static void test_on_nan(void)
                "with 11 updates\n");
 }
 
+/* Starts cmlab with args, waits until `metrics` has `lines` lines, sends SIGTERM and waits: the
+ * exit status. */
+static int run_and_stop(char *const *args, const char *metrics, int lines)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        freopen("/dev/null", "w", stdout);
+        execv(cmlab, args);
+        _exit(127);
+    }
+    for (int i = 0; i < 30000; i++) {
+        FILE *f = fopen(metrics, "r");
+        int n = 0;
+        char buf[512];
+        while (f && fgets(buf, sizeof buf, f)) n++;
+        if (f) fclose(f);
+        if (n >= lines) break;
+        usleep(2000);
+    }
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Resume under CT's original curriculum, whose N(k) = ceil(sqrt(k/K ((s1+1)^2 - s0^2) + s0^2) - 1) + 1
+ * and mu(k) change with the step: the same train.iterations (K) in both runs, the split one stopped
+ * by SIGTERM after its third step and resumed. The step-24 checkpoints must agree bit for bit:
+ * online, target, both rate EMAs, the half-life EMA (whose ramp-up counts the images seen, so a
+ * resumed images_seen is checked too), Adam, N(k), mu(k). */
+static void test_resume_curriculum(void)
+{
+    write_exp("train_runs/cur.ini", "[ct]\ncurriculum = original\ns0 = 2\ns1 = 10\ntarget_mu = 0.9\n");
+#define CUR(name) (char *)cmlab, "train", "train_runs/cur.ini", "--set", "experiment.name=" name, "--set", \
+                  "experiment.method=ct", "--set", "train.iterations=24", "--set", "train.log_every=1", "--set", \
+                  "train.checkpoint_every=0", "--set", "train.ema_halflife_kimg=0.05", "--set", "train.ema_rampup=0.5"
+    char *full[] = {CUR("cur_full"), NULL};
+    char *split[] = {CUR("cur_split"), NULL};
+    char *rest[] = {CUR("cur_split"), "--resume", NULL};
+#undef CUR
+    int rc = run_and_stop(split, "train_runs/cur_split/metrics.jsonl", 3);
+    CHECK(rc == 0, "SIGTERM: the curriculum run exited %d", rc);
+    FILE *p = popen("ls train_runs/cur_split/ckpt", "r");
+    long stopped = -1;
+    char line[256];
+    while (p && fgets(line, sizeof line, p)) sscanf(line, "step_%ld.h5", &stopped);
+    if (p) pclose(p);
+    CHECK(stopped >= 3 && stopped < 24, "the signal did not stop the run mid-way: its checkpoint is at step %ld",
+          stopped);
+    int failed = test_failed;
+    State mid = {0};
+    char path[128];
+    snprintf(path, sizeof path, "train_runs/cur_split/ckpt/step_%08ld.h5", stopped);
+    const char *names[] = {"online", "target", "ema/0.9", "ema/0.99", "ema/hl50"};
+    float *a[5] = {0}, *b[5] = {0}, *m[1] = {0};
+    int rm = sets_load(path, names, 1, m, &mid);
+    CHECK(run(rest) == 0 && run(full) == 0, "a curriculum run failed");
+    State sa = {0}, sb = {0};
+    int ra = sets_load("train_runs/cur_full/ckpt/step_00000024.h5", names, 5, a, &sa);
+    int rb = sets_load("train_runs/cur_split/ckpt/step_00000024.h5", names, 5, b, &sb);
+    CHECK(ra == 0 && rb == 0 && rm == 0, "cannot load the curriculum checkpoints: %s", cm_errmsg());
+    if (ra == 0 && rb == 0 && rm == 0) {
+        size_t bytes = sa.net.ps.total * sizeof(float);
+        int same[5];
+        for (int i = 0; i < 5; i++) same[i] = !memcmp(a[i], b[i], bytes);
+        int same_o = !memcmp(sa.opt.m, sb.opt.m, bytes) && !memcmp(sa.opt.v, sb.opt.v, bytes) &&
+                     sa.opt.step == sb.opt.step;
+        CHECK(same[0] && same[1] && same[2] && same[3] && same[4] && same_o && sa.sched_N == sb.sched_N &&
+                  sa.sched_mu == sb.sched_mu && sa.step == 24 && sb.step == 24,
+              "original curriculum: 24 steps != %ld + SIGTERM + resume: online %d target %d EMAs %d %d half-life "
+              "EMA %d Adam %d, N %ld/%ld, mu %.17g/%.17g", stopped, same[0], same[1], same[2], same[3], same[4],
+              same_o, sa.sched_N, sb.sched_N, sa.sched_mu, sb.sched_mu);
+        CHECK(mid.sched_N != sa.sched_N && mid.sched_mu != sa.sched_mu,
+              "N(k) did not change over the resumed part: N %ld at step %ld and at 24", mid.sched_N, stopped);
+        if (test_failed == failed)
+            printf("resume (CT, original curriculum s0 2 s1 10): SIGTERM at step %ld (N %ld, mu %.4f) + resume "
+                   "equals 24 steps (N %ld, mu %.4f) bit for bit\n", stopped, mid.sched_N, mid.sched_mu, sa.sched_N,
+                   sa.sched_mu);
+    }
+    for (int i = 0; i < 5; i++) free(a[i]), free(b[i]);
+    free(m[0]);
+    State *all[] = {&sa, &sb, &mid};
+    for (int i = 0; i < 3; i++)
+        if (all[i]->net.ps.total) adam_free(&all[i]->opt), unet_free(&all[i]->net);
+}
 
 static void test_sigterm(void)
 {
@@ -425,6 +579,9 @@ int main(int argc, char **argv)
     test_resume_bit_exact("ct");
     test_sigterm();
     write_exp("train_runs/hl.ini", "");
+    test_ema_halflife(0.5);
+    test_ema_halflife(0);
     test_on_nan();
+    test_resume_curriculum();
     return test_summary("train");
 }
