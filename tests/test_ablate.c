@@ -16,10 +16,13 @@
  *     changed value, and all changes together;
  *   - report.html renders in headless Chromium: the table has a row per variant and every sample
  *     grid image loads (naturalWidth > 0, reported by a script in a copy of the page);
+ *   - the sweep SIGTERM'd while a variant trains and rerun equals the uninterrupted one (final
+ *     checkpoints bit for bit, eval.json's FDs, results.csv but for the seconds);
  *   - one checkpoint evaluated at two sample.mid_t values keeps both records (eval.json and /eval),
  *     and `cmlab info` prints each record once.
  */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -337,7 +340,7 @@ static const char *SWEEP =
     "# Published ordering: none (a test).\n"
     "[experiment]\nmethod = ct\nout_dir = abl_runs\nname = sweep\n"
     "[model]\nchannels = 8\nchannel_mult = 1,2\nnum_blocks = 1\nmid_attn = false\n"
-    "[train]\niterations = 4\nbatch_size = 8\nema = 0.9\nlog_every = 2\ncheckpoint_every = 0\n"
+    "[train]\niterations = 12\nbatch_size = 8\nema = 0.9\nlog_every = 1\ncheckpoint_every = 0\n"
     "sample_every = 0\nthreads = 2\n"
     "[eval]\nfeatures = abl_runs/clf/ckpt/step_00000080.h5\nn = 32\n"
     "[sweep]\nct.loss = l2, pseudo_huber\n";
@@ -367,15 +370,15 @@ static void test_ablate(void)
         fclose(f);
     }
     CHECK(rows_ok == 2, "%d rows of results.csv are done with finite FDs, want 2", rows_ok);
-    const char *finals[] = {"abl_runs/sweep/00-l2/ckpt/step_00000004.h5",
-                            "abl_runs/sweep/01-pseudo_huber/ckpt/step_00000004.h5"};
+    const char *finals[] = {"abl_runs/sweep/00-l2/ckpt/step_00000012.h5",
+                            "abl_runs/sweep/01-pseudo_huber/ckpt/step_00000012.h5"};
     const char *jsons[] = {"abl_runs/sweep/00-l2/eval.json", "abl_runs/sweep/01-pseudo_huber/eval.json"};
     for (int i = 0; i < 2; i++) {
         int k = stamps_match(finals[i], jsons[i]);
         CHECK(k == 2, "%s: %d records stamped with eval.json's values, want 2 (NFE 1, 2)", finals[i], k);
     }
     struct stat a, b;
-    const char *ck = "abl_runs/sweep/01-pseudo_huber/ckpt/step_00000004.h5";
+    const char *ck = "abl_runs/sweep/01-pseudo_huber/ckpt/step_00000012.h5";
     CHECK(stat(ck, &a) == 0, "no %s", ck);
     rc = CMLAB("ablate", "abl_runs/sweep.ini");
     CHECK(rc == 0 && !strstr(out_buf, "ablate: 00-l2: training") && !strstr(out_buf, "evaluating") &&
@@ -399,11 +402,144 @@ static void test_ablate(void)
           "one_at_a_time: exit %d\n%s", rc, out_buf);
 }
 
+/* Every dataset under /weights and /optimizer of one checkpoint, compared bit for bit with the
+ * same path in another (H5Literate over the groups). */
+typedef struct Compare { hid_t other; int datasets, differ; } Compare;
+
+static herr_t compare_link(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)info;
+    Compare *c = data;
+    hid_t o = H5Oopen(g, name, H5P_DEFAULT);
+    if (o < 0) return -1;
+    if (H5Iget_type(o) == H5I_GROUP) {
+        H5Literate(o, H5_INDEX_NAME, H5_ITER_INC, NULL, compare_link, c);
+    } else if (H5Iget_type(o) == H5I_DATASET) {
+        char path[512];
+        H5Iget_name(o, path, sizeof path);
+        hid_t sp = H5Dget_space(o), d2 = H5Dopen2(c->other, path, H5P_DEFAULT);
+        size_t n = (size_t)H5Sget_simple_extent_npoints(sp);
+        float *a = cm_malloc(n * sizeof(float)), *b = cm_malloc(n * sizeof(float));
+        bool same = d2 >= 0 && H5Dread(o, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, a) >= 0 &&
+                    H5Dread(d2, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b) >= 0 &&
+                    !memcmp(a, b, n * sizeof(float));
+        if (!same && c->differ++ < 3) printf("  %s differs\n", path);
+        c->datasets++;
+        free(a);
+        free(b);
+        if (d2 >= 0) H5Dclose(d2);
+        H5Sclose(sp);
+    }
+    H5Oclose(o);
+    return 0;
+}
+
+/* The number of datasets compared, or -1 when one differs. */
+static int checkpoints_equal(const char *a, const char *b)
+{
+    hid_t fa = H5Fopen(a, H5F_ACC_RDONLY, H5P_DEFAULT), fb = H5Fopen(b, H5F_ACC_RDONLY, H5P_DEFAULT);
+    Compare c = {fb, 0, 0};
+    const char *groups[] = {"weights", "optimizer"};
+    for (int i = 0; i < 2 && fa >= 0 && fb >= 0; i++) {
+        hid_t g = H5Gopen2(fa, groups[i], H5P_DEFAULT);
+        if (g >= 0) H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, compare_link, &c);
+        if (g >= 0) H5Gclose(g);
+    }
+    if (fa >= 0) H5Fclose(fa);
+    if (fb >= 0) H5Fclose(fb);
+    return fa < 0 || fb < 0 || c.differ ? -1 : c.datasets;
+}
+
+/* The FD of eval.json's newest record at nfe, NaN if none. */
+static double json_fd(const char *json, int nfe)
+{
+    EvalRecord *rs = NULL;
+    int n = eval_json_read(json, &rs);
+    double v = NAN;
+    for (int i = 0; i < n; i++)
+        if (rs[i].nfe == nfe && !strcmp(rs[i].metric, "fd")) v = rs[i].value;
+    free(rs);
+    return v;
+}
+
+/* The sweep again under another name, SIGTERM'd while its first variant trains, then rerun: the
+ * run stops with exit 1 and a checkpoint before step 12 and no evaluation; the rerun resumes it,
+ * and both variants' final checkpoints (weights, target, EMA, Adam), eval.json FDs and results.csv
+ * rows equal those of the uninterrupted sweep. */
+static void test_ablate_sigterm(void)
+{
+    char *args[] = {(char *)cmlab, "ablate", "abl_runs/sweep.ini", "--set", "experiment.name=sweep_sig", NULL};
+    fflush(stdout);
+    FILE *tmp = tmpfile();
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fileno(tmp), 1);
+        dup2(fileno(tmp), 2);
+        execv(cmlab, args);
+        _exit(127);
+    }
+    for (int i = 0; i < 30000 && count_lines("abl_runs/sweep_sig/00-l2/metrics.jsonl") < 3; i++) usleep(2000);
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    rewind(tmp);
+    size_t got = fread(out_buf, 1, sizeof out_buf - 1, tmp);
+    out_buf[got] = '\0';
+    fclose(tmp);
+    long stopped = -1;
+    const char *at = strstr(out_buf, "stopping at step ");
+    if (at) stopped = atol(at + strlen("stopping at step "));
+    struct stat sb;
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1 && stopped > 0 && stopped < 12 &&
+          stat("abl_runs/sweep_sig/00-l2/eval.json", &sb) != 0,
+          "SIGTERM during variant 00's training: status %d, stopped at step %ld (want 1..11, no evaluation):\n%s",
+          st, stopped, out_buf);
+    int rc = CMLAB("ablate", "abl_runs/sweep.ini", "--set", "experiment.name=sweep_sig");
+    CHECK(rc == 0 && strstr(out_buf, "00-l2: resuming"), "the rerun after SIGTERM: exit %d\n%s", rc, out_buf);
+    const char *variants[] = {"00-l2", "01-pseudo_huber"};
+    int same = 0;
+    for (int i = 0; i < 2; i++) {
+        char a[200], b[200], ja[200], jb[200];
+        snprintf(a, sizeof a, "abl_runs/sweep/%s/ckpt/step_00000012.h5", variants[i]);
+        snprintf(b, sizeof b, "abl_runs/sweep_sig/%s/ckpt/step_00000012.h5", variants[i]);
+        snprintf(ja, sizeof ja, "abl_runs/sweep/%s/eval.json", variants[i]);
+        snprintf(jb, sizeof jb, "abl_runs/sweep_sig/%s/eval.json", variants[i]);
+        int k = checkpoints_equal(a, b);
+        double fa[2] = {json_fd(ja, 1), json_fd(ja, 2)}, fb[2] = {json_fd(jb, 1), json_fd(jb, 2)};
+        CHECK(k > 0 && fa[0] == fb[0] && fa[1] == fb[1] && isfinite(fa[0]) && isfinite(fa[1]),
+              "%s after SIGTERM + rerun: checkpoint %s (%d datasets), FD at NFE 1 %.12g vs %.12g, NFE 2 %.12g vs "
+              "%.12g", variants[i], k > 0 ? "equal" : "differs", k, fb[0], fa[0], fb[1], fa[1]);
+        same += k > 0 && fa[0] == fb[0] && fa[1] == fb[1];
+    }
+    /* results.csv: the rows agree but for the training seconds. */
+    FILE *fa = fopen("abl_runs/sweep/results.csv", "r"), *fb = fopen("abl_runs/sweep_sig/results.csv", "r");
+    char la[1024], lb[1024];
+    int rows = 0, rows_same = 0;
+    while (fa && fb && fgets(la, sizeof la, fa) && fgets(lb, sizeof lb, fb)) {
+        if (!rows++) continue;
+        /* index,variant,status,ct.loss,steps,loss,seconds,fd_nfe1,fd_nfe2: all but field 7 */
+        char *pa[9], *pb[9];
+        int na = 0, nb = 0;
+        for (char *t = strtok(la, ",\n"); t && na < 9; t = strtok(NULL, ",\n")) pa[na++] = t;
+        for (char *t = strtok(lb, ",\n"); t && nb < 9; t = strtok(NULL, ",\n")) pb[nb++] = t;
+        bool eq = na == 9 && nb == 9;
+        for (int k = 0; k < 9 && eq; k++) eq = k == 6 || !strcmp(pa[k], pb[k]);
+        rows_same += eq;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    CHECK(rows == 3 && rows_same == 2, "results.csv after SIGTERM + rerun: %d of %d rows equal the uninterrupted "
+          "sweep's (but for the seconds)", rows_same, rows - 1);
+    if (same == 2 && rows_same == 2)
+        printf("ablate: SIGTERM at step %ld of variant 00 + rerun equals the uninterrupted sweep (checkpoints, FDs, "
+               "results.csv)\n", stopped);
+}
+
 /* One checkpoint evaluated at two mid_t values: two records of NFE 2 side by side in eval.json and
  * under /eval, each with its own value; `cmlab info` prints each record once. */
 static void test_mid_t_records(void)
 {
-    const char *ck = "abl_runs/sweep/00-l2/ckpt/step_00000004.h5", *json = "abl_runs/sweep/00-l2/eval.json";
+    const char *ck = "abl_runs/sweep/00-l2/ckpt/step_00000012.h5", *json = "abl_runs/sweep/00-l2/eval.json";
     int rc = CMLAB("eval", (char *)ck, "--nfe", "2", "--mid-t", "20");
     CHECK(rc == 0, "cmlab eval --mid-t 20 exits %d:\n%s", rc, out_buf);
     EvalRecord *rs = NULL;
@@ -504,6 +640,7 @@ int main(int argc, char **argv)
     test_eval_edm();
     test_stats_cache();
     test_ablate();
+    test_ablate_sigterm();
     test_report_renders();
     test_mid_t_records();
     printf("%.0f s\n", cm_now() - t0);
