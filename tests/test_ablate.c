@@ -40,8 +40,11 @@
 static const char *cmlab;
 static char out_buf[1 << 16];
 
-/* Runs argv (argv[0] is the program) with stdout+stderr into out_buf; the exit status. */
-static int run_argv(char *const *argv)
+static int count_lines(const char *path);
+
+/* Runs argv (argv[0] is the program) with stdout+stderr into out_buf; the exit status. With watch,
+ * sends SIGTERM once that file has `lines` lines. */
+static int run_argv_stop(char *const *argv, const char *watch, int lines)
 {
     fflush(stdout);
     FILE *tmp = tmpfile();
@@ -54,6 +57,8 @@ static int run_argv(char *const *argv)
     }
     int st;
     double t0 = cm_now();
+    for (int i = 0; watch && i < 30000 && count_lines(watch) < lines; i++) usleep(2000);
+    if (watch) kill(pid, SIGTERM);
     waitpid(pid, &st, 0);
     printf("  [%.1f s] %s %s %s\n", cm_now() - t0, argv[0], argv[1] ? argv[1] : "", argv[1] && argv[2] ? argv[2] : "");
     rewind(tmp);
@@ -61,6 +66,11 @@ static int run_argv(char *const *argv)
     out_buf[n] = '\0';
     fclose(tmp);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int run_argv(char *const *argv)
+{
+    return run_argv_stop(argv, NULL, 0);
 }
 
 #define CMLAB(...) run_argv((char *[]){(char *)cmlab, __VA_ARGS__, NULL})
@@ -469,32 +479,15 @@ static double json_fd(const char *json, int nfe)
 static void test_ablate_sigterm(void)
 {
     char *args[] = {(char *)cmlab, "ablate", "abl_runs/sweep.ini", "--set", "experiment.name=sweep_sig", NULL};
-    fflush(stdout);
-    FILE *tmp = tmpfile();
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fileno(tmp), 1);
-        dup2(fileno(tmp), 2);
-        execv(cmlab, args);
-        _exit(127);
-    }
-    for (int i = 0; i < 30000 && count_lines("abl_runs/sweep_sig/00-l2/metrics.jsonl") < 3; i++) usleep(2000);
-    kill(pid, SIGTERM);
-    int st;
-    waitpid(pid, &st, 0);
-    rewind(tmp);
-    size_t got = fread(out_buf, 1, sizeof out_buf - 1, tmp);
-    out_buf[got] = '\0';
-    fclose(tmp);
+    int rc = run_argv_stop(args, "abl_runs/sweep_sig/00-l2/metrics.jsonl", 3);
     long stopped = -1;
     const char *at = strstr(out_buf, "stopping at step ");
     if (at) stopped = atol(at + strlen("stopping at step "));
     struct stat sb;
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 1 && stopped > 0 && stopped < 12 &&
-          stat("abl_runs/sweep_sig/00-l2/eval.json", &sb) != 0,
-          "SIGTERM during variant 00's training: status %d, stopped at step %ld (want 1..11, no evaluation):\n%s",
-          st, stopped, out_buf);
-    int rc = CMLAB("ablate", "abl_runs/sweep.ini", "--set", "experiment.name=sweep_sig");
+    CHECK(rc == 1 && stopped > 0 && stopped < 12 && stat("abl_runs/sweep_sig/00-l2/eval.json", &sb) != 0,
+          "SIGTERM during variant 00's training: exit %d, stopped at step %ld (want 1..11, no evaluation):\n%s", rc,
+          stopped, out_buf);
+    rc = CMLAB("ablate", "abl_runs/sweep.ini", "--set", "experiment.name=sweep_sig");
     CHECK(rc == 0 && strstr(out_buf, "00-l2: resuming"), "the rerun after SIGTERM: exit %d\n%s", rc, out_buf);
     const char *variants[] = {"00-l2", "01-pseudo_huber"};
     int same = 0;

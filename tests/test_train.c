@@ -86,8 +86,9 @@ static void write_exp(const char *path, const char *extra)
 /* Every numeric state of a checkpoint, for bitwise comparison. */
 typedef struct State { UNet net; float *w, *e1, *e2, *target; Adam opt; long step, sched_N; double sched_mu; } State;
 
-/* with_target: the checkpoint of a CT run with an EMA target network. */
-static int state_load(State *s, const char *path, bool with_target)
+/* Weight sets `names` of a checkpoint of TINY's network (tiny: 28x28, one channel) into malloc'd
+ * buffers, with its Adam state, step and schedule state in s (s->w etc. unused). */
+static int sets_load(const char *path, const char *const *names, int n, float **out, State *s)
 {
     Config cfg;
     config_defaults(&cfg);
@@ -96,24 +97,30 @@ static int state_load(State *s, const char *path, bool with_target)
     UNetConfig u;
     model_unet_config(&cfg, 1, 28, 28, &u);
     if (unet_init(&s->net, &u) != 0) return -1;
-    size_t n = s->net.ps.total;
-    s->w = params_buffer(&s->net.ps);
-    s->e1 = params_buffer(&s->net.ps);
-    s->e2 = params_buffer(&s->net.ps);
-    optim_init(&s->opt, OPTIM_ADAM, n, 0, 0.9f, 0.999f, 1e-8f, 0);
+    optim_init(&s->opt, OPTIM_ADAM, s->net.ps.total, 0, 0.9f, 0.999f, 1e-8f, 0);
     CkptState cs = {.ps = &s->net.ps, .opt = &s->opt};
-    ckpt_add_weights(&cs, "online", s->w);
-    ckpt_add_weights(&cs, "ema/0.9", s->e1);
-    ckpt_add_weights(&cs, "ema/0.99", s->e2);
-    if (with_target) {
-        s->target = params_buffer(&s->net.ps);
-        ckpt_add_weights(&cs, "target", s->target);
+    for (int i = 0; i < n; i++) {
+        out[i] = params_buffer(&s->net.ps);
+        ckpt_add_weights(&cs, names[i], out[i]);
     }
     int rc = ckpt_load(path, &cs);
     s->step = cs.step;
     s->sched_N = cs.sched_N;
     s->sched_mu = cs.sched_mu;
     free(cs.loaded_config);
+    return rc;
+}
+
+/* with_target: the checkpoint of a CT run with an EMA target network. */
+static int state_load(State *s, const char *path, bool with_target)
+{
+    const char *names[] = {"online", "ema/0.9", "ema/0.99", "target"};
+    float *bufs[4] = {0};
+    int rc = sets_load(path, names, with_target ? 4 : 3, bufs, s);
+    s->w = bufs[0];
+    s->e1 = bufs[1];
+    s->e2 = bufs[2];
+    s->target = bufs[3];
     return rc;
 }
 
@@ -264,31 +271,6 @@ static int run_capture(char *const *args, long nan_step, char *out, size_t len)
     out[n] = '\0';
     fclose(tmp);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-/* Weight sets `names` of a checkpoint of TINY's network (tiny: 28x28, one channel) into malloc'd
- * buffers, with its Adam state, step and schedule state in s (s->w etc. unused). */
-static int sets_load(const char *path, const char *const *names, int n, float **out, State *s)
-{
-    Config cfg;
-    config_defaults(&cfg);
-    write_exp("train_runs/tmp.ini", "");
-    if (config_load(&cfg, "train_runs/tmp.ini") != 0) return -1;
-    UNetConfig u;
-    model_unet_config(&cfg, 1, 28, 28, &u);
-    if (unet_init(&s->net, &u) != 0) return -1;
-    optim_init(&s->opt, OPTIM_ADAM, s->net.ps.total, 0, 0.9f, 0.999f, 1e-8f, 0);
-    CkptState cs = {.ps = &s->net.ps, .opt = &s->opt};
-    for (int i = 0; i < n; i++) {
-        out[i] = params_buffer(&s->net.ps);
-        ckpt_add_weights(&cs, names[i], out[i]);
-    }
-    int rc = ckpt_load(path, &cs);
-    s->step = cs.step;
-    s->sched_N = cs.sched_N;
-    s->sched_mu = cs.sched_mu;
-    free(cs.loaded_config);
-    return rc;
 }
 
 /* train.ema_halflife_kimg through a run, against EDM's rule (training_loop.py): the update after
@@ -497,31 +479,12 @@ static void test_sigterm(void)
     write_exp("train_runs/s.ini", "");
     char *args[] = {(char *)cmlab, "train", "train_runs/s.ini", "--set", "experiment.name=sig",
                     "--set", "train.iterations=100000", "--set", "train.checkpoint_every=100000", NULL};
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        freopen("/dev/null", "w", stdout);
-        execv(cmlab, args);
-        _exit(127);
-    }
-    /* Wait for the first logged steps, then ask it to stop. */
-    for (int i = 0; i < 600; i++) {
-        FILE *f = fopen("train_runs/sig/metrics.jsonl", "r");
-        long lines = 0;
-        char buf[512];
-        while (f && fgets(buf, sizeof buf, f)) lines++;
-        if (f) fclose(f);
-        if (lines >= 3) break;
-        usleep(50000);
-    }
-    kill(pid, SIGTERM);
-    int st;
-    waitpid(pid, &st, 0);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: cmlab train did not exit 0 (status %d)", st);
+    int rc = run_and_stop(args, "train_runs/sig/metrics.jsonl", 3);
+    CHECK(rc == 0, "SIGTERM: cmlab train did not exit 0 (exit %d)", rc);
     char *rest[] = {(char *)cmlab, "train", "train_runs/s.ini", "--set", "experiment.name=sig",
                     "--set", "train.iterations=60", "--set", "train.checkpoint_every=100000", "--resume", NULL};
     /* The stop may have come after step 60; then the resumed run has nothing left to do. */
-    int rc = run(rest);
+    rc = run(rest);
     CHECK(rc == 0, "the resumed run exited %d", rc);
     double last;
     long seen;
