@@ -290,6 +290,13 @@ int trainer_run(const Config *cfg, bool resume)
         loader_next(&t.loader, t.batch, t.labels);
         if (t.step == skip_step) {          /* rollback: the batch that gave a NaN is skipped */
             t.step++;
+            /* Skipping the last step ends the loop without an update, so the final checkpoint is
+             * saved here. */
+            if (t.step == tr->iterations && trainer_checkpoint(&t) != 0) {
+                fprintf(stderr, "\ncmlab train: %s\n", cm_errmsg());
+                rc = CM_EXIT_RUNTIME;
+                break;
+            }
             continue;
         }
         ctx_reset(&t.ctx);
