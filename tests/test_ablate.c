@@ -351,7 +351,7 @@ static const char *SWEEP =
     "[experiment]\nmethod = ct\nout_dir = abl_runs\nname = sweep\n"
     "[model]\nchannels = 8\nchannel_mult = 1,2\nnum_blocks = 1\nmid_attn = false\n"
     "[train]\niterations = 12\nbatch_size = 8\nema = 0.9\nlog_every = 1\ncheckpoint_every = 0\n"
-    "sample_every = 0\nthreads = 2\n"
+    "sample_every = 0\nthreads = 1\n"
     "[eval]\nfeatures = abl_runs/clf/ckpt/step_00000080.h5\nn = 32\n"
     "[sweep]\nct.loss = l2, pseudo_huber\n";
 
