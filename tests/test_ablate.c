@@ -7,14 +7,22 @@
  *   - `cmlab eval` of an EDM checkpoint: one record per NFE in eval.json, the same records
  *     stamped under /eval of the checkpoint, which still verifies and holds the same weights;
  *   - bad input exits 2 with the file named and changes nothing;
- *   - `cmlab ablate` of a two-variant CT sweep writes results.csv, results.md and report.html, and
+ *   - the reference statistics of two folder data sets of one kind and size differ, and so do
+ *     those of one folder before and after its files change (the cache is keyed by the data);
+ *   - `cmlab ablate` of a two-variant CT sweep writes results.csv, results.md and report.html (each
+ *     variant's /eval records hold eval.json's values), and
  *     a second run trains and evaluates nothing again; --only runs one variant and reports both;
  *     a changed file over finished variants is refused; one_at_a_time lists base, one variant per
  *     changed value, and all changes together;
  *   - report.html renders in headless Chromium: the table has a row per variant and every sample
- *     grid image loads (naturalWidth > 0, reported by a script in a copy of the page).
+ *     grid image loads (naturalWidth > 0, reported by a script in a copy of the page);
+ *   - the sweep SIGTERM'd while a variant trains and rerun equals the uninterrupted one (final
+ *     checkpoints bit for bit, eval.json's FDs, results.csv but for the seconds);
+ *   - one checkpoint evaluated at two sample.mid_t values keeps both records (eval.json and /eval),
+ *     and `cmlab info` prints each record once.
  */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,13 +34,17 @@
 
 #include "fixture.h"
 #include "io/checkpoint.h"
+#include "data/image.h"
 #include "eval/eval.h"
 
 static const char *cmlab;
 static char out_buf[1 << 16];
 
-/* Runs argv (argv[0] is the program) with stdout+stderr into out_buf; the exit status. */
-static int run_argv(char *const *argv)
+static int count_lines(const char *path);
+
+/* Runs argv (argv[0] is the program) with stdout+stderr into out_buf; the exit status. With watch,
+ * sends SIGTERM once that file has `lines` lines. */
+static int run_argv_stop(char *const *argv, const char *watch, int lines)
 {
     fflush(stdout);
     FILE *tmp = tmpfile();
@@ -45,6 +57,8 @@ static int run_argv(char *const *argv)
     }
     int st;
     double t0 = cm_now();
+    for (int i = 0; watch && i < 30000 && count_lines(watch) < lines; i++) usleep(2000);
+    if (watch) kill(pid, SIGTERM);
     waitpid(pid, &st, 0);
     printf("  [%.1f s] %s %s %s\n", cm_now() - t0, argv[0], argv[1] ? argv[1] : "", argv[1] && argv[2] ? argv[2] : "");
     rewind(tmp);
@@ -52,6 +66,11 @@ static int run_argv(char *const *argv)
     out_buf[n] = '\0';
     fclose(tmp);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int run_argv(char *const *argv)
+{
+    return run_argv_stop(argv, NULL, 0);
 }
 
 #define CMLAB(...) run_argv((char *[]){(char *)cmlab, __VA_ARGS__, NULL})
@@ -134,6 +153,104 @@ static void write_exp(const char *path, const char *body)
 
 static const char *CLF_CKPT = "abl_runs/clf/ckpt/step_00000080.h5";
 static const char *EDM_CKPT = "abl_runs/edm/ckpt/step_00000004.h5";
+
+/* A folder data set of n 28x28 gray PNGs; `bright` sets where the images' bright square sits, so
+ * two values give two data sets of one size and kind but other contents. */
+static void write_folder(const char *dir, int n, int bright)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir -p %s", dir, dir);
+    CM_ASSERT(system(cmd) == 0, "cannot make %s", dir);
+    srand(5);
+    for (int i = 0; i < n; i++) {
+        uint8_t img[28 * 28];
+        for (int j = 0; j < 28 * 28; j++) img[j] = (uint8_t)(rand() % 40);
+        for (int y = bright; y < bright + 8; y++)
+            for (int x = 4 + i % 12; x < 12 + i % 12; x++) img[y * 28 + x] = 230;
+        char path[320];
+        snprintf(path, sizeof path, "%s/%03d.png", dir, i);
+        CM_ASSERT(image_write_png(path, img, 28, 28, 1) == 0, "cannot write %s", path);
+    }
+}
+
+/* The reference statistics of a folder through the classifier; mu[0..3] into mu, the cache file
+ * into cache. */
+static int folder_stats(const FeatureNet *f, const char *dir, double *mu, char *cache, size_t len)
+{
+    Ctx ctx;
+    ctx_init(&ctx, 64u << 20);
+    FdStats s = {0};
+    int rc = fd_reference_stats(f, "folder", dir, "train", &ctx, &s, cache, len);
+    if (rc == 0) memcpy(mu, s.mu, 4 * sizeof(double));
+    fd_stats_free(&s);
+    ctx_free(&ctx);
+    return rc;
+}
+
+/* Two folder data sets of one size and kind, scored with one feature network, must not share
+ * statistics; nor may one folder before and after its files change. */
+static void test_stats_cache(void)
+{
+    FeatureNet f;
+    CHECK(feature_net_load(&f, CLF_CKPT, NULL) == 0, "cannot load %s: %s", CLF_CKPT, cm_errmsg());
+    double a[4], b[4], a2[4], c[4];
+    char ca[1100], cb[1100], ca2[1100];
+    write_folder("abl_runs/folder_a", 40, 2);
+    write_folder("abl_runs/folder_b", 40, 16);
+    int rc = folder_stats(&f, "abl_runs/folder_a", a, ca, sizeof ca) | folder_stats(&f, "abl_runs/folder_b", b, cb, sizeof cb) |
+             folder_stats(&f, "abl_runs/folder_a", a2, ca2, sizeof ca2);
+    CHECK(rc == 0, "reference statistics of the folders: %s", cm_errmsg());
+    CHECK(memcmp(a, b, sizeof a) != 0, "two folders of other contents got the same statistics (mu[0] %g, %g; cache %s)",
+          a[0], b[0], cb);
+    CHECK(!memcmp(a, a2, sizeof a) && !strcmp(ca, ca2) && strcmp(ca, cb),
+          "folder a's statistics are not reused from %s (second read from %s; folder b's %s)", ca, ca2, cb);
+    /* folder a's files rewritten in place with folder b's contents: b's statistics, not the cache
+     * of a's old files (the path alone would say "same data"). */
+    write_folder("abl_runs/folder_a", 40, 16);
+    rc = folder_stats(&f, "abl_runs/folder_a", c, ca2, sizeof ca2);
+    CHECK(rc == 0 && memcmp(c, a, sizeof c) != 0 && fabs(c[0] - b[0]) < 1e-9 * fmax(1, fabs(b[0])),
+          "folder a after its files changed: mu[0] %g (old files %g, folder b %g)", c[0], a[0], b[0]);
+    printf("statistics cache: two folders of one kind and size give mu[0] %.6f and %.6f; a changed folder %.6f\n",
+           a[0], b[0], c[0]);
+    feature_net_free(&f);
+}
+
+/* Every record of eval.json about ckpt is stamped in it under eval_record_name with the same
+ * value, and /eval holds nothing else: the number of stamped records (-1 on a mismatch). */
+static int stamps_match(const char *ckpt, const char *json)
+{
+    EvalRecord *rs = NULL;
+    int n = eval_json_read(json, &rs), found = 0, bad = 0;
+    hid_t f = H5Fopen(ckpt, H5F_ACC_RDONLY, H5P_DEFAULT);
+    for (int i = 0; i < n && f >= 0; i++) {
+        if (strcmp(rs[i].checkpoint, ckpt) != 0) continue;
+        char name[256];
+        double v = NAN;
+        eval_record_name(&rs[i], name, sizeof name);
+        hid_t a = H5Aexists_by_name(f, name, "value", H5P_DEFAULT) > 0
+                      ? H5Aopen_by_name(f, name, "value", H5P_DEFAULT, H5P_DEFAULT) : -1;
+        if (a >= 0) H5Aread(a, H5T_NATIVE_DOUBLE, &v);
+        if (a >= 0) H5Aclose(a);
+        /* eval.json prints 12 significant digits. */
+        if (!(fabs(v - rs[i].value) <= 1e-11 * fabs(rs[i].value))) {
+            printf("  %s: %s holds %.17g, eval.json %.17g (times %s)\n", ckpt, name, v, rs[i].value, rs[i].times);
+            bad++;
+        }
+        found++;
+    }
+    hid_t g = f >= 0 ? H5Gopen2(f, "/eval", H5P_DEFAULT) : -1;
+    H5G_info_t info = {0};
+    if (g >= 0) H5Gget_info(g, &info);
+    if ((long)info.nlinks != found) {
+        printf("  %s: /eval holds %llu records, eval.json %d of this checkpoint\n", ckpt,
+               (unsigned long long)info.nlinks, found);
+        bad++;
+    }
+    if (g >= 0) H5Gclose(g);
+    if (f >= 0) H5Fclose(f);
+    free(rs);
+    return bad || f < 0 ? -1 : found;
+}
 
 static void test_classifier(void)
 {
@@ -233,8 +350,8 @@ static const char *SWEEP =
     "# Published ordering: none (a test).\n"
     "[experiment]\nmethod = ct\nout_dir = abl_runs\nname = sweep\n"
     "[model]\nchannels = 8\nchannel_mult = 1,2\nnum_blocks = 1\nmid_attn = false\n"
-    "[train]\niterations = 4\nbatch_size = 8\nema = 0.9\nlog_every = 2\ncheckpoint_every = 0\n"
-    "sample_every = 0\nthreads = 2\n"
+    "[train]\niterations = 12\nbatch_size = 8\nema = 0.9\nlog_every = 1\ncheckpoint_every = 0\n"
+    "sample_every = 0\nthreads = 1\n"
     "[eval]\nfeatures = abl_runs/clf/ckpt/step_00000080.h5\nn = 32\n"
     "[sweep]\nct.loss = l2, pseudo_huber\n";
 
@@ -263,8 +380,15 @@ static void test_ablate(void)
         fclose(f);
     }
     CHECK(rows_ok == 2, "%d rows of results.csv are done with finite FDs, want 2", rows_ok);
+    const char *finals[] = {"abl_runs/sweep/00-l2/ckpt/step_00000012.h5",
+                            "abl_runs/sweep/01-pseudo_huber/ckpt/step_00000012.h5"};
+    const char *jsons[] = {"abl_runs/sweep/00-l2/eval.json", "abl_runs/sweep/01-pseudo_huber/eval.json"};
+    for (int i = 0; i < 2; i++) {
+        int k = stamps_match(finals[i], jsons[i]);
+        CHECK(k == 2, "%s: %d records stamped with eval.json's values, want 2 (NFE 1, 2)", finals[i], k);
+    }
     struct stat a, b;
-    const char *ck = "abl_runs/sweep/01-pseudo_huber/ckpt/step_00000004.h5";
+    const char *ck = "abl_runs/sweep/01-pseudo_huber/ckpt/step_00000012.h5";
     CHECK(stat(ck, &a) == 0, "no %s", ck);
     rc = CMLAB("ablate", "abl_runs/sweep.ini");
     CHECK(rc == 0 && !strstr(out_buf, "ablate: 00-l2: training") && !strstr(out_buf, "evaluating") &&
@@ -286,6 +410,156 @@ static void test_ablate(void)
           strstr(out_buf, "ct.weighting=ict") && !strstr(out_buf, "ct.loss=l2\n") &&
           strstr(out_buf, "04-pseudo_huber-ict  all: ct.loss=pseudo_huber,ct.weighting=ict"),
           "one_at_a_time: exit %d\n%s", rc, out_buf);
+}
+
+/* Every dataset under /weights and /optimizer of one checkpoint, compared bit for bit with the
+ * same path in another (H5Literate over the groups). */
+typedef struct Compare { hid_t other; int datasets, differ; } Compare;
+
+static herr_t compare_link(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)info;
+    Compare *c = data;
+    hid_t o = H5Oopen(g, name, H5P_DEFAULT);
+    if (o < 0) return -1;
+    if (H5Iget_type(o) == H5I_GROUP) {
+        H5Literate(o, H5_INDEX_NAME, H5_ITER_INC, NULL, compare_link, c);
+    } else if (H5Iget_type(o) == H5I_DATASET) {
+        char path[512];
+        H5Iget_name(o, path, sizeof path);
+        hid_t sp = H5Dget_space(o), d2 = H5Dopen2(c->other, path, H5P_DEFAULT);
+        size_t n = (size_t)H5Sget_simple_extent_npoints(sp);
+        float *a = cm_malloc(n * sizeof(float)), *b = cm_malloc(n * sizeof(float));
+        bool same = d2 >= 0 && H5Dread(o, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, a) >= 0 &&
+                    H5Dread(d2, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b) >= 0 &&
+                    !memcmp(a, b, n * sizeof(float));
+        if (!same && c->differ++ < 3) printf("  %s differs\n", path);
+        c->datasets++;
+        free(a);
+        free(b);
+        if (d2 >= 0) H5Dclose(d2);
+        H5Sclose(sp);
+    }
+    H5Oclose(o);
+    return 0;
+}
+
+/* The number of datasets compared, or -1 when one differs. */
+static int checkpoints_equal(const char *a, const char *b)
+{
+    hid_t fa = H5Fopen(a, H5F_ACC_RDONLY, H5P_DEFAULT), fb = H5Fopen(b, H5F_ACC_RDONLY, H5P_DEFAULT);
+    Compare c = {fb, 0, 0};
+    const char *groups[] = {"weights", "optimizer"};
+    for (int i = 0; i < 2 && fa >= 0 && fb >= 0; i++) {
+        hid_t g = H5Gopen2(fa, groups[i], H5P_DEFAULT);
+        if (g >= 0) H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, compare_link, &c);
+        if (g >= 0) H5Gclose(g);
+    }
+    if (fa >= 0) H5Fclose(fa);
+    if (fb >= 0) H5Fclose(fb);
+    return fa < 0 || fb < 0 || c.differ ? -1 : c.datasets;
+}
+
+/* The FD of eval.json's newest record at nfe, NaN if none. */
+static double json_fd(const char *json, int nfe)
+{
+    EvalRecord *rs = NULL;
+    int n = eval_json_read(json, &rs);
+    double v = NAN;
+    for (int i = 0; i < n; i++)
+        if (rs[i].nfe == nfe && !strcmp(rs[i].metric, "fd")) v = rs[i].value;
+    free(rs);
+    return v;
+}
+
+/* The sweep again under another name, SIGTERM'd while its first variant trains, then rerun: the
+ * run stops with exit 1 and a checkpoint before step 12 and no evaluation; the rerun resumes it,
+ * and both variants' final checkpoints (weights, target, EMA, Adam), eval.json FDs and results.csv
+ * rows equal those of the uninterrupted sweep. */
+static void test_ablate_sigterm(void)
+{
+    char *args[] = {(char *)cmlab, "ablate", "abl_runs/sweep.ini", "--set", "experiment.name=sweep_sig", NULL};
+    int rc = run_argv_stop(args, "abl_runs/sweep_sig/00-l2/metrics.jsonl", 3);
+    long stopped = -1;
+    const char *at = strstr(out_buf, "stopping at step ");
+    if (at) stopped = atol(at + strlen("stopping at step "));
+    struct stat sb;
+    CHECK(rc == 1 && stopped > 0 && stopped < 12 && stat("abl_runs/sweep_sig/00-l2/eval.json", &sb) != 0,
+          "SIGTERM during variant 00's training: exit %d, stopped at step %ld (want 1..11, no evaluation):\n%s", rc,
+          stopped, out_buf);
+    rc = CMLAB("ablate", "abl_runs/sweep.ini", "--set", "experiment.name=sweep_sig");
+    CHECK(rc == 0 && strstr(out_buf, "00-l2: resuming"), "the rerun after SIGTERM: exit %d\n%s", rc, out_buf);
+    const char *variants[] = {"00-l2", "01-pseudo_huber"};
+    int same = 0;
+    for (int i = 0; i < 2; i++) {
+        char a[200], b[200], ja[200], jb[200];
+        snprintf(a, sizeof a, "abl_runs/sweep/%s/ckpt/step_00000012.h5", variants[i]);
+        snprintf(b, sizeof b, "abl_runs/sweep_sig/%s/ckpt/step_00000012.h5", variants[i]);
+        snprintf(ja, sizeof ja, "abl_runs/sweep/%s/eval.json", variants[i]);
+        snprintf(jb, sizeof jb, "abl_runs/sweep_sig/%s/eval.json", variants[i]);
+        int k = checkpoints_equal(a, b);
+        double fa[2] = {json_fd(ja, 1), json_fd(ja, 2)}, fb[2] = {json_fd(jb, 1), json_fd(jb, 2)};
+        CHECK(k > 0 && fa[0] == fb[0] && fa[1] == fb[1] && isfinite(fa[0]) && isfinite(fa[1]),
+              "%s after SIGTERM + rerun: checkpoint %s (%d datasets), FD at NFE 1 %.12g vs %.12g, NFE 2 %.12g vs "
+              "%.12g", variants[i], k > 0 ? "equal" : "differs", k, fb[0], fa[0], fb[1], fa[1]);
+        same += k > 0 && fa[0] == fb[0] && fa[1] == fb[1];
+    }
+    /* results.csv: the rows agree but for the training seconds. */
+    FILE *fa = fopen("abl_runs/sweep/results.csv", "r"), *fb = fopen("abl_runs/sweep_sig/results.csv", "r");
+    char la[1024], lb[1024];
+    int rows = 0, rows_same = 0;
+    while (fa && fb && fgets(la, sizeof la, fa) && fgets(lb, sizeof lb, fb)) {
+        if (!rows++) continue;
+        /* index,variant,status,ct.loss,steps,loss,seconds,fd_nfe1,fd_nfe2: all but field 7 */
+        char *pa[9], *pb[9];
+        int na = 0, nb = 0;
+        for (char *t = strtok(la, ",\n"); t && na < 9; t = strtok(NULL, ",\n")) pa[na++] = t;
+        for (char *t = strtok(lb, ",\n"); t && nb < 9; t = strtok(NULL, ",\n")) pb[nb++] = t;
+        bool eq = na == 9 && nb == 9;
+        for (int k = 0; k < 9 && eq; k++) eq = k == 6 || !strcmp(pa[k], pb[k]);
+        rows_same += eq;
+    }
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    CHECK(rows == 3 && rows_same == 2, "results.csv after SIGTERM + rerun: %d of %d rows equal the uninterrupted "
+          "sweep's (but for the seconds)", rows_same, rows - 1);
+    if (same == 2 && rows_same == 2)
+        printf("ablate: SIGTERM at step %ld of variant 00 + rerun equals the uninterrupted sweep (checkpoints, FDs, "
+               "results.csv)\n", stopped);
+}
+
+/* One checkpoint evaluated at two mid_t values: two records of NFE 2 side by side in eval.json and
+ * under /eval, each with its own value; `cmlab info` prints each record once. */
+static void test_mid_t_records(void)
+{
+    const char *ck = "abl_runs/sweep/00-l2/ckpt/step_00000012.h5", *json = "abl_runs/sweep/00-l2/eval.json";
+    int rc = CMLAB("eval", (char *)ck, "--nfe", "2", "--mid-t", "20");
+    CHECK(rc == 0, "cmlab eval --mid-t 20 exits %d:\n%s", rc, out_buf);
+    EvalRecord *rs = NULL;
+    int n = eval_json_read(json, &rs), two = 0;
+    double v[2] = {NAN, NAN};
+    char times[2][EVAL_TEXT] = {"", ""};
+    for (int i = 0; i < n; i++)
+        if (rs[i].nfe == 2 && two < 2) {
+            v[two] = rs[i].value;
+            snprintf(times[two++], sizeof times[0], "%s", rs[i].times);
+        }
+    free(rs);
+    CHECK(two == 2 && strcmp(times[0], times[1]) && v[0] != v[1] && isfinite(v[0]) && isfinite(v[1]),
+          "eval.json: %d NFE-2 records (times %s: FD %g; %s: FD %g), want 2 with other times and values", two,
+          times[0], v[0], times[1], v[1]);
+    int k = stamps_match(ck, json);
+    CHECK(k == 3, "%s: %d records stamped with eval.json's values, want 3 (NFE 1, NFE 2 at mid_t 0.821 and 20)", ck,
+          k);
+    printf("mid_t: NFE 2 at times %s FD %.4f, at %s FD %.4f, both stamped\n", times[0], v[0], times[1], v[1]);
+
+    rc = CMLAB("info", (char *)ck);
+    int values = 0, records = 0;
+    for (const char *p = out_buf; (p = strstr(p, " value=")); p++) values++;
+    for (const char *p = out_buf; (p = strstr(p, "  /eval/fd.")); p++) records++;
+    CHECK(rc == 0 && records == 3 && values == 3 && !strstr(out_buf, "\"value\""),
+          "cmlab info: exit %d, %d /eval records, %d values printed, want 3 each (and no json copy):\n%s", rc, records,
+          values, out_buf);
 }
 
 /* Renders report.html in headless Chromium, in a window narrower than the table, and counts the
@@ -357,8 +631,11 @@ int main(int argc, char **argv)
     double t0 = cm_now();
     test_classifier();
     test_eval_edm();
+    test_stats_cache();
     test_ablate();
+    test_ablate_sigterm();
     test_report_renders();
+    test_mid_t_records();
     printf("%.0f s\n", cm_now() - t0);
     return test_summary("ablate");
 }

@@ -6,6 +6,10 @@
  *     every EMA, Adam's m and v, the step) with the same thread count;
  *   - SIGTERM mid-run: exit 0 with a checkpoint; --resume finishes; metrics.jsonl continues with
  *     no repeated and no missing step;
+ *   - resume under CT's original curriculum (N(k), mu(k) move with the step), the same
+ *     train.iterations in both runs, the split run stopped by SIGTERM: bit-identical state;
+ *   - train.ema_halflife_kimg follows EDM's beta rule step by step (which pins images_seen);
+ *   - train.on_nan = stop and rollback with a NaN loss injected by CMLAB_TEST_NAN_STEP;
  *   - cmlab sample draws a grid from the run; an impossible NFE or a damaged file exits 2;
  *   - a bad experiment file and a truncated data set exit 2.
  */
@@ -89,8 +93,9 @@ static void write_exp(const char *path, const char *extra)
 /* Every numeric state of a checkpoint, for bitwise comparison. */
 typedef struct State { UNet net; float *w, *e1, *e2, *target; Adam opt; long step, sched_N; double sched_mu; } State;
 
-/* with_target: the checkpoint of a CT run with an EMA target network. */
-static int state_load(State *s, const char *path, bool with_target)
+/* Weight sets `names` of a checkpoint of TINY's network (tiny: 28x28, one channel) into malloc'd
+ * buffers, with its Adam state, step and schedule state in s (s->w etc. unused). */
+static int sets_load(const char *path, const char *const *names, int n, float **out, State *s)
 {
     Config cfg;
     config_defaults(&cfg);
@@ -99,24 +104,30 @@ static int state_load(State *s, const char *path, bool with_target)
     UNetConfig u;
     model_unet_config(&cfg, 1, 28, 28, &u);
     if (unet_init(&s->net, &u) != 0) return -1;
-    size_t n = s->net.ps.total;
-    s->w = params_buffer(&s->net.ps);
-    s->e1 = params_buffer(&s->net.ps);
-    s->e2 = params_buffer(&s->net.ps);
-    optim_init(&s->opt, OPTIM_ADAM, n, 0, 0.9f, 0.999f, 1e-8f, 0);
+    optim_init(&s->opt, OPTIM_ADAM, s->net.ps.total, 0, 0.9f, 0.999f, 1e-8f, 0);
     CkptState cs = {.ps = &s->net.ps, .opt = &s->opt};
-    ckpt_add_weights(&cs, "online", s->w);
-    ckpt_add_weights(&cs, "ema/0.9", s->e1);
-    ckpt_add_weights(&cs, "ema/0.99", s->e2);
-    if (with_target) {
-        s->target = params_buffer(&s->net.ps);
-        ckpt_add_weights(&cs, "target", s->target);
+    for (int i = 0; i < n; i++) {
+        out[i] = params_buffer(&s->net.ps);
+        ckpt_add_weights(&cs, names[i], out[i]);
     }
     int rc = ckpt_load(path, &cs);
     s->step = cs.step;
     s->sched_N = cs.sched_N;
     s->sched_mu = cs.sched_mu;
     free(cs.loaded_config);
+    return rc;
+}
+
+/* with_target: the checkpoint of a CT run with an EMA target network. */
+static int state_load(State *s, const char *path, bool with_target)
+{
+    const char *names[] = {"online", "ema/0.9", "ema/0.99", "target"};
+    float *bufs[4] = {0};
+    int rc = sets_load(path, names, with_target ? 4 : 3, bufs, s);
+    s->w = bufs[0];
+    s->e1 = bufs[1];
+    s->e2 = bufs[2];
+    s->target = bufs[3];
     return rc;
 }
 
@@ -274,11 +285,165 @@ static void test_resume_bit_exact(const char *method)
     state_free(&b);
 }
 
-static void test_sigterm(void)
+/* Runs cmlab with args and, when nan_step >= 0, CMLAB_TEST_NAN_STEP=nan_step (trainer.h's hook);
+ * stdout and stderr into out (at most len - 1 bytes). The exit status. */
+static int run_capture(char *const *args, long nan_step, char *out, size_t len)
 {
-    write_exp("train_runs/s.ini", "");
-    char *args[] = {(char *)cmlab, "train", "train_runs/s.ini", "--set", "experiment.name=sig",
-                    "--set", "train.iterations=100000", "--set", "train.checkpoint_every=100000", NULL};
+    fflush(stdout);
+    FILE *tmp = tmpfile();
+    pid_t pid = fork();
+    if (pid == 0) {
+        char v[32];
+        snprintf(v, sizeof v, "%ld", nan_step);
+        if (nan_step >= 0) setenv("CMLAB_TEST_NAN_STEP", v, 1);
+        dup2(fileno(tmp), 1);
+        dup2(fileno(tmp), 2);
+        execv(cmlab, args);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    rewind(tmp);
+    size_t n = fread(out, 1, len - 1, tmp);
+    out[n] = '\0';
+    fclose(tmp);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* train.ema_halflife_kimg through a run, against EDM's rule (training_loop.py): the update after
+ * cur_nimg = k * batch images takes beta = 0.5^(batch / h), h = min(halflife_kimg * 1000,
+ * ema_rampup * cur_nimg) (h = halflife with ema_rampup = 0), ema <- beta ema + (1 - beta) online.
+ * The checkpoint of every step gives ema_k and online_{k+1}; the test recomputes ema_{k+1} in
+ * double. This also pins images_seen (cur_nimg), which the trainer keeps nowhere else: one batch
+ * more or less moves beta by far more than rounding. */
+static void test_ema_halflife(double rampup)
+{
+    enum { STEPS = 8, B = 8 };
+    const double halflife = 24;    /* images: 3 batches, reached by the ramp-up at step 6 */
+    char name[64], r[64];
+    snprintf(name, sizeof name, "experiment.name=hl%g", rampup);
+    snprintf(r, sizeof r, "train.ema_rampup=%g", rampup);
+    /* One thread, as in the on_nan and curriculum runs: they check the loop's bookkeeping, and an
+     * OpenMP team of 2 on a loaded machine can be many times slower than 1 thread. */
+    int rc = run((char *[]){(char *)cmlab, "train", "train_runs/hl.ini", "--set", name, "--set", r, "--set",
+                           "train.ema_halflife_kimg=0.024", "--set", "train.iterations=8", "--set",
+                           "train.checkpoint_every=1", "--set", "train.keep_checkpoints=0", "--set",
+                           "train.threads=1", NULL});
+    CHECK(rc == 0, "the half-life EMA run (rampup %g) exited %d", rampup, rc);
+    const char *names[] = {"online", "ema/hl24"};
+    float *prev[2] = {0}, *cur[2] = {0};
+    State sp = {0}, sc = {0};
+    double worst = 0, worst_first = 0;
+    for (int k = 1; k <= STEPS && rc == 0; k++) {
+        char path[128];
+        snprintf(path, sizeof path, "train_runs/hl%g/ckpt/step_%08d.h5", rampup, k);
+        rc = sets_load(path, names, 2, cur, &sc);
+        CHECK(rc == 0 && sc.step == k, "cannot load %s: %s", path, cm_errmsg());
+        if (rc) break;
+        size_t n = sc.net.ps.total;
+        if (k == 1 && rampup > 0) {
+            /* cur_nimg = 0: h = 0, beta = 0: the EMA is the online weights. */
+            worst_first = memcmp(cur[0], cur[1], n * sizeof(float)) ? 1 : 0;
+        } else if (k > 1) {
+            double cur_nimg = (double)(k - 1) * B;
+            double h = rampup > 0 ? fmin(halflife, rampup * cur_nimg) : halflife;
+            double beta = pow(0.5, B / fmax(h, 1e-8)), err = 0, step = 0;
+            for (size_t i = 0; i < n; i++) {
+                double want = beta * prev[1][i] + (1 - beta) * cur[0][i];
+                err = fmax(err, fabs(want - cur[1][i]));
+                step = fmax(step, fabs(prev[1][i] - cur[0][i]));
+            }
+            /* relative to the largest change the update makes */
+            worst = fmax(worst, err / fmax(step, 1e-30));
+        }
+        for (int i = 0; i < 2; i++) free(prev[i]);
+        if (sp.net.ps.total) {
+            adam_free(&sp.opt);
+            unet_free(&sp.net);
+        }
+        memcpy(prev, cur, sizeof prev);
+        sp = sc;
+        sc = (State){0};
+    }
+    for (int i = 0; i < 2; i++) free(prev[i]);
+    if (sp.net.ps.total) {
+        adam_free(&sp.opt);
+        unet_free(&sp.net);
+    }
+    CHECK(rc == 0 && worst < 1e-4 && worst_first == 0,
+          "half-life EMA (rampup %g) differs from EDM's rule: worst error %.3g of the update's size%s", rampup,
+          worst, worst_first ? "; after the first step it is not the online weights" : "");
+    if (rc == 0 && worst < 1e-4 && worst_first == 0)
+        printf("ema_halflife_kimg 0.024, rampup %g: %d steps follow EDM's beta rule to %.2g of an update\n", rampup,
+               STEPS, worst);
+}
+
+/* train.on_nan, a NaN loss injected at step 7 (CMLAB_TEST_NAN_STEP) with a checkpoint every 5
+ * steps: stop exits 1 naming the step, with the step-5 checkpoint intact and nothing after it;
+ * rollback reloads step 5, trains 5 and 6 again, skips step 7's batch and finishes: 12 steps with
+ * 11 optimiser updates, and metrics.jsonl reaches step 12; a NaN in the last step (11) is skipped
+ * too and the run still saves step 12. */
+static void test_on_nan(void)
+{
+    static char out[1 << 16];
+    int failed = test_failed;
+    char *stop[] = {(char *)cmlab, "train", "train_runs/hl.ini", "--set", "experiment.name=nan_stop", "--set",
+                    "train.iterations=12", "--set", "train.checkpoint_every=5", "--set", "train.on_nan=stop", "--set",
+                    "train.threads=1", NULL};
+    int rc = run_capture(stop, 7, out, sizeof out);
+    CHECK(rc == 1 && strstr(out, "step 7: loss nan") && strstr(out, "train.on_nan = stop"),
+          "on_nan = stop: exit %d (want 1, the step named):\n%s", rc, out);
+    CHECK(ckpt_verify("train_runs/nan_stop/ckpt/step_00000005.h5") == 0 &&
+          system("test $(ls train_runs/nan_stop/ckpt | wc -l) -eq 1") == 0,
+          "on_nan = stop: the step-5 checkpoint is not the only, intact one: %s", cm_errmsg());
+
+    char *roll[] = {(char *)cmlab, "train", "train_runs/hl.ini", "--set", "experiment.name=nan_roll", "--set",
+                    "train.iterations=12", "--set", "train.checkpoint_every=5", "--set", "train.on_nan=rollback",
+                    "--set", "train.threads=1", NULL};
+    rc = run_capture(roll, 7, out, sizeof out);
+    CHECK(rc == 0 && strstr(out, "rolled back to step 5; step 7's batch will be skipped"),
+          "on_nan = rollback: exit %d (want 0 after a roll-back to step 5):\n%s", rc, out);
+    State s = {0};
+    float *w[1] = {0};
+    const char *names[] = {"online"};
+    int lr = sets_load("train_runs/nan_roll/ckpt/step_00000012.h5", names, 1, w, &s);
+    bool finite = true;
+    for (size_t i = 0; lr == 0 && i < s.net.ps.total; i++) finite = finite && isfinite(w[0][i]);
+    CHECK(lr == 0 && s.step == 12 && s.opt.step == 11 && finite,
+          "on_nan = rollback: the final checkpoint: load %d, step %ld (want 12), Adam step %ld (want 11: step 7 "
+          "skipped, 5 and 6 not counted twice), finite %d", lr, s.step, (long)s.opt.step, finite);
+    double last = NAN;
+    long seen = 0, last_step = -1;
+    bool contiguous;
+    first_last_loss("train_runs/nan_roll/metrics.jsonl", &last, &seen, &contiguous);
+    FILE *f = fopen("train_runs/nan_roll/metrics.jsonl", "r");
+    char line[1024];
+    while (f && fgets(line, sizeof line, f)) last_step = atol(strstr(line, "\"step\":") + 7);
+    if (f) fclose(f);
+    CHECK(last_step == 12, "on_nan = rollback: metrics.jsonl ends at step %ld, want 12", last_step);
+    free(w[0]);
+    adam_free(&s.opt);
+    unet_free(&s.net);
+    /* The NaN in the last step: the skipped step ends the run, which must still save step 12. */
+    roll[4] = "experiment.name=nan_last";
+    rc = run_capture(roll, 11, out, sizeof out);
+    State s2 = {0};
+    lr = sets_load("train_runs/nan_last/ckpt/step_00000012.h5", names, 1, w, &s2);
+    CHECK(rc == 0 && lr == 0 && s2.step == 12 && s2.opt.step == 11,
+          "on_nan = rollback at the last step: exit %d, final checkpoint: load %d, step %ld, Adam step %ld (want 12, "
+          "11):\n%s", rc, lr, s2.step, (long)s2.opt.step, out);
+    free(w[0]);
+    adam_free(&s2.opt);
+    unet_free(&s2.net);
+    if (test_failed == failed)
+        printf("on_nan: stop exits 1 at step 7 with step 5's checkpoint; rollback resumes from 5 and ends at 12 "
+               "with 11 updates\n");
+}
+
+/* Starts cmlab with args, waits until `metrics` has `lines` lines, sends SIGTERM and waits: the
+ * exit status. */
+static int run_and_stop(char *const *args, const char *metrics, int lines)
+{
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
@@ -286,24 +451,94 @@ static void test_sigterm(void)
         execv(cmlab, args);
         _exit(127);
     }
-    /* Wait for the first logged steps, then ask it to stop. */
-    for (int i = 0; i < 600; i++) {
-        FILE *f = fopen("train_runs/sig/metrics.jsonl", "r");
-        long lines = 0;
+    for (int i = 0; i < 30000; i++) {
+        FILE *f = fopen(metrics, "r");
+        int n = 0;
         char buf[512];
-        while (f && fgets(buf, sizeof buf, f)) lines++;
+        while (f && fgets(buf, sizeof buf, f)) n++;
         if (f) fclose(f);
-        if (lines >= 3) break;
-        usleep(50000);
+        if (n >= lines) break;
+        usleep(2000);
     }
     kill(pid, SIGTERM);
     int st;
     waitpid(pid, &st, 0);
-    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: cmlab train did not exit 0 (status %d)", st);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Resume under CT's original curriculum, whose N(k) = ceil(sqrt(k/K ((s1+1)^2 - s0^2) + s0^2) - 1) + 1
+ * and mu(k) change with the step: the same train.iterations (K) in both runs, the split one stopped
+ * by SIGTERM after its third step and resumed. The step-24 checkpoints must agree bit for bit:
+ * online, target, both rate EMAs, the half-life EMA (whose ramp-up counts the images seen, so a
+ * resumed images_seen is checked too), Adam, N(k), mu(k). */
+static void test_resume_curriculum(void)
+{
+    write_exp("train_runs/cur.ini", "[ct]\ncurriculum = original\ns0 = 2\ns1 = 10\ntarget_mu = 0.9\n");
+#define CUR(name) (char *)cmlab, "train", "train_runs/cur.ini", "--set", "experiment.name=" name, "--set", \
+                  "experiment.method=ct", "--set", "train.iterations=24", "--set", "train.log_every=1", "--set", \
+                  "train.checkpoint_every=0", "--set", "train.ema_halflife_kimg=0.05", "--set", "train.ema_rampup=0.5", \
+                  "--set", "train.threads=1"
+    char *full[] = {CUR("cur_full"), NULL};
+    char *split[] = {CUR("cur_split"), NULL};
+    char *rest[] = {CUR("cur_split"), "--resume", NULL};
+#undef CUR
+    int rc = run_and_stop(split, "train_runs/cur_split/metrics.jsonl", 3);
+    CHECK(rc == 0, "SIGTERM: the curriculum run exited %d", rc);
+    FILE *p = popen("ls train_runs/cur_split/ckpt", "r");
+    long stopped = -1;
+    char line[256];
+    while (p && fgets(line, sizeof line, p)) sscanf(line, "step_%ld.h5", &stopped);
+    if (p) pclose(p);
+    CHECK(stopped >= 3 && stopped < 24, "the signal did not stop the run mid-way: its checkpoint is at step %ld",
+          stopped);
+    int failed = test_failed;
+    State mid = {0};
+    char path[128];
+    snprintf(path, sizeof path, "train_runs/cur_split/ckpt/step_%08ld.h5", stopped);
+    const char *names[] = {"online", "target", "ema/0.9", "ema/0.99", "ema/hl50"};
+    float *a[5] = {0}, *b[5] = {0}, *m[1] = {0};
+    int rm = sets_load(path, names, 1, m, &mid);
+    CHECK(run(rest) == 0 && run(full) == 0, "a curriculum run failed");
+    State sa = {0}, sb = {0};
+    int ra = sets_load("train_runs/cur_full/ckpt/step_00000024.h5", names, 5, a, &sa);
+    int rb = sets_load("train_runs/cur_split/ckpt/step_00000024.h5", names, 5, b, &sb);
+    CHECK(ra == 0 && rb == 0 && rm == 0, "cannot load the curriculum checkpoints: %s", cm_errmsg());
+    if (ra == 0 && rb == 0 && rm == 0) {
+        size_t bytes = sa.net.ps.total * sizeof(float);
+        int same[5];
+        for (int i = 0; i < 5; i++) same[i] = !memcmp(a[i], b[i], bytes);
+        int same_o = !memcmp(sa.opt.m, sb.opt.m, bytes) && !memcmp(sa.opt.v, sb.opt.v, bytes) &&
+                     sa.opt.step == sb.opt.step;
+        CHECK(same[0] && same[1] && same[2] && same[3] && same[4] && same_o && sa.sched_N == sb.sched_N &&
+                  sa.sched_mu == sb.sched_mu && sa.step == 24 && sb.step == 24,
+              "original curriculum: 24 steps != %ld + SIGTERM + resume: online %d target %d EMAs %d %d half-life "
+              "EMA %d Adam %d, N %ld/%ld, mu %.17g/%.17g", stopped, same[0], same[1], same[2], same[3], same[4],
+              same_o, sa.sched_N, sb.sched_N, sa.sched_mu, sb.sched_mu);
+        CHECK(mid.sched_N != sa.sched_N && mid.sched_mu != sa.sched_mu,
+              "N(k) did not change over the resumed part: N %ld at step %ld and at 24", mid.sched_N, stopped);
+        if (test_failed == failed)
+            printf("resume (CT, original curriculum s0 2 s1 10): SIGTERM at step %ld (N %ld, mu %.4f) + resume "
+                   "equals 24 steps (N %ld, mu %.4f) bit for bit\n", stopped, mid.sched_N, mid.sched_mu, sa.sched_N,
+                   sa.sched_mu);
+    }
+    for (int i = 0; i < 5; i++) free(a[i]), free(b[i]);
+    free(m[0]);
+    State *all[] = {&sa, &sb, &mid};
+    for (int i = 0; i < 3; i++)
+        if (all[i]->net.ps.total) adam_free(&all[i]->opt), unet_free(&all[i]->net);
+}
+
+static void test_sigterm(void)
+{
+    write_exp("train_runs/s.ini", "");
+    char *args[] = {(char *)cmlab, "train", "train_runs/s.ini", "--set", "experiment.name=sig",
+                    "--set", "train.iterations=100000", "--set", "train.checkpoint_every=100000", NULL};
+    int rc = run_and_stop(args, "train_runs/sig/metrics.jsonl", 3);
+    CHECK(rc == 0, "SIGTERM: cmlab train did not exit 0 (exit %d)", rc);
     char *rest[] = {(char *)cmlab, "train", "train_runs/s.ini", "--set", "experiment.name=sig",
                     "--set", "train.iterations=60", "--set", "train.checkpoint_every=100000", "--resume", NULL};
     /* The stop may have come after step 60; then the resumed run has nothing left to do. */
-    int rc = run(rest);
+    rc = run(rest);
     CHECK(rc == 0, "the resumed run exited %d", rc);
     double last;
     long seen;
@@ -436,5 +671,10 @@ int main(int argc, char **argv)
     test_sample_options();
     test_resume_all_damaged();
     test_sigterm();
+    write_exp("train_runs/hl.ini", "");
+    test_ema_halflife(0.5);
+    test_ema_halflife(0);
+    test_on_nan();
+    test_resume_curriculum();
     return test_summary("train");
 }

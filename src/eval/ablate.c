@@ -198,6 +198,7 @@ static bool record_matches(const EvalRecord *r, const Variant *v, const Config *
     return !strcmp(r->metric, "fd") && !strcmp(r->checkpoint, ckpt) && r->n == v->cfg.eval.n &&
            r->seed == v->cfg.eval.seed && r->nfe == nfe && !strcmp(r->sampler, want.sampler) &&
            !strcmp(r->schedule, want.schedule) && !strcmp(r->times, want.times) &&
+           !strcmp(r->options, want.options) &&
            !strcmp(r->feature_net, v->cfg.eval.features) && !strcmp(r->weights, weights) && isfinite(r->value);
 }
 

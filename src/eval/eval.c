@@ -51,6 +51,7 @@ static void times_text(const double *t, int n, bool to_zero, char *out, size_t l
 int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
 {
     r->nfe = nfe;
+    r->options[0] = '\0';
     SamplePlan p;
     if (sample_plan(&p, kind, mcfg, ev, nfe)) return -1;
     if (p.kind == MODEL_CONSISTENCY) {
@@ -68,6 +69,11 @@ int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, 
     free(grid);
     snprintf(r->sampler, sizeof r->sampler, "%s", solver_kind_name(p.solver));
     snprintf(r->schedule, sizeof r->schedule, "%s", schedule_kind_name(o.schedule));
+    /* What the times do not show; every solver's, so a record reads the same whichever it used. */
+    snprintf(r->options, sizeof r->options,
+             "rho=%g,afs=%d,denoise_to_zero=%d,ipndm_order=%d,lower_order_final=%d,thresholding=%d,"
+             "dpmpp3m_corrected=%d", o.rho, o.afs, o.denoise_to_zero, o.ipndm_order, o.lower_order_final,
+             o.thresholding, o.dpmpp3m_corrected);
     return rc;
 }
 
@@ -220,7 +226,10 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         CM_ASSERT(st.nfe == r.nfe, "eval: the sampler made %d calls, not %d", st.nfe, r.nfe);
         r.sample_seconds = cm_now() - t0;
         quantize(x, (size_t)n * dim);
-        snprintf(r.grid, sizeof r.grid, "samples/eval_%s_nfe%d_seed%d.png", r.sampler, r.nfe, r.seed);
+        /* Named as the record, so two samplers' grids never share a file. */
+        char name[256];
+        eval_record_name(&r, name, sizeof name);
+        snprintf(r.grid, sizeof r.grid, "samples/eval_%s.png", name + strlen("/eval/"));
         char grid_path[1700];
         snprintf(grid_path, sizeof grid_path, "%s/%s", run_dir, r.grid);
         rc = image_write_grid(grid_path, x, CM_MIN(n, GRID_MAX), m.C, m.H, m.W, 8, 2);

@@ -10,9 +10,11 @@
  * Feature-network identity: SHA-256 over the evaluated weight set, parameters in byte order of
  * their names, each contributing its name, a NUL byte and its float32 values little-endian
  * (README.md shows it recomputed with h5py and hashlib). Reference statistics
- * of a data split are cached per (feature hash, data set, split) in
- * <feature run>/fd_stats/<dataset>-<split>-<hash[0:16]>.h5 (the feature run is the directory
- * above the checkpoint's ckpt/), written atomically and checked against the hash when read.
+ * of a data split are cached per (feature hash, data) in
+ * <feature run>/fd_stats/<dataset>-<split>-<hash[0:16]>-<data hash[0:16]>.h5 (the feature run is
+ * the directory above the checkpoint's ckpt/), written atomically and checked against both hashes
+ * when read. The data hash is SHA-256 over the kind, the path read and split, the shape, the pixels
+ * and the labels: two directories of one kind, or one whose files changed, never share statistics.
  */
 #ifndef CM_FEATURES_H
 #define CM_FEATURES_H

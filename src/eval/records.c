@@ -12,6 +12,7 @@
 #include "common.h"
 #include "io/atomic.h"
 #include "io/checkpoint.h"
+#include "io/sha256.h"
 
 typedef enum { FIELD_TEXT, FIELD_INT, FIELD_LONG, FIELD_DOUBLE } FieldType;
 
@@ -28,7 +29,7 @@ static const RecordField FIELDS[] = {
     RF(feature_hash, FIELD_TEXT), RF(feature_weights, FIELD_TEXT), RF(dataset, FIELD_TEXT),
     RF(reference, FIELD_TEXT), RF(reference_n, FIELD_LONG), RF(n, FIELD_INT), RF(seed, FIELD_INT),
     RF(sampler, FIELD_TEXT), RF(schedule, FIELD_TEXT), RF(nfe, FIELD_INT), RF(times, FIELD_TEXT),
-    RF(sample_seconds, FIELD_DOUBLE), RF(feature_seconds, FIELD_DOUBLE), RF(grid, FIELD_TEXT),
+    RF(options, FIELD_TEXT),    RF(sample_seconds, FIELD_DOUBLE), RF(feature_seconds, FIELD_DOUBLE), RF(grid, FIELD_TEXT),
     RF(date, FIELD_TEXT),
 };
 
@@ -222,6 +223,28 @@ int eval_json_read(const char *path, EvalRecord **out)
     return n;
 }
 
+void eval_record_name(const EvalRecord *r, char *out, size_t len)
+{
+    char weights[64];
+    snprintf(weights, sizeof weights, "%s", r->weights);
+    for (char *c = weights; *c; c++)
+        if (*c == '/') *c = '-';
+    if (r->nfe <= 0) {
+        snprintf(out, len, "/eval/%s.%s", r->metric, weights);
+        return;
+    }
+    /* The sampler's time points, schedule and options, hashed: a name stays short however many
+     * time points there are. */
+    Sha256 h;
+    char hex[65];
+    sha256_init(&h);
+    const char *parts[] = {r->schedule, r->times, r->options};
+    for (size_t i = 0; i < CM_ARRAY_LEN(parts); i++) sha256_update(&h, parts[i], strlen(parts[i]) + 1);
+    sha256_final(&h, hex);
+    snprintf(out, len, "/eval/%s.%s.nfe%d.n%d.seed%d.%s.%.8s.%.8s", r->metric, r->sampler, r->nfe, r->n, r->seed,
+             weights, r->feature_hash + 7, hex);
+}
+
 /* The record as attributes of /eval/<name> in its checkpoint. */
 int eval_record_stamp(const EvalRecord *r)
 {
@@ -241,15 +264,8 @@ int eval_record_stamp(const EvalRecord *r)
     }
     char *js = eval_record_json(r);
     attrs[n++] = (CkptAttr){.name = "json", .text = js};
-    char group[256], weights[64];
-    snprintf(weights, sizeof weights, "%s", r->weights);
-    for (char *c = weights; *c; c++)
-        if (*c == '/') *c = '-';
-    if (r->nfe > 0)
-        snprintf(group, sizeof group, "/eval/%s.%s.nfe%d.n%d.seed%d.%s.%.8s", r->metric, r->sampler, r->nfe, r->n,
-                 r->seed, weights, r->feature_hash + 7);
-    else
-        snprintf(group, sizeof group, "/eval/%s.%s", r->metric, weights);
+    char group[256];
+    eval_record_name(r, group, sizeof group);
     int rc = ckpt_stamp(r->checkpoint, group, attrs, n);
     free(js);
     return rc;

@@ -9,6 +9,8 @@
 #ifndef CM_RECORDS_H
 #define CM_RECORDS_H
 
+#include <stddef.h>
+
 #define EVAL_TEXT 512
 
 /* One evaluation: everything needed to reproduce the number. */
@@ -31,6 +33,7 @@ typedef struct EvalRecord {
     char schedule[32];
     int nfe;
     char times[EVAL_TEXT];       /* the sampler's time points, e.g. "80,24.4,...,0.002,0" */
+    char options[160];           /* the solver's options that change samples beyond the times */
     double sample_seconds, feature_seconds;
     char grid[EVAL_TEXT];        /* the PNG of the first 64 samples, relative to the run directory */
     char date[32];               /* UTC, ISO 8601 */
@@ -45,7 +48,12 @@ int eval_json_append(const char *path, const EvalRecord *r, int count);
  * cm_fail() for a malformed file. Only the fields of EvalRecord are read; others are ignored. */
 int eval_json_read(const char *path, EvalRecord **out);
 
-/* Stamps r into its checkpoint (r->checkpoint) as /eval/<metric>.<sampler>.nfe<N>... (ckpt_stamp). */
+/* The name of r's group under /eval: <metric>.<sampler>.nfe<N>.n<n>.seed<S>.<weights>.<feature
+ * hash, 8 digits>.<8 digits of the SHA-256 of schedule, times and options>, so that two
+ * evaluations that can differ in value (another mid_t, schedule or solver option) never share a
+ * name; <metric>.<weights> for a record without a sampler (test accuracy). */
+void eval_record_name(const EvalRecord *r, char *out, size_t len);
+/* Stamps r into its checkpoint (r->checkpoint) as /eval/<eval_record_name> (ckpt_stamp). */
 int eval_record_stamp(const EvalRecord *r);
 
 #endif

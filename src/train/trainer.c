@@ -346,6 +346,16 @@ static double test_outlier_factor(long step)
     return strtod(end + 1, NULL);
 }
 
+/* trainer_resume replaced metrics.jsonl (the lines after the checkpoint dropped): the open handle
+ * would still write to the old file. */
+static int reopen_metrics(Trainer *t, FILE **metrics)
+{
+    fclose(*metrics);
+    *metrics = fopen(t->dir.metrics, "a");
+    if (!*metrics) fprintf(stderr, "cmlab train: cannot append to %s: %s\n", t->dir.metrics, strerror(errno));
+    return *metrics ? 0 : -1;
+}
+
 /* ---- the loop ---- */
 
 int trainer_run(const Config *cfg, bool resume)
@@ -396,6 +406,9 @@ int trainer_run(const Config *cfg, bool resume)
     bool tty = isatty(1);
     double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0;
     long start = t.step, logged = 0, skip_step = -1, skipped = 0;
+    /* The test hook of train.on_nan (trainer.h). */
+    const char *nan_hook = getenv("CMLAB_TEST_NAN_STEP");
+    long nan_step = nan_hook && nan_hook[0] ? atol(nan_hook) : -1;
     int rc = CM_EXIT_OK;
     size_t n = t.ps->total;
     Guard guard, before;
@@ -408,6 +421,13 @@ int trainer_run(const Config *cfg, bool resume)
         loader_next(&t.loader, t.batch, t.labels);
         if (t.step == skip_step) {          /* rollback: the batch that gave a NaN is skipped */
             t.step++;
+            /* Skipping the last step ends the loop without an update, so the final checkpoint is
+             * saved here. */
+            if (t.step == tr->iterations && trainer_checkpoint(&t) != 0) {
+                fprintf(stderr, "\ncmlab train: %s\n", cm_errmsg());
+                rc = CM_EXIT_RUNTIME;
+                break;
+            }
             continue;
         }
         ctx_reset(&t.ctx);
@@ -415,11 +435,12 @@ int trainer_run(const Config *cfg, bool resume)
         WeightSet online = {t.w, t.g};
         /* One process: the local batch is the global batch and starts at sample 0. */
         Batch b = batch_make(t.batch, t.labels, t.B, t.B, 0, t.C, t.H, t.W, (uint64_t)cfg->experiment.seed, t.step);
+        if (t.step == nan_step) t.w[0] = NAN;
         double loss = t.method->loss(t.state, &t.ctx, &online, &b);
-        const double hook = test_outlier_factor(t.step + 1);
-        if (hook != 1) {
-            loss *= hook;
-            for (size_t i = 0; i < n; i++) t.g[i] *= (float)hook;
+        const double spike = test_outlier_factor(t.step + 1);
+        if (spike != 1) {
+            loss *= spike;
+            for (size_t i = 0; i < n; i++) t.g[i] *= (float)spike;
         }
         double gnorm = grad_clip(t.g, n, tr->grad_clip);
         if (!isfinite(loss) || !isfinite(gnorm)) {
@@ -437,6 +458,10 @@ int trainer_run(const Config *cfg, bool resume)
             }
             fprintf(stderr, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step, skip_step);
             guard.n = guard.next = 0;
+            if (reopen_metrics(&t, &metrics) != 0) {
+                rc = CM_EXIT_RUNTIME;
+                break;
+            }
             continue;
         }
         double zl, zg;
@@ -460,6 +485,10 @@ int trainer_run(const Config *cfg, bool resume)
                 fprintf(stderr, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step,
                         skip_step + 1);
                 guard.n = guard.next = 0;
+                if (reopen_metrics(&t, &metrics) != 0) {
+                    rc = CM_EXIT_RUNTIME;
+                    break;
+                }
                 continue;
             }
             drop = tr->guard == CFG_GUARD_SKIP;
@@ -529,7 +558,7 @@ int trainer_run(const Config *cfg, bool resume)
     printf("%sdone: step %ld, %.0f s, %.1f img/s, arena high-water %.1f MB; run directory %s\n",
            tty ? "\n" : "", t.step, el, (t.step - start) * t.B / fmax(el, 1e-9),
            t.ctx.arena.high_water / 1e6, t.dir.root);
-    fclose(metrics);
+    if (metrics) fclose(metrics);
     guard_free(&guard);
     guard_free(&before);
     signal(SIGINT, SIG_DFL);

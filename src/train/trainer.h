@@ -10,6 +10,11 @@
  * `--resume` continues from the newest valid checkpoint. A non-finite loss stops the run
  * (train.on_nan = stop, exit 1) or reloads the newest checkpoint and skips the offending step's
  * batch (rollback).
+ *
+ * Test hook: with the environment variable CMLAB_TEST_NAN_STEP=k, the first online weight is set
+ * to NaN before step k (counted from 0, the step being taken), as a diverged update would leave
+ * it, so the loss is NaN and a roll-back must reload the weights; tests/test_train.c drives both
+ * on_nan paths with it. Nothing else reads it; unset, it changes nothing.
  */
 #ifndef CM_TRAINER_H
 #define CM_TRAINER_H
