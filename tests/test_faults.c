@@ -8,6 +8,7 @@
  *             exit 1, naming the path (it once made the directory again and trained on, its
  *             metrics going to the deleted file)
  *
+ *   no data   the data files removed mid-epoch: the run (which read them whole at the start) finishes
  *   guard     the divergence guard's actions on a spike injected at one step (test hook
  *             CMLAB_TEST_OUTLIER), and the jump check after a resume
  *
@@ -210,6 +211,24 @@ static void test_vanished_dir(void)
     free(log);
 }
 
+/* The data files removed while the run trains: the training split is read whole before the first
+ * step, so the run does not notice; it finishes with its final checkpoint. */
+static void test_vanished_data(void)
+{
+    CM_ASSERT(system("mkdir -p fault_runs/data && cp /usr/share/datasets/fashion-mnist/train-*.gz "
+                     "fault_runs/data/") == 0, "cannot copy the data");
+    char *args[] = {(char *)cmlab, "train", "fault_runs/exp.ini", "--set", "experiment.name=nodata", "--set",
+                    "data.path=fault_runs/data", "--set", "train.iterations=40", NULL};
+    pid_t pid = spawn(args, "fault_runs/nodata.log");
+    for (int i = 0; i < 600 && access("fault_runs/nodata/ckpt/step_00000005.h5", F_OK) != 0; i++) usleep(50000);
+    CHECK(system("rm -rf fault_runs/data") == 0, "cannot remove the data");
+    int st = wait_status(pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0 && access("fault_runs/nodata/ckpt/step_00000040.h5", F_OK) == 0,
+          "a run whose data files were removed mid-epoch: status %#x (fault_runs/nodata.log)", st);
+    printf("data files removed after step 5: the run finished (status %d) with its step-40 checkpoint\n",
+           WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+}
+
 /* The divergence guard, with a spike injected through the test hook CMLAB_TEST_OUTLIER (the loss
  * and gradients of one step times 1e4): each train.guard action on a 40-step run with the spike at
  * step 30 (checkpoints every 10, a window of 20), and the check after a resume. */
@@ -297,6 +316,7 @@ int main(int argc, char **argv)
     fclose(f);
     test_sigkill();
     test_vanished_dir();
+    test_vanished_data();
     test_guard();
     return test_summary("faults");
 }

@@ -32,4 +32,10 @@ FILE *atomic_open(const char *path, char *tmp, size_t len);
  * writing failed) removes tmp and fails. */
 int atomic_commit(FILE *f, const char *tmp, const char *path, bool ok);
 
+/* Test hook (NULL in normal runs): called at each stage of a write with its name, "half" (half of
+ * atomic_write's data written), "written" (tmp complete and closed), "synced" (fsynced, not yet
+ * renamed) and "renamed" (published, the directory not yet fsynced). tests/test_atomic.c kills the
+ * writer there. */
+extern void (*atomic_test_hook)(const char *stage, const char *tmp);
+
 #endif
