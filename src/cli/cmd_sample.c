@@ -34,9 +34,9 @@ static void usage(FILE *f)
 }
 
 /* Options that set a [sample] key of the checkpoint's configuration: the value is checked by
- * config_set like a file line (type and range from the key table). `edm`: only a diffusion model
- * (EDM) samples with a solver; these are refused for a consistency model. */
-static const struct { const char *option, *key; bool flag, edm; } KEYS[] = {
+ * config_set like a file line (type and range from the key table). `solver`: only a diffusion model
+ * samples with a solver; these are refused for a consistency model. */
+static const struct { const char *option, *key; bool flag, solver; } KEYS[] = {
     {"solver", "sample.solver", false, true}, {"nfe", "sample.nfe", false, true},
     {"schedule", "sample.schedule", false, true}, {"afs", "sample.afs", true, true},
     {"denoise-to-zero", "sample.denoise_to_zero", true, true}, {"n", "sample.n", false, false},
@@ -139,13 +139,13 @@ int sample_main(int argc, char **argv)
         fprintf(stderr, "cmlab sample: %s\n", cm_errmsg());
         return CM_EXIT_INPUT;
     }
-    const bool edm = tn.kind == MODEL_DIFFUSION;
+    const bool diffusion = tn.kind == MODEL_DIFFUSION;
     const char *refused = NULL;
     for (int i = 0; i < nsets && !refused; i++)
-        if (KEYS[set_opt[i]].edm && !edm) refused = KEYS[set_opt[i]].option;
-    if (refused || (edm && (times_arg || steps))) {
+        if (KEYS[set_opt[i]].solver && !diffusion) refused = KEYS[set_opt[i]].option;
+    if (refused || (diffusion && (times_arg || steps))) {
         if (refused)
-            fprintf(stderr, "cmlab sample: --%s applies to diffusion (EDM) checkpoints; %s is a consistency "
+            fprintf(stderr, "cmlab sample: --%s applies to diffusion-model checkpoints; %s is a consistency "
                             "model (method %s), which samples with --steps 1|2 or --times T1,T2,...\n",
                     refused, path, config_method_name(cfg.experiment.method));
         else
@@ -194,7 +194,7 @@ int sample_main(int argc, char **argv)
     char how[64] = "";
     SamplePlan p;
     int rc = 0;
-    if (edm) p = sample_plan_ode(kind, &o);
+    if (diffusion) p = sample_plan_ode(kind, &o);
     /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
     else if (times_arg) rc = parse_times(times_arg, &p);
     else rc = sample_plan(&p, tn.kind, &cfg, &cfg, steps ? (int)steps : 1);
