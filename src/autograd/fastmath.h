@@ -23,8 +23,15 @@ static inline float cm_expf(float x)
      * GCC vectorizes neither of those (it measured "control flow in loop" with AVX2/AVX-512). */
     x = x < -87.3f ? -87.3f : x;
     x = x > 88.3f ? 88.3f : x;
-    float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;   /* round(x / ln2) */
-    int32_t ni = (int32_t)n;
+    float t = x * 1.44269504088896341f + 12582912.0f;
+    float n = t - 12582912.0f;   /* round(x / ln2) */
+    /* n as an integer from t's low mantissa bits (t = 1.5 * 2^23 + n, whose bits are 0x4B400000 + n):
+     * defined for every x, NaN included (the result is then NaN whatever the scale), where a
+     * float-to-int cast of NaN is undefined, and (ni + 127) << 23 of the cast's INT_MIN was a
+     * left shift of a negative value (UBSan, on a NaN weight). */
+    uint32_t tb;
+    memcpy(&tb, &t, sizeof tb);
+    int32_t ni = (int32_t)(tb - 0x4B400000u);
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -34,7 +41,7 @@ static inline float cm_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     float er = p * r * r + r + 1.0f;
-    int32_t bits = (ni + 127) << 23;
+    uint32_t bits = (uint32_t)(ni + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return er * scale;
