@@ -43,7 +43,7 @@ const char *cm_errmsg(void) { return errmsg; }
 
 /* Running out of memory is a runtime condition, not a programmer error: a message and exit code 1
  * (CM_EXIT_RUNTIME), not abort(). What was published before (checkpoints) stays intact. */
-static _Noreturn void out_of_memory(double bytes)
+_Noreturn void cm_out_of_memory(double bytes)
 {
     fprintf(stderr, "cmlab: out of memory: cannot allocate %.1f MB more (this process's limit or the "
                     "machine's memory); make the run smaller (train.batch_size, model.channels, sample --n)\n",
@@ -54,14 +54,14 @@ static _Noreturn void out_of_memory(double bytes)
 void *cm_malloc(size_t bytes)
 {
     void *p = malloc(bytes ? bytes : 1);
-    if (!p) out_of_memory((double)bytes);
+    if (!p) cm_out_of_memory((double)bytes);
     return p;
 }
 
 void *cm_calloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) out_of_memory((double)n * (double)size);
+    if (!p) cm_out_of_memory((double)n * (double)size);
     return p;
 }
 
@@ -69,7 +69,7 @@ void *cm_aligned_alloc(size_t bytes)
 {
     size_t rounded = (bytes + 63) / 64 * 64;
     void *p = aligned_alloc(64, rounded ? rounded : 64);
-    if (!p) out_of_memory((double)bytes);
+    if (!p) cm_out_of_memory((double)bytes);
     return p;
 }
 

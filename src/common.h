@@ -27,6 +27,7 @@ int cm_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *cm_errmsg(void);
 
 void *cm_malloc(size_t bytes);               /* out of memory: a message and exit(1) */
+_Noreturn void cm_out_of_memory(double bytes); /* that message and exit(1) */
 void *cm_calloc(size_t n, size_t size);
 void *cm_aligned_alloc(size_t bytes);        /* 64-byte aligned, free with free() */
 double cm_now(void);                         /* monotonic seconds */

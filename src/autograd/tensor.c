@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "ops.h"
@@ -19,6 +20,15 @@ struct ArenaBlock {
 
 #define ARENA_ALIGN 64
 #define ARENA_MIN_BLOCK ((size_t)1 << 20)
+#define ARENA_BLOCK_SPACE ((size_t)1 << 30)
+
+/* Anonymous, private, not reserved against swap: address space whose pages are zero until
+ * touched. NULL when the mapping fails. */
+static char *block_map(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
 
 static size_t align_up(size_t n) { return (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1); }
 
@@ -45,18 +55,23 @@ void *arena_alloc(Arena *a, size_t bytes)
         note_peak(a);
         return p;
     }
-    /* Overflow: a block of its own, sized to what is needed with geometric growth (at least
-     * 1 MB, a quarter of the main block and twice the previous overflow block), so that a step
-     * that outgrows the arena opens O(log) blocks and touches at most about twice what it uses.
-     * Blocks are not oversized address space: an allocator that fills what it hands out (glibc
-     * with MALLOC_PERTURB_, which `meson test` sets; ASan) would write every byte of them. */
+    /* Overflow: a block of its own, at least a quarter of the main block and 1 GB of address
+     * space, so that allocations do not each get a block and ctx_keep finds a pass's
+     * intermediates in one block. The block is mapped, not malloc'd: its pages cost memory only
+     * once touched, and no allocator fills it (glibc under the MALLOC_PERTURB_ that `meson test`
+     * sets wrote every byte of each malloc'd 1 GB block: test_autograd took 38 s on an EPYC).
+     * Where the address space is limited (ulimit -v), blocks fall back to what is needed with
+     * geometric growth. */
     ArenaBlock *b = a->extra;
     if (!b || b->used + bytes > b->cap) {
-        size_t grow = CM_MAX(ARENA_MIN_BLOCK, align_up(a->cap / 4));
-        if (b) grow = CM_MAX(grow, 2 * b->cap);
+        size_t want = CM_MAX(bytes, CM_MAX(align_up(a->cap / 4), ARENA_BLOCK_SPACE));
+        size_t need = CM_MAX(bytes, CM_MAX(ARENA_MIN_BLOCK, b ? 2 * b->cap : align_up(a->cap / 4)));
+        void *mem = block_map(want);
+        if (!mem) mem = block_map(want = CM_MIN(want, need));
+        if (!mem) cm_out_of_memory((double)want);
         b = cm_malloc(sizeof *b);
-        b->cap = CM_MAX(bytes, grow);
-        b->mem = cm_aligned_alloc(b->cap);
+        b->cap = want;
+        b->mem = mem;
         b->used = 0;
         b->next = a->extra;
         a->extra = b;
@@ -87,10 +102,17 @@ void *arena_calloc(Arena *a, size_t bytes)
 
 size_t arena_used(const Arena *a) { return a->used + a->extra_used; }
 
-size_t arena_reserved(const Arena *a)
+size_t arena_resident(const Arena *a)
 {
-    size_t n = a->cap;
-    for (const ArenaBlock *b = a->extra; b; b = b->next) n += b->cap;
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t n = 0;
+    for (const ArenaBlock *b = a->extra; b; b = b->next) {
+        size_t pages = (b->cap + page - 1) / page;
+        unsigned char *vec = cm_malloc(pages);
+        if (mincore(b->mem, b->cap, vec) == 0)
+            for (size_t i = 0; i < pages; i++) n += (vec[i] & 1) * page;
+        free(vec);
+    }
     return n;
 }
 
@@ -104,7 +126,7 @@ void arena_release(Arena *a, ArenaMark m)
     while (a->extra != m.extra) {
         CM_ASSERT(a->extra, "arena_release: the mark is not from this step");
         ArenaBlock *next = a->extra->next;
-        free(a->extra->mem);
+        munmap(a->extra->mem, a->extra->cap);
         free(a->extra);
         a->extra = next;
     }
@@ -121,7 +143,7 @@ void arena_reset(Arena *a)
         /* Grow once to what this step needed, so the next step fits in one block. */
         while (a->extra) {
             ArenaBlock *next = a->extra->next;
-            free(a->extra->mem);
+            munmap(a->extra->mem, a->extra->cap);
             free(a->extra);
             a->extra = next;
         }

@@ -71,7 +71,7 @@ ArenaMark arena_mark(const Arena *a);
 void arena_release(Arena *a, ArenaMark m);
 void arena_free(Arena *a);
 size_t arena_used(const Arena *a);
-size_t arena_reserved(const Arena *a);            /* bytes of the main and overflow blocks */
+size_t arena_resident(const Arena *a);            /* bytes of the overflow blocks in memory (mincore) */
 
 typedef struct TapeEntry {
     int op;                            /* enum OpKind, ops.h */
