@@ -8,6 +8,8 @@
  *             exit 1, naming the path (it once made the directory again and trained on, its
  *             metrics going to the deleted file)
  *
+ *   read-only the checkpoint directory made immutable mid-run: exit 1 at the next save, naming the
+ *             file, the earlier checkpoint intact
  *   no data   the data files removed mid-epoch: the run (which read them whole at the start) finishes
  *   guard     the divergence guard's actions on a spike injected at one step (test hook
  *             CMLAB_TEST_OUTLIER), and the jump check after a resume
@@ -29,6 +31,7 @@
 
 #include "common.h"
 #include "fixture.h"
+#include "io/checkpoint.h"
 
 static const char *cmlab;
 
@@ -211,6 +214,42 @@ static void test_vanished_dir(void)
     free(log);
 }
 
+/* The checkpoint directory made read-only while the run trains (chattr +i, which stops root too;
+ * skipped where the filesystem has no immutable attribute): the next save fails naming the path,
+ * the run exits 1, and the checkpoint before it still verifies. */
+static void test_readonly_dir(void)
+{
+    char *args[] = {(char *)cmlab, "train", "fault_runs/exp.ini", "--set", "experiment.name=ro", "--set",
+                    "train.iterations=100000", "--set", "train.checkpoint_every=20", NULL};
+    pid_t pid = spawn(args, "fault_runs/ro.log");
+    for (int i = 0; i < 600 && access("fault_runs/ro/ckpt/step_00000020.h5", F_OK) != 0; i++) usleep(50000);
+    if (system("chattr +i fault_runs/ro/ckpt 2>/dev/null") != 0) {
+        kill(pid, SIGKILL);
+        wait_status(pid);
+        printf("read-only run directory: skipped (no chattr +i on this filesystem)\n");
+        return;
+    }
+    int st = -1;
+    for (int i = 0; i < 1200; i++) {
+        if (waitpid(pid, &st, WNOHANG) == pid) break;
+        usleep(50000);
+        st = -1;
+    }
+    if (st == -1) {
+        kill(pid, SIGKILL);
+        wait_status(pid);
+    }
+    CHECK(system("chattr -i fault_runs/ro/ckpt") == 0, "cannot clear the immutable attribute");
+    char *log = fixture_read_file("fault_runs/ro.log", NULL);
+    const char *msg = log ? strstr(log, "cmlab train: fault_runs/ro/ckpt/") : NULL;
+    CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1 && msg && strstr(msg, "earlier checkpoints are untouched"),
+          "a read-only checkpoint directory: status %#x, log: %s", st, log ? log : "(none)");
+    CHECK(ckpt_verify("fault_runs/ro/ckpt/step_00000020.h5") == 0, "the checkpoint before the read-only save: %s",
+          cm_errmsg());
+    if (msg) printf("read-only checkpoint directory: exit 1: %.*s\n", (int)strcspn(msg, "\n"), msg);
+    free(log);
+}
+
 /* The data files removed while the run trains: the training split is read whole before the first
  * step, so the run does not notice; it finishes with its final checkpoint. */
 static void test_vanished_data(void)
@@ -309,6 +348,8 @@ int main(int argc, char **argv)
     CM_ASSERT(argc == 2, "usage: test_faults CMLAB");
     cmlab = argv[1];
     setvbuf(stdout, NULL, _IOLBF, 0);
+    /* A run of this test that died with the immutable attribute set would keep rm from working. */
+    if (system("chattr -R -i fault_runs 2>/dev/null") != 0) {}
     CM_ASSERT(system("rm -rf fault_runs && mkdir -p fault_runs") == 0, "cannot make fault_runs");
     FILE *f = fopen("fault_runs/exp.ini", "w");
     CM_ASSERT(f, "cannot write fault_runs/exp.ini");
@@ -316,6 +357,7 @@ int main(int argc, char **argv)
     fclose(f);
     test_sigkill();
     test_vanished_dir();
+    test_readonly_dir();
     test_vanished_data();
     test_guard();
     return test_summary("faults");
