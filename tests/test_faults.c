@@ -67,6 +67,19 @@ static int wait_status(pid_t pid)
 
 static int run(char *const *args, const char *log) { return wait_status(spawn(args, log)); }
 
+/* The status of pid once it exits, or -1 (after killing it) when it runs on for a minute. */
+static int wait_or_kill(pid_t pid)
+{
+    int st;
+    for (int i = 0; i < 1200; i++) {
+        if (waitpid(pid, &st, WNOHANG) == pid) return st;
+        usleep(50000);
+    }
+    kill(pid, SIGKILL);
+    wait_status(pid);
+    return -1;
+}
+
 /* The steps of metrics.jsonl in order; their count, or -1 if the file is missing. */
 static int metric_steps(const char *path, long *steps, int max)
 {
@@ -194,16 +207,7 @@ static void test_vanished_dir(void)
     for (int i = 0; i < 400 && access("fault_runs/gone/ckpt/step_00000020.h5", F_OK) != 0; i++) usleep(50000);
     CHECK(system("rm -rf fault_runs/gone") == 0, "cannot remove the run directory");
     /* It stops at the next save; a run that does not stop within a minute is killed and fails. */
-    int st = -1;
-    for (int i = 0; i < 1200; i++) {
-        if (waitpid(pid, &st, WNOHANG) == pid) break;
-        usleep(50000);
-        st = -1;
-    }
-    if (st == -1) {
-        kill(pid, SIGKILL);
-        wait_status(pid);
-    }
+    int st = wait_or_kill(pid);
     char *log = fixture_read_file("fault_runs/gone.log", NULL);
     const char *msg = log ? strstr(log, "cmlab train: fault_runs/gone") : NULL;
     CHECK(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 1 && msg && strstr(msg, "run directory is gone") &&
@@ -229,16 +233,7 @@ static void test_readonly_dir(void)
         printf("read-only run directory: skipped (no chattr +i on this filesystem)\n");
         return;
     }
-    int st = -1;
-    for (int i = 0; i < 1200; i++) {
-        if (waitpid(pid, &st, WNOHANG) == pid) break;
-        usleep(50000);
-        st = -1;
-    }
-    if (st == -1) {
-        kill(pid, SIGKILL);
-        wait_status(pid);
-    }
+    int st = wait_or_kill(pid);
     CHECK(system("chattr -i fault_runs/ro/ckpt") == 0, "cannot clear the immutable attribute");
     char *log = fixture_read_file("fault_runs/ro.log", NULL);
     const char *msg = log ? strstr(log, "cmlab train: fault_runs/ro/ckpt/") : NULL;
