@@ -1,6 +1,7 @@
 #include "fixture.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,22 +195,8 @@ void fixture_unet_config(Fixture *f, const char *obj, UNetConfig *g)
 
 char *fixture_read_file(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 12, n = 0;
-    char *buf = cm_malloc(cap);
-    for (size_t got; (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
-        n += got;
-        if (n + 1 == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            CM_ASSERT(buf, "out of memory");
-        }
-    }
-    fclose(f);
-    buf[n] = '\0';
-    if (len) *len = n;
-    return buf;
+    char *text = NULL;
+    return cm_read_file(path, SIZE_MAX, &text, len) == 0 ? text : NULL;
 }
 
 /* Fills w from the datasets <dir>/<name>, one per parameter, checking names and shapes in both
