@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -86,6 +87,34 @@ static void test_version(const char *bin)
               "cmlab --version: OpenBLAS runs a generic core on an AVX2 CPU: %s", r.out);
 }
 
+/* A user's OPENBLAS_CORETYPE naming a slower kernel family than the CPU has stands, with a note on
+ * stderr; one that matches the CPU gets none. */
+static void test_coretype_note(const char *bin)
+{
+    bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                  __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    if (!avx512) {
+        printf("cli: coretype note skipped (no AVX-512 here)\n");
+        return;
+    }
+    const char *saved = getenv("OPENBLAS_CORETYPE");
+    char keep[64];
+    snprintf(keep, sizeof keep, "%s", saved ? saved : "");
+    Run r;
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    run_cmlab(bin, (const char *[]){"--version", NULL}, &r);
+    CHECK(r.exit_code == CM_EXIT_OK && strstr(r.out, "Haswell"),
+          "OPENBLAS_CORETYPE=Haswell: exit %d, want 0 with the Haswell core kept; stdout: %s", r.exit_code, r.out);
+    CHECK(strstr(r.err, "OPENBLAS_CORETYPE=Haswell") && strstr(r.err, "AVX-512"),
+          "OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU: no note on stderr:\n%s", r.err);
+    setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+    run_cmlab(bin, (const char *[]){"--version", NULL}, &r);
+    CHECK(r.exit_code == CM_EXIT_OK && r.err[0] == '\0',
+          "OPENBLAS_CORETYPE=SkylakeX: exit %d, stderr (want none): %s", r.exit_code, r.err);
+    if (saved) setenv("OPENBLAS_CORETYPE", keep, 1);
+    else unsetenv("OPENBLAS_CORETYPE");
+}
+
 static void test_no_arguments(const char *bin)
 {
     Run r;
@@ -121,6 +150,7 @@ int main(int argc, char **argv)
     test_help(bin, "--help");
     test_help(bin, "-h");
     test_version(bin);
+    test_coretype_note(bin);
     test_no_arguments(bin);
     test_unknown(bin, "dmeo", "demo");
     test_unknown(bin, "smaple", "sample");

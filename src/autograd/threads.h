@@ -12,8 +12,10 @@ int cm_threads(void);
  * AVX-512 ones. It picks its kernels in a constructor, before main, from OPENBLAS_CORETYPE; so
  * when it has picked a generic core on a CPU with AVX-512 (AVX2 + FMA), this sets
  * OPENBLAS_CORETYPE=SkylakeX (Haswell) and execs the program again with the same argv. Call it
- * first thing in main. A user's own OPENBLAS_CORETYPE is left alone; if exec fails, the program
- * goes on with the slow kernels. Returns only when no re-exec happened. */
+ * first thing in main. A user's own OPENBLAS_CORETYPE is left alone, with a note on stderr when it
+ * names a slower kernel family than the CPU has (an environment forcing Haswell on an AVX-512 CPU
+ * halves sgemm); if exec fails, the program goes on with the slow kernels. Returns only when no
+ * re-exec happened. */
 void cm_blas_select_core(char **argv);
 /* OpenBLAS's kernel family ("SkylakeX", "Prescott", ...). */
 const char *cm_blas_core(void);
