@@ -4,6 +4,7 @@
  * reports its high-water mark and reuses its memory; intermediate gradients are released and
  * reused during a sweep; ctx_keep compacts a no-grad pass; cm_expf against libm. */
 #include <math.h>
+#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -347,8 +348,26 @@ static void test_expf(void)
     printf("cm_expf: worst relative error %.3g on [-87, 88]\n", worst);
 }
 
+/* cm_set_threads(0) (train.threads = 0) is OpenMP's default: OMP_NUM_THREADS, else every core. */
+static void test_default_threads(void)
+{
+    const char *saved = getenv("OMP_NUM_THREADS");
+    char keep[32];
+    snprintf(keep, sizeof keep, "%s", saved ? saved : "");
+    unsetenv("OMP_NUM_THREADS");
+    cm_set_threads(0);
+    CHECK(cm_threads() == omp_get_num_procs(), "cm_set_threads(0) without OMP_NUM_THREADS: %d threads, %d cores",
+          cm_threads(), omp_get_num_procs());
+    setenv("OMP_NUM_THREADS", "3", 1);
+    cm_set_threads(0);
+    CHECK(cm_threads() == 3, "cm_set_threads(0) with OMP_NUM_THREADS=3: %d threads", cm_threads());
+    if (saved) setenv("OMP_NUM_THREADS", keep, 1);
+    else unsetenv("OMP_NUM_THREADS");
+}
+
 int main(void)
 {
+    test_default_threads();
     cm_set_threads(2);
     test_grad_reuse();
     test_keep();

@@ -148,6 +148,14 @@ static const Expect EDM_CPU[] = {
     {0},
 };
 
+/* Issue 15 / amed.md §1: AMED's predictor reads an 8x8 bottleneck, so the 28x28 teacher is padded
+ * to 32x32 (three levels: 32 -> 8). */
+static const Expect PAD32[] = {
+    {"data.pad_to", "32", "issue 15 (amed.md §1: the 8x8 bottleneck)"},
+    {"model.channel_mult", "1,2,2", "issue 15 (three levels: 32 -> 8)"},
+    {0},
+};
+
 static const Expect CD_CIFAR10[] = {
     {"experiment.method", "cd", "§3.3"},
     {"cd.loss", "l2", "§3.2-3.3 (l2: LPIPS is not available on the CPU; [JCM] released cd-l2)"},
@@ -251,6 +259,7 @@ static const Recipe RECIPES[] = {
     {"edm_cifar10.ini", {SHARED, EDM, HEUN35, NCSNPP, EDM_CIFAR10}},
     {"edm_cifar10_cpu.ini", {SHARED, EDM, HEUN35, CPU_NET, EDM_CPU}},
     {"edm_fashion_mnist.ini", {SHARED, EDM, HEUN35, EDM_CPU}},
+    {"edm_fashion_mnist_32.ini", {SHARED, EDM, HEUN35, EDM_CPU, PAD32}},
     {"cd_cifar10.ini", {SHARED, CD, CM_RADAM, NCSNPP, CD_CIFAR10}},
     {"cd_cifar10_cpu.ini", {SHARED, CD, CM_RADAM, CPU_NET, CD_CPU}},
     {"ct_cifar10.ini", {SHARED, CT_LOGNORMAL, CT_ORIGINAL, CM_RADAM, NCSNPP, CT_CIFAR10}},

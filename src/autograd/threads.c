@@ -14,7 +14,11 @@
 
 void cm_set_threads(int n)
 {
-    if (n < 1) n = 1;
+    if (n < 1) {
+        /* OpenMP's own default: OMP_NUM_THREADS (its first number), else every core. */
+        const char *env = getenv("OMP_NUM_THREADS");
+        n = env && atoi(env) > 0 ? atoi(env) : omp_get_num_procs();
+    }
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
 }

@@ -3,7 +3,8 @@
 #ifndef CM_THREADS_H
 #define CM_THREADS_H
 
-/* Thread count of both OpenMP loops and OpenBLAS's GEMMs (one owner: see STYLE.md 9). */
+/* Thread count of both OpenMP loops and OpenBLAS's GEMMs (one owner: see STYLE.md 9); n < 1 means
+ * OpenMP's default (OMP_NUM_THREADS, else every core), as train.threads = 0 says. */
 void cm_set_threads(int n);
 int cm_threads(void);
 
