@@ -233,12 +233,7 @@ int edit_denoise(ConsistencyFn f, void *user, double eps, double sigma, int n, s
 
 void edit_add_noise(float *x, int n, size_t dim, double sigma, uint64_t seed)
 {
-    size_t total = (size_t)n * dim;
-    float *z = cm_malloc(total * sizeof *z);
-    Rng r = {.seed = seed, .stream = STREAM_EDIT, .step = 0};
-    rng_normal(&r, z, n, 0, dim);
-    for (size_t k = 0; k < total; k++) x[k] += (float)sigma * z[k];
-    free(z);
+    sample_add_noise(x, n, dim, sigma, seed, STREAM_EDIT, 0);
 }
 
 void edit_slerp(const float *z1, const float *z2, size_t dim, double u, float *out)
