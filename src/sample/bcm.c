@@ -147,6 +147,29 @@ int bcm_check_inversion(const double *t, int n, const char *what)
     return 0;
 }
 
+int bcm_inversion_times(const char *text, double noise, int steps, double T, double *t, int *nt, int max)
+{
+    *nt = 0;
+    if (!text) {
+        t[(*nt)++] = noise;
+        if (steps == 2) t[(*nt)++] = 15.0;
+        t[(*nt)++] = T;
+        return bcm_check_inversion(t, *nt, "--noise");
+    }
+    for (const char *p = text;;) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || (*end && *end != ',') || *nt == max)
+            return cm_fail("--times %s: expected at most %d numbers separated by commas", text, max);
+        t[(*nt)++] = v;
+        if (!*end) break;
+        p = end + 1;
+    }
+    char what[300];
+    snprintf(what, sizeof what, "--times %s", text);
+    return bcm_check_inversion(t, *nt, what);
+}
+
 void bcm_invert_noise(float *x, int n, size_t dim, double t0, uint64_t seed)
 {
     sample_add_noise(x, n, dim, t0, seed, STREAM_INVERT, 0);

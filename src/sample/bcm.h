@@ -76,6 +76,11 @@ void bcm_generate(BcmFn f, void *user, const BcmSchedule *s, double eps, int n, 
 /* Inversion times: t[0] > 0 the small noise put on the image, then strictly increasing (the last
  * is the latent's level). -1 after cm_fail() naming `what` otherwise, or for fewer than 2 times. */
 int bcm_check_inversion(const double *t, int n, const char *what);
+/* The inversion times of the command line into t[max], *nt of them: the text "t0,t1,...,T" when
+ * not NULL (named --times in messages), else steps = 1: noise, T; steps = 2: noise, 15, T (the
+ * official two-step times). -1 after cm_fail() for a malformed list or one bcm_check_inversion
+ * refuses. */
+int bcm_inversion_times(const char *text, double noise, int steps, double T, double *t, int *nt, int max);
 /* x [n, dim] += t0 z, z from step 0 of STREAM_INVERT (sample i for image i). */
 void bcm_invert_noise(float *x, int n, size_t dim, double t0, uint64_t seed);
 /* Inversion: x [n, dim] images in [-1, 1] -> latents at t[nt - 1]: bcm_invert_noise(t[0]), then
