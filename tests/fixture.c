@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "nn/unet.h"
@@ -226,4 +229,33 @@ void fixture_load_weights(Fixture *f, const char *dir, const ParamSet *ps, float
     }
     free(names);
     CHECK(n == ps->count, "%s: %d fixture weights, %d cmlab parameters", dir, n, ps->count);
+}
+
+static void read_back(FILE *f, char *buf, size_t len)
+{
+    rewind(f);
+    size_t n = fread(buf, 1, len - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+FixtureRun fixture_run(char *const *argv)
+{
+    FixtureRun r = {0};
+    FILE *out = tmpfile(), *err = tmpfile();
+    CM_ASSERT(out && err, "tmpfile: %s", strerror(errno));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fileno(out), STDOUT_FILENO);
+        dup2(fileno(err), STDERR_FILENO);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    read_back(out, r.out, sizeof r.out);
+    read_back(err, r.err, sizeof r.err);
+    return r;
 }

@@ -277,7 +277,8 @@ static int run_interpolate(const EditArgs *a, const Config *cfg, Sampler *s, Edi
 {
     const size_t dim = (size_t)s->C * s->H * s->W;
     int pair[2];
-    if (parse_ints("pair", a->pair, pair, 2) != 2) return cm_fail("--pair %s: expected I,J", a->pair);
+    const char *text = a->pair ? a->pair : "0,1";
+    if (parse_ints("pair", text, pair, 2) != 2) return cm_fail("--pair %s: expected I,J", text);
     /* Samples I and J of `cmlab sample --seed S`: its initial noise (sample.h). */
     float *z = cm_malloc(2 * dim * sizeof *z);
     Rng r = {.seed = (uint64_t)a->seed, .stream = STREAM_SAMPLE, .step = 0};
@@ -550,7 +551,6 @@ int edit_main(int argc, char **argv)
         fprintf(stderr, "cmlab edit: %s\n", cm_errmsg());
         return CM_EXIT_INPUT;
     }
-    if (!a.pair) a.pair = "0,1";
     if (strcmp(a.split, "test") && strcmp(a.split, "train")) {
         fprintf(stderr, "cmlab edit: --split %s: train or test\n", a.split);
         return CM_EXIT_INPUT;
