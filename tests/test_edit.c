@@ -14,13 +14,10 @@
  *     RGB folder one): every task writes its grid with the known part intact, interpolation ends
  *     on `cmlab sample`'s images; bad input exits 2 naming the file.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "autograd/rng.h"
 #include "autograd/streams.h"
