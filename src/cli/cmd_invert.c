@@ -39,7 +39,7 @@ static void usage(FILE *f)
         "8 bits, as PNGs and the official BCM evaluation are).\n"
         "  --images SRC     test (default) or train: that split of the checkpoint's data set\n"
         "                   (data.dataset, data.path); or a folder of PNGs; or an IDX image file\n"
-        "  --count N        the first N images (default 500)\n"
+        "  --count N        the first N images (default 500, or all if there are fewer)\n"
         "  --noise S        the small noise put on each image before inverting (default 0.07)\n"
         "  --steps K        1: S -> T (1 NFE); 2: S -> 15 -> T (2 NFE, the official times)\n"
         "  --times L        explicit increasing inversion times from the noise level, e.g.\n"
@@ -62,7 +62,7 @@ static void usage(FILE *f)
 
 typedef struct InvertArgs {
     const char *ckpt, *images, *weights, *bcm, *json, *out, *times;
-    int count, steps, show, threads;
+    int count, steps, show, threads;     /* count 0: min(500, the images there are) */
     double noise;
     bool random_latent;
     SolverKind solver;
@@ -99,7 +99,7 @@ static int load_images(const InvertArgs *a, const Config *cfg, const Model *m, f
         rc = cm_fail("--count %d: %s has %d images", a->count, d.source, d.n);
     } else {
         size_t dim = (size_t)m->C * m->H * m->W;
-        *n = a->count;
+        *n = a->count ? a->count : CM_MIN(500, d.n);
         *x = cm_malloc((size_t)*n * dim * sizeof **x);
         for (int i = 0; i < *n; i++) dataset_image(&d, i, m->H, m->W, false, *x + i * dim);
         snprintf(source, len, "%s", d.source);
@@ -271,7 +271,7 @@ int invert_main(int argc, char **argv)
         {"threads", required_argument, 0, 't'}, {"json", required_argument, 0, 'j'},
         {"out", required_argument, 0, 'o'}, {"show", required_argument, 0, 'k'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    InvertArgs a = {.images = "test", .count = 500, .steps = 1, .show = 8, .threads = 2, .noise = 0.07,
+    InvertArgs a = {.images = "test", .count = 0, .steps = 1, .show = 8, .threads = 2, .noise = 0.07,
                     .solver = SOLVER_EULER, .seed = -1};
     long long v = 0;
     bool steps_given = false, noise_given = false;
