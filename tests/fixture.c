@@ -239,7 +239,7 @@ static void read_back(FILE *f, char *buf, size_t len)
     fclose(f);
 }
 
-FixtureRun fixture_run(char *const *argv)
+FixtureRun fixture_run_capture(char *const *argv)
 {
     FixtureRun r = {0};
     FILE *out = tmpfile(), *err = tmpfile();

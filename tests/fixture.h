@@ -46,8 +46,8 @@ char *fixture_read_file(const char *path, size_t *len);
 
 /* A command's exit code (128 + the signal if it died) and the start of its stdout and stderr. */
 typedef struct FixtureRun { int code; char out[4096], err[4096]; } FixtureRun;
-/* Runs argv[0] with the NULL-terminated argv (fork + execv), capturing its output. */
-FixtureRun fixture_run(char *const *argv);
+/* Runs argv[0] with the NULL-terminated argv (fork + execv), capturing the start of its output. */
+FixtureRun fixture_run_capture(char *const *argv);
 
 /* Test bookkeeping: CHECK prints and counts failures; test_summary prints "N passed, M failed"
  * and returns the exit code. */

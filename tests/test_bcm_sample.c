@@ -241,7 +241,7 @@ static Run run(const char *const *args)
     argv[argc++] = (char *)cmlab;
     for (; *args && argc < 47; args++) argv[argc++] = (char *)*args;
     argv[argc] = NULL;
-    return fixture_run(argv);
+    return fixture_run_capture(argv);
 }
 #define RUN(...) run((const char *const[]){__VA_ARGS__, NULL})
 

@@ -364,7 +364,7 @@ static Run run(const char *const *args)
         argv[argc++] = (char *)"1";
     }
     argv[argc] = NULL;
-    return fixture_run(argv);
+    return fixture_run_capture(argv);
 }
 #define RUN(...) run((const char *const[]){__VA_ARGS__, NULL})
 
