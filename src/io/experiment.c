@@ -61,7 +61,8 @@ static const CfgSection sections[] = {
     {"ct", "method = ct: Consistency Training; the iCT changes are separate switches "
            "(reference/cm.md §4-5)."},
     {"bcm", "method = bcm: Bidirectional Consistency Training and fine-tuning (reference/bcm.md §3-4); "
-            "the grid and its time sampling are [ct]'s (p_mean, p_std, and the curriculum without bcm.N)."},
+            "[ct]'s p_mean, p_std and curriculum (s0, s1; unless bcm.N is set) apply, its loss, sampling, "
+            "weighting and target_mu do not (BCM fixes them: pseudo-Huber, lognormal, 1/(t - t'), online)."},
     {"amed", "method = amed: the AMED predictor (reference/amed.md); no keys yet."},
     {"classifier", "method = classifier: the CNN whose penultimate features define the Frechet "
                    "distance of `cmlab eval` (src/nn/classifier.h)."},
