@@ -20,7 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # PyTorch oracle (tests/torch/*.py, run with /usr/bin/python3), scipy (the matrix square
 # root oracle), the HDF5 command-line tools and Chromium (test_ablate renders report.html).
 BUILD_PACKAGES=(meson ninja-build pkg-config gcc libopenblas-openmp-dev libhdf5-dev zlib1g-dev
-                libpng-dev libinih-dev dataset-fashion-mnist)
+                libpng-dev libjpeg62-turbo-dev libinih-dev dataset-fashion-mnist)
 # clang and its libFuzzer runtime build the fuzz harnesses (tests/fuzz/).
 TEST_PACKAGES=("${BUILD_PACKAGES[@]}" python3-torch python3-h5py python3-numpy python3-scipy hdf5-tools
                chromium clang libclang-rt-14-dev)

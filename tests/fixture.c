@@ -5,8 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "autograd/rng.h"
 #include "common.h"
+#include "data/image.h"
 #include "nn/unet.h"
 
 int test_passed, test_failed;
@@ -226,4 +230,83 @@ void fixture_load_weights(Fixture *f, const char *dir, const ParamSet *ps, float
     }
     free(names);
     CHECK(n == ps->count, "%s: %d fixture weights, %d cmlab parameters", dir, n, ps->count);
+}
+
+int fixture_run(char *const *argv, const char *out_path, const char *err_path)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(out_path, "a", stdout) || !freopen(err_path, "w", stderr)) _exit(127);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The start of file path into buf[len] (NUL-terminated; empty if unreadable), then removes it. */
+static void read_back(const char *path, char *buf, size_t len)
+{
+    size_t n = 0;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        n = fread(buf, 1, len - 1, f);
+        fclose(f);
+    }
+    buf[n] = '\0';
+    remove(path);
+}
+
+FixtureRun fixture_run_capture(char *const *argv)
+{
+    FixtureRun r = {0};
+    char out[64], err[64];
+    snprintf(out, sizeof out, "/tmp/fixture_run_%d.out", (int)getpid());
+    snprintf(err, sizeof err, "/tmp/fixture_run_%d.err", (int)getpid());
+    remove(out);
+    r.code = fixture_run(argv, out, err);
+    read_back(out, r.out, sizeof r.out);
+    read_back(err, r.err, sizeof r.err);
+    return r;
+}
+
+void fixture_write_rectangles(const char *dir, int n, int side)
+{
+    float *u = cm_malloc(4 * (size_t)n * sizeof(float));
+    uint8_t *pix = cm_malloc((size_t)side * side);
+    rng_uniform(&(Rng){.seed = 7, .stream = 1}, u, n, 0, 4);
+    char path[512];
+    for (int i = 0; i < n; i++) {
+        const float *r = u + 4 * i;
+        int w = 4 + (int)(r[0] * 7), h = 4 + (int)(r[1] * 7);
+        int x0 = (int)(r[2] * (side - w + 1)), y0 = (int)(r[3] * (side - h + 1));
+        for (int y = 0; y < side; y++)
+            for (int x = 0; x < side; x++)
+                pix[y * side + x] = (x >= x0 && x < x0 + w && y >= y0 && y < y0 + h) ? 255 : 0;
+        snprintf(path, sizeof path, "%s/%04d.png", dir, i);
+        CM_ASSERT(image_write_png(path, pix, side, side, 1) == 0, "%s", cm_errmsg());
+    }
+    free(u), free(pix);
+}
+
+double fixture_worst_param_error(Fixture *f, const char *dir, const ParamSet *ps, const float *got, double floor,
+                                 const char **worst_name)
+{
+    double worst = 0;
+    char path[512];
+    *worst_name = "";
+    for (int i = 0; i < ps->count; i++) {
+        const Param *p = &ps->items[i];
+        snprintf(path, sizeof path, "%s/%s", dir, p->name);
+        float *want = fixture_read(f, path, NULL, NULL);
+        double e = rel_error(got + p->offset, want, p->n, floor);
+        free(want);
+        if (e > worst || isnan(e)) {
+            worst = isnan(e) ? INFINITY : e;
+            *worst_name = p->name;
+        }
+    }
+    return worst;
 }

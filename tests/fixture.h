@@ -40,9 +40,24 @@ void fixture_load_weights(Fixture *f, const char *dir, const struct ParamSet *ps
 
 /* max|a-b| / max(max|b|, floor): the relative error every comparison prints. */
 double rel_error(const float *a, const float *b, size_t n, double floor);
+/* The worst rel_error of the parameter slices of got (a weight buffer of ps) against the
+ * datasets <dir>/<name>, INFINITY for a NaN; the worst parameter's name to *worst_name. */
+double fixture_worst_param_error(Fixture *f, const char *dir, const struct ParamSet *ps, const float *got,
+                                 double floor, const char **worst_name);
 /* The whole file, NUL-terminated and malloc'd, its size to *len (may be NULL); NULL if it cannot
  * be read. */
 char *fixture_read_file(const char *path, size_t *len);
+
+/* Runs argv (argv[0]: the program) with stdout appended to out_path and stderr written to
+ * err_path (the last run's only); returns the exit status (128 + signal when killed). */
+int fixture_run(char *const *argv, const char *out_path, const char *err_path);
+/* A command's exit code (128 + the signal if it died) and the start of its stdout and stderr. */
+typedef struct FixtureRun { int code; char out[4096], err[4096]; } FixtureRun;
+/* fixture_run with the output captured (through files in /tmp named by the process id). */
+FixtureRun fixture_run_capture(char *const *argv);
+/* n PNGs dir/0000.png ... of side x side pixels: each a white axis-aligned rectangle (4..10
+ * pixels a side, anywhere; from the counter RNG with seed 7) on black. */
+void fixture_write_rectangles(const char *dir, int n, int side);
 
 /* Test bookkeeping: CHECK prints and counts failures; test_summary prints "N passed, M failed"
  * and returns the exit code. */

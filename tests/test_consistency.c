@@ -31,12 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "autograd/streams.h"
 #include "data/dataset.h"
-#include "data/image.h"
 #include "fixture.h"
 #include "io/checkpoint.h"
 #include "train/ct.h"
@@ -54,37 +51,7 @@
 static const char *cmlab;
 
 /* Runs cmlab; stdout goes to DIR/log.txt, stderr to DIR/err.txt (the last run's only). */
-static int run(char *const *args)
-{
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (!freopen(DIR "/log.txt", "a", stdout) || !freopen(DIR "/err.txt", "w", stderr)) _exit(127);
-        execv(cmlab, args);
-        _exit(127);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-/* The rectangles, from the counter RNG (seed 7): sides and corners from 4 uniforms per image. */
-static void write_dataset(void)
-{
-    float u[4 * NDATA];
-    rng_uniform(&(Rng){.seed = 7, .stream = 1}, u, NDATA, 0, 4);
-    uint8_t pix[DIM];
-    char path[128];
-    for (int i = 0; i < NDATA; i++) {
-        const float *r = u + 4 * i;
-        int w = 4 + (int)(r[0] * 7), h = 4 + (int)(r[1] * 7);
-        int x0 = (int)(r[2] * (S - w + 1)), y0 = (int)(r[3] * (S - h + 1));
-        for (int y = 0; y < S; y++)
-            for (int x = 0; x < S; x++) pix[y * S + x] = (x >= x0 && x < x0 + w && y >= y0 && y < y0 + h) ? 255 : 0;
-        snprintf(path, sizeof path, DIR "/data/%04d.png", i);
-        CM_ASSERT(image_write_png(path, pix, S, S, 1) == 0, "%s", cm_errmsg());
-    }
-}
+static int run(char *const *args) { return fixture_run(args, DIR "/log.txt", DIR "/err.txt"); }
 
 static const char *BASE =
     "[experiment]\nseed = 5\nout_dir = " DIR "\n"
@@ -362,7 +329,7 @@ int main(int argc, char **argv)
     cmlab = argv[1];
     cm_set_threads(2);
     if (system("rm -rf " DIR " && mkdir -p " DIR "/data") != 0) return 1;
-    write_dataset();
+    fixture_write_rectangles(DIR "/data", NDATA, S);
     Reference ref;
     reference_init(&ref);
 

@@ -49,22 +49,11 @@ static void load_weights(Fixture *f, const char *group, const char *set, const P
 static void compare_params(Fixture *f, const char *group, const char *set, const char *what, const ParamSet *ps,
                            const float *got, double tol)
 {
-    double worst = -1;
-    const char *worst_name = "";
-    char path[256];
-    for (int i = 0; i < ps->count; i++) {
-        const Param *p = &ps->items[i];
-        snprintf(path, sizeof path, "/%s/%s/%s", group, set, p->name);
-        float *want = fixture_read(f, path, NULL, NULL);
-        double e = rel_error(got + p->offset, want, p->n, REL_FLOOR);
-        free(want);
-        CHECK(e <= tol, "%s: %s of %s rel error %.3e > %.0e", group, what, p->name, e, tol);
-        if (e > worst || isnan(e)) {
-            worst = isnan(e) ? INFINITY : e;
-            worst_name = p->name;
-        }
-    }
-    char buf[160];
+    char dir[256], buf[160];
+    const char *worst_name;
+    snprintf(dir, sizeof dir, "/%s/%s", group, set);
+    double worst = fixture_worst_param_error(f, dir, ps, got, REL_FLOOR, &worst_name);
+    CHECK(worst <= tol, "%s: %s of %s rel error %.3e > %.0e", group, what, worst_name, worst, tol);
     snprintf(buf, sizeof buf, "worst %s (%s)", what, worst_name);
     printf("  %-8s %-49s rel error %.2e\n", group, buf, worst);
 }

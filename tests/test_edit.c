@@ -14,13 +14,10 @@
  *     RGB folder one): every task writes its grid with the known part intact, interpolation ends
  *     on `cmlab sample`'s images; bad input exits 2 naming the file.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "autograd/rng.h"
 #include "autograd/streams.h"
@@ -351,15 +348,7 @@ static void test_slerp(void)
 
 /* ---- the CLI ---- */
 
-typedef struct Run { int code; char out[4096], err[4096]; } Run;
-
-static void read_back(FILE *f, char *buf, size_t len)
-{
-    rewind(f);
-    size_t n = fread(buf, 1, len - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-}
+typedef FixtureRun Run;
 
 /* Runs cmlab with NULL-terminated args (after the binary), capturing stdout and stderr. */
 static Run run(const char *const *args)
@@ -375,23 +364,7 @@ static Run run(const char *const *args)
         argv[argc++] = (char *)"1";
     }
     argv[argc] = NULL;
-    Run r = {0};
-    FILE *out = tmpfile(), *err = tmpfile();
-    CM_ASSERT(out && err, "tmpfile: %s", strerror(errno));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fileno(out), STDOUT_FILENO);
-        dup2(fileno(err), STDERR_FILENO);
-        execv(cmlab, argv);
-        _exit(127);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    read_back(out, r.out, sizeof r.out);
-    read_back(err, r.err, sizeof r.err);
-    return r;
+    return fixture_run_capture(argv);
 }
 #define RUN(...) run((const char *const[]){__VA_ARGS__, NULL})
 

@@ -215,6 +215,42 @@ static const Expect ICT_CPU[] = {
     {0},
 };
 
+/* bcm.md §3.3 (the official BCM code): RAdam, and §3.2: the pseudo-Huber c by iCT's rule
+ * (bcm.huber_c = 0; 0.06 at ImageNet-64's 3x64x64), with iCT's lognormal masses (CT_LOGNORMAL,
+ * bcm.md §1). Rows from reference/bcm.md, not cm.md. */
+static const Expect BCM[] = {
+    {"experiment.method", "bcm", "bcm.md §3"},
+    {"train.optimizer", "radam", "bcm.md §3.3"},
+    {"bcm.huber_c", "0", "bcm.md §3.2 (c = 0.00054 sqrt(D))"},
+    {0},
+};
+
+/* bcm.md §3.5, right column (iCT's CIFAR-10 values, unverified for BCM) and §3.1 (doubling). */
+static const Expect BCM_CIFAR10[] = {
+    {"ct.curriculum", "doubling", "bcm.md §3.1"},
+    {"ct.s0", "10", "bcm.md §3.1, §3.5"},
+    {"ct.s1", "1280", "bcm.md §3.1, §3.5"},
+    {"bcm.N", "0", "bcm.md §3.5 (from scratch: the curriculum)"},
+    {"bcm.init", "", "bcm.md §3.5 (init: random)"},
+    {"train.batch_size", "1024", "bcm.md §3.5"},
+    {"train.lr", "0.0001", "bcm.md §3.5"},
+    {"train.iterations", "400000", "bcm.md §3.5"},
+    {"train.ema", "0.99993", "bcm.md §3.5"},
+    {"model.dropout", "0.3", "bcm.md §3.5"},
+    {"model.emb_type", "fourier", "cm.md §5"},
+    {"model.fourier_scale", "0.02", "cm.md §5"},
+    {0},
+};
+
+/* From scratch on Fashion-MNIST: the demo's iCT curriculum (bcm.md §3.1: iCT's doubling). */
+static const Expect BCM_SCRATCH[] = {
+    {"ct.curriculum", "doubling", "bcm.md §3.1"},
+    {"ct.s0", "10", "bcm.md §3.1"},
+    {"bcm.N", "0", "bcm.md §3.1 (from scratch: N(k))"},
+    {"bcm.init", "", "bcm.md §3.5 (from scratch)"},
+    {0},
+};
+
 /* ablations/cd_vs_ct.ini: CD (§3.3) against CT, both with l2 (§3.4, §9). */
 static const Expect CD_VS_CT[] = {
     {"cd.loss", "l2", "§3.4"},
@@ -233,6 +269,14 @@ static const Expect CT_VS_ICT[] = {
     {"sweep.ct.sampling", "uniform,lognormal", "§5 (noise-level sampling)"},
     {"sweep.ct.weighting", "uniform,ict", "§5 (weighting)"},
     {"sweep.ct.curriculum", "original,doubling", "§5 (curriculum)"},
+    {0},
+};
+
+/* ablations/bcm.ini: BCM against its source CM (bcm.md §6), the source first. */
+static const Expect BCM_VS_CM[] = {
+    {"sweep.eval.checkpoint", "runs/demo/ckpt/step_00002000.h5,runs/bcm_fashion_mnist/ckpt/step_00002000.h5",
+     "bcm.md §6 (BCM against its iCT source)"},
+    {"eval.nfe", "1,2", "bcm.md §6 (NFE 1 and 2)"},
     {0},
 };
 
@@ -267,9 +311,14 @@ static const Recipe RECIPES[] = {
     {"ict_cifar10.ini", {SHARED, CT_LOGNORMAL, ICT, NCSNPP, ICT_CIFAR10}},
     {"ict_cifar10_cpu.ini", {SHARED, CT_LOGNORMAL, ICT, CPU_NET, ICT_CPU}},
     {"classifier_fashion_mnist.ini", {SHARED}},
+    {"bcm_fashion_mnist.ini", {SHARED, CT_LOGNORMAL, BCM}},
+    {"bcm_scratch_fashion_mnist.ini", {SHARED, CT_LOGNORMAL, BCM, BCM_SCRATCH}},
+    {"bcm_cifar10_cpu.ini", {SHARED, CT_LOGNORMAL, BCM, CPU_NET}},
+    {"bcm_cifar10.ini", {SHARED, CT_LOGNORMAL, BCM, NCSNPP, BCM_CIFAR10}},
     {"ablations/cd_vs_ct.ini", {SHARED, CT_LOGNORMAL, CD, CD_VS_CT}},
     {"ablations/ct_vs_ict.ini", {SHARED, CT_LOGNORMAL, CT_ORIGINAL, CT_VS_ICT}},
     {"ablations/sampling_steps.ini", {SHARED, CT_LOGNORMAL, SAMPLING_STEPS}},
+    {"ablations/bcm.ini", {SHARED, CT_LOGNORMAL, BCM_VS_CM}},
     {"ablations/solvers.ini", {SHARED, EDM, SOLVERS}},
 };
 

@@ -15,7 +15,16 @@
  *     error floor near 1e-8;
  * (c) NFE: the callback's own call count against each solver's formula, AFS saving exactly one,
  *     the NFE -> time points mapping, and EDM's Algorithm 1 (N = 18, 35 NFE) reproduced;
- * (d) unknown names, impossible NFEs and bad options give -1 and a message.
+ * (d) unknown names, impossible NFEs and bad options give -1 and a message;
+ * (e) inversion (solver_invert): euler and heun integrating upward from sigma_0 = 0.07 to 80 on
+ *     the reversed EDM grid against the same closed form, x(80) = mu + (x(sigma_0) - mu)
+ *     sqrt(s^2 + 80^2) / sqrt(s^2 + sigma_0^2), at their orders 1 and 2; sampling back down from
+ *     the latent on the same grid returns the start with an error of order 1 for euler and 3 for
+ *     heun: a step up then the same step down is the identity plus the two local errors, whose
+ *     h^(p+1) terms cancel when p + 1 is odd (Heun's amplification factor on y' = a y is
+ *     1 + z + z^2/2, and (1 + z + z^2/2)(1 - z + z^2/2) = 1 + z^4/4);
+ *     one Euler step written out; the NFE (n-1, 2(n-1)); explicit times equal the reversed grid;
+ *     other solvers, afs, and times that do not increase are refused.
  */
 #include <math.h>
 #include <stdio.h>
@@ -501,6 +510,162 @@ static void test_names_and_errors(void)
     CHECK(g.calls == 0, "a rejected run called the denoiser %d times", g.calls);
 }
 
+/* ---- (e) inversion ---- */
+
+enum { GAUSS_E = GAUSS_N * GAUSS_DIM };
+
+/* x at sigma_0: a draw from the noised data, mu + sqrt(s^2 + sigma_0^2) z. */
+static void gauss_start_low(const Gauss *g, double sigma0, double *x)
+{
+    float z[GAUSS_E];
+    rng_normal(&(Rng){.seed = 20240612, .stream = 0, .step = 0}, z, GAUSS_N, 0, GAUSS_DIM);
+    for (int e = 0; e < GAUSS_E; e++) {
+        int k = e % GAUSS_DIM;
+        x[e] = g->mu[k] + sqrt(g->s[k] * g->s[k] + sigma0 * sigma0) * z[e];
+    }
+}
+
+/* The exact PF-ODE flow of the Gaussian data from sigma a to sigma b, either way. */
+static double gauss_flow(const Gauss *g, int k, double x, double a, double b)
+{
+    double s2 = g->s[k] * g->s[k];
+    return g->mu[k] + (x - g->mu[k]) * sqrt(s2 + b * b) / sqrt(s2 + a * a);
+}
+
+typedef struct InvertErrors {
+    double up;                 /* max |x(80) - exact| after the inversion */
+    double round_trip;         /* max |x(sigma_0) - start| after inverting and sampling back */
+    int calls;
+} InvertErrors;
+
+static InvertErrors invert_errors(SolverKind kind, const SolverOpts *o)
+{
+    Gauss g;
+    gauss_init(&g);
+    double x0[GAUSS_E], x[GAUSS_E];
+    gauss_start_low(&g, o->sigma_min, x0);
+    memcpy(x, x0, sizeof x);
+    InvertErrors r = {0};
+    SolverStats st;
+    if (solver_invert(kind, o, gauss_denoise, &g, x, GAUSS_N, GAUSS_DIM, &st) < 0) {
+        printf("  %s\n", cm_errmsg());
+        return (InvertErrors){NAN, NAN, -1};
+    }
+    r.calls = g.calls;
+    for (int e = 0; e < GAUSS_E; e++)
+        r.up = fmax(r.up, fabs(x[e] - gauss_flow(&g, e % GAUSS_DIM, x0[e], o->sigma_min,
+                                                 o->sigma_max)));
+    solver_sample(kind, o, gauss_denoise, &g, x, GAUSS_N, GAUSS_DIM, NULL);
+    for (int e = 0; e < GAUSS_E; e++) r.round_trip = fmax(r.round_trip, fabs(x[e] - x0[e]));
+    return r;
+}
+
+static void test_invert_convergence(void)
+{
+    enum { NK = 4 };
+    const struct { SolverKind kind; int k0; double expect_up, expect_trip; } cases[] = {
+        {SOLVER_EULER, 32, 1, 1}, {SOLVER_HEUN, 32, 2, 3},
+    };
+    printf("inversion 0.07 -> 80 on the reversed EDM grid (rho 7): max |x(80) - exact| and the "
+           "round trip's max |x(0.07) - start|\n");
+    printf("%-6s %-11s %9s %9s %9s %9s  %5s %6s\n", "solver", "error", "K=32", "K=64", "K=128",
+           "K=256", "fit", "extrap");
+    for (size_t c = 0; c < CM_ARRAY_LEN(cases); c++) {
+        SolverOpts o = solver_opts_default();
+        o.sigma_min = 0.07;
+        int K[NK];
+        double up[NK], trip[NK];
+        for (int j = 0; j < NK; j++) {
+            K[j] = cases[c].k0 << j;
+            o.steps = K[j] + 1;
+            InvertErrors r = invert_errors(cases[c].kind, &o);
+            up[j] = r.up;
+            trip[j] = r.round_trip;
+            int per_step = cases[c].kind == SOLVER_HEUN ? 2 : 1;
+            CHECK(r.calls == per_step * K[j], "%s inversion over %d steps: %d calls",
+                  solver_kind_name(cases[c].kind), K[j], r.calls);
+        }
+        const double *errs[2] = {up, trip};
+        const char *labels[2] = {"up", "round trip"};
+        const double expect[2] = {cases[c].expect_up, cases[c].expect_trip};
+        for (int w = 0; w < 2; w++) {
+            const double *err = errs[w];
+            double fit = fitted_order(K, err, NK - 3, 3);
+            double extrap = 2 * log2(err[NK - 2] / err[NK - 1]) - log2(err[NK - 3] / err[NK - 2]);
+            printf("%-6s %-11s %9.2e %9.2e %9.2e %9.2e  %5.2f %6.2f\n",
+                   solver_kind_name(cases[c].kind), labels[w], err[0], err[1], err[2], err[3],
+                   fit, extrap);
+            CHECK(isfinite(fit) && fabs(fit - expect[w]) <= FIT_TOL,
+                  "%s inversion (%s): fitted order %.2f, expected %.0f",
+                  solver_kind_name(cases[c].kind), labels[w], fit, expect[w]);
+            CHECK(isfinite(extrap) && fabs(extrap - expect[w]) <= EXTRAP_TOL,
+                  "%s inversion (%s): extrapolated order %.2f, expected %.0f",
+                  solver_kind_name(cases[c].kind), labels[w], extrap, expect[w]);
+        }
+    }
+    printf("\n");
+}
+
+/* One upward Euler step written out, the NFE by the nfe option, explicit times against the
+ * reversed grid, and what inversion refuses. */
+static void test_invert_steps_and_errors(void)
+{
+    Gauss g;
+    gauss_init(&g);
+    double x0[GAUSS_E], x[GAUSS_E];
+    gauss_start_low(&g, 0.07, x0);
+    memcpy(x, x0, sizeof x);
+    const double up2[2] = {0.07, 80};
+    SolverStats st;
+    CHECK(solver_invert_times(SOLVER_EULER, up2, 2, gauss_denoise, &g, x, GAUSS_N, GAUSS_DIM,
+                              &st) == 0, "%s", cm_errmsg());
+    double diff = 0;
+    for (int e = 0; e < GAUSS_E; e++) {
+        int k = e % GAUSS_DIM;
+        double s2 = g.s[k] * g.s[k];
+        double D = (float)(g.mu[k] + s2 / (s2 + 0.07 * 0.07) * ((float)x0[e] - g.mu[k]));
+        diff = fmax(diff, fabs(x[e] - (x0[e] + (80 - 0.07) * (x0[e] - D) / 0.07)));
+    }
+    CHECK(g.calls == 1 && st.nfe == 1 && st.steps == 2 && diff < 1e-9,
+          "one Euler step 0.07 -> 80: %d calls, stats %d NFE, diff %.3g", g.calls, st.nfe, diff);
+
+    /* heun at NFE 4: 3 time points, 0.07 -> the reversed grid's middle -> 80. */
+    SolverOpts o = solver_opts_default();
+    o.sigma_min = 0.07;
+    o.nfe = 4;
+    double t[3], ti[3], xa[GAUSS_E], xb[GAUSS_E];
+    schedule_steps(o.schedule, 3, o.sigma_min, o.sigma_max, o.rho, t);
+    for (int i = 0; i < 3; i++) ti[i] = t[2 - i];
+    memcpy(xa, x0, sizeof xa);
+    memcpy(xb, x0, sizeof xb);
+    gauss_init(&g);
+    CHECK(solver_invert(SOLVER_HEUN, &o, gauss_denoise, &g, xa, GAUSS_N, GAUSS_DIM, &st) == 0 &&
+          st.nfe == 4 && st.steps == 3 && g.calls == 4, "heun inversion at NFE 4: %d NFE, %d "
+          "points, %d calls", st.nfe, st.steps, g.calls);
+    solver_invert_times(SOLVER_HEUN, ti, 3, gauss_denoise, &g, xb, GAUSS_N, GAUSS_DIM, NULL);
+    CHECK(memcmp(xa, xb, sizeof xa) == 0, "explicit ascending times differ from the reversed grid");
+    o.nfe = 5;
+    CHECK(solver_invert(SOLVER_HEUN, &o, gauss_denoise, &g, xa, GAUSS_N, GAUSS_DIM, NULL) == -1,
+          "heun inversion at NFE 5 ran");
+
+    gauss_init(&g);
+    o.nfe = 4;
+    CHECK(solver_invert(SOLVER_DPM2, &o, gauss_denoise, &g, x, GAUSS_N, GAUSS_DIM, NULL) == -1 &&
+          strstr(cm_errmsg(), "dpm2"), "dpm2 inversion ran");
+    printf("dpm2 inversion: %s\n", cm_errmsg());
+    o.afs = true;
+    CHECK(solver_invert(SOLVER_EULER, &o, gauss_denoise, &g, x, GAUSS_N, GAUSS_DIM, NULL) == -1,
+          "inversion with afs ran");
+    printf("inversion with afs: %s\n", cm_errmsg());
+    const double down[3] = {0.07, 15, 10}, zero[2] = {0, 80};
+    CHECK(solver_invert_times(SOLVER_HEUN, down, 3, gauss_denoise, &g, x, GAUSS_N, GAUSS_DIM,
+                              NULL) == -1, "times 0.07, 15, 10 accepted for inversion");
+    printf("inversion times 0.07, 15, 10: %s\n", cm_errmsg());
+    CHECK(solver_invert_times(SOLVER_HEUN, zero, 2, gauss_denoise, &g, x, GAUSS_N, GAUSS_DIM,
+                              NULL) == -1, "an inversion from sigma 0 accepted");
+    CHECK(g.calls == 0, "a rejected inversion called the denoiser %d times", g.calls);
+}
+
 int main(void)
 {
     test_schedule_vectors();
@@ -511,5 +676,7 @@ int main(void)
     test_afs_step();
     test_thresholding();
     test_names_and_errors();
+    test_invert_convergence();
+    test_invert_steps_and_errors();
     return test_summary("solvers");
 }

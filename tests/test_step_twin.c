@@ -8,7 +8,8 @@
  * writes the weights before the first update to RUN/init/step_00000000.h5. The trainer draws them
  * with params_randomize(experiment.seed), which the test calls the same way; a twin that started
  * from other weights would disagree at step 1, so the file is checked by the twin itself. CD needs
- * no such file: its student starts from the teacher checkpoint, the edm case's step 2.
+ * no such file: its student starts from the teacher checkpoint, the edm case's step 2; nor does
+ * bcm_ft, which starts from its bcm.init.
  *
  * Then the twin redoes both steps from the resolved config.ini on its own chain of states and
  * compares, after each step, Adam's m and v (every tensor: the gradients of the step, so the noise
@@ -29,6 +30,11 @@
  *             target (mu0 0.95), Adam with L2 weight decay
  *   cd        Heun teacher step, N 18, l2, target = online (CIFAR-10 recipe)
  *   cd_euler  Euler teacher step, N 10, pseudo-Huber, EMA target 0.95, student dropout
+ *   bcm       BCM from scratch: doubling curriculum (N 5, then 9), dropout 0.2 in all four passes,
+ *             the pseudo-Huber c of iCT's rule, RAdam
+ *   bcm_ft    BCM fine-tuned from the ict case's step 2 (bcm.init; the twin maps the weights itself:
+ *             u branch = t branch, align = [I, 0]), bcm.N 11, bcm.huber_c 0.05, Fourier, dropout 0.3,
+ *             Adam
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +132,10 @@ static const Case CASES[] = {
     {"cd_euler", "[experiment]\nmethod = cd\n[cd]\nteacher = " DIR "/edm/ckpt/step_00000002.h5\n"
                  "teacher_weights = online\nsolver = euler\nN = 10\nloss = pseudo_huber\ntarget_mu = 0.95\n"
                  "[model]\ndropout = 0.2\n"},
+    {"bcm", "[experiment]\nmethod = bcm\n[ct]\ncurriculum = doubling\ns0 = 4\ns1 = 16\n[model]\ndropout = 0.2\n"
+            "[train]\noptimizer = radam\n"},
+    {"bcm_ft", "[experiment]\nmethod = bcm\n[bcm]\ninit = " DIR "/ict/ckpt/step_00000002.h5\ninit_weights = online\n"
+               "N = 11\nhuber_c = 0.05\n[model]\ndropout = 0.3\nemb_type = fourier\nfourier_scale = 0.02\n"},
 };
 
 /* RUN/init/step_00000000.h5: the online weights the trainer starts from (trainer.c's setup:
@@ -180,7 +190,7 @@ int main(int argc, char **argv)
         CHECK(rc == 0, "cmlab train %s: exit %d (log in " DIR "/log.txt)", exp, rc);
         if (rc != 0) continue;
         snprintf(run_dirs[i], sizeof run_dirs[i], DIR "/%s", c->name);
-        if (strcmp(c->name, "cd") != 0 && strcmp(c->name, "cd_euler") != 0)
+        if (strcmp(c->name, "cd") != 0 && strcmp(c->name, "cd_euler") != 0 && strcmp(c->name, "bcm_ft") != 0)
             CHECK(write_init(run_dirs[i]) == 0, "%s: cannot write the initial weights: %s", c->name, cm_errmsg());
         twin_argv[ntwin++] = run_dirs[i];
     }

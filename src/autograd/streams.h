@@ -14,6 +14,7 @@ enum RngStream {
     STREAM_SAMPLE = 4000,      /* sampling: initial noise, step = 0; re-noising, step = 1.. */
     STREAM_EVAL = 5000,        /* evaluation sample seeds */
     STREAM_EDIT = 6000,        /* editing (train/edit.h): step m - 1 = the noise of step m */
+    STREAM_INVERT = 7000,      /* BCM inversion (sample/bcm.h): the small noise put on an image, step 0 */
 };
 
 #endif

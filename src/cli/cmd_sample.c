@@ -14,6 +14,7 @@
 #include "data/image.h"
 #include "io/checkpoint.h"
 #include "io/experiment.h"
+#include "sample/bcm.h"
 #include "sample/sample.h"
 #include "train/model.h"
 
@@ -30,7 +31,14 @@ static void usage(FILE *f)
             "  --weights    online, target, or ema:RATE (e.g. ema:0.999), as `cmlab info` lists them\n"
             "Consistency-model checkpoints (method ct, cd) sample with f instead of a solver:\n"
             "  --steps K    1 (from T) or 2 (T, then sample.mid_t)\n"
-            "  --times L    explicit descending times, e.g. 80,0.821\n");
+            "  --times L    explicit descending times, e.g. 80,0.821\n"
+            "BCM checkpoints (method bcm) take those too (f(x, t, eps) is their consistency function),\n"
+            "or a schedule of the two-time network f(x, t, u):\n"
+            "  --bcm-schedule S   times joined by '>' (one network jump each) and ',' (fresh noise up\n"
+            "               to the next time); T = sigma_max, eps = sigma_min. 80>eps one step,\n"
+            "               80>2.4>eps ancestral, 80>eps,0.1>1.2>eps zigzag, 80>3>eps,0.12>0.4>eps\n"
+            "               mixed. It starts at its highest time, ends at eps, and its jumps go\n"
+            "               down except the first one after ',' (zigzag's 0.1>1.2)\n");
 }
 
 /* Options that set a [sample] key of the checkpoint's configuration: the value is checked by
@@ -59,6 +67,22 @@ static int parse_times(const char *arg, SamplePlan *p)
     return sample_plan_times(p, times, nt);
 }
 
+/* --bcm-schedule: n samples by a BCM schedule (bcm.h) into x; how describes it. */
+static int draw_bcm(const Sampler *s, const char *arg, const Config *cfg, int n, uint64_t seed, float *x,
+                    char *how, size_t len)
+{
+    BcmSchedule sc;
+    double eps = cfg->model.sigma_min, T = cfg->model.sigma_max;
+    if (bcm_schedule_parse(arg, eps, T, "--bcm-schedule", &sc) ||
+        bcm_schedule_check_generation(&sc, eps, T, "--bcm-schedule"))
+        return -1;
+    bcm_generate(bcm_f_sampler, (void *)s, &sc, eps, n, (size_t)s->C * s->H * s->W, seed, x);
+    char text[256];
+    bcm_schedule_format(&sc, eps, text, sizeof text);
+    snprintf(how, len, "BCM schedule %s (%d NFE)", text, bcm_schedule_nfe(&sc));
+    return 0;
+}
+
 /* A whole number in [lo, hi] for `--opt`, else -1 after printing why. */
 static int parse_count(const char *opt, const char *arg, long long lo, long long hi, long long *out)
 {
@@ -76,8 +100,8 @@ static int parse_count(const char *opt, const char *arg, long long lo, long long
 
 int sample_main(int argc, char **argv)
 {
-    enum { OPT_WEIGHTS = 256, OPT_OUT, OPT_THREADS, OPT_SEED, OPT_STEPS, OPT_TIMES, OPT_KEY };
-    struct option opts[CM_ARRAY_LEN(KEYS) + 8];
+    enum { OPT_WEIGHTS = 256, OPT_OUT, OPT_THREADS, OPT_SEED, OPT_STEPS, OPT_TIMES, OPT_BCM, OPT_KEY };
+    struct option opts[CM_ARRAY_LEN(KEYS) + 9];
     size_t no = 0;
     for (size_t i = 0; i < CM_ARRAY_LEN(KEYS); i++)
         opts[no++] = (struct option){KEYS[i].option, KEYS[i].flag ? no_argument : required_argument, 0,
@@ -88,10 +112,11 @@ int sample_main(int argc, char **argv)
     opts[no++] = (struct option){"seed", required_argument, 0, OPT_SEED};
     opts[no++] = (struct option){"steps", required_argument, 0, OPT_STEPS};
     opts[no++] = (struct option){"times", required_argument, 0, OPT_TIMES};
+    opts[no++] = (struct option){"bcm-schedule", required_argument, 0, OPT_BCM};
     opts[no++] = (struct option){"help", no_argument, 0, 'h'};
     opts[no] = (struct option){0, 0, 0, 0};
 
-    const char *weights = NULL, *out = "grid.png", *times_arg = NULL;
+    const char *weights = NULL, *out = "grid.png", *times_arg = NULL, *bcm_arg = NULL;
     long long threads = 2, seed = -1, steps = 0;
     /* Key options in command-line order, applied once the checkpoint's configuration is read. */
     char sets[2 * CM_ARRAY_LEN(KEYS)][256];
@@ -106,6 +131,7 @@ int sample_main(int argc, char **argv)
         case OPT_SEED: rc = parse_count("seed", optarg, 0, INT64_MAX, &seed); break;
         case OPT_STEPS: rc = parse_count("steps", optarg, 1, 2, &steps); break;
         case OPT_TIMES: times_arg = optarg; break;
+        case OPT_BCM: bcm_arg = optarg; break;
         case 'h': usage(stdout); return CM_EXIT_OK;
         default:
             if (ch < OPT_KEY) {
@@ -126,8 +152,8 @@ int sample_main(int argc, char **argv)
         usage(stderr);
         return CM_EXIT_INPUT;
     }
-    if (times_arg && steps) {
-        fprintf(stderr, "cmlab sample: give --steps or --times, not both\n");
+    if ((times_arg != NULL) + (steps != 0) + (bcm_arg != NULL) > 1) {
+        fprintf(stderr, "cmlab sample: give one of --steps, --times and --bcm-schedule\n");
         return CM_EXIT_INPUT;
     }
     const char *path = argv[optind];
@@ -152,6 +178,12 @@ int sample_main(int argc, char **argv)
             fprintf(stderr, "cmlab sample: --%s applies to consistency-model checkpoints; %s is a diffusion "
                             "model (method %s), which samples with --solver and --nfe\n",
                     times_arg ? "times" : "steps", path, config_method_name(cfg.experiment.method));
+        model_free(&tn);
+        return CM_EXIT_INPUT;
+    }
+    if (bcm_arg && tn.pre.kind != PRECOND_BCM) {
+        fprintf(stderr, "cmlab sample: --bcm-schedule applies to BCM checkpoints (a two-time network); %s is "
+                        "method %s\n", path, config_method_name(cfg.experiment.method));
         model_free(&tn);
         return CM_EXIT_INPUT;
     }
@@ -191,15 +223,19 @@ int sample_main(int argc, char **argv)
     float *x = cm_malloc((size_t)n * tn.C * tn.H * tn.W * sizeof(float));
     SolverStats st = {0};
     double t0 = cm_now();
-    char how[64] = "";
+    char how[320] = "";
     SamplePlan p;
     int rc = 0;
-    if (diffusion) p = sample_plan_ode(kind, &o);
-    /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
-    else if (times_arg) rc = parse_times(times_arg, &p);
-    else rc = sample_plan(&p, tn.kind, &cfg, &cfg, steps ? (int)steps : 1);
-    if (rc == 0) rc = sample_draw(&s, &p, n, (uint64_t)seed, x, &st);
-    if (rc == 0) sample_describe(&p, &st, how, sizeof how);
+    if (bcm_arg) {
+        rc = draw_bcm(&s, bcm_arg, &cfg, n, (uint64_t)seed, x, how, sizeof how);
+    } else {
+        if (diffusion) p = sample_plan_ode(kind, &o);
+        /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
+        else if (times_arg) rc = parse_times(times_arg, &p);
+        else rc = sample_plan(&p, tn.kind, &cfg, &cfg, steps ? (int)steps : 1);
+        if (rc == 0) rc = sample_draw(&s, &p, n, (uint64_t)seed, x, &st);
+        if (rc == 0) sample_describe(&p, &st, how, sizeof how);
+    }
     if (rc == 0) rc = image_write_grid(out, x, n, tn.C, tn.H, tn.W, (int)ceil(sqrt(n)), 2);
     if (rc == 0)
         printf("%s: %d samples, %s, %s weights, seed %lld, %.1f s\n", out, n, how, tn.weights_name, seed,

@@ -11,6 +11,7 @@ int info_main(int argc, char **argv);
 int train_main(int argc, char **argv);
 int sample_main(int argc, char **argv);
 int edit_main(int argc, char **argv);
+int invert_main(int argc, char **argv);
 int eval_main(int argc, char **argv);
 int ablate_main(int argc, char **argv);
 int demo_main(int argc, char **argv);

@@ -24,6 +24,7 @@ static const Command commands[] = {
     {"demo", demo_main, "train a consistency model on Fashion-MNIST (iCT, or --recipe cd) and write sample grids"},
     {"train", train_main, "train the run an experiment file describes (--resume to continue)"},
     {"sample", sample_main, "draw a sample grid from a checkpoint with an ODE solver"},
+    {"invert", invert_main, "BCM or EDM: images -> latents -> reconstructions, and the reconstruction MSE"},
     {"edit", edit_main, "zero-shot editing: inpaint, colorize, superres, denoise, interpolate"},
     {"eval", eval_main, "Frechet distance of a checkpoint's samples in a cmlab classifier's features"},
     {"ablate", ablate_main, "run an experiment file's [sweep], evaluate it, write tables and a report"},

@@ -202,7 +202,7 @@ int image_read_png(const char *path, uint8_t **pix, int *width, int *height, int
 
 /* ---- grids ---- */
 
-static uint8_t image_to_u8(float v)
+uint8_t image_to_u8(float v)
 {
     /* fmaxf returns the non-NaN operand, so NaN lands on -1 (black). */
     v = fminf(fmaxf(v, -1.0f), 1.0f);

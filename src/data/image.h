@@ -25,6 +25,9 @@ int image_write_png(const char *path, const uint8_t *pix, int width, int height,
 /* *pix: malloc'd [*height, *width, *channels] (free with free()), *channels 1 or 3. */
 int image_read_png(const char *path, uint8_t **pix, int *width, int *height, int *channels);
 
+/* One value in [-1, 1] as a byte: clamped (NaN gives -1), then round((v + 1) * 127.5). */
+uint8_t image_to_u8(float v);
+
 /* x: [n, c, h, w] float images in [-1, 1], c 1 or 3. Values are clamped to [-1, 1] (NaN gives
  * -1) and mapped to round((x + 1) * 127.5). Tiles them row by row, min(ncols, n) per row, with
  * `pad` black pixels around and between the tiles, like torchvision's make_grid/save_image:

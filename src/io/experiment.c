@@ -60,7 +60,9 @@ static const CfgSection sections[] = {
     {"cd", "method = cd: Consistency Distillation from an EDM teacher (reference/cm.md §3)."},
     {"ct", "method = ct: Consistency Training; the iCT changes are separate switches "
            "(reference/cm.md §4-5)."},
-    {"bcm", "method = bcm: Bidirectional Consistency Models (reference/bcm.md); no keys yet."},
+    {"bcm", "method = bcm: Bidirectional Consistency Training and fine-tuning (reference/bcm.md §3-4); "
+            "[ct]'s p_mean, p_std and curriculum (s0, s1; unless bcm.N is set) apply, its loss, sampling, "
+            "weighting and target_mu do not (BCM fixes them: pseudo-Huber, lognormal, 1/(t - t'), online)."},
     {"amed", "method = amed: the AMED predictor (reference/amed.md); no keys yet."},
     {"classifier", "method = classifier: the CNN whose penultimate features define the Frechet "
                    "distance of `cmlab eval` (src/nn/classifier.h)."},
@@ -225,6 +227,20 @@ static const CfgKey keys[] = {
      .help = "Mean of ln(sigma) of the lognormal index sampling."},
     {AT(ct, p_std), FLOAT(0, 20, CFG_OPEN_MIN), .dflt = "2",
      .help = "Standard deviation of ln(sigma) of the lognormal index sampling."},
+
+    {AT(bcm, init), TEXT(CFG_PATH_MAX - 1, 0), .dflt = "",
+     .help = "Fine-tune this consistency checkpoint (method = ct or cd, the same [model]): the u branch "
+             "starts as a copy of the t branch and the align layer as [I, 0]. Empty: train from scratch."},
+    {AT(bcm, init_weights), TEXT(CFG_NAME_MAX - 1, 0), .dflt = "",
+     .help = "The weight set of bcm.init: online, target or ema:RATE, as cmlab info lists them. Empty: "
+             "its first EMA (else online)."},
+    {AT(bcm, N), INT(0, 1000000), .dflt = "0",
+     .help = "Fixed number of Karras grid points (at least 3; the official fine-tune used 321). "
+             "0: N(k) of [ct]'s curriculum (s0, s1)."},
+    {AT(bcm, huber_c), FLOAT(0, 100, 0), .dflt = "0",
+     .help = "c of the pseudo-Huber distance (sqrt(sum (a - b)^2 + c^2) - c) / sqrt(C*H*W). 0: iCT's "
+             "0.00054 sqrt(C*H*W), which gives the official 0.06 at 3x64x64; 0.0151 at 1x28x28, "
+             "0.0173 at 1x32x32, 0.0299 at 3x32x32."},
 
     {AT(classifier, channels), INTS(1, 4096, 1, 4), .dflt = "32,64",
      .help = "Widths of the conv levels (two 3x3 conv + GN + SiLU, then a 2x2 average pool, each)."},

@@ -129,6 +129,13 @@ typedef struct CfgCt {
     double target_mu, p_mean, p_std;
 } CfgCt;
 
+typedef struct CfgBcm {
+    char init[CFG_PATH_MAX];     /* "": train from scratch */
+    char init_weights[CFG_NAME_MAX];
+    int N;                       /* 0: [ct]'s curriculum */
+    double huber_c;              /* 0: iCT's rule 0.00054 sqrt(C H W) */
+} CfgBcm;
+
 typedef struct CfgClassifier {
     CfgInts channels;
     int features, classes;
@@ -171,6 +178,7 @@ typedef struct Config {
     CfgEdm edm;
     CfgCd cd;
     CfgCt ct;
+    CfgBcm bcm;
     CfgClassifier classifier;
     CfgSample sample;
     CfgEval eval;

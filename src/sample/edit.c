@@ -16,7 +16,7 @@ void edit_f_sampler(void *user, float *x, double t, int n)
 
 static const char *const task_names[EDIT_TASK_COUNT] = {
     [EDIT_INPAINT] = "inpaint", [EDIT_COLORIZE] = "colorize", [EDIT_SUPERRES] = "superres",
-    [EDIT_DENOISE] = "denoise", [EDIT_INTERPOLATE] = "interpolate",
+    [EDIT_DENOISE] = "denoise", [EDIT_INTERPOLATE] = "interpolate", [EDIT_JPEG] = "jpeg",
 };
 
 const char *edit_task_name(EditTask task)
@@ -28,7 +28,7 @@ int edit_task_from_name(const char *name)
 {
     for (int i = 0; i < EDIT_TASK_COUNT; i++)
         if (!strcmp(name, task_names[i])) return i;
-    return cm_fail("unknown task '%s': one of inpaint, colorize, superres, denoise, interpolate", name);
+    return cm_fail("unknown task '%s': one of inpaint, colorize, superres, denoise, interpolate, jpeg", name);
 }
 
 const double EDIT_LUMA[3] = {0.2989, 0.5870, 0.1140};
@@ -233,12 +233,7 @@ int edit_denoise(ConsistencyFn f, void *user, double eps, double sigma, int n, s
 
 void edit_add_noise(float *x, int n, size_t dim, double sigma, uint64_t seed)
 {
-    size_t total = (size_t)n * dim;
-    float *z = cm_malloc(total * sizeof *z);
-    Rng r = {.seed = seed, .stream = STREAM_EDIT, .step = 0};
-    rng_normal(&r, z, n, 0, dim);
-    for (size_t k = 0; k < total; k++) x[k] += (float)sigma * z[k];
-    free(z);
+    sample_add_noise(x, n, dim, sigma, seed, STREAM_EDIT, 0);
 }
 
 void edit_slerp(const float *z1, const float *z2, size_t dim, double u, float *out)
@@ -269,6 +264,56 @@ void edit_interpolate(ConsistencyFn f, void *user, double T, const float *z1, co
     }
     f(user, out, T, n);
     sample_clip(out, (size_t)n * dim);
+}
+
+/* ---- BCM ---- */
+
+int edit_bcm_run(const EditOp *op, BcmFn f, void *user, double eps, double s, const double *times, int ntimes,
+                 int n, const float *y, uint64_t seed, float *out)
+{
+    if (!(s > 0)) return cm_fail("the small noise before inverting must be > 0, got %g", s);
+    if (ntimes < 1) return cm_fail("invert-and-regenerate needs at least one round");
+    for (int m = 0; m < ntimes; m++)
+        if (!(times[m] > s) || (m > 0 && !(times[m] < times[m - 1])))
+            return cm_fail("invert-and-regenerate times must descend and stay above the small noise %g (got %g%s)",
+                           s, times[m], m > 0 ? " after a smaller or equal one" : "");
+    size_t dim = (size_t)op->C * op->H * op->W, total = (size_t)n * dim;
+    float *ay = cm_malloc(total * sizeof *ay), *a = cm_malloc(dim * sizeof *a), *z = cm_malloc(total * sizeof *z);
+    Rng r = {.seed = seed, .stream = STREAM_EDIT, .step = 0};
+    rng_normal(&r, z, n, 0, dim);
+    for (int i = 0; i < n; i++) {    /* the known coefficients, and noise in the unknown ones */
+        edit_forward(op, y + i * dim, ay + i * dim);
+        for (size_t k = 0; k < dim; k++) a[k] = op->omega[k] != 0 ? z[i * dim + k] : ay[i * dim + k];
+        edit_inverse(op, a, out + i * dim);
+    }
+    for (int m = 0; m < ntimes; m++) {
+        sample_add_noise(out, n, dim, s, seed, STREAM_EDIT, (uint32_t)m + 1);
+        f(user, out, s, times[m], n);
+        f(user, out, times[m], eps, n);
+        sample_clip(out, total);
+        for (int i = 0; i < n; i++) op_project(op, ay + i * dim, out + i * dim, a);
+    }
+    free(ay);
+    free(a);
+    free(z);
+    return 0;
+}
+
+int edit_bcm_interpolate(BcmFn f, void *user, double eps, const double *inv, int ninv, const BcmSchedule *gen,
+                         const float *y1, const float *y2, size_t dim, int n, uint64_t seed, float *out)
+{
+    if (ninv > 0 && gen->t[0] != inv[ninv - 1])
+        return cm_fail("the regeneration starts at %g, but the inversion ends at %g", gen->t[0], inv[ninv - 1]);
+    float *z = cm_malloc(2 * dim * sizeof *z);
+    memcpy(z, y1, dim * sizeof *z);
+    memcpy(z + dim, y2, dim * sizeof *z);
+    int rc = bcm_invert(f, user, inv, ninv, 2, dim, seed, z);
+    if (rc == 0) {
+        for (int k = 0; k < n; k++) edit_slerp(z, z + dim, dim, n > 1 ? (double)k / (n - 1) : 0, out + (size_t)k * dim);
+        bcm_run(f, user, gen, eps, n, dim, seed, out);
+    }
+    free(z);
+    return rc;
 }
 
 static const char *channels_name(int c) { return c == 1 ? "gray" : "RGB"; }

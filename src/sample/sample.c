@@ -59,7 +59,8 @@ int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, ui
     return rc;
 }
 
-void sample_consistency(const Sampler *s, float *x, double t, int n)
+/* f(x; t[, u]) over x in batches (two: pass u to a two-time network, else its default). */
+static void consistency_batches(const Sampler *s, float *x, double t, double u, bool two, int n)
 {
     size_t dim = (size_t)s->C * s->H * s->W;
     WeightSet ws = {s->weights, NULL};
@@ -67,13 +68,32 @@ void sample_consistency(const Sampler *s, float *x, double t, int n)
         int nb = CM_MIN(s->batch, n - b0);
         ctx_reset(s->ctx);
         ctx_no_grad_begin(s->ctx);
-        float *tt = arena_alloc(&s->ctx->arena, (size_t)nb * sizeof(float));
-        for (int i = 0; i < nb; i++) tt[i] = (float)t;
+        float *tu = arena_alloc(&s->ctx->arena, 2 * (size_t)nb * sizeof(float));
+        for (int i = 0; i < nb; i++) tu[i] = (float)t, tu[nb + i] = (float)u;
         Tensor *xt = tensor_wrap(s->ctx, x + (size_t)b0 * dim, NULL, 4, SHAPE(nb, s->C, s->H, s->W), false);
-        Tensor *f = precond_apply(s->ctx, &s->pre, s->net, &ws, xt, tt, NULL, 0);
+        Tensor *tt = tensor_wrap(s->ctx, tu, NULL, 1, SHAPE(nb), false);
+        Tensor *ut = two ? tensor_wrap(s->ctx, tu + nb, NULL, 1, SHAPE(nb), false) : NULL;
+        Tensor *f = precond_forward(s->ctx, &s->pre, s->net, &ws, xt, tt, ut, NULL, 0, NULL);
         memcpy(x + (size_t)b0 * dim, f->data, (size_t)nb * dim * sizeof(float));
         ctx_no_grad_end(s->ctx);
     }
+}
+
+void sample_consistency(const Sampler *s, float *x, double t, int n) { consistency_batches(s, x, t, 0, false, n); }
+
+void sample_consistency_tu(const Sampler *s, float *x, double t, double u, int n)
+{
+    consistency_batches(s, x, t, u, true, n);
+}
+
+void sample_add_noise(float *x, int n, size_t dim, double sigma, uint64_t seed, uint32_t stream, uint32_t step)
+{
+    size_t total = (size_t)n * dim;
+    float *z = cm_malloc(total * sizeof *z);
+    Rng r = {.seed = seed, .stream = stream, .step = step};
+    rng_normal(&r, z, n, 0, dim);
+    for (size_t k = 0; k < total; k++) x[k] += (float)sigma * z[k];
+    free(z);
 }
 
 void sample_clip(float *x, size_t n)

@@ -87,6 +87,10 @@ void sample_describe(const SamplePlan *p, const SolverStats *st, char *out, size
 /* f(x; t) with the sampler's weights for all n samples x [n, C, H, W], written over x: batches of
  * at most s->batch in a no-grad scope (dropout off). */
 void sample_consistency(const Sampler *s, float *x, double t, int n);
+/* f(x; t, u) of a two-time (BCM) network, as sample_consistency. */
+void sample_consistency_tu(const Sampler *s, float *x, double t, double u, int n);
+/* x [n, dim] += sigma z, z of image i from rng_normal(seed, stream, step, sample i). */
+void sample_add_noise(float *x, int n, size_t dim, double sigma, uint64_t seed, uint32_t stream, uint32_t step);
 /* Clamps x[n] to [-1, 1]. */
 void sample_clip(float *x, size_t n);
 

@@ -278,21 +278,11 @@ static void solve_dpmpp(Denoiser *dn, const SolverOpts *o, int max_order, const 
 
 /* ---- driver ---- */
 
-int solver_sample(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *user, double *x,
-                  int N, size_t dim, SolverStats *stats)
+/* Runs `kind` over the time points t[n] (descending for sampling, ascending for inversion: the
+ * single-step updates do not care which way h points), then o's step to 0. */
+static void integrate(SolverKind kind, const SolverOpts *o, const double *t, int n, DenoiserFn fn,
+                      void *user, double *x, int N, size_t dim, SolverStats *stats)
 {
-    int n = solver_resolve_steps(kind, o);
-    if (n < 0) return -1;
-    if (kind == SOLVER_IPNDM && (o->ipndm_order < 1 || o->ipndm_order > 4))
-        return cm_fail("ipndm: ipndm_order must be 1..4, got %d", o->ipndm_order);
-    CM_ASSERT(N >= 1 && dim >= 1, "solver_sample: empty batch (N = %d, dim = %zu)", N, dim);
-
-    double *t = cm_malloc((size_t)n * sizeof *t);
-    if (schedule_steps(o->schedule, n, o->sigma_min, o->sigma_max, o->rho, t) < 0) {
-        free(t);
-        return -1;
-    }
-
     size_t n_el = (size_t)N * dim;
     Denoiser dn = {.fn = fn, .user = user, .N = N, .dim = dim, .n_el = n_el,
                    .xf = cm_malloc(n_el * sizeof(float)), .outf = cm_malloc(n_el * sizeof(float)),
@@ -325,7 +315,7 @@ int solver_sample(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *use
         break;
     }
     default:
-        CM_ASSERT(0, "solver_sample: bad kind %d", (int)kind);
+        CM_ASSERT(0, "solver: bad kind %d", (int)kind);
     }
     if (o->denoise_to_zero) {
         denoise(&dn, x, t[n - 1], buf[0]);
@@ -340,6 +330,67 @@ int solver_sample(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *use
     free(dn.xf);
     free(dn.outf);
     free(dn.sigma);
+}
+
+int solver_sample(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *user, double *x,
+                  int N, size_t dim, SolverStats *stats)
+{
+    int n = solver_resolve_steps(kind, o);
+    if (n < 0) return -1;
+    if (kind == SOLVER_IPNDM && (o->ipndm_order < 1 || o->ipndm_order > 4))
+        return cm_fail("ipndm: ipndm_order must be 1..4, got %d", o->ipndm_order);
+    CM_ASSERT(N >= 1 && dim >= 1, "solver_sample: empty batch (N = %d, dim = %zu)", N, dim);
+
+    double *t = cm_malloc((size_t)n * sizeof *t);
+    int rc = schedule_steps(o->schedule, n, o->sigma_min, o->sigma_max, o->rho, t);
+    if (rc == 0) integrate(kind, o, t, n, fn, user, x, N, dim, stats);
     free(t);
+    return rc;
+}
+
+/* ---- inversion: the same ODE upward ---- */
+
+static int invert_check_kind(SolverKind kind)
+{
+    if (kind == SOLVER_EULER || kind == SOLVER_HEUN) return 0;
+    if (kind < 0 || kind >= SOLVER_KIND_COUNT) return cm_fail("solver: bad kind %d", (int)kind);
+    return cm_fail("%s cannot integrate upward: inversion takes euler or heun",
+                   solver_kind_names[kind]);
+}
+
+int solver_invert_times(SolverKind kind, const double *t, int n, DenoiserFn fn, void *user,
+                        double *x, int N, size_t dim, SolverStats *stats)
+{
+    if (invert_check_kind(kind) < 0) return -1;
+    if (n < 2) return cm_fail("%s inversion: need at least 2 time points, got %d",
+                              solver_kind_names[kind], n);
+    for (int i = 0; i < n; i++)
+        if (!(t[i] > 0 && isfinite(t[i]) && (i == 0 || t[i] > t[i - 1])))
+            return cm_fail("%s inversion: the times must be positive and increase, got t[%d] = %g%s",
+                           solver_kind_names[kind], i, t[i], i ? " after a larger or equal one" : "");
+    CM_ASSERT(N >= 1 && dim >= 1, "solver_invert: empty batch (N = %d, dim = %zu)", N, dim);
+    SolverOpts plain = solver_opts_default();     /* no afs, no step to 0 */
+    plain.steps = n;
+    integrate(kind, &plain, t, n, fn, user, x, N, dim, stats);
     return 0;
+}
+
+int solver_invert(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *user, double *x,
+                  int N, size_t dim, SolverStats *stats)
+{
+    if (invert_check_kind(kind) < 0) return -1;
+    if (o->afs || o->denoise_to_zero)
+        return cm_fail("%s inversion: afs and denoise_to_zero belong to sampling (they act at "
+                       "sigma_max and at 0); turn them off", solver_kind_names[kind]);
+    int n = solver_resolve_steps(kind, o);
+    if (n < 0) return -1;
+    double *t = cm_malloc((size_t)n * sizeof *t), *up = cm_malloc((size_t)n * sizeof *up);
+    int rc = schedule_steps(o->schedule, n, o->sigma_min, o->sigma_max, o->rho, t);
+    if (rc == 0) {
+        for (int i = 0; i < n; i++) up[i] = t[n - 1 - i];
+        rc = solver_invert_times(kind, up, n, fn, user, x, N, dim, stats);
+    }
+    free(t);
+    free(up);
+    return rc;
 }

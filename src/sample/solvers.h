@@ -2,8 +2,8 @@
  *
  * Conventions (reference/amed.md §0, §6; reference/cm.md §1.5): VE/EDM form, t = sigma. The
  * denoiser D(x; sigma) estimates the clean data; the direction d(x, sigma) = (x - D(x; sigma))/sigma
- * is the PF-ODE's right-hand side, dx/dsigma = d (EDM eq. 1 with s(t) = 1, sigma(t) = t). A run
- * integrates from sigma_max down to sigma_min along the n time points of schedule.h, that is over
+ * is the PF-ODE's right-hand side, dx/dsigma = d (EDM eq. 1 with s(t) = 1, sigma(t) = t). A sampling
+ * run integrates from sigma_max down to sigma_min along the n time points of schedule.h, that is over
  * n - 1 steps with h_i = t_{i+1} - t_i < 0, and optionally takes one final step to sigma = 0.
  * The caller passes x = sigma_max * z; the state is kept in float64, as EDM's sampler keeps it,
  * and is rounded to float32 only at the denoiser call (x in), the output widened back (D out).
@@ -69,6 +69,16 @@
  *                    The Euler step to 0 of EDM's Algorithm 1 is exactly this.
  * NFE counts denoiser calls, whatever the batch size N; a classifier-free-guidance wrapper that
  * evaluates two batches per call is the caller's business (amed.md counts those twice).
+ *
+ * Inversion (solver_invert): the same ODE integrated upward, image -> latent, from a start sigma
+ * (sigma_min, or the small noise an image is first given, e.g. 0.07) to sigma_max, along an
+ * ascending grid: schedule.h's grid reversed, or an explicit list of times. Only euler and heun
+ * (the formulas above with h_i > 0; heun corrects on every step, its last one evaluated at
+ * sigma_max): NFE = n-1 and 2(n-1). The deterministic ODE makes the map invertible up to the
+ * discretisation error: sampling from the result with the same solver and grid (descending) returns
+ * the start, with an error of order 1 for euler and 3 for heun (the h^3 terms of a step up and the
+ * same step down cancel; tests/test_solvers.c measures both). This is EDM ODE inversion, the
+ * baseline BCM's one- and two-step inversion is compared with at equal NFE (issue 14).
  */
 #ifndef CM_SOLVERS_H
 #define CM_SOLVERS_H
@@ -138,5 +148,18 @@ int solver_resolve_steps(SolverKind kind, const SolverOpts *o);
  * NFE, a bad schedule, ipndm_order outside 1..4). stats may be NULL. */
 int solver_sample(SolverKind kind, const SolverOpts *o, DenoiserFn D, void *user,
                   double *x /* [N*dim] */, int N, size_t dim, SolverStats *stats);
+
+/* Integrates x upward (in: the state at o->sigma_min, e.g. an image plus noise of that level;
+ * out: the latent at o->sigma_max) by euler or heun over schedule_steps's grid of o (schedule,
+ * rho, steps or nfe) in reverse order, sigma_min first. Returns 0, or -1 after cm_fail() for
+ * another solver, afs or denoise_to_zero set, or an impossible NFE. stats may be NULL. */
+int solver_invert(SolverKind kind, const SolverOpts *o, DenoiserFn D, void *user,
+                  double *x /* [N*dim] */, int N, size_t dim, SolverStats *stats);
+/* The same along explicit times t[0] < t[1] < ... < t[n-1] (positive; x is at t[0] on entry and
+ * at t[n-1] on return), e.g. BCM's 0.07 -> 15 -> 80. -1 after cm_fail() for times that do not
+ * increase or for another solver than euler and heun. */
+int solver_invert_times(SolverKind kind, const double *t /* [n] */, int n, DenoiserFn D,
+                        void *user, double *x /* [N*dim] */, int N, size_t dim,
+                        SolverStats *stats);
 
 #endif

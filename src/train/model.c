@@ -28,6 +28,31 @@ void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *u)
     u->fourier_scale = (float)cfg->model.fourier_scale;
     u->skip_scale = (float)config_skip_scale(cfg);
     u->seed = (uint64_t)cfg->experiment.seed;
+    const Method *m = method_find(cfg->experiment.method);
+    u->two_times = m && m->precond == PRECOND_BCM;
+}
+
+const char *model_unet_difference(const UNetConfig *a, const UNetConfig *b)
+{
+    if (a->img_channels != b->img_channels || a->img_h != b->img_h || a->img_w != b->img_w)
+        return "the image shape (data.dataset, data.pad_to)";
+    if (a->base_channels != b->base_channels) return "model.channels";
+    if (a->channel_mult_count != b->channel_mult_count ||
+        memcmp(a->channel_mult, b->channel_mult, sizeof(int) * (size_t)a->channel_mult_count))
+        return "model.channel_mult";
+    if (a->num_blocks != b->num_blocks) return "model.num_blocks";
+    if (a->attn_resolutions_count != b->attn_resolutions_count ||
+        memcmp(a->attn_resolutions, b->attn_resolutions, sizeof(int) * (size_t)a->attn_resolutions_count))
+        return "model.attn_resolutions";
+    if (a->mid_attn != b->mid_attn) return "model.mid_attn";
+    if (a->attn_heads != b->attn_heads) return "model.attn_heads";
+    if (a->emb_type != b->emb_type) return "model.emb_type";
+    if (a->skip_scale != b->skip_scale) return "model.skip_scale";
+    if (a->two_times != b->two_times) return "the number of time inputs";
+    if (a->emb_type == UNET_EMB_FOURIER && a->fourier_scale != b->fourier_scale) return "model.fourier_scale";
+    if (a->emb_type == UNET_EMB_FOURIER && a->seed != b->seed)
+        return "experiment.seed (it draws the Fourier frequencies)";
+    return NULL;
 }
 
 int model_check(const Config *cfg, int C, int H, int W, const char *data)

@@ -13,6 +13,10 @@
 
 /* The U-Net of cfg's [model] for images of C x H x W. */
 void model_unet_config(const Config *cfg, int C, int H, int W, UNetConfig *out);
+/* The first [model] key in which two U-Net configurations differ (dropout aside: it has no
+ * weights; "the number of time inputs" for two_times), or NULL. The Fourier frequencies are drawn
+ * from experiment.seed. */
+const char *model_unet_difference(const UNetConfig *a, const UNetConfig *b);
 /* Whether cfg's U-Net fits C x H x W images from `data` (named in messages): -1 after cm_fail()
  * naming the [model] or [data] key to change (model.channels a multiple of 4, an image side
  * divisible by 2^(levels - 1)). */

@@ -1,9 +1,10 @@
 """step_twin.py RUN_DIR...: whole-step PyTorch twins of `cmlab train` (EDM, CT with the iCT
-switches, CD), run by tests/test_step_twin.c after it trained each run for two steps.
+switches, CD, BCM), run by tests/test_step_twin.c after it trained each run for two steps.
 
 A twin reads only what a user of the run has: the resolved experiment (RUN_DIR/config.ini), the
 data set it names, the weights before the first update (RUN_DIR/init/step_00000000.h5, which the
-C test writes; CD starts from its teacher checkpoint instead, cd.teacher) and, for CD, the teacher.
+C test writes; CD starts from its teacher checkpoint instead, cd.teacher, and a fine-tuned BCM
+from its source, bcm.init) and, for CD, the teacher.
 From these it redoes the first two optimiser steps in float64 and compares them with cmlab's
 checkpoints RUN_DIR/ckpt/step_00000001.h5 and step_00000002.h5 and with metrics.jsonl (what is
 compared how, and the bounds: the comment above TOL_MOMENTS).
@@ -17,12 +18,19 @@ half-life EMA (§1.3) and the target update (§3.1: after the optimiser, theta_m
 + (1 - mu) theta with mu = mu(k) of the same step k as the loss's N(k), as [PCM]
 train_util.CMTrainLoop.run_step, which updates the evaluation EMAs first; both read only the new
 online weights, so their relative order does not matter).
+BCM (reference/bcm.md §2.1, §3.2, §4): f(x, t, u) with c_skip = (t u + sd^2)/(t^2 + sd^2), c_out =
+sd (t - u)/sqrt(t^2 + sd^2); i drawn from the lognormal masses without the top interval, u =
+sigma_j with j drawn from the masses with p_{i+1} = 0; loss = mean [d(f(x_t, t), A)/(t - t') +
+d(f_target(f(x_t, t, u), u), A)/|t - u|] with d = pseudo-Huber / sqrt(D), A = f_target(x_t', t')
+and f_target the online weights frozen (a copy of the module without gradients); fine-tuning copies
+the source's t branch into the u branch and sets the align layer to [I, 0].
 
 Conventions taken from cmlab because no paper fixes them (each documented in the header named):
   - random numbers (tests/torch/philox.py, autograd/rng.h, autograd/streams.h): experiment.seed;
     streams 2000 shuffle, 2001 flip, 2002 noise level, 2003 noise z, 3000 + i dropout of ResBlock i;
     step = training step k (0-based); sample = index in the batch; one draw per sample (element 0)
-    for sigma or the interval, C*H*W elements of z per sample;
+    for sigma or the interval (BCM: two, element 0 for i, element 1 for j), C*H*W elements of z
+    per sample;
   - the data order (data/loader.h): epoch e sorts the rows by (u32(seed, 2000, e, row), row); the
     batches are consecutive windows over epoch 0, 1, ...; a sample is flipped iff the top bit of
     u32(seed, 2001, e, position) is set; pixels v/127.5 - 1, padding -1, centred;
@@ -143,7 +151,8 @@ def unet_config(exp, C, H, W):
                 attn_resolutions=exp.ints("model", "attn_resolutions"), mid_attn=exp.b("model", "mid_attn"),
                 attn_heads=exp.i("model", "attn_heads"), dropout=exp.f("model", "dropout"),
                 emb_type=exp.s("model", "emb_type"), fourier_scale=exp.f("model", "fourier_scale"),
-                skip_scale=SKIP_SCALES[exp.s("model", "skip_scale")], two_times=False,
+                skip_scale=SKIP_SCALES[exp.s("model", "skip_scale")],
+                two_times=exp.s("experiment", "method") == "bcm",
                 seed=exp.i("experiment", "seed"))
 
 
@@ -201,10 +210,16 @@ class Data:
 
 # ---- preconditioning (cm.md §1.2, §2) ----
 
-def denoise(net, x, sigma, kind, sd, eps, dropout=None):
-    """EDM's D(x; sigma) (kind "edm") or the consistency function f(x, sigma) ("cm")."""
+def denoise(net, x, sigma, kind, sd, eps, dropout=None, u=None):
+    """EDM's D(x; sigma) (kind "edm"), the consistency function f(x, sigma) ("cm"), or BCM's
+    f(x, sigma, u) ("bcm", u = eps when None)."""
     s = sigma.reshape(-1, 1, 1, 1)
     r = torch.sqrt(s * s + sd * sd)
+    if kind == "bcm":
+        u = torch.full_like(sigma, eps) if u is None else u
+        v = u.reshape(-1, 1, 1, 1)
+        F = net(x / r, torch.log(sigma) / 4, torch.log(u) / 4, dropout=dropout)
+        return (s * v + sd * sd) / (s * s + sd * sd) * x + sd * (s - v) / r * F
     if kind == "edm":
         c_skip, c_out = sd * sd / (r * r), s * sd / r
     else:
@@ -269,6 +284,14 @@ def lognormal_interval_probs(grid, p_mean, p_std):
     return p / p.sum()
 
 
+def draw_without(v, probs, skip):
+    """An index by inverse CDF of probs with probs[skip] = 0 (renormalised), one uniform v."""
+    p = probs.copy()
+    p[skip] = 0
+    cdf = np.cumsum(p / p.sum())
+    return min(int(np.searchsorted(cdf, np.float64(v), side="right")), len(p) - 1)
+
+
 def draw_intervals(u, n, probs=None):
     """Interval indices for uniforms u over n intervals: uniform, or by inverse CDF of probs."""
     if probs is None:
@@ -331,6 +354,16 @@ class Twin:
             start = read_set(tpath, "weights/" + group)   # the student starts at the teacher
             self.teacher.load_state_dict(self.to_state(start))
             self.target_mu = exp.f("cd", "target_mu")
+        elif self.method == "bcm" and exp.s("bcm", "init"):
+            src = exp.s("bcm", "init")
+            tw = exp.s("bcm", "init_weights")
+            group = ("ema/" + tw[4:] if tw.startswith("ema:") else tw) if tw else first_ema_group(src)
+            start = dict(read_set(src, "weights/" + group))
+            for part in ("layer0.weight", "layer0.bias", "layer1.weight", "layer1.bias"):
+                start["map_u_" + part] = start["map_" + part].copy()
+            E = start["map_layer1.bias"].shape[0]
+            start["map_align.weight"] = np.concatenate([np.eye(E), np.zeros((E, E))], 1).astype(np.float32)
+            self.target_mu = 0.0
         else:
             start = read_set(os.path.join(run_dir, "init", "step_00000000.h5"), "weights/online")
             self.target_mu = exp.f("ct", "target_mu") if self.method == "ct" else 0.0
@@ -421,6 +454,40 @@ class Twin:
         self.info = "N %d mu %.6g i %s lambda %s" % (N, self.mu, i, np.array2string(lam, precision=4))
         return self.pair_loss(k, x0, None, t1, t0, lam, e.s("ct", "loss"))
 
+    def bcm_loss(self, k, x0):
+        """bcm.md §3: N = bcm.N or the [ct] curriculum's; i without the top interval, j != i + 1;
+        the target is a frozen copy of the online weights (gradient only through x_u)."""
+        e, sd, eps = self.exp, self.sd, self.eps
+        N = e.i("bcm", "N") or ct_N(e, k)
+        grid = karras_ascending(N, eps, e.f("model", "sigma_max"))
+        probs = lognormal_interval_probs(grid, e.f("ct", "p_mean"), e.f("ct", "p_std"))
+        v = philox.uniform(self.seed, STREAM_NOISE_LEVEL, k, self.B, 0, 2)
+        i = np.array([draw_without(v[b, 0], probs, N - 2) for b in range(self.B)])
+        j = np.array([draw_without(v[b, 1], probs, i[b] + 1) for b in range(self.B)])
+        t, tp, u = tensor(grid[i + 1]), tensor(grid[i]), tensor(grid[j])
+        z = self.noise(k)
+        V = (slice(None), None, None, None)
+        xt = x0 + t[V] * z
+        frozen = cmlab_torch.UNet(self.net.cfg)
+        frozen.load_state_dict(self.net.state_dict())
+        frozen.train()
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+        drop = self.dropout(k)
+        with torch.no_grad():
+            A = denoise(frozen, x0 + tp[V] * z, tp, "bcm", sd, eps, drop)
+        y = denoise(self.net, xt, t, "bcm", sd, eps, drop)
+        yu = denoise(frozen, denoise(self.net, xt, t, "bcm", sd, eps, drop, u), u, "bcm", sd, eps, drop)
+        c = e.f("bcm", "huber_c") or 0.00054 * math.sqrt(self.C * self.H * self.W)
+
+        def d(a, b):
+            q = ((a - b) ** 2).flatten(1).sum(1)
+            return (torch.sqrt(q + c * c) - c) / math.sqrt(self.C * self.H * self.W)
+
+        self.N, self.mu = N, 0.0
+        self.info = "N %d i %s j %s" % (N, i, j)
+        return (d(y, A) / (t - tp) + d(yu, A) / torch.abs(t - u)).mean()
+
     def cd_loss(self, k, x0):
         """cm.md §3.1: one teacher ODE step (Heun or Euler, EDM preconditioning, eval mode) from
         x1 = x0 + t_{n+1} z down to t_n; weight 1."""
@@ -451,7 +518,8 @@ class Twin:
         self.N, self.mu = 0, 0.0
         x0 = self.data.batch(k)
         self.opt.zero_grad()
-        loss = {"edm": self.edm_loss, "ct": self.ct_loss, "cd": self.cd_loss}[self.method](k, x0)
+        losses = {"edm": self.edm_loss, "ct": self.ct_loss, "cd": self.cd_loss, "bcm": self.bcm_loss}
+        loss = losses[self.method](k, x0)
         loss.backward()
         params = list(self.net.parameters())
         clip = e.f("train", "grad_clip")

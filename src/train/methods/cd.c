@@ -22,31 +22,6 @@ typedef struct Cd {
     PrecondParams teacher_pre;   /* its (EDM) preconditioning */
 } Cd;
 
-/* The first [model] key in which two U-Net configurations differ (dropout aside: it has no
- * weights), or NULL. The Fourier frequencies are drawn from experiment.seed. */
-static const char *unet_arch_difference(const UNetConfig *a, const UNetConfig *b)
-{
-    if (a->img_channels != b->img_channels || a->img_h != b->img_h || a->img_w != b->img_w)
-        return "the image shape (data.dataset, data.pad_to)";
-    if (a->base_channels != b->base_channels) return "model.channels";
-    if (a->channel_mult_count != b->channel_mult_count ||
-        memcmp(a->channel_mult, b->channel_mult, sizeof(int) * (size_t)a->channel_mult_count))
-        return "model.channel_mult";
-    if (a->num_blocks != b->num_blocks) return "model.num_blocks";
-    if (a->attn_resolutions_count != b->attn_resolutions_count ||
-        memcmp(a->attn_resolutions, b->attn_resolutions, sizeof(int) * (size_t)a->attn_resolutions_count))
-        return "model.attn_resolutions";
-    if (a->mid_attn != b->mid_attn) return "model.mid_attn";
-    if (a->attn_heads != b->attn_heads) return "model.attn_heads";
-    if (a->emb_type != b->emb_type) return "model.emb_type";
-    if (a->skip_scale != b->skip_scale) return "model.skip_scale";
-    if (a->two_times != b->two_times) return "the number of time inputs";
-    if (a->emb_type == UNET_EMB_FOURIER && a->fourier_scale != b->fourier_scale) return "model.fourier_scale";
-    if (a->emb_type == UNET_EMB_FOURIER && a->seed != b->seed)
-        return "experiment.seed (it draws the Fourier frequencies)";
-    return NULL;
-}
-
 /* Loads the EDM teacher (cd.teacher, cd.teacher_weights) and checks that it has the student's
  * architecture (the student starts from its weights in cd_start). */
 static int cd_setup(void *st, const MethodEnv *env, const ParamSet **ps)
@@ -64,7 +39,7 @@ static int cd_setup(void *st, const MethodEnv *env, const ParamSet **ps)
         return cm_fail("cd.teacher: %s", cm_errmsg());
     }
     int rc = 0;
-    const char *diff = unet_arch_difference(&m->cm.u.net.cfg, &tm.net.cfg);
+    const char *diff = model_unet_difference(&m->cm.u.net.cfg, &tm.net.cfg);
     if (tcfg.experiment.method != CFG_METHOD_EDM)
         rc = cm_fail("cd.teacher = %s: a method = %s checkpoint; CD distils an EDM teacher (method = edm)",
                      cd->teacher, config_method_name(tcfg.experiment.method));
