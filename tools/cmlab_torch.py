@@ -405,7 +405,7 @@ def parse_value(name, text, keys=None):
 def config_from_text(text, section="model", keys=None):
     """The network fields of a resolved experiment configuration (INI text): the keys of
     [<section>] (model.channels is base_channels) and experiment.seed, each typed by cmlab's key
-    table (keys: as key_table's path)."""
+    table (keys: as key_table's path); two_times for method = bcm (its U-Net has BCM's u branch)."""
     ini = configparser.ConfigParser(inline_comment_prefixes=("#", ";"), interpolation=None)
     ini.optionxform = str          # key names are case-sensitive (cd.N)
     ini.read_string(text)
@@ -415,6 +415,8 @@ def config_from_text(text, section="model", keys=None):
             cfg[_INI_KEYS.get(key, key)] = parse_value("%s.%s" % (section, key), value, keys)
     if ini.has_option("experiment", "seed"):
         cfg["seed"] = parse_value("experiment.seed", ini.get("experiment", "seed"), keys)
+    if section == "model" and ini.has_option("experiment", "method"):
+        cfg["two_times"] = ini.get("experiment", "method").strip() == "bcm"
     return cfg
 
 
