@@ -21,9 +21,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # root oracle), the HDF5 command-line tools and Chromium (test_ablate renders report.html).
 BUILD_PACKAGES=(meson ninja-build pkg-config gcc libopenblas-openmp-dev libhdf5-dev zlib1g-dev
                 libpng-dev libinih-dev dataset-fashion-mnist)
-# clang and its libFuzzer runtime build the fuzz harnesses (tests/fuzz/).
+# clang and its libFuzzer runtime build the fuzz harnesses (tests/fuzz/); Open MPI builds and
+# runs the data-parallel training that tests/test_mpi.c checks (the demo builds without it).
 TEST_PACKAGES=("${BUILD_PACKAGES[@]}" python3-torch python3-h5py python3-numpy python3-scipy hdf5-tools
-               chromium clang libclang-rt-14-dev)
+               chromium clang libclang-rt-14-dev openmpi-bin libopenmpi-dev)
 
 usage() {
     cat <<'EOF'
