@@ -207,20 +207,11 @@ static void test_same(const char *method, const char *extra)
            "loss and gradient norm max relative diff %.3g\n", method, K, dw, TOL_W, K, moved, dc);
 }
 
-static long world_size(const char *path)
-{
-    Fixture f;
-    fixture_open(&f, path);
-    long w = fixture_attr_int(&f, "/", "world_size", -1);
-    fixture_close(&f);
-    return w;
-}
-
 /* 3 steps in 2 processes, resumed to K in 1, against edm_p1 (K steps in 1 process). */
 static void test_resume(void)
 {
     int r1 = train(2, "edm", "resume", 3, NULL, false);
-    long w = r1 == 0 ? world_size("mpi_runs/resume/ckpt/step_00000003.h5") : -1;
+    long w = r1 == 0 ? fixture_file_attr_int("mpi_runs/resume/ckpt/step_00000003.h5", "/", "world_size", -1) : -1;
     int r2 = r1 ? -1 : train(0, "edm", "resume", K, NULL, true);
     CHECK(r1 == 0 && r2 == 0, "resume 2 -> 1: a run failed (%d, %d)", r1, r2);
     if (r1 || r2) return;
