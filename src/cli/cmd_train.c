@@ -45,7 +45,7 @@ int train_main(int argc, char **argv)
     /* Under mpirun or srun this process is one rank of a data-parallel job (train/dist.h). */
     if (dist_init(&argc, &argv) != 0) {
         fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
-        return CM_EXIT_RUNTIME;
+        return CM_EXIT_INPUT;
     }
     Config cfg;
     int rc = exp_args_load("cmlab train", &e, &cfg) != 0 ? CM_EXIT_INPUT : trainer_run(&cfg, resume);

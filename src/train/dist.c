@@ -12,12 +12,13 @@
 #endif
 
 static int g_rank = 0, g_world = 1;
-static bool g_joined;
 
 int dist_rank(void) { return g_rank; }
 int dist_world(void) { return g_world; }
 
 #ifdef CMLAB_MPI
+
+static bool g_joined;            /* dist_init called MPI_Init */
 
 /* FNV-1a over the bytes: a check of equality, not of integrity. */
 static uint64_t dist_hash(const void *x, size_t bytes)
@@ -126,10 +127,15 @@ bool dist_same(const void *x, size_t bytes, int *rank_out)
 
 #else
 
+/* Several copies of a build without MPI would each train the whole run into the same directory. */
 int dist_init(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
+    const char *size = getenv("OMPI_COMM_WORLD_SIZE"), *pmi = getenv("PMI_SIZE"), *pmix = getenv("PMIX_RANK");
+    if ((size && atoi(size) > 1) || (pmi && atoi(pmi) > 1) || (pmix && atoi(pmix) > 0))
+        return cm_fail("started by an MPI launcher with several processes, but this cmlab was built without MPI "
+                       "(install libopenmpi-dev and reconfigure: meson setup --reconfigure build -Dmpi=enabled)");
     return 0;
 }
 

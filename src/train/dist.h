@@ -5,7 +5,9 @@
  * process: rank 0 of 1, every collective is a no-op and nothing of MPI is touched. The launcher
  * is recognised by the environment it sets (OMPI_COMM_WORLD_SIZE from Open MPI's mpirun,
  * PMIX_RANK from a PMIx launcher such as srun --mpi=pmix, PMI_SIZE from PMI-2 launchers such as
- * srun --mpi=pmi2), so a plain `cmlab train` never initialises MPI.
+ * srun --mpi=pmi2), so a plain `cmlab train` never initialises MPI. A build without MPI started
+ * by a launcher with several processes refuses to run (dist_init fails): each copy would train
+ * the whole run into the same directory.
  *
  * Every function below except dist_rank and dist_world is collective: all ranks call it, in the
  * same order. Sums are exact in their bits on every rank (each element is reduced on one rank
@@ -19,7 +21,8 @@
 #include <stddef.h>
 
 /* Joins the job when started by a launcher; a no-op otherwise. -1 after cm_fail() when MPI
- * cannot start. Call once, before any other function of this file. */
+ * cannot start, or in a build without MPI started as one of several processes. Call once,
+ * before any other function of this file. */
 int dist_init(int *argc, char ***argv);
 /* Leaves the job (MPI_Finalize when dist_init joined one). */
 void dist_finalize(void);
