@@ -217,11 +217,14 @@ static int trainer_check_memory(Trainer *t, const char *source)
     const double need = fixed + per * t->B_local + state + 2.0 * 4 * img * t->B_local;
     const double avail = cm_mem_available();
     if (avail > 0 && need > 0.95 * avail) {
-        long fits = (long)((0.95 * avail - fixed - state) / (per + 8.0 * img));
-        return cm_fail("%s: train.batch_size = %d needs about %.1f GB (%.2f MB of activations per sample with "
+        /* With several processes, each holds its slice of the batch (and every rank checks). */
+        long fits = (long)((0.95 * avail - fixed - state) / (per + 8.0 * img)) * t->world;
+        char slice[64] = "";
+        if (t->world > 1) snprintf(slice, sizeof slice, " (%d in this process)", t->B_local);
+        return cm_fail("%s: train.batch_size = %d%s needs about %.1f GB (%.2f MB of activations per sample with "
                        "model.channels = %d, %.0f MB of weights, optimiser state and checkpoint), more than "
                        "the %.1f GB available; lower train.batch_size (%s%ld fits) or model.channels",
-                       source, t->B_local, need / 1e9, per / 1e6, cfg->model.channels, (fixed + state) / 1e6,
+                       source, t->B, slice, need / 1e9, per / 1e6, cfg->model.channels, (fixed + state) / 1e6,
                        avail / 1e9, fits > 0 ? "about " : "", fits > 0 ? fits : 0L);
     }
     return 0;
