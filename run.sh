@@ -21,9 +21,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 # root oracle), the HDF5 command-line tools and Chromium (test_ablate renders report.html).
 BUILD_PACKAGES=(meson ninja-build pkg-config gcc libopenblas-openmp-dev libhdf5-dev zlib1g-dev
                 libpng-dev libjpeg62-turbo-dev libinih-dev dataset-fashion-mnist)
-# clang and its libFuzzer runtime build the fuzz harnesses (tests/fuzz/).
+# clang and its libFuzzer runtime build the fuzz harnesses (tests/fuzz/); Open MPI builds and
+# runs the data-parallel training that tests/test_mpi.c checks (the demo builds without it).
 TEST_PACKAGES=("${BUILD_PACKAGES[@]}" python3-torch python3-h5py python3-numpy python3-scipy hdf5-tools
-               chromium clang libclang-rt-14-dev)
+               chromium clang libclang-rt-14-dev openmpi-bin libopenmpi-dev)
 
 usage() {
     cat <<'EOF'
@@ -110,6 +111,15 @@ configure() {
         fi
     else
         meson setup "$dir" "${options[@]}"
+    fi
+}
+
+# A build directory configured before Open MPI was installed (by the demo, whose packages lack
+# it) would skip tests/test_mpi.c: reconfigure it, so that meson finds MPI now.
+configure_mpi() {
+    local dir=$1
+    if pkg-config --exists ompi && ! meson introspect "$dir" --dependencies | grep -q '"name": "ompi"'; then
+        meson setup --reconfigure "$dir"
     fi
 }
 
@@ -235,6 +245,7 @@ case "$command" in
     test)
         ensure_packages "${TEST_PACKAGES[@]}"
         configure build
+        configure_mpi build
         ninja -C build
         suite_env
         run_suite build "$@"

@@ -79,6 +79,15 @@ long fixture_attr_int(Fixture *f, const char *obj, const char *attr, long dflt)
     return (long)v;
 }
 
+long fixture_file_attr_int(const char *path, const char *obj, const char *attr, long dflt)
+{
+    Fixture f;
+    fixture_open(&f, path);
+    long v = fixture_attr_int(&f, obj, attr, dflt);
+    fixture_close(&f);
+    return v;
+}
+
 double fixture_attr_double(Fixture *f, const char *obj, const char *attr, double dflt)
 {
     hid_t a = open_attr(f, obj, attr);

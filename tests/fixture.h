@@ -21,6 +21,8 @@ float *fixture_read(Fixture *f, const char *name, int *ndim, int *shape);
 /* Attributes on an object (a group or dataset path). Missing int/float attrs give `dflt`. */
 long fixture_attr_int(Fixture *f, const char *obj, const char *attr, long dflt);
 double fixture_attr_double(Fixture *f, const char *obj, const char *attr, double dflt);
+/* fixture_attr_int of the file at path, opened and closed around it. */
+long fixture_file_attr_int(const char *path, const char *obj, const char *attr, long dflt);
 /* Array attribute of ints or floats; returns the count (0 if missing), at most max. */
 int fixture_attr_ints(Fixture *f, const char *obj, const char *attr, int *out, int max);
 int fixture_attr_floats(Fixture *f, const char *obj, const char *attr, float *out, int max);

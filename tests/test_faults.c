@@ -266,15 +266,6 @@ static void test_vanished_data(void)
 /* The divergence guard, with a spike injected through the test hook CMLAB_TEST_OUTLIER (the loss
  * and gradients of one step times 1e4): each train.guard action on a 40-step run with the spike at
  * step 30 (checkpoints every 10, a window of 20), and the check after a resume. */
-static long opt_step(const char *ckpt)
-{
-    Fixture f;
-    fixture_open(&f, ckpt);
-    long step = fixture_attr_int(&f, "/optimizer/adam", "step", -1);
-    fixture_close(&f);
-    return step;
-}
-
 static int guarded_run(const char *name, const char *guard, const char *iterations, const char *spike, bool resume)
 {
     char n[64], g[64], it[64], log[128];
@@ -311,7 +302,7 @@ static void test_guard(void)
         if (hit) printf("train.guard = %s: exit %d: %.*s\n", cases[i].guard, rc, (int)strcspn(hit, "\n"), hit);
         free(text);
         snprintf(ckpt, sizeof ckpt, "fault_runs/%s/ckpt/step_%08d.h5", name, cases[i].opt_steps > 0 ? 40 : 20);
-        long steps = access(ckpt, F_OK) == 0 ? opt_step(ckpt) : -2;
+        long steps = access(ckpt, F_OK) == 0 ? fixture_file_attr_int(ckpt, "/optimizer/adam", "step", -1) : -2;
         CHECK(cases[i].opt_steps > 0 ? steps == cases[i].opt_steps : steps == 20,
               "train.guard = %s: %s holds %ld optimiser steps", cases[i].guard, ckpt, steps);
     }

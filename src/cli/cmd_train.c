@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "common.h"
 #include "io/experiment.h"
+#include "train/dist.h"
 #include "train/trainer.h"
 
 static void usage(FILE *f)
@@ -41,7 +42,13 @@ int train_main(int argc, char **argv)
         usage(stderr);
         return CM_EXIT_INPUT;
     }
+    /* Under mpirun or srun this process is one rank of a data-parallel job (train/dist.h). */
+    if (dist_init(&argc, &argv) != 0) {
+        fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
+        return CM_EXIT_INPUT;
+    }
     Config cfg;
-    if (exp_args_load("cmlab train", &e, &cfg) != 0) return CM_EXIT_INPUT;
-    return trainer_run(&cfg, resume);
+    int rc = exp_args_load("cmlab train", &e, &cfg) != 0 ? CM_EXIT_INPUT : trainer_run(&cfg, resume);
+    dist_finalize();
+    return rc;
 }

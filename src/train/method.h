@@ -45,7 +45,11 @@ typedef struct Method {
      * teacher's) and its target network. May be NULL. */
     void (*start)(void *st, float *w);
     /* The loss of one step's batch b on c's tape, with its backward: gradients accumulate into
-     * online->g (zeroed by the loop). Every random number comes from b's streams at b's samples. */
+     * online->g (zeroed by the loop). Every random number comes from b's streams at b's samples.
+     * The loss is the mean over b's B samples of a per-sample term (normalised by b->B, not
+     * b->global_B): with several processes the loop weights each rank's loss and gradients by
+     * B / global_B and sums them (trainer.h). State it changes may depend on b->step only, never
+     * on the samples, so that every rank's state stays the same. */
     double (*loss)(void *st, Ctx *c, const WeightSet *online, const Batch *b);
     /* After the optimiser and the EMAs (target networks); may be NULL. */
     void (*after_update)(void *st, const float *w);

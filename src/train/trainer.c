@@ -15,6 +15,7 @@
 #include "io/rundir.h"
 #include "sample/sample.h"
 #include "train/batch.h"
+#include "train/dist.h"
 #include "train/method.h"
 #include "train/model.h"
 
@@ -41,9 +42,11 @@ typedef struct Trainer {
     Adam opt;
     Ctx ctx;
     long step;
-    int B, C, H, W;
-    float *batch;                /* [B, C, H, W] */
-    int *labels;                 /* [B], the batch's classes */
+    int B, C, H, W;              /* B: the global batch, over every rank */
+    int rank, world;             /* this process of the job (dist.h) */
+    int B_local, sample0;        /* this rank's slice of the global batch: samples [sample0, sample0 + B_local) */
+    float *batch;                /* [B_local, C, H, W] */
+    int *labels;                 /* [B_local], the batch's classes */
 } Trainer;
 
 /* ---- setup ---- */
@@ -63,10 +66,11 @@ static void ckpt_state_fill(Trainer *t, CkptState *s)
     LoaderCursor cur = loader_get_cursor(&t->loader);
     s->data_epoch = cur.epoch;
     s->data_index = cur.index;
-    s->world_size = 1;
+    s->world_size = t->world;
 }
 
-static int trainer_checkpoint(Trainer *t)
+/* Rank 0 writes the checkpoint. */
+static int trainer_checkpoint_write(Trainer *t)
 {
     /* ckpt_save makes its directory when missing, which would quietly rebuild a run directory
      * that was removed (or unmounted) under the run, while metrics.jsonl went with it. */
@@ -84,21 +88,60 @@ static int trainer_checkpoint(Trainer *t)
     return 0;
 }
 
-/* Loads the newest valid checkpoint into t: 0, or 1 when there is none (cm_errmsg says why),
- * or -1 on an error. */
+/* A checkpoint of the job (collective): the ranks' weights are checked to be equal bit for bit
+ * (dist.h: equal updates of equal sums keep them so, and a checkpoint of rank 0 stands for every
+ * rank), then rank 0 writes, and every rank learns whether it could. */
+static int trainer_checkpoint(Trainer *t)
+{
+    int r = 1;
+    if (!dist_same(t->w, t->ps->total * sizeof(float), &r))
+        return cm_fail("step %ld: the weights of rank %d differ from rank 0's, which they never should "
+                       "(ranks running different cmlab builds?); stopping without a checkpoint", t->step, r);
+    return dist_agree(t->rank == 0 ? trainer_checkpoint_write(t) : 0) ? -1 : 0;
+}
+
+/* Rank 0's state s (loaded from a checkpoint) to every rank: its scalars and every buffer it
+ * points to, the Adam moments included. The other ranks never open the file, so they need no
+ * view of the run directory. */
+static void trainer_bcast_state(Trainer *t, CkptState *s)
+{
+    long sc[5] = {s->step, s->data_epoch, s->data_index, s->sched_N, t->opt.step};
+    dist_bcast(sc, sizeof sc);
+    dist_bcast(&s->sched_mu, sizeof s->sched_mu);
+    s->step = sc[0];
+    s->data_epoch = sc[1];
+    s->data_index = sc[2];
+    s->sched_N = sc[3];
+    t->opt.step = sc[4];
+    const size_t bytes = t->ps->total * sizeof(float);
+    for (int i = 0; i < s->nsets; i++) dist_bcast(s->sets[i].data, bytes);
+    dist_bcast(t->opt.m, bytes);
+    dist_bcast(t->opt.v, bytes);
+}
+
+/* Loads the newest valid checkpoint into t (collective: rank 0 reads it, every rank gets it):
+ * 0, or 1 when there is none (cm_errmsg says why on rank 0), or -1 on an error. The checkpoint
+ * may come from a job of another size: the data cursor and the random numbers are global. */
 static int trainer_resume(Trainer *t)
 {
     CkptState s;
     ckpt_state_fill(t, &s);
-    char used[700];
-    if (ckpt_load_latest(t->dir.ckpt, &s, used, sizeof used) != 0) return 1;
+    char used[700] = "";
+    int none = t->rank == 0 ? ckpt_load_latest(t->dir.ckpt, &s, used, sizeof used) != 0 : 0;
+    dist_bcast(&none, sizeof none);
+    if (none) return 1;
     free(s.loaded_config);
+    trainer_bcast_state(t, &s);
     t->step = s.step;
     if (t->method->ckpt_loaded) t->method->ckpt_loaded(t->state, &s);
     if (loader_set_cursor(&t->loader, (LoaderCursor){s.data_epoch, s.data_index}) != 0)
         return cm_fail("%s: %s", used, cm_errmsg());
+    if (t->rank != 0) return dist_agree(0);
+    if (s.world_size != t->world)
+        printf("resume: %s was written by %d process%s, continuing with %d\n", used, s.world_size,
+               s.world_size == 1 ? "" : "es", t->world);
     printf("resume: %s (step %ld)\n", used, t->step);
-    return rundir_metrics_truncate(&t->dir, t->step);
+    return dist_agree(rundir_metrics_truncate(&t->dir, t->step));
 }
 
 /* The first EMA if there is one (what users sample with), else the online weights. */
@@ -171,14 +214,17 @@ static int trainer_check_memory(Trainer *t, const char *source)
     /* Adam m, v and the EMAs; a checkpoint image of every set (with a target and a teacher at
      * most); two batch buffers (the loader prefetches one). */
     const double state = 4.0 * P * (2 + emas) + 4.0 * P * (1 + emas + 2 + 2);
-    const double need = fixed + per * t->B + state + 2.0 * 4 * img * t->B;
+    const double need = fixed + per * t->B_local + state + 2.0 * 4 * img * t->B_local;
     const double avail = cm_mem_available();
     if (avail > 0 && need > 0.95 * avail) {
-        long fits = (long)((0.95 * avail - fixed - state) / (per + 8.0 * img));
-        return cm_fail("%s: train.batch_size = %d needs about %.1f GB (%.2f MB of activations per sample with "
+        /* With several processes, each holds its slice of the batch (and every rank checks). */
+        long fits = (long)((0.95 * avail - fixed - state) / (per + 8.0 * img)) * t->world;
+        char slice[64] = "";
+        if (t->world > 1) snprintf(slice, sizeof slice, " (%d in this process)", t->B_local);
+        return cm_fail("%s: train.batch_size = %d%s needs about %.1f GB (%.2f MB of activations per sample with "
                        "model.channels = %d, %.0f MB of weights, optimiser state and checkpoint), more than "
                        "the %.1f GB available; lower train.batch_size (%s%ld fits) or model.channels",
-                       source, t->B, need / 1e9, per / 1e6, cfg->model.channels, (fixed + state) / 1e6,
+                       source, t->B, slice, need / 1e9, per / 1e6, cfg->model.channels, (fixed + state) / 1e6,
                        avail / 1e9, fits > 0 ? "about " : "", fits > 0 ? fits : 0L);
     }
     return 0;
@@ -191,10 +237,12 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     if (method_get(cfg, &t->method) != 0) return -1;
     cm_set_threads(cfg->train.threads);
     t->config_text = config_to_string(cfg);
+    t->rank = dist_rank();
+    t->world = dist_world();
     rundir_paths(&t->dir, cfg);
     /* A fresh run over an old one would mix their checkpoints (rundir_create says so too, but
-     * before the data is read). */
-    if (!resume && rundir_has_checkpoints(&t->dir))
+     * before the data is read). Only rank 0 looks at the run directory. */
+    if (t->rank == 0 && !resume && rundir_has_checkpoints(&t->dir))
         return cm_fail("%s already has checkpoints: add --resume to continue that run, or choose "
                        "another experiment.name (or remove the directory)", t->dir.root);
 
@@ -202,7 +250,11 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
      * cannot run leaves no run directory behind. */
     const char *kind = config_enum_name("data.dataset", cfg->data.dataset);
     if (dataset_load(&t->data, kind, cfg->data.path[0] ? cfg->data.path : NULL, "train") != 0) return -1;
+    /* Rank r takes the samples [r B / P, (r + 1) B / P) of the global batch, as the loader does:
+     * slices differ by at most one sample when P does not divide B (loader_init refuses B < P). */
     t->B = cfg->train.batch_size;
+    t->sample0 = (int)((int64_t)t->rank * t->B / t->world);
+    t->B_local = (int)((int64_t)(t->rank + 1) * t->B / t->world) - t->sample0;
     t->C = t->data.c;
     t->H = cfg->data.pad_to ? cfg->data.pad_to : t->data.h;
     t->W = cfg->data.pad_to ? cfg->data.pad_to : t->data.w;
@@ -217,12 +269,13 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     if (t->method->start) t->method->start(t->state, t->w);
     if (trainer_check_memory(t, source) != 0) return -1;
     if (loader_init(&t->loader, &t->data, &(LoaderConfig){.batch = t->B, .pad_to = cfg->data.pad_to,
-                    .hflip = cfg->data.hflip, .seed = (uint64_t)cfg->experiment.seed, .rank = 0, .world = 1,
+                    .hflip = cfg->data.hflip, .seed = (uint64_t)cfg->experiment.seed, .rank = t->rank, .world = t->world,
                     .prefetch = true}) != 0)
         return cm_fail("%s: %s", source, cm_errmsg());
-    if (rundir_create(&t->dir, t->config_text, resume)) return -1;
-    t->batch = cm_malloc((size_t)t->B * t->C * t->H * t->W * sizeof(float));
-    t->labels = cm_malloc((size_t)t->B * sizeof(int));
+    CM_ASSERT(t->loader.batch_local == t->B_local, "loader slice %d, trainer slice %d", t->loader.batch_local,
+              t->B_local);
+    t->batch = cm_malloc((size_t)t->B_local * t->C * t->H * t->W * sizeof(float));
+    t->labels = cm_malloc((size_t)t->B_local * sizeof(int));
     optim_init(&t->opt, cfg->train.optimizer, t->ps->total, (float)cfg->train.lr, (float)cfg->train.beta1,
                (float)cfg->train.beta2, (float)cfg->train.eps, (float)cfg->train.weight_decay);
     ema_set_init(&t->emas, t->ps->total);
@@ -356,45 +409,74 @@ static int reopen_metrics(Trainer *t, FILE **metrics)
     return *metrics ? 0 : -1;
 }
 
+/* Test hook: CMLAB_TEST_RAISE="RANK:STEP:SIGNAL" makes rank RANK raise signal number SIGNAL
+ * before step STEP (counted from 0): SIGKILL as the kernel's OOM killer or a lost node would,
+ * SIGTERM as a scheduler's stop that reaches one rank first; tests/test_mpi.c checks that the job
+ * then ends promptly naming the rank, or stops every rank at the same step. Unset: no effect. */
+static void test_raise(int rank, long step)
+{
+    const char *spec = getenv("CMLAB_TEST_RAISE");
+    char *end, *end2;
+    if (!spec || strtol(spec, &end, 10) != rank || *end != ':' || strtol(end + 1, &end2, 10) != step ||
+        *end2 != ':')
+        return;
+    raise(atoi(end2 + 1));
+}
+
+/* Setup, resume and the metrics file, agreed over the ranks (dist_agree): 0, or -1 after
+ * cm_fail() with the message of the lowest failing rank. *r: trainer_resume's result, 1 for a
+ * fresh run; *metrics: the open metrics file on rank 0, NULL on the others. */
+static int trainer_start(Trainer *t, const Config *cfg, bool resume, FILE *out, int *r, FILE **metrics)
+{
+    *metrics = NULL;
+    if (dist_agree(trainer_setup(t, cfg, resume)) != 0) return -1;
+    int other;
+    if (!dist_same(t->config_text, strlen(t->config_text) + 1, &other))
+        return cm_fail("rank %d's resolved configuration differs from rank 0's: start every rank with the same "
+                       "experiment file and --set options", other);
+    /* The run directory is made once every rank can run. */
+    if (dist_agree(t->rank == 0 ? rundir_create(&t->dir, t->config_text, resume) : 0) != 0) return -1;
+    fprintf(out, "run %s: method %s, %zu parameters, batch %d, %dx%dx%d, %d threads", t->dir.root, t->method->name,
+            t->method->param_count(t->state), t->B, t->C, t->H, t->W, cm_threads());
+    if (t->world > 1) fprintf(out, " per process, %d processes", t->world);
+    fprintf(out, "\n");
+    t->method->print_table(t->state, out);
+    *r = resume ? trainer_resume(t) : 1;
+    if (*r < 0) return -1;
+    int rc = 0;
+    if (t->rank == 0 && resume && *r == 1) {
+        if (rundir_has_checkpoints(&t->dir)) {
+            /* Checkpoints exist and none is valid (the reasons were printed): starting over would
+             * silently throw away the run and write its metrics a second time. */
+            rc = cm_fail("%s. Not starting over: restore a checkpoint, or move the step_*.h5 files out of %s to "
+                         "train from step 0", cm_errmsg(), t->dir.ckpt);
+        } else {
+            printf("resume: %s; starting from step 0\n", cm_errmsg());
+            /* metrics.jsonl may hold lines of a run whose checkpoints were moved away. */
+            rc = rundir_metrics_truncate(&t->dir, 0);
+        }
+    }
+    if (rc == 0 && t->rank == 0 && !(*metrics = fopen(t->dir.metrics, "a")))
+        rc = cm_fail("cannot append to %s: %s", t->dir.metrics, strerror(errno));
+    return dist_agree(rc);
+}
+
 /* ---- the loop ---- */
 
 int trainer_run(const Config *cfg, bool resume)
 {
     Trainer t;
-    if (trainer_setup(&t, cfg, resume) != 0) {
-        fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
-        trainer_free(&t);
-        return CM_EXIT_INPUT;
-    }
-    printf("run %s: method %s, %zu parameters, batch %d, %dx%dx%d, %d threads\n", t.dir.root, t.method->name,
-           t.method->param_count(t.state), t.B, t.C, t.H, t.W, cm_threads());
-    t.method->print_table(t.state, stdout);
-    int r = resume ? trainer_resume(&t) : 1;
-    if (r < 0) {
-        fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
-        trainer_free(&t);
-        return CM_EXIT_INPUT;
-    }
-    if (resume && r == 1 && rundir_has_checkpoints(&t.dir)) {
-        /* Checkpoints exist and none is valid (the reasons were printed): starting over would
-         * silently throw away the run and write its metrics a second time. */
-        fprintf(stderr, "cmlab train: %s. Not starting over: restore a checkpoint, or move the step_*.h5 "
-                        "files out of %s to train from step 0\n", cm_errmsg(), t.dir.ckpt);
-        trainer_free(&t);
-        return CM_EXIT_INPUT;
-    }
-    if (resume && r == 1) {
-        printf("resume: %s; starting from step 0\n", cm_errmsg());
-        /* metrics.jsonl may hold lines of a run whose checkpoints were moved away. */
-        if (rundir_metrics_truncate(&t.dir, 0) != 0) {
-            fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
-            trainer_free(&t);
-            return CM_EXIT_INPUT;
-        }
-    }
-    FILE *metrics = fopen(t.dir.metrics, "a");
-    if (!metrics) {
-        fprintf(stderr, "cmlab train: cannot append to %s: %s\n", t.dir.metrics, strerror(errno));
+    FILE *metrics;
+    int r = 1;
+    /* Ranks other than 0 print nothing: every decision below is common to all ranks, and rank 0
+     * reports it (a failure of one rank reaches rank 0 through dist_agree). */
+    const bool lead = dist_rank() == 0;
+    FILE *out = lead ? stdout : fopen("/dev/null", "w"), *err = lead ? stderr : out;
+    CM_ASSERT(out, "cannot open /dev/null");
+    if (trainer_start(&t, cfg, resume, out, &r, &metrics) != 0) {
+        fprintf(err, "cmlab train: %s\n", cm_errmsg());
+        if (metrics) fclose(metrics);
+        if (!lead) fclose(out);
         trainer_free(&t);
         return CM_EXIT_INPUT;
     }
@@ -403,38 +485,40 @@ int trainer_run(const Config *cfg, bool resume)
     signal(SIGTERM, on_signal);
 
     const CfgTrain *tr = &cfg->train;
-    bool tty = isatty(1);
+    bool tty = lead && isatty(1);
     double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0;
     long start = t.step, logged = 0, skip_step = -1, skipped = 0;
     /* The test hook of train.on_nan (trainer.h). */
     const char *nan_hook = getenv("CMLAB_TEST_NAN_STEP");
     long nan_step = nan_hook && nan_hook[0] ? atol(nan_hook) : -1;
     int rc = CM_EXIT_OK;
+    bool stop = false;
     size_t n = t.ps->total;
     Guard guard, before;
     guard_init(&guard, tr->guard_window);
     /* After a resume, the first logged values are compared with those logged before the
      * checkpoint: a jump there means the resumed state is not the one that was saved. */
-    guard_init(&before, r == 0 ? tr->guard_window : 0);
-    if (r == 0) guard_from_metrics(&before, t.dir.metrics);
-    while (t.step < tr->iterations && !trainer_stop_requested) {
+    guard_init(&before, r == 0 && lead ? tr->guard_window : 0);
+    if (r == 0 && lead) guard_from_metrics(&before, t.dir.metrics);
+    while (t.step < tr->iterations && !stop) {
         loader_next(&t.loader, t.batch, t.labels);
         if (t.step == skip_step) {          /* rollback: the batch that gave a NaN is skipped */
             t.step++;
             /* Skipping the last step ends the loop without an update, so the final checkpoint is
              * saved here. */
             if (t.step == tr->iterations && trainer_checkpoint(&t) != 0) {
-                fprintf(stderr, "\ncmlab train: %s\n", cm_errmsg());
+                fprintf(err, "\ncmlab train: %s\n", cm_errmsg());
                 rc = CM_EXIT_RUNTIME;
                 break;
             }
             continue;
         }
+        test_raise(t.rank, t.step);
         ctx_reset(&t.ctx);
         memset(t.g, 0, n * sizeof(float));
         WeightSet online = {t.w, t.g};
-        /* One process: the local batch is the global batch and starts at sample 0. */
-        Batch b = batch_make(t.batch, t.labels, t.B, t.B, 0, t.C, t.H, t.W, (uint64_t)cfg->experiment.seed, t.step);
+        Batch b = batch_make(t.batch, t.labels, t.B_local, t.B, t.sample0, t.C, t.H, t.W,
+                             (uint64_t)cfg->experiment.seed, t.step);
         if (t.step == nan_step) t.w[0] = NAN;
         double loss = t.method->loss(t.state, &t.ctx, &online, &b);
         const double spike = test_outlier_factor(t.step + 1);
@@ -442,23 +526,39 @@ int trainer_run(const Config *cfg, bool resume)
             loss *= spike;
             for (size_t i = 0; i < n; i++) t.g[i] *= (float)spike;
         }
+        /* Data parallelism: a method's loss is the mean over the samples it is given (method.h),
+         * so weighting rank r's loss and gradients by B_r / B makes their sum over the ranks the
+         * mean over the global batch: what one process at batch B computes, up to the order of
+         * the sums. The stop request and the time limit are summed too, so that every rank ends
+         * at the same step even when a signal reaches the ranks at different moments. */
+        double common[3] = {loss, trainer_stop_requested,
+                            tr->time_limit > 0 && cm_now() - t0 >= tr->time_limit};
+        if (t.world > 1) {
+            const float share = (float)t.B_local / (float)t.B;
+            for (size_t i = 0; i < n; i++) t.g[i] *= share;
+            common[0] *= (double)t.B_local / t.B;
+            dist_sum_floats(t.g, n);
+            dist_sum_doubles(common, 3);
+        }
+        loss = common[0];
+        stop = common[1] > 0;
         double gnorm = grad_clip(t.g, n, tr->grad_clip);
         if (!isfinite(loss) || !isfinite(gnorm)) {
-            fprintf(stderr, "\nstep %ld: loss %g, gradient norm %g\n", t.step, loss, gnorm);
+            fprintf(err, "\nstep %ld: loss %g, gradient norm %g\n", t.step, loss, gnorm);
             if (tr->on_nan == CFG_ON_NAN_STOP) {
-                fprintf(stderr, "stopping (train.on_nan = stop); the last checkpoint is in %s\n", t.dir.ckpt);
+                fprintf(err, "stopping (train.on_nan = stop); the last checkpoint is in %s\n", t.dir.ckpt);
                 rc = CM_EXIT_RUNTIME;
                 break;
             }
             skip_step = t.step;
             if (trainer_resume(&t) != 0) {
-                fprintf(stderr, "cannot roll back: %s\n", cm_errmsg());
+                fprintf(err, "cannot roll back: %s\n", cm_errmsg());
                 rc = CM_EXIT_RUNTIME;
                 break;
             }
-            fprintf(stderr, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step, skip_step);
+            fprintf(err, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step, skip_step);
             guard.n = guard.next = 0;
-            if (reopen_metrics(&t, &metrics) != 0) {
+            if (dist_agree(lead ? reopen_metrics(&t, &metrics) : 0) != 0) {
                 rc = CM_EXIT_RUNTIME;
                 break;
             }
@@ -467,25 +567,25 @@ int trainer_run(const Config *cfg, bool resume)
         double zl, zg;
         bool drop = false;
         if (guard_outlier(&guard, tr->guard_z, loss, gnorm, &zl, &zg)) {
-            fprintf(stderr, "\nstep %ld: outlier: loss %g (robust z %.1f), gradient norm %g (robust z %.1f) against "
-                            "the last %d steps (train.guard_z = %g); train.guard = %s\n", t.step + 1, loss, zl,
+            fprintf(err, "\nstep %ld: outlier: loss %g (robust z %.1f), gradient norm %g (robust z %.1f) against "
+                         "the last %d steps (train.guard_z = %g); train.guard = %s\n", t.step + 1, loss, zl,
                     gnorm, zg, guard.n, tr->guard_z, config_enum_name("train.guard", tr->guard));
             if (tr->guard == CFG_GUARD_STOP) {
-                fprintf(stderr, "stopping; the last checkpoint is in %s\n", t.dir.ckpt);
+                fprintf(err, "stopping; the last checkpoint is in %s\n", t.dir.ckpt);
                 rc = CM_EXIT_RUNTIME;
                 break;
             }
             if (tr->guard == CFG_GUARD_ROLLBACK) {
                 skip_step = t.step;
                 if (trainer_resume(&t) != 0) {
-                    fprintf(stderr, "cannot roll back: %s\n", cm_errmsg());
+                    fprintf(err, "cannot roll back: %s\n", cm_errmsg());
                     rc = CM_EXIT_RUNTIME;
                     break;
                 }
-                fprintf(stderr, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step,
+                fprintf(err, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step,
                         skip_step + 1);
                 guard.n = guard.next = 0;
-                if (reopen_metrics(&t, &metrics) != 0) {
+                if (dist_agree(lead ? reopen_metrics(&t, &metrics) : 0) != 0) {
                     rc = CM_EXIT_RUNTIME;
                     break;
                 }
@@ -505,9 +605,9 @@ int trainer_run(const Config *cfg, bool resume)
         loss_sum += loss;
         gnorm_sum += gnorm;
         logged++;
-        bool last = t.step == tr->iterations || (tr->time_limit > 0 && cm_now() - t0 >= tr->time_limit);
+        bool last = t.step == tr->iterations || common[2] > 0;
 
-        if (t.step % tr->log_every == 0 || last) {
+        if (lead && (t.step % tr->log_every == 0 || last)) {
             double now = cm_now(), ips = logged * t.B / (now - tlog);
             double eta = (tr->iterations - t.step) * (now - t0) / (double)(t.step - start);
             if (tr->time_limit > 0) eta = fmin(eta, fmax(0, tr->time_limit - (now - t0)));
@@ -536,29 +636,30 @@ int trainer_run(const Config *cfg, bool resume)
         }
         if ((tr->checkpoint_every > 0 && t.step % tr->checkpoint_every == 0) || last) {
             if (trainer_checkpoint(&t) != 0) {
-                fprintf(stderr, "\ncmlab train: %s\n", cm_errmsg());
+                fprintf(err, "\ncmlab train: %s\n", cm_errmsg());
                 rc = CM_EXIT_RUNTIME;
                 break;
             }
         }
-        if ((tr->sample_every > 0 && t.step % tr->sample_every == 0) || last) {
+        if (lead && ((tr->sample_every > 0 && t.step % tr->sample_every == 0) || last)) {
             if (tty) printf("\n");
             if (trainer_sample_grid(&t, metrics) != 0) fprintf(stderr, "warning: sample grid: %s\n", cm_errmsg());
         }
         if (last) break;
     }
-    if (trainer_stop_requested && rc == CM_EXIT_OK) {
-        printf("\nstopping at step %ld on request; saving a checkpoint\n", t.step);
+    if (stop && rc == CM_EXIT_OK) {
+        fprintf(out, "\nstopping at step %ld on request; saving a checkpoint\n", t.step);
         if (trainer_checkpoint(&t) != 0) {
-            fprintf(stderr, "cmlab train: %s\n", cm_errmsg());
+            fprintf(err, "cmlab train: %s\n", cm_errmsg());
             rc = CM_EXIT_RUNTIME;
         }
     }
     double el = cm_now() - t0;
-    printf("%sdone: step %ld, %.0f s, %.1f img/s, arena high-water %.1f MB; run directory %s\n",
-           tty ? "\n" : "", t.step, el, (t.step - start) * t.B / fmax(el, 1e-9),
-           t.ctx.arena.high_water / 1e6, t.dir.root);
+    fprintf(out, "%sdone: step %ld, %.0f s, %.1f img/s, arena high-water %.1f MB; run directory %s\n",
+            tty ? "\n" : "", t.step, el, (t.step - start) * t.B / fmax(el, 1e-9),
+            t.ctx.arena.high_water / 1e6, t.dir.root);
     if (metrics) fclose(metrics);
+    if (!lead) fclose(out);
     guard_free(&guard);
     guard_free(&before);
     signal(SIGINT, SIG_DFL);
