@@ -98,7 +98,7 @@ static int write_md(const char *path, const char *exp_path, const char *claim, c
     int cols[CFG_LIST_MAX * 4], nc = nfe_columns(vs, n, cols);
     fprintf(f, "# Ablation %s\n\nExperiment file: `%s`; %d variants (%s); FD: Frechet distance in the "
                "features of `%s`, n = %d generated samples against the training split.\n\n",
-            base->experiment.name, exp_path, n, base->eval.sweep == CFG_SWEEP_GRID ? "grid" : "one at a time",
+            base->experiment.name, exp_path, n, ablate_mode_text(base->eval.sweep),
             base->eval.features, base->eval.n);
     if (claim[0]) {
         for (const char *p = claim; *p;) {
@@ -277,7 +277,7 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
     fprintf(f, "</h1>\n<p>Experiment file <code>");
     html_text(f, exp_path);
     fprintf(f, "</code>, %d variants (%s). FD: Fr&eacute;chet distance in the features of <code>", n,
-            base->eval.sweep == CFG_SWEEP_GRID ? "grid" : "one at a time");
+            ablate_mode_text(base->eval.sweep));
     html_text(f, base->eval.features);
     fprintf(f, "</code>, n = %d samples (seed %d) against the training split; lower is better.</p>\n",
             base->eval.n, base->eval.seed);
@@ -362,6 +362,15 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
     free(ys);
     free(fy);
     return atomic_commit(f, tmp, path, !ferror(f));
+}
+
+const char *ablate_mode_text(CfgSweepMode mode)
+{
+    static const char *const text[CFG_SWEEP_MODE_COUNT] = {
+        [CFG_SWEEP_GRID] = "grid", [CFG_SWEEP_ONE_AT_A_TIME] = "one at a time",
+        [CFG_SWEEP_ZIP] = "zip: the swept keys vary together",
+    };
+    return text[mode];
 }
 
 int ablate_report_write(const char *dir, const char *exp_path, const char *claim, const Config *base,

@@ -26,6 +26,9 @@ typedef struct Variant {
     char grid[CFG_LIST_MAX][EVAL_TEXT];
 } Variant;
 
+/* How the variants were made, for the tables' headers: "grid", "one at a time", "zip: ...". */
+const char *ablate_mode_text(CfgSweepMode mode);
+
 /* Writes results.csv, results.md and report.html of the n variants vs into dir; exp_path's
  * leading comment (claim) heads the Markdown and the report. -1 after cm_fail(). */
 int ablate_report_write(const char *dir, const char *exp_path, const char *claim, const Config *base,
