@@ -22,7 +22,8 @@
  *     and `cmlab info` prints each record once;
  *   - eval.sweep = zip over one EDM checkpoint: each variant is evaluated with its own solver,
  *     schedule, afs and NFEs together (the records in its eval.json say so), a 6-line zip whose
- *     grid would exceed the variant limit is accepted, and lines of different lengths exit 2.
+ *     grid would exceed the variant limit is accepted, and lines of different lengths exit 2;
+ *     `cmlab trajectories --pca --out <ablation>/trajectories` puts its chart into report.html.
  */
 #include <math.h>
 #include <signal.h>
@@ -451,6 +452,17 @@ static void test_ablate_zip(void)
     }
     CHECK(count_lines("abl_runs/zip/results.csv") == 4, "zip results.csv has %d lines, want 4",
           count_lines("abl_runs/zip/results.csv"));
+    /* The teacher's trajectory PCA in the ablation's directory joins its report. */
+    char *report = fixture_read_file("abl_runs/zip/report.html", &(size_t){0});
+    CHECK(report && !strstr(report, "pca.svg"), "a report without trajectories shows a PCA chart");
+    free(report);
+    rc = CMLAB("trajectories", (char *)EDM_CKPT, "--pca", "--n", "2", "--steps", "3", "--out", "abl_runs/zip/trajectories");
+    CHECK(rc == 0, "cmlab trajectories: exit %d\n%s", rc, out_buf);
+    rc = CMLAB("ablate", "abl_runs/zip.ini", "--report");
+    report = fixture_read_file("abl_runs/zip/report.html", &(size_t){0});
+    CHECK(rc == 0 && report && strstr(report, "<img src=\"trajectories/pca.svg\""),
+          "the report does not show trajectories/pca.svg (exit %d)", rc);
+    free(report);
 
     /* Six lines of six values: a grid of 6^6 variants, one zip of 6. */
     rc = CMLAB("ablate", "abl_runs/zip.ini", "--list", "--set", "sweep.sample.solver=euler,heun,dpm2,dpmpp2m,dpmpp3m,ipndm",

@@ -26,7 +26,10 @@
  *   results.md    the same table in Markdown, under the experiment file's header comment (the
  *                 published ordering it checks)
  *   report.html   self-contained: the table, the sample grids side by side (relative paths), the
- *                 training-loss curves and FD against NFE as inline SVG
+ *                 training-loss curves and FD against NFE as inline SVG, and when the directory
+ *                 holds trajectories/pca.svg (`cmlab trajectories TEACHER.h5 --pca --out
+ *                 <this directory>/trajectories`, trajectories.h) that chart of the teacher's
+ *                 trajectory PCA
  */
 #ifndef CM_ABLATE_H
 #define CM_ABLATE_H

@@ -1,6 +1,7 @@
 /* ablate_report.h: the variants of `cmlab ablate` (ablate.h) and the files that report them:
  * results.csv, results.md and report.html (tables, sample grids, loss curves and FD against NFE as
- * inline SVG), each published atomically. Internal to src/eval/ablate*.c. */
+ * inline SVG, and the trajectory PCA chart when trajectories/pca.svg is there), each published
+ * atomically. Internal to src/eval/ablate*.c. */
 #ifndef CM_ABLATE_REPORT_H
 #define CM_ABLATE_REPORT_H
 
