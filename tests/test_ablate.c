@@ -19,7 +19,11 @@
  *   - the sweep SIGTERM'd while a variant trains and rerun equals the uninterrupted one (final
  *     checkpoints bit for bit, eval.json's FDs, results.csv but for the seconds);
  *   - one checkpoint evaluated at two sample.mid_t values keeps both records (eval.json and /eval),
- *     and `cmlab info` prints each record once.
+ *     and `cmlab info` prints each record once;
+ *   - eval.sweep = zip over one EDM checkpoint: each variant is evaluated with its own solver,
+ *     schedule, afs and NFEs together (the records in its eval.json say so), a 6-line zip whose
+ *     grid would exceed the variant limit is accepted, and lines of different lengths exit 2;
+ *     `cmlab trajectories --pca --out <ablation>/trajectories` puts its chart into report.html.
  */
 #include <math.h>
 #include <signal.h>
@@ -412,6 +416,72 @@ static void test_ablate(void)
           "one_at_a_time: exit %d\n%s", rc, out_buf);
 }
 
+/* A sampler ablation whose solvers each take their own schedule and options: variant i takes
+ * value i of every [sweep] line. */
+static void test_ablate_zip(void)
+{
+    write_exp("abl_runs/zip.ini",
+              "# Linked solver settings for test_ablate.\n"
+              "[experiment]\nmethod = edm\nout_dir = abl_runs\nname = zip\n"
+              "[sample]\ndenoise_to_zero = false\n"
+              "[eval]\ncheckpoint = abl_runs/edm/ckpt/step_00000004.h5\n"
+              "features = abl_runs/clf/ckpt/step_00000080.h5\nn = 16\nsweep = zip\n"
+              "[sweep]\nsample.solver = euler, heun, dpmpp3m\n"
+              "sample.schedule = polynomial, polynomial, logsnr\n"
+              "sample.afs = false, true, false\n"
+              "eval.nfe = 2 | 3 | 2,3\n");
+    int rc = CMLAB("ablate", "abl_runs/zip.ini");
+    CHECK(rc == 0 && strstr(out_buf, "3 variants (zip"), "zip ablation: exit %d\n%s", rc, out_buf);
+    const struct { const char *dir, *sampler, *schedule, *afs; int nfe[2], nnfe; } want[] = {
+        {"abl_runs/zip/00-euler-polynomial-false-2", "euler", "polynomial", "afs=0", {2}, 1},
+        {"abl_runs/zip/01-heun-polynomial-true-3", "heun", "polynomial", "afs=1", {3}, 1},
+        {"abl_runs/zip/02-dpmpp3m-logsnr-false-2_3", "dpmpp3m", "logsnr", "afs=0", {2, 3}, 2},
+    };
+    for (size_t v = 0; v < CM_ARRAY_LEN(want); v++) {
+        char json[400];
+        snprintf(json, sizeof json, "%s/eval.json", want[v].dir);
+        EvalRecord *rs = NULL;
+        int n = eval_json_read(json, &rs), good = 0;
+        for (int i = 0; i < n; i++)
+            good += i < want[v].nnfe && rs[i].nfe == want[v].nfe[i] && !strcmp(rs[i].sampler, want[v].sampler) &&
+                    !strcmp(rs[i].schedule, want[v].schedule) && strstr(rs[i].options, want[v].afs) &&
+                    isfinite(rs[i].value);
+        CHECK(n == want[v].nnfe && good == n, "%s: %d records, %d as the variant asks (%s, %s, %s)", json, n, good,
+              want[v].sampler, want[v].schedule, want[v].afs);
+        free(rs);
+    }
+    CHECK(count_lines("abl_runs/zip/results.csv") == 4, "zip results.csv has %d lines, want 4",
+          count_lines("abl_runs/zip/results.csv"));
+    /* The teacher's trajectory PCA in the ablation's directory joins its report. */
+    char *report = fixture_read_file("abl_runs/zip/report.html", &(size_t){0});
+    CHECK(report && !strstr(report, "pca.svg"), "a report without trajectories shows a PCA chart");
+    free(report);
+    rc = CMLAB("trajectories", (char *)EDM_CKPT, "--pca", "--n", "2", "--steps", "3", "--out", "abl_runs/zip/trajectories");
+    CHECK(rc == 0, "cmlab trajectories: exit %d\n%s", rc, out_buf);
+    rc = CMLAB("ablate", "abl_runs/zip.ini", "--report");
+    report = fixture_read_file("abl_runs/zip/report.html", &(size_t){0});
+    CHECK(rc == 0 && report && strstr(report, "<img src=\"trajectories/pca.svg\""),
+          "the report does not show trajectories/pca.svg (exit %d)", rc);
+    free(report);
+
+    /* Six lines of six values: a grid of 6^6 variants, one zip of 6. */
+    rc = CMLAB("ablate", "abl_runs/zip.ini", "--list", "--set", "sweep.sample.solver=euler,heun,dpm2,dpmpp2m,dpmpp3m,ipndm",
+               "--set", "sweep.sample.schedule=polynomial,polynomial,polynomial,logsnr,logsnr,polynomial", "--set",
+               "sweep.sample.afs=false,true,true,false,false,false", "--set", "sweep.eval.nfe=3|3|3|3|3|3", "--set",
+               "sweep.sample.rho=7,7,7,7,7,7", "--set", "sweep.sample.ipndm_order=4,4,4,4,4,4");
+    CHECK(rc == 0 && strstr(out_buf, "6 variants (zip"), "a 6-line zip: exit %d\n%s", rc, out_buf);
+    rc = CMLAB("ablate", "abl_runs/zip.ini", "--list", "--set", "eval.sweep=grid", "--set",
+               "sweep.sample.solver=euler,heun,dpm2,dpmpp2m,dpmpp3m,ipndm", "--set",
+               "sweep.sample.schedule=polynomial,polynomial,polynomial,logsnr,logsnr,polynomial", "--set",
+               "sweep.sample.afs=false,true,true,false,false,false", "--set", "sweep.eval.nfe=3|3|3|3|3|3", "--set",
+               "sweep.sample.rho=7,7,7,7,7,7", "--set", "sweep.sample.ipndm_order=4,4,4,4,4,4");
+    CHECK(rc == 2 && strstr(out_buf, "more than 10000 variants"), "the same lines as a grid: exit %d\n%s", rc, out_buf);
+    rc = CMLAB("ablate", "abl_runs/zip.ini", "--list", "--set", "sweep.sample.afs=false,true");
+    CHECK(rc == 2 && strstr(out_buf, "sample.solver has 3 values and sample.afs has 2") && strstr(out_buf, "zip"),
+          "zip lines of different lengths: exit %d\n%s", rc, out_buf);
+    printf("zip lines of different lengths: %s", out_buf);
+}
+
 /* Every dataset under /weights and /optimizer of one checkpoint, compared bit for bit with the
  * same path in another (H5Literate over the groups). */
 typedef struct Compare { hid_t other; int datasets, differ; } Compare;
@@ -633,6 +703,7 @@ int main(int argc, char **argv)
     test_eval_edm();
     test_stats_cache();
     test_ablate();
+    test_ablate_zip();
     test_ablate_sigterm();
     test_report_renders();
     test_mid_t_records();

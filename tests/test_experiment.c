@@ -1,6 +1,6 @@
 /* test_experiment: experiment files (src/io/experiment.h) as DESIGN.md "Experiment files"
  * says: valid files, every kind of bad input with file:line and a useful message (all printed),
- * --set, the config_write round trip, the [sweep] grid, and --help/Markdown covering every key.
+ * --set, the config_write round trip, the [sweep] grid and zip, and --help/Markdown covering every key.
  * Files are written to a fresh directory under the working directory, removed at the end. */
 #include <ftw.h>
 #include <math.h>
@@ -437,6 +437,39 @@ static void test_sweep(void)
           "no sweep: one variant with an empty label ('%s')", label);
     CHECK(config_set(&base, "sweep.ct.loss=l1") == 0 && config_sweep_count(&base) == 12,
           "--set replaces a sweep: %d variants", config_sweep_count(&base));
+
+    /* eval.sweep = zip: variant i takes value i of every line; lines of other lengths are refused
+     * when the variants are made, and the grid's size limit does not apply. */
+    Config z;
+    rc = config_load(&z, write_ini("sweep_zip.ini",
+        "[eval]\nsweep = zip\n"
+        "[sweep]\n"
+        "sample.solver = euler, heun, dpmpp3m\n"
+        "sample.schedule = polynomial, polynomial, logsnr\n"
+        "eval.nfe = 3,5 | 3 | 9\n"));
+    CHECK(rc == 0 && config_sweep_count(&z) == 3, "zip: %s, %d variants", rc ? cm_errmsg() : "loaded",
+          config_sweep_count(&z));
+    CHECK(config_sweep_variant(&z, 2, &v, label, sizeof label) == 0 && v.sample.solver == SOLVER_DPMPP3M &&
+          v.sample.schedule == SCHEDULE_LOGSNR && v.eval.nfe.n == 1 && v.eval.nfe.v[0] == 9 &&
+          !strcmp(label, "sample.solver=dpmpp3m,sample.schedule=logsnr,eval.nfe=9"), "zip variant 2: '%s'", label);
+    CHECK(config_sweep_variant(&z, 0, &v, NULL, 0) == 0 && v.sample.solver == SOLVER_EULER &&
+          v.sample.schedule == SCHEDULE_POLYNOMIAL && v.eval.nfe.n == 2, "zip variant 0");
+    CHECK(config_sweep_variant(&z, 3, &v, NULL, 0) == -1, "zip variant 3 of 3 exists");
+    CHECK(config_set(&z, "sweep.sample.schedule=polynomial,logsnr") == 0 && config_sweep_count(&z) == -1 &&
+          strstr(cm_errmsg(), "sample.solver has 3 values and sample.schedule has 2"), "zip of 3 and 2 values: %s",
+          cm_errmsg());
+    printf("  zip lines of 3 and 2 values\n    -> %s\n", cm_errmsg());
+    CHECK(config_sweep_variant(&z, 0, &v, NULL, 0) == -1, "a variant of a zip of 3 and 2 values was made");
+    /* Eight lines of 4 values: 65536 grid variants (over the limit), 4 zipped ones. */
+    const char *eight[] = {"sweep.sample.schedule=polynomial,logsnr,polynomial,logsnr",
+                           "sweep.sample.solver=euler,heun,dpm2,ipndm", "sweep.sample.rho=1,2,3,4",
+                           "sweep.sample.afs=false,true,false,true", "sweep.eval.n=10,20,30,40",
+                           "sweep.eval.seed=1,2,3,4", "sweep.sample.ipndm_order=1,2,3,4", "sweep.eval.nfe=3|4|5|6"};
+    CHECK(config_set_list(&z, eight, 8) == 0 && z.sweep.count == 8 && config_sweep_count(&z) == 4,
+          "an 8-line zip: %s, %d variants", cm_errmsg(), config_sweep_count(&z));
+    CHECK(config_set(&z, "eval.sweep=grid") == 0 && config_sweep_count(&z) == -1 &&
+          strstr(cm_errmsg(), "more than 10000 variants"), "the same lines as a grid: %s", cm_errmsg());
+    printf("  8 lines of 4 values as a grid\n    -> %s\n", cm_errmsg());
 }
 
 /* --help and the Markdown list name every key with its type and default; the enum choices are the

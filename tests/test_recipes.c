@@ -287,10 +287,19 @@ static const Expect SAMPLING_STEPS[] = {
     {0},
 };
 
-/* ablations/solvers.ini: the solvers on the Karras (polynomial, rho 7) schedule of §1.4. */
+/* ablations/solvers.ini: the AMED paper's protocol, one zipped column per solver (reference/amed.md
+ * §5 and §7, diff-sampler's README), then EDM's 35-NFE sampler (§1.5) as the teacher row. */
 static const Expect SOLVERS[] = {
     {"experiment.method", "edm", "§1.5"},
-    {"sample.schedule", "polynomial", "§1.4"},
+    {"eval.sweep", "zip", "amed.md §7 (each solver with its own settings)"},
+    {"sweep.sample.solver", "euler,heun,dpm2,dpmpp3m,ipndm,heun", "amed.md §7, §1.5"},
+    {"sweep.sample.schedule", "polynomial,polynomial,polynomial,logsnr,polynomial,polynomial",
+     "amed.md §5 (polynomial rho 7: Euler, Heun, DPM-2, iPNDM; logsnr: DPM-Solver++), §1.4"},
+    {"sweep.sample.rho", "7,7,7,7,7,7", "amed.md §5, §1.4"},
+    {"sweep.sample.afs", "false,true,true,false,false,false", "amed.md §7 (odd NFE of Heun and DPM-2 by AFS)"},
+    {"sweep.sample.denoise_to_zero", "false,false,false,false,false,true", "amed.md §6 (none), §1.5"},
+    {"sweep.eval.nfe", "3,5,7,9,3,5,7,9,3,5,7,9,3,5,7,9,3,5,7,9,35", "amed.md §7, §1.5"},
+    {"sample.ipndm_order", "4", "amed.md §6"},
     {0},
 };
 

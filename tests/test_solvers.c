@@ -24,7 +24,10 @@
  *     h^(p+1) terms cancel when p + 1 is odd (Heun's amplification factor on y' = a y is
  *     1 + z + z^2/2, and (1 + z + z^2/2)(1 - z + z^2/2) = 1 + z^4/4);
  *     one Euler step written out; the NFE (n-1, 2(n-1)); explicit times equal the reversed grid;
- *     other solvers, afs, and times that do not increase are refused.
+ *     other solvers, afs, and times that do not increase are refused;
+ * (f) the on_step observer: every solver reports each time point of its grid in order (and 0
+ *     after denoise_to_zero), the last state it reports is the result, and an inversion reports
+ *     the ascending grid.
  */
 #include <math.h>
 #include <stdio.h>
@@ -666,6 +669,65 @@ static void test_invert_steps_and_errors(void)
     CHECK(g.calls == 0, "a rejected inversion called the denoiser %d times", g.calls);
 }
 
+/* ---- (f) the per-step observer ---- */
+
+typedef struct Trace {
+    int calls, bad_index;
+    double sigma[64];
+    double last[GAUSS_E];
+} Trace;
+
+static void trace_step(void *user, int i, double sigma, const double *x, int N, size_t dim)
+{
+    Trace *tr = user;
+    if (i != tr->calls || N != GAUSS_N || dim != GAUSS_DIM) tr->bad_index++;
+    if (tr->calls < 64) tr->sigma[tr->calls] = sigma;
+    tr->calls++;
+    memcpy(tr->last, x, sizeof tr->last);
+}
+
+/* o observed by tr over n time points of o's grid, written to t. */
+static void trace_setup(SolverOpts *o, Trace *tr, int n, double *t)
+{
+    memset(tr, 0, sizeof *tr);
+    o->steps = n;
+    o->on_step = trace_step;
+    o->on_step_user = tr;
+    schedule_steps(o->schedule, n, o->sigma_min, o->sigma_max, o->rho, t);
+}
+
+static void test_on_step(void)
+{
+    Gauss g;
+    gauss_init(&g);
+    Trace tr;
+    double t[7], x[GAUSS_E];
+    for (int kind = 0; kind < SOLVER_KIND_COUNT; kind++)
+        for (int z = 0; z < 2; z++) {
+            SolverOpts o = solver_opts_default();
+            o.denoise_to_zero = z;
+            trace_setup(&o, &tr, 7, t);
+            gauss_start(o.sigma_max, x);
+            CHECK(solver_sample(kind, &o, gauss_denoise, &g, x, GAUSS_N, GAUSS_DIM, NULL) == 0, "%s", cm_errmsg());
+            int same_t = 0;
+            for (int i = 0; i < 7; i++) same_t += tr.sigma[i] == t[i];
+            CHECK(tr.calls == 7 + z && tr.bad_index == 0 && same_t == 7 && (!z || tr.sigma[7] == 0) &&
+                  memcmp(tr.last, x, sizeof x) == 0,
+                  "%s z=%d: %d calls (want %d), %d out of order, %d sigmas of the grid, last state %s",
+                  solver_kind_name(kind), z, tr.calls, 7 + z, tr.bad_index, same_t,
+                  memcmp(tr.last, x, sizeof x) ? "differs" : "is the result");
+        }
+    SolverOpts o = solver_opts_default();
+    o.sigma_min = 0.07;
+    trace_setup(&o, &tr, 5, t);
+    gauss_start_low(&g, 0.07, x);
+    solver_invert(SOLVER_HEUN, &o, gauss_denoise, &g, x, GAUSS_N, GAUSS_DIM, NULL);
+    int ascending = 0;
+    for (int i = 0; i < 5; i++) ascending += tr.sigma[i] == t[4 - i];
+    CHECK(tr.calls == 5 && ascending == 5 && memcmp(tr.last, x, sizeof x) == 0,
+          "heun inversion: %d calls, %d sigmas of the ascending grid", tr.calls, ascending);
+}
+
 int main(void)
 {
     test_schedule_vectors();
@@ -678,5 +740,6 @@ int main(void)
     test_names_and_errors();
     test_invert_convergence();
     test_invert_steps_and_errors();
+    test_on_step();
     return test_summary("solvers");
 }

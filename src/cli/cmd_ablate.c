@@ -14,7 +14,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: cmlab ablate EXP.ini [--set section.key=value ...] [--list] [--report] [--only I,J]\n"
                "Runs every variant of the file's [sweep] (eval.sweep = grid: every combination;\n"
-               "one_at_a_time: the file's own configuration, then each swept value on its own), one run\n"
+               "one_at_a_time: the file's own configuration, then each swept value on its own; zip:\n"
+               "variant i takes value i of every line, for settings that go together), one run\n"
                "directory each under <experiment.out_dir>/<experiment.name>/, evaluates each as [eval]\n"
                "says, and writes results.csv, results.md and report.html there. Run it again to go on:\n"
                "finished variants are not trained or evaluated again, a half-finished one resumes.\n"

@@ -1,6 +1,5 @@
 /* cmd_sample.c: `cmlab sample CKPT.h5 [options]`: a sample grid from a checkpoint. The network and
  * the defaults come from the configuration stored in the checkpoint; options override [sample]. */
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdbool.h>
@@ -83,21 +82,6 @@ static int draw_bcm(const Sampler *s, const char *arg, const Config *cfg, int n,
     return 0;
 }
 
-/* A whole number in [lo, hi] for `--opt`, else -1 after printing why. */
-static int parse_count(const char *opt, const char *arg, long long lo, long long hi, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(arg, &end, 10);
-    if (end == arg || *end || errno == ERANGE || v < lo || v > hi) {
-        fprintf(stderr, "cmlab sample: --%s expects a whole number from %lld to %lld, got '%s'\n", opt, lo, hi,
-                arg);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int sample_main(int argc, char **argv)
 {
     enum { OPT_WEIGHTS = 256, OPT_OUT, OPT_THREADS, OPT_SEED, OPT_STEPS, OPT_TIMES, OPT_BCM, OPT_KEY };
@@ -127,9 +111,9 @@ int sample_main(int argc, char **argv)
         switch (ch) {
         case OPT_WEIGHTS: weights = optarg; break;
         case OPT_OUT: out = optarg; break;
-        case OPT_THREADS: rc = parse_count("threads", optarg, 1, 4096, &threads); break;
-        case OPT_SEED: rc = parse_count("seed", optarg, 0, INT64_MAX, &seed); break;
-        case OPT_STEPS: rc = parse_count("steps", optarg, 1, 2, &steps); break;
+        case OPT_THREADS: rc = cli_parse_count("cmlab sample", "threads", optarg, 1, 4096, &threads); break;
+        case OPT_SEED: rc = cli_parse_count("cmlab sample", "seed", optarg, 0, INT64_MAX, &seed); break;
+        case OPT_STEPS: rc = cli_parse_count("cmlab sample", "steps", optarg, 1, 2, &steps); break;
         case OPT_TIMES: times_arg = optarg; break;
         case OPT_BCM: bcm_arg = optarg; break;
         case 'h': usage(stdout); return CM_EXIT_OK;

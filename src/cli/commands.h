@@ -15,6 +15,11 @@ int invert_main(int argc, char **argv);
 int eval_main(int argc, char **argv);
 int ablate_main(int argc, char **argv);
 int demo_main(int argc, char **argv);
+int trajectories_main(int argc, char **argv);
+
+/* A whole number in [lo, hi] for `--opt` into *out; else -1 after printing "CMD: --opt expects
+ * ..." (exit CM_EXIT_INPUT). */
+int cli_parse_count(const char *cmd, const char *opt, const char *arg, long long lo, long long hi, long long *out);
 
 /* The arguments of the commands that run an experiment file (train, ablate): the file and its
  * `--set section.key=value` overrides (repeatable, also `--set=K=V`). */

@@ -1,5 +1,8 @@
-/* exp_args.c: the arguments `cmlab train` and `cmlab ablate` share (commands.h). */
+/* exp_args.c: the arguments `cmlab train` and `cmlab ablate` share, and the option parsing of
+ * the other commands (commands.h). */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/commands.h"
@@ -36,5 +39,18 @@ int exp_args_load(const char *cmd, const ExpArgs *e, Config *cfg)
         fprintf(stderr, "%s: %s\n", cmd, cm_errmsg());
         return -1;
     }
+    return 0;
+}
+
+int cli_parse_count(const char *cmd, const char *opt, const char *arg, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(arg, &end, 10);
+    if (end == arg || *end || errno == ERANGE || v < lo || v > hi) {
+        fprintf(stderr, "%s: --%s expects a whole number from %lld to %lld, got '%s'\n", cmd, opt, lo, hi, arg);
+        return -1;
+    }
+    *out = v;
     return 0;
 }

@@ -28,6 +28,7 @@ static const Command commands[] = {
     {"edit", edit_main, "zero-shot editing: inpaint, colorize, superres, denoise, interpolate"},
     {"eval", eval_main, "Frechet distance of a checkpoint's samples in a cmlab classifier's features"},
     {"ablate", ablate_main, "run an experiment file's [sweep], evaluate it, write tables and a report"},
+    {"trajectories", trajectories_main, "PCA of a diffusion model's ODE sampling trajectories (--pca)"},
     {"info", info_main, "list a checkpoint's groups, shapes, step and config"},
 };
 
@@ -38,7 +39,7 @@ static void print_usage(FILE *out)
                  "Consistency-model training on the CPU (cmlab %s).\n\n"
                  "commands:\n", CMLAB_VERSION);
     for (size_t i = 0; i < CM_ARRAY_LEN(commands); i++)
-        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].help);
     fprintf(out, "\noptions:\n"
                  "  -h, --help  show this help\n"
                  "  --version   print the version\n\n"

@@ -57,8 +57,9 @@ static int variants_make(const Config *base, const char *dir, Variant **out)
                        CFG_PATH_MAX - 2 - CFG_NAME_MAX);
     int count = 0;
     Variant *vs;
-    if (base->eval.sweep == CFG_SWEEP_GRID) {
+    if (base->eval.sweep != CFG_SWEEP_ONE_AT_A_TIME) {   /* grid or zip */
         count = config_sweep_count(base);
+        if (count < 0) return -1;
         vs = cm_calloc((size_t)count, sizeof *vs);
         for (int i = 0; i < count; i++) {
             if (config_sweep_variant(base, i, &vs[i].cfg, vs[i].label, sizeof vs[i].label)) {
@@ -346,8 +347,7 @@ int ablate_run(const char *exp_path, const Config *base, const AblateOpts *o)
         fprintf(stderr, "cmlab ablate: %s\n", cm_errmsg());
         return CM_EXIT_INPUT;
     }
-    printf("ablate %s: %d variants (%s) in %s\n", exp_path, n,
-           base->eval.sweep == CFG_SWEEP_GRID ? "grid" : "one at a time", dir);
+    printf("ablate %s: %d variants (%s) in %s\n", exp_path, n, ablate_mode_text(base->eval.sweep), dir);
     for (int i = 0; i < n; i++) printf("  %s  %s\n", vs[i].name, vs[i].label);
     if (o->list_only) {
         free(vs);

@@ -5,7 +5,8 @@
  * (config_sweep_variant); one_at_a_time takes the file's own configuration ("base"), then each
  * swept value that differs from it, changed on its own, and, with several swept keys, last the
  * combination of every key at its last listed value ("all": list the base value first and the
- * alternative last, as CT -> iCT). Variant i runs in
+ * alternative last, as CT -> iCT); zip varies the keys together, variant i taking value i of
+ * every line (a solver with its own schedule and options, one row per solver). Variant i runs in
  *   <out_dir>/<name>/<NN>-<values>/         (NN = i, the values of its swept keys)
  * as an ordinary run directory (trainer.h), or, when eval.checkpoint is set, evaluates that
  * checkpoint instead of training (sampler ablations) and holds only config.ini, eval.json and the
@@ -25,7 +26,10 @@
  *   results.md    the same table in Markdown, under the experiment file's header comment (the
  *                 published ordering it checks)
  *   report.html   self-contained: the table, the sample grids side by side (relative paths), the
- *                 training-loss curves and FD against NFE as inline SVG
+ *                 training-loss curves and FD against NFE as inline SVG, and when the directory
+ *                 holds trajectories/pca.svg (`cmlab trajectories TEACHER.h5 --pca --out
+ *                 <this directory>/trajectories`, trajectories.h) that chart of the teacher's
+ *                 trajectory PCA
  */
 #ifndef CM_ABLATE_H
 #define CM_ABLATE_H

@@ -5,7 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "eval/chart.h"
 #include "io/atomic.h"
 
 /* ---- tables ---- */
@@ -98,7 +100,7 @@ static int write_md(const char *path, const char *exp_path, const char *claim, c
     int cols[CFG_LIST_MAX * 4], nc = nfe_columns(vs, n, cols);
     fprintf(f, "# Ablation %s\n\nExperiment file: `%s`; %d variants (%s); FD: Frechet distance in the "
                "features of `%s`, n = %d generated samples against the training split.\n\n",
-            base->experiment.name, exp_path, n, base->eval.sweep == CFG_SWEEP_GRID ? "grid" : "one at a time",
+            base->experiment.name, exp_path, n, ablate_mode_text(base->eval.sweep),
             base->eval.features, base->eval.n);
     if (claim[0]) {
         for (const char *p = claim; *p;) {
@@ -137,98 +139,6 @@ static int write_md(const char *path, const char *exp_path, const char *claim, c
 
 /* ---- report.html ---- */
 
-static void html_text(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        switch (*s) {
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '&': fputs("&amp;", f); break;
-        case '"': fputs("&quot;", f); break;
-        default: fputc(*s, f);
-        }
-    }
-}
-
-typedef struct Series {
-    const char *name;
-    const double *x, *y;
-    int n;
-} Series;
-
-static const char *const PALETTE[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
-                                      "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"};
-
-/* A line chart as inline SVG: one polyline per series, axes with five ticks each, a legend.
- * logy: the y axis in log10 (non-positive values are left out). */
-static void svg_chart(FILE *f, const char *title, const char *xlabel, const char *ylabel, const Series *s, int ns,
-                      bool logy)
-{
-    const double W = 640, H = 360, L = 70, R = 170, T = 30, B = 50;
-    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
-    for (int i = 0; i < ns; i++)
-        for (int k = 0; k < s[i].n; k++) {
-            double y = s[i].y[k];
-            if (!isfinite(y) || (logy && y <= 0)) continue;
-            y = logy ? log10(y) : y;
-            x0 = fmin(x0, s[i].x[k]), x1 = fmax(x1, s[i].x[k]);
-            y0 = fmin(y0, y), y1 = fmax(y1, y);
-        }
-    fprintf(f, "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"11\">\n", W, H, W, H);
-    fprintf(f, "<text x=\"%.0f\" y=\"18\" font-size=\"13\" font-weight=\"bold\">", L);
-    html_text(f, title);
-    fprintf(f, "</text>\n");
-    if (!(x0 <= x1)) {
-        fprintf(f, "<text x=\"%.0f\" y=\"%.0f\">no data yet</text></svg>\n", L, H / 2);
-        return;
-    }
-    if (x1 == x0) x0 -= 1, x1 += 1;
-    if (y1 == y0) y0 -= 0.5, y1 += 0.5;
-    double pad = 0.05 * (y1 - y0);
-    y0 -= pad, y1 += pad;
-#define PX(x) (L + ((x) - x0) / (x1 - x0) * (W - L - R))
-#define PY(y) (H - B - ((y) - y0) / (y1 - y0) * (H - T - B))
-    fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#444\"/>\n", L, T,
-            W - L - R, H - T - B);
-    for (int k = 0; k <= 4; k++) {
-        double xv = x0 + (x1 - x0) * k / 4, yv = y0 + (y1 - y0) * k / 4;
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#ddd\"/>", PX(xv), T, PX(xv), H - B);
-        fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"middle\">%.4g</text>\n", PX(xv), H - B + 15, xv);
-        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"#ddd\"/>", L, PY(yv), W - R, PY(yv));
-        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.4g</text>\n", L - 5, PY(yv) + 4,
-                logy ? pow(10, yv) : yv);
-    }
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">", (L + W - R) / 2, H - 12);
-    html_text(f, xlabel);
-    fprintf(f, "</text>\n<text transform=\"translate(16 %.0f) rotate(-90)\" text-anchor=\"middle\">", (T + H - B) / 2);
-    html_text(f, ylabel);
-    fprintf(f, "%s</text>\n", logy ? " (log scale)" : "");
-    for (int i = 0; i < ns; i++) {
-        const char *color = PALETTE[i % CM_ARRAY_LEN(PALETTE)];
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", color);
-        for (int k = 0; k < s[i].n; k++) {
-            double y = s[i].y[k];
-            if (!isfinite(y) || (logy && y <= 0)) continue;
-            fprintf(f, "%.1f,%.1f ", PX(s[i].x[k]), PY(logy ? log10(y) : y));
-        }
-        fprintf(f, "\"/>\n");
-        for (int k = 0; k < s[i].n && s[i].n <= 16; k++) {
-            double y = s[i].y[k];
-            if (!isfinite(y) || (logy && y <= 0)) continue;
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>", PX(s[i].x[k]), PY(logy ? log10(y) : y),
-                    color);
-        }
-        fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"12\" height=\"3\" fill=\"%s\"/>"
-                   "<text x=\"%.0f\" y=\"%.0f\">", W - R + 10, T + 8 + 16.0 * i, color, W - R + 27, T + 12 + 16.0 * i);
-        html_text(f, s[i].name);
-        fprintf(f, "</text>\n");
-    }
-#undef PX
-#undef PY
-    fprintf(f, "</svg>\n");
-}
-
 /* The logged (step, loss) pairs of a variant, at most CURVE_MAX (evenly thinned). */
 static int loss_curve(const Variant *v, double *x, double *y)
 {
@@ -254,8 +164,10 @@ static int loss_curve(const Variant *v, double *x, double *y)
     return n;
 }
 
+/* report.html: the table, the sample grids, the curves, and with trajectories (a pca.svg of
+ * `cmlab trajectories` in <dir>/trajectories/) that chart. */
 static int write_html(const char *path, const char *exp_path, const char *claim, const Config *base,
-                      const Variant *vs, int n)
+                      const Variant *vs, int n, bool trajectories)
 {
     char tmp[800];
     FILE *f = atomic_open(path, tmp, sizeof tmp);
@@ -263,7 +175,7 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
     const CfgKey *keys = config_keys(&(int){0});
     int cols[CFG_LIST_MAX * 4], nc = nfe_columns(vs, n, cols);
     fprintf(f, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cmlab ablation ");
-    html_text(f, base->experiment.name);
+    chart_text(f, base->experiment.name);
     fprintf(f, "</title>\n<style>body{font-family:sans-serif;margin:24px;max-width:1400px}"
                "table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #bbb;padding:4px 8px;"
                "text-align:right}td.l,th.l{text-align:left}th{background:#eee}"
@@ -273,17 +185,17 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
                "overflow-wrap:anywhere}"
                ".grid img{image-rendering:pixelated;width:240px;border:1px solid #ccc}"
                "</style></head><body>\n<h1>Ablation ");
-    html_text(f, base->experiment.name);
+    chart_text(f, base->experiment.name);
     fprintf(f, "</h1>\n<p>Experiment file <code>");
-    html_text(f, exp_path);
+    chart_text(f, exp_path);
     fprintf(f, "</code>, %d variants (%s). FD: Fr&eacute;chet distance in the features of <code>", n,
-            base->eval.sweep == CFG_SWEEP_GRID ? "grid" : "one at a time");
-    html_text(f, base->eval.features);
+            ablate_mode_text(base->eval.sweep));
+    chart_text(f, base->eval.features);
     fprintf(f, "</code>, n = %d samples (seed %d) against the training split; lower is better.</p>\n",
             base->eval.n, base->eval.seed);
     if (claim[0]) {
         fprintf(f, "<pre class=\"claim\">");
-        html_text(f, claim);
+        chart_text(f, claim);
         fprintf(f, "</pre>\n");
     }
     /* In a scrolling box: a sweep of many keys and NFEs is wider than the page. */
@@ -297,13 +209,13 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
         const Variant *v = &vs[i];
         char num[64];
         fprintf(f, "<tr class=\"variant\"><td>%d</td><td class=\"l v\">", i);
-        html_text(f, v->label);
+        chart_text(f, v->label);
         fprintf(f, "</td><td class=\"l\">");
-        html_text(f, v->status);
+        chart_text(f, v->status);
         fprintf(f, "</td>");
         for (int s = 0; s < base->sweep.count; s++) {
             fprintf(f, "<td class=\"l\">");
-            html_text(f, v->values[s]);
+            chart_text(f, v->values[s]);
             fprintf(f, "</td>");
         }
         fmt_num(num, sizeof num, v->loss, "%.4g");
@@ -323,13 +235,13 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
             for (int k = 0; k < vs[i].nnfe; k++) {
                 if (vs[i].nfe[k] != cols[c] || !vs[i].grid[k][0]) continue;
                 fprintf(f, "<div class=\"grid\"><img src=\"");
-                html_text(f, vs[i].name);
+                chart_text(f, vs[i].name);
                 fputc('/', f);
-                html_text(f, vs[i].grid[k]);
+                chart_text(f, vs[i].grid[k]);
                 fprintf(f, "\" alt=\"");
-                html_text(f, vs[i].label);
+                chart_text(f, vs[i].label);
                 fprintf(f, "\"><br>%d: ", i);
-                html_text(f, vs[i].label);
+                chart_text(f, vs[i].label);
                 char num[32];
                 fmt_num(num, sizeof num, vs[i].fd[k], "%.3f");
                 fprintf(f, "<br>FD %s</div>\n", num);
@@ -337,31 +249,45 @@ static int write_html(const char *path, const char *exp_path, const char *claim,
         fprintf(f, "</div>\n");
     }
     fprintf(f, "<h2>Curves</h2>\n");
-    Series *ser = cm_calloc((size_t)n, sizeof *ser);
+    ChartSeries *ser = cm_calloc((size_t)n, sizeof *ser);
     double *xs = cm_malloc((size_t)n * CURVE_MAX * sizeof(double)), *ys = cm_malloc((size_t)n * CURVE_MAX * sizeof(double));
     int nser = 0;
     for (int i = 0; i < n; i++) {
         int m = loss_curve(&vs[i], xs + (size_t)nser * CURVE_MAX, ys + (size_t)nser * CURVE_MAX);
         if (m == 0) continue;
-        ser[nser] = (Series){vs[i].label, xs + (size_t)nser * CURVE_MAX, ys + (size_t)nser * CURVE_MAX, m};
+        ser[nser] = (ChartSeries){vs[i].label, xs + (size_t)nser * CURVE_MAX, ys + (size_t)nser * CURVE_MAX, m};
         nser++;
     }
-    if (nser) svg_chart(f, "Training loss", "step", "loss", ser, nser, true);
+    if (nser) chart_svg(f, "Training loss", "step", "loss", ser, nser, true);
     /* FD against NFE, one line per variant. */
     double nfx[CFG_LIST_MAX * 4];
     for (int c = 0; c < nc; c++) nfx[c] = cols[c];
     double *fy = cm_malloc((size_t)n * (nc ? nc : 1) * sizeof(double));
     for (int i = 0; i < n; i++) {
         for (int c = 0; c < nc; c++) fy[(size_t)i * nc + c] = fd_at(&vs[i], cols[c]);
-        ser[i] = (Series){vs[i].label, nfx, fy + (size_t)i * nc, nc};
+        ser[i] = (ChartSeries){vs[i].label, nfx, fy + (size_t)i * nc, nc};
     }
-    if (nc) svg_chart(f, "Frechet distance against NFE", "NFE", "FD", ser, n, true);
+    if (nc) chart_svg(f, "Frechet distance against NFE", "NFE", "FD", ser, n, true);
+    if (trajectories)
+        fprintf(f, "<h2>Trajectories</h2>\n<p>The PCA of the teacher's sampling trajectories, written by <code>cmlab "
+                   "trajectories TEACHER.h5 --pca --out &lt;this directory&gt;/trajectories</code> (numbers in <a "
+                   "href=\"trajectories/pca.json\">pca.json</a>): the fraction of each trajectory's variance its top "
+                   "k principal components explain.</p>\n<img src=\"trajectories/pca.svg\" alt=\"trajectory PCA\">\n");
     fprintf(f, "<p>Written by cmlab ablate; results.csv and results.md hold the same table.</p>\n</body></html>\n");
     free(ser);
     free(xs);
     free(ys);
     free(fy);
     return atomic_commit(f, tmp, path, !ferror(f));
+}
+
+const char *ablate_mode_text(CfgSweepMode mode)
+{
+    static const char *const text[CFG_SWEEP_MODE_COUNT] = {
+        [CFG_SWEEP_GRID] = "grid", [CFG_SWEEP_ONE_AT_A_TIME] = "one at a time",
+        [CFG_SWEEP_ZIP] = "zip: the swept keys vary together",
+    };
+    return text[mode];
 }
 
 int ablate_report_write(const char *dir, const char *exp_path, const char *claim, const Config *base,
@@ -372,7 +298,10 @@ int ablate_report_write(const char *dir, const char *exp_path, const char *claim
     if (write_csv(p, base, vs, n)) return -1;
     snprintf(p, sizeof p, "%s/results.md", dir);
     if (write_md(p, exp_path, claim, base, vs, n)) return -1;
+    struct stat st;
+    snprintf(p, sizeof p, "%s/trajectories/pca.svg", dir);
+    bool trajectories = stat(p, &st) == 0;
     snprintf(p, sizeof p, "%s/report.html", dir);
-    return write_html(p, exp_path, claim, base, vs, n);
+    return write_html(p, exp_path, claim, base, vs, n, trajectories);
 }
 

@@ -1,6 +1,7 @@
 /* ablate_report.h: the variants of `cmlab ablate` (ablate.h) and the files that report them:
  * results.csv, results.md and report.html (tables, sample grids, loss curves and FD against NFE as
- * inline SVG), each published atomically. Internal to src/eval/ablate*.c. */
+ * inline SVG, and the trajectory PCA chart when trajectories/pca.svg is there), each published
+ * atomically. Internal to src/eval/ablate*.c. */
 #ifndef CM_ABLATE_REPORT_H
 #define CM_ABLATE_REPORT_H
 
@@ -25,6 +26,9 @@ typedef struct Variant {
     double fd[CFG_LIST_MAX];
     char grid[CFG_LIST_MAX][EVAL_TEXT];
 } Variant;
+
+/* How the variants were made, for the tables' headers: "grid", "one at a time", "zip: ...". */
+const char *ablate_mode_text(CfgSweepMode mode);
 
 /* Writes results.csv, results.md and report.html of the n variants vs into dir; exp_path's
  * leading comment (claim) heads the Markdown and the report. -1 after cm_fail(). */

@@ -33,7 +33,7 @@ static const RecordField FIELDS[] = {
     RF(date, FIELD_TEXT),
 };
 
-static void json_string(FILE *f, const char *s)
+void eval_json_string(FILE *f, const char *s)
 {
     fputc('"', f);
     for (; *s; s++) {
@@ -57,7 +57,7 @@ char *eval_record_json(const EvalRecord *r)
         const char *p = (const char *)r + k->offset;
         fprintf(f, "%s\"%s\": ", i ? ", " : "", k->name);
         switch (k->type) {
-        case FIELD_TEXT: json_string(f, p); break;
+        case FIELD_TEXT: eval_json_string(f, p); break;
         case FIELD_INT: fprintf(f, "%d", *(const int *)p); break;
         case FIELD_LONG: fprintf(f, "%ld", *(const long *)p); break;
         case FIELD_DOUBLE: {

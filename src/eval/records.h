@@ -10,6 +10,7 @@
 #define CM_RECORDS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #define EVAL_TEXT 512
 
@@ -39,6 +40,8 @@ typedef struct EvalRecord {
     char date[32];               /* UTC, ISO 8601 */
 } EvalRecord;
 
+/* s as a JSON string, quoted and escaped. */
+void eval_json_string(FILE *f, const char *s);
 /* The record as one line of JSON (no newline), malloc'd. */
 char *eval_record_json(const EvalRecord *r);
 /* Appends records to the JSON array in path (created if missing) through path.tmp + rename. */

@@ -35,7 +35,7 @@ static const char *const losses[] = {"l2", "l1", "pseudo_huber", NULL};
 static const char *const samplings[] = {"uniform", "lognormal", NULL};
 static const char *const curricula[] = {"original", "doubling", NULL};
 static const char *const weightings[] = {"uniform", "ict", NULL};
-static const char *const sweep_modes[] = {"grid", "one_at_a_time", NULL};     /* CfgSweepMode */
+static const char *const sweep_modes[] = {"grid", "one_at_a_time", "zip", NULL};     /* CfgSweepMode */
 #define NAMES_OF(table, count) _Static_assert(CM_ARRAY_LEN(table) == (count) + 1, #table ": one name per value")
 NAMES_OF(methods, CFG_METHOD_COUNT);
 NAMES_OF(datasets, CFG_DATASET_COUNT);
@@ -69,7 +69,7 @@ static const CfgSection sections[] = {
     {"sample", "Sample grids and `cmlab sample`: the ODE solver of a denoiser (src/sample/solvers.h)."},
     {"eval", "`cmlab eval` (Frechet distance in a cmlab classifier's feature space) and how "
              "`cmlab ablate` evaluates its variants."},
-    {"sweep", "`cmlab ablate`: lines `section.key = v1, v2, ...` span a grid of runs."},
+    {"sweep", "`cmlab ablate`: lines `section.key = v1, v2, ...` span a grid of runs (eval.sweep = zip: one run per column of values)."},
 };
 
 #define AT(sec, field)                                                                   \
@@ -284,7 +284,8 @@ static const CfgKey keys[] = {
     {AT(eval, sweep), ENUM(sweep_modes), .dflt = "grid",
      .help = "`cmlab ablate`: every combination of the [sweep] values (grid), or the file's own "
              "configuration, each swept value changed on its own, then all keys at their last values "
-             "(one_at_a_time)."},
+             "(one_at_a_time), or the keys varying together, variant i taking value i of every line "
+             "(zip: linked settings such as a solver and its schedule; every line lists as many values)."},
 };
 
 #define KEY_COUNT ((int)CM_ARRAY_LEN(keys))
@@ -805,14 +806,6 @@ static int sweep_assign(Config *cfg, const char *name, const char *text, bool re
         snprintf(why, n, "sweep %s: at most %d keys can be swept", name, CFG_SWEEP_MAX);
         return -1;
     }
-    long variants = count;
-    for (int s = 0; s < cfg->sweep.count; s++)
-        if (s != slot) variants *= cfg->sweep.keys[s].count;
-    if (variants > CFG_SWEEP_VARIANTS) {
-        snprintf(why, n, "sweep %s: the grid would have %ld variants (at most %d)", name, variants,
-                 CFG_SWEEP_VARIANTS);
-        return -1;
-    }
     cfg->sweep.keys[slot] = e;
     if (slot == cfg->sweep.count) cfg->sweep.count++;
     return 0;
@@ -827,24 +820,52 @@ int config_sweep_value(const Config *cfg, int s, int j, char *out, size_t len)
     return 0;
 }
 
+/* "sample.solver" of [sweep] line s, for messages. */
+static const char *sweep_key_name(const Config *cfg, int s, char *out, size_t n)
+{
+    const CfgKey *k = &keys[cfg->sweep.keys[s].key];
+    snprintf(out, n, "%s.%s", k->section, k->key);
+    return out;
+}
+
+/* The size of the grid or the zip is checked here, not per line: which one the lines span
+ * depends on eval.sweep, which may come later in the file or from a --set. */
 int config_sweep_count(const Config *cfg)
 {
-    int count = 1;
-    for (int s = 0; s < cfg->sweep.count; s++) count *= cfg->sweep.keys[s].count;
-    return count;
+    char a[128], b[128];
+    if (cfg->eval.sweep == CFG_SWEEP_ZIP) {
+        for (int s = 1; s < cfg->sweep.count; s++)
+            if (cfg->sweep.keys[s].count != cfg->sweep.keys[0].count)
+                return cm_fail("[sweep] with eval.sweep = zip: every line lists one value per variant, "
+                               "but %s has %d values and %s has %d", sweep_key_name(cfg, 0, a, sizeof a),
+                               cfg->sweep.keys[0].count, sweep_key_name(cfg, s, b, sizeof b),
+                               cfg->sweep.keys[s].count);
+        return cfg->sweep.count ? cfg->sweep.keys[0].count : 1;
+    }
+    long long count = 1;
+    for (int s = 0; s < cfg->sweep.count; s++) {
+        count *= cfg->sweep.keys[s].count;
+        if (count > CFG_SWEEP_VARIANTS)
+            return cm_fail("[sweep]: the grid of its %d lines has more than %d variants (up to %s); "
+                           "eval.sweep = zip varies the lines together instead", cfg->sweep.count,
+                           CFG_SWEEP_VARIANTS, sweep_key_name(cfg, s, a, sizeof a));
+    }
+    return (int)count;
 }
 
 int config_sweep_variant(const Config *base, int i, Config *out, char *label, size_t len)
 {
     int count = config_sweep_count(base);
+    if (count < 0) return -1;
     if (i < 0 || i >= count)
-        return cm_fail("sweep variant %d does not exist (the grid has %d)", i, count);
+        return cm_fail("sweep variant %d does not exist (the %s has %d)", i,
+                       base->eval.sweep == CFG_SWEEP_ZIP ? "zip" : "grid", count);
     Config v;
     memcpy(&v, base, sizeof v);
     memset(&v.sweep, 0, sizeof v.sweep);
     int pick[CFG_SWEEP_MAX];
     for (int s = base->sweep.count - 1, rest = i; s >= 0; s--) {
-        pick[s] = rest % base->sweep.keys[s].count;
+        pick[s] = base->eval.sweep == CFG_SWEEP_ZIP ? i : rest % base->sweep.keys[s].count;
         rest /= base->sweep.keys[s].count;
     }
     size_t used = 0;

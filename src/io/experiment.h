@@ -39,7 +39,7 @@
 #define CFG_PATH_MAX 176
 #define CFG_SWEEP_MAX 8          /* keys in [sweep] */
 #define CFG_SWEEP_TEXT 192       /* one [sweep] line's normalised values */
-#define CFG_SWEEP_VARIANTS 10000 /* the largest grid */
+#define CFG_SWEEP_VARIANTS 10000 /* the largest grid (config_sweep_count checks it) */
 
 /* Each enum ends with its count; experiment.c holds its one name table (a static assert ties
  * the two), or takes the module's (solver, schedule, optimiser). */
@@ -57,7 +57,7 @@ typedef enum CfgLoss { CFG_LOSS_L2, CFG_LOSS_L1, CFG_LOSS_PSEUDO_HUBER, CFG_LOSS
 typedef enum CfgSampling { CFG_SAMPLING_UNIFORM, CFG_SAMPLING_LOGNORMAL, CFG_SAMPLING_COUNT } CfgSampling;
 typedef enum CfgCurriculum { CFG_CURRICULUM_ORIGINAL, CFG_CURRICULUM_DOUBLING, CFG_CURRICULUM_COUNT } CfgCurriculum;
 typedef enum CfgWeighting { CFG_WEIGHTING_UNIFORM, CFG_WEIGHTING_ICT, CFG_WEIGHTING_COUNT } CfgWeighting;
-typedef enum CfgSweepMode { CFG_SWEEP_GRID, CFG_SWEEP_ONE_AT_A_TIME, CFG_SWEEP_MODE_COUNT } CfgSweepMode;
+typedef enum CfgSweepMode { CFG_SWEEP_GRID, CFG_SWEEP_ONE_AT_A_TIME, CFG_SWEEP_ZIP, CFG_SWEEP_MODE_COUNT } CfgSweepMode;
 
 typedef struct CfgInts { int n; int v[CFG_LIST_MAX]; } CfgInts;
 typedef struct CfgFloats { int n; double v[CFG_LIST_MAX]; } CfgFloats;
@@ -217,11 +217,14 @@ void config_markdown(FILE *f);
 
 /* ---- the [sweep] grid ---- */
 
-/* The number of variants: the product of the value counts; 1 without a [sweep]. */
+/* The number of variants: the product of the value counts (eval.sweep = grid or one_at_a_time),
+ * or with eval.sweep = zip the one value count every line shares; 1 without a [sweep]. -1 after
+ * cm_fail() for a grid of more than CFG_SWEEP_VARIANTS, or zip lines of different lengths. */
 int config_sweep_count(const Config *cfg);
-/* Variant i (0 <= i < count) of base: the first [sweep] key varies slowest, the last fastest.
- * out gets base with the variant's values and no [sweep]; label gets "ct.loss=l2,ct.weighting=ict"
- * (empty without a [sweep]; label may be NULL). Returns -1 after cm_fail() for a bad i. */
+/* Variant i (0 <= i < count) of base: grid, the first [sweep] key varies slowest, the last
+ * fastest; zip, value i of every key. out gets base with the variant's values and no [sweep];
+ * label gets "ct.loss=l2,ct.weighting=ict" (empty without a [sweep]; label may be NULL). Returns
+ * -1 after cm_fail() for a bad i or a bad sweep (config_sweep_count). */
 int config_sweep_variant(const Config *base, int i, Config *out, char *label, size_t len);
 /* Value j of [sweep] line s as text ("pseudo_huber", "1,2,2"), into out; -1 after cm_fail() when
  * there is no such line or value. */

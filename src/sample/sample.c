@@ -42,11 +42,17 @@ void sample_denoise(void *user, const float *x, const double *sigma, float *out,
 int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, uint64_t seed,
                float *out, SolverStats *stats)
 {
+    return sample_ode_from(s, kind, o, 0, n, seed, out, stats);
+}
+
+int sample_ode_from(const Sampler *s, SolverKind kind, const SolverOpts *o, int first, int n,
+                    uint64_t seed, float *out, SolverStats *stats)
+{
     size_t dim = (size_t)s->C * s->H * s->W;
     float *z = cm_malloc((size_t)n * dim * sizeof(float));
     double *x = cm_malloc((size_t)n * dim * sizeof(double));
     Rng r = {.seed = seed, .stream = STREAM_SAMPLE, .step = 0};
-    rng_normal(&r, z, n, 0, dim);
+    rng_normal(&r, z, n, first, dim);
     for (size_t k = 0; k < (size_t)n * dim; k++) x[k] = o->sigma_max * (double)z[k];
     SolverStats st;
     int rc = solver_sample(kind, o, sample_denoise, (void *)s, x, n, dim, &st);

@@ -44,6 +44,11 @@ int sampler_feature_dim(const Sampler *s);
  * Returns 0, or -1 after cm_fail() (an impossible NFE, say). */
 int sample_ode(const Sampler *s, SolverKind kind, const SolverOpts *o, int n, uint64_t seed,
                float *out, SolverStats *stats);
+/* The same for samples first .. first + n - 1 of the seed (sample_ode is first = 0): a long run
+ * in pieces, each sample from its own noise whatever the split. o->on_step sees the piece's n
+ * samples as its batch. */
+int sample_ode_from(const Sampler *s, SolverKind kind, const SolverOpts *o, int first, int n,
+                    uint64_t seed, float *out, SolverStats *stats);
 
 /* Consistency models (reference/cm.md §7.1-7.2): x = f(T z, T); then for each further time tau:
  * x = clip(x, -1, 1) + sqrt(tau^2 - eps^2) z_k, x = f(x, tau); the result is clipped to [-1, 1].

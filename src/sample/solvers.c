@@ -129,6 +129,12 @@ static void step_direction(Denoiser *dn, const SolverOpts *o, int i, const doubl
     else direction(dn, x, sigma, D, d);
 }
 
+/* The state has reached time point i (sigma = t_i): tell the observer, if any. */
+static void reached(const Denoiser *dn, const SolverOpts *o, int i, double sigma, const double *x)
+{
+    if (o->on_step) o->on_step(o->on_step_user, i, sigma, x, dn->N, dn->dim);
+}
+
 /* ---- single-step solvers ---- */
 
 static void solve_euler(Denoiser *dn, const SolverOpts *o, const double *t, int n, double *x,
@@ -138,6 +144,7 @@ static void solve_euler(Denoiser *dn, const SolverOpts *o, const double *t, int 
         double h = t[i + 1] - t[i];
         step_direction(dn, o, i, x, t[i], D, d);
         for (size_t e = 0; e < dn->n_el; e++) x[e] += h * d[e];
+        reached(dn, o, i + 1, t[i + 1], x);
     }
 }
 
@@ -151,6 +158,7 @@ static void solve_heun(Denoiser *dn, const SolverOpts *o, const double *t, int n
         for (size_t e = 0; e < dn->n_el; e++) xp[e] = x[e] + h * d[e];
         direction(dn, xp, t[i + 1], D, d2);
         for (size_t e = 0; e < dn->n_el; e++) x[e] += h * 0.5 * (d[e] + d2[e]);
+        reached(dn, o, i + 1, t[i + 1], x);
     }
 }
 
@@ -165,6 +173,7 @@ static void solve_dpm2(Denoiser *dn, const SolverOpts *o, const double *t, int n
         for (size_t e = 0; e < dn->n_el; e++) xp[e] = x[e] + (s - t[i]) * d[e];
         direction(dn, xp, s, D, d2);
         for (size_t e = 0; e < dn->n_el; e++) x[e] += h * d2[e];
+        reached(dn, o, i + 1, t[i + 1], x);
     }
 }
 
@@ -196,6 +205,7 @@ static void solve_ipndm(Denoiser *dn, const SolverOpts *o, const double *t, int 
             for (int j = 0; j < p; j++) sum += c[j] * hist[j][e];
             x[e] += h * sum;
         }
+        reached(dn, o, i + 1, t[i + 1], x);
     }
 }
 
@@ -273,6 +283,7 @@ static void solve_dpmpp(Denoiser *dn, const SolverOpts *o, int max_order, const 
                 x[e] = ratio * x[e] - phi1 * m[0][e] + phi2 * d1 - phi3 * d2;
             }
         }
+        reached(dn, o, i + 1, t[i + 1], x);
     }
 }
 
@@ -292,6 +303,7 @@ static void integrate(SolverKind kind, const SolverOpts *o, const double *t, int
     for (int k = 0; k < NBUF; k++) buf[k] = cm_calloc(n_el, sizeof(double));
     double *sorted = NULL;
 
+    reached(&dn, o, 0, t[0], x);
     switch (kind) {
     case SOLVER_EULER:
         solve_euler(&dn, o, t, n, x, buf[0], buf[1]);
@@ -320,6 +332,7 @@ static void integrate(SolverKind kind, const SolverOpts *o, const double *t, int
     if (o->denoise_to_zero) {
         denoise(&dn, x, t[n - 1], buf[0]);
         memcpy(x, buf[0], n_el * sizeof *x);
+        reached(&dn, o, n, 0.0, x);
     }
     CM_ASSERT(dn.nfe == solver_nfe(kind, o, n), "%s: made %d denoiser calls, its formula says %d",
               solver_kind_names[kind], dn.nfe, solver_nfe(kind, o, n));
@@ -358,8 +371,9 @@ static int invert_check_kind(SolverKind kind)
                    solver_kind_names[kind]);
 }
 
-int solver_invert_times(SolverKind kind, const double *t, int n, DenoiserFn fn, void *user,
-                        double *x, int N, size_t dim, SolverStats *stats)
+/* Inversion along t[n] with the observer of o (NULL: none). */
+static int invert_along(SolverKind kind, const double *t, int n, const SolverOpts *observer,
+                        DenoiserFn fn, void *user, double *x, int N, size_t dim, SolverStats *stats)
 {
     if (invert_check_kind(kind) < 0) return -1;
     if (n < 2) return cm_fail("%s inversion: need at least 2 time points, got %d",
@@ -371,8 +385,18 @@ int solver_invert_times(SolverKind kind, const double *t, int n, DenoiserFn fn, 
     CM_ASSERT(N >= 1 && dim >= 1, "solver_invert: empty batch (N = %d, dim = %zu)", N, dim);
     SolverOpts plain = solver_opts_default();     /* no afs, no step to 0 */
     plain.steps = n;
+    if (observer) {
+        plain.on_step = observer->on_step;
+        plain.on_step_user = observer->on_step_user;
+    }
     integrate(kind, &plain, t, n, fn, user, x, N, dim, stats);
     return 0;
+}
+
+int solver_invert_times(SolverKind kind, const double *t, int n, DenoiserFn fn, void *user,
+                        double *x, int N, size_t dim, SolverStats *stats)
+{
+    return invert_along(kind, t, n, NULL, fn, user, x, N, dim, stats);
 }
 
 int solver_invert(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *user, double *x,
@@ -388,7 +412,7 @@ int solver_invert(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *use
     int rc = schedule_steps(o->schedule, n, o->sigma_min, o->sigma_max, o->rho, t);
     if (rc == 0) {
         for (int i = 0; i < n; i++) up[i] = t[n - 1 - i];
-        rc = solver_invert_times(kind, up, n, fn, user, x, N, dim, stats);
+        rc = invert_along(kind, up, n, o, fn, user, x, N, dim, stats);
     }
     free(t);
     free(up);

@@ -95,6 +95,11 @@
 typedef void (*DenoiserFn)(void *user, const float *x /* [N*dim] */, const double *sigma /* [N] */,
                            float *out /* [N*dim] */, int N, size_t dim, float *feat);
 
+/* An observer of a run (SolverOpts.on_step): x [N*dim] is the state at time point i of the grid,
+ * sigma = t_i; called for i = 0 (the start) .. n-1, and once more with i = n, sigma = 0 after
+ * denoise_to_zero. For recording trajectories; it must not keep x. */
+typedef void (*SolverStepFn)(void *user, int i, double sigma, const double *x, int N, size_t dim);
+
 typedef enum SolverKind {
     SOLVER_EULER,
     SOLVER_HEUN,
@@ -117,6 +122,8 @@ typedef struct SolverOpts {
     bool lower_order_final;    /* dpmpp*: first and second order on the last two steps */
     bool thresholding;         /* dpmpp*: dynamic thresholding of D (data in [-1, 1]) */
     bool dpmpp3m_corrected;    /* dpmpp3m: c = 2 in D2, third order (default: as published) */
+    SolverStepFn on_step;      /* NULL, or called at every time point (SolverStepFn) */
+    void *on_step_user;
 } SolverOpts;
 
 typedef struct SolverStats {
@@ -151,7 +158,7 @@ int solver_sample(SolverKind kind, const SolverOpts *o, DenoiserFn D, void *user
 
 /* Integrates x upward (in: the state at o->sigma_min, e.g. an image plus noise of that level;
  * out: the latent at o->sigma_max) by euler or heun over schedule_steps's grid of o (schedule,
- * rho, steps or nfe) in reverse order, sigma_min first. Returns 0, or -1 after cm_fail() for
+ * rho, steps or nfe) in reverse order, sigma_min first; o->on_step sees that ascending grid. Returns 0, or -1 after cm_fail() for
  * another solver, afs or denoise_to_zero set, or an impossible NFE. stats may be NULL. */
 int solver_invert(SolverKind kind, const SolverOpts *o, DenoiserFn D, void *user,
                   double *x /* [N*dim] */, int N, size_t dim, SolverStats *stats);
