@@ -347,7 +347,7 @@ static void test_round_trip(void)
     config_keys(&n);
     int lines = 0;
     for (const char *p = text; *p; p++) lines += *p == '\n';
-    int sections_with_keys = 10;
+    int sections_with_keys = 11;
     CHECK(lines == 1 + n + 2 * sections_with_keys + 2 + 3, "resolved text has %d lines for %d keys", lines, n);
     for (const char *line = text; *line;) {
         const char *eol = strchr(line, '\n');

@@ -129,6 +129,19 @@ typedef struct CfgCt {
     double target_mu, p_mean, p_std;
 } CfgCt;
 
+typedef struct CfgAmed {
+    char teacher[CFG_PATH_MAX];
+    char teacher_weights[CFG_NAME_MAX];
+    int student;                 /* AmedPlugin (sample/amed.h) */
+    SolverKind teacher_solver;
+    int N, M;
+    bool afs;
+    ScheduleKind schedule;
+    double rho, scale_dir, scale_time;
+    int max_order;
+    int nonfinite_limit;
+} CfgAmed;
+
 typedef struct CfgClassifier {
     CfgInts channels;
     int features, classes;
@@ -153,6 +166,7 @@ typedef struct CfgEval {
     char weights[CFG_NAME_MAX];
     char checkpoint[CFG_PATH_MAX];
     CfgSweepMode sweep;
+    char predictor[CFG_PATH_MAX];
 } CfgEval;
 
 /* One [sweep] line: a key of the table and its values, normalised (each value formatted as
@@ -171,6 +185,7 @@ typedef struct Config {
     CfgEdm edm;
     CfgCd cd;
     CfgCt ct;
+    CfgAmed amed;
     CfgClassifier classifier;
     CfgSample sample;
     CfgEval eval;

@@ -95,7 +95,16 @@ typedef struct Denoiser {
     float *xf, *outf;          /* [n_el] float32 copies */
     double *sigma;             /* [N]: the step's sigma for every sample */
     int nfe;
+    float *trajectory;         /* SolverOpts.trajectory */
 } Denoiser;
+
+/* x after step i into the trajectory, when one is kept. */
+static void keep_point(const Denoiser *dn, int i, const double *x)
+{
+    if (!dn->trajectory) return;
+    float *dst = dn->trajectory + (size_t)i * dn->n_el;
+    for (size_t e = 0; e < dn->n_el; e++) dst[e] = (float)x[e];
+}
 
 /* D[n_el] = D(x; sigma), one NFE. */
 static void denoise(Denoiser *dn, const double *x, double sigma, double *D)
@@ -138,6 +147,7 @@ static void solve_euler(Denoiser *dn, const SolverOpts *o, const double *t, int 
         double h = t[i + 1] - t[i];
         step_direction(dn, o, i, x, t[i], D, d);
         for (size_t e = 0; e < dn->n_el; e++) x[e] += h * d[e];
+        keep_point(dn, i, x);
     }
 }
 
@@ -151,6 +161,7 @@ static void solve_heun(Denoiser *dn, const SolverOpts *o, const double *t, int n
         for (size_t e = 0; e < dn->n_el; e++) xp[e] = x[e] + h * d[e];
         direction(dn, xp, t[i + 1], D, d2);
         for (size_t e = 0; e < dn->n_el; e++) x[e] += h * 0.5 * (d[e] + d2[e]);
+        keep_point(dn, i, x);
     }
 }
 
@@ -165,13 +176,14 @@ static void solve_dpm2(Denoiser *dn, const SolverOpts *o, const double *t, int n
         for (size_t e = 0; e < dn->n_el; e++) xp[e] = x[e] + (s - t[i]) * d[e];
         direction(dn, xp, s, D, d2);
         for (size_t e = 0; e < dn->n_el; e++) x[e] += h * d2[e];
+        keep_point(dn, i, x);
     }
 }
 
 /* ---- iPNDM ---- */
 
 /* Adams-Bashforth coefficients of a uniform grid; row p-1 weighs d_0 (newest) .. d_{p-1}. */
-static const double ab_coef[4][4] = {
+const double solver_ab_coef[4][4] = {
     {1.0, 0, 0, 0},
     {3.0 / 2, -1.0 / 2, 0, 0},
     {23.0 / 12, -16.0 / 12, 5.0 / 12, 0},
@@ -190,12 +202,13 @@ static void solve_ipndm(Denoiser *dn, const SolverOpts *o, const double *t, int 
         step_direction(dn, o, i, x, t[i], D, hist[0]);
 
         int p = CM_MIN(o->ipndm_order, i + 1);
-        const double *c = ab_coef[p - 1];
+        const double *c = solver_ab_coef[p - 1];
         for (size_t e = 0; e < dn->n_el; e++) {
             double sum = 0;
             for (int j = 0; j < p; j++) sum += c[j] * hist[j][e];
             x[e] += h * sum;
         }
+        keep_point(dn, i, x);
     }
 }
 
@@ -273,6 +286,7 @@ static void solve_dpmpp(Denoiser *dn, const SolverOpts *o, int max_order, const 
                 x[e] = ratio * x[e] - phi1 * m[0][e] + phi2 * d1 - phi3 * d2;
             }
         }
+        keep_point(dn, i, x);
     }
 }
 
@@ -296,7 +310,7 @@ int solver_sample(SolverKind kind, const SolverOpts *o, DenoiserFn fn, void *use
     size_t n_el = (size_t)N * dim;
     Denoiser dn = {.fn = fn, .user = user, .N = N, .dim = dim, .n_el = n_el,
                    .xf = cm_malloc(n_el * sizeof(float)), .outf = cm_malloc(n_el * sizeof(float)),
-                   .sigma = cm_malloc((size_t)N * sizeof(double))};
+                   .sigma = cm_malloc((size_t)N * sizeof(double)), .trajectory = o->trajectory};
     enum { NBUF = 5 };                    /* D plus up to four work vectors (iPNDM's history) */
     double *buf[NBUF];
     for (int k = 0; k < NBUF; k++) buf[k] = cm_calloc(n_el, sizeof(double));

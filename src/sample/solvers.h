@@ -107,6 +107,8 @@ typedef struct SolverOpts {
     bool lower_order_final;    /* dpmpp*: first and second order on the last two steps */
     bool thresholding;         /* dpmpp*: dynamic thresholding of D (data in [-1, 1]) */
     bool dpmpp3m_corrected;    /* dpmpp3m: c = 2 in D2, third order (default: as published) */
+    float *trajectory;         /* NULL, or [n-1][N*dim]: x after each of the n-1 steps (AMED's teacher
+                                * targets), before any denoise_to_zero */
 } SolverOpts;
 
 typedef struct SolverStats {
@@ -132,6 +134,10 @@ int solver_nfe(SolverKind kind, const SolverOpts *o, int n);
  * whose NFE is o->nfe. Returns -1 after cm_fail() naming the NFEs that are possible when there is
  * no such n (e.g. heun without afs or denoise_to_zero: even NFEs only). */
 int solver_resolve_steps(SolverKind kind, const SolverOpts *o);
+
+/* iPNDM's Adams-Bashforth coefficients of a uniform grid: row p-1 weighs d_0 (newest) .. d_{p-1}
+ * (the table above; AMED's ipndm plugin uses it too). */
+extern const double solver_ab_coef[4][4];
 
 /* Integrates x (in: sigma_max * z; out: the sample at sigma_min, or at 0 with denoise_to_zero)
  * for N samples of dim values. Returns 0, or -1 after cm_fail() for bad options (an impossible

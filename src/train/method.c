@@ -7,13 +7,14 @@
 
 #include "train/model.h"
 
-extern const Method method_edm, method_ct, method_cd, method_classifier;
+extern const Method method_edm, method_ct, method_cd, method_amed, method_classifier;
 
 /* Every method this build trains: adding a method is its file in methods/ and one row here. */
 static const Method *const METHODS[] = {
     &method_edm,
     &method_ct,
     &method_cd,
+    &method_amed,
     &method_classifier,
 };
 
