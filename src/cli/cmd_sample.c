@@ -15,6 +15,7 @@
 #include "io/checkpoint.h"
 #include "io/experiment.h"
 #include "sample/sample.h"
+#include "train/amed_predictor.h"
 #include "train/model.h"
 
 static void usage(FILE *f)
@@ -23,6 +24,7 @@ static void usage(FILE *f)
             "usage: cmlab sample CKPT.h5 [--solver NAME] [--nfe N] [--schedule NAME] [--afs]\n"
             "                    [--denoise-to-zero] [--n N] [--seed S] [--weights SET]\n"
             "                    [--out grid.png] [--threads N] [--steps K | --times T1,T2,...]\n"
+            "                    [--predictor P.h5]\n"
             "Draws n samples at a fixed seed and writes them as a PNG grid. Defaults: the\n"
             "checkpoint's [sample] keys, --weights = its first EMA (else online), --out grid.png.\n"
             "  --solver     euler, heun, dpm2, dpmpp2m, dpmpp3m, ipndm\n"
@@ -30,7 +32,10 @@ static void usage(FILE *f)
             "  --weights    online, target, or ema:RATE (e.g. ema:0.999), as `cmlab info` lists them\n"
             "Consistency-model checkpoints (method ct, cd) sample with f instead of a solver:\n"
             "  --steps K    1 (from T) or 2 (T, then sample.mid_t)\n"
-            "  --times L    explicit descending times, e.g. 80,0.821\n");
+            "  --times L    explicit descending times, e.g. 80,0.821\n"
+            "An AMED predictor (a method = amed checkpoint) samples with the teacher CKPT.h5 it was\n"
+            "trained on, with the settings stored in it (plugin, schedule, N, AFS: its own NFE):\n"
+            "  --predictor P.h5   refused (exit 2) when CKPT.h5 is not its teacher\n");
 }
 
 /* Options that set a [sample] key of the checkpoint's configuration: the value is checked by
@@ -76,8 +81,8 @@ static int parse_count(const char *opt, const char *arg, long long lo, long long
 
 int sample_main(int argc, char **argv)
 {
-    enum { OPT_WEIGHTS = 256, OPT_OUT, OPT_THREADS, OPT_SEED, OPT_STEPS, OPT_TIMES, OPT_KEY };
-    struct option opts[CM_ARRAY_LEN(KEYS) + 8];
+    enum { OPT_WEIGHTS = 256, OPT_OUT, OPT_THREADS, OPT_SEED, OPT_STEPS, OPT_TIMES, OPT_PREDICTOR, OPT_KEY };
+    struct option opts[CM_ARRAY_LEN(KEYS) + 9];
     size_t no = 0;
     for (size_t i = 0; i < CM_ARRAY_LEN(KEYS); i++)
         opts[no++] = (struct option){KEYS[i].option, KEYS[i].flag ? no_argument : required_argument, 0,
@@ -88,10 +93,11 @@ int sample_main(int argc, char **argv)
     opts[no++] = (struct option){"seed", required_argument, 0, OPT_SEED};
     opts[no++] = (struct option){"steps", required_argument, 0, OPT_STEPS};
     opts[no++] = (struct option){"times", required_argument, 0, OPT_TIMES};
+    opts[no++] = (struct option){"predictor", required_argument, 0, OPT_PREDICTOR};
     opts[no++] = (struct option){"help", no_argument, 0, 'h'};
     opts[no] = (struct option){0, 0, 0, 0};
 
-    const char *weights = NULL, *out = "grid.png", *times_arg = NULL;
+    const char *weights = NULL, *out = "grid.png", *times_arg = NULL, *predictor = NULL;
     long long threads = 2, seed = -1, steps = 0;
     /* Key options in command-line order, applied once the checkpoint's configuration is read. */
     char sets[2 * CM_ARRAY_LEN(KEYS)][256];
@@ -106,6 +112,7 @@ int sample_main(int argc, char **argv)
         case OPT_SEED: rc = parse_count("seed", optarg, 0, INT64_MAX, &seed); break;
         case OPT_STEPS: rc = parse_count("steps", optarg, 1, 2, &steps); break;
         case OPT_TIMES: times_arg = optarg; break;
+        case OPT_PREDICTOR: predictor = optarg; break;
         case 'h': usage(stdout); return CM_EXIT_OK;
         default:
             if (ch < OPT_KEY) {
@@ -155,6 +162,23 @@ int sample_main(int argc, char **argv)
         model_free(&tn);
         return CM_EXIT_INPUT;
     }
+    /* A predictor fixes the sampler: no solver option may change it. */
+    for (int i = 0; i < nsets && predictor; i++)
+        if (KEYS[set_opt[i]].solver) {
+            fprintf(stderr, "cmlab sample: --%s with --predictor: the predictor %s samples with the settings it "
+                            "was trained with (its own NFE)\n", KEYS[set_opt[i]].option, predictor);
+            model_free(&tn);
+            return CM_EXIT_INPUT;
+        }
+    AmedPredictor pred = {0};
+    if (predictor && (!diffusion || amed_predictor_load(&pred, predictor, &tn, &cfg, path) != 0)) {
+        if (!diffusion) cm_fail("%s is a consistency model (method %s); an AMED predictor needs its EDM teacher", path,
+                                config_method_name(cfg.experiment.method));
+        fprintf(stderr, "cmlab sample: --predictor: %s\n", cm_errmsg());
+        amed_predictor_free(&pred);
+        model_free(&tn);
+        return CM_EXIT_INPUT;
+    }
     for (int i = 0; i < nsets; i++) {
         if (config_set(&cfg, sets[i]) != 0) {
             fprintf(stderr, "cmlab sample: --%s: %s\n", KEYS[set_opt[i]].option, cm_errmsg());
@@ -194,7 +218,8 @@ int sample_main(int argc, char **argv)
     char how[64] = "";
     SamplePlan p;
     int rc = 0;
-    if (diffusion) p = sample_plan_ode(kind, &o);
+    if (predictor) p = sample_plan_amed(&pred);
+    else if (diffusion) p = sample_plan_ode(kind, &o);
     /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
     else if (times_arg) rc = parse_times(times_arg, &p);
     else rc = sample_plan(&p, tn.kind, &cfg, &cfg, steps ? (int)steps : 1);
@@ -208,6 +233,7 @@ int sample_main(int argc, char **argv)
         fprintf(stderr, "cmlab sample: %s\n", cm_errmsg());
     free(x);
     ctx_free(&ctx);
+    amed_predictor_free(&pred);
     model_free(&tn);
     return rc == 0 ? CM_EXIT_OK : CM_EXIT_INPUT;
 }
