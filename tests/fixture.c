@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "nn/unet.h"
@@ -226,4 +228,25 @@ void fixture_load_weights(Fixture *f, const char *dir, const ParamSet *ps, float
     }
     free(names);
     CHECK(n == ps->count, "%s: %d fixture weights, %d cmlab parameters", dir, n, ps->count);
+}
+
+int fixture_run(char *const *argv, const char *log, const char *env)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(log, "a", stdout) || !freopen(log, "a", stderr)) _exit(127);
+        if (env) putenv((char *)env);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+void fixture_be32(FILE *f, uint32_t v)
+{
+    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
+    fwrite(b, 1, 4, f);
 }

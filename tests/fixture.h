@@ -7,6 +7,8 @@
 #include <hdf5.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 typedef struct Fixture {
     hid_t file;
@@ -43,6 +45,12 @@ double rel_error(const float *a, const float *b, size_t n, double floor);
 /* The whole file, NUL-terminated and malloc'd, its size to *len (may be NULL); NULL if it cannot
  * be read. */
 char *fixture_read_file(const char *path, size_t *len);
+
+/* Runs argv[0] with argv, stdout and stderr appended to `log`, and the environment assignment
+ * "NAME=VALUE" env added when not NULL; returns its exit status (128 + signal if killed). */
+int fixture_run(char *const *argv, const char *log, const char *env);
+/* A big-endian 32-bit integer (IDX headers of the MNIST-format data sets tests write). */
+void fixture_be32(FILE *f, uint32_t v);
 
 /* Test bookkeeping: CHECK prints and counts failures; test_summary prints "N passed, M failed"
  * and returns the exit code. */

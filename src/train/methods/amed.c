@@ -185,8 +185,8 @@ static double amed_loss(void *st, Ctx *c, const WeightSet *online, const Batch *
     const float *y = m->traj + (size_t)((m->cfg->amed.M + 1) * (k + 1) - 1) * B * m->dim;
     Tensor *x = tensor_wrap(c, m->x, NULL, 4, shape, false);
     Tensor *xh = amed_step(c, &m->T, &m->s, &m->mlp, online, &m->tr, x, m->t, k);
-    /* sum over pixels / B = the mean over every value times C H W */
-    Tensor *loss = op_scale(c, op_mse(c, xh, tensor_wrap(c, (float *)y, NULL, 4, shape, false)), (float)m->dim, 0);
+    /* sum over pixels / B: op_mse is the per-sample mean over C H W values */
+    Tensor *loss = op_scale(c, op_mean(c, op_mse(c, xh, tensor_wrap(c, (float *)y, NULL, 4, shape, false))), (float)m->dim, 0);
     tape_backward(c, loss, NULL);
     memcpy(m->x, amed_plugin_multistep(m->s.plugin) ? xh->data : y, (size_t)B * m->dim * sizeof(float));
     return loss->data[0];
