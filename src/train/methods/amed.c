@@ -20,7 +20,7 @@
  * non-finite loss or gradient is skipped and counted, and the run stops past amed.nonfinite_limit
  * (method.h nonfinite_limit).
  *
- * The predictor's input is the channel mean of the U-Net's middle-block first output (ADM's
+ * The predictor's input is the channel mean of the U-Net's middle-block output (ADM's
  * middle_block hook, which the reference uses for its CM and ADM models); EDM's SongUNet code
  * hooks enc['8x8_block3'], the last encoder block before it. cmlab's U-Net has no block by that
  * name at every size, while the middle block is always the bottleneck (8x8 for 32x32 images and 3
