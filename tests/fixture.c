@@ -241,12 +241,14 @@ void fixture_load_weights(Fixture *f, const char *dir, const ParamSet *ps, float
     CHECK(n == ps->count, "%s: %d fixture weights, %d cmlab parameters", dir, n, ps->count);
 }
 
-int fixture_run(char *const *argv, const char *out_path, const char *err_path)
+int fixture_run(char *const *argv, const char *out_path, const char *err_path, const char *env)
 {
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
-        if (!freopen(out_path, "a", stdout) || !freopen(err_path, "w", stderr)) _exit(127);
+        if (!freopen(out_path, "a", stdout) || !freopen(err_path ? err_path : out_path, err_path ? "w" : "a", stderr))
+            _exit(127);
+        if (env) putenv((char *)env);
         execv(argv[0], argv);
         _exit(127);
     }
@@ -275,7 +277,7 @@ FixtureRun fixture_run_capture(char *const *argv)
     snprintf(out, sizeof out, "/tmp/fixture_run_%d.out", (int)getpid());
     snprintf(err, sizeof err, "/tmp/fixture_run_%d.err", (int)getpid());
     remove(out);
-    r.code = fixture_run(argv, out, err);
+    r.code = fixture_run(argv, out, err, NULL);
     read_back(out, r.out, sizeof r.out);
     read_back(err, r.err, sizeof r.err);
     return r;
@@ -318,4 +320,10 @@ double fixture_worst_param_error(Fixture *f, const char *dir, const ParamSet *ps
         }
     }
     return worst;
+}
+
+void fixture_be32(FILE *f, uint32_t v)
+{
+    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
+    fwrite(b, 1, 4, f);
 }

@@ -7,6 +7,8 @@
 #include <hdf5.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 typedef struct Fixture {
     hid_t file;
@@ -51,8 +53,9 @@ double fixture_worst_param_error(Fixture *f, const char *dir, const struct Param
 char *fixture_read_file(const char *path, size_t *len);
 
 /* Runs argv (argv[0]: the program) with stdout appended to out_path and stderr written to
- * err_path (the last run's only); returns the exit status (128 + signal when killed). */
-int fixture_run(char *const *argv, const char *out_path, const char *err_path);
+ * err_path (the last run's only; NULL: appended to out_path too), the environment assignment
+ * "NAME=VALUE" env added when not NULL; returns the exit status (128 + signal when killed). */
+int fixture_run(char *const *argv, const char *out_path, const char *err_path, const char *env);
 /* A command's exit code (128 + the signal if it died) and the start of its stdout and stderr. */
 typedef struct FixtureRun { int code; char out[4096], err[4096]; } FixtureRun;
 /* fixture_run with the output captured (through files in /tmp named by the process id). */
@@ -60,6 +63,8 @@ FixtureRun fixture_run_capture(char *const *argv);
 /* n PNGs dir/0000.png ... of side x side pixels: each a white axis-aligned rectangle (4..10
  * pixels a side, anywhere; from the counter RNG with seed 7) on black. */
 void fixture_write_rectangles(const char *dir, int n, int side);
+/* A big-endian 32-bit integer (IDX headers of the MNIST-format data sets tests write). */
+void fixture_be32(FILE *f, uint32_t v);
 
 /* Test bookkeeping: CHECK prints and counts failures; test_summary prints "N passed, M failed"
  * and returns the exit code. */

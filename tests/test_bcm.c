@@ -293,7 +293,7 @@ static void test_sampler(int N)
 /* ---- 5, 6. runs through the binary ---- */
 
 /* Runs cmlab; stdout goes to DIR/log.txt, stderr to DIR/err.txt (the last run's only). */
-static int run(char *const *args) { return fixture_run(args, DIR "/log.txt", DIR "/err.txt"); }
+static int run(char *const *args) { return fixture_run(args, DIR "/log.txt", DIR "/err.txt", NULL); }
 
 static bool stderr_has(const char *text)
 {

@@ -51,7 +51,7 @@
 static const char *cmlab;
 
 /* Runs cmlab; stdout goes to DIR/log.txt, stderr to DIR/err.txt (the last run's only). */
-static int run(char *const *args) { return fixture_run(args, DIR "/log.txt", DIR "/err.txt"); }
+static int run(char *const *args) { return fixture_run(args, DIR "/log.txt", DIR "/err.txt", NULL); }
 
 static const char *BASE =
     "[experiment]\nseed = 5\nout_dir = " DIR "\n"

@@ -55,25 +55,7 @@
 static const char *torch_python, *twin_script, *cmlab;
 
 /* Runs argv with stdout and stderr appended to DIR/log.txt; returns the exit status. */
-static int run(char *const *argv)
-{
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        if (!freopen(DIR "/log.txt", "a", stdout) || !freopen(DIR "/log.txt", "a", stderr)) _exit(127);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    int st;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static void be32(FILE *f, uint32_t v)
-{
-    unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
-    fwrite(b, 1, 4, f);
-}
+static int run(char *const *argv) { return fixture_run(argv, DIR "/log.txt", NULL, NULL); }
 
 /* NDATA images: a bright rectangle (sides and corner from the counter RNG) over a left-to-right
  * ramp, so that a flip changes the image. */
@@ -84,8 +66,8 @@ static void write_data(void)
     FILE *im = fopen(DIR "/data/train-images-idx3-ubyte", "wb");
     FILE *lb = fopen(DIR "/data/train-labels-idx1-ubyte", "wb");
     CM_ASSERT(im && lb, "cannot write the data set in " DIR "/data");
-    be32(im, 0x803), be32(im, NDATA), be32(im, S), be32(im, S);
-    be32(lb, 0x801), be32(lb, NDATA);
+    fixture_be32(im, 0x803), fixture_be32(im, NDATA), fixture_be32(im, S), fixture_be32(im, S);
+    fixture_be32(lb, 0x801), fixture_be32(lb, NDATA);
     for (int i = 0; i < NDATA; i++) {
         const float *r = u + 4 * i;
         int w = 6 + (int)(r[0] * 12), h = 6 + (int)(r[1] * 12);

@@ -22,6 +22,7 @@ static void usage(FILE *f)
             "usage: cmlab eval CKPT.h5 [--features CLF.h5] [--n N] [--nfe N1,N2,...] [--solver NAME]\n"
             "                  [--schedule NAME] [--afs] [--mid-t T] [--seed S] [--weights SET]\n"
             "                  [--out RUN_DIR] [--no-stamp] [--set section.key=value] [--threads N]\n"
+            "                  [--predictor P.h5]\n"
             "       cmlab eval --baselines --features CLF.h5 [--n N] [--seed S]\n"
             "Generates n samples at fixed seeds for each NFE, computes their Frechet distance to the\n"
             "training split in the feature space of a method = classifier checkpoint, and appends one\n"
@@ -34,7 +35,8 @@ static void usage(FILE *f)
             "  --nfe       NFEs (eval.nfe): solver evaluations for EDM, 1 and 2 steps for CT/CD\n"
             "  --solver    euler, heun, dpm2, dpmpp2m, dpmpp3m, ipndm (sample.solver)\n"
             "  --schedule  polynomial, logsnr, time_uniform (sample.schedule)\n"
-            "  --weights   online, target or ema:RATE (eval.weights; default: the first EMA)\n");
+            "  --weights   online, target or ema:RATE (eval.weights; default: the first EMA)\n"
+            "  --predictor an AMED predictor trained on CKPT.h5 (eval.predictor): sample with it, at its NFE\n");
 }
 
 /* Options that set a key; the value goes through config_set like a file line. */
@@ -42,6 +44,7 @@ static const struct { const char *option, *key; bool flag; } KEYS[] = {
     {"features", "eval.features", false}, {"n", "eval.n", false},           {"nfe", "eval.nfe", false},
     {"seed", "eval.seed", false},         {"weights", "eval.weights", false}, {"solver", "sample.solver", false},
     {"schedule", "sample.schedule", false}, {"mid-t", "sample.mid_t", false}, {"afs", "sample.afs", true},
+    {"predictor", "eval.predictor", false},
 };
 
 int eval_main(int argc, char **argv)

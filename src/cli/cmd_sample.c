@@ -15,6 +15,7 @@
 #include "io/experiment.h"
 #include "sample/bcm.h"
 #include "sample/sample.h"
+#include "train/amed_predictor.h"
 #include "train/model.h"
 
 static void usage(FILE *f)
@@ -23,6 +24,7 @@ static void usage(FILE *f)
             "usage: cmlab sample CKPT.h5 [--solver NAME] [--nfe N] [--schedule NAME] [--afs]\n"
             "                    [--denoise-to-zero] [--n N] [--seed S] [--weights SET]\n"
             "                    [--out grid.png] [--threads N] [--steps K | --times T1,T2,...]\n"
+            "                    [--bcm-schedule S] [--predictor P.h5]\n"
             "Draws n samples at a fixed seed and writes them as a PNG grid. Defaults: the\n"
             "checkpoint's [sample] keys, --weights = its first EMA (else online), --out grid.png.\n"
             "  --solver     euler, heun, dpm2, dpmpp2m, dpmpp3m, ipndm\n"
@@ -37,7 +39,10 @@ static void usage(FILE *f)
             "               to the next time); T = sigma_max, eps = sigma_min. 80>eps one step,\n"
             "               80>2.4>eps ancestral, 80>eps,0.1>1.2>eps zigzag, 80>3>eps,0.12>0.4>eps\n"
             "               mixed. It starts at its highest time, ends at eps, and its jumps go\n"
-            "               down except the first one after ',' (zigzag's 0.1>1.2)\n");
+            "               down except the first one after ',' (zigzag's 0.1>1.2)\n"
+            "An AMED predictor (a method = amed checkpoint) samples with the teacher CKPT.h5 it was\n"
+            "trained on, with the settings stored in it (plugin, schedule, N, AFS: its own NFE):\n"
+            "  --predictor P.h5   refused (exit 2) when CKPT.h5 is not its teacher\n");
 }
 
 /* Options that set a [sample] key of the checkpoint's configuration: the value is checked by
@@ -84,8 +89,8 @@ static int draw_bcm(const Sampler *s, const char *arg, const Config *cfg, int n,
 
 int sample_main(int argc, char **argv)
 {
-    enum { OPT_WEIGHTS = 256, OPT_OUT, OPT_THREADS, OPT_SEED, OPT_STEPS, OPT_TIMES, OPT_BCM, OPT_KEY };
-    struct option opts[CM_ARRAY_LEN(KEYS) + 9];
+    enum { OPT_WEIGHTS = 256, OPT_OUT, OPT_THREADS, OPT_SEED, OPT_STEPS, OPT_TIMES, OPT_BCM, OPT_PREDICTOR, OPT_KEY };
+    struct option opts[CM_ARRAY_LEN(KEYS) + 10];
     size_t no = 0;
     for (size_t i = 0; i < CM_ARRAY_LEN(KEYS); i++)
         opts[no++] = (struct option){KEYS[i].option, KEYS[i].flag ? no_argument : required_argument, 0,
@@ -97,10 +102,11 @@ int sample_main(int argc, char **argv)
     opts[no++] = (struct option){"steps", required_argument, 0, OPT_STEPS};
     opts[no++] = (struct option){"times", required_argument, 0, OPT_TIMES};
     opts[no++] = (struct option){"bcm-schedule", required_argument, 0, OPT_BCM};
+    opts[no++] = (struct option){"predictor", required_argument, 0, OPT_PREDICTOR};
     opts[no++] = (struct option){"help", no_argument, 0, 'h'};
     opts[no] = (struct option){0, 0, 0, 0};
 
-    const char *weights = NULL, *out = "grid.png", *times_arg = NULL, *bcm_arg = NULL;
+    const char *weights = NULL, *out = "grid.png", *times_arg = NULL, *bcm_arg = NULL, *predictor = NULL;
     long long threads = 2, seed = -1, steps = 0;
     /* Key options in command-line order, applied once the checkpoint's configuration is read. */
     char sets[2 * CM_ARRAY_LEN(KEYS)][256];
@@ -116,6 +122,7 @@ int sample_main(int argc, char **argv)
         case OPT_STEPS: rc = cli_parse_count("cmlab sample", "steps", optarg, 1, 2, &steps); break;
         case OPT_TIMES: times_arg = optarg; break;
         case OPT_BCM: bcm_arg = optarg; break;
+        case OPT_PREDICTOR: predictor = optarg; break;
         case 'h': usage(stdout); return CM_EXIT_OK;
         default:
             if (ch < OPT_KEY) {
@@ -171,6 +178,23 @@ int sample_main(int argc, char **argv)
         model_free(&tn);
         return CM_EXIT_INPUT;
     }
+    /* A predictor fixes the sampler: no solver option may change it. */
+    for (int i = 0; i < nsets && predictor; i++)
+        if (KEYS[set_opt[i]].solver) {
+            fprintf(stderr, "cmlab sample: --%s with --predictor: the predictor %s samples with the settings it "
+                            "was trained with (its own NFE)\n", KEYS[set_opt[i]].option, predictor);
+            model_free(&tn);
+            return CM_EXIT_INPUT;
+        }
+    AmedPredictor pred = {0};
+    if (predictor && (!diffusion || amed_predictor_load(&pred, predictor, &tn, &cfg, path) != 0)) {
+        if (!diffusion) cm_fail("%s is a consistency model (method %s); an AMED predictor needs its EDM teacher", path,
+                                config_method_name(cfg.experiment.method));
+        fprintf(stderr, "cmlab sample: --predictor: %s\n", cm_errmsg());
+        amed_predictor_free(&pred);
+        model_free(&tn);
+        return CM_EXIT_INPUT;
+    }
     for (int i = 0; i < nsets; i++) {
         if (config_set(&cfg, sets[i]) != 0) {
             fprintf(stderr, "cmlab sample: --%s: %s\n", KEYS[set_opt[i]].option, cm_errmsg());
@@ -213,7 +237,8 @@ int sample_main(int argc, char **argv)
     if (bcm_arg) {
         rc = draw_bcm(&s, bcm_arg, &cfg, n, (uint64_t)seed, x, how, sizeof how);
     } else {
-        if (diffusion) p = sample_plan_ode(kind, &o);
+        if (predictor) p = sample_plan_amed(&pred);
+        else if (diffusion) p = sample_plan_ode(kind, &o);
         /* Consistency models: --times T,t2,... or --steps 1 (T) / 2 (T, sample.mid_t). */
         else if (times_arg) rc = parse_times(times_arg, &p);
         else rc = sample_plan(&p, tn.kind, &cfg, &cfg, steps ? (int)steps : 1);
@@ -228,6 +253,7 @@ int sample_main(int argc, char **argv)
         fprintf(stderr, "cmlab sample: %s\n", cm_errmsg());
     free(x);
     ctx_free(&ctx);
+    amed_predictor_free(&pred);
     model_free(&tn);
     return rc == 0 ? CM_EXIT_OK : CM_EXIT_INPUT;
 }

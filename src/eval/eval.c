@@ -16,6 +16,7 @@
 #include "autograd/streams.h"
 #include "data/image.h"
 #include "io/checkpoint.h"
+#include "train/amed_predictor.h"
 #include "train/model.h"
 #include "sample/sample.h"
 #include "sample/schedule.h"
@@ -48,10 +49,43 @@ static void times_text(const double *t, int n, bool to_zero, char *out, size_t l
     if (to_zero && k < len) snprintf(out + k, len - k, ",0");
 }
 
+/* The settings of ev's eval.predictor for the teacher of configuration mcfg; -1 after cm_fail(). */
+static int predictor_settings(const Config *mcfg, const Config *ev, AmedSettings *s)
+{
+    Config pc;
+    if (model_read_config(ev->eval.predictor, &pc) != 0) return -1;
+    if (pc.experiment.method != CFG_METHOD_AMED)
+        return cm_fail("eval.predictor = %s: a method = %s checkpoint, not an AMED predictor", ev->eval.predictor,
+                       config_method_name(pc.experiment.method));
+    return amed_settings_from_config(&pc, mcfg, s);
+}
+
+/* eval_sampler of an eval.predictor: sampler "amed" (AMED-Solver) or "amed_<plugin>". */
+static int eval_sampler_amed(const Config *mcfg, const Config *ev, int nfe, EvalRecord *r)
+{
+    AmedSettings s;
+    if (predictor_settings(mcfg, ev, &s) != 0) return -1;
+    if (nfe != amed_nfe(&s))
+        return cm_fail("eval.predictor = %s samples at its own %d NFE, not %d (leave eval.nfe empty)",
+                       ev->eval.predictor, amed_nfe(&s), nfe);
+    double *grid = cm_malloc((size_t)s.N * sizeof(double));
+    int rc = schedule_steps(s.schedule, s.N, s.sigma_min, s.sigma_max, s.rho, grid);
+    if (rc == 0) times_text(grid, s.N, false, r->times, sizeof r->times);
+    free(grid);
+    if (s.plugin == AMED_PLUGIN_SOLVER) snprintf(r->sampler, sizeof r->sampler, "amed");
+    else snprintf(r->sampler, sizeof r->sampler, "amed_%s", amed_plugin_names[s.plugin]);
+    snprintf(r->schedule, sizeof r->schedule, "%s", schedule_kind_name(s.schedule));
+    const char *base = strrchr(ev->eval.predictor, '/') ? strrchr(ev->eval.predictor, '/') + 1 : ev->eval.predictor;
+    snprintf(r->options, sizeof r->options, "rho=%g,afs=%d,max_order=%d,predictor=%.100s", s.rho, s.afs, s.max_order,
+             base);
+    return rc;
+}
+
 int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
 {
     r->nfe = nfe;
     r->options[0] = '\0';
+    if (ev->eval.predictor[0]) return eval_sampler_amed(mcfg, ev, nfe, r);
     SamplePlan p;
     if (sample_plan(&p, kind, mcfg, ev, nfe)) return -1;
     if (p.kind == MODEL_CONSISTENCY) {
@@ -153,6 +187,11 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         ctx_free(&ctx);
         return cm_fail("%s: %s", path, cm_errmsg());
     }
+    if (mcfg.experiment.method == CFG_METHOD_AMED) {
+        ctx_free(&ctx);
+        return cm_fail("%s is an AMED predictor: evaluate its teacher (%s) with eval.predictor = %s", path,
+                       mcfg.amed.teacher, path);
+    }
     if (method->model == MODEL_FEATURE_NET) {
         EvalRecord r;
         rc = eval_classifier(path, &mcfg, ev, run_dir, stamp, &r, &ctx);
@@ -171,6 +210,15 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
     int nfes[CFG_LIST_MAX], nn = ev->eval.nfe.n;
     for (int i = 0; i < nn; i++) nfes[i] = ev->eval.nfe.v[i];
     if (nn == 0) nn = sample_default_nfes(mk, ev, nfes);
+    if (ev->eval.nfe.n == 0 && ev->eval.predictor[0]) {
+        AmedSettings as;
+        if (predictor_settings(&mcfg, ev, &as) != 0) {
+            ctx_free(&ctx);
+            return -1;
+        }
+        nfes[0] = amed_nfe(&as);
+        nn = 1;
+    }
     for (int i = 0; i < nn; i++) {
         EvalRecord probe;
         if (eval_sampler(&mcfg, ev, nfes[i], mk, &probe)) {
@@ -191,7 +239,10 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
     const char *kind = config_enum_name("data.dataset", mcfg.data.dataset);
     if (rc == 0) rc = fd_reference_stats(&f, kind, mcfg.data.path, "train", &ctx, &ref, cache, sizeof cache);
     if (rc == 0) rc = model_load(&m, &lcfg, path, ev->eval.weights);
+    AmedPredictor pred = {0};
+    if (rc == 0 && ev->eval.predictor[0]) rc = amed_predictor_load(&pred, ev->eval.predictor, &m, &lcfg, path);
     if (rc != 0) {
+        amed_predictor_free(&pred);
         model_free(&m);
         fd_stats_free(&ref);
         feature_net_free(&f);
@@ -220,7 +271,8 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         /* The checkpoint's noise range, the evaluation's sampler. */
         SamplePlan p;
         SolverStats st = {0};
-        rc = sample_plan(&p, mk, &mcfg, ev, nfes[i]);
+        if (pred.w) p = sample_plan_amed(&pred);
+        else rc = sample_plan(&p, mk, &mcfg, ev, nfes[i]);
         if (rc == 0) rc = sample_draw(&s, &p, n, (uint64_t)ev->eval.seed, x, &st);
         if (rc != 0) break;
         CM_ASSERT(st.nfe == r.nfe, "eval: the sampler made %d calls, not %d", st.nfe, r.nfe);
@@ -250,6 +302,7 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
     }
     free(x);
     free(feat);
+    amed_predictor_free(&pred);
     model_free(&m);
     fd_stats_free(&ref);
     feature_net_free(&f);

@@ -471,6 +471,7 @@ static int write_root_attrs(hid_t f, const CkptState *s)
     rc |= attr_write_i64(f, "world_size", s->world_size);
     rc |= attr_write_i64(f, "sched_N", s->sched_N);
     rc |= attr_write_f64(f, "sched_mu", s->sched_mu);
+    for (int i = 0; i < s->nattrs; i++) rc |= attr_write_str(f, s->attr_names[i], s->attr_values[i]);
     return rc ? -1 : 0;
 }
 
@@ -981,19 +982,25 @@ static int load_quiet(const char *path, CkptState *s)
 
 int ckpt_load(const char *path, CkptState *s) { return load_quiet(path, s) < 0 ? -1 : 0; }
 
-char *ckpt_read_config(const char *path)
+char *ckpt_read_attr(const char *path, const char *name)
 {
     H5Quiet q = h5_quiet();
     char *text = NULL;
     hid_t f = open_checkpoint(path);
     if (f >= 0) {
-        text = attr_read_str(f, "config");
-        if (!text) fail_read(path, "the config attribute");
+        text = attr_read_str(f, name);
+        if (!text) {
+            char what[96];
+            snprintf(what, sizeof what, "the %s attribute", name);
+            fail_read(path, what);
+        }
         H5Fclose(f);
     }
     h5_restore(q);
     return text;
 }
+
+char *ckpt_read_config(const char *path) { return ckpt_read_attr(path, "config"); }
 
 typedef struct SetList { char (*names)[64]; int n, max; const char *prefix; } SetList;
 

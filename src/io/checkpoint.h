@@ -52,7 +52,7 @@
 #include "nn/optim.h"
 #include "nn/params.h"
 
-enum { CKPT_FORMAT_VERSION = 1, CKPT_MAX_SETS = 8 };
+enum { CKPT_FORMAT_VERSION = 1, CKPT_MAX_SETS = 8, CKPT_MAX_ATTRS = 4 };
 
 /* One weight set: a flat buffer of ps->total floats in the ParamSet layout. */
 typedef struct CkptWeights {
@@ -76,6 +76,10 @@ typedef struct CkptState {
     int world_size;
     long sched_N;                /* schedule state: the discretisation N(k) ... */
     double sched_mu;             /* ... and the EMA rate mu(k) at `step` */
+    /* A method's own root string attributes (AMED: its teacher's identity), written by ckpt_save
+     * and read back with ckpt_read_attr; ckpt_load ignores them. */
+    const char *attr_names[CKPT_MAX_ATTRS], *attr_values[CKPT_MAX_ATTRS];
+    int nattrs;
     /* Output of ckpt_load only: a malloc'd copy of the file's config text. A successful load
      * frees the previous value first, so a state reused across loads does not leak; the owner
      * frees it at the end (free(s.loaded_config)). Ignored by ckpt_save. */
@@ -109,6 +113,10 @@ int ckpt_load(const char *path, CkptState *s);
  * checkpoint that does not fit s (another method, network or optimiser): an older file may fit,
  * but resuming from it would silently discard the newer training. */
 int ckpt_load_latest(const char *dir, CkptState *s, char *used, size_t len);
+
+/* Root string attribute `name` of a valid-looking checkpoint (format, version and complete
+ * checked), malloc'd; NULL after cm_fail() naming the file and the attribute when it is missing. */
+char *ckpt_read_attr(const char *path, const char *name);
 
 /* The configuration text of a valid-looking checkpoint (format, version and complete checked;
  * tensors are verified when loaded), malloc'd; NULL after cm_fail(). */

@@ -21,6 +21,7 @@
 #include <ini.h>
 
 #include "common.h"
+#include "sample/amed.h"
 
 /* ---- the key table ---- */
 
@@ -63,7 +64,8 @@ static const CfgSection sections[] = {
     {"bcm", "method = bcm: Bidirectional Consistency Training and fine-tuning (reference/bcm.md §3-4); "
             "[ct]'s p_mean, p_std and curriculum (s0, s1; unless bcm.N is set) apply, its loss, sampling, "
             "weighting and target_mu do not (BCM fixes them: pseudo-Huber, lognormal, 1/(t - t'), online)."},
-    {"amed", "method = amed: the AMED predictor (reference/amed.md); no keys yet."},
+    {"amed", "method = amed: the ~9k-parameter AMED predictor, distilled from an EDM teacher's ODE "
+             "trajectories (reference/amed.md; src/sample/amed.h)."},
     {"classifier", "method = classifier: the CNN whose penultimate features define the Frechet "
                    "distance of `cmlab eval` (src/nn/classifier.h)."},
     {"sample", "Sample grids and `cmlab sample`: the ODE solver of a denoiser (src/sample/solvers.h)."},
@@ -241,6 +243,34 @@ static const CfgKey keys[] = {
      .help = "c of the pseudo-Huber distance (sqrt(sum (a - b)^2 + c^2) - c) / sqrt(C*H*W). 0: iCT's "
              "0.00054 sqrt(C*H*W), which gives the official 0.06 at 3x64x64; 0.0151 at 1x28x28, "
              "0.0173 at 1x32x32, 0.0299 at 3x32x32."},
+    {AT(amed, teacher), TEXT(CFG_PATH_MAX - 1, 0), .dflt = "",
+     .help = "EDM teacher checkpoint (needed for method = amed); its U-Net must have an 8x8 bottleneck "
+             "(e.g. Fashion-MNIST with data.pad_to = 32 and 3 levels)."},
+    {AT(amed, teacher_weights), TEXT(CFG_NAME_MAX - 1, 0), .dflt = "",
+     .help = "The teacher's weight set: online or ema:RATE. Empty: its first EMA (else online)."},
+    {AT(amed, student), ENUM(amed_plugin_names), .dflt = "amed",
+     .help = "The student: AMED-Solver (amed) or AMED-Plugin on euler, dpm2 or ipndm."},
+    {AT(amed, teacher_solver), ENUM(solver_kind_names), .dflt = "heun",
+     .help = "The ODE solver of the teacher trajectories (no AFS, no step to 0)."},
+    {AT(amed, N), INT(2, 1000), .dflt = "4",
+     .help = "The student's time points: N - 1 steps, 2(N - 1) - afs NFE (N = 3..6: NFE 3, 5, 7, 9 with afs)."},
+    {AT(amed, M), INT(0, 1000), .dflt = "1",
+     .help = "Teacher steps inserted per student step: the teacher has (M + 1)(N - 1) + 1 points."},
+    {AT(amed, afs), BOOL, .dflt = "true",
+     .help = "The student's analytical first step (saves one NFE)."},
+    {AT(amed, schedule), ENUM(schedule_kind_names), .dflt = "time_uniform",
+     .help = "The schedule of student and teacher (same type, sigma range of the teacher)."},
+    {AT(amed, rho), FLOAT(0, 1000, CFG_OPEN_MIN), .dflt = "1",
+     .help = "Exponent of the polynomial and time_uniform schedules."},
+    {AT(amed, scale_dir), FLOAT(0, 1, CFG_OPEN_MAX), .dflt = "0.01",
+     .help = "S_dir: the c head, c in (1 - S_dir, 1 + S_dir). 0: no head, c = 1."},
+    {AT(amed, scale_time), FLOAT(0, 1, CFG_OPEN_MAX), .dflt = "0",
+     .help = "S_time: the a head, a in (1 - S_time, 1 + S_time). 0: no head, a = 1."},
+    {AT(amed, max_order), INT(1, 4), .dflt = "4",
+     .help = "Highest Adams-Bashforth order of the ipndm student and teacher."},
+    {AT(amed, nonfinite_limit), INT(0, MANY), .dflt = "10",
+     .help = "Updates with a non-finite loss or gradient are skipped and counted (metrics.jsonl "
+             "nonfinite_skipped); the run stops (exit 1) when more than this many were skipped."},
 
     {AT(classifier, channels), INTS(1, 4096, 1, 4), .dflt = "32,64",
      .help = "Widths of the conv levels (two 3x3 conv + GN + SiLU, then a 2x2 average pool, each)."},
@@ -286,6 +316,9 @@ static const CfgKey keys[] = {
              "configuration, each swept value changed on its own, then all keys at their last values "
              "(one_at_a_time), or the keys varying together, variant i taking value i of every line "
              "(zip: linked settings such as a solver and its schedule; every line lists as many values)."},
+    {AT(eval, predictor), TEXT(CFG_PATH_MAX - 1, 0), .dflt = "",
+     .help = "An AMED predictor checkpoint (method = amed) trained on the evaluated teacher: sample "
+             "with it (its own NFE) instead of sample.solver."},
 };
 
 #define KEY_COUNT ((int)CM_ARRAY_LEN(keys))

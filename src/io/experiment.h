@@ -135,6 +135,18 @@ typedef struct CfgBcm {
     int N;                       /* 0: [ct]'s curriculum */
     double huber_c;              /* 0: iCT's rule 0.00054 sqrt(C H W) */
 } CfgBcm;
+typedef struct CfgAmed {
+    char teacher[CFG_PATH_MAX];
+    char teacher_weights[CFG_NAME_MAX];
+    int student;                 /* AmedPlugin (sample/amed.h) */
+    SolverKind teacher_solver;
+    int N, M;
+    bool afs;
+    ScheduleKind schedule;
+    double rho, scale_dir, scale_time;
+    int max_order;
+    int nonfinite_limit;
+} CfgAmed;
 
 typedef struct CfgClassifier {
     CfgInts channels;
@@ -160,6 +172,7 @@ typedef struct CfgEval {
     char weights[CFG_NAME_MAX];
     char checkpoint[CFG_PATH_MAX];
     CfgSweepMode sweep;
+    char predictor[CFG_PATH_MAX];
 } CfgEval;
 
 /* One [sweep] line: a key of the table and its values, normalised (each value formatted as
@@ -179,6 +192,7 @@ typedef struct Config {
     CfgCd cd;
     CfgCt ct;
     CfgBcm bcm;
+    CfgAmed amed;
     CfgClassifier classifier;
     CfgSample sample;
     CfgEval eval;

@@ -6,6 +6,7 @@
 
 #include "autograd/streams.h"
 #include "nn/mlp.h"
+#include "sample/amed.h"
 
 int sampler_feature_dim(const Sampler *s)
 {
@@ -181,8 +182,28 @@ int sample_plan_times(SamplePlan *p, const double *times, int n)
     return 0;
 }
 
+SamplePlan sample_plan_amed(const AmedPredictor *pred)
+{
+    SamplePlan p;
+    memset(&p, 0, sizeof p);
+    p.kind = MODEL_DIFFUSION;
+    p.amed = pred;
+    return p;
+}
+
+/* An AMED plan: the sampler's network is the predictor's teacher (amed_predictor_load checked it). */
+static int sample_draw_amed(const Sampler *s, const SamplePlan *p, int n, uint64_t seed, float *out, SolverStats *stats)
+{
+    AmedTeacher T = {s->net, s->pre, s->weights};
+    int nfe;
+    amed_sample(&T, p->amed, s->C, s->H, s->W, s->batch, s->ctx, n, seed, out, &nfe);
+    if (stats) *stats = (SolverStats){.nfe = nfe, .steps = p->amed->s.N};
+    return 0;
+}
+
 int sample_draw(const Sampler *s, const SamplePlan *p, int n, uint64_t seed, float *out, SolverStats *stats)
 {
+    if (p->amed) return sample_draw_amed(s, p, n, seed, out, stats);
     if (p->kind == MODEL_DIFFUSION) return sample_ode(s, p->solver, &p->o, n, seed, out, stats);
     CM_ASSERT(p->kind == MODEL_CONSISTENCY, "sample_draw: model kind %d does not sample", (int)p->kind);
     int rc = sample_cm(s, p->times, p->ntimes, n, seed, out);
@@ -195,7 +216,8 @@ int sample_draw(const Sampler *s, const SamplePlan *p, int n, uint64_t seed, flo
 
 void sample_describe(const SamplePlan *p, const SolverStats *st, char *out, size_t len)
 {
-    if (p->kind == MODEL_DIFFUSION) snprintf(out, len, "%s, %d NFE", solver_kind_name(p->solver), st->nfe);
+    if (p->amed) snprintf(out, len, "AMED predictor on %s, %d NFE", amed_plugin_names[p->amed->s.plugin], st->nfe);
+    else if (p->kind == MODEL_DIFFUSION) snprintf(out, len, "%s, %d NFE", solver_kind_name(p->solver), st->nfe);
     else snprintf(out, len, "%d-step consistency sampling", p->ntimes);
 }
 

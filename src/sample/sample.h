@@ -69,6 +69,8 @@ typedef struct SamplePlan {
     SolverOpts o;
     double times[SAMPLE_MAX_TIMES];  /* MODEL_CONSISTENCY: T, then the re-noising times, descending */
     int ntimes;
+    const struct AmedPredictor *amed;  /* MODEL_DIFFUSION with an AMED predictor (sample/amed.h):
+                                        * its own steps instead of the solver (sample_plan_amed) */
 } SamplePlan;
 
 /* The plan of a model of `kind` trained with configuration mcfg (its noise range), sampled with
@@ -79,6 +81,8 @@ typedef struct SamplePlan {
 int sample_plan(SamplePlan *p, ModelKind kind, const Config *mcfg, const Config *scfg, int nfe);
 /* A diffusion plan from a solver and its options (a command line's choice). */
 SamplePlan sample_plan_ode(SolverKind solver, const SolverOpts *o);
+/* A diffusion plan that samples with AMED predictor p (its settings; p outlives the plan). */
+SamplePlan sample_plan_amed(const struct AmedPredictor *p);
 /* A consistency plan from a list of times (T first, descending, at least one: checked by
  * sample_draw). -1 after cm_fail() for more than SAMPLE_MAX_TIMES times. */
 int sample_plan_times(SamplePlan *p, const double *times, int n);

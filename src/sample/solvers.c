@@ -180,7 +180,7 @@ static void solve_dpm2(Denoiser *dn, const SolverOpts *o, const double *t, int n
 /* ---- iPNDM ---- */
 
 /* Adams-Bashforth coefficients of a uniform grid; row p-1 weighs d_0 (newest) .. d_{p-1}. */
-static const double ab_coef[4][4] = {
+const double solver_ab_coef[4][4] = {
     {1.0, 0, 0, 0},
     {3.0 / 2, -1.0 / 2, 0, 0},
     {23.0 / 12, -16.0 / 12, 5.0 / 12, 0},
@@ -199,7 +199,7 @@ static void solve_ipndm(Denoiser *dn, const SolverOpts *o, const double *t, int 
         step_direction(dn, o, i, x, t[i], D, hist[0]);
 
         int p = CM_MIN(o->ipndm_order, i + 1);
-        const double *c = ab_coef[p - 1];
+        const double *c = solver_ab_coef[p - 1];
         for (size_t e = 0; e < dn->n_el; e++) {
             double sum = 0;
             for (int j = 0; j < p; j++) sum += c[j] * hist[j][e];

@@ -150,6 +150,10 @@ int solver_nfe(SolverKind kind, const SolverOpts *o, int n);
  * no such n (e.g. heun without afs or denoise_to_zero: even NFEs only). */
 int solver_resolve_steps(SolverKind kind, const SolverOpts *o);
 
+/* iPNDM's Adams-Bashforth coefficients of a uniform grid: row p-1 weighs d_0 (newest) .. d_{p-1}
+ * (the table above; AMED's ipndm plugin uses it too). */
+extern const double solver_ab_coef[4][4];
+
 /* Integrates x (in: sigma_max * z; out: the sample at sigma_min, or at 0 with denoise_to_zero)
  * for N samples of dim values. Returns 0, or -1 after cm_fail() for bad options (an impossible
  * NFE, a bad schedule, ipndm_order outside 1..4). stats may be NULL. */

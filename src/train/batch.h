@@ -18,6 +18,7 @@ typedef struct Batch {
     int sample0;                 /* this process's first sample index in the global batch */
     int C, H, W;
     long step;                   /* the training step (the streams' step) */
+    int substep;                 /* the optimiser step within this batch (method.h substeps), from 0 */
     Rng noise_level;             /* STREAM_NOISE_LEVEL: per-sample noise levels or time indices */
     Rng noise;                   /* STREAM_NOISE: the Gaussian noise z */
     Rng dropout;                 /* STREAM_DROPOUT_BASE: the networks' dropout masks */

@@ -7,7 +7,7 @@
 
 #include "train/model.h"
 
-extern const Method method_edm, method_ct, method_cd, method_bcm, method_classifier;
+extern const Method method_edm, method_ct, method_cd, method_bcm, method_amed, method_classifier;
 
 /* Every method this build trains: adding a method is its file in methods/ and one row here. */
 static const Method *const METHODS[] = {
@@ -15,6 +15,7 @@ static const Method *const METHODS[] = {
     &method_ct,
     &method_cd,
     &method_bcm,
+    &method_amed,
     &method_classifier,
 };
 

@@ -9,7 +9,12 @@
  * trains), the optimiser, the EMAs, the step arena and the run directory.
  *
  * One step, as the loop calls it: loss (gradients into the online set's g) -> optimiser -> EMAs ->
- * after_update (target networks). Checkpoints: ckpt_save adds the method's weight sets and
+ * after_update (target networks). A method with substeps (AMED: one Adam step per student step of
+ * a trajectory) gets K such updates per batch: loss is called with b->substep = 0..K-1 on the same
+ * batch, each call followed by its own optimiser step; a training step (train.iterations,
+ * checkpoints, the batch's random streams) is the whole batch. The method may keep state from one
+ * substep to the next (the trajectory); no checkpoint falls between them, so that state is never
+ * saved, and substep 0 must rebuild it from the batch alone. Checkpoints: ckpt_save adds the method's weight sets and
  * schedule state to the loop's; ckpt_loaded takes the schedule state back on resume.
  */
 #ifndef CM_METHOD_H
@@ -62,6 +67,12 @@ typedef struct Method {
     /* MODEL_FEATURE_NET: what the loop does in place of a sample grid (the classifier's test
      * accuracy), printed and logged to metrics; NULL otherwise. */
     int (*report)(void *st, const float *w, const char *wname, Ctx *c, FILE *metrics, long step);
+    /* Optimiser steps per batch (the header); NULL: 1. */
+    int (*substeps)(const void *st);
+    /* NULL: a non-finite loss or gradient norm goes to train.on_nan. Else that update is skipped
+     * and counted (metrics.jsonl "nonfinite_skipped"), and the run stops (exit 1) once more than
+     * this many were skipped (AMED's amed.nonfinite_limit). */
+    long (*nonfinite_limit)(const void *st);
     size_t (*param_count)(const void *st);
     void (*print_table)(const void *st, FILE *f);
     void (*free)(void *st);

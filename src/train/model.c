@@ -168,6 +168,9 @@ int model_load(Model *m, Config *cfg, const char *path, const char *weights)
     if (model_read_config(path, cfg)) return -1;
     const Method *method;
     if (method_get(cfg, &method) != 0) return cm_fail("%s: %s", path, cm_errmsg());
+    if (cfg->experiment.method == CFG_METHOD_AMED)
+        return cm_fail("%s: an AMED predictor, which samples with the teacher it was trained on: cmlab sample "
+                       "TEACHER.h5 --predictor %s (TEACHER.h5: its amed.teacher, %s)", path, path, cfg->amed.teacher);
     if (method->model == MODEL_FEATURE_NET)
         return cm_fail("%s: a method = %s checkpoint has no generative network (cmlab eval "
                        "measures its test accuracy)", path, method->name);

@@ -409,6 +409,20 @@ static int reopen_metrics(Trainer *t, FILE **metrics)
     return *metrics ? 0 : -1;
 }
 
+/* Rolls t back to its newest checkpoint on every rank (the batch of the failing step, `shown` in
+ * the message, will be skipped), restarts the guard's window and reopens metrics.jsonl on rank 0.
+ * false when the run cannot go on (said why on err). */
+static bool trainer_rollback(Trainer *t, FILE **metrics, Guard *guard, long shown, FILE *err)
+{
+    if (trainer_resume(t) != 0) {
+        fprintf(err, "cannot roll back: %s\n", cm_errmsg());
+        return false;
+    }
+    fprintf(err, "rolled back to step %ld; step %ld's batch will be skipped\n", t->step, shown);
+    guard->n = guard->next = 0;
+    return dist_agree(t->rank == 0 ? reopen_metrics(t, metrics) : 0) == 0;
+}
+
 /* Test hook: CMLAB_TEST_RAISE="RANK:STEP:SIGNAL" makes rank RANK raise signal number SIGNAL
  * before step STEP (counted from 0): SIGKILL as the kernel's OOM killer or a lost node would,
  * SIGTERM as a scheduler's stop that reaches one rank first; tests/test_mpi.c checks that the job
@@ -487,7 +501,10 @@ int trainer_run(const Config *cfg, bool resume)
     const CfgTrain *tr = &cfg->train;
     bool tty = lead && isatty(1);
     double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0;
-    long start = t.step, logged = 0, skip_step = -1, skipped = 0;
+    long start = t.step, logged = 0, batches = 0, skip_step = -1, skipped = 0, nonfinite = 0, nonfinite_total = 0;
+    const int substeps = t.method->substeps ? t.method->substeps(t.state) : 1;
+    /* -1: non-finite values go to train.on_nan (method.h nonfinite_limit). */
+    const long nonfinite_limit = t.method->nonfinite_limit ? t.method->nonfinite_limit(t.state) : -1;
     /* The test hook of train.on_nan (trainer.h). */
     const char *nan_hook = getenv("CMLAB_TEST_NAN_STEP");
     long nan_step = nan_hook && nan_hook[0] ? atol(nan_hook) : -1;
@@ -514,107 +531,117 @@ int trainer_run(const Config *cfg, bool resume)
             continue;
         }
         test_raise(t.rank, t.step);
-        ctx_reset(&t.ctx);
-        memset(t.g, 0, n * sizeof(float));
-        WeightSet online = {t.w, t.g};
-        Batch b = batch_make(t.batch, t.labels, t.B_local, t.B, t.sample0, t.C, t.H, t.W,
-                             (uint64_t)cfg->experiment.seed, t.step);
-        if (t.step == nan_step) t.w[0] = NAN;
-        double loss = t.method->loss(t.state, &t.ctx, &online, &b);
-        const double spike = test_outlier_factor(t.step + 1);
-        if (spike != 1) {
-            loss *= spike;
-            for (size_t i = 0; i < n; i++) t.g[i] *= (float)spike;
-        }
-        /* Data parallelism: a method's loss is the mean over the samples it is given (method.h),
-         * so weighting rank r's loss and gradients by B_r / B makes their sum over the ranks the
-         * mean over the global batch: what one process at batch B computes, up to the order of
-         * the sums. The stop request and the time limit are summed too, so that every rank ends
-         * at the same step even when a signal reaches the ranks at different moments. */
-        double common[3] = {loss, trainer_stop_requested,
-                            tr->time_limit > 0 && cm_now() - t0 >= tr->time_limit};
-        if (t.world > 1) {
-            const float share = (float)t.B_local / (float)t.B;
-            for (size_t i = 0; i < n; i++) t.g[i] *= share;
-            common[0] *= (double)t.B_local / t.B;
-            dist_sum_floats(t.g, n);
-            dist_sum_doubles(common, 3);
-        }
-        loss = common[0];
-        stop = common[1] > 0;
-        double gnorm = grad_clip(t.g, n, tr->grad_clip);
-        if (!isfinite(loss) || !isfinite(gnorm)) {
-            fprintf(err, "\nstep %ld: loss %g, gradient norm %g\n", t.step, loss, gnorm);
-            if (tr->on_nan == CFG_ON_NAN_STOP) {
-                fprintf(err, "stopping (train.on_nan = stop); the last checkpoint is in %s\n", t.dir.ckpt);
-                rc = CM_EXIT_RUNTIME;
-                break;
+        /* The batch's updates: one, or the method's substeps (method.h). after: what the loop
+         * does once they are done: go on, restart the loop (a roll-back), or stop. */
+        enum { AFTER_NEXT, AFTER_RESTART, AFTER_STOP } after = AFTER_NEXT;
+        bool time_up = false;
+        for (int k = 0; k < substeps && after == AFTER_NEXT; k++) {
+            ctx_reset(&t.ctx);
+            memset(t.g, 0, n * sizeof(float));
+            WeightSet online = {t.w, t.g};
+            Batch b = batch_make(t.batch, t.labels, t.B_local, t.B, t.sample0, t.C, t.H, t.W,
+                                 (uint64_t)cfg->experiment.seed, t.step);
+            b.substep = k;
+            if (t.step == nan_step && k == 0) t.w[0] = NAN;
+            double loss = t.method->loss(t.state, &t.ctx, &online, &b);
+            const double spike = k == 0 ? test_outlier_factor(t.step + 1) : 1;
+            if (spike != 1) {
+                loss *= spike;
+                for (size_t i = 0; i < n; i++) t.g[i] *= (float)spike;
             }
-            skip_step = t.step;
-            if (trainer_resume(&t) != 0) {
-                fprintf(err, "cannot roll back: %s\n", cm_errmsg());
-                rc = CM_EXIT_RUNTIME;
-                break;
+            /* Data parallelism: a method's loss is the mean over the samples it is given (method.h),
+             * so weighting rank r's loss and gradients by B_r / B makes their sum over the ranks the
+             * mean over the global batch: what one process at batch B computes, up to the order of
+             * the sums. The stop request and the time limit are summed too, so that every rank ends
+             * at the same step even when a signal reaches the ranks at different moments. */
+            double common[3] = {loss, trainer_stop_requested,
+                                tr->time_limit > 0 && cm_now() - t0 >= tr->time_limit};
+            if (t.world > 1) {
+                const float share = (float)t.B_local / (float)t.B;
+                for (size_t i = 0; i < n; i++) t.g[i] *= share;
+                common[0] *= (double)t.B_local / t.B;
+                dist_sum_floats(t.g, n);
+                dist_sum_doubles(common, 3);
             }
-            fprintf(err, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step, skip_step);
-            guard.n = guard.next = 0;
-            if (dist_agree(lead ? reopen_metrics(&t, &metrics) : 0) != 0) {
-                rc = CM_EXIT_RUNTIME;
-                break;
-            }
-            continue;
-        }
-        double zl, zg;
-        bool drop = false;
-        if (guard_outlier(&guard, tr->guard_z, loss, gnorm, &zl, &zg)) {
-            fprintf(err, "\nstep %ld: outlier: loss %g (robust z %.1f), gradient norm %g (robust z %.1f) against "
-                         "the last %d steps (train.guard_z = %g); train.guard = %s\n", t.step + 1, loss, zl,
-                    gnorm, zg, guard.n, tr->guard_z, config_enum_name("train.guard", tr->guard));
-            if (tr->guard == CFG_GUARD_STOP) {
-                fprintf(err, "stopping; the last checkpoint is in %s\n", t.dir.ckpt);
-                rc = CM_EXIT_RUNTIME;
-                break;
-            }
-            if (tr->guard == CFG_GUARD_ROLLBACK) {
-                skip_step = t.step;
-                if (trainer_resume(&t) != 0) {
-                    fprintf(err, "cannot roll back: %s\n", cm_errmsg());
+            loss = common[0];
+            stop = stop || common[1] > 0;
+            time_up = common[2] > 0;
+            double gnorm = grad_clip(t.g, n, tr->grad_clip);
+            if ((!isfinite(loss) || !isfinite(gnorm)) && nonfinite_limit >= 0) {
+                nonfinite++;
+                nonfinite_total++;
+                fprintf(err, "\nstep %ld, update %d: loss %g, gradient norm %g: update skipped (%ld so far)\n",
+                        t.step, k, loss, gnorm, nonfinite_total);
+                if (nonfinite_total > nonfinite_limit) {
+                    fprintf(err, "stopping: more than %ld non-finite updates; the last checkpoint is in %s\n",
+                            nonfinite_limit, t.dir.ckpt);
                     rc = CM_EXIT_RUNTIME;
-                    break;
-                }
-                fprintf(err, "rolled back to step %ld; step %ld's batch will be skipped\n", t.step,
-                        skip_step + 1);
-                guard.n = guard.next = 0;
-                if (dist_agree(lead ? reopen_metrics(&t, &metrics) : 0) != 0) {
-                    rc = CM_EXIT_RUNTIME;
-                    break;
+                    after = AFTER_STOP;
                 }
                 continue;
             }
-            drop = tr->guard == CFG_GUARD_SKIP;
+            if (!isfinite(loss) || !isfinite(gnorm)) {
+                fprintf(err, "\nstep %ld: loss %g, gradient norm %g\n", t.step, loss, gnorm);
+                if (tr->on_nan == CFG_ON_NAN_STOP) {
+                    fprintf(err, "stopping (train.on_nan = stop); the last checkpoint is in %s\n", t.dir.ckpt);
+                    rc = CM_EXIT_RUNTIME;
+                    after = AFTER_STOP;
+                    break;
+                }
+                skip_step = t.step;
+                after = trainer_rollback(&t, &metrics, &guard, skip_step, err) ? AFTER_RESTART : AFTER_STOP;
+                if (after == AFTER_STOP) rc = CM_EXIT_RUNTIME;
+                break;
+            }
+            double zl, zg;
+            bool drop = false;
+            if (guard_outlier(&guard, tr->guard_z, loss, gnorm, &zl, &zg)) {
+                fprintf(err, "\nstep %ld: outlier: loss %g (robust z %.1f), gradient norm %g (robust z %.1f) "
+                             "against the last %d steps (train.guard_z = %g); train.guard = %s\n", t.step + 1,
+                        loss, zl, gnorm, zg, guard.n, tr->guard_z, config_enum_name("train.guard", tr->guard));
+                if (tr->guard == CFG_GUARD_STOP) {
+                    fprintf(err, "stopping; the last checkpoint is in %s\n", t.dir.ckpt);
+                    rc = CM_EXIT_RUNTIME;
+                    after = AFTER_STOP;
+                    break;
+                }
+                if (tr->guard == CFG_GUARD_ROLLBACK) {
+                    skip_step = t.step;
+                    after = trainer_rollback(&t, &metrics, &guard, skip_step + 1, err) ? AFTER_RESTART : AFTER_STOP;
+                    if (after == AFTER_STOP) rc = CM_EXIT_RUNTIME;
+                    break;
+                }
+                drop = tr->guard == CFG_GUARD_SKIP;
+            }
+            if (!drop) guard_push(&guard, loss, gnorm);
+            skipped += drop;
+            if (!drop) {
+                t.opt.lr = optim_warmup_lr((float)tr->lr, t.opt.step, tr->warmup);
+                adam_step(&t.opt, t.w, t.g);
+                ema_set_update(&t.emas, t.w, (double)t.step * t.B, t.B);
+                if (t.method->after_update) t.method->after_update(t.state, t.w);
+            }
+            loss_sum += loss;
+            gnorm_sum += gnorm;
+            logged++;
         }
-        if (!drop) guard_push(&guard, loss, gnorm);
-        skipped += drop;
-        if (!drop) {
-            t.opt.lr = optim_warmup_lr((float)tr->lr, t.opt.step, tr->warmup);
-            adam_step(&t.opt, t.w, t.g);
-            ema_set_update(&t.emas, t.w, (double)t.step * t.B, t.B);
-            if (t.method->after_update) t.method->after_update(t.state, t.w);
-        }
+        if (after == AFTER_STOP) break;
+        if (after == AFTER_RESTART) continue;
         t.step++;
-        loss_sum += loss;
-        gnorm_sum += gnorm;
-        logged++;
-        bool last = t.step == tr->iterations || common[2] > 0;
+        batches++;
+        bool last = t.step == tr->iterations || time_up;
 
         if (lead && (t.step % tr->log_every == 0 || last)) {
-            double now = cm_now(), ips = logged * t.B / (now - tlog);
+            double now = cm_now(), ips = batches * t.B / (now - tlog);
+            /* Every update of the logged steps may have been skipped (nonfinite_limit). */
+            logged = CM_MAX(logged, 1);
             double eta = (tr->iterations - t.step) * (now - t0) / (double)(t.step - start);
             if (tr->time_limit > 0) eta = fmin(eta, fmax(0, tr->time_limit - (now - t0)));
             fprintf(metrics, "{\"step\": %ld, \"loss\": %.6g, \"grad_norm\": %.6g, \"lr\": %.6g, "
                     "\"img_per_s\": %.1f, \"time\": %.2f", t.step, loss_sum / logged,
                     gnorm_sum / logged, (double)t.opt.lr, ips, now - t0);
             if (skipped) fprintf(metrics, ", \"guard_skipped\": %ld", skipped);
+            if (nonfinite) fprintf(metrics, ", \"nonfinite_skipped\": %ld", nonfinite);
             fprintf(metrics, "}\n");
             fflush(metrics);
             if (before.n > 0) {
@@ -630,8 +657,8 @@ int trainer_run(const Config *cfg, bool resume)
                    tr->iterations, loss_sum / logged, gnorm_sum / logged, ips, eta, tty ? "   " : "\n");
             fflush(stdout);
             loss_sum = gnorm_sum = 0;
-            logged = 0;
-            skipped = 0;
+            logged = batches = 0;
+            skipped = nonfinite = 0;
             tlog = now;
         }
         if ((tr->checkpoint_every > 0 && t.step % tr->checkpoint_every == 0) || last) {
