@@ -735,10 +735,7 @@ static int nearest_key(const char *section, const char *key)
 static void unknown_key(const char *section, const char *key, char *why, size_t n)
 {
     const CfgKey *k = &keys[nearest_key(section, key)];
-    int used = snprintf(why, n, "unknown key '%s.%s'", section, key);
-    if (section_find(section) >= 0 && section_keys(section) == 0)
-        used += snprintf(why + used, n - (size_t)used, " ([%s] has no keys yet)", section);
-    snprintf(why + used, n - (size_t)used, "; did you mean '%s.%s'?", k->section, k->key);
+    snprintf(why, n, "unknown key '%s.%s'; did you mean '%s.%s'?", section, key, k->section, k->key);
 }
 
 static void unknown_section(const char *section, char *why, size_t n)
@@ -1301,8 +1298,7 @@ void config_markdown(FILE *f)
     fprintf(f, "\nSections:");
     for (int s = 0; s < SECTION_COUNT; s++) {
         const char *name = sections[s].name;
-        const char *note = strcmp(name, "sweep") == 0 ? " (`section.key = v1, v2, ...` lines)"
-                         : section_keys(name) ? "" : " (no keys yet)";
+        const char *note = strcmp(name, "sweep") == 0 ? " (`section.key = v1, v2, ...` lines)" : "";
         fprintf(f, " `[%s]`%s%s", name, note, s + 1 < SECTION_COUNT ? "," : ".\n");
     }
 }
