@@ -308,6 +308,7 @@ int main(int argc, char **argv)
     test_same("edm", NULL);
     test_same("ct", "train.batch_size=6");
     test_same("cd", NULL);
+    test_same("bcm", NULL);
     test_resume();
     test_kill();
     test_term();
