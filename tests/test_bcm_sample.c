@@ -78,6 +78,38 @@ static void test_unet(void)
     sample_clip(o, TN * TDIM);
     CHECK(!memcmp(g, o, sizeof g), "T>eps is not one jump from 80 z (%.2e)", rel_error(g, o, TN * TDIM, 1));
     printf("two-time U-Net: f(x, t, t) = x exactly at 4 times; T>eps = one jump from 80 z\n");
+
+    /* The sampling entry: NFE k takes the first k of sample.times; with sample.bcm_jumps the plan
+     * jumps T > t1 > t2 > eps with f(x, t, u) (checked against the jumps by hand), otherwise it
+     * re-noises as a consistency model; a network that is not BCM refuses the jumps. */
+    Config cfg;
+    config_defaults(&cfg);
+    CHECK(config_set(&cfg, "sample.times=80,2.4,0.5") == 0 && config_set(&cfg, "sample.bcm_jumps=true") == 0,
+          "sample.times: %s", cm_errmsg());
+    SamplePlan p;
+    CHECK(sample_plan(&p, MODEL_CONSISTENCY, &cfg, &cfg, 3) == 0 && p.ntimes == 3 && p.jumps && p.times[0] == 80 &&
+              p.times[1] == 2.4 && p.times[2] == 0.5, "sample_plan at NFE 3 of sample.times 80,2.4,0.5");
+    CHECK(sample_plan(&p, MODEL_CONSISTENCY, &cfg, &cfg, 4) != 0, "NFE 4 of 3 sample.times was planned");
+    sample_plan(&p, MODEL_CONSISTENCY, &cfg, &cfg, 3);
+    SolverStats st;
+    CHECK(sample_draw(&s, &p, TN, 11, g, &st) == 0 && st.nfe == 3, "3-jump plan: %s", cm_errmsg());
+    rng_normal(&z, o, TN, 0, TDIM);
+    for (int k = 0; k < TN * TDIM; k++) o[k] *= 80.0f;
+    bcm_f_sampler(&s, o, 80, 2.4, TN);
+    bcm_f_sampler(&s, o, 2.4, 0.5, TN);
+    bcm_f_sampler(&s, o, 0.5, EPS, TN);
+    sample_clip(o, TN * TDIM);
+    CHECK(!memcmp(g, o, sizeof g), "the 3-jump plan is not 80 > 2.4 > 0.5 > eps (%.2e)", rel_error(g, o, TN * TDIM, 1));
+    CHECK(config_set(&cfg, "sample.bcm_jumps=false") == 0, "%s", cm_errmsg());
+    sample_plan(&p, MODEL_CONSISTENCY, &cfg, &cfg, 3);
+    CHECK(sample_draw(&s, &p, TN, 11, o, &st) == 0 && memcmp(g, o, sizeof g) != 0,
+          "the re-noising 3-step plan equals the jumps (or failed: %s)", cm_errmsg());
+    Sampler one = s;
+    one.pre.kind = PRECOND_CM;
+    p.jumps = true;
+    CHECK(sample_draw(&one, &p, TN, 11, o, &st) != 0 && strstr(cm_errmsg(), "bcm_jumps"),
+          "a one-time network took a jump plan");
+    printf("sampling entry: sample.times' first k at NFE k; bcm_jumps = the jumps by hand\n");
     ctx_free(&ctx);
     free(w);
     unet_free(&net);

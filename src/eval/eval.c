@@ -90,8 +90,9 @@ int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, 
     if (sample_plan(&p, kind, mcfg, ev, nfe)) return -1;
     if (p.kind == MODEL_CONSISTENCY) {
         times_text(p.times, p.ntimes, false, r->times, sizeof r->times);
-        snprintf(r->sampler, sizeof r->sampler, "consistency");
-        snprintf(r->schedule, sizeof r->schedule, "%s", p.ntimes == 1 ? "T" : "T,mid_t");
+        snprintf(r->sampler, sizeof r->sampler, "%s", p.jumps ? "bcm_jumps" : "consistency");
+        snprintf(r->schedule, sizeof r->schedule, "%s",
+                 p.ntimes == 1 ? "T" : ev->sample.times.n >= p.ntimes ? "sample.times" : "T,mid_t");
         return 0;
     }
     SolverOpts o = p.o;

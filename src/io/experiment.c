@@ -297,6 +297,13 @@ static const CfgKey keys[] = {
      .help = "Highest order of ipndm."},
     {AT(sample, mid_t), FLOAT(0, 100000, CFG_OPEN_MIN), .dflt = "0.821",
      .help = "Consistency models: the time of the second step of 2-step sampling (iCT/ECT CIFAR-10: 0.821)."},
+    {AT(sample, times), FLOATS(0, 100000, CFG_OPEN_MIN, 0, CFG_LIST_MAX), .dflt = "",
+     .help = "Consistency and BCM models: multistep times, T first, descending (e.g. 80,2,0.8,0.3); NFE k "
+             "samples with the first k. Empty: NFE 1 is T, NFE 2 is T then sample.mid_t."},
+    {AT(sample, bcm_jumps), BOOL, .dflt = "false",
+     .help = "BCM models: multistep sampling jumps from each time straight to the next with f(x, t, u), no "
+             "fresh noise (BCM's ancestral sampling: T > t1 > ... > eps). false: re-noise to each time as a "
+             "consistency model does."},
 
     {AT(eval, features), TEXT(CFG_PATH_MAX - 1, 0), .dflt = "",
      .help = "Checkpoint of the feature network (a method = classifier run on the same data set)."},

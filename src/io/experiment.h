@@ -162,6 +162,8 @@ typedef struct CfgSample {
     bool afs, denoise_to_zero;
     int ipndm_order;
     double mid_t;
+    CfgFloats times;             /* multistep consistency / BCM sampling: NFE k takes the first k */
+    bool bcm_jumps;
 } CfgSample;
 
 typedef struct CfgEval {

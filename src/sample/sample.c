@@ -7,6 +7,7 @@
 #include "autograd/streams.h"
 #include "nn/mlp.h"
 #include "sample/amed.h"
+#include "sample/bcm.h"
 
 int sampler_feature_dim(const Sampler *s)
 {
@@ -155,8 +156,15 @@ int sample_plan(SamplePlan *p, ModelKind kind, const Config *mcfg, const Config 
         return 0;
     }
     if (kind != MODEL_CONSISTENCY) return cm_fail("this model does not sample (a feature network)");
+    const CfgFloats *ts = &scfg->sample.times;
+    p->jumps = scfg->sample.bcm_jumps;
+    if (nfe >= 1 && nfe <= ts->n) {
+        for (int k = 0; k < nfe; k++) p->times[p->ntimes++] = ts->v[k];
+        return 0;
+    }
     if (nfe != 1 && nfe != 2)
-        return cm_fail("NFE %d: a consistency model samples with 1 step (from T) or 2 (T, then sample.mid_t)", nfe);
+        return cm_fail("NFE %d: a consistency model samples with 1 step (from T), 2 (T, then sample.mid_t), or as "
+                       "many as sample.times lists (%d)", nfe, ts->n);
     p->times[p->ntimes++] = mcfg->model.sigma_max;
     if (nfe == 2) p->times[p->ntimes++] = scfg->sample.mid_t;
     return 0;
@@ -201,12 +209,31 @@ static int sample_draw_amed(const Sampler *s, const SamplePlan *p, int n, uint64
     return 0;
 }
 
+/* BCM's ancestral sampling of plan times t[0] = T > ... > t[n-1]: T z, then jumps to each further
+ * time and to eps with f(x, t, u), no fresh noise (bcm.h). */
+static int sample_bcm_jumps(const Sampler *s, const double *times, int ntimes, int n, uint64_t seed, float *out)
+{
+    if (s->pre.kind != PRECOND_BCM)
+        return cm_fail("sample.bcm_jumps: the network is not a BCM (two-time) network; its multistep sampling "
+                       "re-noises (sample.bcm_jumps = false)");
+    double t[SAMPLE_MAX_TIMES + 1];
+    memcpy(t, times, (size_t)ntimes * sizeof *t);
+    t[ntimes] = s->pre.eps;
+    BcmSchedule sc;
+    if (bcm_schedule_chain(t, ntimes + 1, &sc) != 0 ||
+        bcm_schedule_check_generation(&sc, s->pre.eps, times[0], "the sampling times") != 0)
+        return -1;
+    bcm_generate(bcm_f_sampler, (void *)s, &sc, s->pre.eps, n, (size_t)s->C * s->H * s->W, seed, out);
+    return 0;
+}
+
 int sample_draw(const Sampler *s, const SamplePlan *p, int n, uint64_t seed, float *out, SolverStats *stats)
 {
     if (p->amed) return sample_draw_amed(s, p, n, seed, out, stats);
     if (p->kind == MODEL_DIFFUSION) return sample_ode(s, p->solver, &p->o, n, seed, out, stats);
     CM_ASSERT(p->kind == MODEL_CONSISTENCY, "sample_draw: model kind %d does not sample", (int)p->kind);
-    int rc = sample_cm(s, p->times, p->ntimes, n, seed, out);
+    int rc = p->jumps ? sample_bcm_jumps(s, p->times, p->ntimes, n, seed, out)
+                      : sample_cm(s, p->times, p->ntimes, n, seed, out);
     if (rc == 0 && stats) {
         memset(stats, 0, sizeof *stats);
         stats->nfe = p->ntimes;
@@ -218,6 +245,7 @@ void sample_describe(const SamplePlan *p, const SolverStats *st, char *out, size
 {
     if (p->amed) snprintf(out, len, "AMED predictor on %s, %d NFE", amed_plugin_names[p->amed->s.plugin], st->nfe);
     else if (p->kind == MODEL_DIFFUSION) snprintf(out, len, "%s, %d NFE", solver_kind_name(p->solver), st->nfe);
+    else if (p->jumps) snprintf(out, len, "%d-jump BCM sampling", p->ntimes);
     else snprintf(out, len, "%d-step consistency sampling", p->ntimes);
 }
 

@@ -69,6 +69,8 @@ typedef struct SamplePlan {
     SolverOpts o;
     double times[SAMPLE_MAX_TIMES];  /* MODEL_CONSISTENCY: T, then the re-noising times, descending */
     int ntimes;
+    bool jumps;                  /* MODEL_CONSISTENCY of a BCM network (PRECOND_BCM): jump from each time
+                                  * straight to the next, then to eps, with f(x, t, u): no fresh noise */
     const struct AmedPredictor *amed;  /* MODEL_DIFFUSION with an AMED predictor (sample/amed.h):
                                         * its own steps instead of the solver (sample_plan_amed) */
 } SamplePlan;
@@ -76,7 +78,9 @@ typedef struct SamplePlan {
 /* The plan of a model of `kind` trained with configuration mcfg (its noise range), sampled with
  * scfg's [sample] at nfe network evaluations:
  *   MODEL_DIFFUSION    scfg's solver, schedule and options with o.nfe = nfe (the solver checks it);
- *   MODEL_CONSISTENCY  nfe = 1: T = mcfg's sigma_max; nfe = 2: T, then scfg's sample.mid_t.
+ *   MODEL_CONSISTENCY  the first nfe of scfg's sample.times; when it has fewer (empty, say): nfe = 1:
+ *                      T = mcfg's sigma_max, nfe = 2: T, then scfg's sample.mid_t. sample.bcm_jumps
+ *                      sets the plan's jumps (sample_draw refuses it for a network that is not BCM).
  * -1 after cm_fail() for an NFE the kind cannot take (and for a model that does not sample). */
 int sample_plan(SamplePlan *p, ModelKind kind, const Config *mcfg, const Config *scfg, int nfe);
 /* A diffusion plan from a solver and its options (a command line's choice). */
