@@ -198,27 +198,21 @@ int edit_run(const EditOp *op, ConsistencyFn f, void *user, double eps, const do
 {
     if (check_times(eps, times, ntimes)) return -1;
     size_t dim = (size_t)op->C * op->H * op->W, total = (size_t)n * dim;
-    float *ay = cm_malloc(total * sizeof *ay), *z = cm_malloc(total * sizeof *z);
-    float *a = cm_malloc(dim * sizeof *a);
+    float *ay = cm_malloc(total * sizeof *ay), *a = cm_malloc(dim * sizeof *a);
     for (int i = 0; i < n; i++) {
         edit_forward(op, y + i * dim, ay + i * dim);
         edit_known(op, y + i * dim, out + i * dim);
     }
-    Rng r = {.seed = seed, .stream = STREAM_EDIT};
     for (int m = 0; m < ntimes; m++) {
         /* The first step noises the known part to t_1 (not the notebook's quirk); later steps
          * re-noise the projected estimate from eps to t_m. */
         double t = times[m];
-        float s = (float)(m == 0 ? t : sqrt(t * t - eps * eps));
-        r.step = (uint32_t)m;
-        rng_normal(&r, z, n, 0, dim);
-        for (size_t k = 0; k < total; k++) out[k] += s * z[k];
+        sample_add_noise(out, n, dim, m == 0 ? t : sqrt(t * t - eps * eps), seed, STREAM_EDIT, (uint32_t)m);
         f(user, out, t, n);
         sample_clip(out, total);
         for (int i = 0; i < n; i++) op_project(op, ay + i * dim, out + i * dim, a);
     }
     free(ay);
-    free(z);
     free(a);
     return 0;
 }

@@ -124,10 +124,8 @@ int sample_cm(const Sampler *s, const double *times, int ntimes, int n, uint64_t
     sample_consistency(s, out, times[0], n);
     for (int k = 1; k < ntimes; k++) {
         sample_clip(out, total);
-        r.step = (uint32_t)k;
-        rng_normal(&r, z, n, 0, dim);
-        float a = (float)sqrt(times[k] * times[k] - s->pre.eps * s->pre.eps);
-        for (size_t j = 0; j < total; j++) out[j] += a * z[j];
+        sample_add_noise(out, n, dim, sqrt(times[k] * times[k] - s->pre.eps * s->pre.eps), seed, STREAM_SAMPLE,
+                         (uint32_t)k);
         sample_consistency(s, out, times[k], n);
     }
     sample_clip(out, total);
