@@ -135,6 +135,23 @@ static int curve(const char *name, double loss[][2], int max)
     return n;
 }
 
+/* The lines of a run's metrics.jsonl with a reduce_share; -1 when a share is outside [0, 1]. */
+static int reduce_shares(const char *name)
+{
+    char path[256], line[4096];
+    snprintf(path, sizeof path, "mpi_runs/%s/metrics.jsonl", name);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *r = strstr(line, "\"reduce_share\": ");
+        if (!r) continue;
+        double share = atof(r + 16);
+        n = n < 0 || !(share >= 0 && share <= 1) ? -1 : n + 1;
+    }
+    if (f) fclose(f);
+    return n;
+}
+
 /* The online weights of a checkpoint, flattened in the file's name order; the count. */
 static float *weights(const char *path, size_t *count)
 {
@@ -193,6 +210,12 @@ static void test_same(const char *method, const char *extra)
     int r1 = train(0, method, p1, K, extra, false), r2 = train(2, method, p2, K, extra, false);
     CHECK(r1 == 0 && r2 == 0, "%s: a run failed (1 process: %d, 2 processes: %d)", method, r1, r2);
     if (r1 || r2) return;
+    /* The 2-process run reports the reduction's share of its time (output holds its output). */
+    CHECK(strstr(output, "2 processes: ") && strstr(output, "in the gradient reduction"),
+          "%s: 2 processes: no reduction time in the final line:\n%s", method, output);
+    int s1 = reduce_shares(p1), s2 = reduce_shares(p2);
+    CHECK(s1 == 0 && s2 >= K, "%s: reduce_share in metrics.jsonl: %d lines with 1 process (want 0), %d with 2 "
+          "(want %d, each in [0, 1])", method, s1, s2, K);
     snprintf(c0, sizeof c0, "mpi_runs/%s/ckpt/step_00000003.h5", p1);
     snprintf(c1, sizeof c1, "mpi_runs/%s/ckpt/step_%08d.h5", p1, K);
     snprintf(c2, sizeof c2, "mpi_runs/%s/ckpt/step_%08d.h5", p2, K);

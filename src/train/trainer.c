@@ -500,7 +500,8 @@ int trainer_run(const Config *cfg, bool resume)
 
     const CfgTrain *tr = &cfg->train;
     bool tty = lead && isatty(1);
-    double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0;
+    /* reduce_s: wall time in the ranks' reduction, including the wait for the slowest rank. */
+    double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0, reduce_s = 0, reduce_total = 0;
     long start = t.step, logged = 0, batches = 0, skip_step = -1, skipped = 0, nonfinite = 0, nonfinite_total = 0;
     const int substeps = t.method->substeps ? t.method->substeps(t.state) : 1;
     /* -1: non-finite values go to train.on_nan (method.h nonfinite_limit). */
@@ -560,8 +561,10 @@ int trainer_run(const Config *cfg, bool resume)
                 const float share = (float)t.B_local / (float)t.B;
                 for (size_t i = 0; i < n; i++) t.g[i] *= share;
                 common[0] *= (double)t.B_local / t.B;
+                double tr0 = cm_now();
                 dist_sum_floats(t.g, n);
                 dist_sum_doubles(common, 3);
+                reduce_s += cm_now() - tr0;
             }
             loss = common[0];
             stop = stop || common[1] > 0;
@@ -642,6 +645,7 @@ int trainer_run(const Config *cfg, bool resume)
                     gnorm_sum / logged, (double)t.opt.lr, ips, now - t0);
             if (skipped) fprintf(metrics, ", \"guard_skipped\": %ld", skipped);
             if (nonfinite) fprintf(metrics, ", \"nonfinite_skipped\": %ld", nonfinite);
+            if (t.world > 1) fprintf(metrics, ", \"reduce_share\": %.4f", reduce_s / (now - tlog));
             fprintf(metrics, "}\n");
             fflush(metrics);
             if (before.n > 0) {
@@ -659,6 +663,8 @@ int trainer_run(const Config *cfg, bool resume)
             loss_sum = gnorm_sum = 0;
             logged = batches = 0;
             skipped = nonfinite = 0;
+            reduce_total += reduce_s;
+            reduce_s = 0;
             tlog = now;
         }
         if ((tr->checkpoint_every > 0 && t.step % tr->checkpoint_every == 0) || last) {
@@ -685,6 +691,9 @@ int trainer_run(const Config *cfg, bool resume)
     fprintf(out, "%sdone: step %ld, %.0f s, %.1f img/s, arena high-water %.1f MB; run directory %s\n",
             tty ? "\n" : "", t.step, el, (t.step - start) * t.B / fmax(el, 1e-9),
             t.ctx.arena.high_water / 1e6, t.dir.root);
+    if (t.world > 1)
+        fprintf(out, "%d processes: %.1f s (%.1f%%) in the gradient reduction, including the wait for the slowest "
+                "rank\n", t.world, reduce_total + reduce_s, 100 * (reduce_total + reduce_s) / fmax(el, 1e-9));
     if (metrics) fclose(metrics);
     if (!lead) fclose(out);
     guard_free(&guard);
