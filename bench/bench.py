@@ -54,7 +54,8 @@ ROWS = {
     "S-amed-train": ("S", "amed-train", 128, 1, 3, "AMED predictor, 3 substeps"),
     "S-eval": ("S", "eval", bench_eval.N, 0, 1, "eval: 1-step sample + features"),
 }
-# The M Heun rows take about 10 minutes a repetition (PyTorch at batch 256): --only M-heun64,M-heun256.
+# The M Heun rows take an estimated 10 minutes a repetition (PyTorch at batch 256, from the M sampling
+# rates in README): only with --only M-heun64,M-heun256.
 DEFAULT = [r for r in ROWS if not r.startswith("M-heun")]
 CONTENDED_DEFAULT = ["S-train", "S-sample"]
 # PyTorch's configurations: (batch, channels_last)
@@ -127,7 +128,13 @@ def measure(build, name, ev):
         else:
             cmd = [PY, os.path.join(HERE, "bench_train.py"), cfg, mode, "--batch", str(tb), "--warmup", str(warm),
                    "--iters", str(iters), "--threads", "2"] + (["--channels-last"] if cl else [])
-        r = run(cmd, 2)[-1]
+        try:
+            r = run(cmd, 2)[-1]
+        except subprocess.CalledProcessError as e:
+            # A configuration that cannot run here (out of memory at batch 256, say) is left out
+            # of PyTorch's best, and said so.
+            print("  %s: PyTorch %s failed (exit %d); left out" % (name, torch_label(tb, cl), e.returncode), flush=True)
+            continue
         r["side"], r["tcfg"] = "torch", torch_label(tb, cl)
         recs.append(r)
     return recs
@@ -148,14 +155,17 @@ class Spinner:
 
 
 def med(raw, name, side, key, tcfg=None, state="idle"):
-    return statistics.median(float(r[key]) for r in raw if r["row"] == name and r["side"] == side
-                             and r["state"] == state and (tcfg is None or r.get("tcfg") == tcfg))
+    """The median over repetitions; NaN when there is no run (a failed PyTorch configuration)."""
+    v = [float(r[key]) for r in raw if r["row"] == name and r["side"] == side and r["state"] == state
+         and (tcfg is None or r.get("tcfg") == tcfg)]
+    return statistics.median(v) if v else float("nan")
 
 
 def torch_best(raw, name, state="idle"):
     """PyTorch's fastest configuration of the row (by median img/s) and that median."""
     cfgs = [torch_label(b, cl) for b, cl in TORCH_CONFIGS]
     speeds = {c: med(raw, name, "torch", "img_s", c, state) for c in cfgs}
+    speeds = {c: v for c, v in speeds.items() if not math.isnan(v)}
     best = max(speeds, key=speeds.get)
     return best, speeds[best]
 
