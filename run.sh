@@ -44,8 +44,9 @@ commands:
   fuzz       build the libFuzzer harnesses with clang in build-fuzz/ and run each for
              SECONDS (default 300); the corpora grow in build-fuzz/fuzz-corpus/<harness>/,
              crashing inputs land in build-fuzz/fuzz-artifacts/<harness>/
-  bench      build both sides and run the training/sampling benchmark against PyTorch, one
-             table (bench/bench.py; ARGS go to it: --reps R, --quick, --only S-train,...);
+  bench      build both sides and run the benchmark against PyTorch at its best, one table
+             (bench/bench.py; ARGS go to it: --reps R, --quick, --only S-train,S-heun64,...,
+             --contended, --cmlab-env VAR=VALUE);
              `bench conv [REPS] [ITERS]` runs the conv-only comparison (bench/conv.sh)
   --help     this text
 

@@ -1,17 +1,29 @@
-"""bench.py: the training and sampling benchmark against PyTorch, one table (./run.sh bench).
+"""bench.py: cmlab against PyTorch on every workload users wait for, one table (./run.sh bench).
 
-Runs, interleaved, REPS times each: bench_train (cmlab, whose timed iterations alternate between
-2 threads and 1, so that the machine's drift affects both alike) and bench_train.py (PyTorch
-1.13, 2 threads) on the configurations S and M, for one CT training step (batch 64) and one-step
-sampling (batch 256); each run is its own process, so its peak RSS is that workload's alone. OpenBLAS's sgemm peak (bench_sgemm, 2 threads) is measured before and
-after, and the better of the two is the peak. Both sides get OMP_NUM_THREADS and
-OPENBLAS_CORETYPE (cmlab picks SkylakeX on this CPU: tensor.h, cm_blas_select_core).
+Runs, interleaved, REPS times each row: cmlab (bench_train, whose timed iterations alternate
+between 2 threads and 1, so that the machine's drift affects both alike; `cmlab eval` for the
+eval row) and its PyTorch 1.13 twin (bench_train.py, bench_eval.py; 2 threads) in four
+configurations, batch 64 and 256, each contiguous and channels_last. The ratio is taken against
+PyTorch's fastest configuration of the row (its median img/s), which the table names. Each run is
+its own process, so its peak RSS is that workload's alone. OpenBLAS's sgemm peak (bench_sgemm,
+2 threads) is measured before and after, and the better of the two is the peak. Both sides get
+OMP_NUM_THREADS and OPENBLAS_CORETYPE (cmlab picks SkylakeX on this CPU: tensor.h,
+cm_blas_select_core).
 
-Usage: /usr/bin/python3 bench/bench.py BUILD_DIR [--reps R] [--quick] [--only S-train,M-sample,...]
+--contended measures each row a second time while a busy process (a Python spin loop pinned to
+the last core by taskset) runs, and prints both sides' idle and contended img/s (default rows:
+S-train and S-sample). --cmlab-env VAR=VALUE (repeatable) sets a variable for cmlab's processes
+only, e.g. OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=10000 to time a waiting policy; `cmlab
+eval` runs with CMLAB_WAIT_RULE=spin unless that says otherwise, so that the eval row waits as
+bench_train does (libgomp's default) rather than by a rule that would see the bench's own load.
+
+Usage: /usr/bin/python3 bench/bench.py BUILD_DIR [--reps R] [--quick] [--only S-train,S-heun64,...]
+       [--contended] [--cmlab-env VAR=VALUE ...]
 Prints the table (medians over repetitions of each run's median step time), the per-repetition
 ranges of both ratios, and the raw lines.
 """
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -21,14 +33,33 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PY = os.environ.get("TORCH_PYTHON", "/usr/bin/python3")
+sys.path.insert(0, HERE)
 
-# (config, mode): (warm-up, timed iterations) per process
-WORK = {
-    ("S", "train"): (2, 5),
-    ("S", "sample"): (1, 3),
-    ("M", "train"): (1, 3),
-    ("M", "sample"): (1, 3),
+import bench_eval  # noqa: E402
+
+# name: (config, bench_train mode, cmlab's batch, warm-up, timed iterations per process, what).
+# The Heun rows take one iteration, no warm-up: 35 network calls warm up within the iteration.
+ROWS = {
+    "S-train": ("S", "train", 64, 2, 5, "CT train step"),
+    "S-sample": ("S", "sample", 256, 1, 3, "1-step sample"),
+    "M-train": ("M", "train", 64, 1, 3, "CT train step"),
+    "M-sample": ("M", "sample", 256, 1, 3, "1-step sample"),
+    "S-heun64": ("S", "heun", 64, 0, 1, "EDM Heun 35 NFE"),
+    "S-heun256": ("S", "heun", 256, 0, 1, "EDM Heun 35 NFE"),
+    "M-heun64": ("M", "heun", 64, 0, 1, "EDM Heun 35 NFE"),
+    "M-heun256": ("M", "heun", 256, 0, 1, "EDM Heun 35 NFE"),
+    "S-bcm-train": ("S", "bcm-train", 64, 1, 3, "BCM train step"),
+    "S-bcm-sample": ("S", "bcm-sample", 256, 1, 3, "BCM 2-step sample"),
+    "S-amed-teacher": ("S", "amed-teacher", 128, 0, 2, "AMED teacher, Heun 12 NFE"),
+    "S-amed-train": ("S", "amed-train", 128, 1, 3, "AMED predictor, 3 substeps"),
+    "S-eval": ("S", "eval", bench_eval.N, 0, 1, "eval: 1-step sample + features"),
 }
+# The M Heun rows take an estimated 10 minutes a repetition (PyTorch at batch 256, from the M sampling
+# rates in README): only with --only M-heun64,M-heun256.
+DEFAULT = [r for r in ROWS if not r.startswith("M-heun")]
+CONTENDED_DEFAULT = ["S-train", "S-sample"]
+# PyTorch's configurations: (batch, channels_last)
+TORCH_CONFIGS = [(64, False), (64, True), (256, False), (256, True)]
 
 
 def loadavg():
@@ -48,93 +79,207 @@ def parse(line):
     return dict(kv.split("=", 1) for kv in line.split())
 
 
-def run(cmd, threads):
+CMLAB_ENV = {}                    # --cmlab-env
+
+
+def bench_env(threads, cmlab=False):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+               OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE", "SkylakeX"))
+    if cmlab:
+        env["CMLAB_WAIT_RULE"] = "spin"
+        env.update(CMLAB_ENV)
+    return env
+
+
+def run(cmd, threads, cmlab=False):
     """The key=value lines the command prints, parsed (bench_train prints one per thread count)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE", "SkylakeX"))
-    out = subprocess.run(cmd, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
-    return [parse(l) for l in out.splitlines() if "=" in l]
+    out = subprocess.run(cmd, env=bench_env(threads, cmlab), check=True, stdout=subprocess.PIPE, text=True).stdout
+    return [parse(l) for l in out.splitlines() if "=" in l and not l.startswith(" ")]
 
 
 def sgemm_peak(build):
-    r = run([os.path.join(build, "bench", "bench_sgemm"), "--threads", "2"], 2)[-1]
+    r = run([os.path.join(build, "bench", "bench_sgemm"), "--threads", "2"], 2, True)[-1]
     return float(r["sgemm_gflops"])
+
+
+def torch_label(batch, cl):
+    return "b%d %s" % (batch, "channels_last" if cl else "contiguous")
+
+
+def measure(build, name, ev):
+    """One repetition of row `name`: cmlab at 2 and 1 threads, PyTorch in each configuration. Each
+    record gets side (cmlab, cmlab1, torch) and, for PyTorch, tcfg."""
+    cfg, mode, batch, warm, iters, _ = ROWS[name]
+    recs = []
+    if mode == "eval":
+        for side, threads in (("cmlab", 2), ("cmlab1", 1)):
+            r = ev.cmlab(threads, bench_env(threads, True))
+            r["side"] = side
+            recs.append(r)
+    else:
+        args = [cfg, mode, "--batch", str(batch), "--warmup", str(warm), "--iters", str(iters)]
+        for side, r in zip(("cmlab", "cmlab1"), run([os.path.join(build, "bench", "bench_train")] + args +
+                                                   ["--threads", "2,1"], 2, True)):
+            r["side"] = side
+            recs.append(r)
+    for tb, cl in TORCH_CONFIGS:
+        if mode == "eval":
+            cmd = ev.torch_cmd(tb, cl)
+        else:
+            cmd = [PY, os.path.join(HERE, "bench_train.py"), cfg, mode, "--batch", str(tb), "--warmup", str(warm),
+                   "--iters", str(iters), "--threads", "2"] + (["--channels-last"] if cl else [])
+        try:
+            r = run(cmd, 2)[-1]
+        except subprocess.CalledProcessError as e:
+            # A configuration that cannot run here (out of memory at batch 256, say) is left out
+            # of PyTorch's best, and said so.
+            print("  %s: PyTorch %s failed (exit %d); left out" % (name, torch_label(tb, cl), e.returncode), flush=True)
+            continue
+        r["side"], r["tcfg"] = "torch", torch_label(tb, cl)
+        recs.append(r)
+    return recs
+
+
+class Spinner:
+    """A busy process pinned to the last core while the block runs."""
+
+    def __enter__(self):
+        core = str(os.cpu_count() - 1)
+        self.p = subprocess.Popen(["taskset", "-c", core, PY, "-c", "while True: pass"])
+        time.sleep(1)
+        return self
+
+    def __exit__(self, *exc):
+        self.p.kill()
+        self.p.wait()
+
+
+def med(raw, name, side, key, tcfg=None, state="idle"):
+    """The median over repetitions; NaN when there is no run (a failed PyTorch configuration)."""
+    v = [float(r[key]) for r in raw if r["row"] == name and r["side"] == side and r["state"] == state
+         and (tcfg is None or r.get("tcfg") == tcfg)]
+    return statistics.median(v) if v else float("nan")
+
+
+def torch_best(raw, name, state="idle"):
+    """PyTorch's fastest configuration of the row (by median img/s) and that median."""
+    cfgs = [torch_label(b, cl) for b, cl in TORCH_CONFIGS]
+    speeds = {c: med(raw, name, "torch", "img_s", c, state) for c in cfgs}
+    speeds = {c: v for c, v in speeds.items() if not math.isnan(v)}
+    best = max(speeds, key=speeds.get)
+    return best, speeds[best]
+
+
+def table_header(*cols):
+    print("| " + " | ".join(cols) + " |")
+    print("|---" * len(cols) + "|")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="S only, 1 repetition (a smoke test)")
-    ap.add_argument("--only", default="", help="comma-separated CONFIG-MODE list, e.g. S-train,M-sample")
+    ap.add_argument("--quick", action="store_true", help="S rows only, 1 repetition (a smoke test)")
+    ap.add_argument("--only", default="", help="comma-separated rows: " + ",".join(ROWS))
+    ap.add_argument("--contended", action="store_true",
+                    help="each row also with a busy process on one core (default rows S-train,S-sample)")
+    ap.add_argument("--cmlab-env", action="append", default=[], metavar="VAR=VALUE",
+                    help="a variable for cmlab's processes only (repeatable), e.g. OMP_WAIT_POLICY=passive")
     a = ap.parse_args()
-    work = dict(WORK)
-    if a.only:
-        keep = {tuple(w.split("-")) for w in a.only.split(",")}
-        work = {k: v for k, v in work.items() if k in keep}
+    for kv in a.cmlab_env:
+        if "=" not in kv:
+            ap.error("--cmlab-env %s: VAR=VALUE" % kv)
+        CMLAB_ENV[kv.split("=", 1)[0]] = kv.split("=", 1)[1]
+    rows = [r for r in a.only.split(",") if r] if a.only else (CONTENDED_DEFAULT if a.contended else DEFAULT)
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        ap.error("--only: unknown rows %s (rows: %s)" % (", ".join(unknown), ", ".join(ROWS)))
     if a.quick:
-        work = {k: v for k, v in work.items() if k[0] == "S"}
+        rows = [r for r in rows if ROWS[r][0] == "S"]
         a.reps = 1
-    cm = os.path.join(a.build, "bench", "bench_train")
-    tw = os.path.join(HERE, "bench_train.py")
+    ev = bench_eval.Eval(a.build) if any(ROWS[r][1] == "eval" for r in rows) else None
+    states = ["idle", "contended"] if a.contended else ["idle"]
 
     t_start = time.time()
     load0 = loadavg()
     print("machine: %s, %d cores; load average %s" % (cpu_name(), os.cpu_count(), load0), flush=True)
     peaks = [sgemm_peak(a.build)]
     print("sgemm peak (OpenBLAS, 2 threads, n=2048): %.1f GFLOP/s" % peaks[0], flush=True)
+    if ev:
+        ev.prepare()
     raw = []
     for rep in range(a.reps):
-        for (cfg, mode), (warm, iters) in work.items():
-            args = [cfg, mode, "--warmup", str(warm), "--iters", str(iters)]
-            for sides, cmd, threads in ((("cmlab", "cmlab1"), [cm], "2,1"), (("torch",), [PY, tw], "2")):
-                for side, r in zip(sides, run(cmd + args + ["--threads", threads], 2)):
-                    r["side"] = side
+        for name in rows:
+            for state in states:
+                if state == "contended":
+                    with Spinner():
+                        recs = measure(a.build, name, ev)
+                else:
+                    recs = measure(a.build, name, ev)
+                for r in recs:
+                    r["row"], r["state"] = name, state
                     raw.append(r)
-                    print("  rep %d %s-%s %-6s %8.1f ms/iter  %7.1f img/s  rss %7.1f MB  (load %s)" % (
-                        rep + 1, cfg, mode, side, float(r["ms"]), float(r["img_s"]), float(r["rss_mb"]), loadavg()),
-                        flush=True)
+                    print("  rep %d %-14s %-9s %-6s %-24s %9.1f ms/iter  %7.1f img/s  rss %7.1f MB  (load %s)" % (
+                        rep + 1, name, state, r["side"], r.get("tcfg", ""), float(r["ms"]), float(r["img_s"]),
+                        float(r["rss_mb"]), loadavg()), flush=True)
     peaks.append(sgemm_peak(a.build))
     peak = max(peaks)
 
-    def med(cfg, mode, side, key):
-        return statistics.median(float(r[key]) for r in raw
-                                 if r["config"] == cfg and r["mode"] == mode and r["side"] == side)
-
     print()
-    print("cmlab vs PyTorch %s, CT training step (batch 64) and one-step sampling (batch 256)" %
+    print("cmlab vs PyTorch %s at its best (batch 64 and 256, contiguous and channels_last)" %
           subprocess.run([PY, "-c", "import torch; print(torch.__version__)"], stdout=subprocess.PIPE,
                          text=True).stdout.strip())
-    print("%s, %d cores; 2 threads each; medians of %d interleaved repetitions" % (cpu_name(), os.cpu_count(), a.reps))
+    print("%s, %d cores; 2 threads each; medians of %d interleaved repetitions%s" % (
+        cpu_name(), os.cpu_count(), a.reps, "; cmlab with " + " ".join(a.cmlab_env) if a.cmlab_env else ""))
     print("load average %s at the start, %s at the end; sgemm peak %.1f GFLOP/s (2 threads; %s)" % (
         load0, loadavg(), peak, ", ".join("%.1f" % p for p in peaks)))
     print()
-    hdr = ("| work | cmlab img/s | PyTorch img/s | ratio | cmlab RSS MB | PyTorch RSS MB | cmlab GFLOP/s "
-           "| of sgemm peak | cmlab 1-thread img/s | 2 vs 1 thread |")
-    print(hdr)
-    print("|---" * (hdr.count("|") - 1) + "|")
-    for (cfg, mode) in work:
-        c2, t2, c1 = (med(cfg, mode, s, "img_s") for s in ("cmlab", "torch", "cmlab1"))
-        rc, rt = med(cfg, mode, "cmlab", "rss_mb"), med(cfg, mode, "torch", "rss_mb")
-        gflop = med(cfg, mode, "cmlab", "gflop")
-        gfs = gflop / (med(cfg, mode, "cmlab", "ms") * 1e-3)
-        name = "%s %s" % (cfg, "train step" if mode == "train" else "1-step sample")
-        print("| %s | %.1f | %.1f | %.2f | %.0f | %.0f | %.1f | %.0f%% | %.1f | %.2f |" % (
-            name, c2, t2, c2 / t2, rc, rt, gfs, 100 * gfs / peak, c1, c2 / c1))
+    table_header("work", "batch", "cmlab img/s", "PyTorch best img/s", "PyTorch best", "ratio",
+                 "PyTorch at cmlab's batch", "cmlab RSS MB", "PyTorch RSS MB", "cmlab GFLOP/s", "of sgemm peak",
+                 "cmlab 1-thread img/s", "2 vs 1 thread")
+    for name in rows:
+        cfg, mode, batch, _, _, what = ROWS[name]
+        c2, c1 = med(raw, name, "cmlab", "img_s"), med(raw, name, "cmlab1", "img_s")
+        best, t2 = torch_best(raw, name)
+        same = med(raw, name, "torch", "img_s", torch_label(batch, False)) if batch in (64, 256) else float("nan")
+        rc, rt = med(raw, name, "cmlab", "rss_mb"), med(raw, name, "torch", "rss_mb", best)
+        gflop = med(raw, name, "cmlab", "gflop")
+        gfs = gflop / (med(raw, name, "cmlab", "ms") * 1e-3)
+        opt = lambda fmt, v: "-" if math.isnan(v) else fmt % v
+        print("| %s %s | %d | %.1f | %.1f | %s | %.2f | %s | %.0f | %.0f | %s | %s | %.1f | %.2f |" % (
+            cfg, what, batch, c2, t2, best, c2 / t2, opt("%.1f", same), rc, rt, opt("%.1f", gfs),
+            opt("%.0f%%", 100 * gfs / peak), c1, c2 / c1))
     print()
+    if a.contended:
+        print("contended: a busy process (a Python spin loop) pinned to core %d during the measurement" %
+              (os.cpu_count() - 1))
+        print()
+        table_header("work", "cmlab idle", "cmlab contended", "kept", "cmlab 1-thread contended",
+                     "PyTorch best idle", "PyTorch best contended", "kept")
+        for name in rows:
+            cfg, _, _, _, _, what = ROWS[name]
+            ci, cc = med(raw, name, "cmlab", "img_s"), med(raw, name, "cmlab", "img_s", state="contended")
+            c1 = med(raw, name, "cmlab1", "img_s", state="contended")
+            (bi, ti), (bc, tc) = torch_best(raw, name), torch_best(raw, name, "contended")
+            print("| %s %s | %.1f | %.1f | %.0f%% | %.1f | %.1f (%s) | %.1f (%s) | %.0f%% |" % (
+                cfg, what, ci, cc, 100 * cc / ci, c1, ti, bi, tc, bc, 100 * tc / ti))
+        print()
     if a.reps > 1:
-        # Per repetition: cmlab against the PyTorch run right after it, and cmlab's 2-thread
-        # against its own 1-thread iterations (alternating in one process).
+        # Per repetition: cmlab against PyTorch's best configuration of the run (its run of the
+        # same repetition), and cmlab's 2-thread against its own 1-thread iterations.
         print("per repetition (min-median-max):")
-        for (cfg, mode) in work:
-            sides = {s: [float(r["img_s"]) for r in raw if r["config"] == cfg and r["mode"] == mode and r["side"] == s]
-                     for s in ("cmlab", "torch", "cmlab1")}
+        for name in rows:
+            best, _ = torch_best(raw, name)
+            sides = {s: [float(r["img_s"]) for r in raw if r["row"] == name and r["state"] == "idle" and r["side"] == s
+                         and (s != "torch" or r["tcfg"] == best)] for s in ("cmlab", "torch", "cmlab1")}
             vs_torch = sorted(c / t for c, t in zip(sides["cmlab"], sides["torch"]))
             vs_one = sorted(c / o for c, o in zip(sides["cmlab"], sides["cmlab1"]))
             rng = lambda v: "%.2f-%.2f-%.2f" % (v[0], statistics.median(v), v[-1])
-            print("  %s %s: ratio %s, 2 vs 1 thread %s" % (cfg, mode, rng(vs_torch), rng(vs_one)))
+            print("  %s: ratio %s, 2 vs 1 thread %s" % (name, rng(vs_torch), rng(vs_one)))
         print()
-    print("ratio = cmlab img/s / PyTorch img/s (> 1: cmlab faster); GFLOP/s counts the model's conv,")
-    print("linear and attention products (forward, both backward products; the target pass), as cmlab's ops count them.")
+    print("ratio = cmlab img/s / PyTorch's best img/s (> 1: cmlab faster); img/s counts images, trajectories or")
+    print("latents of the batch; PyTorch RSS is its best configuration's. GFLOP/s counts the model's conv, linear")
+    print("and attention products (forward, both backward products; the target pass), as cmlab's ops count them.")
     print("total time %.0f s" % (time.time() - t_start))
 
 

@@ -1,18 +1,37 @@
-/* bench_train.c: cmlab's side of the training and sampling benchmark (bench/train.sh runs it
- * interleaved with its PyTorch twin bench/bench_train.py and prints the table).
+/* bench_train.c: cmlab's side of the benchmark (bench/bench.py runs it interleaved with its
+ * PyTorch twin bench/bench_train.py and prints the table).
  *
- *   train   one Consistency Training step as the trainer runs it (src/train/trainer.c, method
- *           ct): zero the gradients, ct_step_loss (online forward + backward, target forward
- *           under no-grad, l2 loss), the gradient norm, Adam, the evaluation EMA (0.999) and the
- *           target EMA (mu = 0.9);
- *   sample  one-step consistency sampling, sample_cm at T = sigma_max with the batch as one
- *           network call.
- * Configurations (bench/configs.py holds the same table for the twin):
+ *   train         one Consistency Training step as the trainer runs it (src/train/trainer.c,
+ *                 method ct): zero the gradients, ct_step_loss (online forward + backward, target
+ *                 forward under no-grad, l2 loss), the gradient norm, Adam, the evaluation EMA
+ *                 (0.999) and the target EMA (mu = 0.9);
+ *   sample        one-step consistency sampling, sample_cm at T = sigma_max with the batch as one
+ *                 network call;
+ *   heun          EDM's teacher sampler: EDM preconditioning, Heun on the 18-point Karras grid
+ *                 (rho 7) with the final step to 0, 35 NFE (sample_ode, the batch in one call);
+ *   bcm-train     one BCM training step (method bcm, src/train/bcm.c): a two-time U-Net,
+ *                 bcm_step_loss's four network calls (target A without gradient, f(x_t, t),
+ *                 x_u = f(x_t, t, u), f_target(x_u, u) with the online weights frozen), pseudo-Huber
+ *                 c of iCT's rule, the gradient norm, Adam, the evaluation EMA (0.99, the recipe's);
+ *   bcm-sample    BCM 2-step sampling: jumps T -> t1 -> eps with f(x, t, u) (sample_draw with
+ *                 sample.bcm_jumps, times 80 and 0.821 as experiments/bcm_fashion_mnist.ini);
+ *   amed-teacher  AMED's teacher trajectories (train/methods/amed.c, the recipe
+ *                 experiments/amed_solver_fashion_mnist.ini): EDM preconditioning, Heun over the
+ *                 time-uniform schedule (rho 1) of K = 7 points, 12 NFE, every point kept in float,
+ *                 network batches of 64 as amed.c runs it;
+ *   amed-train    AMED's predictor training for one batch of latents: N - 1 = 3 substeps (the AFS
+ *                 step, then two from the teacher's points), each amed_step (teacher bottleneck
+ *                 pass, the MLP, the U-Net pass at (x_s, a s) with gradient through the frozen
+ *                 teacher), loss, backward and an Adam step of the MLP; the teacher trajectory is
+ *                 computed once before timing.
+ * img/s counts the images (trajectories, latents) of the batch per second of one iteration.
+ * Configurations (bench_train.py's CONFIGS holds the same table for the twin; the BCM modes turn
+ * on two_times):
  *   S  1x28x28, base 32, multipliers 1,2,2, 1 block per level, no attention
  *   M  3x32x32, base 64, multipliers 1,2,2, 2 blocks per level, attention at 16x16 (none in the
  *      middle block)
  *
- * Usage: bench_train S|M train|sample [--batch B] [--threads T[,T2...]] [--iters N] [--warmup W]
+ * Usage: bench_train S|M MODE [--batch B] [--threads T[,T2...]] [--iters N] [--warmup W]
  * With several thread counts the timed iterations alternate between them (T, T2, T, T2, ...), so
  * a drift of the machine's speed affects each count alike; bench.py compares 2 and 1 threads so.
  * Prints one line per thread count of key=value fields: side, config, mode, threads, batch, ms (median of the
@@ -28,15 +47,33 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "nn/mlp.h"
 #include "nn/optim.h"
 #include "nn/unet.h"
+#include "sample/amed.h"
+#include "sample/sample.h"
+#include "train/bcm.h"
 #include "train/ct.h"
 #include "train/ct_schedule.h"
-#include "sample/sample.h"
 
 #define SIGMA_MIN 0.002
 #define SIGMA_MAX 80.0
 #define SIGMA_DATA 0.5
+#define BCM_MID_T 0.821          /* experiments/bcm_fashion_mnist.ini, sample.mid_t */
+#define BCM_EMA 0.99f            /* the same recipe's train.ema */
+#define AMED_N 4                 /* experiments/amed_solver_fashion_mnist.ini: N, M, batch, lr */
+#define AMED_M 1
+#define AMED_BATCH 128
+#define AMED_LR 5e-3f
+#define AMED_TEACHER_BATCH 64    /* the network batch of amed.c's teacher Sampler */
+
+typedef enum Mode { MODE_TRAIN, MODE_SAMPLE, MODE_HEUN, MODE_BCM_TRAIN, MODE_BCM_SAMPLE, MODE_AMED_TEACHER,
+                    MODE_AMED_TRAIN, MODE_COUNT } Mode;
+
+static const char *const mode_names[MODE_COUNT] = {"train", "sample", "heun", "bcm-train", "bcm-sample",
+                                                   "amed-teacher", "amed-train"};
+/* The batch of each mode unless --batch says otherwise. */
+static const int mode_batch[MODE_COUNT] = {64, 256, 256, 64, 256, AMED_BATCH, AMED_BATCH};
 
 static UNetConfig bench_config(const char *name)
 {
@@ -72,6 +109,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 typedef struct Bench {
+    Mode mode;
     UNet net;
     PrecondParams pre;
     Ctx ctx;
@@ -80,7 +118,16 @@ typedef struct Bench {
     float *w, *g, *target;
     Adam opt;
     EmaSet emas;
-    float *x0, *z, *t1, *t0, *lam, *out;
+    float *x0, *z, *t1, *t0, *lam, *u, *out;
+    /* AMED: the predictor, its weights, gradients and optimiser; the schedules and the teacher's
+     * points after each of its K - 1 steps, [K-1][B*dim] */
+    AmedMLP mlp;
+    AmedSettings amed;
+    float *mw, *mg;
+    Adam mopt;
+    double t_student[AMED_N];
+    float *traj;
+    AmedTraj tr;
 } Bench;
 
 /* One CT step, as trainer.c's loop body (loss through ct_step_loss, then the updates). */
@@ -98,19 +145,146 @@ static void train_step(Bench *b)
     ema_update(b->target, b->w, b->n, 0.9f);
 }
 
+/* One BCM step, as trainer.c's loop body around method bcm's loss (no target EMA: the target is
+ * the online weights). */
+static void bcm_train_step(Bench *b)
+{
+    ctx_reset(&b->ctx);
+    memset(b->g, 0, b->n * sizeof(float));
+    WeightSet online = {b->w, b->g};
+    BcmBatch bt = {b->x0, b->z, b->t1, b->t0, b->u, b->B, b->C, b->H, b->W, 0};
+    bcm_step_loss(&b->ctx, &b->net, &b->pre, &online, b->w, &bt, pseudo_huber_c((int)b->dim), NULL);
+    grad_clip(b->g, b->n, 0);
+    adam_step(&b->opt, b->w, b->g);
+    ema_set_update(&b->emas, b->w, 0, b->B);
+}
+
+static Sampler bench_sampler(Bench *b, int batch)
+{
+    return (Sampler){.net = &b->net, .pre = b->pre, .weights = b->w, .batch = batch,
+                     .C = b->C, .H = b->H, .W = b->W, .ctx = &b->ctx};
+}
+
 static void sample_step(Bench *b)
 {
-    Sampler s = {.net = &b->net, .pre = b->pre, .weights = b->w, .batch = b->B,
-                 .C = b->C, .H = b->H, .W = b->W, .ctx = &b->ctx};
+    Sampler s = bench_sampler(b, b->B);
     double T = SIGMA_MAX;
     CM_ASSERT(sample_cm(&s, &T, 1, b->B, 1, b->out) == 0, "sample_cm: %s", cm_errmsg());
 }
 
-static void bench_init(Bench *b, const UNetConfig *cfg, int B)
+/* EDM's sampler (cm.md §1.5): Heun, N = 18 Karras points, rho 7, the Euler step to 0. */
+static void heun_step(Bench *b)
+{
+    Sampler s = bench_sampler(b, b->B);
+    SolverOpts o = solver_opts_default();
+    o.steps = 18;
+    o.denoise_to_zero = true;
+    SolverStats st;
+    CM_ASSERT(sample_ode(&s, SOLVER_HEUN, &o, b->B, 1, b->out, &st) == 0 && st.nfe == 35, "heun: %s", cm_errmsg());
+}
+
+static void bcm_sample_step(Bench *b)
+{
+    Sampler s = bench_sampler(b, b->B);
+    SamplePlan p;
+    CM_ASSERT(sample_plan_times(&p, (const double[]){SIGMA_MAX, BCM_MID_T}, 2) == 0, "%s", cm_errmsg());
+    p.jumps = true;
+    CM_ASSERT(sample_draw(&s, &p, b->B, 1, b->out, NULL) == 0, "bcm sampling: %s", cm_errmsg());
+}
+
+/* The teacher's point i >= 1 into b->traj (a SolverStepFn, as amed.c's keep_teacher_point). */
+static void keep_point(void *user, int i, double sigma, const double *x, int N, size_t dim)
+{
+    Bench *b = user;
+    if (i < 1 || sigma == 0) return;
+    float *dst = b->traj + (size_t)(i - 1) * N * dim;
+    for (size_t e = 0; e < (size_t)N * dim; e++) dst[e] = (float)x[e];
+}
+
+/* AMED's teacher for the batch, as amed.c's amed_batch_begin: x_0 = sigma_max z in float, Heun
+ * over K = (M+1)(N-1)+1 time-uniform points. */
+static void amed_teacher_step(Bench *b)
+{
+    size_t n_el = (size_t)b->B * b->dim;
+    double *x = cm_malloc(n_el * sizeof(double));
+    for (size_t e = 0; e < n_el; e++) x[e] = (float)(SIGMA_MAX * b->z[e]);
+    SolverOpts o = solver_opts_default();
+    o.schedule = b->amed.schedule;
+    o.rho = b->amed.rho;
+    o.steps = (AMED_M + 1) * (AMED_N - 1) + 1;
+    o.on_step = keep_point;
+    o.on_step_user = b;
+    Sampler ts = bench_sampler(b, AMED_TEACHER_BATCH);
+    CM_ASSERT(solver_sample(SOLVER_HEUN, &o, sample_denoise, &ts, x, b->B, b->dim, NULL) == 0, "amed teacher: %s",
+              cm_errmsg());
+    free(x);
+}
+
+/* The N - 1 substeps of one batch, as amed.c's amed_loss and the trainer's Adam step on each. */
+static void amed_train_step(Bench *b)
+{
+    AmedTeacher T = {&b->net, b->pre, b->w};
+    WeightSet ws = {b->mw, b->mg};
+    const int *shape = SHAPE(b->B, b->C, b->H, b->W);
+    amed_traj_reset(&b->tr);
+    for (int k = 0; k < AMED_N - 1; k++) {
+        ctx_reset(&b->ctx);
+        memset(b->mg, 0, b->mlp.ps.total * sizeof(float));
+        float *start = k == 0 ? b->x0 : b->traj + (size_t)((AMED_M + 1) * k - 1) * b->B * b->dim;
+        const float *y = b->traj + (size_t)((AMED_M + 1) * (k + 1) - 1) * b->B * b->dim;
+        Tensor *x = tensor_wrap(&b->ctx, start, NULL, 4, shape, false);
+        Tensor *xh = amed_step(&b->ctx, &T, &b->amed, &b->mlp, &ws, &b->tr, x, b->t_student, k);
+        Tensor *loss = op_scale(&b->ctx, op_mean(&b->ctx, op_mse(&b->ctx, xh, tensor_wrap(&b->ctx, (float *)y, NULL, 4,
+                                                                                       shape, false))),
+                                (float)b->dim, 0);
+        tape_backward(&b->ctx, loss, NULL);
+        adam_step(&b->mopt, b->mw, b->mg);
+    }
+}
+
+static void bench_step(Bench *b)
+{
+    switch (b->mode) {
+    case MODE_TRAIN: train_step(b); break;
+    case MODE_SAMPLE: sample_step(b); break;
+    case MODE_HEUN: heun_step(b); break;
+    case MODE_BCM_TRAIN: bcm_train_step(b); break;
+    case MODE_BCM_SAMPLE: bcm_sample_step(b); break;
+    case MODE_AMED_TEACHER: amed_teacher_step(b); break;
+    case MODE_AMED_TRAIN: amed_train_step(b); break;
+    case MODE_COUNT: CM_ASSERT(0, "bench_step: mode %d", (int)b->mode);
+    }
+}
+
+/* AMED's predictor, schedules and (amed-train) the teacher trajectory of the batch, computed once. */
+static void amed_init(Bench *b)
+{
+    b->amed = (AmedSettings){AMED_PLUGIN_SOLVER, SCHEDULE_TIME_UNIFORM, 1.0, SIGMA_MIN, SIGMA_MAX, AMED_N, true, 4};
+    CM_ASSERT(schedule_steps(b->amed.schedule, AMED_N, SIGMA_MIN, SIGMA_MAX, 1.0, b->t_student) == 0, "%s",
+              cm_errmsg());
+    AmedTeacher T = {&b->net, b->pre, b->w};
+    MlpConfig mc = mlp_config_default();
+    mc.in_dim = amed_feature_dim(&T, b->H, b->W);
+    CM_ASSERT(mlp_init(&b->mlp, &mc) == 0, "mlp_init: %s", cm_errmsg());
+    b->mw = params_buffer(&b->mlp.ps);
+    b->mg = params_buffer(&b->mlp.ps);
+    mlp_randomize(&b->mlp, b->mw, 1);
+    optim_init(&b->mopt, OPTIM_ADAM, b->mlp.ps.total, AMED_LR, 0.9f, 0.999f, 1e-8f, 0);
+    amed_traj_init(&b->tr, b->B, b->C, b->H, b->W);
+    b->traj = cm_malloc((size_t)(AMED_M + 1) * (AMED_N - 1) * b->B * b->dim * sizeof(float));
+    for (size_t e = 0; e < (size_t)b->B * b->dim; e++) b->x0[e] = (float)(SIGMA_MAX * b->z[e]);
+    if (b->mode == MODE_AMED_TRAIN) amed_teacher_step(b);
+}
+
+static void bench_init(Bench *b, Mode mode, UNetConfig *cfg, int B)
 {
     memset(b, 0, sizeof *b);
+    b->mode = mode;
+    bool bcm = mode == MODE_BCM_TRAIN || mode == MODE_BCM_SAMPLE;
+    bool edm = mode == MODE_HEUN || mode == MODE_AMED_TEACHER || mode == MODE_AMED_TRAIN;
+    cfg->two_times = bcm;
     CM_ASSERT(unet_init(&b->net, cfg) == 0, "unet_init: %s", cm_errmsg());
-    b->pre = (PrecondParams){PRECOND_CM, SIGMA_DATA, SIGMA_MIN};
+    b->pre = (PrecondParams){bcm ? PRECOND_BCM : edm ? PRECOND_EDM : PRECOND_CM, SIGMA_DATA, SIGMA_MIN};
     b->B = B;
     b->C = cfg->img_channels;
     b->H = cfg->img_h;
@@ -124,17 +298,19 @@ static void bench_init(Bench *b, const UNetConfig *cfg, int B)
     memcpy(b->target, b->w, b->n * sizeof(float));
     optim_init(&b->opt, OPTIM_ADAM, b->n, 1e-4f, 0.9f, 0.999f, 1e-8f, 0);
     ema_set_init(&b->emas, b->n);
-    ema_set_add_rate(&b->emas, 0.999f, b->w);
+    ema_set_add_rate(&b->emas, bcm ? BCM_EMA : 0.999f, b->w);
     ctx_init(&b->ctx, 1 << 20);
 
-    /* Data in [-1, 1], noise, and adjacent times of the N = 18 Karras grid (CT's grid). */
+    /* Data in [-1, 1], noise, and adjacent times of the N = 18 Karras grid (CT's grid); BCM's u
+     * another point of it, never t. */
     size_t total = (size_t)B * b->dim;
     b->x0 = cm_malloc(total * sizeof(float));
     b->z = cm_malloc(total * sizeof(float));
     b->out = cm_malloc(total * sizeof(float));
-    b->t1 = cm_malloc(3 * (size_t)B * sizeof(float));
+    b->t1 = cm_malloc(4 * (size_t)B * sizeof(float));
     b->t0 = b->t1 + B;
     b->lam = b->t0 + B;
+    b->u = b->lam + B;
     rng_uniform(&(Rng){.seed = 7, .stream = 1}, b->x0, B, 0, b->dim);
     for (size_t k = 0; k < total; k++) b->x0[k] = 2 * b->x0[k] - 1;
     rng_normal(&(Rng){.seed = 7, .stream = 2}, b->z, B, 0, b->dim);
@@ -145,24 +321,30 @@ static void bench_init(Bench *b, const UNetConfig *cfg, int B)
         b->t1[i] = (float)sigma[k + 1];
         b->t0[i] = (float)sigma[k];
         b->lam[i] = 1.0f;
+        b->u[i] = (float)sigma[(k + 5) % 17];
     }
+    if (mode == MODE_AMED_TEACHER || mode == MODE_AMED_TRAIN) amed_init(b);
 }
 
 int main(int argc, char **argv)
 {
     cm_blas_select_core(argv);
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_train S|M train|sample [--batch B] [--threads T[,T2...]] [--iters N] [--warmup W]\n");
+        fprintf(stderr, "usage: bench_train S|M MODE [--batch B] [--threads T[,T2...]] [--iters N] [--warmup W]\n"
+                        "MODE: train, sample, heun, bcm-train, bcm-sample, amed-teacher, amed-train\n");
         return CM_EXIT_INPUT;
     }
-    const char *config = argv[1], *mode = argv[2];
-    bool train = strcmp(mode, "train") == 0;
-    if (!train && strcmp(mode, "sample") != 0) {
-        fprintf(stderr, "bench_train: unknown mode '%s' (train or sample)\n", mode);
+    const char *config = argv[1], *mode_name = argv[2];
+    Mode mode = MODE_COUNT;
+    for (int m = 0; m < MODE_COUNT; m++)
+        if (strcmp(mode_name, mode_names[m]) == 0) mode = (Mode)m;
+    if (mode == MODE_COUNT) {
+        fprintf(stderr, "bench_train: unknown mode '%s' (train, sample, heun, bcm-train, bcm-sample, amed-teacher, "
+                        "amed-train)\n", mode_name);
         return CM_EXIT_INPUT;
     }
     enum { MAX_COUNTS = 4 };
-    int batch = train ? 64 : 256, counts[MAX_COUNTS] = {2}, ncounts = 1, iters = 5, warmup = 2;
+    int batch = mode_batch[mode], counts[MAX_COUNTS] = {2}, ncounts = 1, iters = 5, warmup = 2;
     for (int i = 3; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
         if (strcmp(argv[i], "--threads") == 0) {
@@ -193,7 +375,7 @@ int main(int argc, char **argv)
     cm_set_threads(counts[0]);
     UNetConfig cfg = bench_config(config);
     Bench b;
-    bench_init(&b, &cfg, batch);
+    bench_init(&b, mode, &cfg, batch);
 
     /* t[j * iters + i], cpu[...]: iteration i at counts[j] */
     double *t = cm_malloc(sizeof(double) * (size_t)(iters * ncounts)), flops = 0;
@@ -202,8 +384,7 @@ int main(int argc, char **argv)
         for (int j = 0; j < ncounts; j++) {
             cm_set_threads(counts[j]);
             double f0 = b.ctx.flops, t0 = cm_now(), c0 = cpu_now();
-            if (train) train_step(&b);
-            else sample_step(&b);
+            bench_step(&b);
             if (i >= warmup) {
                 t[j * iters + i - warmup] = cm_now() - t0;
                 cpu[j * iters + i - warmup] = cpu_now() - c0;
@@ -220,7 +401,7 @@ int main(int argc, char **argv)
         double cpu_med = iters % 2 ? cj[iters / 2] : 0.5 * (cj[iters / 2 - 1] + cj[iters / 2]);
         printf("side=cmlab config=%s mode=%s threads=%d batch=%d ms=%.2f ms_min=%.2f img_s=%.2f "
                "gflop=%.3f rss_mb=%.1f arena_mb=%.1f core=%s cpu_ms=%.2f\n",
-               config, mode, counts[j], batch, 1e3 * med, 1e3 * tj[0], batch / med, flops * 1e-9,
+               config, mode_name, counts[j], batch, 1e3 * med, 1e3 * tj[0], batch / med, flops * 1e-9,
                ru.ru_maxrss / 1024.0, b.ctx.arena.high_water / 1048576.0, cm_blas_core(), 1e3 * cpu_med);
     }
     free(t);

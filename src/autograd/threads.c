@@ -36,7 +36,10 @@ static bool blas_core_is(const char *const *names, size_t n)
     return false;
 }
 
-void cm_blas_select_core(char **argv)
+/* The kernel family OpenBLAS should run on this CPU when it runs a slower one unasked (then
+ * OPENBLAS_CORETYPE is set and true is returned: the process must re-exec); a user's own
+ * OPENBLAS_CORETYPE stands, with a note when it is slower. */
+static bool blas_core_env(void)
 {
     static const char *const avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
     static const char *const avx2[] = {"Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"};
@@ -47,7 +50,7 @@ void cm_blas_select_core(char **argv)
     } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         if (!blas_core_is(avx2, CM_ARRAY_LEN(avx2))) want = "Haswell";
     }
-    if (!want) return;
+    if (!want) return false;
     const char *user = getenv("OPENBLAS_CORETYPE");
     if (user) {
         /* The user's choice stands, but a slower kernel family than the CPU has is said once. */
@@ -55,10 +58,113 @@ void cm_blas_select_core(char **argv)
                 "has %s, whose kernels (OPENBLAS_CORETYPE=%s, or unset it) are faster (sgemm 358 against 190 "
                 "GFLOP/s with Haswell's on an AVX-512 Zen 4)\n", user, openblas_get_corename(),
                 strcmp(want, "SkylakeX") == 0 ? "AVX-512" : "AVX2 and FMA", want);
-        return;
+        return false;
     }
     setenv("OPENBLAS_CORETYPE", want, 1);
+    return true;
+}
+
+void cm_blas_select_core(char **argv)
+{
+    if (!blas_core_env()) return;
     execv("/proc/self/exe", argv);
     unsetenv("OPENBLAS_CORETYPE");   /* exec failed: carry on with what OpenBLAS chose */
 }
 
+/* ---- OpenMP's waiting policy ---- */
+
+/* Set by cm_select_env for the process it re-executes: the note of the policy in effect. */
+#define WAIT_NOTE_VAR "CMLAB_WAIT_NOTE"
+
+static char wait_note[320];
+
+int cm_wait_rule(const char *rule, double load1, int cores, CmWaitChoice *c)
+{
+    memset(c, 0, sizeof *c);
+    const char *how = "; rule %s of CMLAB_WAIT_RULE (load, passive, spin or spincount=N)";
+    if (strcmp(rule, "load") == 0) {
+        if (load1 > cores - 1) {
+            c->var = "OMP_WAIT_POLICY";
+            snprintf(c->value, sizeof c->value, "passive");
+            snprintf(c->why, sizeof c->why, "OpenMP threads wait passively (OMP_WAIT_POLICY=passive): the 1-minute "
+                     "load average %.2f is above cores - 1 = %d", load1, cores - 1);
+        } else {
+            snprintf(c->why, sizeof c->why, "OpenMP threads spin while they wait (libgomp's default): the 1-minute "
+                     "load average %.2f is at most cores - 1 = %d", load1, cores - 1);
+        }
+    } else if (strcmp(rule, "passive") == 0) {
+        c->var = "OMP_WAIT_POLICY";
+        snprintf(c->value, sizeof c->value, "passive");
+        snprintf(c->why, sizeof c->why, "OpenMP threads wait passively (OMP_WAIT_POLICY=passive)");
+    } else if (strcmp(rule, "spin") == 0) {
+        snprintf(c->why, sizeof c->why, "OpenMP threads spin while they wait (libgomp's default)");
+    } else if (strncmp(rule, "spincount=", 10) == 0) {
+        char *end;
+        long long n = strtoll(rule + 10, &end, 10);
+        if (end == rule + 10 || *end || n < 0)
+            return cm_fail("CMLAB_WAIT_RULE=%s: spincount=N takes a count N >= 0 of spins before a thread sleeps",
+                           rule);
+        c->var = "GOMP_SPINCOUNT";
+        snprintf(c->value, sizeof c->value, "%lld", n);
+        snprintf(c->why, sizeof c->why, "OpenMP threads spin at most %lld times, then sleep (GOMP_SPINCOUNT=%lld)",
+                 n, n);
+    } else {
+        return cm_fail("CMLAB_WAIT_RULE=%s: not a rule (load, passive, spin or spincount=N)", rule);
+    }
+    size_t len = strlen(c->why);
+    snprintf(c->why + len, sizeof c->why - len, how, rule);
+    return 0;
+}
+
+/* The 1-minute load average, or -1 when /proc/loadavg cannot be read. */
+static double load_average(void)
+{
+    FILE *f = fopen("/proc/loadavg", "r");
+    double load = -1;
+    if (f) {
+        if (fscanf(f, "%lf", &load) != 1) load = -1;
+        fclose(f);
+    }
+    return load;
+}
+
+void cm_select_env(char **argv)
+{
+    const char *chosen = getenv(WAIT_NOTE_VAR);
+    if (chosen) {
+        /* The re-executed process: both choices are in its environment already. */
+        snprintf(wait_note, sizeof wait_note, "%s", chosen);
+        unsetenv(WAIT_NOTE_VAR);
+        return;
+    }
+    const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
+    CmWaitChoice c = {0};
+    if (policy || spin) {
+        snprintf(wait_note, sizeof wait_note, "OpenMP waiting as the environment says (%s%s%s%s%s)",
+                 policy ? "OMP_WAIT_POLICY=" : "", policy ? policy : "", policy && spin ? ", " : "",
+                 spin ? "GOMP_SPINCOUNT=" : "", spin ? spin : "");
+    } else {
+        const char *rule = getenv("CMLAB_WAIT_RULE");
+        if (!rule || !rule[0]) rule = CM_WAIT_RULE_DEFAULT;
+        if (cm_wait_rule(rule, load_average(), (int)sysconf(_SC_NPROCESSORS_ONLN), &c) != 0) {
+            fprintf(stderr, "cmlab: %s\n", cm_errmsg());
+            exit(CM_EXIT_INPUT);
+        }
+        snprintf(wait_note, sizeof wait_note, "%s", c.why);
+    }
+    bool blas = blas_core_env();
+    if (!c.var && !blas) return;
+    if (c.var) setenv(c.var, c.value, 1);
+    setenv(WAIT_NOTE_VAR, wait_note, 1);   /* so the new process does not decide again */
+    execv("/proc/self/exe", argv);
+    /* exec failed: carry on with what libgomp and OpenBLAS chose */
+    unsetenv(WAIT_NOTE_VAR);
+    if (c.var) {
+        unsetenv(c.var);
+        snprintf(wait_note, sizeof wait_note, "OpenMP threads spin while they wait (libgomp's default): the "
+                 "re-exec that would set %s=%s failed", c.var, c.value);
+    }
+    if (blas) unsetenv("OPENBLAS_CORETYPE");
+}
+
+const char *cm_wait_note(void) { return wait_note; }

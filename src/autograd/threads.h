@@ -21,4 +21,34 @@ void cm_blas_select_core(char **argv);
 /* OpenBLAS's kernel family ("SkylakeX", "Prescott", ...). */
 const char *cm_blas_core(void);
 
+/* How OpenMP's threads wait at barriers and for work. libgomp spins by default, which on a shared
+ * machine steals the core the other thread needs (issue 18: the S training step fell from 227 to
+ * 77 img/s beside one busy process, 117 with OMP_WAIT_POLICY=passive, which cost 3% when idle).
+ * libgomp reads OMP_WAIT_POLICY and GOMP_SPINCOUNT once, as it loads, so a policy cmlab picks
+ * needs the environment set before that: cm_select_env sets it and re-executes the program (one
+ * exec, shared with cm_blas_select_core's). A rule (the environment's CMLAB_WAIT_RULE, else
+ * CM_WAIT_RULE_DEFAULT) picks it:
+ *   load         passive when the 1-minute load average at start is above cores - 1 (another job
+ *                holds a core), else libgomp's default;
+ *   passive      always OMP_WAIT_POLICY=passive;
+ *   spin         libgomp's default;
+ *   spincount=N  always GOMP_SPINCOUNT=N (spin N times, then sleep).
+ * A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT stands, whatever the rule. */
+#define CM_WAIT_RULE_DEFAULT "load"
+
+typedef struct CmWaitChoice {
+    const char *var;             /* the variable to set, "OMP_WAIT_POLICY" or "GOMP_SPINCOUNT"; NULL: none */
+    char value[32];
+    char why[256];               /* the policy and the reason, for the note on stderr */
+} CmWaitChoice;
+
+/* What `rule` picks at 1-minute load average load1 on `cores` cores. -1 after cm_fail() naming
+ * CMLAB_WAIT_RULE for a rule that is none of the above. */
+int cm_wait_rule(const char *rule, double load1, int cores, CmWaitChoice *c);
+/* cm_blas_select_core and the waiting policy, with at most one re-exec; call it first thing in
+ * main. A bad CMLAB_WAIT_RULE exits with CM_EXIT_INPUT and a message. */
+void cm_select_env(char **argv);
+/* The policy in effect and why, one line (after cm_select_env): what train, sample and eval say. */
+const char *cm_wait_note(void);
+
 #endif

@@ -18,18 +18,19 @@ typedef struct Command {
     const char *name;
     int (*run)(int argc, char **argv);   /* argv[0] is the subcommand's name */
     const char *help;                    /* one line for `cmlab --help` */
+    bool wait_note;                      /* says OpenMP's waiting policy and why on stderr (threads.h) */
 } Command;
 
 static const Command commands[] = {
-    {"demo", demo_main, "train a consistency model on Fashion-MNIST (iCT, or --recipe cd) and write sample grids"},
-    {"train", train_main, "train the run an experiment file describes (--resume to continue)"},
-    {"sample", sample_main, "draw a sample grid from a checkpoint with an ODE solver"},
-    {"invert", invert_main, "BCM or EDM: images -> latents -> reconstructions, and the reconstruction MSE"},
-    {"edit", edit_main, "zero-shot editing: inpaint, colorize, superres, denoise, interpolate"},
-    {"eval", eval_main, "Frechet distance of a checkpoint's samples in a cmlab classifier's features"},
-    {"ablate", ablate_main, "run an experiment file's [sweep], evaluate it, write tables and a report"},
-    {"trajectories", trajectories_main, "PCA of a diffusion model's ODE sampling trajectories (--pca)"},
-    {"info", info_main, "list a checkpoint's groups, shapes, step and config"},
+    {"demo", demo_main, "train a consistency model on Fashion-MNIST (iCT, or --recipe cd) and write sample grids", false},
+    {"train", train_main, "train the run an experiment file describes (--resume to continue)", true},
+    {"sample", sample_main, "draw a sample grid from a checkpoint with an ODE solver", true},
+    {"invert", invert_main, "BCM or EDM: images -> latents -> reconstructions, and the reconstruction MSE", false},
+    {"edit", edit_main, "zero-shot editing: inpaint, colorize, superres, denoise, interpolate", false},
+    {"eval", eval_main, "Frechet distance of a checkpoint's samples in a cmlab classifier's features", true},
+    {"ablate", ablate_main, "run an experiment file's [sweep], evaluate it, write tables and a report", false},
+    {"trajectories", trajectories_main, "PCA of a diffusion model's ODE sampling trajectories (--pca)", false},
+    {"info", info_main, "list a checkpoint's groups, shapes, step and config", false},
 };
 
 static void print_usage(FILE *out)
@@ -77,7 +78,7 @@ static int finish_stdout(void)
 
 int main(int argc, char **argv)
 {
-    cm_blas_select_core(argv);
+    cm_select_env(argv);
     if (argc < 2) {
         print_usage(stderr);
         return CM_EXIT_INPUT;
@@ -92,8 +93,10 @@ int main(int argc, char **argv)
         return finish_stdout();
     }
     for (size_t i = 0; i < CM_ARRAY_LEN(commands); i++)
-        if (strcmp(name, commands[i].name) == 0)
+        if (strcmp(name, commands[i].name) == 0) {
+            if (commands[i].wait_note) fprintf(stderr, "cmlab: %s\n", cm_wait_note());
             return commands[i].run(argc - 1, argv + 1);
+        }
 
     fprintf(stderr, "cmlab: unknown %s '%s'; did you mean '%s'? (see cmlab --help)\n",
             name[0] == '-' ? "option" : "command", name, nearest_name(name));

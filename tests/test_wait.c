@@ -1,0 +1,137 @@
+/* test_wait.c: OpenMP's waiting policy (threads.h, cm_select_env): the rule's choice from the
+ * load average, and that the cmlab command runs with it. The independent witness is libgomp
+ * itself: OMP_DISPLAY_ENV=verbose makes it print, as it loads, the wait policy and spin count it
+ * read from the environment; the last such block on stderr is the process that runs the command.
+ * (Whether a policy is faster is the bench's question, not this test's.)
+ *
+ * Usage: test_wait BUILD/cmlab */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "autograd/threads.h"
+#include "common.h"
+#include "fixture.h"
+
+/* The rule alone: which variable and value, for loads around cores - 1. */
+static void test_rule(void)
+{
+    CmWaitChoice c;
+    CHECK(cm_wait_rule("load", 1.5, 2, &c) == 0 && c.var && strcmp(c.var, "OMP_WAIT_POLICY") == 0 &&
+              strcmp(c.value, "passive") == 0 && strstr(c.why, "1.50"),
+          "load 1.5 on 2 cores: want OMP_WAIT_POLICY=passive, got %s=%s (%s)", c.var ? c.var : "-", c.value, c.why);
+    CHECK(cm_wait_rule("load", 1.0, 2, &c) == 0 && !c.var && strstr(c.why, "spin"),
+          "load 1.0 on 2 cores (one busy core: ours): want libgomp's default, got %s=%s", c.var ? c.var : "-", c.value);
+    CHECK(cm_wait_rule("load", 3.0, 4, &c) == 0 && !c.var, "load 3.0 on 4 cores: want the default, got %s",
+          c.var ? c.var : "-");
+    CHECK(cm_wait_rule("load", 3.01, 4, &c) == 0 && c.var, "load 3.01 on 4 cores: want passive");
+    CHECK(cm_wait_rule("passive", 0, 2, &c) == 0 && c.var && strcmp(c.value, "passive") == 0, "rule passive at load 0");
+    CHECK(cm_wait_rule("spin", 9, 2, &c) == 0 && !c.var, "rule spin at load 9: want no variable");
+    CHECK(cm_wait_rule("spincount=20000", 0, 2, &c) == 0 && c.var && strcmp(c.var, "GOMP_SPINCOUNT") == 0 &&
+              strcmp(c.value, "20000") == 0,
+          "rule spincount=20000: got %s=%s", c.var ? c.var : "-", c.value);
+    const char *bad[] = {"Load", "spincount=", "spincount=-1", "spincount=10k", ""};
+    for (size_t i = 0; i < CM_ARRAY_LEN(bad); i++)
+        CHECK(cm_wait_rule(bad[i], 0, 2, &c) == -1 && strstr(cm_errmsg(), "CMLAB_WAIT_RULE"),
+              "rule '%s': want a refusal naming CMLAB_WAIT_RULE, got %s", bad[i], cm_errmsg());
+}
+
+typedef struct Seen {
+    int code;
+    char policy[32], spin[32];   /* libgomp's last display: OMP_WAIT_POLICY, GOMP_SPINCOUNT */
+    char *err;                   /* all of stderr */
+} Seen;
+
+/* The value of the last "  NAME = 'VALUE'" line in text. */
+static void last_value(const char *text, const char *name, char *out, size_t len)
+{
+    char key[64];
+    snprintf(key, sizeof key, "  %s = '", name);
+    out[0] = '\0';
+    for (const char *p = text; (p = strstr(p, key)); p++) {
+        const char *v = p + strlen(key), *end = strchr(v, '\'');
+        if (end) snprintf(out, len, "%.*s", (int)(end - v), v);
+    }
+}
+
+/* `cmlab COMMAND --help` without the caller's policy variables, with OMP_DISPLAY_ENV=verbose and
+ * the assignments env[0..] (NULL-terminated). */
+static Seen run(const char *cmlab, const char *command, const char *const *env)
+{
+    char out[64], err[64];
+    snprintf(out, sizeof out, "/tmp/test_wait_%d.out", (int)getpid());
+    snprintf(err, sizeof err, "/tmp/test_wait_%d.err", (int)getpid());
+    const char *argv[24] = {"/usr/bin/env", "-u", "OMP_WAIT_POLICY", "-u", "GOMP_SPINCOUNT", "-u", "CMLAB_WAIT_RULE",
+                            "OMP_DISPLAY_ENV=verbose"};
+    int n = 8;
+    for (; *env; env++) argv[n++] = *env;
+    argv[n++] = cmlab;
+    argv[n++] = command;
+    argv[n++] = "--help";
+    argv[n] = NULL;
+    Seen s = {0};
+    s.code = fixture_run((char *const *)argv, out, err, NULL);
+    s.err = fixture_read_file(err, NULL);
+    if (!s.err) s.err = strdup("");
+    last_value(s.err, "OMP_WAIT_POLICY", s.policy, sizeof s.policy);
+    last_value(s.err, "GOMP_SPINCOUNT", s.spin, sizeof s.spin);
+    remove(out);
+    remove(err);
+    return s;
+}
+
+/* The command runs with what the rule chose (libgomp's last display) and says so once. */
+static void test_applied(const char *cmlab)
+{
+    static const struct {
+        const char *env[3];
+        const char *policy, *spin;   /* libgomp's display: passive is spin count 0 */
+        const char *note;            /* in cmlab's line on stderr */
+    } cases[] = {
+        {{"CMLAB_WAIT_RULE=passive", NULL}, "PASSIVE", "0", "OMP_WAIT_POLICY=passive"},
+        {{"CMLAB_WAIT_RULE=spincount=1000", NULL}, "PASSIVE", "1000", "GOMP_SPINCOUNT=1000"},
+        {{"CMLAB_WAIT_RULE=spin", NULL}, "PASSIVE", "300000", "libgomp's default"},
+        /* the caller's own policy stands, whatever the rule */
+        {{"CMLAB_WAIT_RULE=passive", "OMP_WAIT_POLICY=active", NULL}, "ACTIVE", NULL, "OMP_WAIT_POLICY=active"},
+        {{"CMLAB_WAIT_RULE=passive", "GOMP_SPINCOUNT=5000", NULL}, "PASSIVE", "5000", "GOMP_SPINCOUNT=5000"},
+    };
+    for (size_t i = 0; i < CM_ARRAY_LEN(cases); i++) {
+        const char *commands[] = {"train", "sample", "eval"};
+        for (size_t k = 0; k < CM_ARRAY_LEN(commands); k++) {
+            Seen s = run(cmlab, commands[k], cases[i].env);
+            const char *line = strstr(s.err, "cmlab: ");
+            CHECK(s.code == CM_EXIT_OK && strcmp(s.policy, cases[i].policy) == 0 &&
+                      (!cases[i].spin || strcmp(s.spin, cases[i].spin) == 0),
+                  "%s %s: exit %d, libgomp ran with OMP_WAIT_POLICY %s, GOMP_SPINCOUNT %s; want %s, %s", cases[i].env[0],
+                  cases[i].env[1] ? cases[i].env[1] : "", s.code, s.policy, s.spin, cases[i].policy,
+                  cases[i].spin ? cases[i].spin : "any");
+            CHECK(line && strstr(line, cases[i].note) && !strstr(line + 1, "cmlab: "),
+                  "cmlab %s with %s: want one line naming %s on stderr, got:\n%s", commands[k], cases[i].env[0],
+                  cases[i].note, line ? line : s.err);
+            free(s.err);
+        }
+    }
+    /* Commands other than train, sample and eval do not print it. */
+    Seen s = run(cmlab, "info", (const char *[]){"CMLAB_WAIT_RULE=passive", NULL});
+    CHECK(s.code == CM_EXIT_OK && !strstr(s.err, "cmlab: ") && strcmp(s.spin, "0") == 0,
+          "cmlab info: exit %d, spin count %s (want 0: the rule applies to every command), stderr:\n%s", s.code, s.spin,
+          s.err);
+    free(s.err);
+    /* A bad rule is an input error naming the variable. */
+    s = run(cmlab, "sample", (const char *[]){"CMLAB_WAIT_RULE=sometimes", NULL});
+    CHECK(s.code == CM_EXIT_INPUT && strstr(s.err, "CMLAB_WAIT_RULE=sometimes"),
+          "CMLAB_WAIT_RULE=sometimes: exit %d (want %d), stderr:\n%s", s.code, CM_EXIT_INPUT, s.err);
+    free(s.err);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_wait BUILD/cmlab\n");
+        return CM_EXIT_INPUT;
+    }
+    test_rule();
+    test_applied(argv[1]);
+    return test_summary("wait");
+}
