@@ -325,7 +325,8 @@ static const CfgKey keys[] = {
              "(zip: linked settings such as a solver and its schedule; every line lists as many values)."},
     {AT(eval, predictor), TEXT(CFG_PATH_MAX - 1, 0), .dflt = "",
      .help = "An AMED predictor checkpoint (method = amed) trained on the evaluated teacher: sample "
-             "with it (its own NFE) instead of sample.solver."},
+             "with it (its own NFE) instead of sample.solver. {nfe} in the path stands for each NFE of "
+             "eval.nfe (one predictor per NFE: runs/amed_nfe{nfe}/ckpt/step_00000079.h5)."},
 };
 
 #define KEY_COUNT ((int)CM_ARRAY_LEN(keys))
@@ -810,7 +811,9 @@ static int sweep_assign(Config *cfg, const char *name, const char *text, bool re
             snprintf(why, n, "sweep %s: more than %d values", name, MAX_VALUES);
             return -1;
         }
-        if (!value[0] && !(list && k->min_len == 0)) {
+        /* Empty only where the key's own "not set" is empty (an optional list or path:
+         * eval.predictor in the columns of plain solvers). */
+        if (!value[0] && !(list && k->min_len == 0) && !(k->type == CFG_STRING && !k->dflt[0])) {
             snprintf(why, n, "sweep %s: value %d is empty", name, count + 1);
             return -1;
         }
