@@ -20,7 +20,11 @@
  *   (e) `cmlab train` of a predictor, `cmlab sample TEACHER --predictor P` (exit 0, its NFE) and a
  *       second teacher refused with exit 2 naming both files;
  *   (f) a non-finite gradient (CMLAB_TEST_OUTLIER=1:nan) is skipped and counted in metrics.jsonl,
- *       and with amed.nonfinite_limit = 0 the run stops with exit 1.
+ *       and with amed.nonfinite_limit = 0 the run stops with exit 1;
+ *   (g) the grid the trainer draws at its end (N = 3: an AFS step, then a step whose predictor reads
+ *       the bottleneck) equals `cmlab sample TEACHER --predictor P --seed <the run's seed>` pixel
+ *       for pixel, tile by tile (the two grids are laid out differently), while another seed
+ *       differs: the CLI reproduces the student of training.
  */
 #include <math.h>
 #include <stdio.h>
@@ -31,6 +35,7 @@
 #include <unistd.h>
 
 #include "autograd/rng.h"
+#include "data/image.h"
 #include "fixture.h"
 #include "io/checkpoint.h"
 #include "io/experiment.h"
@@ -454,6 +459,59 @@ static void test_cli(void)
     printf("a non-finite update: skipped and counted; past amed.nonfinite_limit the run stops with exit 1\n");
 }
 
+/* ---- (g) ---- */
+
+/* Tile i of an 8-bit gray grid of S x S images, cols per row, 2-pixel borders (image_write_grid),
+ * into tile [S*S]. */
+static void grid_tile(const uint8_t *pix, int gw, int cols, int i, uint8_t *tile)
+{
+    int y0 = 2 + (i / cols) * (S + 2), x0 = 2 + (i % cols) * (S + 2);
+    for (int y = 0; y < S; y++) memcpy(tile + y * S, pix + (size_t)(y0 + y) * gw + x0, S);
+}
+
+/* How many of the n tiles' pixels differ between grids a (cols_a per row) and b (cols_b). */
+static long grid_diff(const char *a, int cols_a, const char *b, int cols_b, int n)
+{
+    uint8_t *pa = NULL, *pb = NULL, ta[S * S], tb[S * S];
+    int wa, ha, ca, wb, hb, cb;
+    if (image_read_png(a, &pa, &wa, &ha, &ca) != 0 || image_read_png(b, &pb, &wb, &hb, &cb) != 0) {
+        CHECK(0, "grids: %s", cm_errmsg());
+        free(pa);
+        return -1;
+    }
+    CHECK(ca == 1 && cb == 1 && wa == cols_a * (S + 2) + 2 && wb == cols_b * (S + 2) + 2, "grid sizes %dx%d, %dx%d",
+          wa, ha, wb, hb);
+    long diff = 0;
+    for (int i = 0; i < n; i++) {
+        grid_tile(pa, wa, cols_a, i, ta);
+        grid_tile(pb, wb, cols_b, i, tb);
+        for (int k = 0; k < S * S; k++) diff += ta[k] != tb[k];
+    }
+    free(pa);
+    free(pb);
+    return diff;
+}
+
+static void test_training_samples(void)
+{
+    char *train[] = {(char *)cmlab, "train", DIR "/amed.ini", "--set", "experiment.name=pred3", "--set", "amed.N=3",
+                     "--set", "train.iterations=1", "--set", "sample.n=4", NULL};
+    CHECK(run(train, NULL) == 0, "cmlab train of an N = 3 predictor failed (" DIR "/log.txt)");
+    const char *pred = DIR "/pred3/ckpt/step_00000001.h5", *trained = DIR "/pred3/samples/step_00000001.png";
+    /* AMED_CFG's experiment.seed is 4. */
+    char *same[] = {(char *)cmlab, "sample", DIR "/teacher/step_00000000.h5", "--predictor", (char *)pred, "--n", "4",
+                    "--seed", "4", "--out", DIR "/same.png", NULL};
+    char *other[] = {(char *)cmlab, "sample", DIR "/teacher/step_00000000.h5", "--predictor", (char *)pred, "--n", "4",
+                     "--seed", "5", "--out", DIR "/other.png", NULL};
+    CHECK(run(same, NULL) == 0 && run(other, NULL) == 0, "cmlab sample --predictor failed (" DIR "/log.txt)");
+    /* The trainer's grid has min(8, 4) tiles per row, cmlab sample's ceil(sqrt(4)). */
+    long d_same = grid_diff(trained, 4, DIR "/same.png", 2, 4), d_other = grid_diff(trained, 4, DIR "/other.png", 2, 4);
+    CHECK(d_same == 0, "cmlab sample --predictor --seed 4 differs from the trainer's samples in %ld pixels", d_same);
+    CHECK(d_other > S * S, "another seed changes only %ld pixels: the comparison cannot tell samples apart", d_other);
+    printf("the trainer's 4 samples and cmlab sample --predictor --seed 4: %ld pixels differ (seed 5: %ld of %d)\n",
+           d_same, d_other, 4 * S * S);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 4) {
@@ -475,6 +533,7 @@ int main(int argc, char **argv)
     test_gradients_weights(&tm);
     test_twin();
     test_cli();
+    test_training_samples();
     model_free(&tm);
     return test_summary("amed");
 }

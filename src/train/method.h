@@ -65,8 +65,10 @@ typedef struct Method {
     /* The network the loop samples with (MODEL_DIFFUSION, MODEL_CONSISTENCY), else NULL. */
     const UNet *(*unet)(const void *st);
     /* MODEL_FEATURE_NET: what the loop does in place of a sample grid (the classifier's test
-     * accuracy), printed and logged to metrics; NULL otherwise. */
-    int (*report)(void *st, const float *w, const char *wname, Ctx *c, FILE *metrics, long step);
+     * accuracy; AMED's distance to the teacher and its samples' grid), printed and logged to
+     * metrics; images, if any, go to samples_dir (the run's samples/). NULL otherwise. */
+    int (*report)(void *st, const float *w, const char *wname, Ctx *c, FILE *metrics, long step,
+                  const char *samples_dir);
     /* Optimiser steps per batch (the header); NULL: 1. */
     int (*substeps)(const void *st);
     /* NULL: a non-finite loss or gradient norm goes to train.on_nan. Else that update is skipped

@@ -160,7 +160,7 @@ static int trainer_sample_grid(Trainer *t, FILE *metrics)
     const Config *cfg = &t->cfg;
     const char *wname;
     float *w = sampling_weights(t, &wname);
-    if (t->method->report) return t->method->report(t->state, w, wname, &t->ctx, metrics, t->step);
+    if (t->method->report) return t->method->report(t->state, w, wname, &t->ctx, metrics, t->step, t->dir.samples);
     Sampler s = {t->method->unet(t->state), model_precond(cfg), w, 64, t->C, t->H, t->W, &t->ctx};
     int n = CM_MIN(cfg->sample.n, 64);
     float *x = cm_malloc((size_t)n * t->C * t->H * t->W * sizeof(float));
