@@ -20,7 +20,10 @@
  *   (e) `cmlab train` of a predictor, `cmlab sample TEACHER --predictor P` (exit 0, its NFE) and a
  *       second teacher refused with exit 2 naming both files;
  *   (f) a non-finite gradient (CMLAB_TEST_OUTLIER=1:nan) is skipped and counted in metrics.jsonl,
- *       and with amed.nonfinite_limit = 0 the run stops with exit 1;
+ *       and with amed.nonfinite_limit = 0 the run stops with exit 1; the count survives a resume:
+ *       a run with one skipped update stopped by SIGTERM (CMLAB_TEST_RAISE) and resumed with a
+ *       second one stops at amed.nonfinite_limit = 1 (2 so far), which a count restarted at 0
+ *       would not;
  *   (g) the grid the trainer draws at its end (N = 3: an AFS step, then a step whose predictor reads
  *       the bottleneck) equals `cmlab sample TEACHER --predictor P --seed <the run's seed>` pixel
  *       for pixel, tile by tile (the two grids are laid out differently), while another seed
@@ -457,6 +460,31 @@ static void test_cli(void)
     CHECK(run(stop_run, "CMLAB_TEST_OUTLIER=1:nan") == 1, "amed.nonfinite_limit = 0: a non-finite update must stop "
                                                           "the run with exit 1");
     printf("a non-finite update: skipped and counted; past amed.nonfinite_limit the run stops with exit 1\n");
+
+    /* One skipped update at step 0, SIGTERM before step 1 (the run saves step 2), a resume with a
+     * second skipped update at step 3: 2 > amed.nonfinite_limit = 1 across the two processes. */
+    char *first[] = {(char *)cmlab, "train", DIR "/amed.ini", "--set", "experiment.name=nan_resume", "--set",
+                     "amed.N=2", "--set", "train.iterations=5", "--set", "amed.nonfinite_limit=1", NULL};
+    char *again[] = {(char *)cmlab, "train", DIR "/amed.ini", "--set", "experiment.name=nan_resume", "--set",
+                     "amed.N=2", "--set", "train.iterations=5", "--set", "amed.nonfinite_limit=1", "--resume", NULL};
+    setenv("CMLAB_TEST_RAISE", "0:1:15", 1);
+    int rc = run(first, "CMLAB_TEST_OUTLIER=1:nan");
+    unsetenv("CMLAB_TEST_RAISE");
+    struct stat sb;
+    CHECK(rc == 0 && stat(DIR "/nan_resume/ckpt/step_00000002.h5", &sb) == 0,
+          "a run stopped by SIGTERM after a skipped update: exit %d, no checkpoint of step 2", rc);
+    char *count = ckpt_read_attr(DIR "/nan_resume/ckpt/step_00000002.h5", "nonfinite_skipped");
+    CHECK(count && !strcmp(count, "1"), "the checkpoint's nonfinite_skipped is %s, want 1", count ? count : "missing");
+    free(count);
+    unlink(DIR "/err.txt");
+    rc = fixture_run(again, DIR "/log.txt", DIR "/err.txt", "CMLAB_TEST_OUTLIER=4:nan");
+    char *log = fixture_read_file(DIR "/err.txt", NULL);
+    CHECK(rc == 1 && log && strstr(log, "(2 so far in this run)") && strstr(log, "more than 1 non-finite updates"),
+          "the resumed run with a second non-finite update: exit %d, want 1 naming 2 skipped updates:\n%s", rc,
+          log ? log : "(none)");
+    printf("resumed after 1 skipped update, a second one stops the run (amed.nonfinite_limit = 1): exit %d, %s", rc,
+           log && strstr(log, "stopping") ? strstr(log, "stopping") : "\n");
+    free(log);
 }
 
 /* ---- (g) ---- */

@@ -270,7 +270,8 @@ static const CfgKey keys[] = {
      .help = "Highest Adams-Bashforth order of the ipndm student and teacher."},
     {AT(amed, nonfinite_limit), INT(0, MANY), .dflt = "10",
      .help = "Updates with a non-finite loss or gradient are skipped and counted (metrics.jsonl "
-             "nonfinite_skipped); the run stops (exit 1) when more than this many were skipped."},
+             "nonfinite_skipped); the run stops (exit 1) when more than this many were skipped over the "
+             "whole run, resumes included (the checkpoint keeps the count)."},
 
     {AT(classifier, channels), INTS(1, 4096, 1, 4), .dflt = "32,64",
      .help = "Widths of the conv levels (two 3x3 conv + GN + SiLU, then a 2x2 average pool, each)."},

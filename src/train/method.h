@@ -73,7 +73,8 @@ typedef struct Method {
     int (*substeps)(const void *st);
     /* NULL: a non-finite loss or gradient norm goes to train.on_nan. Else that update is skipped
      * and counted (metrics.jsonl "nonfinite_skipped"), and the run stops (exit 1) once more than
-     * this many were skipped (AMED's amed.nonfinite_limit). */
+     * this many were skipped (AMED's amed.nonfinite_limit); the count is the whole run's, kept
+     * across resumes by the checkpoint's root attribute nonfinite_skipped. */
     long (*nonfinite_limit)(const void *st);
     size_t (*param_count)(const void *st);
     void (*print_table)(const void *st, FILE *f);
