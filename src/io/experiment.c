@@ -249,7 +249,8 @@ static const CfgKey keys[] = {
     {AT(amed, teacher_weights), TEXT(CFG_NAME_MAX - 1, 0), .dflt = "",
      .help = "The teacher's weight set: online or ema:RATE. Empty: its first EMA (else online)."},
     {AT(amed, student), ENUM(amed_plugin_names), .dflt = "amed",
-     .help = "The student: AMED-Solver (amed) or AMED-Plugin on euler, dpm2 or ipndm."},
+     .help = "The student: AMED-Solver (amed) or AMED-Plugin on euler, dpm2, ipndm or dpmpp (multistep "
+             "DPM-Solver++ over 2N - 1 points; its teacher: teacher_solver = dpmpp3m)."},
     {AT(amed, teacher_solver), ENUM(solver_kind_names), .dflt = "heun",
      .help = "The ODE solver of the teacher trajectories (no AFS, no step to 0)."},
     {AT(amed, N), INT(2, 1000), .dflt = "4",
@@ -267,7 +268,8 @@ static const CfgKey keys[] = {
     {AT(amed, scale_time), FLOAT(0, 1, CFG_OPEN_MAX), .dflt = "0",
      .help = "S_time: the a head, a in (1 - S_time, 1 + S_time). 0: no head, a = 1."},
     {AT(amed, max_order), INT(1, 4), .dflt = "4",
-     .help = "Highest Adams-Bashforth order of the ipndm student and teacher."},
+     .help = "Highest Adams-Bashforth order of the ipndm student and teacher; the dpmpp student's order "
+             "is at most min(max_order, 3)."},
     {AT(amed, nonfinite_limit), INT(0, MANY), .dflt = "10",
      .help = "Updates with a non-finite loss or gradient are skipped and counted (metrics.jsonl "
              "nonfinite_skipped); the run stops (exit 1) when more than this many were skipped over the "

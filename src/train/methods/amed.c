@@ -10,7 +10,8 @@
  *     gradient through the one U-Net evaluation at (x_s, a s) into r, c, a and the predictor's
  *     weights (the teacher's weights frozen); one Adam step.
  *   the next step starts from the teacher's point y_{k+1} for the single-step students (amed,
- *     euler, dpm2) and from the student's own detached x_hat for ipndm (its history too).
+ *     euler, dpm2) and from the student's own detached x_hat for ipndm and dpmpp (their history
+ *     too).
  * So one batch is N-1 optimiser steps: the method's substeps (method.h). A training step is a
  * batch, and train.iterations counts batches of latents: the reference's 10k latents at batch 128
  * are 79 iterations (237 Adam steps for N = 4). The trajectory lives in the method's state between
