@@ -23,7 +23,12 @@
  *   - eval.sweep = zip over one EDM checkpoint: each variant is evaluated with its own solver,
  *     schedule, afs and NFEs together (the records in its eval.json say so), a 6-line zip whose
  *     grid would exceed the variant limit is accepted, and lines of different lengths exit 2;
- *     `cmlab trajectories --pca --out <ablation>/trajectories` puts its chart into report.html.
+ *     `cmlab trajectories --pca --out <ablation>/trajectories` puts its chart into report.html;
+ *   - a zip column sampling with AMED predictors (two tiny ones trained here on the EDM checkpoint,
+ *     N = 2 and 3): eval.predictor with {nfe} takes each NFE's own predictor (the records say
+ *     sampler amed at NFE 1 and 3 over 2 and 3 time points), the plain column's empty
+ *     eval.predictor keeps its solver and its directory name, a rerun evaluates nothing again,
+ *     and a {nfe} path without eval.nfe exits 2.
  */
 #include <math.h>
 #include <signal.h>
@@ -482,6 +487,60 @@ static void test_ablate_zip(void)
     printf("zip lines of different lengths: %s", out_buf);
 }
 
+/* The solvers.ini shape (experiments/ablations/): a plain solver column and an AMED column whose
+ * predictor path holds {nfe}. */
+static void test_ablate_amed(void)
+{
+    write_exp("abl_runs/amed.ini",
+              "[experiment]\nmethod = amed\nout_dir = abl_runs\n"
+              "[train]\niterations = 1\nbatch_size = 4\nlr = 0.005\nema =\nlog_every = 1\ncheckpoint_every = 0\n"
+              "sample_every = 0\nthreads = 2\n[sample]\nn = 2\n"
+              "[amed]\nteacher = abl_runs/edm/ckpt/step_00000004.h5\nstudent = amed\nteacher_solver = heun\nM = 1\n"
+              "afs = true\nschedule = time_uniform\nrho = 1\n");
+    int rc = CMLAB("train", "abl_runs/amed.ini", "--set", "amed.N=2", "--set", "experiment.name=amed_nfe1");
+    CHECK(rc == 0, "predictor training (N = 2): exit %d\n%s", rc, out_buf);
+    rc = CMLAB("train", "abl_runs/amed.ini", "--set", "amed.N=3", "--set", "experiment.name=amed_nfe3");
+    CHECK(rc == 0, "predictor training (N = 3): exit %d\n%s", rc, out_buf);
+    write_exp("abl_runs/zip_amed.ini",
+              "# A plain solver against AMED predictors.\n"
+              "[experiment]\nmethod = edm\nout_dir = abl_runs\nname = zip_amed\n"
+              "[sample]\ndenoise_to_zero = false\n"
+              "[eval]\ncheckpoint = abl_runs/edm/ckpt/step_00000004.h5\n"
+              "features = abl_runs/clf/ckpt/step_00000080.h5\nn = 16\nsweep = zip\n"
+              "[sweep]\nsample.solver = euler, dpm2\n"
+              "eval.nfe = 2 | 1,3\n"
+              "eval.predictor = , abl_runs/amed_nfe{nfe}/ckpt/step_00000001.h5\n");
+    rc = CMLAB("ablate", "abl_runs/zip_amed.ini");
+    CHECK(rc == 0 && strstr(out_buf, "2 variants (zip"), "AMED zip ablation: exit %d\n%s", rc, out_buf);
+    const struct { const char *dir, *sampler; int nfe, points; } want[] = {
+        {"abl_runs/zip_amed/00-euler-2", "euler", 2, 3},
+        {"abl_runs/zip_amed/01-dpm2-1_3-abl_runs_amed_nfe_nfe__ckpt_step_00000001.h5", "amed", 1, 2},
+        {"abl_runs/zip_amed/01-dpm2-1_3-abl_runs_amed_nfe_nfe__ckpt_step_00000001.h5", "amed", 3, 3},
+    };
+    for (size_t v = 0; v < CM_ARRAY_LEN(want); v++) {
+        char json[400];
+        snprintf(json, sizeof json, "%s/eval.json", want[v].dir);
+        EvalRecord *rs = NULL;
+        int n = eval_json_read(json, &rs), good = 0;
+        for (int i = 0; i < n; i++) {
+            int points = 1;
+            for (const char *c = rs[i].times; *c; c++) points += *c == ',';
+            good += rs[i].nfe == want[v].nfe && !strcmp(rs[i].sampler, want[v].sampler) && points == want[v].points &&
+                    isfinite(rs[i].value);
+        }
+        CHECK(good == 1, "%s: no record of %s at NFE %d over %d time points (%d records)", json, want[v].sampler,
+              want[v].nfe, want[v].points, n);
+        free(rs);
+    }
+    rc = CMLAB("ablate", "abl_runs/zip_amed.ini");
+    CHECK(rc == 0 && !strstr(out_buf, "evaluating"), "a rerun of the AMED zip evaluated again: exit %d\n%s", rc,
+          out_buf);
+    rc = CMLAB("eval", (char *)EDM_CKPT, "--features", (char *)CLF_CKPT, "--predictor",
+               "abl_runs/amed_nfe{nfe}/ckpt/step_00000001.h5", "--out", "abl_runs/zip_amed/cli");
+    CHECK(rc == 2 && strstr(out_buf, "eval.nfe"), "a {nfe} predictor without NFEs: exit %d\n%s", rc, out_buf);
+    printf("AMED predictors per NFE in a zip column: records at NFE 1 and 3; without eval.nfe: %s", out_buf);
+}
+
 /* Every dataset under /weights and /optimizer of one checkpoint, compared bit for bit with the
  * same path in another (H5Literate over the groups). */
 typedef struct Compare { hid_t other; int datasets, differ; } Compare;
@@ -704,6 +763,7 @@ int main(int argc, char **argv)
     test_stats_cache();
     test_ablate();
     test_ablate_zip();
+    test_ablate_amed();
     test_ablate_sigterm();
     test_report_renders();
     test_mid_t_records();

@@ -8,10 +8,13 @@
  *   (a) predictor parameter counts 8,929 / 8,950 / 8,971 (one, two, three heads) against the
  *       count of reference/amed.md §1 (72 + 8,320 + 516 + 21 per head);
  *   (b) with r = 1/2 and c = a = 1 forced, N - 1 AMED-Solver steps equal solvers.c's DPM-Solver-2
- *       (float64 state) to float precision, with and without AFS; so does the dpm2 plugin;
+ *       (float64 state) to float precision, with and without AFS; so does the dpm2 plugin; and N - 1
+ *       dpmpp steps (max order 3) on a logsnr schedule equal solvers.c's dpmpp3m on the logsnr
+ *       schedule of 2N - 1 points (whose odd points are the geometric midpoints s = r^1/2);
  *   (c) the gradient of the AMED loss sum((x_{n+1} - y)^2)/B with respect to per-sample r, c, a,
- *       for every plugin (ipndm with a history), and with respect to predictor weights through a
- *       whole step, against central finite differences;
+ *       for every plugin (ipndm with a history; dpmpp with two earlier entries and per-sample times,
+ *       third order on both sub-steps), and with respect to predictor weights through a whole
+ *       step, against central finite differences;
  *   (d) two training substeps of method = amed (its record's setup, start and loss, as the loop
  *       calls them: the latents of the batch's stream, the Heun teacher trajectory, the AFS step,
  *       then a step from the teacher's point with bottleneck features) against the PyTorch twin
@@ -20,7 +23,14 @@
  *   (e) `cmlab train` of a predictor, `cmlab sample TEACHER --predictor P` (exit 0, its NFE) and a
  *       second teacher refused with exit 2 naming both files;
  *   (f) a non-finite gradient (CMLAB_TEST_OUTLIER=1:nan) is skipped and counted in metrics.jsonl,
- *       and with amed.nonfinite_limit = 0 the run stops with exit 1.
+ *       and with amed.nonfinite_limit = 0 the run stops with exit 1; the count survives a resume:
+ *       a run with one skipped update stopped by SIGTERM (CMLAB_TEST_RAISE) and resumed with a
+ *       second one stops at amed.nonfinite_limit = 1 (2 so far), which a count restarted at 0
+ *       would not;
+ *   (g) the grid the trainer draws at its end (N = 3: an AFS step, then a step whose predictor reads
+ *       the bottleneck) equals `cmlab sample TEACHER --predictor P --seed <the run's seed>` pixel
+ *       for pixel, tile by tile (the two grids are laid out differently), while another seed
+ *       differs: the CLI reproduces the student of training.
  */
 #include <math.h>
 #include <stdio.h>
@@ -31,6 +41,7 @@
 #include <unistd.h>
 
 #include "autograd/rng.h"
+#include "data/image.h"
 #include "fixture.h"
 #include "io/checkpoint.h"
 #include "io/experiment.h"
@@ -134,9 +145,46 @@ static Tensor *per_sample(Ctx *c, const float *v, bool grad)
     return tensor_wrap(c, d, grad ? d + B : NULL, 1, SHAPE(B), grad);
 }
 
-static void test_dpm2_equivalence(const Model *tm)
+/* N - 1 steps of plugin `plugin` with r = 1/2, c = a = 1 forced over N points of o's schedule,
+ * against `kind` run by solvers.c with o (its own points; float64 state) from the same latents:
+ * the relative error. */
+static double forced_vs_solver(const Model *tm, AmedPlugin plugin, int N, int max_order, SolverKind kind,
+                               const SolverOpts *o)
 {
     AmedTeacher T = {&tm->net, tm->pre, tm->w};
+    float x0[B * S * S], xa[B * S * S], xf[B * S * S];
+    double xd[B * S * S];
+    latents(x0, o->sigma_max, 1);
+    for (int e = 0; e < B * S * S; e++) xd[e] = x0[e];
+    Ctx ctx;
+    ctx_init(&ctx, 16u << 20);
+    Sampler sm = model_sampler(tm, &ctx);
+    CHECK(solver_sample(kind, o, sample_denoise, &sm, xd, B, S * S, NULL) == 0, "%s: %s", solver_kind_name(kind),
+          cm_errmsg());
+    AmedSettings st = {.plugin = plugin, .schedule = o->schedule, .rho = o->rho, .sigma_min = o->sigma_min,
+                       .sigma_max = o->sigma_max, .N = N, .afs = o->afs, .max_order = max_order};
+    double t[8];
+    schedule_steps(st.schedule, N, st.sigma_min, st.sigma_max, st.rho, t);
+    AmedTraj tr;
+    amed_traj_init(&tr, B, 1, S, S);
+    memcpy(xa, x0, sizeof xa);
+    for (int n = 0; n < N - 1; n++) {
+        ctx_reset(&ctx);
+        const float half[B] = {0.5f, 0.5f}, one[B] = {1, 1};
+        Tensor *x = tensor_wrap(&ctx, xa, NULL, 4, SHAPE(B, 1, S, S), false);
+        AmedBegin b = amed_step_begin(&ctx, &T, x, t[n], o->afs && n == 0);
+        Tensor *x1 = amed_step_end(&ctx, &T, &st, &tr, x, b.d, per_sample(&ctx, half, false),
+                                   per_sample(&ctx, one, false), per_sample(&ctx, one, false), t[n], t[n + 1]);
+        memcpy(xa, x1->data, sizeof xa);
+    }
+    for (int e = 0; e < B * S * S; e++) xf[e] = (float)xd[e];
+    amed_traj_free(&tr);
+    ctx_free(&ctx);
+    return rel_error(xa, xf, B * S * S, 1e-3);
+}
+
+static void test_dpm2_equivalence(const Model *tm)
+{
     enum { N = 4 };
     for (int afs = 0; afs <= 1; afs++)
         for (int plugin = AMED_PLUGIN_SOLVER; plugin <= AMED_PLUGIN_DPM2; plugin += AMED_PLUGIN_DPM2) {
@@ -144,41 +192,31 @@ static void test_dpm2_equivalence(const Model *tm)
             o.steps = N;
             o.afs = afs;
             o.denoise_to_zero = false;
-            float x0[B * S * S], xa[B * S * S];
-            double xd[B * S * S];
-            latents(x0, o.sigma_max, 1);
-            for (int e = 0; e < B * S * S; e++) xd[e] = x0[e];
-            Ctx ctx;
-            ctx_init(&ctx, 16u << 20);
-            Sampler sm = model_sampler(tm, &ctx);
-            CHECK(solver_sample(SOLVER_DPM2, &o, sample_denoise, &sm, xd, B, S * S, NULL) == 0, "dpm2: %s",
-                  cm_errmsg());
-            AmedSettings st = {.plugin = (AmedPlugin)plugin, .schedule = o.schedule, .rho = o.rho,
-                               .sigma_min = o.sigma_min, .sigma_max = o.sigma_max, .N = N, .afs = afs, .max_order = 4};
-            double t[4];
-            schedule_steps(st.schedule, N, st.sigma_min, st.sigma_max, st.rho, t);
-            AmedTraj tr;
-            amed_traj_init(&tr, B, 1, S, S);
-            memcpy(xa, x0, sizeof xa);
-            for (int n = 0; n < N - 1; n++) {
-                ctx_reset(&ctx);
-                const float half[B] = {0.5f, 0.5f}, one[B] = {1, 1};
-                Tensor *x = tensor_wrap(&ctx, xa, NULL, 4, SHAPE(B, 1, S, S), false);
-                AmedBegin b = amed_step_begin(&ctx, &T, x, t[n], afs && n == 0);
-                Tensor *x1 = amed_step_end(&ctx, &T, &st, &tr, x, b.d, per_sample(&ctx, half, false),
-                                           per_sample(&ctx, one, false), per_sample(&ctx, one, false), t[n], t[n + 1]);
-                memcpy(xa, x1->data, sizeof xa);
-            }
-            float xf[B * S * S];
-            for (int e = 0; e < B * S * S; e++) xf[e] = (float)xd[e];
-            double err = rel_error(xa, xf, B * S * S, 1e-3);
+            double err = forced_vs_solver(tm, (AmedPlugin)plugin, N, 4, SOLVER_DPM2, &o);
             CHECK(err < 2e-5, "%s plugin, afs %d: r = 1/2, c = a = 1 differs from DPM-Solver-2 by %.2e",
                   amed_plugin_names[plugin], afs, err);
             printf("%s plugin with r = 1/2, c = a = 1, afs %d: DPM-Solver-2 to %.1e\n", amed_plugin_names[plugin], afs,
                    err);
-            amed_traj_free(&tr);
-            ctx_free(&ctx);
         }
+}
+
+/* dpmpp with r = 1/2, c = a = 1 on a logsnr schedule of N points against solvers.c's dpmpp3m on
+ * the logsnr schedule of 2N - 1 points. */
+static void test_dpmpp_equivalence(const Model *tm)
+{
+    enum { N = 4 };
+    for (int afs = 0; afs <= 1; afs++) {
+        SolverOpts o = solver_opts_default();
+        o.schedule = SCHEDULE_LOGSNR;
+        o.steps = 2 * N - 1;
+        o.afs = afs;
+        o.denoise_to_zero = false;
+        double err = forced_vs_solver(tm, AMED_PLUGIN_DPMPP, N, 3, SOLVER_DPMPP3M, &o);
+        CHECK(err < 2e-5, "dpmpp plugin, afs %d: r = 1/2, c = a = 1 differs from dpmpp3m on %d logsnr points by %.2e",
+              afs, 2 * N - 1, err);
+        printf("dpmpp plugin with r = 1/2, c = a = 1, afs %d: dpmpp3m on %d logsnr points to %.1e\n", afs, 2 * N - 1,
+               err);
+    }
 }
 
 /* ---- (c) ---- */
@@ -186,7 +224,7 @@ static void test_dpm2_equivalence(const Model *tm)
 typedef struct StepCase {
     const AmedTeacher *T;
     AmedSettings st;
-    float x[B * S * S], y[B * S * S], hist[B * S * S];
+    float x[B * S * S], y[B * S * S], hist[B * S * S], hist2[B * S * S];
     double t_cur, t_next;
 } StepCase;
 
@@ -199,6 +237,17 @@ static double step_loss(Ctx *c, const StepCase *k, const float *rca, float *g)
     if (k->st.plugin == AMED_PLUGIN_IPNDM) {
         memcpy(tr.hist[0], k->hist, sizeof k->hist);
         tr.nhist = 1;
+    }
+    if (k->st.plugin == AMED_PLUGIN_DPMPP) {
+        /* After one step of N = 4 (7 points): sub-steps 3 and 4, both third order, over the data
+         * predictions at s_0 (per sample) and t_0 = 4. */
+        const float s0[B] = {2.9f, 3.3f}, t0[B] = {4, 4};
+        memcpy(tr.hist[0], k->hist, sizeof k->hist);
+        memcpy(tr.hist[1], k->hist2, sizeof k->hist2);
+        memcpy(tr.htime[0], s0, sizeof s0);
+        memcpy(tr.htime[1], t0, sizeof t0);
+        tr.nhist = 2;
+        tr.steps = 1;
     }
     Tensor *x = tensor_wrap(c, (float *)k->x, NULL, 4, SHAPE(B, 1, S, S), false);
     Tensor *p[3];
@@ -224,10 +273,12 @@ static void test_gradients_rca(const Model *tm)
     latents(k->x, k->t_cur, 2);
     rng_normal(&(Rng){.seed = 3, .stream = 6}, k->y, B, 0, S * S);
     rng_normal(&(Rng){.seed = 4, .stream = 6}, k->hist, B, 0, S * S);
+    rng_normal(&(Rng){.seed = 5, .stream = 6}, k->hist2, B, 0, S * S);
+    for (int e = 0; e < B * S * S; e++) k->hist[e] *= 0.3f, k->hist2[e] *= 0.3f;   /* data predictions within [-1, 1] */
     Ctx c;
     ctx_init(&c, 16u << 20);
     for (int plugin = 0; plugin < AMED_PLUGIN_COUNT; plugin++) {
-        k->st = (AmedSettings){.plugin = (AmedPlugin)plugin, .max_order = 3};
+        k->st = (AmedSettings){.plugin = (AmedPlugin)plugin, .N = 4, .max_order = 3};
         const float rca[3 * B] = {0.3f, 0.7f, 1.004f, 0.993f, 1.1f, 0.85f};
         float g[3 * B];
         step_loss(&c, k, rca, g);
@@ -452,6 +503,84 @@ static void test_cli(void)
     CHECK(run(stop_run, "CMLAB_TEST_OUTLIER=1:nan") == 1, "amed.nonfinite_limit = 0: a non-finite update must stop "
                                                           "the run with exit 1");
     printf("a non-finite update: skipped and counted; past amed.nonfinite_limit the run stops with exit 1\n");
+
+    /* One skipped update at step 0, SIGTERM before step 1 (the run saves step 2), a resume with a
+     * second skipped update at step 3: 2 > amed.nonfinite_limit = 1 across the two processes. */
+    char *first[] = {(char *)cmlab, "train", DIR "/amed.ini", "--set", "experiment.name=nan_resume", "--set",
+                     "amed.N=2", "--set", "train.iterations=5", "--set", "amed.nonfinite_limit=1", NULL};
+    char *again[] = {(char *)cmlab, "train", DIR "/amed.ini", "--set", "experiment.name=nan_resume", "--set",
+                     "amed.N=2", "--set", "train.iterations=5", "--set", "amed.nonfinite_limit=1", "--resume", NULL};
+    setenv("CMLAB_TEST_RAISE", "0:1:15", 1);
+    int rc = run(first, "CMLAB_TEST_OUTLIER=1:nan");
+    unsetenv("CMLAB_TEST_RAISE");
+    struct stat sb;
+    CHECK(rc == 0 && stat(DIR "/nan_resume/ckpt/step_00000002.h5", &sb) == 0,
+          "a run stopped by SIGTERM after a skipped update: exit %d, no checkpoint of step 2", rc);
+    char *count = ckpt_read_attr(DIR "/nan_resume/ckpt/step_00000002.h5", "nonfinite_skipped");
+    CHECK(count && !strcmp(count, "1"), "the checkpoint's nonfinite_skipped is %s, want 1", count ? count : "missing");
+    free(count);
+    unlink(DIR "/err.txt");
+    rc = fixture_run(again, DIR "/log.txt", DIR "/err.txt", "CMLAB_TEST_OUTLIER=4:nan");
+    char *log = fixture_read_file(DIR "/err.txt", NULL);
+    CHECK(rc == 1 && log && strstr(log, "(2 so far in this run)") && strstr(log, "more than 1 non-finite updates"),
+          "the resumed run with a second non-finite update: exit %d, want 1 naming 2 skipped updates:\n%s", rc,
+          log ? log : "(none)");
+    printf("resumed after 1 skipped update, a second one stops the run (amed.nonfinite_limit = 1): exit %d, %s", rc,
+           log && strstr(log, "stopping") ? strstr(log, "stopping") : "\n");
+    free(log);
+}
+
+/* ---- (g) ---- */
+
+/* Tile i of an 8-bit gray grid of S x S images, cols per row, 2-pixel borders (image_write_grid),
+ * into tile [S*S]. */
+static void grid_tile(const uint8_t *pix, int gw, int cols, int i, uint8_t *tile)
+{
+    int y0 = 2 + (i / cols) * (S + 2), x0 = 2 + (i % cols) * (S + 2);
+    for (int y = 0; y < S; y++) memcpy(tile + y * S, pix + (size_t)(y0 + y) * gw + x0, S);
+}
+
+/* How many of the n tiles' pixels differ between grids a (cols_a per row) and b (cols_b). */
+static long grid_diff(const char *a, int cols_a, const char *b, int cols_b, int n)
+{
+    uint8_t *pa = NULL, *pb = NULL, ta[S * S], tb[S * S];
+    int wa, ha, ca, wb, hb, cb;
+    if (image_read_png(a, &pa, &wa, &ha, &ca) != 0 || image_read_png(b, &pb, &wb, &hb, &cb) != 0) {
+        CHECK(0, "grids: %s", cm_errmsg());
+        free(pa);
+        return -1;
+    }
+    CHECK(ca == 1 && cb == 1 && wa == cols_a * (S + 2) + 2 && wb == cols_b * (S + 2) + 2, "grid sizes %dx%d, %dx%d",
+          wa, ha, wb, hb);
+    long diff = 0;
+    for (int i = 0; i < n; i++) {
+        grid_tile(pa, wa, cols_a, i, ta);
+        grid_tile(pb, wb, cols_b, i, tb);
+        for (int k = 0; k < S * S; k++) diff += ta[k] != tb[k];
+    }
+    free(pa);
+    free(pb);
+    return diff;
+}
+
+static void test_training_samples(void)
+{
+    char *train[] = {(char *)cmlab, "train", DIR "/amed.ini", "--set", "experiment.name=pred3", "--set", "amed.N=3",
+                     "--set", "train.iterations=1", "--set", "sample.n=4", NULL};
+    CHECK(run(train, NULL) == 0, "cmlab train of an N = 3 predictor failed (" DIR "/log.txt)");
+    const char *pred = DIR "/pred3/ckpt/step_00000001.h5", *trained = DIR "/pred3/samples/step_00000001.png";
+    /* AMED_CFG's experiment.seed is 4. */
+    char *same[] = {(char *)cmlab, "sample", DIR "/teacher/step_00000000.h5", "--predictor", (char *)pred, "--n", "4",
+                    "--seed", "4", "--out", DIR "/same.png", NULL};
+    char *other[] = {(char *)cmlab, "sample", DIR "/teacher/step_00000000.h5", "--predictor", (char *)pred, "--n", "4",
+                     "--seed", "5", "--out", DIR "/other.png", NULL};
+    CHECK(run(same, NULL) == 0 && run(other, NULL) == 0, "cmlab sample --predictor failed (" DIR "/log.txt)");
+    /* The trainer's grid has min(8, 4) tiles per row, cmlab sample's ceil(sqrt(4)). */
+    long d_same = grid_diff(trained, 4, DIR "/same.png", 2, 4), d_other = grid_diff(trained, 4, DIR "/other.png", 2, 4);
+    CHECK(d_same == 0, "cmlab sample --predictor --seed 4 differs from the trainer's samples in %ld pixels", d_same);
+    CHECK(d_other > S * S, "another seed changes only %ld pixels: the comparison cannot tell samples apart", d_other);
+    printf("the trainer's 4 samples and cmlab sample --predictor --seed 4: %ld pixels differ (seed 5: %ld of %d)\n",
+           d_same, d_other, 4 * S * S);
 }
 
 int main(int argc, char **argv)
@@ -471,10 +600,12 @@ int main(int argc, char **argv)
     CHECK(model_load(&tm, &tcfg, DIR "/teacher/step_00000000.h5", NULL) == 0, "teacher: %s", cm_errmsg());
     test_param_counts();
     test_dpm2_equivalence(&tm);
+    test_dpmpp_equivalence(&tm);
     test_gradients_rca(&tm);
     test_gradients_weights(&tm);
     test_twin();
     test_cli();
+    test_training_samples();
     model_free(&tm);
     return test_summary("amed");
 }

@@ -288,17 +288,25 @@ static const Expect SAMPLING_STEPS[] = {
 };
 
 /* ablations/solvers.ini: the AMED paper's protocol, one zipped column per solver (reference/amed.md
- * §5 and §7, diff-sampler's README), then EDM's 35-NFE sampler (§1.5) as the teacher row. */
+ * §5 and §7, diff-sampler's README), then EDM's 35-NFE sampler (§1.5) as the teacher row, then
+ * AMED-Solver and AMED-Plugin (iPNDM) with one predictor per NFE (their sample.* values repeat the
+ * predictors' settings, §4-5: time_uniform rho 1 and polynomial rho 7, both with AFS). */
 static const Expect SOLVERS[] = {
     {"experiment.method", "edm", "§1.5"},
     {"eval.sweep", "zip", "amed.md §7 (each solver with its own settings)"},
-    {"sweep.sample.solver", "euler,heun,dpm2,dpmpp3m,ipndm,heun", "amed.md §7, §1.5"},
-    {"sweep.sample.schedule", "polynomial,polynomial,polynomial,logsnr,polynomial,polynomial",
-     "amed.md §5 (polynomial rho 7: Euler, Heun, DPM-2, iPNDM; logsnr: DPM-Solver++), §1.4"},
-    {"sweep.sample.rho", "7,7,7,7,7,7", "amed.md §5, §1.4"},
-    {"sweep.sample.afs", "false,true,true,false,false,false", "amed.md §7 (odd NFE of Heun and DPM-2 by AFS)"},
-    {"sweep.sample.denoise_to_zero", "false,false,false,false,false,true", "amed.md §6 (none), §1.5"},
-    {"sweep.eval.nfe", "3,5,7,9,3,5,7,9,3,5,7,9,3,5,7,9,3,5,7,9,35", "amed.md §7, §1.5"},
+    {"sweep.sample.solver", "euler,heun,dpm2,dpmpp3m,ipndm,heun,dpm2,ipndm", "amed.md §7, §1.5, §2 (r = 1/2: DPM-2)"},
+    {"sweep.sample.schedule", "polynomial,polynomial,polynomial,logsnr,polynomial,polynomial,time_uniform,polynomial",
+     "amed.md §5 (polynomial rho 7: Euler, Heun, DPM-2, iPNDM; logsnr: DPM-Solver++; time_uniform: AMED-Solver), "
+     "§1.4"},
+    {"sweep.sample.rho", "7,7,7,7,7,7,1,7", "amed.md §5, §1.4"},
+    {"sweep.sample.afs", "false,true,true,false,false,false,true,true",
+     "amed.md §7 (odd NFE of Heun, DPM-2 and AMED by AFS)"},
+    {"sweep.sample.denoise_to_zero", "false,false,false,false,false,true,false,false", "amed.md §6 (none), §1.5"},
+    {"sweep.eval.nfe", "3,5,7,9,3,5,7,9,3,5,7,9,3,5,7,9,3,5,7,9,35,3,5,7,9,3,5,7,9", "amed.md §7, §1.5"},
+    {"sweep.eval.predictor",
+     ",,,,,,runs/amed_solver_fashion_mnist_nfe{nfe}/ckpt/step_00000079.h5,"
+     "runs/amed_plugin_ipndm_fashion_mnist_nfe{nfe}/ckpt/step_00000079.h5",
+     "the recipes' own run directories (amed_*_fashion_mnist.ini headers)"},
     {"sample.ipndm_order", "4", "amed.md §6"},
     {0},
 };

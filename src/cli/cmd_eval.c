@@ -36,7 +36,8 @@ static void usage(FILE *f)
             "  --solver    euler, heun, dpm2, dpmpp2m, dpmpp3m, ipndm (sample.solver)\n"
             "  --schedule  polynomial, logsnr, time_uniform (sample.schedule)\n"
             "  --weights   online, target or ema:RATE (eval.weights; default: the first EMA)\n"
-            "  --predictor an AMED predictor trained on CKPT.h5 (eval.predictor): sample with it, at its NFE\n");
+            "  --predictor an AMED predictor trained on CKPT.h5 (eval.predictor): sample with it, at its NFE;\n"
+            "              {nfe} in the path stands for each --nfe (one predictor per NFE)\n");
 }
 
 /* Options that set a key; the value goes through config_set like a file line. */

@@ -38,7 +38,9 @@ static void variant_finish(Variant *v, const Config *base, int index, const char
         char part[CFG_SWEEP_TEXT];
         snprintf(part, sizeof part, "%s", v->values[s]);
         sanitize(part);
-        if (len < sizeof v->name - 1) len += (size_t)snprintf(v->name + len, sizeof v->name - len, "-%s", part);
+        /* An empty value (eval.predictor of a plain solver) adds nothing: such a variant keeps the
+         * name it had before the line was swept. */
+        if (part[0] && len < sizeof v->name - 1) len += (size_t)snprintf(v->name + len, sizeof v->name - len, "-%s", part);
     }
     v->name[CFG_NAME_MAX - 1] = '\0';
     memset(v->cfg.experiment.name, 0, sizeof v->cfg.experiment.name);
@@ -203,22 +205,18 @@ static bool record_matches(const EvalRecord *r, const Variant *v, const Config *
            !strcmp(r->feature_net, v->cfg.eval.features) && !strcmp(r->weights, weights) && isfinite(r->value);
 }
 
-/* The NFEs the variant evaluates (eval.h's defaults). */
-static int variant_nfes(const Variant *v, const Config *mcfg, int *nfe)
-{
-    int n = v->cfg.eval.nfe.n;
-    for (int i = 0; i < n; i++) nfe[i] = v->cfg.eval.nfe.v[i];
-    const Method *m = method_find(mcfg->experiment.method);
-    if (n == 0 && m) n = sample_default_nfes(m->model, &v->cfg, nfe);
-    return n;
-}
-
-/* Fills the variant's FD columns from its eval.json; returns how many NFEs have a record. */
+/* Fills the variant's FD columns from its eval.json; returns how many NFEs have a record, or -1
+ * after cm_fail() when its NFEs cannot be known (an unreadable eval.predictor). */
 static int variant_results(Variant *v, const Config *mcfg)
 {
     char path[600], group[64];
     snprintf(path, sizeof path, "%s/eval.json", v->run_dir);
-    v->nnfe = variant_nfes(v, mcfg, v->nfe);
+    const Method *m = method_find(mcfg->experiment.method);
+    v->nnfe = m ? eval_nfes(mcfg, &v->cfg, m->model, v->nfe) : 0;
+    if (v->nnfe < 0) {
+        v->nnfe = 0;
+        return -1;
+    }
     for (int i = 0; i < v->nnfe; i++) v->fd[i] = NAN, v->grid[i][0] = '\0';
     if (model_weights_group(v->ckpt, v->cfg.eval.weights, group)) return 0;
     EvalRecord *rs = NULL;
@@ -289,6 +287,7 @@ static int variant_run(Variant *v, const AblateOpts *o)
     if (model_read_config(v->ckpt, &mcfg)) return CM_EXIT_INPUT;
     if (external) v->steps = eval_checkpoint_step(v->ckpt);
     int have = variant_results(v, &mcfg);
+    if (have < 0) return CM_EXIT_INPUT;
     if (have < v->nnfe && !o->report_only) {
         if (!v->cfg.eval.features[0]) {
             cm_fail("%s: no feature network to evaluate with: set eval.features (a method = classifier "

@@ -49,13 +49,22 @@ static void times_text(const double *t, int n, bool to_zero, char *out, size_t l
     if (to_zero && k < len) snprintf(out + k, len - k, ",0");
 }
 
-/* The settings of ev's eval.predictor for the teacher of configuration mcfg; -1 after cm_fail(). */
-static int predictor_settings(const Config *mcfg, const Config *ev, AmedSettings *s)
+int eval_predictor_path(const Config *ev, int nfe, char *out, size_t len)
+{
+    const char *p = ev->eval.predictor, *at = strstr(p, "{nfe}");
+    int n = at ? snprintf(out, len, "%.*s%d%s", (int)(at - p), p, nfe, at + strlen("{nfe}"))
+               : snprintf(out, len, "%s", p);
+    return n >= 0 && (size_t)n < len ? 0 : cm_fail("eval.predictor = %s: the path is too long", p);
+}
+
+/* The settings of the AMED predictor at `path` for the teacher of configuration mcfg; -1 after
+ * cm_fail(). */
+static int predictor_settings(const Config *mcfg, const char *path, AmedSettings *s)
 {
     Config pc;
-    if (model_read_config(ev->eval.predictor, &pc) != 0) return -1;
+    if (model_read_config(path, &pc) != 0) return -1;
     if (pc.experiment.method != CFG_METHOD_AMED)
-        return cm_fail("eval.predictor = %s: a method = %s checkpoint, not an AMED predictor", ev->eval.predictor,
+        return cm_fail("eval.predictor = %s: a method = %s checkpoint, not an AMED predictor", path,
                        config_method_name(pc.experiment.method));
     return amed_settings_from_config(&pc, mcfg, s);
 }
@@ -64,10 +73,11 @@ static int predictor_settings(const Config *mcfg, const Config *ev, AmedSettings
 static int eval_sampler_amed(const Config *mcfg, const Config *ev, int nfe, EvalRecord *r)
 {
     AmedSettings s;
-    if (predictor_settings(mcfg, ev, &s) != 0) return -1;
+    char path[CFG_PATH_MAX + 16];
+    if (eval_predictor_path(ev, nfe, path, sizeof path) != 0 || predictor_settings(mcfg, path, &s) != 0) return -1;
     if (nfe != amed_nfe(&s))
-        return cm_fail("eval.predictor = %s samples at its own %d NFE, not %d (leave eval.nfe empty)",
-                       ev->eval.predictor, amed_nfe(&s), nfe);
+        return cm_fail("eval.predictor = %s samples at its own %d NFE, not %d (leave eval.nfe empty, or put {nfe} "
+                       "in the path to pick one predictor per NFE)", path, amed_nfe(&s), nfe);
     double *grid = cm_malloc((size_t)s.N * sizeof(double));
     int rc = schedule_steps(s.schedule, s.N, s.sigma_min, s.sigma_max, s.rho, grid);
     if (rc == 0) times_text(grid, s.N, false, r->times, sizeof r->times);
@@ -75,10 +85,24 @@ static int eval_sampler_amed(const Config *mcfg, const Config *ev, int nfe, Eval
     if (s.plugin == AMED_PLUGIN_SOLVER) snprintf(r->sampler, sizeof r->sampler, "amed");
     else snprintf(r->sampler, sizeof r->sampler, "amed_%s", amed_plugin_names[s.plugin]);
     snprintf(r->schedule, sizeof r->schedule, "%s", schedule_kind_name(s.schedule));
-    const char *base = strrchr(ev->eval.predictor, '/') ? strrchr(ev->eval.predictor, '/') + 1 : ev->eval.predictor;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
     snprintf(r->options, sizeof r->options, "rho=%g,afs=%d,max_order=%d,predictor=%.100s", s.rho, s.afs, s.max_order,
              base);
     return rc;
+}
+
+int eval_nfes(const Config *mcfg, const Config *ev, ModelKind kind, int *nfe)
+{
+    for (int i = 0; i < ev->eval.nfe.n; i++) nfe[i] = ev->eval.nfe.v[i];
+    if (ev->eval.nfe.n > 0) return ev->eval.nfe.n;
+    if (!ev->eval.predictor[0]) return sample_default_nfes(kind, ev, nfe);
+    AmedSettings s;
+    if (strstr(ev->eval.predictor, "{nfe}"))
+        return cm_fail("eval.predictor = %s names one predictor per NFE: list the NFEs in eval.nfe",
+                       ev->eval.predictor);
+    if (predictor_settings(mcfg, ev->eval.predictor, &s) != 0) return -1;
+    nfe[0] = amed_nfe(&s);
+    return 1;
 }
 
 int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
@@ -208,17 +232,10 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
     }
     /* The NFEs, checked before anything expensive happens. */
     ModelKind mk = method->model;
-    int nfes[CFG_LIST_MAX], nn = ev->eval.nfe.n;
-    for (int i = 0; i < nn; i++) nfes[i] = ev->eval.nfe.v[i];
-    if (nn == 0) nn = sample_default_nfes(mk, ev, nfes);
-    if (ev->eval.nfe.n == 0 && ev->eval.predictor[0]) {
-        AmedSettings as;
-        if (predictor_settings(&mcfg, ev, &as) != 0) {
-            ctx_free(&ctx);
-            return -1;
-        }
-        nfes[0] = amed_nfe(&as);
-        nn = 1;
+    int nfes[CFG_LIST_MAX], nn = eval_nfes(&mcfg, ev, mk, nfes);
+    if (nn < 0) {
+        ctx_free(&ctx);
+        return cm_fail("%s: %s", path, cm_errmsg());
     }
     for (int i = 0; i < nn; i++) {
         EvalRecord probe;
@@ -240,10 +257,7 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
     const char *kind = config_enum_name("data.dataset", mcfg.data.dataset);
     if (rc == 0) rc = fd_reference_stats(&f, kind, mcfg.data.path, "train", &ctx, &ref, cache, sizeof cache);
     if (rc == 0) rc = model_load(&m, &lcfg, path, ev->eval.weights);
-    AmedPredictor pred = {0};
-    if (rc == 0 && ev->eval.predictor[0]) rc = amed_predictor_load(&pred, ev->eval.predictor, &m, &lcfg, path);
     if (rc != 0) {
-        amed_predictor_free(&pred);
         model_free(&m);
         fd_stats_free(&ref);
         feature_net_free(&f);
@@ -272,9 +286,17 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         /* The checkpoint's noise range, the evaluation's sampler. */
         SamplePlan p;
         SolverStats st = {0};
-        if (pred.w) p = sample_plan_amed(&pred);
-        else rc = sample_plan(&p, mk, &mcfg, ev, nfes[i]);
+        AmedPredictor pred = {0};
+        char ppath[CFG_PATH_MAX + 16];
+        if (ev->eval.predictor[0]) {
+            rc = eval_predictor_path(ev, nfes[i], ppath, sizeof ppath);
+            if (rc == 0) rc = amed_predictor_load(&pred, ppath, &m, &lcfg, path);
+            p = sample_plan_amed(&pred);
+        } else {
+            rc = sample_plan(&p, mk, &mcfg, ev, nfes[i]);
+        }
         if (rc == 0) rc = sample_draw(&s, &p, n, (uint64_t)ev->eval.seed, x, &st);
+        amed_predictor_free(&pred);
         if (rc != 0) break;
         CM_ASSERT(st.nfe == r.nfe, "eval: the sampler made %d calls, not %d", st.nfe, r.nfe);
         r.sample_seconds = cm_now() - t0;
@@ -303,7 +325,6 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
     }
     free(x);
     free(feat);
-    amed_predictor_free(&pred);
     model_free(&m);
     fd_stats_free(&ref);
     feature_net_free(&f);

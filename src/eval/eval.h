@@ -32,6 +32,15 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
  * -1 after cm_fail() for an NFE the sampler cannot take. */
 int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r);
 
+/* The NFEs ev evaluates a checkpoint of configuration mcfg (its model sampling as `kind`) at, into
+ * nfe (CFG_LIST_MAX): eval.nfe; when empty, an eval.predictor's own NFE, else sample_default_nfes.
+ * Their count, or -1 after cm_fail() (an unreadable predictor; a {nfe} path without eval.nfe). */
+int eval_nfes(const Config *mcfg, const Config *ev, ModelKind kind, int *nfe);
+
+/* ev's eval.predictor for this NFE: the path with "{nfe}" (if any) replaced by the number, so one
+ * line names a predictor per NFE (amed_solver_nfe{nfe}/...). -1 after cm_fail() when too long. */
+int eval_predictor_path(const Config *ev, int nfe, char *out, size_t len);
+
 /* The step in a checkpoint's name (step_XXXXXXXX.h5), or -1. */
 long eval_checkpoint_step(const char *path);
 

@@ -3,7 +3,9 @@
  * Layout of <dir>/step_XXXXXXXX.h5 (DESIGN.md "Checkpoints (HDF5)"):
  *   /                          attrs: format="cmlab-checkpoint", format_version=1, step, method,
  *                              config (resolved text), seed, data_epoch, data_index, world_size,
- *                              sched_N, sched_mu, and complete=1, written last
+ *                              sched_N, sched_mu, a method's own string attributes (AMED:
+ *                              amed_teacher_sha256, amed_teacher_weights, nonfinite_skipped),
+ *                              and complete=1, written last
  *   /weights/<set>/<name>      float32 in PyTorch shape (<set>: "online", "target", "ema/0.9999",
  *                              "teacher", ...; <name>: the ParamSet's dotted name)
  *   /optimizer/<kind>/m/<name>, /optimizer/<kind>/v/<name>   Adam moments, same names and shapes;

@@ -249,7 +249,8 @@ static const CfgKey keys[] = {
     {AT(amed, teacher_weights), TEXT(CFG_NAME_MAX - 1, 0), .dflt = "",
      .help = "The teacher's weight set: online or ema:RATE. Empty: its first EMA (else online)."},
     {AT(amed, student), ENUM(amed_plugin_names), .dflt = "amed",
-     .help = "The student: AMED-Solver (amed) or AMED-Plugin on euler, dpm2 or ipndm."},
+     .help = "The student: AMED-Solver (amed) or AMED-Plugin on euler, dpm2, ipndm or dpmpp (multistep "
+             "DPM-Solver++ over 2N - 1 points; its teacher: teacher_solver = dpmpp3m)."},
     {AT(amed, teacher_solver), ENUM(solver_kind_names), .dflt = "heun",
      .help = "The ODE solver of the teacher trajectories (no AFS, no step to 0)."},
     {AT(amed, N), INT(2, 1000), .dflt = "4",
@@ -267,10 +268,12 @@ static const CfgKey keys[] = {
     {AT(amed, scale_time), FLOAT(0, 1, CFG_OPEN_MAX), .dflt = "0",
      .help = "S_time: the a head, a in (1 - S_time, 1 + S_time). 0: no head, a = 1."},
     {AT(amed, max_order), INT(1, 4), .dflt = "4",
-     .help = "Highest Adams-Bashforth order of the ipndm student and teacher."},
+     .help = "Highest Adams-Bashforth order of the ipndm student and teacher; the dpmpp student's order "
+             "is at most min(max_order, 3)."},
     {AT(amed, nonfinite_limit), INT(0, MANY), .dflt = "10",
      .help = "Updates with a non-finite loss or gradient are skipped and counted (metrics.jsonl "
-             "nonfinite_skipped); the run stops (exit 1) when more than this many were skipped."},
+             "nonfinite_skipped); the run stops (exit 1) when more than this many were skipped over the "
+             "whole run, resumes included (the checkpoint keeps the count)."},
 
     {AT(classifier, channels), INTS(1, 4096, 1, 4), .dflt = "32,64",
      .help = "Widths of the conv levels (two 3x3 conv + GN + SiLU, then a 2x2 average pool, each)."},
@@ -325,7 +328,8 @@ static const CfgKey keys[] = {
              "(zip: linked settings such as a solver and its schedule; every line lists as many values)."},
     {AT(eval, predictor), TEXT(CFG_PATH_MAX - 1, 0), .dflt = "",
      .help = "An AMED predictor checkpoint (method = amed) trained on the evaluated teacher: sample "
-             "with it (its own NFE) instead of sample.solver."},
+             "with it (its own NFE) instead of sample.solver. {nfe} in the path stands for each NFE of "
+             "eval.nfe (one predictor per NFE: runs/amed_nfe{nfe}/ckpt/step_00000079.h5)."},
 };
 
 #define KEY_COUNT ((int)CM_ARRAY_LEN(keys))
@@ -810,7 +814,9 @@ static int sweep_assign(Config *cfg, const char *name, const char *text, bool re
             snprintf(why, n, "sweep %s: more than %d values", name, MAX_VALUES);
             return -1;
         }
-        if (!value[0] && !(list && k->min_len == 0)) {
+        /* Empty only where the key's own "not set" is empty (an optional list or path:
+         * eval.predictor in the columns of plain solvers). */
+        if (!value[0] && !(list && k->min_len == 0) && !(k->type == CFG_STRING && !k->dflt[0])) {
             snprintf(why, n, "sweep %s: value %d is empty", name, count + 1);
             return -1;
         }

@@ -12,10 +12,11 @@ const char *const amed_plugin_names[AMED_PLUGIN_COUNT + 1] = {
     [AMED_PLUGIN_EULER] = "euler",
     [AMED_PLUGIN_DPM2] = "dpm2",
     [AMED_PLUGIN_IPNDM] = "ipndm",
+    [AMED_PLUGIN_DPMPP] = "dpmpp",
 };
-_Static_assert(AMED_PLUGIN_IPNDM == AMED_PLUGIN_COUNT - 1, "an AmedPlugin without a name");
+_Static_assert(AMED_PLUGIN_DPMPP == AMED_PLUGIN_COUNT - 1, "an AmedPlugin without a name");
 
-bool amed_plugin_multistep(AmedPlugin p) { return p == AMED_PLUGIN_IPNDM; }
+bool amed_plugin_multistep(AmedPlugin p) { return p == AMED_PLUGIN_IPNDM || p == AMED_PLUGIN_DPMPP; }
 
 int amed_nfe(const AmedSettings *s) { return 2 * (s->N - 1) - (int)s->afs; }
 
@@ -25,26 +26,35 @@ void amed_traj_init(AmedTraj *tr, int B, int C, int H, int W)
     tr->B = B;
     tr->C = C, tr->H = H, tr->W = W;
     tr->dim = (size_t)C * H * W;
-    for (int j = 0; j < 3; j++) tr->hist[j] = cm_malloc((size_t)B * tr->dim * sizeof(float));
+    for (int j = 0; j < 3; j++) {
+        tr->hist[j] = cm_malloc((size_t)B * tr->dim * sizeof(float));
+        tr->htime[j] = cm_malloc((size_t)B * sizeof(float));
+    }
 }
 
-void amed_traj_reset(AmedTraj *tr) { tr->nhist = 0; }
+void amed_traj_reset(AmedTraj *tr) { tr->nhist = tr->steps = 0; }
 
 void amed_traj_free(AmedTraj *tr)
 {
-    for (int j = 0; j < 3; j++) free(tr->hist[j]);
+    for (int j = 0; j < 3; j++) {
+        free(tr->hist[j]);
+        free(tr->htime[j]);
+    }
     memset(tr, 0, sizeof *tr);
 }
 
-/* d joins the history as its newest entry; at most max_order - 1 are kept (the oldest drops). */
-static void traj_push(AmedTraj *tr, const float *d, int max_order)
+/* d (and its per-sample times, dpmpp, else NULL) joins the history as its newest entry; at most
+ * `keep` entries are kept (the oldest drops). */
+static void traj_push(AmedTraj *tr, const float *d, const float *times, int keep)
 {
-    int keep = max_order - 1;
     if (keep < 1) return;
-    float *oldest = tr->hist[2];
+    float *oldest = tr->hist[2], *oldest_t = tr->htime[2];
     memmove(&tr->hist[1], &tr->hist[0], 2 * sizeof tr->hist[0]);
+    memmove(&tr->htime[1], &tr->htime[0], 2 * sizeof tr->htime[0]);
     tr->hist[0] = oldest;
+    tr->htime[0] = oldest_t;
     memcpy(tr->hist[0], d, (size_t)tr->B * tr->dim * sizeof(float));
+    if (times) memcpy(tr->htime[0], times, (size_t)tr->B * sizeof(float));
     tr->nhist = CM_MIN(tr->nhist + 1, keep);
 }
 
@@ -89,6 +99,117 @@ static Tensor *ab_history(Ctx *c, const AmedTraj *tr, int p, const Tensor *like)
 
 static int ab_order(const AmedSettings *s, const AmedTraj *tr) { return CM_MIN(s->max_order, tr->nhist + 1); }
 
+/* ---- dpmpp ---- */
+
+/* A [B] tensor of the constant v. */
+static Tensor *filled(Ctx *c, int B, double v)
+{
+    Tensor *t = tensor_new(c, 1, SHAPE(B));
+    for (int i = 0; i < B; i++) t->data[i] = (float)v;
+    return t;
+}
+
+/* m thresholded per sample on the tape, value and gradient: y = clip(m, -s, s) / s with
+ * s = max(1, q), q the 0.995 quantile of |m| (solver_threshold_scale), which interpolates two
+ * order statistics: q = (1 - f) |m_lo| + f |m_hi|, a dot product of m with a constant per sample
+ * (op_bmm), so the gradient reaches m through s too (torch.quantile's, the reference's). Inside
+ * the clip y = m / s, outside y = sign(m), a constant. */
+static Tensor *dpmpp_threshold(Ctx *c, Tensor *m)
+{
+    int B = m->shape[0];
+    size_t dim = m->n / (size_t)B;
+    Tensor *in = tensor_like(c, m), *out = tensor_like(c, m), *pick = tensor_zeros(c, 3, SHAPE(B, (int)dim, 1));
+    Tensor *above = tensor_new(c, 1, SHAPE(B)), *below = tensor_new(c, 1, SHAPE(B));
+    double *abs_m = cm_malloc(dim * sizeof(double));
+    for (int b = 0; b < B; b++) {
+        const float *v = m->data + (size_t)b * dim;
+        for (size_t e = 0; e < dim; e++) abs_m[e] = fabs(v[e]);
+        double s = solver_threshold_scale(abs_m, dim);         /* abs_m is sorted now */
+        for (size_t e = 0; e < dim; e++) {
+            bool inside = fabs(v[e]) <= s;
+            in->data[(size_t)b * dim + e] = inside;
+            out->data[(size_t)b * dim + e] = inside ? 0 : v[e] > 0 ? 1 : -1;
+        }
+        above->data[b] = s > 1;
+        below->data[b] = s > 1 ? 0 : 1;
+        if (s <= 1) continue;
+        /* The order statistics lo and hi: elements whose |m| equals them (any one of a tie). */
+        const double pos = 0.995 * (double)(dim - 1), f = pos - floor(pos);
+        const size_t lo = (size_t)pos, hi = CM_MIN(lo + 1, dim - 1);
+        size_t at_lo = dim, at_hi = dim;
+        for (size_t e = 0; e < dim; e++) {
+            if (at_lo == dim && fabs(v[e]) == abs_m[lo]) at_lo = e;
+            else if (at_hi == dim && fabs(v[e]) == abs_m[hi]) at_hi = e;
+        }
+        if (at_hi == dim) at_hi = at_lo;                        /* equal values */
+        float *w = pick->data + (size_t)b * dim;
+        w[at_lo] += (float)((1 - f) * (v[at_lo] < 0 ? -1 : 1));
+        w[at_hi] += (float)(f * (v[at_hi] < 0 ? -1 : 1));
+    }
+    free(abs_m);
+    /* s = q where q > 1, else 1 */
+    Tensor *q = op_reshape(c, op_bmm(c, op_reshape(c, m, 3, SHAPE(B, 1, (int)dim)), pick, false, false), 1, SHAPE(B));
+    Tensor *s = op_add(c, op_mul(c, q, above), below);
+    return op_add(c, op_div(c, op_mul(c, m, in), op_reshape(c, s, 4, SHAPE(B, 1, 1, 1))), out);
+}
+
+/* One multistep DPM-Solver++ update of order p (solvers.h dpmpp3m) of x [B,C,H,W] from time tm[0]
+ * to t over the data predictions m[0..p-1] (newest first) at the times tm[0..p-1] (every time
+ * [B], per sample), every model term scaled by cs ([B]; NULL: 1). */
+static Tensor *dpmpp_update(Ctx *c, Tensor *x, Tensor *t, Tensor *const *m, Tensor *const *tm, int p, Tensor *cs)
+{
+    const int *per_sample = SHAPE(x->shape[0], 1, 1, 1);
+#define R(v) op_reshape(c, (v), 4, per_sample)
+    Tensor *h = op_log(c, op_div(c, tm[0], t));                     /* lambda_t - lambda_{tm[0]} */
+    Tensor *phi1 = op_scale(c, op_exp(c, op_scale(c, h, -1, 0)), 1, -1);
+    Tensor *model;                                                  /* phi1 m_0 - phi2 D1 + phi3 D2 */
+    if (p == 1) {
+        model = op_mul(c, R(phi1), m[0]);
+    } else {
+        Tensor *r0 = op_div(c, op_log(c, op_div(c, tm[1], tm[0])), h);
+        Tensor *d1_0 = op_div(c, op_sub(c, m[0], m[1]), R(r0));
+        if (p == 2) {
+            model = op_mul(c, R(phi1), op_add(c, m[0], op_scale(c, d1_0, 0.5f, 0)));
+        } else {
+            Tensor *r1 = op_div(c, op_log(c, op_div(c, tm[2], tm[1])), h), *r01 = op_add(c, r0, r1);
+            Tensor *d1_1 = op_div(c, op_sub(c, m[1], m[2]), R(r1)), *dd = op_sub(c, d1_0, d1_1);
+            Tensor *d1 = op_add(c, d1_0, op_mul(c, R(op_div(c, r0, r01)), dd)), *d2 = op_div(c, dd, R(r01));
+            Tensor *phi2 = op_scale(c, op_div(c, phi1, h), 1, 1), *phi3 = op_scale(c, op_div(c, phi2, h), 1, -0.5f);
+            model = op_add(c, op_sub(c, op_mul(c, R(phi1), m[0]), op_mul(c, R(phi2), d1)), op_mul(c, R(phi3), d2));
+        }
+    }
+    if (cs) model = op_mul(c, R(cs), model);
+    Tensor *y = op_sub(c, op_mul(c, R(op_div(c, t, tm[0])), x), model);
+#undef R
+    return y;
+}
+
+/* amed_step_end of the dpmpp plugin (amed.h), sv = s [B]. */
+static Tensor *dpmpp_step_end(Ctx *c, const AmedTeacher *T, const AmedSettings *s, AmedTraj *tr, Tensor *x,
+                              Tensor *d, Tensor *sv, Tensor *cs, Tensor *a, double t_cur, double t_next)
+{
+    int B = x->shape[0];
+    const int fine = 2 * s->N - 1, max_order = CM_MIN(s->max_order, 3), k = 2 * tr->steps + 1;
+    Tensor *tn = filled(c, B, t_cur), *mn = tensor_like(c, x);
+    for (size_t e = 0; e < x->n; e++) mn->data[e] = (float)(x->data[e] - t_cur * d->data[e]);   /* D(x_n, t_n) */
+    mn = dpmpp_threshold(c, mn);
+    Tensor *m[3] = {mn, NULL, NULL}, *tm[3] = {tn, NULL, NULL};
+    for (int j = 0; j < CM_MIN(tr->nhist, 2); j++) {
+        m[j + 1] = tensor_wrap(c, tr->hist[j], NULL, 4, x->shape, false);
+        tm[j + 1] = tensor_wrap(c, tr->htime[j], NULL, 1, SHAPE(B), false);
+    }
+    Tensor *xs = dpmpp_update(c, x, sv, m, tm, solver_dpmpp_order(k, fine, max_order, true), NULL);
+    WeightSet tws = {(float *)T->w, NULL};
+    Tensor *D = precond_forward(c, &T->pre, T->net, &tws, xs, a ? op_mul(c, a, sv) : sv, NULL, NULL, 0, NULL);
+    Tensor *ms = dpmpp_threshold(c, D);
+    Tensor *m2[3] = {ms, mn, m[1]}, *tm2[3] = {sv, tn, tm[1]};
+    Tensor *x1 = dpmpp_update(c, xs, filled(c, B, t_next), m2, tm2, solver_dpmpp_order(k + 1, fine, max_order, true), cs);
+    traj_push(tr, mn->data, tn->data, 3);
+    traj_push(tr, ms->data, sv->data, 3);
+    tr->steps++;
+    return x1;
+}
+
 Tensor *amed_step_end(Ctx *c, const AmedTeacher *T, const AmedSettings *s, AmedTraj *tr, Tensor *x, Tensor *d,
                       Tensor *r, Tensor *cs, Tensor *a, double t_cur, double t_next)
 {
@@ -97,6 +218,7 @@ Tensor *amed_step_end(Ctx *c, const AmedTeacher *T, const AmedSettings *s, AmedT
     const double h = t_next - t_cur;
     /* s = t_{n+1}^r t_n^(1-r) = t_n exp(r ln(t_{n+1}/t_n)) */
     Tensor *sv = op_scale(c, op_exp(c, op_scale(c, r, (float)log(t_next / t_cur), 0)), (float)t_cur, 0);
+    if (s->plugin == AMED_PLUGIN_DPMPP) return dpmpp_step_end(c, T, s, tr, x, d, sv, cs, a, t_cur, t_next);
     Tensor *s4 = op_reshape(c, sv, 4, per_sample);
     Tensor *to_s = op_scale(c, s4, 1, (float)-t_cur);            /* s - t_n */
 
@@ -107,7 +229,7 @@ Tensor *amed_step_end(Ctx *c, const AmedTeacher *T, const AmedSettings *s, AmedT
         Tensor *g = tensor_like(c, d), *hist = ab_history(c, tr, p, d);
         for (size_t e = 0; e < g->n; e++) g->data[e] = (float)(solver_ab_coef[p - 1][0] * d->data[e]) + hist->data[e];
         xs = op_add(c, x, op_mul(c, to_s, g));
-        traj_push(tr, d->data, s->max_order);
+        traj_push(tr, d->data, NULL, s->max_order - 1);
     } else {
         xs = op_add(c, x, op_mul(c, to_s, d));
     }
@@ -139,13 +261,14 @@ Tensor *amed_step_end(Ctx *c, const AmedTeacher *T, const AmedSettings *s, AmedT
         Tensor *g = op_add(c, op_scale(c, ds, (float)solver_ab_coef[p - 1][0], 0), ab_history(c, tr, p, ds));
         base = xs;
         upd = op_mul(c, op_scale(c, s4, -1, (float)t_next), g);
-        traj_push(tr, ds->data, s->max_order);
+        traj_push(tr, ds->data, NULL, s->max_order - 1);
         break;
     }
     default:
         CM_ASSERT(0, "amed: bad plugin %d", (int)s->plugin);
     }
     if (cs) upd = op_mul(c, op_reshape(c, cs, 4, per_sample), upd);
+    tr->steps++;
     return op_add(c, base, upd);
 }
 

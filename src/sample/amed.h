@@ -24,8 +24,21 @@
  *            x_s     = x_n + (s - t_n) AB_p(d_n, hist),         then d_n joins hist;
  *            x_{n+1} = x_s + c (t_{n+1} - s) AB_p(d_s, hist),   then d_s joins hist (detached).
  *          The AFS step is the one with an empty history (the first).
- * diff-sampler's fifth plugin, multistep DPM-Solver++ over 2N-1 points with per-sample lambda,
- * is not provided here.
+ *   dpmpp  multistep DPM-Solver++ (solvers.h dpmpp2m/dpmpp3m, data prediction, thresholding and
+ *          lower_order_final on; diff-sampler's dpm_pp_sampler) over the 2N-1 points t_0, s_0,
+ *          t_1, s_1, ..., t_{N-1}, the s_n per sample (lambda = -ln s per sample): one history
+ *          of thresholded data predictions m and their times (the newest 3 kept; m_n from
+ *          D(x_n, t_n), or x_n - t_n d_n at the AFS step), sub-step k = 2n+1, 2n+2 of order
+ *          solver_dpmpp_order(k, 2N-1, min(max_order, 3), true):
+ *            x_s     = DPM-Solver++ update from t_n to s over (m_n, older entries);
+ *            m_s     = thresholded D(x_s, a s), joining the history with time s;
+ *            x_{n+1} = DPM-Solver++ update from s to t_{n+1} over (m_s, m_n, ...), c scaling
+ *                      every model term.
+ *          The gradient reaches r through s (the update's lambda steps, its x_s and m_s) and a
+ *          through m_s, and, as in the reference (torch.quantile), through the thresholding's
+ *          scale when it exceeds 1.
+ *          With r = 1/2, c = a = 1 on a logsnr schedule of N points the s_n are the midpoints of
+ *          the logsnr schedule of 2N-1 points: this is dpmpp3m (max order 3) on that grid.
  *
  * The step is written on the tape (autograd) and serves both training (the gradient of the loss
  * reaches r, c, a through s, x_s and the noise level a s, and the predictor's weights behind them;
@@ -47,12 +60,13 @@ typedef enum AmedPlugin {
     AMED_PLUGIN_EULER,
     AMED_PLUGIN_DPM2,
     AMED_PLUGIN_IPNDM,
+    AMED_PLUGIN_DPMPP,           /* "dpmpp": multistep DPM-Solver++ */
     AMED_PLUGIN_COUNT
 } AmedPlugin;
 
-/* "amed", "euler", "dpm2", "ipndm", NULL-terminated (the amed.student choices). */
+/* "amed", "euler", "dpm2", "ipndm", "dpmpp", NULL-terminated (the amed.student choices). */
 extern const char *const amed_plugin_names[AMED_PLUGIN_COUNT + 1];
-/* Whether the plugin keeps a history across steps (ipndm): its training continues from its own
+/* Whether the plugin keeps a history across steps (ipndm, dpmpp): its training continues from its own
  * detached output, the single-step ones from the teacher's point (amed.md §4). */
 bool amed_plugin_multistep(AmedPlugin p);
 
@@ -63,7 +77,7 @@ typedef struct AmedSettings {
     double rho, sigma_min, sigma_max;
     int N;                       /* time points: N - 1 steps */
     bool afs;
-    int max_order;               /* ipndm: 1..4 */
+    int max_order;               /* ipndm: 1..4; dpmpp: min(max_order, 3) */
 } AmedSettings;
 
 /* NFE = 2(N - 1) - afs. */
@@ -76,13 +90,17 @@ typedef struct AmedTeacher {
     const float *w;
 } AmedTeacher;
 
-/* A batch's trajectory state across steps: the ipndm history (host memory, detached). */
+/* A batch's trajectory state across steps: the ipndm and dpmpp histories (host memory,
+ * detached). */
 typedef struct AmedTraj {
     int B;
     size_t dim;                  /* C H W */
     int C, H, W;
-    float *hist[3];              /* newest first, [B*dim] each; nhist of them in use */
+    float *hist[3];              /* newest first, [B*dim] each; nhist of them in use: ipndm's
+                                  * directions, dpmpp's thresholded data predictions */
+    float *htime[3];             /* dpmpp: the times of hist[j], [B] each */
     int nhist;
+    int steps;                   /* steps taken since the reset */
 } AmedTraj;
 
 void amed_traj_init(AmedTraj *tr, int B, int C, int H, int W);

@@ -217,27 +217,30 @@ static int cmp_double(const void *a, const void *b)
     return (u > v) - (u < v);
 }
 
-/* Imagen's dynamic thresholding per sample, as diff-sampler's dynamic_thresholding_fn: s = the
- * 0.995 quantile of |m| (linear interpolation between order statistics, torch.quantile's
- * default), at least 1; m = clip(m, -s, s) / s. */
-static void threshold(double *m, int N, size_t dim, double *sorted)
+double solver_threshold_scale(double *abs_m, size_t dim)
 {
     const double p = 0.995;
+    qsort(abs_m, dim, sizeof *abs_m, cmp_double);
+    double pos = p * (double)(dim - 1);
+    size_t lo = (size_t)pos;
+    double q = abs_m[lo];
+    if (lo + 1 < dim) q += (pos - (double)lo) * (abs_m[lo + 1] - abs_m[lo]);
+    return CM_MAX(q, 1.0);
+}
+
+/* Imagen's dynamic thresholding per sample, as diff-sampler's dynamic_thresholding_fn:
+ * m = clip(m, -s, s) / s with solver_threshold_scale's s. */
+static void threshold(double *m, int N, size_t dim, double *sorted)
+{
     for (int b = 0; b < N; b++) {
         double *row = m + (size_t)b * dim;
         for (size_t k = 0; k < dim; k++) sorted[k] = fabs(row[k]);
-        qsort(sorted, dim, sizeof *sorted, cmp_double);
-        double pos = p * (double)(dim - 1);
-        size_t lo = (size_t)pos;
-        double q = sorted[lo];
-        if (lo + 1 < dim) q += (pos - (double)lo) * (sorted[lo + 1] - sorted[lo]);
-        double s = CM_MAX(q, 1.0);
+        double s = solver_threshold_scale(sorted, dim);
         for (size_t k = 0; k < dim; k++) row[k] = CM_MAX(-s, CM_MIN(row[k], s)) / s;
     }
 }
 
-/* The order of step k = 1..n-1 (diff-sampler dpm_pp_sampler). */
-static int dpmpp_order(int k, int n, int max_order, bool lower_order_final)
+int solver_dpmpp_order(int k, int n, int max_order, bool lower_order_final)
 {
     if (!lower_order_final) return CM_MIN(max_order, k);
     return k < max_order ? k : CM_MIN(max_order, n - k);
@@ -260,7 +263,7 @@ static void solve_dpmpp(Denoiser *dn, const SolverOpts *o, int max_order, const 
         }
         if (o->thresholding) threshold(m[0], dn->N, dn->dim, sorted);
 
-        int p = dpmpp_order(i + 1, n, max_order, o->lower_order_final);
+        int p = solver_dpmpp_order(i + 1, n, max_order, o->lower_order_final);
         double h = log(t[i] / t[i + 1]);                /* lambda_{i+1} - lambda_i */
         double ratio = t[i + 1] / t[i];
         double phi1 = expm1(-h);           /* solvers.h: phi1, phi2, phi3 and c */

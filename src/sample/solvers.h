@@ -154,6 +154,16 @@ int solver_resolve_steps(SolverKind kind, const SolverOpts *o);
  * (the table above; AMED's ipndm plugin uses it too). */
 extern const double solver_ab_coef[4][4];
 
+/* Dynamic thresholding's scale of one sample (the dpmpp* solvers, AMED's dpmpp plugin): s = the
+ * 0.995 quantile of |m| over its dim values (linear interpolation between order statistics,
+ * torch.quantile's default), at least 1; the thresholded m is clip(m, -s, s) / s. abs_m: |m|,
+ * sorted in place. */
+double solver_threshold_scale(double *abs_m, size_t dim);
+
+/* The order of multistep DPM-Solver++'s step k = 1..n-1 over n time points (diff-sampler's
+ * dpm_pp_sampler; the table above). */
+int solver_dpmpp_order(int k, int n, int max_order, bool lower_order_final);
+
 /* Integrates x (in: sigma_max * z; out: the sample at sigma_min, or at 0 with denoise_to_zero)
  * for N samples of dim values. Returns 0, or -1 after cm_fail() for bad options (an impossible
  * NFE, a bad schedule, ipndm_order outside 1..4). stats may be NULL. */

@@ -65,13 +65,16 @@ typedef struct Method {
     /* The network the loop samples with (MODEL_DIFFUSION, MODEL_CONSISTENCY), else NULL. */
     const UNet *(*unet)(const void *st);
     /* MODEL_FEATURE_NET: what the loop does in place of a sample grid (the classifier's test
-     * accuracy), printed and logged to metrics; NULL otherwise. */
-    int (*report)(void *st, const float *w, const char *wname, Ctx *c, FILE *metrics, long step);
+     * accuracy; AMED's distance to the teacher and its samples' grid), printed and logged to
+     * metrics; images, if any, go to samples_dir (the run's samples/). NULL otherwise. */
+    int (*report)(void *st, const float *w, const char *wname, Ctx *c, FILE *metrics, long step,
+                  const char *samples_dir);
     /* Optimiser steps per batch (the header); NULL: 1. */
     int (*substeps)(const void *st);
     /* NULL: a non-finite loss or gradient norm goes to train.on_nan. Else that update is skipped
      * and counted (metrics.jsonl "nonfinite_skipped"), and the run stops (exit 1) once more than
-     * this many were skipped (AMED's amed.nonfinite_limit). */
+     * this many were skipped (AMED's amed.nonfinite_limit); the count is the whole run's, kept
+     * across resumes by the checkpoint's root attribute nonfinite_skipped. */
     long (*nonfinite_limit)(const void *st);
     size_t (*param_count)(const void *st);
     void (*print_table)(const void *st, FILE *f);

@@ -47,6 +47,10 @@ typedef struct Trainer {
     int B_local, sample0;        /* this rank's slice of the global batch: samples [sample0, sample0 + B_local) */
     float *batch;                /* [B_local, C, H, W] */
     int *labels;                 /* [B_local], the batch's classes */
+    /* Updates skipped as non-finite over the whole run (a method with nonfinite_limit): saved as
+     * the checkpoint's root attribute nonfinite_skipped, so that a resumed run counts on. */
+    long nonfinite_total;
+    char nonfinite_text[24];
 } Trainer;
 
 /* ---- setup ---- */
@@ -57,6 +61,11 @@ static void ckpt_state_fill(Trainer *t, CkptState *s)
     s->ps = t->ps;
     ckpt_add_weights(s, "online", t->w);
     if (t->method->ckpt_save) t->method->ckpt_save(t->state, s);
+    if (t->method->nonfinite_limit) {
+        snprintf(t->nonfinite_text, sizeof t->nonfinite_text, "%ld", t->nonfinite_total);
+        s->attr_names[s->nattrs] = "nonfinite_skipped";
+        s->attr_values[s->nattrs++] = t->nonfinite_text;
+    }
     ckpt_add_emas(s, &t->emas);
     s->opt = &t->opt;
     s->step = t->step;
@@ -133,6 +142,12 @@ static int trainer_resume(Trainer *t)
     free(s.loaded_config);
     trainer_bcast_state(t, &s);
     t->step = s.step;
+    /* Checkpoints from before the attribute existed count from 0. */
+    t->nonfinite_total = 0;
+    char *skipped = t->method->nonfinite_limit && t->rank == 0 ? ckpt_read_attr(used, "nonfinite_skipped") : NULL;
+    if (skipped) t->nonfinite_total = atol(skipped);
+    free(skipped);
+    dist_bcast(&t->nonfinite_total, sizeof t->nonfinite_total);
     if (t->method->ckpt_loaded) t->method->ckpt_loaded(t->state, &s);
     if (loader_set_cursor(&t->loader, (LoaderCursor){s.data_epoch, s.data_index}) != 0)
         return cm_fail("%s: %s", used, cm_errmsg());
@@ -160,7 +175,7 @@ static int trainer_sample_grid(Trainer *t, FILE *metrics)
     const Config *cfg = &t->cfg;
     const char *wname;
     float *w = sampling_weights(t, &wname);
-    if (t->method->report) return t->method->report(t->state, w, wname, &t->ctx, metrics, t->step);
+    if (t->method->report) return t->method->report(t->state, w, wname, &t->ctx, metrics, t->step, t->dir.samples);
     Sampler s = {t->method->unet(t->state), model_precond(cfg), w, 64, t->C, t->H, t->W, &t->ctx};
     int n = CM_MIN(cfg->sample.n, 64);
     float *x = cm_malloc((size_t)n * t->C * t->H * t->W * sizeof(float));
@@ -502,7 +517,7 @@ int trainer_run(const Config *cfg, bool resume)
     bool tty = lead && isatty(1);
     /* reduce_s: wall time in the ranks' reduction, including the wait for the slowest rank. */
     double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0, reduce_s = 0, reduce_total = 0;
-    long start = t.step, logged = 0, batches = 0, skip_step = -1, skipped = 0, nonfinite = 0, nonfinite_total = 0;
+    long start = t.step, logged = 0, batches = 0, skip_step = -1, skipped = 0, nonfinite = 0;
     const int substeps = t.method->substeps ? t.method->substeps(t.state) : 1;
     /* -1: non-finite values go to train.on_nan (method.h nonfinite_limit). */
     const long nonfinite_limit = t.method->nonfinite_limit ? t.method->nonfinite_limit(t.state) : -1;
@@ -572,10 +587,10 @@ int trainer_run(const Config *cfg, bool resume)
             double gnorm = grad_clip(t.g, n, tr->grad_clip);
             if ((!isfinite(loss) || !isfinite(gnorm)) && nonfinite_limit >= 0) {
                 nonfinite++;
-                nonfinite_total++;
-                fprintf(err, "\nstep %ld, update %d: loss %g, gradient norm %g: update skipped (%ld so far)\n",
-                        t.step, k, loss, gnorm, nonfinite_total);
-                if (nonfinite_total > nonfinite_limit) {
+                t.nonfinite_total++;
+                fprintf(err, "\nstep %ld, update %d: loss %g, gradient norm %g: update skipped (%ld so far in this "
+                        "run)\n", t.step, k, loss, gnorm, t.nonfinite_total);
+                if (t.nonfinite_total > nonfinite_limit) {
                     fprintf(err, "stopping: more than %ld non-finite updates; the last checkpoint is in %s\n",
                             nonfinite_limit, t.dir.ckpt);
                     rc = CM_EXIT_RUNTIME;

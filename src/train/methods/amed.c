@@ -10,7 +10,8 @@
  *     gradient through the one U-Net evaluation at (x_s, a s) into r, c, a and the predictor's
  *     weights (the teacher's weights frozen); one Adam step.
  *   the next step starts from the teacher's point y_{k+1} for the single-step students (amed,
- *     euler, dpm2) and from the student's own detached x_hat for ipndm (its history too).
+ *     euler, dpm2) and from the student's own detached x_hat for ipndm and dpmpp (their history
+ *     too).
  * So one batch is N-1 optimiser steps: the method's substeps (method.h). A training step is a
  * batch, and train.iterations counts batches of latents: the reference's 10k latents at batch 128
  * are 79 iterations (237 Adam steps for N = 4). The trajectory lives in the method's state between
@@ -34,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/image.h"
 #include "io/sha256.h"
 #include "train/amed_predictor.h"
 #include "train/method.h"
@@ -216,10 +218,13 @@ static void amed_ckpt_save(void *st, CkptState *s)
     s->attr_values[s->nattrs++] = m->teacher.weights_name;
 }
 
-/* In place of a sample grid: the predictor's samples against the teacher's (amed.teacher_solver
- * on its K points) from the same min(sample.n, 64) latents of the run's seed, as the mean over
- * samples of the squared L2 distance of the final points; logged as "teacher_l2". */
-static int amed_report(void *st, const float *w, const char *wname, Ctx *c, FILE *metrics, long step)
+/* The predictor's samples from min(sample.n, 64) latents of the run's seed, as a grid
+ * samples_dir/step_XXXXXXXX.png (8 per row; `cmlab sample TEACHER --predictor P --seed SEED`
+ * draws the same images), and against the teacher's (amed.teacher_solver on its K points) from the
+ * same latents, as the mean over samples of the squared L2 distance of the final points; logged as
+ * "teacher_l2". */
+static int amed_report(void *st, const float *w, const char *wname, Ctx *c, FILE *metrics, long step,
+                       const char *samples_dir)
 {
     Amed *m = st;
     const Config *cfg = m->cfg;
@@ -230,9 +235,13 @@ static int amed_report(void *st, const float *w, const char *wname, Ctx *c, FILE
     uint64_t seed = (uint64_t)cfg->experiment.seed;
     int nfe;
     amed_sample(&m->T, &p, C, H, W, 64, c, n, seed, xs, &nfe);
+    char path[700];
+    snprintf(path, sizeof path, "%s/step_%08ld.png", samples_dir, step);
+    int rc = image_write_grid(path, xs, n, C, H, W, 8, 2);
+    if (rc == 0) printf("samples: %s (%s predictor, %s weights, %d NFE)\n", path, amed_plugin_names[m->s.plugin], wname, nfe);
     SolverOpts o = teacher_opts(m);
     Sampler ts = model_sampler(&m->teacher, c);
-    int rc = sample_ode(&ts, cfg->amed.teacher_solver, &o, n, seed, xt, NULL);
+    if (rc == 0) rc = sample_ode(&ts, cfg->amed.teacher_solver, &o, n, seed, xt, NULL);
     if (rc == 0) {
         double sum = 0;
         for (size_t e = 0; e < (size_t)n * dim; e++) sum += (double)(xs[e] - xt[e]) * (xs[e] - xt[e]);

@@ -38,8 +38,10 @@ static double clf_loss(void *st, Ctx *c, const WeightSet *online, const Batch *b
 }
 
 /* Its accuracy on the test split, printed and logged to metrics.jsonl. */
-static int clf_report(void *st, const float *w, const char *wname, Ctx *c, FILE *metrics, long step)
+static int clf_report(void *st, const float *w, const char *wname, Ctx *c, FILE *metrics, long step,
+                      const char *samples_dir)
 {
+    (void)samples_dir;
     Clf *m = st;
     double acc;
     if (eval_accuracy(&m->net, w, &m->test, c, &acc)) return -1;
