@@ -1,6 +1,6 @@
 /* demo.c: `cmlab demo`, the README's main job: a consistency model on Fashion-MNIST (or, given
- * the data, on CIFAR-10) in a bounded time, with the ordinary training loop, ending with a 1-step and a 2-step sample grid whose
- * paths are printed.
+ * the data, on CIFAR-10) in a bounded time, with the ordinary training loop, ending with a 1-step
+ * and a 2-step sample grid whose paths are printed.
  *
  * A recipe is a table of stages, each an embedded experiment that `cmlab train` would run just
  * the same (`cmlab demo --print-config` prints them). The default recipe, ict, is one stage: iCT
@@ -35,7 +35,7 @@ typedef struct DemoStage {
 #define DEMO_FASHION_MNIST "[data]\ndataset = fashion-mnist\n"
 #define DEMO_CIFAR10       "[data]\ndataset = cifar10\nhflip = true\n"
 
-/* The U-Net of every stage: bench's S configuration, 1.05M parameters (1.06M on 3 channels). */
+/* The U-Net of every stage: bench's S configuration, 1.05M parameters. */
 #define DEMO_MODEL              \
     "[model]\n"                 \
     "channels = 32\n"           \
