@@ -6,7 +6,11 @@
  *   - `cmlab eval --baselines` on it: the test split is closer to the training split than uniform
  *     noise and the shuffled test images (the generated images are smooth ramps, which neither is);
  *   - a Fashion-MNIST feature network is refused for the CIFAR-10 checkpoint (exit 2, naming both
- *     data sets).
+ *     data sets);
+ *   - every checkpoint records train_seconds, the wall time of training behind it, summed over
+ *     resumes: positive and at most the run's wall time measured here around the process, and
+ *     after a --resume at least the resumed checkpoint's value and at most it plus the second
+ *     process's wall time; `cmlab info` prints it.
  */
 #include <math.h>
 #include <stdio.h>
@@ -43,6 +47,16 @@ static double number_after(const char *text, const char *label)
     return p ? strtod(p + strlen(label), NULL) : NAN;
 }
 
+/* The checkpoint's train_seconds attribute, read with HDF5 directly (NAN if missing). */
+static double train_seconds(const char *path)
+{
+    Fixture f;
+    fixture_open(&f, path);
+    double v = fixture_attr_double(&f, "/", "train_seconds", NAN);
+    fixture_close(&f);
+    return v;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -67,9 +81,27 @@ int main(int argc, char **argv)
                "[model]\nchannels = 8\nchannel_mult = 1,2\nnum_blocks = 1\nmid_attn = false\n"
                "[train]\niterations = 2\nbatch_size = 4\nema = 0.9\ncheckpoint_every = 0\n"
                "sample_every = 0\nthreads = 1\n[sample]\nn = 4\n");
+    double t0 = cm_now();
     r = cm((char *[]){(char *)cmlab, "train", DIR "/ct.ini", NULL});
+    double wall = cm_now() - t0;
     CHECK(r.code == 0, "the CIFAR-10 CT run: exit %d", r.code);
     const char *ct = DIR "/ct/ckpt/step_00000002.h5";
+    double secs = train_seconds(ct);
+    printf("train_seconds %.3f of a process that ran %.3f s\n", secs, wall);
+    CHECK(secs > 0 && secs <= wall, "%s: train_seconds %g, want in (0, %g]", ct, secs, wall);
+
+    t0 = cm_now();
+    r = cm((char *[]){(char *)cmlab, "train", DIR "/ct.ini", "--resume", "--set", "train.iterations=4", NULL});
+    double wall2 = cm_now() - t0;
+    CHECK(r.code == 0, "the resumed CIFAR-10 CT run: exit %d", r.code);
+    const char *ct4 = DIR "/ct/ckpt/step_00000004.h5";
+    double secs4 = train_seconds(ct4);
+    printf("after --resume: train_seconds %.3f (resumed from %.3f, the second process ran %.3f s)\n", secs4, secs,
+           wall2);
+    CHECK(secs4 > secs && secs4 <= secs + wall2, "%s: train_seconds %g, want in (%g, %g]", ct4, secs4, secs,
+          secs + wall2);
+    r = cm((char *[]){(char *)cmlab, "info", (char *)ct4, NULL});
+    CHECK(r.code == 0 && strstr(r.out, "train time   "), "cmlab info does not print the train time:\n%s", r.out);
 
     r = cm((char *[]){(char *)cmlab, "eval", (char *)ct, "--features", (char *)clf, "--n", "64", "--nfe", "1,2",
                       "--threads", "1", NULL});

@@ -47,6 +47,9 @@ typedef struct Trainer {
     int B_local, sample0;        /* this rank's slice of the global batch: samples [sample0, sample0 + B_local) */
     float *batch;                /* [B_local, C, H, W] */
     int *labels;                 /* [B_local], the batch's classes */
+    /* A checkpoint's train_seconds: seconds_base (the loaded checkpoint's, 0 for a fresh run, -1 if
+     * unknown) plus the wall time since t_start, when the loop started or the state was loaded. */
+    double seconds_base, t_start;
 } Trainer;
 
 /* ---- setup ---- */
@@ -67,6 +70,7 @@ static void ckpt_state_fill(Trainer *t, CkptState *s)
     s->data_epoch = cur.epoch;
     s->data_index = cur.index;
     s->world_size = t->world;
+    s->train_seconds = t->seconds_base < 0 ? -1 : t->seconds_base + (cm_now() - t->t_start);
 }
 
 /* Rank 0 writes the checkpoint. */
@@ -133,6 +137,8 @@ static int trainer_resume(Trainer *t)
     free(s.loaded_config);
     trainer_bcast_state(t, &s);
     t->step = s.step;
+    t->seconds_base = s.train_seconds;
+    t->t_start = cm_now();
     if (t->method->ckpt_loaded) t->method->ckpt_loaded(t->state, &s);
     if (loader_set_cursor(&t->loader, (LoaderCursor){s.data_epoch, s.data_index}) != 0)
         return cm_fail("%s: %s", used, cm_errmsg());
@@ -501,6 +507,7 @@ int trainer_run(const Config *cfg, bool resume)
     const CfgTrain *tr = &cfg->train;
     bool tty = lead && isatty(1);
     double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0;
+    t.t_start = t0;
     long start = t.step, logged = 0, batches = 0, skip_step = -1, skipped = 0, nonfinite = 0, nonfinite_total = 0;
     const int substeps = t.method->substeps ? t.method->substeps(t.state) : 1;
     /* -1: non-finite values go to train.on_nan (method.h nonfinite_limit). */
