@@ -1,4 +1,4 @@
-/* test_cifar10.c CMLAB: the CIFAR-10 tooling end to end through the `cmlab` binary (argv[1]) on a
+/* test_cifar10.c CMLAB PYTHON FD_VS_TIME_PY: the CIFAR-10 tooling end to end through the `cmlab` binary (argv[1]) on a
  * generated cifar-10-binary.tar.gz (tests/fixture.h: CI has no CIFAR-10), with tiny networks:
  *   - method = classifier trains a 3x32x32 feature network on it;
  *   - `cmlab eval` of a 3x32x32 CT checkpoint with that feature network writes one record per NFE
@@ -10,7 +10,10 @@
  *   - every checkpoint records train_seconds, the wall time of training behind it, summed over
  *     resumes: positive and at most the run's wall time measured here around the process, and
  *     after a --resume at least the resumed checkpoint's value and at most it plus the second
- *     process's wall time; `cmlab info` prints it.
+ *     process's wall time; `cmlab info` prints it;
+ *   - tools/fd_vs_time.py over that run: its CSV has a row per checkpoint (steps 2 and 4) and NFE
+ *     (1, 2) whose train_seconds is the checkpoint's attribute (read here with HDF5) and whose FD
+ *     is a positive number, and it writes the table and the chart page.
  */
 #include <math.h>
 #include <stdio.h>
@@ -23,7 +26,7 @@
 #define DIR "cifar10_runs"
 #define TGZ DIR "/cifar-10-binary.tar.gz"
 
-static const char *cmlab;
+static const char *cmlab, *python, *fd_vs_time;
 
 static void write_text(const char *path, const char *text)
 {
@@ -59,11 +62,11 @@ static double train_seconds(const char *path)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_cifar10 CMLAB_BINARY\n");
+    if (argc < 4) {
+        fprintf(stderr, "usage: test_cifar10 CMLAB_BINARY PYTHON FD_VS_TIME_PY\n");
         return 2;
     }
-    cmlab = argv[1];
+    cmlab = argv[1], python = argv[2], fd_vs_time = argv[3];
     if (system("rm -rf " DIR " && mkdir -p " DIR) != 0) return 1;
     fixture_write_cifar10(TGZ, NULL);
 
@@ -121,6 +124,34 @@ int main(int argc, char **argv)
     CHECK(r.code == 0 && split >= 0 && split < noise && split < shuffled,
           "cmlab eval --baselines on CIFAR-10: exit %d, test split %g, noise %g, shuffled %g:\n%s", r.code, split,
           noise, shuffled, r.out);
+
+    r = cm((char *[]){(char *)python, (char *)fd_vs_time, DIR "/ct", "--features", (char *)clf, "--n", "32",
+                      "--cmlab", (char *)cmlab, "--threads", "1", "--out", DIR "/fdt", NULL});
+    CHECK(r.code == 0, "fd_vs_time.py: exit %d", r.code);
+    char *csv = fixture_read_file(DIR "/fdt/fd_vs_time.csv", NULL);
+    int rows = 0;
+    for (int step = 2; step <= 4; step += 2)
+        for (int nfe = 1; nfe <= 2; nfe++) {
+            char path[128], head[64];
+            snprintf(path, sizeof path, DIR "/ct/ckpt/step_%08d.h5", step);
+            snprintf(head, sizeof head, "\nct,ct,%d,", step);
+            double want = train_seconds(path), got = NAN, fd = NAN;
+            int got_nfe = 0;
+            for (const char *p = csv; p && (p = strstr(p, head)); p++)
+                if (sscanf(p + strlen(head), "%lf,%d,%lf", &got, &got_nfe, &fd) == 3 && got_nfe == nfe) break;
+            rows += got_nfe == nfe;
+            CHECK(got_nfe == nfe && fabs(got - want) <= 0.051 && fd > 0,
+                  "fd_vs_time.csv, step %d at NFE %d: train_seconds %g (the checkpoint's: %g), FD %g", step, nfe,
+                  got, want, fd);
+        }
+    printf("fd_vs_time.csv: %d rows checked\n", rows);
+    free(csv);
+    char *md = fixture_read_file(DIR "/fdt/fd_vs_time.md", NULL), *page = fixture_read_file(DIR "/fdt/fd_vs_time.html",
+                                                                                              NULL);
+    CHECK(md && strstr(md, "| FD 1 NFE | FD 2 NFE |") && page && strstr(page, "FD at 2 NFE") && strstr(page, "<svg"),
+          "fd_vs_time.md or .html lacks the NFE columns or the charts");
+    free(md);
+    free(page);
 
     write_text(DIR "/fm.ini", "[experiment]\nname = fm\nmethod = classifier\nout_dir = " DIR "\n"
                "[classifier]\nchannels = 4\nfeatures = 8\n"
