@@ -5,11 +5,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "autograd/rng.h"
 #include "common.h"
+#include "data/cifar.h"
 #include "data/image.h"
 #include "nn/unet.h"
 
@@ -326,4 +330,119 @@ void fixture_be32(FILE *f, uint32_t v)
 {
     unsigned char b[4] = {v >> 24, v >> 16, v >> 8, v};
     fwrite(b, 1, 4, f);
+}
+
+const char *const fixture_cifar_names[6] = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+                                            "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
+
+uint8_t fixture_cifar_label(int f, int r) { return (uint8_t)((r * 7 + f * 3) % 10); }
+
+uint8_t fixture_cifar_pixel(int f, int r, int p, int y, int x)
+{
+    return (uint8_t)(r * 13 + f * 101 + p * 71 + y * 5 + x * 3 + (r >> 8));
+}
+
+uint8_t *fixture_cifar_batch(int f)
+{
+    enum { PLANE = CIFAR_SIDE * CIFAR_SIDE };
+    uint8_t *b = cm_malloc((size_t)CIFAR_RECORDS_PER_FILE * CIFAR_RECORD_BYTES);
+    for (int r = 0; r < CIFAR_RECORDS_PER_FILE; r++) {
+        uint8_t *rec = b + (size_t)r * CIFAR_RECORD_BYTES;
+        rec[0] = fixture_cifar_label(f, r);
+        for (int p = 0; p < 3; p++)
+            for (int y = 0; y < CIFAR_SIDE; y++)
+                for (int x = 0; x < CIFAR_SIDE; x++)
+                    rec[1 + p * PLANE + y * CIFAR_SIDE + x] = fixture_cifar_pixel(f, r, p, y, x);
+    }
+    return b;
+}
+
+void fixture_tar_open(FixtureTar *t, const char *path, const char *mode)
+{
+    t->gz = gzopen(path, mode);
+    CM_ASSERT(t->gz, "cannot create %s", path);
+    gzbuffer(t->gz, 1 << 17);
+    t->written = 0;
+}
+
+static void tar_write(FixtureTar *t, const void *buf, size_t len)
+{
+    CM_ASSERT(len == 0 || gzwrite(t->gz, buf, (unsigned)len) == (int)len, "gzwrite");
+    t->written += (long long)len;
+}
+
+void fixture_tar_add(FixtureTar *t, const char *name, const uint8_t *data, size_t size, char type)
+{
+    uint8_t h[512] = {0};
+    snprintf((char *)h, 100, "%s", name);
+    memcpy(h + 100, "0000644", 8);
+    memcpy(h + 108, "0001750", 8);
+    memcpy(h + 116, "0001750", 8);
+    CM_ASSERT(size < (size_t)1 << 32, "tar member %s too large for this writer", name);
+    snprintf((char *)h + 124, 12, "%011o", (unsigned)size);
+    snprintf((char *)h + 136, 12, "%011o", 1244000000u);
+    h[156] = (uint8_t)type;
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    memcpy(h + 265, "kriz", 5);
+    memcpy(h + 297, "kriz", 5);
+    memset(h + 148, ' ', 8);
+    unsigned sum = 0;
+    for (int i = 0; i < 512; i++) sum += h[i];
+    snprintf((char *)h + 148, 8, "%06o", sum);
+    h[155] = ' ';
+    static const uint8_t zeros[512];
+    tar_write(t, h, 512);
+    tar_write(t, data, size);
+    tar_write(t, zeros, (512 - size % 512) % 512);
+}
+
+void fixture_tar_close(FixtureTar *t)
+{
+    static const uint8_t zeros[512];
+    tar_write(t, zeros, 512);
+    tar_write(t, zeros, 512);
+    while (t->written % 10240) tar_write(t, zeros, 512);
+    CM_ASSERT(gzclose(t->gz) == Z_OK, "gzclose");
+}
+
+static void tar_add_text(FixtureTar *t, const char *name, const char *text)
+{
+    fixture_tar_add(t, name, (const uint8_t *)text, strlen(text), '0');
+}
+
+void fixture_write_cifar10(const char *tgz_path, const char *dir)
+{
+    char path[600];
+    if (dir) {
+        snprintf(path, sizeof path, "%s/%s", dir, CIFAR_DIR_NAME);
+        CM_ASSERT(mkdir(path, 0700) == 0, "mkdir %s", path);
+    }
+    FixtureTar t;
+    fixture_tar_open(&t, tgz_path, "wb1");
+    fixture_tar_add(&t, CIFAR_DIR_NAME "/", NULL, 0, '5');
+    static const int order[] = {0, -1, 2, 3, 5, -2, 4, 1};
+    for (size_t k = 0; k < CM_ARRAY_LEN(order); k++) {
+        int f = order[k];
+        if (f == -1) {
+            tar_add_text(&t, CIFAR_DIR_NAME "/batches.meta.txt", "airplane\nautomobile\nbird\n"
+                         "cat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n");
+        } else if (f == -2) {
+            tar_add_text(&t, CIFAR_DIR_NAME "/readme.html", "<meta HTTP-EQUIV=\"REFRESH\" "
+                         "content=\"0; url=http://www.cs.toronto.edu/~kriz/cifar.html\">\n");
+        } else {
+            uint8_t *b = fixture_cifar_batch(f);
+            size_t len = (size_t)CIFAR_RECORDS_PER_FILE * CIFAR_RECORD_BYTES;
+            char name[256];
+            snprintf(name, sizeof name, "%s/%s", CIFAR_DIR_NAME, fixture_cifar_names[f]);
+            if (dir) {
+                snprintf(path, sizeof path, "%s/%s", dir, name);
+                FILE *fp = fopen(path, "wb");
+                CM_ASSERT(fp && fwrite(b, 1, len, fp) == len && fclose(fp) == 0, "cannot write %s", path);
+            }
+            fixture_tar_add(&t, name, b, len, '0');
+            free(b);
+        }
+    }
+    fixture_tar_close(&t);
 }

@@ -63,6 +63,29 @@ FixtureRun fixture_run_capture(char *const *argv);
 /* n PNGs dir/0000.png ... of side x side pixels: each a white axis-aligned rectangle (4..10
  * pixels a side, anywhere; from the counter RNG with seed 7) on black. */
 void fixture_write_rectangles(const char *dir, int n, int side);
+/* CIFAR-10 in the official binary layout (src/data/cifar.h) with known content. Batch file f is
+ * fixture_cifar_names[f]: data_batch_<f+1>.bin for f < 5, test_batch.bin for f = 5; record r's
+ * label and pixels (plane p = R, G, B; row y, column x) follow the formulas below, which differ
+ * between planes (p * 71), so a swapped plane or a transposed image shows. */
+extern const char *const fixture_cifar_names[6];
+uint8_t fixture_cifar_label(int f, int r);
+uint8_t fixture_cifar_pixel(int f, int r, int p, int y, int x);
+/* Batch file f: 10000 records of the label byte, then the R, G, B planes of 32x32 row-major bytes
+ * (malloc'd). */
+uint8_t *fixture_cifar_batch(int f);
+/* A minimal ustar writer: 512-byte headers with GNU tar's field formats, data padded to 512, two
+ * zero blocks and padding to the 10240-byte record at the end. mode "wb1" for a .tar.gz (level 1
+ * keeps 180 MB quick), "wbT" for a plain tar (zlib's transparent write). type '0' a file, '5' a
+ * directory. */
+typedef struct FixtureTar { struct gzFile_s *gz; long long written; } FixtureTar;
+void fixture_tar_open(FixtureTar *t, const char *path, const char *mode);
+void fixture_tar_add(FixtureTar *t, const char *name, const uint8_t *data, size_t size, char type);
+void fixture_tar_close(FixtureTar *t);
+/* cifar-10-binary.tar.gz at tgz_path with the six batch files, the meta text and the readme, the
+ * members in a scrambled order as in the official tarball; when dir is not NULL, also the batch
+ * files in <dir>/cifar-10-batches-bin/ (created). */
+void fixture_write_cifar10(const char *tgz_path, const char *dir);
+
 /* A big-endian 32-bit integer (IDX headers of the MNIST-format data sets tests write). */
 void fixture_be32(FILE *f, uint32_t v);
 

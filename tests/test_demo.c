@@ -6,7 +6,11 @@
  *     its grids, and the CD stage's config names the teacher checkpoint it distilled;
  *   - --resume after a finished demo skips both stages;
  *   - --print-config prints stage files that parse as experiments;
- *   - a bad option, recipe or key exits 2.
+ *   - a bad option, recipe or key exits 2;
+ *   - --cifar10 PATH on a generated cifar-10-binary.tar.gz (scaled down through --set): the run
+ *     reads it (its config has the data set and the path), ends with grids of 8 x 8 tiles of
+ *     3 x 32 x 32, and --print-config --cifar10 prints the CIFAR-10 experiment; a missing path or a
+ *     file that is not CIFAR-10 exits 2 naming it, and so does --cifar10 together with --data.
  * Quality at the real budget is not a test (see README "The demo" for what it measured).
  */
 #include <stdio.h>
@@ -56,7 +60,8 @@ static bool printed_path(const char *label, char *path, size_t len)
     return true;
 }
 
-static void check_grid(const char *label)
+/* The grid whose path follows label: 8 x 8 tiles of side x side, c channels. */
+static void check_grid_of(const char *label, int side, int channels)
 {
     char path[512];
     bool found = printed_path(label, path, sizeof path);
@@ -65,11 +70,62 @@ static void check_grid(const char *label)
     uint8_t *pix = NULL;
     int w = 0, h = 0, c = 0;
     int rc = image_read_png(path, &pix, &w, &h, &c);
-    /* 8 x 8 tiles of 28 x 28 with 2 pixels around and between them (image_write_grid). */
-    CHECK(rc == 0 && w == 8 * 30 + 2 && h == 8 * 30 + 2 && c == 1, "%s %s: %dx%dx%d (rc %d), want 242x242x1", label,
-          path, w, h, c, rc);
-    printf("demo: %s%s (%dx%d)\n", label, path, w, h);
+    /* 2 pixels around and between the tiles (image_write_grid). */
+    int want = 8 * (side + 2) + 2;
+    CHECK(rc == 0 && w == want && h == want && c == channels, "%s %s: %dx%dx%d (rc %d), want %dx%dx%d", label,
+          path, w, h, c, rc, want, want, channels);
+    printf("demo: %s%s (%dx%dx%d)\n", label, path, w, h, c);
     free(pix);
+}
+
+static void check_grid(const char *label) { check_grid_of(label, 28, 1); }
+
+/* The exit code is 2 and stderr names `what`. */
+static void check_refused(char *const *args, const char *what, const char *case_name)
+{
+    fflush(stdout);
+    FixtureRun r = fixture_run_capture(args);
+    CHECK(r.code == 2 && strstr(r.err, what), "%s: exit %d (want 2), stderr does not name %s:\n%s", case_name,
+          r.code, what, r.err);
+    printf("demo: %s -> exit %d: %.*s\n", case_name, r.code, (int)strcspn(r.err, "\n"), r.err);
+}
+
+/* The demo on CIFAR-10 (--cifar10) on a generated tarball, scaled down to a few small steps. */
+static void test_cifar10(void)
+{
+    const char *tgz = DIR "/generated-cifar-10-binary.tar.gz";
+    fixture_write_cifar10(tgz, NULL);
+    int rc = run((char *[]){(char *)cmlab, "demo", "--cifar10", (char *)tgz, "--seconds", "30", "--out", DIR,
+                            "--threads", "1", "--set", "train.iterations=4", "--set", "train.batch_size=8", NULL});
+    CHECK(rc == 0, "cmlab demo --cifar10 %s exited %d:\n%s", tgz, rc, out);
+    CHECK(strstr(out, "on CIFAR-10") && strstr(out, "demo stage 1 of 1: iCT"), "the CIFAR-10 demo's header:\n%s", out);
+    check_grid_of("1-step samples: ", 32, 3);
+    check_grid_of("2-step samples: ", 32, 3);
+    Config cfg;
+    rc = config_load(&cfg, DIR "/demo_cifar10/config.ini");
+    CHECK(rc == 0 && cfg.experiment.method == CFG_METHOD_CT && cfg.data.hflip &&
+              !strcmp(config_enum_name("data.dataset", cfg.data.dataset), "cifar10") && !strcmp(cfg.data.path, tgz),
+          "the CIFAR-10 demo's run is not iCT on %s (%s)", tgz, rc == 0 ? cfg.data.path : cm_errmsg());
+
+    rc = run((char *[]){(char *)cmlab, "demo", "--cifar10", (char *)tgz, "--recipe", "cd", "--print-config", NULL});
+    CHECK(rc == 0 && strstr(out, "dataset = cifar10") && strstr(out, "name = demo_cifar10_teacher") &&
+              strstr(out, "name = demo_cifar10_cd"),
+          "--cifar10 --recipe cd --print-config: exit %d:\n%s", rc, out);
+
+    /* A refused run leaves the previous demo's checkpoints alone. */
+    const char *ckpt = DIR "/demo_cifar10/ckpt/step_00000004.h5";
+    CHECK(access(ckpt, F_OK) == 0, "the CIFAR-10 demo wrote no %s", ckpt);
+    const char *missing = DIR "/no-such-cifar.tar.gz";
+    check_refused((char *[]){(char *)cmlab, "demo", "--cifar10", (char *)missing, "--out", DIR, "--threads", "1",
+                             NULL},
+                  missing, "--cifar10 with a missing path");
+    const char *bad = DIR "/demo_cifar10/config.ini";
+    check_refused((char *[]){(char *)cmlab, "demo", "--cifar10", (char *)bad, "--out", DIR, "--threads", "1", NULL},
+                  bad, "--cifar10 with a file that is not CIFAR-10");
+    CHECK(access(ckpt, F_OK) == 0, "a refused demo removed the previous demo's checkpoint %s", ckpt);
+    check_refused((char *[]){(char *)cmlab, "demo", "--cifar10", (char *)tgz, "--data", DIR, NULL}, "--data",
+                  "--cifar10 with --data");
+    remove(tgz);
 }
 
 int main(int argc, char **argv)
@@ -129,5 +185,6 @@ int main(int argc, char **argv)
     CHECK(run((char *[]){(char *)cmlab, "demo", "--seconds", "-3", NULL}) == 2, "--seconds -3 should exit 2");
     CHECK(run((char *[]){(char *)cmlab, "demo", "--set", "train.batchsize=8", NULL}) == 2, "a typo'd key should exit 2");
     CHECK(run((char *[]){(char *)cmlab, "demo", "extra", NULL}) == 2, "an extra argument should exit 2");
+    test_cifar10();
     return test_summary("demo");
 }

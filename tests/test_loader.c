@@ -69,34 +69,7 @@ static void expect_fail(int rc, const Dataset *d, const char *path, const char *
 
 /* ---- CIFAR-10 ---- */
 
-/* Known content. File f is data_batch_<f+1>.bin for f < 5 and test_batch.bin for f = 5; the
- * planes differ (p * 71), so a swapped plane or a transposed image shows. */
 enum { CIFAR_N = CIFAR_RECORDS_PER_FILE, CIFAR_PLANE = CIFAR_SIDE * CIFAR_SIDE };
-static const char *const cifar_names[6] = {"data_batch_1.bin", "data_batch_2.bin",
-                                           "data_batch_3.bin", "data_batch_4.bin",
-                                           "data_batch_5.bin", "test_batch.bin"};
-
-static uint8_t cifar_label(int f, int r) { return (uint8_t)((r * 7 + f * 3) % 10); }
-static uint8_t cifar_pixel(int f, int r, int p, int y, int x)
-{
-    return (uint8_t)(r * 13 + f * 101 + p * 71 + y * 5 + x * 3 + (r >> 8));
-}
-
-/* One batch file in the official layout: per record the label byte, then R, G, B planes of
- * 32x32 row-major bytes. */
-static uint8_t *cifar_make_batch(int f)
-{
-    uint8_t *b = cm_malloc((size_t)CIFAR_N * CIFAR_RECORD_BYTES);
-    for (int r = 0; r < CIFAR_N; r++) {
-        uint8_t *rec = b + (size_t)r * CIFAR_RECORD_BYTES;
-        rec[0] = cifar_label(f, r);
-        for (int p = 0; p < 3; p++)
-            for (int y = 0; y < CIFAR_SIDE; y++)
-                for (int x = 0; x < CIFAR_SIDE; x++)
-                    rec[1 + p * CIFAR_PLANE + y * CIFAR_SIDE + x] = cifar_pixel(f, r, p, y, x);
-    }
-    return b;
-}
 
 /* Every label and pixel of a loaded split against the formula, plus literal values worked out
  * by hand (python) so the formula is not checked only against itself. */
@@ -109,12 +82,12 @@ static void cifar_check(const Dataset *d, int test_split, const char *what)
     long bad_pix = 0, bad_lab = 0;
     for (int i = 0; i < n; i++) {
         int f = test_split ? 5 : i / CIFAR_N, r = i % CIFAR_N;
-        bad_lab += d->labels[i] != cifar_label(f, r);
+        bad_lab += d->labels[i] != fixture_cifar_label(f, r);
         const uint8_t *img = d->pix + (size_t)i * 3 * CIFAR_PLANE;
         for (int p = 0; p < 3; p++)
             for (int y = 0; y < 32; y++)
                 for (int x = 0; x < 32; x++)
-                    bad_pix += img[(p * 32 + y) * 32 + x] != cifar_pixel(f, r, p, y, x);
+                    bad_pix += img[(p * 32 + y) * 32 + x] != fixture_cifar_pixel(f, r, p, y, x);
     }
     CHECK(bad_lab == 0, "%s: %ld labels differ", what, bad_lab);
     CHECK(bad_pix == 0, "%s: %ld pixels differ", what, bad_pix);
@@ -135,105 +108,19 @@ static void cifar_check(const Dataset *d, int test_split, const char *what)
 #undef PIX
 }
 
-/* A minimal ustar writer: 512-byte headers with GNU tar's field formats, data padded to 512, two
- * zero blocks and padding to the 10240-byte record at the end. level 1 keeps 180 MB quick. */
-typedef struct TarOut {
-    gzFile gz;
-    long long written;
-} TarOut;
-
-/* mode "wb1" for a .tar.gz, "wbT" for a plain tar (zlib's transparent write). */
-static void tar_open(TarOut *t, const char *path, const char *mode)
-{
-    t->gz = gzopen(path, mode);
-    CM_ASSERT(t->gz, "cannot create %s", path);
-    gzbuffer(t->gz, 1 << 17);
-    t->written = 0;
-}
-
-static void tar_write(TarOut *t, const void *buf, size_t len)
-{
-    CM_ASSERT(len == 0 || gzwrite(t->gz, buf, (unsigned)len) == (int)len, "gzwrite");
-    t->written += (long long)len;
-}
-
-static void tar_add(TarOut *t, const char *name, const uint8_t *data, size_t size, char type)
-{
-    uint8_t h[512] = {0};
-    snprintf((char *)h, 100, "%s", name);
-    memcpy(h + 100, "0000644", 8);
-    memcpy(h + 108, "0001750", 8);
-    memcpy(h + 116, "0001750", 8);
-    CM_ASSERT(size < (size_t)1 << 32, "tar member %s too large for this writer", name);
-    snprintf((char *)h + 124, 12, "%011o", (unsigned)size);
-    snprintf((char *)h + 136, 12, "%011o", 1244000000u);
-    h[156] = (uint8_t)type;
-    memcpy(h + 257, "ustar", 6);
-    memcpy(h + 263, "00", 2);
-    memcpy(h + 265, "kriz", 5);
-    memcpy(h + 297, "kriz", 5);
-    memset(h + 148, ' ', 8);
-    unsigned sum = 0;
-    for (int i = 0; i < 512; i++) sum += h[i];
-    snprintf((char *)h + 148, 8, "%06o", sum);
-    h[155] = ' ';
-    static const uint8_t zeros[512];
-    tar_write(t, h, 512);
-    tar_write(t, data, size);
-    tar_write(t, zeros, (512 - size % 512) % 512);
-}
-
-static void tar_close(TarOut *t)
-{
-    static const uint8_t zeros[512];
-    tar_write(t, zeros, 512);
-    tar_write(t, zeros, 512);
-    while (t->written % 10240) tar_write(t, zeros, 512);
-    CM_ASSERT(gzclose(t->gz) == Z_OK, "gzclose");
-}
-
-static void tar_add_text(TarOut *t, const char *name, const char *text)
-{
-    tar_add(t, name, (const uint8_t *)text, strlen(text), '0');
-}
-
 static const char *cifar_member(int f)
 {
     static char name[128];
-    snprintf(name, sizeof name, "%s/%s", CIFAR_DIR_NAME, cifar_names[f]);
+    snprintf(name, sizeof name, "%s/%s", CIFAR_DIR_NAME, fixture_cifar_names[f]);
     return name;
 }
 
 /* Writes <tmp>/cifar/cifar-10-batches-bin/ and <tmp>/cifar-10-binary.tar.gz with the same six
- * files. The members come in a scrambled order, as in the official tarball, which the reader
- * must not depend on. */
+ * files. */
 static void cifar_write_all(void)
 {
-    CM_ASSERT(mkdir(tpath("cifar"), 0700) == 0 && mkdir(tpath("cifar/" CIFAR_DIR_NAME), 0700) == 0,
-              "mkdir %s", tpath("cifar/" CIFAR_DIR_NAME));
-    TarOut t;
-    tar_open(&t, tpath(CIFAR_TAR_NAME), "wb1");
-    tar_add(&t, CIFAR_DIR_NAME "/", NULL, 0, '5');
-    static const int order[] = {0, -1, 2, 3, 5, -2, 4, 1};
-    for (size_t k = 0; k < CM_ARRAY_LEN(order); k++) {
-        int f = order[k];
-        if (f == -1) {
-            tar_add_text(&t, CIFAR_DIR_NAME "/batches.meta.txt", "airplane\nautomobile\nbird\n"
-                         "cat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n");
-        } else if (f == -2) {
-            tar_add_text(&t, CIFAR_DIR_NAME "/readme.html", "<meta HTTP-EQUIV=\"REFRESH\" "
-                         "content=\"0; url=http://www.cs.toronto.edu/~kriz/cifar.html\">\n");
-        } else {
-            uint8_t *b = cifar_make_batch(f);
-            size_t len = (size_t)CIFAR_N * CIFAR_RECORD_BYTES;
-            char name[256];
-            snprintf(name, sizeof name, "cifar/%s", cifar_member(f));
-            write_file(tpath(name), b, len);
-            tar_add(&t, cifar_member(f), b, len, '0');
-            free(b);
-        }
-    }
-    tar_close(&t);
+    CM_ASSERT(mkdir(tpath("cifar"), 0700) == 0, "mkdir %s", tpath("cifar"));
+    fixture_write_cifar10(tpath(CIFAR_TAR_NAME), tpath("cifar"));
 }
 
 static void test_cifar(void)
@@ -282,7 +169,7 @@ static void test_cifar_errors(void)
 {
     Dataset d;
     const char *p;
-    uint8_t *good = cifar_make_batch(5);
+    uint8_t *good = fixture_cifar_batch(5);
     const size_t len = (size_t)CIFAR_N * CIFAR_RECORD_BYTES;
 
     p = tpath("no-such-cifar");
@@ -304,7 +191,7 @@ static void test_cifar_errors(void)
     p = cifar_dir_with("label", good, len);
     expect_fail(dataset_load(&d, "cifar10", tpath("label"), "test"), &d, p,
                 "record 77 has label 10", "label 10");
-    good[77 * CIFAR_RECORD_BYTES] = cifar_label(5, 77);
+    good[77 * CIFAR_RECORD_BYTES] = fixture_cifar_label(5, 77);
     p = tpath("label/data_batch_1.bin");
     expect_fail(dataset_load(&d, "cifar10", tpath("label"), "train"), &d, p, "No such file",
                 "batch file missing");
@@ -332,12 +219,12 @@ static void test_cifar_errors(void)
 
     /* A tarball with only the test batch: the test split loads, the train split names the
      * first missing member. */
-    TarOut t;
+    FixtureTar t;
     p = tpath("testonly.tar.gz");
-    tar_open(&t, p, "wb1");
-    tar_add(&t, CIFAR_DIR_NAME "/", NULL, 0, '5');
-    tar_add(&t, cifar_member(5), good, len, '0');
-    tar_close(&t);
+    fixture_tar_open(&t, p, "wb1");
+    fixture_tar_add(&t, CIFAR_DIR_NAME "/", NULL, 0, '5');
+    fixture_tar_add(&t, cifar_member(5), good, len, '0');
+    fixture_tar_close(&t);
     CHECK(dataset_load(&d, "cifar10", p, "test") == 0, "load %s: %s", p, cm_errmsg());
     cifar_check(&d, 1, p);
     dataset_free(&d);
@@ -346,9 +233,9 @@ static void test_cifar_errors(void)
 
     /* A plain (uncompressed) tar reads too; cut inside the member it is truncated. */
     p = tpath("plain.tar");
-    tar_open(&t, p, "wbT");
-    tar_add(&t, cifar_member(5), good, len, '0');
-    tar_close(&t);
+    fixture_tar_open(&t, p, "wbT");
+    fixture_tar_add(&t, cifar_member(5), good, len, '0');
+    fixture_tar_close(&t);
     CHECK(dataset_load(&d, "cifar10", p, "test") == 0, "load %s: %s", p, cm_errmsg());
     cifar_check(&d, 1, p);
     dataset_free(&d);
@@ -356,17 +243,17 @@ static void test_cifar_errors(void)
     expect_fail(dataset_load(&d, "cifar10", p, "test"), &d, p, "truncated", "plain tar cut short");
 
     p = tpath("short-member.tar.gz");
-    tar_open(&t, p, "wb1");
-    tar_add(&t, cifar_member(5), good, 100 * CIFAR_RECORD_BYTES, '0');
-    tar_close(&t);
+    fixture_tar_open(&t, p, "wb1");
+    fixture_tar_add(&t, cifar_member(5), good, 100 * CIFAR_RECORD_BYTES, '0');
+    fixture_tar_close(&t);
     expect_fail(dataset_load(&d, "cifar10", p, "test"), &d, p, "holds 100 records",
                 "tar member of the wrong size");
 
     /* The right member under another directory (the python version's name) does not count. */
     p = tpath("py.tar.gz");
-    tar_open(&t, p, "wb1");
-    tar_add(&t, "cifar-10-batches-py/test_batch.bin", good, len, '0');
-    tar_close(&t);
+    fixture_tar_open(&t, p, "wb1");
+    fixture_tar_add(&t, "cifar-10-batches-py/test_batch.bin", good, len, '0');
+    fixture_tar_close(&t);
     expect_fail(dataset_load(&d, "cifar10", p, "test"), &d, p, "no member",
                 "member in another dir");
 

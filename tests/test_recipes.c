@@ -351,6 +351,13 @@ static const Expect AMED_PLUGIN_IPNDM[] = {
     {0},
 };
 
+/* classifier_cifar10.ini (issue #20): the feature network of CIFAR-10, on its ten labels. */
+static const Expect CLF_CIFAR10[] = {
+    {"data.dataset", "cifar10", "issue #20"},
+    {"classifier.classes", "10", "issue #20 (CIFAR-10's labels)"},
+    {0},
+};
+
 typedef struct Recipe {
     const char *file;                /* relative to EXPERIMENTS_DIR */
     const Expect *groups[7];         /* NULL-terminated */
@@ -371,6 +378,7 @@ static const Recipe RECIPES[] = {
     {"ict_cifar10.ini", {SHARED, CT_LOGNORMAL, ICT, NCSNPP, ICT_CIFAR10}},
     {"ict_cifar10_cpu.ini", {SHARED, CT_LOGNORMAL, ICT, CPU_NET, ICT_CPU}},
     {"classifier_fashion_mnist.ini", {SHARED}},
+    {"classifier_cifar10.ini", {SHARED, CLF_CIFAR10}},
     {"bcm_fashion_mnist.ini", {SHARED, CT_LOGNORMAL, BCM}},
     {"bcm_scratch_fashion_mnist.ini", {SHARED, CT_LOGNORMAL, BCM, BCM_SCRATCH}},
     {"bcm_cifar10_cpu.ini", {SHARED, CT_LOGNORMAL, BCM, CPU_NET}},

@@ -8,7 +8,10 @@
  * cmlab_torch.parse_value.
  *
  * The runs: an experiment file with nothing but `method = ct` (every [model], [ct] and [sample]
- * key at its default), and the demo's embedded iCT recipe. Both train 8 steps of 4 images at lr
+ * key at its default), the demo's embedded iCT recipe, and tools/ict_torch.py (the PyTorch twin
+ * of the iCT recipe) on experiments/ict_cifar10_cpu.ini with a tiny network on a generated
+ * CIFAR-10 tarball: its checkpoint must verify, `cmlab sample` must read the weights the twin
+ * wrote (the same comparison), and its train_seconds must be positive. Both train 8 steps of 4 images at lr
  * 0.03 (only train.* keys change): the U-Net's output conv starts near zero, so after a couple
  * of default steps F is ~0 and the sample ~c_skip(80) x ~0, which any twin reproduces; 8 Adam
  * steps of 0.03 make F count, and the test checks that it does (below).
@@ -21,6 +24,7 @@
  * (twin_sample.py's x_other_skip) must miss that bound on at least 5% of the pixels, or the
  * checkpoint could not tell a misread skip scale (the bug this guards: sqrt_half failed to parse)
  * from the right one. */
+#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,5 +155,27 @@ int main(int argc, char **argv)
                        "--set", "train.iterations=8", "--set", "train.batch_size=4", "--set", "train.lr=0.03",
                        "--set", "train.warmup=0", "--set", "sample.n=4", NULL}))
         compare("demo", DIR "/demo/ckpt/step_00000008.h5", "ema:0.99");
+
+    /* tools/ict_torch.py beside tests/torch/: Adam at 0.03 for 8 steps, so F counts (above), and an
+     * EMA of 0.9, so that its weights move too (0.999 would keep ~99% of the initial ones). */
+    char ict[600], recipe[600];
+    snprintf(ict, sizeof ict, "%s/../../tools/ict_torch.py", dirname(strdup(script)));
+    snprintf(recipe, sizeof recipe, "%s/../../experiments/ict_cifar10_cpu.ini", dirname(strdup(script)));
+    fixture_write_cifar10(DIR "/cifar-10-binary.tar.gz", NULL);
+    if (run((char *[]){(char *)python, ict, recipe, "--data", DIR "/cifar-10-binary.tar.gz", "--out", DIR "/ict_torch",
+                       "--every", "1000", "--threads", "2", "--set", "model.channels=8", "--set",
+                       "model.channel_mult=1,2", "--set", "model.num_blocks=1", "--set", "model.attn_resolutions=",
+                       "--set", "train.iterations=8", "--set", "train.batch_size=4", "--set", "train.optimizer=adam",
+                       "--set", "train.lr=0.03", "--set", "train.ema=0.9", "--set", "train.log_every=4", NULL})) {
+        const char *ckpt = DIR "/ict_torch/ckpt/step_00000008.h5";
+        CHECK(run((char *[]){(char *)cmlab, "info", (char *)ckpt, NULL}), "cmlab info does not verify %s", ckpt);
+        Fixture fx;
+        fixture_open(&fx, ckpt);
+        double secs = fixture_attr_double(&fx, "/", "train_seconds", -1);
+        fixture_close(&fx);
+        CHECK(secs > 0, "%s: train_seconds %g", ckpt, secs);
+        compare("ict_torch", ckpt, "ema:0.9");
+    }
+    remove(DIR "/cifar-10-binary.tar.gz");
     return test_summary("twin_load");
 }

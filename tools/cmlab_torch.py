@@ -330,6 +330,13 @@ def bottleneck_input(mid):
 _INI_KEYS = {"channels": "base_channels"}
 _KEYS_BEGIN, _KEYS_END = "<!-- keys:begin", "<!-- keys:end -->"
 _KEY_TABLES = {}
+_KEY_DEFAULTS = {}
+
+
+def _keys_path(path):
+    if path is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments", "README.md")
+    return os.path.abspath(path)
 
 
 def key_table(path=None):
@@ -338,9 +345,7 @@ def key_table(path=None):
     None). path: a file holding the generated list (`cmlab train --keys-markdown > keys.md`, or a
     README with its keys:begin/keys:end markers); default: experiments/README.md of the checkout
     this file lives in."""
-    if path is None:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "experiments", "README.md")
-    path = os.path.abspath(path)
+    path = _keys_path(path)
     if path in _KEY_TABLES:
         return _KEY_TABLES[path]
     try:
@@ -350,7 +355,7 @@ def key_table(path=None):
                       "checkout, or pass keys=<the output of `cmlab train --keys-markdown`>" % (path, e))
     if _KEYS_BEGIN in text:
         text = text[text.index("\n", text.index(_KEYS_BEGIN)) + 1:text.index(_KEYS_END)]
-    table = {}
+    table, defaults = {}, {}
     for line in text.splitlines():
         # | `section.key` | type | `default` | allowed | description |
         if not line.startswith("| `"):
@@ -363,10 +368,47 @@ def key_table(path=None):
                 raise ValueError("cmlab_torch: %s: enum %s lists no choices: %r" % (path, name, allowed))
             choices = [c.strip() for c in allowed[len("one of "):].split(",")]
         table[name] = (kind, choices)
+        defaults[name] = "" if cols[2] == '`""`' else cols[2].strip("`")
     if not table:
         raise ValueError("cmlab_torch: %s holds no key list (`cmlab train --keys-markdown`)" % path)
     _KEY_TABLES[path] = table
+    _KEY_DEFAULTS[path] = defaults
     return table
+
+
+def _resolved_strings(text, keys=None):
+    """{"section.key": value text} of every key of the table (its order), the text's or the default."""
+    key_table(keys)
+    values = dict(_KEY_DEFAULTS[_keys_path(keys)])
+    ini = configparser.ConfigParser(inline_comment_prefixes=("#", ";"), interpolation=None)
+    ini.optionxform = str
+    ini.read_string(text)
+    for section in ini.sections():
+        for key, value in ini.items(section):
+            values["%s.%s" % (section, key)] = value.strip()
+    return values
+
+
+def resolved_config(text, keys=None):
+    """Every key of cmlab's key table, typed as parse_value types it: {"section.key": value}, the
+    value of the experiment text (INI) where it sets the key, else the table's default. So a
+    PyTorch twin sees the configuration `cmlab train` runs with. A key the table does not know
+    raises KeyError, as cmlab refuses it."""
+    return {name: parse_value(name, value, keys) for name, value in _resolved_strings(text, keys).items()}
+
+
+def resolved_text(text, keys=None):
+    """The resolved configuration as INI text, every key of the table (the checkpoint attribute
+    `config` that cmlab writes holds the same)."""
+    lines, section = [], None
+    for name, value in _resolved_strings(text, keys).items():
+        parse_value(name, value, keys)
+        sec, key = name.split(".", 1)
+        if sec != section:
+            lines.append("%s[%s]" % ("\n" if section else "", sec))
+            section = sec
+        lines.append("%s = %s" % (key, value))
+    return "\n".join(lines) + "\n"
 
 
 _BOOLS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False,
@@ -420,6 +462,24 @@ def config_from_text(text, section="model", keys=None):
     return cfg
 
 
+_DATASET_IMAGES = {"cifar10": (3, 32), "fashion-mnist": (1, 28), "mnist": (1, 28)}
+
+
+def image_config(text, keys=None):
+    """The image fields (img_channels, img_h, img_w) of a resolved configuration's data set:
+    CIFAR-10 3x32x32, (Fashion-)MNIST 1x28x28, data.pad_to when set; {} for a folder data set,
+    whose images only the files know."""
+    ini = configparser.ConfigParser(inline_comment_prefixes=("#", ";"), interpolation=None)
+    ini.read_string(text)
+    dataset = ini.get("data", "dataset", fallback="fashion-mnist").strip()
+    if dataset not in _DATASET_IMAGES:
+        return {}
+    c, side = _DATASET_IMAGES[dataset]
+    pad = parse_value("data.pad_to", ini.get("data", "pad_to", fallback="0"), keys)
+    side = max(side, pad)
+    return {"img_channels": c, "img_h": side, "img_w": side}
+
+
 def _attr_text(v):
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -427,14 +487,17 @@ def _attr_text(v):
 def load_checkpoint(path, weights="online", config=None, model="unet", keys=None):
     """The twin with weights /weights/<weights>/<name> of a cmlab checkpoint (weights: "online",
     "target", "ema/0.9999", ...). Its configuration is the root attribute "config" (resolved INI
-    text, typed by the key table: keys as key_table's path) when present, overridden by the
-    `config` dict; without the attribute, `config` is required. model: "unet" or "amed". Returns
+    text, typed by the key table: keys as key_table's path; the image size from its data set,
+    image_config) when present, overridden by the `config` dict; without the attribute, `config` is required. model: "unet" or "amed". Returns
     the twin in eval mode, float32."""
     import h5py
     with h5py.File(path, "r") as f:
         cfg = {}
         if "config" in f.attrs:
-            cfg = config_from_text(_attr_text(f.attrs["config"]), "amed" if model == "amed" else "model", keys)
+            text = _attr_text(f.attrs["config"])
+            cfg = config_from_text(text, "amed" if model == "amed" else "model", keys)
+            if model != "amed":
+                cfg.update(image_config(text, keys))
         elif config is None:
             raise ValueError("%s has no 'config' attribute: pass config={...} (UNetConfig fields)" % path)
         cfg.update(config or {})

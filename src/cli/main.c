@@ -22,7 +22,7 @@ typedef struct Command {
 } Command;
 
 static const Command commands[] = {
-    {"demo", demo_main, "train a consistency model on Fashion-MNIST (iCT, or --recipe cd) and write sample grids", false},
+    {"demo", demo_main, "train a consistency model on Fashion-MNIST or CIFAR-10 and write sample grids", false},
     {"train", train_main, "train the run an experiment file describes (--resume to continue)", true},
     {"sample", sample_main, "draw a sample grid from a checkpoint with an ODE solver", true},
     {"invert", invert_main, "BCM or EDM: images -> latents -> reconstructions, and the reconstruction MSE", false},

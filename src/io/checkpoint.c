@@ -471,6 +471,7 @@ static int write_root_attrs(hid_t f, const CkptState *s)
     rc |= attr_write_i64(f, "world_size", s->world_size);
     rc |= attr_write_i64(f, "sched_N", s->sched_N);
     rc |= attr_write_f64(f, "sched_mu", s->sched_mu);
+    rc |= attr_write_f64(f, "train_seconds", s->train_seconds);
     for (int i = 0; i < s->nattrs; i++) rc |= attr_write_str(f, s->attr_names[i], s->attr_values[i]);
     return rc ? -1 : 0;
 }
@@ -915,6 +916,11 @@ static int load_file(const char *path, CkptState *s)
         }
     }
 
+    /* train_seconds is optional: checkpoints from before it was recorded load with -1 (unknown). */
+    double seconds = -1;
+    if (rc == 0 && attr_read(f, "train_seconds", H5T_NATIVE_DOUBLE, &seconds) < 0)
+        rc = fail_read(path, "the train_seconds attribute");
+
     /* Scratch for everything, so that a failure halfway leaves the caller's buffers untouched. */
     int nbuf = s->nsets + (s->opt ? 2 : 0);
     float *scratch = cm_aligned_alloc((size_t)CM_MAX(nbuf, 1) * ps->total * sizeof(float));
@@ -960,6 +966,7 @@ static int load_file(const char *path, CkptState *s)
         s->world_size = (int)world;
         s->sched_N = (long)sched_N;
         s->sched_mu = mu;
+        s->train_seconds = seconds;
         free(s->loaded_config);
         s->loaded_config = config;
         config = NULL;
@@ -1321,8 +1328,9 @@ static void describe_file(hid_t f, const char *path, FILE *out)
 {
     long long version = -1, step = -1, epoch = -1, index = -1, world = -1, sched_N = -1;
     unsigned long long seed = 0;
-    double mu = 0;
+    double mu = 0, seconds = -1;
     attr_read(f, "format_version", H5T_NATIVE_LLONG, &version);
+    attr_read(f, "train_seconds", H5T_NATIVE_DOUBLE, &seconds);
     attr_read(f, "step", H5T_NATIVE_LLONG, &step);
     attr_read(f, "seed", H5T_NATIVE_ULLONG, &seed);
     attr_read(f, "data_epoch", H5T_NATIVE_LLONG, &epoch);
@@ -1348,6 +1356,8 @@ static void describe_file(hid_t f, const char *path, FILE *out)
     fprintf(out, "data cursor  epoch %lld, index %lld\n", epoch, index);
     fprintf(out, "world size   %lld\n", world);
     fprintf(out, "schedule     N(k) = %lld, mu(k) = %.15g\n", sched_N, mu);
+    if (seconds >= 0) fprintf(out, "train time   %.1f s\n", seconds);
+    else fprintf(out, "train time   unknown (written before cmlab recorded it)\n");
     fprintf(out, "\ngroups and datasets:\n");
     Walk w = {.path = path, .out = out};
     walk_group(f, &w);

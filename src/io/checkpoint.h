@@ -3,7 +3,8 @@
  * Layout of <dir>/step_XXXXXXXX.h5 (DESIGN.md "Checkpoints (HDF5)"):
  *   /                          attrs: format="cmlab-checkpoint", format_version=1, step, method,
  *                              config (resolved text), seed, data_epoch, data_index, world_size,
- *                              sched_N, sched_mu, a method's own string attributes (AMED:
+ *                              sched_N, sched_mu, train_seconds (since issue #20; a file without
+ *                              it loads with -1), a method's own string attributes (AMED:
  *                              amed_teacher_sha256, amed_teacher_weights, nonfinite_skipped),
  *                              and complete=1, written last
  *   /weights/<set>/<name>      float32 in PyTorch shape (<set>: "online", "target", "ema/0.9999",
@@ -17,7 +18,7 @@
  * written in the HDF5 1.10 format, whose object headers, superblock and chunk indexes carry
  * metadata checksums too (readers need HDF5 >= 1.10: h5py on any current system). Strings are
  * fixed-length UTF-8, so that they are covered by those checksums (h5py returns numpy bytes:
- * f.attrs["config"].decode()); integers are int64 (seed uint64); sched_mu float64; optimizer
+ * f.attrs["config"].decode()); integers are int64 (seed uint64); sched_mu and train_seconds float64; optimizer
  * attrs float32 like the Adam struct.
  *
  * The seal: the file starts with a 512-byte HDF5 user block (skipped by every HDF5 reader)
@@ -78,6 +79,9 @@ typedef struct CkptState {
     int world_size;
     long sched_N;                /* schedule state: the discretisation N(k) ... */
     double sched_mu;             /* ... and the EMA rate mu(k) at `step` */
+    double train_seconds;        /* wall seconds of the training loop behind this state, summed over
+                                    resumes (sample grids and checkpoints included, start-up not;
+                                    the time to FD curves of issue #20 plot against it); -1: unknown */
     /* A method's own root string attributes (AMED: its teacher's identity), written by ckpt_save
      * and read back with ckpt_read_attr; ckpt_load ignores them. */
     const char *attr_names[CKPT_MAX_ATTRS], *attr_values[CKPT_MAX_ATTRS];
@@ -99,7 +103,7 @@ int ckpt_save(const char *dir, const CkptState *s, char *path_out, size_t len);
 
 /* Verifies `path` and fills, in place: every weight set of s (by group name), the optimiser's m,
  * v and step when s->opt is set (from the group of its kind), and step, seed, data cursor,
- * world_size, sched_N, sched_mu, loaded_config: the state as it was saved, so the caller compares
+ * world_size, sched_N, sched_mu, train_seconds, loaded_config: the state as it was saved, so the caller compares
  * world_size (and the config) with its own. Optimiser hyperparameters (lr, betas, eps, weight
  * decay) come from the config, not the file. Refused: a file whose method differs from a
  * non-empty s->method, a missing group or tensor, a shape that differs, and a group holding a

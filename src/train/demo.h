@@ -8,6 +8,7 @@
 typedef struct DemoOpts {
     const char *recipe;          /* "ict" (NULL: the default, ict) or "cd" */
     double seconds;              /* the time budget, split between the recipe's stages */
+    const char *cifar10;         /* the CIFAR-10 version of the recipe on this data (NULL: Fashion-MNIST) */
     bool resume;                 /* continue the previous demo run (the stage it stopped in) */
     const char *const *sets;     /* section.key=value overrides of every stage, in order */
     int nset;
@@ -15,8 +16,9 @@ typedef struct DemoOpts {
 
 /* Whether recipe `name` exists (NULL: the default). */
 bool demo_recipe_exists(const char *name);
-/* Prints the recipe's embedded experiment files. Returns an exit code (CM_EXIT_*). */
-int demo_print_config(const char *recipe);
+/* Prints the embedded experiment files of the recipe (its CIFAR-10 version if cifar10). Returns an
+ * exit code (CM_EXIT_*). */
+int demo_print_config(const char *recipe, bool cifar10);
 /* Runs the demo. Returns an exit code (CM_EXIT_*). */
 int demo_run(const DemoOpts *o);
 

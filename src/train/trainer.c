@@ -51,6 +51,9 @@ typedef struct Trainer {
      * the checkpoint's root attribute nonfinite_skipped, so that a resumed run counts on. */
     long nonfinite_total;
     char nonfinite_text[24];
+    /* A checkpoint's train_seconds: seconds_base (the loaded checkpoint's, 0 for a fresh run, -1 if
+     * unknown) plus the wall time since t_start, when the loop started or the state was loaded. */
+    double seconds_base, t_start;
 } Trainer;
 
 /* ---- setup ---- */
@@ -76,6 +79,7 @@ static void ckpt_state_fill(Trainer *t, CkptState *s)
     s->data_epoch = cur.epoch;
     s->data_index = cur.index;
     s->world_size = t->world;
+    s->train_seconds = t->seconds_base < 0 ? -1 : t->seconds_base + (cm_now() - t->t_start);
 }
 
 /* Rank 0 writes the checkpoint. */
@@ -148,6 +152,8 @@ static int trainer_resume(Trainer *t)
     if (skipped) t->nonfinite_total = atol(skipped);
     free(skipped);
     dist_bcast(&t->nonfinite_total, sizeof t->nonfinite_total);
+    t->seconds_base = s.train_seconds;
+    t->t_start = cm_now();
     if (t->method->ckpt_loaded) t->method->ckpt_loaded(t->state, &s);
     if (loader_set_cursor(&t->loader, (LoaderCursor){s.data_epoch, s.data_index}) != 0)
         return cm_fail("%s: %s", used, cm_errmsg());
@@ -518,6 +524,7 @@ int trainer_run(const Config *cfg, bool resume)
     /* reduce_s: wall time in the ranks' reduction, including the wait for the slowest rank. */
     double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0, reduce_s = 0, reduce_total = 0;
     long start = t.step, logged = 0, batches = 0, skip_step = -1, skipped = 0, nonfinite = 0;
+    t.t_start = t0;
     const int substeps = t.method->substeps ? t.method->substeps(t.state) : 1;
     /* -1: non-finite values go to train.on_nan (method.h nonfinite_limit). */
     const long nonfinite_limit = t.method->nonfinite_limit ? t.method->nonfinite_limit(t.state) : -1;
