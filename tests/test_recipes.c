@@ -272,11 +272,27 @@ static const Expect CT_VS_ICT[] = {
     {0},
 };
 
-/* ablations/bcm.ini: BCM against its source CM (bcm.md §6), the source first. */
+/* ablations/bcm.ini: BCM against its source CM (bcm.md §6), the source first, then the BCM model
+ * with re-noising and with its ancestral jumps (bcm.md §5), zipped. */
 static const Expect BCM_VS_CM[] = {
-    {"sweep.eval.checkpoint", "runs/demo/ckpt/step_00002000.h5,runs/bcm_fashion_mnist/ckpt/step_00002000.h5",
+    {"eval.sweep", "zip", "bcm.md §5-6 (a checkpoint with its sampler)"},
+    {"sweep.eval.checkpoint",
+     "runs/demo/ckpt/step_00002000.h5,runs/bcm_fashion_mnist/ckpt/step_00002000.h5,"
+     "runs/bcm_fashion_mnist/ckpt/step_00002000.h5",
      "bcm.md §6 (BCM against its iCT source)"},
-    {"eval.nfe", "1,2", "bcm.md §6 (NFE 1 and 2)"},
+    {"sweep.sample.bcm_jumps", "false,false,true", "bcm.md §5 (ancestral sampling: no fresh noise)"},
+    {"sweep.eval.nfe", "1,2,3,4,1,2,3,4,2,3,4", "bcm.md §6 (NFE 1 to 4; a jump needs NFE 2 or more)"},
+    {"sample.times", "80,0.821,0.4,0.15", "cm.md §7.2 (T, iCT's 2-step time; 0.4 and 0.15 untuned, README says so)"},
+    {0},
+};
+
+/* ablations/bcm_times.ini: the second step's time of BCM's 2-step samplers (bcm.md §5). */
+static const Expect BCM_TIMES[] = {
+    {"eval.sweep", "grid", "bcm.md §5 (both samplers at every time)"},
+    {"eval.nfe", "2", "bcm.md §5 (two steps)"},
+    {"sweep.sample.bcm_jumps", "false,true", "bcm.md §5 (re-noising and ancestral jumps)"},
+    {"sweep.sample.times", "80,0.2,80,0.4,80,0.821,80,1.5,80,2.4,80,5,80,10",
+     "bcm.md §5 (T = 80, t1 around its 2-step times)"},
     {0},
 };
 
@@ -387,6 +403,7 @@ static const Recipe RECIPES[] = {
     {"ablations/ct_vs_ict.ini", {SHARED, CT_LOGNORMAL, CT_ORIGINAL, CT_VS_ICT}},
     {"ablations/sampling_steps.ini", {SHARED, CT_LOGNORMAL, SAMPLING_STEPS}},
     {"ablations/bcm.ini", {SHARED, CT_LOGNORMAL, BCM_VS_CM}},
+    {"ablations/bcm_times.ini", {SHARED, CT_LOGNORMAL, BCM_TIMES}},
     {"ablations/solvers.ini", {SHARED, EDM, SOLVERS}},
 };
 
