@@ -158,9 +158,12 @@ int main(int argc, char **argv)
 
     /* tools/ict_torch.py beside tests/torch/: Adam at 0.03 for 8 steps, so F counts (above), and an
      * EMA of 0.9, so that its weights move too (0.999 would keep ~99% of the initial ones). */
-    char ict[600], recipe[600];
-    snprintf(ict, sizeof ict, "%s/../../tools/ict_torch.py", dirname(strdup(script)));
-    snprintf(recipe, sizeof recipe, "%s/../../experiments/ict_cifar10_cpu.ini", dirname(strdup(script)));
+    char ict[600], recipe[600], *copy = strdup(script);   /* dirname may change its argument */
+    CM_ASSERT(copy, "out of memory");
+    const char *torch_dir = dirname(copy);
+    snprintf(ict, sizeof ict, "%s/../../tools/ict_torch.py", torch_dir);
+    snprintf(recipe, sizeof recipe, "%s/../../experiments/ict_cifar10_cpu.ini", torch_dir);
+    free(copy);
     fixture_write_cifar10(DIR "/cifar-10-binary.tar.gz", NULL);
     if (run((char *[]){(char *)python, ict, recipe, "--data", DIR "/cifar-10-binary.tar.gz", "--out", DIR "/ict_torch",
                        "--every", "1000", "--threads", "2", "--set", "model.channels=8", "--set",
