@@ -521,7 +521,8 @@ int trainer_run(const Config *cfg, bool resume)
 
     const CfgTrain *tr = &cfg->train;
     bool tty = lead && isatty(1);
-    /* reduce_s: wall time in the ranks' reduction, including the wait for the slowest rank. */
+    /* Wall time in the ranks' reduction, including the wait for the slowest rank: reduce_s since the
+     * last log line, reduce_total over the run. */
     double t0 = cm_now(), tlog = t0, loss_sum = 0, gnorm_sum = 0, reduce_s = 0, reduce_total = 0;
     long start = t.step, logged = 0, batches = 0, skip_step = -1, skipped = 0, nonfinite = 0;
     t.t_start = t0;
@@ -586,7 +587,9 @@ int trainer_run(const Config *cfg, bool resume)
                 double tr0 = cm_now();
                 dist_sum_floats(t.g, n);
                 dist_sum_doubles(common, 3);
-                reduce_s += cm_now() - tr0;
+                const double dt = cm_now() - tr0;
+                reduce_s += dt;
+                reduce_total += dt;
             }
             loss = common[0];
             stop = stop || common[1] > 0;
@@ -685,7 +688,6 @@ int trainer_run(const Config *cfg, bool resume)
             loss_sum = gnorm_sum = 0;
             logged = batches = 0;
             skipped = nonfinite = 0;
-            reduce_total += reduce_s;
             reduce_s = 0;
             tlog = now;
         }
@@ -715,7 +717,7 @@ int trainer_run(const Config *cfg, bool resume)
             t.ctx.arena.high_water / 1e6, t.dir.root);
     if (t.world > 1)
         fprintf(out, "%d processes: %.1f s (%.1f%%) in the gradient reduction, including the wait for the slowest "
-                "rank\n", t.world, reduce_total + reduce_s, 100 * (reduce_total + reduce_s) / fmax(el, 1e-9));
+                "rank\n", t.world, reduce_total, 100 * reduce_total / fmax(el, 1e-9));
     if (metrics) fclose(metrics);
     if (!lead) fclose(out);
     guard_free(&guard);
