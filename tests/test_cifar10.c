@@ -13,7 +13,8 @@
  *     process's wall time; `cmlab info` prints it;
  *   - tools/fd_vs_time.py over that run: its CSV has a row per checkpoint (steps 2 and 4) and NFE
  *     (1, 2) whose train_seconds is the checkpoint's attribute (read here with HDF5) and whose FD
- *     is a positive number, and it writes the table and the chart page.
+ *     is a positive number, and it writes the table and the chart page; with --points 1 it scores
+ *     the last checkpoint only.
  */
 #include <math.h>
 #include <stdio.h>
@@ -152,6 +153,12 @@ int main(int argc, char **argv)
           "fd_vs_time.md or .html lacks the NFE columns or the charts");
     free(md);
     free(page);
+    r = cm((char *[]){(char *)python, (char *)fd_vs_time, DIR "/ct", "--features", (char *)clf, "--n", "32",
+                      "--cmlab", (char *)cmlab, "--threads", "1", "--points", "1", "--out", DIR "/fdt1", NULL});
+    csv = fixture_read_file(DIR "/fdt1/fd_vs_time.csv", NULL);
+    CHECK(r.code == 0 && csv && strstr(csv, "\nct,ct,4,") && !strstr(csv, "\nct,ct,2,"),
+          "fd_vs_time.py --points 1: exit %d; want only the last checkpoint (step 4):\n%s", r.code, csv ? csv : "");
+    free(csv);
 
     write_text(DIR "/fm.ini", "[experiment]\nname = fm\nmethod = classifier\nout_dir = " DIR "\n"
                "[classifier]\nchannels = 4\nfeatures = 8\n"
