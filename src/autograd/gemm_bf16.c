@@ -1,0 +1,257 @@
+/* gemm_bf16.c: the bf16 GEMM (AVX512_BF16's vdpbf16ps, fp32 sums), the run-time CPU check and the
+ * precision switch of the GEMM-shaped ops (gemm_bf16.h).
+ *
+ * Layout. op(A) is packed to ap [M][Kp], Kp = ceil(K/2), one 32-bit word per row and pair of k:
+ * bf16(a[i][2p]) in its low half, bf16(a[i][2p+1]) in its high half (an odd K's last pair has 0
+ * there). op(B) is packed to column panels of NR = 64 columns, bp [panel][Kp][width] with the same
+ * pairs of k per column (width = the panel's columns rounded up to 16, the extra columns 0).
+ * vdpbf16ps then multiplies 16 columns' pairs (one vector of B) by one row's pair (broadcast) and
+ * adds both products to 16 fp32 sums. The micro-kernel keeps R rows x S vectors of sums in
+ * registers, like conv_wino.c's fp32 one, over the whole of K: each element of C is one sum in
+ * increasing k, then alpha sum + beta C.
+ *
+ * Threads. The work is split into tasks of one panel x MC rows; a task writes its own block of C
+ * and sums every element over all of K, so the split (and the thread count) changes no bit. */
+#include "gemm_bf16.h"
+
+#include <omp.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "common.h"
+#include "threads.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define HAVE_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+/* Work below this many flops runs on the calling thread (waking the team costs more). */
+#define PAR_MIN_FLOPS (1 << 21)
+
+uint16_t bf16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   /* NaN: a quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1);   /* round to nearest, ties to the even bf16; overflow gives inf */
+    return (uint16_t)(u >> 16);
+}
+
+float bf16_round(float x)
+{
+    uint32_t u = (uint32_t)bf16_bits(x) << 16;
+    float r;
+    memcpy(&r, &u, sizeof r);
+    return r;
+}
+
+/* cpuid leaf 7 subleaf 1 EAX bit 5 (AVX512_BF16) and leaf 7 EBX bit 16 (AVX512F), and the OS
+ * saving the AVX-512 state: XCR0 bits 1-2 (SSE, AVX) and 5-7 (opmask, upper ZMM0-15, ZMM16-31),
+ * readable once CPUID.1 ECX bit 27 (OSXSAVE) says xgetbv is. */
+static bool cpu_has_bf16(void)
+{
+#ifdef HAVE_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0xe6u) != 0xe6u || __get_cpuid_max(0, NULL) < 7) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!(b & (1u << 16))) return false;
+    __cpuid_count(7, 1, a, b, c, d);
+    return (a & (1u << 5)) != 0;
+#else
+    return false;
+#endif
+}
+
+bool gemm_bf16_available(void)
+{
+    static atomic_int known = -1;
+    int k = atomic_load(&known);
+    if (k < 0) atomic_store(&known, k = cpu_has_bf16());
+    return k;
+}
+
+CmPrecision gemm_precision_usable(CmPrecision want)
+{
+    if (want != CM_PRECISION_BF16 || gemm_bf16_available()) return want;
+    static atomic_flag noted = ATOMIC_FLAG_INIT;
+    if (!atomic_flag_test_and_set(&noted)) fprintf(stderr, "cmlab: note: this CPU has no AVX512_BF16; running in fp32\n");
+    return CM_PRECISION_FP32;
+}
+
+void gemm_run(CmPrecision prec, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (prec == CM_PRECISION_BF16)
+        gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+                    A, lda, B, ldb, beta, C, ldc);
+}
+
+#ifdef HAVE_X86
+
+enum { NR = 64, MC = 48 };   /* panel columns; rows per task (a multiple of every KERNEL_ROWS) */
+
+/* Two values as one word of bf16 pairs: lo in the low half (the even k). */
+static uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | (uint32_t)bf16_bits(hi) << 16; }
+
+/* ap [Kp]: the pairs of op(A)'s row i. */
+static void pack_a_row(bool ta, int K, const float *A, int lda, int i, uint32_t *ap)
+{
+    for (int k = 0; k < K; k += 2) {
+        const float *a = ta ? A + (size_t)k * lda + i : A + (size_t)i * lda + k;
+        ap[k / 2] = bf16_pair(a[0], k + 1 < K ? a[ta ? lda : 1] : 0.0f);
+    }
+}
+
+/* bp [Kp][width]: the pairs of op(B)'s columns [j0, j0 + w), then zeros up to width. Walked along
+ * B's rows (tb: along its stored rows, op(B)'s columns). */
+static void pack_b_panel(bool tb, int K, const float *B, int ldb, int j0, int w, int width, uint32_t *bp)
+{
+    const int Kp = (K + 1) / 2;
+    if (tb) {
+        for (int l = 0; l < w; l++) {
+            const float *b = B + (size_t)(j0 + l) * ldb;
+            for (int k = 0; k < K; k += 2) bp[(size_t)(k / 2) * width + l] = bf16_pair(b[k], k + 1 < K ? b[k + 1] : 0.0f);
+        }
+    } else {
+        for (int k = 0; k < K; k += 2) {
+            const float *b0 = B + (size_t)k * ldb + j0, *b1 = b0 + ldb;
+            uint32_t *row = bp + (size_t)(k / 2) * width;
+            for (int l = 0; l < w; l++) row[l] = bf16_pair(b0[l], k + 1 < K ? b1[l] : 0.0f);
+        }
+    }
+    for (int p = 0; p < Kp; p++) memset(bp + (size_t)p * width + w, 0, sizeof(uint32_t) * (size_t)(width - w));
+}
+
+#define BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
+
+/* C [R][16 S] = alpha sum_p a(r, p) . b(p) + beta C (beta = 0: C not read): R x S vectors of sums
+ * in registers, S vectors of the panel row and one broadcast pair of A per step. The last vector
+ * of each row is stored through mask `last` (a panel narrower than 16 S). */
+static inline __attribute__((always_inline)) BF16_TARGET void
+kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, float alpha,
+       float beta, float *C, ptrdiff_t ldc, __mmask16 last)
+{
+    __m512 c[12][4];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) c[r][s] = _mm512_setzero_ps();
+    for (int p = 0; p < Kp; p++, B += 16 * S) {
+        __m512bh b[4];
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) b[s] = (__m512bh)_mm512_load_si512(B + 16 * s);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[r * lda + p]);
+#pragma GCC unroll 4
+            for (int s = 0; s < S; s++) c[r][s] = _mm512_dpbf16_ps(c[r][s], a, b[s]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) {
+            float *o = C + r * ldc + s * 16;
+            __mmask16 m = s == S - 1 ? last : (__mmask16)0xffff;
+            __m512 v = _mm512_mul_ps(va, c[r][s]);
+            if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, o), v);
+            _mm512_mask_storeu_ps(o, m, v);
+        }
+}
+
+typedef void KernelFn(int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, float alpha, float beta,
+                      float *C, ptrdiff_t ldc, __mmask16 last);
+
+#define KERNEL_DEF(R, S)                                                                                 \
+    BF16_TARGET static void kernel_##R##_##S(int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, \
+                                             float alpha, float beta, float *C, ptrdiff_t ldc,         \
+                                             __mmask16 last)                                           \
+    {                                                                                                    \
+        kernel(R, S, Kp, A, lda, B, alpha, beta, C, ldc, last);                                          \
+    }
+#define KERNEL_ROWS_6(S) KERNEL_DEF(1, S) KERNEL_DEF(2, S) KERNEL_DEF(3, S) KERNEL_DEF(4, S) \
+    KERNEL_DEF(5, S) KERNEL_DEF(6, S)
+#define KERNEL_ROWS_12(S) KERNEL_ROWS_6(S) KERNEL_DEF(7, S) KERNEL_DEF(8, S) KERNEL_DEF(9, S) \
+    KERNEL_DEF(10, S) KERNEL_DEF(11, S) KERNEL_DEF(12, S)
+KERNEL_ROWS_12(1)
+KERNEL_ROWS_12(2)
+KERNEL_ROWS_6(3) KERNEL_DEF(7, 3) KERNEL_DEF(8, 3)
+KERNEL_ROWS_6(4)
+
+/* Rows of the register block for S vectors of columns: R x S sums, S panel vectors and the
+ * broadcast fit the 32 registers (as conv_wino.c's KERNEL_ROWS). */
+static const int KERNEL_ROWS[5] = {0, 12, 12, 8, 6};
+_Static_assert(MC % 12 == 0 && MC % 8 == 0 && MC % 6 == 0, "a task's rows are whole register blocks");
+
+#define K6(S) kernel_1_##S, kernel_2_##S, kernel_3_##S, kernel_4_##S, kernel_5_##S, kernel_6_##S
+static KernelFn *const KERNELS[5][12] = {
+    {0},
+    {K6(1), kernel_7_1, kernel_8_1, kernel_9_1, kernel_10_1, kernel_11_1, kernel_12_1},
+    {K6(2), kernel_7_2, kernel_8_2, kernel_9_2, kernel_10_2, kernel_11_2, kernel_12_2},
+    {K6(3), kernel_7_3, kernel_8_3},
+    {K6(4)},
+};
+
+/* One task: rows [i0, i0 + rows) of C against panel q (columns [j0, j0 + w)). */
+static void gemm_task(int Kp, const uint32_t *ap, const uint32_t *bp, int rows, int w, float alpha, float beta,
+                      float *C, int ldc)
+{
+    const int S = (w + 15) / 16, R = KERNEL_ROWS[S];
+    const __mmask16 last = (__mmask16)(0xffffu >> (16 * S - w));
+    for (int r0 = 0; r0 < rows; r0 += R)
+        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + (size_t)r0 * Kp, Kp, bp, alpha, beta,
+                                            C + (size_t)r0 * ldc, ldc, last);
+}
+
+void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc)
+{
+    CM_ASSERT(gemm_bf16_available(), "gemm_bf16: this CPU has no AVX512_BF16 (see gemm_precision_usable)");
+    if (M <= 0 || N <= 0) return;
+    const int Kp = (K + 1) / 2, npanels = (N + NR - 1) / NR, nrows = (M + MC - 1) / MC;
+    uint32_t *ap = cm_aligned_alloc(sizeof(uint32_t) * ((size_t)M * Kp + 16));
+    uint32_t *bp = cm_aligned_alloc(sizeof(uint32_t) * ((size_t)npanels * Kp * NR + 16));
+    const int T = cm_threads();
+    const bool par = T > 1 && !omp_in_parallel() && 2.0 * M * N * K >= PAR_MIN_FLOPS && npanels * nrows > 1;
+#pragma omp parallel num_threads(T) if (par)
+    {
+#pragma omp for schedule(static)
+        for (int i = 0; i < M; i++) pack_a_row(ta, K, A, lda, i, ap + (size_t)i * Kp);
+#pragma omp for schedule(static)
+        for (int q = 0; q < npanels; q++) {
+            int j0 = q * NR, w = CM_MIN(NR, N - j0);
+            pack_b_panel(tb, K, B, ldb, j0, w, (w + 15) / 16 * 16, bp + (size_t)q * Kp * NR);
+        }
+#pragma omp for schedule(static)
+        for (int t = 0; t < npanels * nrows; t++) {
+            int q = t / nrows, i0 = t % nrows * MC, j0 = q * NR;
+            gemm_task(Kp, ap + (size_t)i0 * Kp, bp + (size_t)q * Kp * NR, CM_MIN(MC, M - i0), CM_MIN(NR, N - j0),
+                      alpha, beta, C + (size_t)i0 * ldc + j0, ldc);
+        }
+    }
+    free(ap);
+    free(bp);
+}
+
+#else
+
+void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc)
+{
+    CM_ASSERT(false, "gemm_bf16: AVX512_BF16 is an x86 extension (see gemm_precision_usable)");
+}
+
+#endif

@@ -1,0 +1,49 @@
+/* gemm_bf16.h: the GEMM of the bf16 precision (issue 19) and the one call every GEMM-shaped op
+ * makes (gemm_run), which picks it or OpenBLAS's sgemm by the context's precision.
+ *
+ * gemm_bf16 has the semantics of a row-major cblas_sgemm,
+ *   C [M,N] = alpha op(A) [M,K] op(B) [K,N] + beta C,   op(X) = X^T when its flag is set,
+ * except that A and B are rounded to bf16 (round to nearest even; NaN stays NaN) while they are
+ * packed; the products of two bf16 are exact in fp32 and are summed in fp32 by AVX512_BF16's
+ * vdpbf16ps, in increasing k for every element of C. As with BLAS, beta = 0 does not read C.
+ * vdpbf16ps treats bf16 subnormals (|x| < 2^-126) as zero.
+ *
+ * Threads: called inside an OpenMP parallel region (op_conv.c's per-thread GEMMs) it runs on the
+ * calling thread alone; from serial code it splits its column panels and row blocks over
+ * cm_threads() threads. Every element of C is summed in the same order either way, so the result
+ * does not depend on the thread count.
+ *
+ * The CPU is asked at run time (cpuid and the OS's AVX-512 state): no AMX, only AVX512_BF16, which
+ * both CPU families cmlab runs on (Intel Xeon, AMD Zen 4) have. The kernels are compiled for
+ * AVX512_BF16 function by function, so builds without -march=native have them too. */
+#ifndef CM_GEMM_BF16_H
+#define CM_GEMM_BF16_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+/* Whether this CPU and OS run AVX512_BF16 code (asked once). */
+bool gemm_bf16_available(void);
+
+/* The precision a context asked for `want` gets here: want, or fp32 when want is bf16 and the CPU
+ * cannot run it; that case prints "cmlab: note: this CPU has no AVX512_BF16; running in fp32" on
+ * stderr, once per process. */
+CmPrecision gemm_precision_usable(CmPrecision want);
+
+/* x rounded to bf16 (round to nearest even, NaN kept NaN, quieted), as the bits of a bf16 and as
+ * the float it stands for: the rounding gemm_bf16 applies to its inputs. */
+uint16_t bf16_bits(float x);
+float bf16_round(float x);
+
+/* C = alpha op(A) op(B) + beta C with bf16 inputs and fp32 sums (above). Lead dimensions as
+ * cblas_sgemm's row-major ones. Needs gemm_bf16_available(). */
+void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc);
+
+/* gemm_bf16 when prec is CM_PRECISION_BF16, else cblas_sgemm (row-major), same arguments. */
+void gemm_run(CmPrecision prec, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+
+#endif
