@@ -35,6 +35,8 @@
 /* Work below this many flops runs on the calling thread (waking the team costs more). */
 #define PAR_MIN_FLOPS (1 << 21)
 
+const char *const cm_precision_names[CM_PRECISION_COUNT + 1] = {"fp32", "bf16", NULL};
+
 uint16_t bf16_bits(float x)
 {
     uint32_t u;

@@ -24,6 +24,9 @@
 
 #include "tensor.h"
 
+/* "fp32", "bf16": the names of CmPrecision (model.precision, --precision), NULL-terminated. */
+extern const char *const cm_precision_names[CM_PRECISION_COUNT + 1];
+
 /* Whether this CPU and OS run AVX512_BF16 code (asked once). */
 bool gemm_bf16_available(void);
 

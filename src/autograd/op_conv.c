@@ -3,9 +3,10 @@
  *
  * 3x3 stride-1 convolutions with at least 16 channels in and out (nearly all of a U-Net's
  * FLOPs) go to Winograd F(2x2, 3x3) (conv_wino.c) where the build has AVX-512; the rest, and
- * every conv of a portable build, take the path below.
+ * every conv of a portable build, take the path below. Winograd's micro-kernel is fp32 only, so
+ * in a bf16 context (tensor.h's precision) every conv takes the im2col path, whose GEMMs are bf16.
  *
- * im2col path: im2col + cblas_sgemm, each thread on its own share of the samples (see
+ * im2col path: im2col + sgemm (gemm_run: gemm_bf16 in a bf16 context), each thread on its own share of the samples (see
  * thread_share for why and what it measured). A thread unfolds a chunk of nb of its samples into
  * col [K = Cin*kh*kw, nb*P] (P = Ho*Wo), nb capped by conv2d_chunk_bytes so that col stays in
  * the core's L2, and runs one single-threaded GEMM over it:
@@ -19,9 +20,9 @@
  * Unfolding goes through "phases" (see split_phases) so that stride 2 copies contiguous runs
  * rather than gathering every other pixel.
  *
- * Threads: one parallel region per call; BLAS is called inside it and runs single-threaded
- * there (OpenBLAS's OpenMP build checks omp_in_parallel), the exception to STYLE.md 9 argued at
- * thread_share. Reductions are race-free and fixed-order: a thread owns its samples' dx planes,
+ * Threads: one parallel region per call; the GEMM is called inside it and runs single-threaded
+ * there (OpenBLAS's OpenMP build and gemm_bf16 check omp_in_parallel), the exception to
+ * STYLE.md 9 argued at thread_share. Reductions are race-free and fixed-order: a thread owns its samples' dx planes,
  * db is one channel per thread, the dw partials are added in thread order.
  */
 #include "ops.h"
@@ -29,10 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
 #include <omp.h>
 
 #include "conv_wino.h"
+#include "gemm_bf16.h"
 
 /* Bytes of col per chunk of one thread, about half a core's L2 here: the unfolded chunk is then
  * still in L2 when OpenBLAS packs it. Not static so that tests can shrink it to force several
@@ -66,6 +67,12 @@ static double conv_flops(const ConvGeom *g)
 static bool conv_is_pointwise(const ConvGeom *g)
 {
     return g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0;
+}
+
+/* Whether the conv goes to Winograd (fp32 contexts only: its micro-kernel has no bf16 version). */
+static bool takes_wino(const Ctx *c, const ConvGeom *g)
+{
+    return c->precision == CM_PRECISION_FP32 && conv_wino_usable(g->Cin, g->Cout, g->kh, g->kw, g->stride);
 }
 
 /* Samples per chunk: as many as fit conv2d_chunk_bytes, at least one; the 1x1 path
@@ -364,8 +371,8 @@ static bool epilogue_init(const ConvGeom *g, const ConvEpilogue *ep, int n, floa
 /* y = conv(x) with the epilogue, for the chunks of samples this thread takes (dynamically:
  * an output does not depend on the thread that computes it; see conv_wino.c's "Split between
  * threads"). */
-static void conv_forward_share(const ConvGeom *g, const ConvWork *w, const float *x, const float *wt,
-                               const ConvEpilogue *ep, float *y)
+static void conv_forward_share(CmPrecision prec, const ConvGeom *g, const ConvWork *w, const float *x,
+                               const float *wt, const ConvEpilogue *ep, float *y)
 {
     bool pointwise = conv_is_pointwise(g);
     float *col = work_col(w), *yc = work_yc(w), *ph = work_ph(w);
@@ -379,11 +386,10 @@ static void conv_forward_share(const ConvGeom *g, const ConvWork *w, const float
         if (m == 1) {   /* straight into NCHW */
             float *yn = y + (size_t)n0 * g->Cout * g->P;
             bool init = epilogue_init(g, ep, n0, yn);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->Cout, ld, g->K, ep->scale, wt, g->K,
-                        B, ld, init ? 1.0f : 0.0f, yn, ld);
+            gemm_run(prec, false, false, g->Cout, ld, g->K, ep->scale, wt, g->K, B, ld, init ? 1.0f : 0.0f, yn,
+                     ld);
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->Cout, ld, g->K, 1.0f, wt, g->K, B,
-                        ld, 0.0f, yc, ld);
+            gemm_run(prec, false, false, g->Cout, ld, g->K, 1.0f, wt, g->K, B, ld, 0.0f, yc, ld);
             chunk_to_nchw(g, yc, ep, n0, m, y);
         }
     }
@@ -461,14 +467,14 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
                        f->residual ? f->residual->data : NULL, scale,
                        f->out_stats, f->out_stats ? f->out_stats + ngo : NULL, f->out_groups, f->out_eps};
     ArenaMark mark = arena_mark(&c->arena);     /* workspaces below live only inside this call */
-    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
+    if (takes_wino(c, &g)) {
         conv_wino_forward(c, x->data, groups ? &pro : NULL, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W,
                           g.Cout, g.pad);
     } else {
         const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
         ConvWork work = conv_work(c, &g, false);
 #pragma omp parallel num_threads(cm_threads())
-        conv_forward_share(&g, &work, xin, w->data, &ep, y->data);
+        conv_forward_share(c->precision, &g, &work, xin, w->data, &ep, y->data);
         if (ep.mean)   /* a pass of its own here (this path carries few of a U-Net's FLOPs) */
             gn_stats(y->data, g.N, g.Cout, (size_t)g.P, ep.groups, ep.eps, ep.mean, ep.rstd);
     }
@@ -513,8 +519,8 @@ static void bias_backward(const ConvGeom *g, const float *gs, float *db, float *
 
 /* dx (gx: = when fresh, else +=) and this thread's dw partial for its share of the samples.
  * Returns whether the partial was written (a thread with no samples writes none). */
-static bool conv_backward_share(const ConvGeom *g, const ConvWork *w, const float *x, const float *wt,
-                                const float *dy, float *gx, bool fresh_x, bool need_w)
+static bool conv_backward_share(CmPrecision prec, const ConvGeom *g, const ConvWork *w, const float *x,
+                                const float *wt, const float *dy, float *gx, bool fresh_x, bool need_w)
 {
     int lo, hi;
     thread_share(g->N, &lo, &hi);
@@ -532,19 +538,17 @@ static bool conv_backward_share(const ConvGeom *g, const ConvWork *w, const floa
             const float *B = col;
             if (pointwise) B = x + (size_t)n0 * g->Cin * g->P;
             else im2col(g, x, n0, m, ph, col);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->Cout, g->K, ld, 1.0f, D, ld, B, ld,
-                        n0 > lo ? 1.0f : 0.0f, dwp, g->K);
+            gemm_run(prec, false, true, g->Cout, g->K, ld, 1.0f, D, ld, B, ld, n0 > lo ? 1.0f : 0.0f, dwp, g->K);
         }
         if (!gx) continue;
         if (pointwise) {   /* dx[n] [Cin, P] (+)= w^T [Cin, Cout] . dy[n] [Cout, P] */
             float *gxn = gx + (size_t)n0 * g->Cin * g->P;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->Cin, g->P, g->Cout, 1.0f, wt, g->Cin,
-                        D, g->P, 0.0f, fresh_x ? gxn : col, g->P);
+            gemm_run(prec, true, false, g->Cin, g->P, g->Cout, 1.0f, wt, g->Cin, D, g->P, 0.0f,
+                     fresh_x ? gxn : col, g->P);
             if (!fresh_x)
                 for (size_t i = 0; i < (size_t)g->Cin * g->P; i++) gxn[i] += col[i];
         } else {           /* dcol [K, m*P] = w^T [K, Cout] . dyc, folded into dx */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->K, ld, g->Cout, 1.0f, wt, g->K, D, ld,
-                        0.0f, col, ld);
+            gemm_run(prec, true, false, g->K, ld, g->Cout, 1.0f, wt, g->K, D, ld, 0.0f, col, ld);
             col2im(g, col, n0, m, ph, gx, fresh_x);
         }
     }
@@ -617,7 +621,7 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
         gin = need_in ? arena_alloc(&c->arena, x->n * sizeof(float)) : NULL;
         fresh_in = true;
     }
-    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
+    if (takes_wino(c, &g)) {
         conv_wino_backward(c, x->data, groups ? &pro : NULL, w->data, gs, gin, fresh_in, gw, g.N, g.Cin,
                            g.H, g.W, g.Cout, g.pad);
     } else {
@@ -627,7 +631,7 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
         bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
 #pragma omp parallel num_threads(T)
         written[omp_get_thread_num()] =
-            conv_backward_share(&g, &work, xin, w->data, gs, gin, fresh_in, need_w);
+            conv_backward_share(c->precision, &g, &work, xin, w->data, gs, gin, fresh_in, need_w);
         if (need_w) {
             size_t nw_ = (size_t)g.Cout * g.K;
 #pragma omp parallel for schedule(static)
