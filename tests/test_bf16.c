@@ -18,6 +18,27 @@
  * The results must be the same bits with 1 and 3 threads and when called inside an OpenMP parallel
  * region (one thread per call).
  *
+ * conv2d (im2col: 3x3 stride 1 and 2, 1x1; the 16-channel 3x3 case is one that fp32 sends to
+ * Winograd) and linear, forward and every gradient, in a bf16 context, against PyTorch's
+ * torch.autocast("cpu", dtype=torch.bfloat16) (tests/torch/bf16.py). Both round the inputs (and
+ * the upstream gradient) to bf16 the same way and sum exact products in fp32, but autocast also
+ * rounds each result to bf16 and adds a bf16-rounded bias, while cmlab keeps fp32 results and an
+ * fp32 bias (and sums db from the fp32 gradient). Per element, with t PyTorch's value, M the sum of
+ * the magnitudes of its terms (the fixture's M*) and K the summation length:
+ *   |cmlab - t| <= u/(1-u) |t| + 2 (K + 2) 2^-24 M  (+ u |b| for y, + u M for db),  u = 2^-8.
+ * (The fixture keeps its linear products at m n k >= 16^3, where PyTorch 1.13 uses oneDNN: its
+ * smaller-GEMM fallback rounds partial sums to bf16, beyond this model; see bf16.py.)
+ * And against cmlab's own fp32 op: |bf16 - fp32| <= (2u + u^2) M + 4 (K + 2) 2^-24 M (fp32 sums
+ * on both sides, Winograd's transforms on the fp32 side counted twice).
+ *
+ * A tiny U-Net (16-32 channels, 2 levels, middle attention: convs, linear, bmm) in bf16 against
+ * fp32: output and weight gradients within REL_UNET of the largest value. A short EDM training run
+ * (TINY below, 40 steps) in bf16 stays finite and its mean loss is within LOSS_TOL of the fp32
+ * run's from the same seed.
+ *
+ * The CLI: --precision bad (sample, eval, edit) exits 2 naming the option, model.precision = x in
+ * an experiment file exits 2 naming the file and the key; sample --precision bf16 runs.
+ *
  * Skipped (exit 77) on a CPU without AVX512_BF16, after the rounding checks. */
 #include <math.h>
 #include <omp.h>
@@ -27,8 +48,11 @@
 #include <string.h>
 
 #include "autograd/gemm_bf16.h"
+#include "autograd/ops.h"
 #include "autograd/threads.h"
 #include "fixture.h"
+#include "nn/params.h"
+#include "nn/unet.h"
 
 #define SKIP 77
 
@@ -191,13 +215,346 @@ static void test_gemm(void)
         }
 }
 
-int main(void)
+/* ---- conv2d and linear against PyTorch's autocast and against cmlab's fp32 ---- */
+
+typedef struct OpRun {
+    float *y, *dx, *dw, *db;
+} OpRun;
+
+static OpRun op_run(CmPrecision prec, bool conv, const float *x, const int *xs, int xd, const float *w,
+                    const int *ws, int wd, const float *b, int stride, int pad, const float *gout)
 {
+    Ctx c;
+    ctx_init(&c, 16u << 20);
+    c.precision = prec;
+    Tensor *tx = tensor_wrap(&c, (float *)x, NULL, xd, xs, true);
+    Tensor *tw = tensor_wrap(&c, (float *)w, NULL, wd, ws, true);
+    Tensor *tb = tensor_wrap(&c, (float *)b, NULL, 1, SHAPE(ws[0]), true);
+    Tensor *y = conv ? op_conv2d(&c, tx, tw, tb, stride, pad) : op_linear(&c, tx, tw, tb);
+    tape_backward(&c, y, gout);
+    OpRun r;
+    const Tensor *t[4] = {y, tx, tw, tb};
+    float **out[4] = {&r.y, &r.dx, &r.dw, &r.db};
+    for (int i = 0; i < 4; i++) {
+        const float *src = i ? t[i]->grad : t[i]->data;
+        *out[i] = malloc(sizeof(float) * t[i]->n);
+        memcpy(*out[i], src, sizeof(float) * t[i]->n);
+    }
+    ctx_free(&c);
+    return r;
+}
+
+static void op_run_free(OpRun *r)
+{
+    free(r->y);
+    free(r->dx);
+    free(r->dw);
+    free(r->db);
+}
+
+static size_t numel(int nd, const int *shape)
+{
+    size_t n = 1;
+    for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
+    return n;
+}
+
+static void test_torch_case(Fixture *f, const char *name)
+{
+    const double u = ldexp(1, -8), u32 = ldexp(1, -24);
+    char path[160], op[32];
+    snprintf(path, sizeof path, "/%s", name);
+    CM_ASSERT(fixture_attr_str(f, path, "op", op, sizeof op), "%s: no op attribute", path);
+    bool conv = strcmp(op, "conv2d") == 0;
+    int stride = (int)fixture_attr_int(f, path, "stride", -1), pad = (int)fixture_attr_int(f, path, "pad", -1);
+    static const char *const OUT[4] = {"y", "dx", "dw", "db"}, *const MAG[4] = {"My", "Mdx", "Mdw", "Mdb"},
+                             *const KS[4] = {"k_y", "k_dx", "k_dw", "k_db"};
+    int nd[4], shape[4][4], xd, xs[4], wd, wsh[4], bd, bs[4], gd, gs[4];
+    char key[200];
+#define READ(n, d, s) (snprintf(key, sizeof key, "%s/%s", path, n), fixture_read(f, key, d, s))
+    float *x = READ("x", &xd, xs), *w = READ("w", &wd, wsh), *b = READ("b", &bd, bs), *gout = READ("gout", &gd, gs);
+    float *want[4], *mag[4];
+    for (int i = 0; i < 4; i++) {
+        int md, ms[4];
+        want[i] = READ(OUT[i], &nd[i], shape[i]);
+        mag[i] = READ(MAG[i], &md, ms);
+    }
+#undef READ
+    OpRun got = op_run(CM_PRECISION_BF16, conv, x, xs, xd, w, wsh, wd, b, stride, pad, gout);
+    OpRun fp = op_run(CM_PRECISION_FP32, conv, x, xs, xd, w, wsh, wd, b, stride, pad, gout);
+    const float *g[4] = {got.y, got.dx, got.dw, got.db}, *h[4] = {fp.y, fp.dx, fp.dw, fp.db};
+    const int Cout = wsh[0], inner = conv ? shape[0][2] * shape[0][3] : 1;   /* y's channel: (i / inner) % Cout */
+    double rel_fp_y = 0;
+    for (int o = 0; o < 4; o++) {
+        double K = (double)fixture_attr_int(f, path, KS[o], -1), worst_t = 0, worst_f = 0;
+        size_t n = numel(nd[o], shape[o]);
+        for (size_t i = 0; i < n; i++) {
+            double M = mag[o][i], t = want[o][i];
+            double bound_t = u / (1 - u) * fabs(t) + 2 * (K + 2) * u32 * M;   /* |t| = |exact| (1 +- u) */
+            if (o == 0) bound_t += u * fabs(b[(i / inner) % Cout]);
+            if (o == 3) bound_t += u * M;
+            double bound_f = (2 * u + u * u) * M + 4 * (K + 2) * u32 * M;
+            double et = fabs(g[o][i] - t), ef = fabs(g[o][i] - (double)h[o][i]);
+            worst_t = fmax(worst_t, isfinite(g[o][i]) ? et / fmax(bound_t, 1e-30) : INFINITY);
+            worst_f = fmax(worst_f, isfinite(g[o][i]) ? ef / fmax(bound_f, 1e-30) : INFINITY);
+            if (o == 0 && M > 0) rel_fp_y = fmax(rel_fp_y, ef / M);
+        }
+        printf("  %-16s %-2s err/bound: %.3f vs autocast, %.3f vs cmlab fp32\n", name, OUT[o], worst_t, worst_f);
+        CHECK(worst_t <= 1, "%s %s: %.3f x the bound from PyTorch's bf16 autocast", name, OUT[o], worst_t);
+        CHECK(worst_f <= 1, "%s %s: %.3f x the bound from cmlab's fp32", name, OUT[o], worst_f);
+    }
+    /* as in test_gemm: bf16 rounding moves some output by far more than fp32 sums could */
+    CHECK(rel_fp_y > ldexp(1, -13), "%s: y within %.2e of fp32: not run in bf16?", name, rel_fp_y);
+    op_run_free(&got);
+    op_run_free(&fp);
+    free(x);
+    free(w);
+    free(b);
+    free(gout);
+    for (int i = 0; i < 4; i++) {
+        free(want[i]);
+        free(mag[i]);
+    }
+}
+
+static void test_torch(const char *path)
+{
+    printf("conv2d and linear against torch.autocast(\"cpu\", dtype=torch.bfloat16)\n");
+    Fixture f;
+    fixture_open(&f, path);
+    char **names;
+    int n = fixture_list(&f, "/", &names);
+    CHECK(n >= 5, "%s: %d cases, want 5", path, n);
+    for (int i = 0; i < n; i++) {
+        test_torch_case(&f, names[i]);
+        free(names[i]);
+    }
+    free(names);
+    fixture_close(&f);
+}
+
+/* ---- a tiny U-Net in bf16 against fp32 ---- */
+
+/* bf16 against fp32 through the whole network: ~10 product layers deep, each moving its output
+ * by up to 2u relative to its terms' magnitudes (u = 2^-8), partly cancelled by the norms: about
+ * 1% of the largest value at most (3.4e-3 measured), and far above fp32's ~1e-6 (checked too).
+ * The weight gradients pass through twice as many products, group norm's backward (which
+ * subtracts channel means: cancellation) and attention's; per parameter in the 2-norm, 10%
+ * (2.3e-2 measured; a wrong product or transposition gives O(1)). */
+#define REL_UNET 1e-2
+#define REL_UNET_GRAD 1e-1
+
+/* Every weight U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and every other parameter (norm scales and
+ * biases, biases) 1 + U(-0.5, 0.5) or U(-0.5, 0.5): not the near-zero output init, so that F is
+ * not ~0. */
+static void unet_weights(const ParamSet *ps, float *w)
+{
+    uint64_t seed = 77;
+    for (int i = 0; i < ps->count; i++) {
+        const Param *p = &ps->items[i];
+        float *v = w + p->offset;
+        fill(v, p->n, seed++);
+        double s = p->init == PARAM_INIT_UNIFORM_FAN_IN ? 1 / sqrt((double)(p->n / (size_t)p->shape[0])) : 0.5;
+        for (size_t j = 0; j < p->n; j++) v[j] = (float)(v[j] * s + (p->init == PARAM_INIT_ONE ? 1.0 : 0.0));
+    }
+}
+
+/* F and the weight gradient of sum(F * gout) at the given precision; F into y, gradient into g. */
+static void unet_run(CmPrecision prec, const UNet *net, const float *w, float *g, float *y, size_t ny)
+{
+    Ctx c;
+    ctx_init(&c, 64u << 20);
+    c.precision = prec;
+    Tensor *x = TENSOR_NEW(&c, 2, 1, 16, 16), *ct = TENSOR_NEW(&c, 2);
+    fill(x->data, x->n, 5);
+    ct->data[0] = -1.2f;
+    ct->data[1] = 0.8f;
+    memset(g, 0, sizeof(float) * net->ps.total);
+    WeightSet ws = {(float *)w, g};
+    Tensor *F = unet_forward(&c, net, &ws, x, ct, NULL, NULL, 0, NULL);
+    CM_ASSERT(F->n == ny, "U-Net output of %zu values, want %zu", F->n, ny);
+    float *gout = malloc(sizeof(float) * ny);
+    fill(gout, ny, 6);
+    memcpy(y, F->data, sizeof(float) * ny);
+    tape_backward(&c, F, gout);
+    free(gout);
+    ctx_free(&c);
+}
+
+static double max_abs(const float *a, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, isfinite(a[i]) ? fabs(a[i]) : INFINITY);
+    return m;
+}
+
+static double max_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, isfinite(a[i]) ? fabs((double)a[i] - b[i]) : INFINITY);
+    return m;
+}
+
+static void test_unet(void)
+{
+    printf("U-Net (16-32 channels, 2 levels, middle attention) in bf16 against fp32\n");
+    UNetConfig cfg = unet_config_default();
+    cfg.img_h = cfg.img_w = 16;
+    cfg.base_channels = 16;
+    cfg.channel_mult[0] = 1;
+    cfg.channel_mult[1] = 2;
+    cfg.channel_mult_count = 2;
+    cfg.num_blocks = 1;
+    UNet net;
+    CHECK(unet_init(&net, &cfg) == 0, "unet_init: %s", cm_errmsg());
+    float *w = params_buffer(&net.ps), *g32 = params_buffer(&net.ps), *g16 = params_buffer(&net.ps);
+    unet_weights(&net.ps, w);
+    size_t ny = 2 * 16 * 16;
+    float *y32 = malloc(sizeof(float) * ny), *y16 = malloc(sizeof(float) * ny);
+    unet_run(CM_PRECISION_FP32, &net, w, g32, y32, ny);
+    unet_run(CM_PRECISION_BF16, &net, w, g16, y16, ny);
+    double ry = max_diff(y16, y32, ny) / max_abs(y32, ny);
+    printf("  F: max |bf16 - fp32| / max |F| = %.2e (max |F| %.2f)\n", ry, max_abs(y32, ny));
+    CHECK(ry <= REL_UNET && ry > 1e-4, "U-Net F: bf16 differs from fp32 by %.2e of max |F| (want 1e-4 .. %g)", ry,
+          REL_UNET);
+    /* Per parameter, in the 2-norm: a norm's bias gradient sums a whole channel's upstream
+     * gradient, and the cancellation in that sum makes its largest element's error swing. */
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < net.ps.count; i++) {
+        const Param *p = &net.ps.items[i];
+        double d2 = 0, g2 = 0;
+        for (size_t j = 0; j < p->n; j++) {
+            double a = g16[p->offset + j], b = g32[p->offset + j];
+            d2 += (a - b) * (a - b);
+            g2 += b * b;
+        }
+        double r = isfinite(d2) ? sqrt(d2 / fmax(g2, 1e-300)) : INFINITY;
+        if (g2 > 0 && r > worst) worst = r, worst_name = p->name;
+    }
+    printf("  weight gradients: worst |bf16 - fp32| / |g| (2-norms, per parameter) = %.2e (%s)\n", worst,
+           worst_name);
+    CHECK(worst <= REL_UNET_GRAD, "U-Net gradient of %s: bf16 differs from fp32 by %.2e of its norm", worst_name, worst);
+    free(w);
+    free(g32);
+    free(g16);
+    free(y32);
+    free(y16);
+    unet_free(&net);
+}
+
+/* ---- training and the CLI (through the cmlab binary) ---- */
+
+/* The tiny EDM recipe of test_train.c (8-16 channels, Fashion-MNIST 28x28, batch 8). */
+static const char *TINY =
+    "[experiment]\nmethod = edm\nseed = 3\nout_dir = bf16_runs\n"
+    "[data]\ndataset = fashion-mnist\n"
+    "[model]\nchannels = 8\nchannel_mult = 1,2\nnum_blocks = 1\nmid_attn = true\ndropout = 0\n"
+    "[train]\niterations = 40\nbatch_size = 8\nlr = 0.002\nema = 0.9\nlog_every = 1\ncheckpoint_every = 40\n"
+    "sample_every = 0\nthreads = 2\n"
+    "[sample]\nsolver = euler\nnfe = 4\nn = 4\n";
+
+/* The mean of the losses of metrics.jsonl, their count and whether all are finite. */
+static double mean_loss(const char *metrics, int *count, bool *finite)
+{
+    FILE *f = fopen(metrics, "r");
+    *count = 0;
+    *finite = true;
+    if (!f) return NAN;
+    char line[2048];
+    double sum = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"loss\":");
+        if (!p) continue;
+        double v = atof(p + 7);
+        *finite &= isfinite(v);
+        sum += v;
+        (*count)++;
+    }
+    fclose(f);
+    return *count ? sum / *count : NAN;
+}
+
+/* The mean loss of the two 40-step runs from the same seed (the same data and noise draws): the
+ * bf16 products change each step's loss by ~1% at most (REL_UNET above), and the weights drift
+ * apart slowly over 40 steps (2e-5 of the mean measured here); 1% of the fp32 mean leaves room
+ * for that drift while a broken gradient (or a NaN) leaves it far behind. */
+#define LOSS_TOL 0.01
+
+static void test_training(const char *cmlab)
+{
+    printf("tiny EDM, 40 steps, fp32 and bf16 from the same seed\n");
+    FILE *f = fopen("bf16_runs/tiny.ini", "w");
+    CM_ASSERT(f, "cannot write bf16_runs/tiny.ini");
+    fputs(TINY, f);
+    fclose(f);
+    double mean[2];
+    static const char *const PREC[2] = {"fp32", "bf16"};
+    for (int i = 0; i < 2; i++) {
+        char set_prec[64], set_name[64], metrics[128];
+        snprintf(set_prec, sizeof set_prec, "model.precision=%s", PREC[i]);
+        snprintf(set_name, sizeof set_name, "experiment.name=tiny_%s", PREC[i]);
+        snprintf(metrics, sizeof metrics, "bf16_runs/tiny_%s/metrics.jsonl", PREC[i]);
+        FixtureRun r = fixture_run_capture((char *[]){(char *)cmlab, "train", "bf16_runs/tiny.ini", "--set", set_prec,
+                                                      "--set", set_name, NULL});
+        CHECK(r.code == 0, "cmlab train (%s) exited %d: %s", PREC[i], r.code, r.err);
+        int count;
+        bool finite;
+        mean[i] = mean_loss(metrics, &count, &finite);
+        CHECK(count == 40 && finite, "%s: %d losses in %s (want 40), all finite: %d", PREC[i], count, metrics, finite);
+    }
+    double rel = fabs(mean[1] - mean[0]) / mean[0];
+    printf("  mean loss over 40 steps: fp32 %.5f, bf16 %.5f (relative difference %.2e)\n", mean[0], mean[1], rel);
+    CHECK(rel <= LOSS_TOL, "bf16 mean loss %.5f is %.2e from fp32's %.5f (tolerance %g)", mean[1], rel, mean[0],
+          LOSS_TOL);
+    FixtureRun r = fixture_run_capture((char *[]){(char *)cmlab, "sample", "bf16_runs/tiny_fp32/ckpt/step_00000040.h5",
+                                                  "--precision", "bf16", "--out", "bf16_runs/grid.png", NULL});
+    CHECK(r.code == 0, "cmlab sample --precision bf16 exited %d: %s", r.code, r.err);
+}
+
+static void test_cli(const char *cmlab)
+{
+    printf("CLI errors\n");
+    static const char *const CMDS[][4] = {
+        {"sample", "bf16_runs/none.h5", NULL, NULL},
+        {"eval", "bf16_runs/none.h5", NULL, NULL},
+        {"edit", "bf16_runs/none.h5", "--task", "denoise"},
+    };
+    for (size_t i = 0; i < sizeof CMDS / sizeof CMDS[0]; i++) {
+        char *argv[8] = {(char *)cmlab};
+        int a = 1;
+        for (int j = 0; j < 4 && CMDS[i][j]; j++) argv[a++] = (char *)CMDS[i][j];
+        argv[a++] = "--precision";
+        argv[a++] = "bad";
+        FixtureRun r = fixture_run_capture(argv);
+        CHECK(r.code == 2 && strstr(r.err, "--precision") && strstr(r.err, "bad"),
+              "cmlab %s --precision bad: exit %d, stderr '%s' (want 2, naming --precision)", CMDS[i][0], r.code, r.err);
+    }
+    FILE *f = fopen("bf16_runs/badprec.ini", "w");
+    CM_ASSERT(f, "cannot write bf16_runs/badprec.ini");
+    fprintf(f, "%s", TINY);
+    fputs("[model]\nprecision = x\n", f);
+    fclose(f);
+    FixtureRun r = fixture_run_capture((char *[]){(char *)cmlab, "train", "bf16_runs/badprec.ini", NULL});
+    CHECK(r.code == 2 && strstr(r.err, "badprec.ini") && strstr(r.err, "model.precision"),
+          "model.precision = x: exit %d, stderr '%s' (want 2, naming the file and the key)", r.code, r.err);
+}
+
+int main(int argc, char **argv)
+{
+    CM_ASSERT(argc == 3, "usage: test_bf16 BF16.h5 CMLAB");
+    if (system("rm -rf bf16_runs && mkdir -p bf16_runs") != 0) return 1;
     test_rounding();
+    test_cli(argv[2]);
     if (!gemm_bf16_available()) {
-        printf("this CPU has no AVX512_BF16: gemm_bf16 not tested\n");
+        printf("this CPU has no AVX512_BF16: gemm_bf16 and the bf16 ops not tested\n");
         return test_failed ? test_summary("bf16") : SKIP;
     }
+    cm_set_threads(2);
+    test_torch(argv[1]);
+    test_unet();
     test_gemm();
+    cm_set_threads(2);
+    test_training(argv[2]);
     return test_summary("bf16");
 }
