@@ -29,6 +29,7 @@
  * does not depend on which thread computes it, so the bits do not change. The backward pass
  * keeps fixed shares: its dU partials are per thread and summed in thread order. */
 #include "conv_wino.h"
+#include "gemm_bf16.h"
 #include "ops.h"
 
 #include <stdint.h>
@@ -491,14 +492,14 @@ static void planes_gemm(int rows, int nv, int K, const float *A, ptrdiff_t ars, 
 
 /* ---- per-thread work ---- */
 
-/* Floats per thread of each buffer (0: not used by this call). */
+/* Floats per thread of each buffer (0: not used by this call); vb holds V's bf16 pairs (words). */
 typedef struct WinoWork {
-    size_t xt, dyt, yt, dxt, v, m, du, bias, pro, per_thread;
+    size_t xt, dyt, yt, dxt, v, vb, m, du, bias, pro, per_thread;
     ptrdiff_t xplane, yplane;  /* channel-block strides of xt/dxt and of yt/dyt */
     float *mem;
 } WinoWork;
 
-static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool need_w)
+static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool need_w, bool bf16)
 {
     WinoWork k = {.xplane = (ptrdiff_t)g->Hp * g->Wp * VL, .yplane = (ptrdiff_t)4 * g->T * VL};
     size_t xslot = (size_t)g->ci16 / VL * k.xplane, yslot = (size_t)g->co16 / VL * k.yplane;
@@ -507,17 +508,19 @@ static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool
     k.dyt = fwd ? 0 : g->group * yslot;
     k.dxt = need_x ? g->group * xslot : 0;
     k.v = 16 * (size_t)g->vxs;
+    k.vb = bf16 ? k.v / 2 : 0;
     k.m = 16 * (size_t)g->mxs;
     k.du = need_w ? (size_t)16 * g->Cin * g->co16 : 0;
     k.bias = fwd ? (size_t)g->co16 : 0;
     k.pro = 3 * (size_t)g->ci16;
-    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.m + k.du + k.bias + k.pro;
+    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.vb + k.m + k.du + k.bias + k.pro;
     k.mem = arena_alloc(&c->arena, sizeof(float) * k.per_thread * (size_t)cm_threads());
     return k;
 }
 
 typedef struct WinoBufs {
     float *xt, *yt, *dyt, *dxt, *v, *m, *du, *bias, *pro;
+    uint32_t *vb;
 } WinoBufs;
 
 static WinoBufs wino_bufs(const WinoWork *k, int t)
@@ -529,7 +532,8 @@ static WinoBufs wino_bufs(const WinoWork *k, int t)
     b.dyt = b.yt + k->yt;
     b.dxt = b.dyt + k->dyt;
     b.v = b.dxt + k->dxt;
-    b.m = b.v + k->v;
+    b.vb = (uint32_t *)(b.v + k->v);
+    b.m = b.v + k->v + k->vb;
     b.du = b.m + k->m;
     b.bias = b.du + k->du;
     b.pro = b.bias + k->bias;
@@ -609,8 +613,25 @@ static const float *sample_bias(const ConvEpilogue *ep, int n, int Cout, float *
     return buf;
 }
 
+/* planes_gemm of the forward pass in bf16 (gemm_bf16.h): per plane, M [rows][co16] = V U with V's
+ * rows packed here into pairs of channels (vb; Cin odd: the pair's high half is V's zero padding
+ * channel) and U packed once per call into ub [16][Kp][co16]. */
+static void planes_gemm_bf16(const WinoGeom *g, int rows, const float *v, uint32_t *vb, const uint32_t *ub,
+                             float *m)
+{
+    const int Kp = (g->Cin + 1) / 2;
+    const ptrdiff_t ars = g->ci16 / 2;
+    for (int xi = 0; xi < 16; xi++) {
+        uint32_t *a = vb + xi * (g->vxs / 2);
+        for (int r = 0; r < rows; r++) bf16_pack_pairs(v + xi * g->vxs + r * g->ci16, 2 * (size_t)Kp, a + r * ars);
+        gemm_bf16_packed(rows, g->co16 / VL, Kp, a, ars, ub + (ptrdiff_t)xi * Kp * g->co16, g->co16,
+                         m + xi * g->mxs, g->co16, false);
+    }
+}
+
+/* ub NULL: fp32 products with u; else bf16 ones with ub (planes_gemm_bf16). */
 static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
-                          const float *u, const ConvEpilogue *ep, float *y)
+                          const float *u, const uint32_t *ub, const ConvEpilogue *ep, float *y)
 {
     WinoBufs bf = wino_bufs(k, omp_get_thread_num());
     memset(bf.xt, 0, sizeof(float) * k->xt);   /* the padding stays zero across samples */
@@ -630,8 +651,11 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
                                g->pad, g->pad, sample_prologue(pro, n, g->Cin, g->ci16, bf.pro), g->ci16);
                 }
             block_in(g, k, &b, bf.xt, bf.v);
-            planes_gemm(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
-                        (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
+            if (ub)
+                planes_gemm_bf16(g, block_tiles(&b), bf.v, bf.vb, ub, bf.m);
+            else
+                planes_gemm(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
+                            (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
             block_out(g, k, &b, bf.m, bf.yt);
             if (b.t1 == g->T)
                 for (int s = 0; s < b.nb; s++) {
@@ -655,9 +679,17 @@ void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const fl
     /* U [16][Cin][co16] = G w G^T, zero in the padding columns. */
     float *u = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cin * g.co16);
     weight_planes(w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
-    WinoWork k = wino_work(c, &g, true, false, false);
+    uint32_t *ub = NULL;
+    if (c->precision == CM_PRECISION_BF16) {   /* U's pairs of input channels, [16][Kp][co16] */
+        const int Kp = (Cin + 1) / 2;
+        ub = arena_alloc(&c->arena, sizeof(uint32_t) * 16 * (size_t)Kp * g.co16);
+        for (int xi = 0; xi < 16; xi++)
+            bf16_pack_row_pairs(u + (ptrdiff_t)xi * Cin * g.co16, Cin, g.co16, g.co16, ub + (ptrdiff_t)xi * Kp * g.co16,
+                                g.co16);
+    }
+    WinoWork k = wino_work(c, &g, true, false, false, ub != NULL);
 #pragma omp parallel num_threads(cm_threads())
-    forward_share(&g, &k, x, pro, u, ep, y);
+    forward_share(&g, &k, x, pro, u, ub, ep, y);
     arena_release(&c->arena, mark);
 }
 
@@ -718,7 +750,7 @@ void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const f
         ut = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cout * g.ci16);
         weight_planes(w, Cout, Cin, (ptrdiff_t)9 * Cin, 9, ut, g.ci16, (ptrdiff_t)Cout * g.ci16);
     }
-    WinoWork k = wino_work(c, &g, false, dx != NULL, dw != NULL);
+    WinoWork k = wino_work(c, &g, false, dx != NULL, dw != NULL, false);
     int T = cm_threads();
     bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
 #pragma omp parallel num_threads(T)

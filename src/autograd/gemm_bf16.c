@@ -100,12 +100,26 @@ void gemm_run(CmPrecision prec, bool ta, bool tb, int M, int N, int K, float alp
                     A, lda, B, ldb, beta, C, ldc);
 }
 
+/* Two values as one word of bf16 pairs: lo in the low half (the even k). */
+static uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | (uint32_t)bf16_bits(hi) << 16; }
+
+void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    for (int k = 0; k < K; k += 2) {
+        const float *s0 = src + k * ld, *s1 = s0 + ld;
+        uint32_t *row = dst + (k / 2) * ldd;
+        for (int j = 0; j < n; j++) row[j] = bf16_pair(s0[j], k + 1 < K ? s1[j] : 0.0f);
+    }
+}
+
+void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst)
+{
+    for (size_t i = 0; i < n / 2; i++) dst[i] = bf16_pair(src[2 * i], src[2 * i + 1]);
+}
+
 #ifdef HAVE_X86
 
 enum { NR = 64, MC = 48 };   /* panel columns; rows per task (a multiple of every KERNEL_ROWS) */
-
-/* Two values as one word of bf16 pairs: lo in the low half (the even k). */
-static uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | (uint32_t)bf16_bits(hi) << 16; }
 
 /* ap [Kp]: the pairs of op(A)'s row i. */
 static void pack_a_row(bool ta, int K, const float *A, int lda, int i, uint32_t *ap)
@@ -127,33 +141,30 @@ static void pack_b_panel(bool tb, int K, const float *B, int ldb, int j0, int w,
             for (int k = 0; k < K; k += 2) bp[(size_t)(k / 2) * width + l] = bf16_pair(b[k], k + 1 < K ? b[k + 1] : 0.0f);
         }
     } else {
-        for (int k = 0; k < K; k += 2) {
-            const float *b0 = B + (size_t)k * ldb + j0, *b1 = b0 + ldb;
-            uint32_t *row = bp + (size_t)(k / 2) * width;
-            for (int l = 0; l < w; l++) row[l] = bf16_pair(b0[l], k + 1 < K ? b1[l] : 0.0f);
-        }
+        bf16_pack_row_pairs(B + j0, K, w, ldb, bp, width);
     }
     for (int p = 0; p < Kp; p++) memset(bp + (size_t)p * width + w, 0, sizeof(uint32_t) * (size_t)(width - w));
 }
 
 #define BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
 
-/* C [R][16 S] = alpha sum_p a(r, p) . b(p) + beta C (beta = 0: C not read): R x S vectors of sums
- * in registers, S vectors of the panel row and one broadcast pair of A per step. The last vector
- * of each row is stored through mask `last` (a panel narrower than 16 S). */
+/* C [R][16 S] = alpha sum_p a(r, p) . b(p) + beta C (beta = 0: C not read), a(r, p) = A[r lda + p],
+ * b(p) = B[p ldb .. p ldb + 16 S): R x S vectors of sums in registers, S vectors of B's row and one
+ * broadcast pair of A per step. The last vector of each row is stored through mask `last` (a panel
+ * narrower than 16 S). */
 static inline __attribute__((always_inline)) BF16_TARGET void
-kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, float alpha,
-       float beta, float *C, ptrdiff_t ldc, __mmask16 last)
+kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, ptrdiff_t ldb,
+       float alpha, float beta, float *C, ptrdiff_t ldc, __mmask16 last)
 {
     __m512 c[12][4];
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int s = 0; s < S; s++) c[r][s] = _mm512_setzero_ps();
-    for (int p = 0; p < Kp; p++, B += 16 * S) {
+    for (int p = 0; p < Kp; p++, B += ldb) {
         __m512bh b[4];
 #pragma GCC unroll 4
-        for (int s = 0; s < S; s++) b[s] = (__m512bh)_mm512_load_si512(B + 16 * s);
+        for (int s = 0; s < S; s++) b[s] = (__m512bh)_mm512_loadu_si512(B + 16 * s);
 #pragma GCC unroll 12
         for (int r = 0; r < R; r++) {
             __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[r * lda + p]);
@@ -174,15 +185,15 @@ kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t lda, const
         }
 }
 
-typedef void KernelFn(int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, float alpha, float beta,
-                      float *C, ptrdiff_t ldc, __mmask16 last);
+typedef void KernelFn(int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, ptrdiff_t ldb, float alpha,
+                      float beta, float *C, ptrdiff_t ldc, __mmask16 last);
 
 #define KERNEL_DEF(R, S)                                                                                 \
     BF16_TARGET static void kernel_##R##_##S(int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, \
-                                             float alpha, float beta, float *C, ptrdiff_t ldc,         \
-                                             __mmask16 last)                                           \
+                                             ptrdiff_t ldb, float alpha, float beta, float *C,         \
+                                             ptrdiff_t ldc, __mmask16 last)                            \
     {                                                                                                    \
-        kernel(R, S, Kp, A, lda, B, alpha, beta, C, ldc, last);                                          \
+        kernel(R, S, Kp, A, lda, B, ldb, alpha, beta, C, ldc, last);                                     \
     }
 #define KERNEL_ROWS_6(S) KERNEL_DEF(1, S) KERNEL_DEF(2, S) KERNEL_DEF(3, S) KERNEL_DEF(4, S) \
     KERNEL_DEF(5, S) KERNEL_DEF(6, S)
@@ -214,8 +225,20 @@ static void gemm_task(int Kp, const uint32_t *ap, const uint32_t *bp, int rows, 
     const int S = (w + 15) / 16, R = KERNEL_ROWS[S];
     const __mmask16 last = (__mmask16)(0xffffu >> (16 * S - w));
     for (int r0 = 0; r0 < rows; r0 += R)
-        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + (size_t)r0 * Kp, Kp, bp, alpha, beta,
+        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + (size_t)r0 * Kp, Kp, bp, 16 * S, alpha, beta,
                                             C + (size_t)r0 * ldc, ldc, last);
+}
+
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
+                      float *C, ptrdiff_t ldc, bool acc)
+{
+    const int nchunks = (nv + 3) / 4;
+    for (int q = 0; q < nchunks; q++) {   /* chunks of at most 4 vectors, split evenly (conv_wino's planes_gemm) */
+        int s0 = nv * q / nchunks, S = nv * (q + 1) / nchunks - s0, R = KERNEL_ROWS[S];
+        for (int r0 = 0; r0 < rows; r0 += R)
+            KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, A + r0 * ars, ars, B + 16 * s0, ldb, 1.0f, acc ? 1.0f : 0.0f,
+                                                C + r0 * ldc + 16 * s0, ldc, (__mmask16)0xffff);
+    }
 }
 
 void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
@@ -254,6 +277,12 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *
                int ldb, float beta, float *C, int ldc)
 {
     CM_ASSERT(false, "gemm_bf16: AVX512_BF16 is an x86 extension (see gemm_precision_usable)");
+}
+
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
+                      float *C, ptrdiff_t ldc, bool acc)
+{
+    CM_ASSERT(false, "gemm_bf16_packed: AVX512_BF16 is an x86 extension");
 }
 
 #endif

@@ -20,6 +20,7 @@
 #define CM_GEMM_BF16_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tensor.h"
@@ -44,6 +45,18 @@ float bf16_round(float x);
  * cblas_sgemm's row-major ones. Needs gemm_bf16_available(). */
 void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                int ldb, float beta, float *C, int ldc);
+
+/* The pieces conv_wino.c's bf16 planes are made of (serial; the caller owns the threads).
+ * dst [(K+1)/2][n] (row stride ldd): the pairs of src's rows 2p and 2p+1 (src [K][n], row stride
+ * ld; an odd K's missing row is 0), each column's pair in one word, the even row in the low half. */
+void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
+/* dst [n/2]: the pairs of consecutive values of src [n] (n even). */
+void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst);
+/* C [rows][16 nv] = (C +, when acc) sum_p a(r, p) . B[p][..] over Kp pairs, a(r, p) = A[r ars + p]
+ * and B [Kp][ldb] packed as above (ldb >= 16 nv): one element's sum in increasing p. Needs
+ * gemm_bf16_available(). */
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
+                      float *C, ptrdiff_t ldc, bool acc);
 
 /* gemm_bf16 when prec is CM_PRECISION_BF16, else cblas_sgemm (row-major), same arguments. */
 void gemm_run(CmPrecision prec, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
