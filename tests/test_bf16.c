@@ -18,8 +18,8 @@
  * The results must be the same bits with 1 and 3 threads and when called inside an OpenMP parallel
  * region (one thread per call).
  *
- * conv2d (3x3 stride 1 and 2, 1x1; the 3x3 stride-1 cases with 16 and 17 channels take Winograd
- * forward, im2col backward) and linear, forward and every gradient, in a bf16 context, against
+ * conv2d (3x3 stride 1 and 2, 1x1; the 3x3 stride-1 cases with 16 and 17 channels take Winograd)
+ * and linear, forward and every gradient, in a bf16 context, against
  * PyTorch's torch.autocast("cpu", dtype=torch.bfloat16) (tests/torch/bf16.py). Both round the inputs (and
  * the upstream gradient) to bf16 the same way and sum exact products in fp32, but autocast also
  * rounds each result to bf16 and adds a bf16-rounded bias, while cmlab keeps fp32 results and an
@@ -29,8 +29,8 @@
  * (The fixture keeps its linear products at m n k >= 16^3, where PyTorch 1.13 uses oneDNN: its
  * smaller-GEMM fallback rounds partial sums to bf16, beyond this model; see bf16.py.)
  * And against cmlab's own fp32 op: |bf16 - fp32| <= (2u + u^2) M + 4 (K + 2) 2^-24 M (fp32 sums
- * on both sides, Winograd's transforms on the fp32 side counted twice). Winograd's bf16 forward
- * rounds transformed values instead: its y bounds use Mw (winograd_magnitudes) in place of M.
+ * on both sides, Winograd's transforms on the fp32 side counted twice). Winograd's bf16 products
+ * round transformed values instead: its y, dx and dw bounds add Mw (winograd_magnitudes).
  *
  * A tiny U-Net (16-32 channels, 2 levels, middle attention: convs, linear, bmm) in bf16 against
  * fp32: output and weight gradients within REL_UNET of the largest value. A short EDM training run
@@ -261,14 +261,16 @@ static size_t numel(int nd, const int *shape)
     return n;
 }
 
-/* Winograd F(2x2, 3x3) (conv_wino.h) rounds the transformed U = G w G^T and V = B^T d B to bf16,
- * not w and d: a product's error (2u + u^2) |U_ij| |V_ij| reaches an output through A^T . A, so
- * an output's error is at most (2u + u^2) Mw with Mw = sum over input channels, the 4x4 window's
- * pixels p and the 3x3 taps t of W1(a, p_r, t_r) W1(b, p_c, t_c) |d_p| |w_t|, (a, b) the output's
- * place in its 2x2 tile and W1(a, p, t) = sum_i |A^T_ai| |B^T_ip| |G_it| (Lavin and Gray's
- * matrices; the rescalings between them that conv_wino.c might pick leave W1 unchanged). */
-static void winograd_magnitudes(const float *x, const int *xs, const float *w, int Cout, int pad, int Ho, int Wo,
-                                float *mw)
+/* Winograd F(2x2, 3x3) (conv_wino.h) rounds the transformed U = G w G^T, V = B^T d B and (backward)
+ * M' = A dY A^T to bf16, not w, d and dY: a product's error (2u + u^2) |U_ij| |V_ij| reaches an
+ * output through A^T . A, so an output's error is at most (2u + u^2) Mw with Mw = the sum, over
+ * channels, tiles, the tile's 2x2 outputs o = (a, b), its 4x4 window's pixels p and the 3x3 taps t,
+ * of W1(a, p_r, t_r) W1(b, p_c, t_c) |d_p| |w_t| (and through the adjoint transforms the same with
+ * |dY_o| |w_t| for dx, |dY_o| |d_p| for dw), W1(a, p, t) = sum_i |A^T_ai| |B^T_ip| |G_it| (Lavin and
+ * Gray's matrices; the rescalings between them that conv_wino.c might pick leave W1 unchanged).
+ * mw[0..2]: Mw of y, dx and dw. */
+static void winograd_magnitudes(const float *x, const int *xs, const float *w, const float *dy, int Cout, int pad,
+                                int Ho, int Wo, double *mw[3])
 {
     static const double AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
     static const double BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
@@ -283,19 +285,23 @@ static void winograd_magnitudes(const float *x, const int *xs, const float *w, i
         for (int co = 0; co < Cout; co++)
             for (int oh = 0; oh < Ho; oh++)
                 for (int ow = 0; ow < Wo; ow++) {
-                    double s = 0;
+                    size_t yo = (((size_t)n * Cout + co) * Ho + oh) * Wo + ow;
+                    double g = fabs(dy[yo]);
                     for (int ci = 0; ci < Cin; ci++)
                         for (int pr = 0; pr < 4; pr++)
                             for (int pc = 0; pc < 4; pc++) {
                                 int ih = oh / 2 * 2 - pad + pr, iw = ow / 2 * 2 - pad + pc;
                                 if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                                double d = fabs(x[(((size_t)n * Cin + ci) * H + ih) * W + iw]);
-                                for (int tr = 0; tr < 3; tr++)
-                                    for (int tc = 0; tc < 3; tc++)
-                                        s += W1[oh % 2][pr][tr] * W1[ow % 2][pc][tc] * d *
-                                             fabs(w[((size_t)co * Cin + ci) * 9 + tr * 3 + tc]);
+                                size_t xo = (((size_t)n * Cin + ci) * H + ih) * W + iw;
+                                double d = fabs(x[xo]);
+                                for (int t = 0; t < 9; t++) {
+                                    size_t wo = ((size_t)co * Cin + ci) * 9 + t;
+                                    double c = W1[oh % 2][pr][t / 3] * W1[ow % 2][pc][t % 3], a = fabs(w[wo]);
+                                    mw[0][yo] += c * d * a;
+                                    mw[1][xo] += c * g * a;
+                                    mw[2][wo] += c * g * d;
+                                }
                             }
-                    mw[(((size_t)n * Cout + co) * Ho + oh) * Wo + ow] = (float)s;
                 }
 }
 
@@ -324,13 +330,13 @@ static void test_torch_case(Fixture *f, const char *name)
     OpRun fp = op_run(CM_PRECISION_FP32, conv, x, xs, xd, w, wsh, wd, b, stride, pad, gout);
     const float *g[4] = {got.y, got.dx, got.dw, got.db}, *h[4] = {fp.y, fp.dx, fp.dw, fp.db};
     const int Cout = wsh[0], inner = conv ? shape[0][2] * shape[0][3] : 1;   /* y's channel: (i / inner) % Cout */
-    /* The forward pass of a Winograd shape: both sides' y through Winograd (conv_wino_usable, the
-     * library's own predicate), the bounds of y from Mw (winograd_magnitudes). */
+    /* A Winograd shape (conv_wino_usable, the library's own predicate): both sides' y, dx and dw
+     * through Winograd, their bounds from Mw (winograd_magnitudes). */
     const bool wino = conv && conv_wino_usable(xs[1], Cout, wsh[2], wsh[3], stride);
-    float *mw = NULL;
+    double *mw[3] = {0};
     if (wino) {
-        mw = malloc(sizeof(float) * numel(nd[0], shape[0]));
-        winograd_magnitudes(x, xs, w, Cout, pad, shape[0][2], shape[0][3], mw);
+        for (int o = 0; o < 3; o++) mw[o] = calloc(numel(nd[o], shape[o]), sizeof(double));
+        winograd_magnitudes(x, xs, w, gout, Cout, pad, shape[0][2], shape[0][3], mw);
     }
     double rel_fp_y = 0;
     for (int o = 0; o < 4; o++) {
@@ -342,9 +348,9 @@ static void test_torch_case(Fixture *f, const char *name)
             if (o == 0) bound_t += u * fabs(b[(i / inner) % Cout]);
             if (o == 3) bound_t += u * M;
             double bound_f = (2 * u + u * u) * M + 4 * (K + 2) * u32 * M;
-            if (o == 0 && wino) {   /* PyTorch's error (direct, bf16 x and w) plus Winograd's */
-                bound_t += (2 * u + u * u) * (M + mw[i]) + 4 * (K + 2) * u32 * mw[i];
-                bound_f = (2 * u + u * u) * mw[i] + 4 * (K + 2) * u32 * mw[i];
+            if (o < 3 && wino) {   /* PyTorch's error (direct, bf16 inputs) plus Winograd's */
+                bound_t += (2 * u + u * u) * (M + mw[o][i]) + 4 * (K + 2) * u32 * mw[o][i];
+                bound_f = (2 * u + u * u) * mw[o][i] + 4 * (K + 2) * u32 * mw[o][i];
             }
             double et = fabs(g[o][i] - t), ef = fabs(g[o][i] - (double)h[o][i]);
             worst_t = fmax(worst_t, isfinite(g[o][i]) ? et / fmax(bound_t, 1e-30) : INFINITY);
@@ -352,13 +358,13 @@ static void test_torch_case(Fixture *f, const char *name)
             if (o == 0 && M > 0) rel_fp_y = fmax(rel_fp_y, ef / M);
         }
         printf("  %-16s %-2s err/bound: %.3f vs autocast, %.3f vs cmlab fp32%s\n", name, OUT[o], worst_t, worst_f,
-               o == 0 && wino ? " (Winograd)" : "");
+               o < 3 && wino ? " (Winograd)" : "");
         CHECK(worst_t <= 1, "%s %s: %.3f x the bound from PyTorch's bf16 autocast", name, OUT[o], worst_t);
         CHECK(worst_f <= 1, "%s %s: %.3f x the bound from cmlab's fp32", name, OUT[o], worst_f);
     }
     /* as in test_gemm: bf16 rounding moves some output by far more than fp32 sums could */
     CHECK(rel_fp_y > ldexp(1, -13), "%s: y within %.2e of fp32: not run in bf16?", name, rel_fp_y);
-    free(mw);
+    for (int o = 0; o < 3; o++) free(mw[o]);
     op_run_free(&got);
     op_run_free(&fp);
     free(x);

@@ -148,26 +148,26 @@ static void pack_b_panel(bool tb, int K, const float *B, int ldb, int j0, int w,
 
 #define BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
 
-/* C [R][16 S] = alpha sum_p a(r, p) . b(p) + beta C (beta = 0: C not read), a(r, p) = A[r lda + p],
+/* C [R][16 S] = alpha sum_p a(r, p) . b(p) + beta C (beta = 0: C not read), a(r, p) = A[r ars + p aps],
  * b(p) = B[p ldb .. p ldb + 16 S): R x S vectors of sums in registers, S vectors of B's row and one
  * broadcast pair of A per step. The last vector of each row is stored through mask `last` (a panel
  * narrower than 16 S). */
 static inline __attribute__((always_inline)) BF16_TARGET void
-kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, ptrdiff_t ldb,
-       float alpha, float beta, float *C, ptrdiff_t ldc, __mmask16 last)
+kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
+       ptrdiff_t ldb, float alpha, float beta, float *C, ptrdiff_t ldc, __mmask16 last)
 {
     __m512 c[12][4];
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int s = 0; s < S; s++) c[r][s] = _mm512_setzero_ps();
-    for (int p = 0; p < Kp; p++, B += ldb) {
+    for (int p = 0; p < Kp; p++, A += aps, B += ldb) {
         __m512bh b[4];
 #pragma GCC unroll 4
         for (int s = 0; s < S; s++) b[s] = (__m512bh)_mm512_loadu_si512(B + 16 * s);
 #pragma GCC unroll 12
         for (int r = 0; r < R; r++) {
-            __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[r * lda + p]);
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[r * ars]);
 #pragma GCC unroll 4
             for (int s = 0; s < S; s++) c[r][s] = _mm512_dpbf16_ps(c[r][s], a, b[s]);
         }
@@ -185,15 +185,15 @@ kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t lda, const
         }
 }
 
-typedef void KernelFn(int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, ptrdiff_t ldb, float alpha,
-                      float beta, float *C, ptrdiff_t ldc, __mmask16 last);
+typedef void KernelFn(int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B, ptrdiff_t ldb,
+                      float alpha, float beta, float *C, ptrdiff_t ldc, __mmask16 last);
 
 #define KERNEL_DEF(R, S)                                                                                 \
-    BF16_TARGET static void kernel_##R##_##S(int Kp, const uint32_t *A, ptrdiff_t lda, const uint32_t *B, \
-                                             ptrdiff_t ldb, float alpha, float beta, float *C,         \
-                                             ptrdiff_t ldc, __mmask16 last)                            \
+    BF16_TARGET static void kernel_##R##_##S(int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps,     \
+                                             const uint32_t *B, ptrdiff_t ldb, float alpha, float beta, \
+                                             float *C, ptrdiff_t ldc, __mmask16 last)                  \
     {                                                                                                    \
-        kernel(R, S, Kp, A, lda, B, ldb, alpha, beta, C, ldc, last);                                     \
+        kernel(R, S, Kp, A, ars, aps, B, ldb, alpha, beta, C, ldc, last);                                \
     }
 #define KERNEL_ROWS_6(S) KERNEL_DEF(1, S) KERNEL_DEF(2, S) KERNEL_DEF(3, S) KERNEL_DEF(4, S) \
     KERNEL_DEF(5, S) KERNEL_DEF(6, S)
@@ -225,19 +225,19 @@ static void gemm_task(int Kp, const uint32_t *ap, const uint32_t *bp, int rows, 
     const int S = (w + 15) / 16, R = KERNEL_ROWS[S];
     const __mmask16 last = (__mmask16)(0xffffu >> (16 * S - w));
     for (int r0 = 0; r0 < rows; r0 += R)
-        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + (size_t)r0 * Kp, Kp, bp, 16 * S, alpha, beta,
+        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + (size_t)r0 * Kp, Kp, 1, bp, 16 * S, alpha, beta,
                                             C + (size_t)r0 * ldc, ldc, last);
 }
 
-void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
-                      float *C, ptrdiff_t ldc, bool acc)
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
+                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
 {
     const int nchunks = (nv + 3) / 4;
     for (int q = 0; q < nchunks; q++) {   /* chunks of at most 4 vectors, split evenly (conv_wino's planes_gemm) */
         int s0 = nv * q / nchunks, S = nv * (q + 1) / nchunks - s0, R = KERNEL_ROWS[S];
         for (int r0 = 0; r0 < rows; r0 += R)
-            KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, A + r0 * ars, ars, B + 16 * s0, ldb, 1.0f, acc ? 1.0f : 0.0f,
-                                                C + r0 * ldc + 16 * s0, ldc, (__mmask16)0xffff);
+            KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, A + r0 * ars, ars, aps, B + 16 * s0, ldb, 1.0f,
+                                                acc ? 1.0f : 0.0f, C + r0 * ldc + 16 * s0, ldc, (__mmask16)0xffff);
     }
 }
 
@@ -279,8 +279,8 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *
     CM_ASSERT(false, "gemm_bf16: AVX512_BF16 is an x86 extension (see gemm_precision_usable)");
 }
 
-void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
-                      float *C, ptrdiff_t ldc, bool acc)
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
+                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
 {
     CM_ASSERT(false, "gemm_bf16_packed: AVX512_BF16 is an x86 extension");
 }

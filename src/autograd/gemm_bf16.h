@@ -52,11 +52,11 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *
 void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
 /* dst [n/2]: the pairs of consecutive values of src [n] (n even). */
 void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst);
-/* C [rows][16 nv] = (C +, when acc) sum_p a(r, p) . B[p][..] over Kp pairs, a(r, p) = A[r ars + p]
+/* C [rows][16 nv] = (C +, when acc) sum_p a(r, p) . B[p][..] over Kp pairs, a(r, p) = A[r ars + p aps]
  * and B [Kp][ldb] packed as above (ldb >= 16 nv): one element's sum in increasing p. Needs
  * gemm_bf16_available(). */
-void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
-                      float *C, ptrdiff_t ldc, bool acc);
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
+                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc);
 
 /* gemm_bf16 when prec is CM_PRECISION_BF16, else cblas_sgemm (row-major), same arguments. */
 void gemm_run(CmPrecision prec, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,

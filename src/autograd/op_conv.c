@@ -4,8 +4,7 @@
  * 3x3 stride-1 convolutions with at least 16 channels in and out (nearly all of a U-Net's
  * FLOPs) go to Winograd F(2x2, 3x3) (conv_wino.c) where the build has AVX-512; the rest, and
  * every conv of a portable build, take the path below. In a bf16 context (tensor.h's precision)
- * Winograd's forward products are bf16 too; its backward ones are fp32 only, so a bf16 context's
- * backward takes the im2col path, whose GEMMs are bf16.
+ * both paths' products are bf16 (conv_wino.h, gemm_bf16.h).
  *
  * im2col path: im2col + sgemm (gemm_run: gemm_bf16 in a bf16 context), each thread on its own share of the samples (see
  * thread_share for why and what it measured). A thread unfolds a chunk of nb of its samples into
@@ -68,14 +67,6 @@ static double conv_flops(const ConvGeom *g)
 static bool conv_is_pointwise(const ConvGeom *g)
 {
     return g->kh == 1 && g->kw == 1 && g->stride == 1 && g->pad == 0;
-}
-
-/* Whether the conv goes to Winograd: the forward pass in either precision, the backward pass in
- * fp32 only (conv_wino_backward has no bf16 products). */
-static bool takes_wino(const Ctx *c, const ConvGeom *g, bool backward)
-{
-    return (!backward || c->precision == CM_PRECISION_FP32) &&
-           conv_wino_usable(g->Cin, g->Cout, g->kh, g->kw, g->stride);
 }
 
 /* Samples per chunk: as many as fit conv2d_chunk_bytes, at least one; the 1x1 path
@@ -470,7 +461,7 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
                        f->residual ? f->residual->data : NULL, scale,
                        f->out_stats, f->out_stats ? f->out_stats + ngo : NULL, f->out_groups, f->out_eps};
     ArenaMark mark = arena_mark(&c->arena);     /* workspaces below live only inside this call */
-    if (takes_wino(c, &g, false)) {
+    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
         conv_wino_forward(c, x->data, groups ? &pro : NULL, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W,
                           g.Cout, g.pad);
     } else {
@@ -624,7 +615,7 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
         gin = need_in ? arena_alloc(&c->arena, x->n * sizeof(float)) : NULL;
         fresh_in = true;
     }
-    if (takes_wino(c, &g, true)) {
+    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
         conv_wino_backward(c, x->data, groups ? &pro : NULL, w->data, gs, gin, fresh_in, gw, g.N, g.Cin,
                            g.H, g.W, g.Cout, g.pad);
     } else {
