@@ -1,9 +1,9 @@
 /* gemm_bf16.c: the bf16 GEMM (AVX512_BF16's vdpbf16ps, fp32 sums), the run-time CPU check and the
  * precision switch of the GEMM-shaped ops (gemm_bf16.h).
  *
- * Layout. op(A) is packed to ap [M][Kp], Kp = ceil(K/2), one 32-bit word per row and pair of k:
- * bf16(a[i][2p]) in its low half, bf16(a[i][2p+1]) in its high half (an odd K's last pair has 0
- * there). op(B) is packed to column panels of NR = 64 columns, bp [panel][Kp][width] with the same
+ * Layout. op(A) is packed to ap [M][Kp] (ta: [Kp][M]), Kp = ceil(K/2), one 32-bit word per row
+ * and pair of k: bf16(a[i][2p]) in its low half, bf16(a[i][2p+1]) in its high half (an odd K's
+ * last pair has 0 there). op(B) is packed to column panels of NR = 64 columns, bp [panel][Kp][width] with the same
  * pairs of k per column (width = the panel's columns rounded up to 16, the extra columns 0).
  * vdpbf16ps then multiplies 16 columns' pairs (one vector of B) by one row's pair (broadcast) and
  * adds both products to 16 fp32 sums. The micro-kernel keeps R rows x S vectors of sums in
@@ -100,53 +100,81 @@ void gemm_run(CmPrecision prec, bool ta, bool tb, int M, int N, int K, float alp
                     A, lda, B, ldb, beta, C, ldc);
 }
 
-/* Two values as one word of bf16 pairs: lo in the low half (the even k). */
-static uint32_t bf16_pair(float lo, float hi) { return bf16_bits(lo) | (uint32_t)bf16_bits(hi) << 16; }
-
-void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
-{
-    for (int k = 0; k < K; k += 2) {
-        const float *s0 = src + k * ld, *s1 = s0 + ld;
-        uint32_t *row = dst + (k / 2) * ldd;
-        for (int j = 0; j < n; j++) row[j] = bf16_pair(s0[j], k + 1 < K ? s1[j] : 0.0f);
-    }
-}
-
-void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst)
-{
-    for (size_t i = 0; i < n / 2; i++) dst[i] = bf16_pair(src[2 * i], src[2 * i + 1]);
-}
-
 #ifdef HAVE_X86
 
 enum { NR = 64, MC = 48 };   /* panel columns; rows per task (a multiple of every KERNEL_ROWS) */
 
-/* ap [Kp]: the pairs of op(A)'s row i. */
-static void pack_a_row(bool ta, int K, const float *A, int lda, int i, uint32_t *ap)
+#define BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
+
+/* ---- packing: vcvtneps2bf16 rounds 16 floats at a time, to nearest even with NaN kept NaN as
+ * bf16_bits does; it also flushes subnormals to zero, which vdpbf16ps would read as zero anyway ---- */
+
+static __mmask16 lanes(int n) { return (__mmask16)(n <= 0 ? 0 : n >= 16 ? 0xffffu : (1u << n) - 1); }
+
+/* Word j = bf16(lo[j]) | bf16(hi[j]) << 16. */
+static inline __attribute__((always_inline)) BF16_TARGET __m512i pair16(__m512 lo, __m512 hi)
+{
+    __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(lo));
+    __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(hi));
+    return _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
+}
+
+BF16_TARGET void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
 {
     for (int k = 0; k < K; k += 2) {
-        const float *a = ta ? A + (size_t)k * lda + i : A + (size_t)i * lda + k;
-        ap[k / 2] = bf16_pair(a[0], k + 1 < K ? a[ta ? lda : 1] : 0.0f);
+        const float *s0 = src + k * ld, *s1 = s0 + ld;
+        const bool odd = k + 1 == K;
+        uint32_t *row = dst + (k / 2) * ldd;
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 m = lanes(n - j);
+            __m512 lo = _mm512_maskz_loadu_ps(m, s0 + j);
+            __m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, s1 + j);
+            _mm512_mask_storeu_epi32(row + j, m, pair16(lo, hi));
+        }
     }
 }
 
-/* bp [Kp][width]: the pairs of op(B)'s columns [j0, j0 + w), then zeros up to width. Walked along
- * B's rows (tb: along its stored rows, op(B)'s columns). */
-static void pack_b_panel(bool tb, int K, const float *B, int ldb, int j0, int w, int width, uint32_t *bp)
+BF16_TARGET void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst)
+{
+    for (size_t i = 0; i < n; i += 32) {   /* 32 floats, 16 words: vcvtne2ps2bf16 keeps their order */
+        int rem = (int)CM_MIN(n - i, 32);
+        __m512 lo = _mm512_maskz_loadu_ps(lanes(rem), src + i);
+        __m512 hi = _mm512_maskz_loadu_ps(lanes(rem - 16), src + i + 16);
+        _mm512_mask_storeu_epi32(dst + i / 2, lanes((rem + 1) / 2), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+/* The pairs of op(A): [M][Kp] (ars = Kp, aps = 1) from A's rows, or with ta [Kp][M] (ars = 1,
+ * aps = M) from pairs of A's rows. Shared among the team (omp for). */
+static void pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
+{
+    const int Kp = (K + 1) / 2;
+    if (ta) {
+#pragma omp for schedule(static)
+        for (int p = 0; p < Kp; p++) bf16_pack_row_pairs(A + (size_t)2 * p * lda, CM_MIN(2, K - 2 * p), M, lda,
+                                                         ap + (size_t)p * M, M);
+    } else {
+#pragma omp for schedule(static)
+        for (int i = 0; i < M; i++) bf16_pack_pairs(A + (size_t)i * lda, (size_t)K, ap + (size_t)i * Kp);
+    }
+}
+
+/* bp [Kp][width]: the pairs of op(B)'s columns [j0, j0 + w), then zeros up to width. With tb a
+ * column of op(B) is a row of B: its pairs are formed in tmp [Kp] and spread down the column. */
+static void pack_b_panel(bool tb, int K, const float *B, int ldb, int j0, int w, int width, uint32_t *bp,
+                         uint32_t *tmp)
 {
     const int Kp = (K + 1) / 2;
     if (tb) {
         for (int l = 0; l < w; l++) {
-            const float *b = B + (size_t)(j0 + l) * ldb;
-            for (int k = 0; k < K; k += 2) bp[(size_t)(k / 2) * width + l] = bf16_pair(b[k], k + 1 < K ? b[k + 1] : 0.0f);
+            bf16_pack_pairs(B + (size_t)(j0 + l) * ldb, (size_t)K, tmp);
+            for (int p = 0; p < Kp; p++) bp[(size_t)p * width + l] = tmp[p];
         }
     } else {
         bf16_pack_row_pairs(B + j0, K, w, ldb, bp, width);
     }
     for (int p = 0; p < Kp; p++) memset(bp + (size_t)p * width + w, 0, sizeof(uint32_t) * (size_t)(width - w));
 }
-
-#define BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
 
 /* C [R][16 S] = alpha sum_p a(r, p) . b(p) + beta C (beta = 0: C not read), a(r, p) = A[r ars + p aps],
  * b(p) = B[p ldb .. p ldb + 16 S): R x S vectors of sums in registers, S vectors of B's row and one
@@ -218,14 +246,15 @@ static KernelFn *const KERNELS[5][12] = {
     {K6(4)},
 };
 
-/* One task: rows [i0, i0 + rows) of C against panel q (columns [j0, j0 + w)). */
-static void gemm_task(int Kp, const uint32_t *ap, const uint32_t *bp, int rows, int w, float alpha, float beta,
-                      float *C, int ldc)
+/* One task: `rows` rows of C (ap at their first, strides ars, aps) against one panel bp of w
+ * columns. */
+static void gemm_task(int Kp, const uint32_t *ap, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *bp, int rows, int w,
+                      float alpha, float beta, float *C, int ldc)
 {
     const int S = (w + 15) / 16, R = KERNEL_ROWS[S];
     const __mmask16 last = (__mmask16)(0xffffu >> (16 * S - w));
     for (int r0 = 0; r0 < rows; r0 += R)
-        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + (size_t)r0 * Kp, Kp, 1, bp, 16 * S, alpha, beta,
+        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + r0 * ars, ars, aps, bp, 16 * S, alpha, beta,
                                             C + (size_t)r0 * ldc, ldc, last);
 }
 
@@ -251,19 +280,21 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *
     uint32_t *bp = cm_aligned_alloc(sizeof(uint32_t) * ((size_t)npanels * Kp * NR + 16));
     const int T = cm_threads();
     const bool par = T > 1 && !omp_in_parallel() && 2.0 * M * N * K >= PAR_MIN_FLOPS && npanels * nrows > 1;
+    const ptrdiff_t ars = ta ? 1 : Kp, aps = ta ? M : 1;
 #pragma omp parallel num_threads(T) if (par)
     {
-#pragma omp for schedule(static)
-        for (int i = 0; i < M; i++) pack_a_row(ta, K, A, lda, i, ap + (size_t)i * Kp);
+        pack_a(ta, M, K, A, lda, ap);
+        uint32_t *tmp = tb ? cm_malloc(sizeof(uint32_t) * ((size_t)Kp + 1)) : NULL;
 #pragma omp for schedule(static)
         for (int q = 0; q < npanels; q++) {
             int j0 = q * NR, w = CM_MIN(NR, N - j0);
-            pack_b_panel(tb, K, B, ldb, j0, w, (w + 15) / 16 * 16, bp + (size_t)q * Kp * NR);
+            pack_b_panel(tb, K, B, ldb, j0, w, (w + 15) / 16 * 16, bp + (size_t)q * Kp * NR, tmp);
         }
+        free(tmp);
 #pragma omp for schedule(static)
         for (int t = 0; t < npanels * nrows; t++) {
             int q = t / nrows, i0 = t % nrows * MC, j0 = q * NR;
-            gemm_task(Kp, ap + (size_t)i0 * Kp, bp + (size_t)q * Kp * NR, CM_MIN(MC, M - i0), CM_MIN(NR, N - j0),
+            gemm_task(Kp, ap + i0 * ars, ars, aps, bp + (size_t)q * Kp * NR, CM_MIN(MC, M - i0), CM_MIN(NR, N - j0),
                       alpha, beta, C + (size_t)i0 * ldc + j0, ldc);
         }
     }
@@ -283,6 +314,16 @@ void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars
                       ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
 {
     CM_ASSERT(false, "gemm_bf16_packed: AVX512_BF16 is an x86 extension");
+}
+
+void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    CM_ASSERT(false, "bf16_pack_row_pairs: AVX512_BF16 is an x86 extension");
+}
+
+void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst)
+{
+    CM_ASSERT(false, "bf16_pack_pairs: AVX512_BF16 is an x86 extension");
 }
 
 #endif

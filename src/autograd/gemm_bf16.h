@@ -37,7 +37,8 @@ bool gemm_bf16_available(void);
 CmPrecision gemm_precision_usable(CmPrecision want);
 
 /* x rounded to bf16 (round to nearest even, NaN kept NaN, quieted), as the bits of a bf16 and as
- * the float it stands for: the rounding gemm_bf16 applies to its inputs. */
+ * the float it stands for: the rounding gemm_bf16 applies to its inputs (which also flushes fp32
+ * subnormals to zero, as vdpbf16ps would read them). */
 uint16_t bf16_bits(float x);
 float bf16_round(float x);
 
@@ -46,15 +47,15 @@ float bf16_round(float x);
 void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                int ldb, float beta, float *C, int ldc);
 
-/* The pieces conv_wino.c's bf16 planes are made of (serial; the caller owns the threads).
+/* The pieces conv_wino.c's bf16 planes are made of (serial; the caller owns the threads; all need
+ * gemm_bf16_available()).
  * dst [(K+1)/2][n] (row stride ldd): the pairs of src's rows 2p and 2p+1 (src [K][n], row stride
  * ld; an odd K's missing row is 0), each column's pair in one word, the even row in the low half. */
 void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
-/* dst [n/2]: the pairs of consecutive values of src [n] (n even). */
+/* dst [(n+1)/2]: the pairs of consecutive values of src [n] (an odd n's last pair has 0 above). */
 void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst);
 /* C [rows][16 nv] = (C +, when acc) sum_p a(r, p) . B[p][..] over Kp pairs, a(r, p) = A[r ars + p aps]
- * and B [Kp][ldb] packed as above (ldb >= 16 nv): one element's sum in increasing p. Needs
- * gemm_bf16_available(). */
+ * and B [Kp][ldb] packed as above (ldb >= 16 nv): one element's sum in increasing p. */
 void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
                       ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc);
 
