@@ -6,10 +6,11 @@
  * every conv of a portable build, take the path below. In a bf16 context (tensor.h's precision)
  * both paths' products are bf16 (conv_wino.h, gemm_bf16.h).
  *
- * im2col path: im2col + sgemm (gemm_run: gemm_bf16 in a bf16 context), each thread on its own share of the samples (see
- * thread_share for why and what it measured). A thread unfolds a chunk of nb of its samples into
- * col [K = Cin*kh*kw, nb*P] (P = Ho*Wo), nb capped by conv2d_chunk_bytes so that col stays in
- * the core's L2, and runs one single-threaded GEMM over it:
+ * im2col path: im2col + sgemm (gemm_run: gemm_bf16 in a bf16 context), each thread on its own
+ * share of the samples (see thread_share for why and what it measured). A thread unfolds a chunk
+ * of nb of its samples into col [K = Cin*kh*kw, nb*P] (P = Ho*Wo), nb capped by
+ * conv2d_chunk_bytes so that col stays in the core's L2, and runs one single-threaded GEMM over
+ * it:
  *   forward   y[n] (or yc [Cout, nb*P]) = w [Cout, K] . col
  *   dw_t     += dyc [Cout, nb*P] . col^T     (col recomputed from x; per-thread partial dw_t)
  *   dx       += col2im(w^T [K, Cout] . dyc)
@@ -22,8 +23,8 @@
  *
  * Threads: one parallel region per call; the GEMM is called inside it and runs single-threaded
  * there (OpenBLAS's OpenMP build and gemm_bf16 check omp_in_parallel), the exception to
- * STYLE.md 9 argued at thread_share. Reductions are race-free and fixed-order: a thread owns its samples' dx planes,
- * db is one channel per thread, the dw partials are added in thread order.
+ * STYLE.md 9 argued at thread_share. Reductions are race-free and fixed-order: a thread owns its
+ * samples' dx planes, db is one channel per thread, the dw partials are added in thread order.
  */
 #include "ops.h"
 

@@ -283,6 +283,10 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         double t0 = cm_now();
         rc = eval_sampler(&mcfg, ev, nfes[i], mk, &r);
         if (rc != 0) break;
+        if (precision == CM_PRECISION_BF16) {   /* in the record and its name; fp32 records stay as they were */
+            size_t len = strlen(r.options);
+            snprintf(r.options + len, sizeof r.options - len, "%sprecision=bf16", len ? "," : "");
+        }
         printf("%s: %d samples, %s, NFE %d ...\n", path, n, r.sampler, nfes[i]);
         fflush(stdout);
         /* The checkpoint's noise range, the evaluation's sampler. */

@@ -22,9 +22,9 @@
  * the training split's statistics, a sample grid under run_dir/samples/, a record appended to
  * run_dir/eval.json and, with stamp, stamped into the checkpoint. A method = classifier
  * checkpoint gets its test accuracy instead. The sampler's network runs at ev's model.precision
- * (cmlab eval: --precision, default fp32; ablate: the variant's own), the feature network in fp32.
- * records (may be NULL) receives up to max records;
- * *count their number. -1 after cm_fail(): bad input (no feature network, another data set, an
+ * (cmlab eval: --precision, default fp32; ablate: the variant's own; a bf16 record's options end
+ * in precision=bf16), the feature network in fp32. records (may be NULL) receives up to max
+ * records; *count their number. -1 after cm_fail(): bad input (no feature network, another data set, an
  * impossible NFE, a damaged file), nothing written for the failed record. */
 int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, bool stamp, EvalRecord *records,
                     int max, int *count);
