@@ -133,8 +133,15 @@ static float *gemm_result(const Gemm *g)
     return C;
 }
 
-static float op_a(const Gemm *g, int i, int k) { return g->ta ? g->A[(size_t)k * g->lda + i] : g->A[(size_t)i * g->lda + k]; }
-static float op_b(const Gemm *g, int k, int j) { return g->tb ? g->B[(size_t)j * g->ldb + k] : g->B[(size_t)k * g->ldb + j]; }
+static float op_a(const Gemm *g, int i, int k)
+{
+    return g->ta ? g->A[(size_t)k * g->lda + i] : g->A[(size_t)i * g->lda + k];
+}
+
+static float op_b(const Gemm *g, int k, int j)
+{
+    return g->tb ? g->B[(size_t)j * g->ldb + k] : g->B[(size_t)k * g->ldb + j];
+}
 
 /* The worst error of C over the bound, for both oracles; also the worst error to the plain
  * product relative to S, to show that the inputs were rounded. */
@@ -173,7 +180,8 @@ static void gemm_check(const Gemm *g, const float *C, const char *name)
     CHECK(worst_r <= 1, "%s: error to the product of the bf16 inputs is %.3f x its bound", name, worst_r);
     CHECK(worst_p <= 1, "%s: error to the fp32 product is %.3f x its bound", name, worst_p);
     CHECK(padding_kept, "%s: wrote C outside its N columns", name);
-    /* With K >= 16 random terms, some element's inputs lose more than 2^-13 of S to rounding (fp32 sums alone: <= 2^-16 here). */
+    /* With K >= 16 random terms, some element's inputs lose more than 2^-13 of S to rounding (fp32
+     * sums alone: <= 2^-16 here). */
     if (g->K >= 16)
         CHECK(worst_rel_p > ldexp(1, -13), "%s: only %.2e from the fp32 product: inputs not rounded to bf16?",
               name, worst_rel_p);
@@ -494,7 +502,8 @@ static void test_unet(void)
     }
     printf("  weight gradients: worst |bf16 - fp32| / |g| (2-norms, per parameter) = %.2e (%s)\n", worst,
            worst_name);
-    CHECK(worst <= REL_UNET_GRAD, "U-Net gradient of %s: bf16 differs from fp32 by %.2e of its norm", worst_name, worst);
+    CHECK(worst <= REL_UNET_GRAD, "U-Net gradient of %s: bf16 differs from fp32 by %.2e of its norm", worst_name,
+          worst);
     free(w);
     free(g32);
     free(g16);

@@ -3,8 +3,9 @@
  *
  * Layout. op(A) is packed to ap [M][Kp] (ta: [Kp][M]), Kp = ceil(K/2), one 32-bit word per row
  * and pair of k: bf16(a[i][2p]) in its low half, bf16(a[i][2p+1]) in its high half (an odd K's
- * last pair has 0 there). op(B) is packed to column panels of NR = 64 columns, bp [panel][Kp][width] with the same
- * pairs of k per column (width = the panel's columns rounded up to 16, the extra columns 0).
+ * last pair has 0 there). op(B) is packed to column panels of NR = 64 columns,
+ * bp [panel][Kp][width], with the same pairs of k per column (width = the panel's columns rounded
+ * up to 16, the extra columns 0).
  * vdpbf16ps then multiplies 16 columns' pairs (one vector of B) by one row's pair (broadcast) and
  * adds both products to 16 fp32 sums. The micro-kernel keeps R rows x S vectors of sums in
  * registers, like conv_wino.c's fp32 one, over the whole of K: each element of C is one sum in
@@ -86,7 +87,8 @@ CmPrecision gemm_precision_usable(CmPrecision want)
 {
     if (want != CM_PRECISION_BF16 || gemm_bf16_available()) return want;
     static atomic_flag noted = ATOMIC_FLAG_INIT;
-    if (!atomic_flag_test_and_set(&noted)) fprintf(stderr, "cmlab: note: this CPU has no AVX512_BF16; running in fp32\n");
+    if (!atomic_flag_test_and_set(&noted))
+        fprintf(stderr, "cmlab: note: this CPU has no AVX512_BF16; running in fp32\n");
     return CM_PRECISION_FP32;
 }
 
