@@ -37,8 +37,12 @@
  * (TINY below, 40 steps) in bf16 stays finite and its mean loss is within LOSS_TOL of the fp32
  * run's from the same seed.
  *
- * The CLI: --precision bad (sample, eval, edit) exits 2 naming the option, model.precision = x in
- * an experiment file exits 2 naming the file and the key; sample --precision bf16 runs.
+ * The CLI: --precision bad (sample, eval, edit, invert, trajectories) exits 2 naming the option,
+ * model.precision = x in an experiment file exits 2 naming the file and the key, CMLAB_BF16=of
+ * (not off) exits 2 naming the variable; sample --precision bf16 runs. CMLAB_BF16=off (the forced
+ * fallback): sample --precision bf16 prints the note once and writes the bytes --precision fp32
+ * writes, where without it the bf16 grid differs. invert and trajectories --precision bf16 say
+ * bf16 in their JSON and give other results than fp32.
  *
  * Skipped (exit 77) on a CPU without AVX512_BF16, after the rounding checks. */
 #include <math.h>
@@ -581,6 +585,83 @@ static void test_training(const char *cmlab)
     CHECK(r.code == 0, "cmlab sample --precision bf16 exited %d: %s", r.code, r.err);
 }
 
+/* Whether files a and b hold the same bytes (false when either is unreadable). */
+static bool same_bytes(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *da = fixture_read_file(a, &na), *db = fixture_read_file(b, &nb);
+    bool same = da && db && na == nb && memcmp(da, db, na) == 0;
+    free(da);
+    free(db);
+    return same;
+}
+
+/* invert and trajectories --precision P on test_training's fp32 checkpoint: both run, their JSON
+ * says P, and the fp32 and bf16 results differ (the option reaches the network's products). */
+static void test_precision_options(const char *cmlab)
+{
+    printf("invert and trajectories --precision\n");
+    char *ckpt = "bf16_runs/tiny_fp32/ckpt/step_00000040.h5";
+    char *out[2][2] = {{"bf16_runs/inv_fp32.json", "bf16_runs/traj_fp32"},
+                       {"bf16_runs/inv_bf16.json", "bf16_runs/traj_bf16"}};
+    char *text[2][2] = {{NULL}};
+    for (int p = 0; p < 2; p++) {
+        char *prec = p ? "bf16" : "fp32", want[40];
+        snprintf(want, sizeof want, "\"precision\": \"%s\"", prec);
+        char *cmds[2][14] = {
+            {(char *)cmlab, "invert", ckpt, "--count", "2", "--precision", prec, "--json", out[p][0], NULL},
+            {(char *)cmlab, "trajectories", ckpt, "--pca", "--n", "2", "--steps", "2", "--precision", prec, "--out",
+             out[p][1], NULL},
+        };
+        for (int c = 0; c < 2; c++) {
+            FixtureRun r = fixture_run_capture(cmds[c]);
+            char path[80];
+            snprintf(path, sizeof path, c ? "%s/pca.json" : "%s", out[p][c]);
+            text[p][c] = fixture_read_file(path, &(size_t){0});
+            CHECK(r.code == 0 && text[p][c] && strstr(text[p][c], want), "cmlab %s --precision %s: exit %d, %s %s: %s",
+                  cmds[c][1], prec, r.code, path, text[p][c] ? "lacks" : "not written", r.err);
+        }
+    }
+    /* the invert JSON's MSE, the trajectories' fractions (the JSON's precision fields aside) */
+    for (int c = 0; c < 2; c++) {
+        const char *tail[2];
+        for (int p = 0; p < 2; p++) {
+            const char *at = text[p][c] ? strstr(text[p][c], "\"precision\"") : NULL;
+            tail[p] = at ? at + strlen("\"precision\": \"fp32\"") : "";
+        }
+        CHECK(strcmp(tail[0], tail[1]) != 0, "%s: the fp32 and bf16 results are the same",
+              c ? "trajectories" : "invert");
+        for (int p = 0; p < 2; p++) free(text[p][c]);
+    }
+}
+
+/* CMLAB_BF16=off on this AVX512_BF16 CPU: sample --precision bf16 of test_training's fp32
+ * checkpoint notes the fallback once on stderr and writes the fp32 grid's bytes, while without it
+ * the bf16 grid (bf16_runs/grid.png) differs from fp32's, so the variable is what made them equal. */
+static void test_fallback(const char *cmlab)
+{
+    printf("CMLAB_BF16=off\n");
+    char *ckpt = "bf16_runs/tiny_fp32/ckpt/step_00000040.h5";
+    FixtureRun r = fixture_run_capture((char *[]){(char *)cmlab, "sample", ckpt, "--out", "bf16_runs/grid_fp32.png",
+                                                  NULL});
+    CHECK(r.code == 0, "cmlab sample (fp32) exited %d: %s", r.code, r.err);
+    CHECK(!same_bytes("bf16_runs/grid.png", "bf16_runs/grid_fp32.png"),
+          "the bf16 and fp32 grids are the same bytes: the fallback test below would prove nothing");
+    int code = fixture_run((char *[]){(char *)cmlab, "sample", ckpt, "--precision", "bf16", "--out",
+                                      "bf16_runs/grid_off.png", NULL},
+                           "bf16_runs/off.out", "bf16_runs/off.err", "CMLAB_BF16=off");
+    char *err = fixture_read_file("bf16_runs/off.err", &(size_t){0});
+    CHECK(code == 0 && err, "CMLAB_BF16=off cmlab sample --precision bf16 exited %d: %s", code, err ? err : "");
+    if (!err) return;
+    int notes = 0;
+    for (const char *p = err; (p = strstr(p, "AVX512_BF16")); p++) notes++;
+    CHECK(notes == 1 && strstr(err, "CMLAB_BF16=off") && strstr(err, "running in fp32"),
+          "CMLAB_BF16=off: stderr names AVX512_BF16 %d times (want one note naming CMLAB_BF16=off): '%s'", notes, err);
+    CHECK(same_bytes("bf16_runs/grid_off.png", "bf16_runs/grid_fp32.png"),
+          "CMLAB_BF16=off --precision bf16 grid differs from the --precision fp32 grid");
+    free(err);
+}
+
 static void test_cli(const char *cmlab)
 {
     printf("CLI errors\n");
@@ -588,6 +669,8 @@ static void test_cli(const char *cmlab)
         {"sample", "bf16_runs/none.h5", NULL, NULL},
         {"eval", "bf16_runs/none.h5", NULL, NULL},
         {"edit", "bf16_runs/none.h5", "--task", "denoise"},
+        {"invert", "bf16_runs/none.h5", NULL, NULL},
+        {"trajectories", "bf16_runs/none.h5", "--pca", NULL},
     };
     for (size_t i = 0; i < sizeof CMDS / sizeof CMDS[0]; i++) {
         char *argv[8] = {(char *)cmlab};
@@ -599,6 +682,12 @@ static void test_cli(const char *cmlab)
         CHECK(r.code == 2 && strstr(r.err, "--precision") && strstr(r.err, "bad"),
               "cmlab %s --precision bad: exit %d, stderr '%s' (want 2, naming --precision)", CMDS[i][0], r.code, r.err);
     }
+    int code = fixture_run((char *[]){(char *)cmlab, "sample", "bf16_runs/none.h5", "--precision", "bf16", NULL},
+                           "bf16_runs/env.out", "bf16_runs/env.err", "CMLAB_BF16=of");
+    char *err = fixture_read_file("bf16_runs/env.err", &(size_t){0});
+    CHECK(code == 2 && err && strstr(err, "CMLAB_BF16") && strstr(err, "'of'"),
+          "CMLAB_BF16=of: exit %d, stderr '%s' (want 2, naming the variable and the value)", code, err ? err : "");
+    free(err);
     FILE *f = fopen("bf16_runs/badprec.ini", "w");
     CM_ASSERT(f, "cannot write bf16_runs/badprec.ini");
     fprintf(f, "%s", TINY);
@@ -625,5 +714,7 @@ int main(int argc, char **argv)
     test_gemm();
     cm_set_threads(2);
     test_training(argv[2]);
+    test_precision_options(argv[2]);
+    test_fallback(argv[2]);
     return test_summary("bf16");
 }

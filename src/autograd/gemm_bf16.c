@@ -75,11 +75,22 @@ static bool cpu_has_bf16(void)
 #endif
 }
 
+/* CMLAB_BF16=off: the answer a CPU without AVX512_BF16 gives, so the fp32 fallback can be run and
+ * tested here; unset or empty: the CPU's. Another value exits 2 (a typo must not go unnoticed). */
+static bool env_allows_bf16(void)
+{
+    const char *v = getenv("CMLAB_BF16");
+    if (!v || !v[0]) return true;
+    if (strcmp(v, "off") == 0) return false;
+    fprintf(stderr, "cmlab: CMLAB_BF16 expects off (or unset: the CPU decides), got '%s'\n", v);
+    exit(CM_EXIT_INPUT);
+}
+
 bool gemm_bf16_available(void)
 {
     static atomic_int known = -1;
     int k = atomic_load(&known);
-    if (k < 0) atomic_store(&known, k = cpu_has_bf16());
+    if (k < 0) atomic_store(&known, k = env_allows_bf16() && cpu_has_bf16());
     return k;
 }
 
@@ -88,7 +99,8 @@ CmPrecision gemm_precision_usable(CmPrecision want)
     if (want != CM_PRECISION_BF16 || gemm_bf16_available()) return want;
     static atomic_flag noted = ATOMIC_FLAG_INIT;
     if (!atomic_flag_test_and_set(&noted))
-        fprintf(stderr, "cmlab: note: this CPU has no AVX512_BF16; running in fp32\n");
+        fprintf(stderr, "cmlab: note: %s; running in fp32\n",
+                env_allows_bf16() ? "this CPU has no AVX512_BF16" : "no AVX512_BF16 (CMLAB_BF16=off)");
     return CM_PRECISION_FP32;
 }
 

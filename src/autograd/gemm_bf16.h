@@ -28,12 +28,13 @@
 /* "fp32", "bf16": the names of CmPrecision (model.precision, --precision), NULL-terminated. */
 extern const char *const cm_precision_names[CM_PRECISION_COUNT + 1];
 
-/* Whether this CPU and OS run AVX512_BF16 code (asked once). */
+/* Whether this CPU and OS run AVX512_BF16 code (asked once). The environment's CMLAB_BF16=off makes
+ * it false (the fallback, on any CPU); another non-empty value exits 2 with a message. */
 bool gemm_bf16_available(void);
 
 /* The precision a context asked for `want` gets here: want, or fp32 when want is bf16 and the CPU
  * cannot run it; that case prints "cmlab: note: this CPU has no AVX512_BF16; running in fp32" on
- * stderr, once per process. */
+ * stderr ("no AVX512_BF16 (CMLAB_BF16=off)" when that forced it), once per process. */
 CmPrecision gemm_precision_usable(CmPrecision want);
 
 /* x rounded to bf16 (round to nearest even, NaN kept NaN, quieted), as the bits of a bf16 and as
