@@ -15,8 +15,9 @@
  * The first bound is far below bf16's own error, so the test also fails if gemm_bf16 did not
  * round its inputs (the second comparison would pass alone), and the error to the plain product
  * must be above fp32's level on the larger cases for the same reason.
- * The results must be the same bits with 1 and 3 threads and when called inside an OpenMP parallel
- * region (one thread per call).
+ * The results must be the same bits with 1 and 3 threads, when called inside an OpenMP parallel
+ * region (one thread per call) and from op(A) packed first (gemm_bf16_pack_a, gemm_bf16_a: how
+ * op_conv.c's im2col path packs its weights once per call).
  *
  * conv2d (3x3 stride 1 and 2, 1x1; the 3x3 stride-1 cases with 16 and 17 channels take Winograd)
  * and linear, forward and every gradient, in a bf16 context, against
@@ -128,12 +129,20 @@ static void gemm_case_free(Gemm *g)
     free(g->C0);
 }
 
-static float *gemm_result(const Gemm *g)
+/* C from gemm_bf16, or with packed: from op(A) packed first (gemm_bf16_pack_a, gemm_bf16_a). */
+static float *gemm_result(const Gemm *g, bool packed)
 {
     size_t nc = (size_t)g->M * g->ldc;
     float *C = malloc(sizeof(float) * (nc + 1));
     memcpy(C, g->C0, sizeof(float) * nc);
-    gemm_bf16(g->ta, g->tb, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B, g->ldb, g->beta, C, g->ldc);
+    if (packed) {
+        uint32_t *ap = malloc(sizeof(uint32_t) * gemm_bf16_a_words(g->M, g->K));
+        gemm_bf16_pack_a(g->ta, g->M, g->K, g->A, g->lda, ap);
+        gemm_bf16_a(g->ta, g->tb, g->M, g->N, g->K, g->alpha, ap, g->B, g->ldb, g->beta, C, g->ldc);
+        free(ap);
+    } else {
+        gemm_bf16(g->ta, g->tb, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B, g->ldb, g->beta, C, g->ldc);
+    }
     return C;
 }
 
@@ -208,16 +217,18 @@ static void test_gemm(void)
             snprintf(name, sizeof name, "%s%s M %d N %d K %d beta %g", ta ? "A^T " : "", tb ? "B^T " : "", M, N, K,
                      beta);
             cm_set_threads(1);
-            float *c1 = gemm_result(&g);
+            float *c1 = gemm_result(&g, false);
             cm_set_threads(3);
-            float *c3 = gemm_result(&g);
+            float *c3 = gemm_result(&g, false), *ca = gemm_result(&g, true);
             gemm_check(&g, c1, name);
             size_t nc = (size_t)M * g.ldc;
             CHECK(memcmp(c1, c3, sizeof(float) * nc) == 0, "%s: 1 and 3 threads differ", name);
-            /* inside a parallel region, as op_conv.c calls it: each thread its own product */
+            CHECK(memcmp(c1, ca, sizeof(float) * nc) == 0, "%s: op(A) packed first (gemm_bf16_a) differs", name);
+            /* inside a parallel region, as op_conv.c calls it: each thread its own product (thread 1
+             * from op(A) packed first, as op_conv.c's weights) */
             float *cp[2] = {0};
 #pragma omp parallel num_threads(2)
-            cp[omp_get_thread_num()] = gemm_result(&g);
+            cp[omp_get_thread_num()] = gemm_result(&g, omp_get_thread_num() == 1);
             for (int i = 0; i < 2; i++) {
                 CHECK(cp[i] && memcmp(c1, cp[i], sizeof(float) * nc) == 0,
                       "%s: thread %d of a parallel region differs from the serial call", name, i);
@@ -225,6 +236,7 @@ static void test_gemm(void)
             }
             free(c1);
             free(c3);
+            free(ca);
             gemm_case_free(&g);
         }
 }

@@ -114,6 +114,9 @@ void gemm_run(CmPrecision prec, bool ta, bool tb, int M, int N, int K, float alp
                     A, lda, B, ldb, beta, C, ldc);
 }
 
+/* M Kp pairs and 16 words of slack (gemm_bf16's own allocation). */
+size_t gemm_bf16_a_words(int M, int K) { return (size_t)M * ((K + 1) / 2) + 16; }
+
 #ifdef HAVE_X86
 
 enum { NR = 64, MC = 48 };   /* panel columns; rows per task (a multiple of every KERNEL_ROWS) */
@@ -284,20 +287,30 @@ void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars
     }
 }
 
-void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-               int ldb, float beta, float *C, int ldc)
+void gemm_bf16_pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
+{
+    CM_ASSERT(gemm_bf16_available(), "gemm_bf16_pack_a: this CPU has no AVX512_BF16 (see gemm_precision_usable)");
+    /* a team of its own (of one inside a parallel region), so that pack_a's omp for never binds to
+     * a caller's team that does not all come here */
+#pragma omp parallel num_threads(cm_threads()) if (!omp_in_parallel() && (size_t)M * K >= 32768)
+    pack_a(ta, M, K, A, lda, ap);
+}
+
+/* gemm_bf16 with op(A)'s pairs in ap, or packed here from A when ap is NULL. */
+static void gemm_core(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const uint32_t *ap, const float *B, int ldb, float beta, float *C, int ldc)
 {
     CM_ASSERT(gemm_bf16_available(), "gemm_bf16: this CPU has no AVX512_BF16 (see gemm_precision_usable)");
     if (M <= 0 || N <= 0) return;
     const int Kp = (K + 1) / 2, npanels = (N + NR - 1) / NR, nrows = (M + MC - 1) / MC;
-    uint32_t *ap = cm_aligned_alloc(sizeof(uint32_t) * ((size_t)M * Kp + 16));
+    uint32_t *own = ap ? NULL : cm_aligned_alloc(sizeof(uint32_t) * gemm_bf16_a_words(M, K));
     uint32_t *bp = cm_aligned_alloc(sizeof(uint32_t) * ((size_t)npanels * Kp * NR + 16));
     const int T = cm_threads();
     const bool par = T > 1 && !omp_in_parallel() && 2.0 * M * N * K >= PAR_MIN_FLOPS && npanels * nrows > 1;
     const ptrdiff_t ars = ta ? 1 : Kp, aps = ta ? M : 1;
 #pragma omp parallel num_threads(T) if (par)
     {
-        pack_a(ta, M, K, A, lda, ap);
+        if (own) pack_a(ta, M, K, A, lda, own);
         uint32_t *tmp = tb ? cm_malloc(sizeof(uint32_t) * ((size_t)Kp + 1)) : NULL;
 #pragma omp for schedule(static)
         for (int q = 0; q < npanels; q++) {
@@ -305,15 +318,28 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *
             pack_b_panel(tb, K, B, ldb, j0, w, (w + 15) / 16 * 16, bp + (size_t)q * Kp * NR, tmp);
         }
         free(tmp);
+        const uint32_t *a = own ? own : ap;
 #pragma omp for schedule(static)
         for (int t = 0; t < npanels * nrows; t++) {
             int q = t / nrows, i0 = t % nrows * MC, j0 = q * NR;
-            gemm_task(Kp, ap + i0 * ars, ars, aps, bp + (size_t)q * Kp * NR, CM_MIN(MC, M - i0), CM_MIN(NR, N - j0),
+            gemm_task(Kp, a + i0 * ars, ars, aps, bp + (size_t)q * Kp * NR, CM_MIN(MC, M - i0), CM_MIN(NR, N - j0),
                       alpha, beta, C + (size_t)i0 * ldc + j0, ldc);
         }
     }
-    free(ap);
+    free(own);
     free(bp);
+}
+
+void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc)
+{
+    gemm_core(ta, tb, M, N, K, alpha, A, lda, NULL, B, ldb, beta, C, ldc);
+}
+
+void gemm_bf16_a(bool ta, bool tb, int M, int N, int K, float alpha, const uint32_t *ap, const float *B, int ldb,
+                 float beta, float *C, int ldc)
+{
+    gemm_core(ta, tb, M, N, K, alpha, NULL, 0, ap, B, ldb, beta, C, ldc);
 }
 
 #else
@@ -328,6 +354,17 @@ void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars
                       ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
 {
     CM_ASSERT(false, "gemm_bf16_packed: AVX512_BF16 is an x86 extension");
+}
+
+void gemm_bf16_pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
+{
+    CM_ASSERT(false, "gemm_bf16_pack_a: AVX512_BF16 is an x86 extension");
+}
+
+void gemm_bf16_a(bool ta, bool tb, int M, int N, int K, float alpha, const uint32_t *ap, const float *B, int ldb,
+                 float beta, float *C, int ldc)
+{
+    CM_ASSERT(false, "gemm_bf16_a: AVX512_BF16 is an x86 extension");
 }
 
 void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)

@@ -60,6 +60,16 @@ void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst);
 void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
                       ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc);
 
+/* op(A) packed once for many products with the same A (op_conv.c's weights over its chunks of
+ * samples, read by every thread): gemm_bf16_pack_a fills ap [gemm_bf16_a_words(M, K)] with op(A)'s
+ * pairs (over cm_threads() threads from serial code, on the calling thread inside a parallel
+ * region), and gemm_bf16_a is then gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ...) with the same
+ * bits (called inside a parallel region, on the calling thread alone, as gemm_bf16). */
+size_t gemm_bf16_a_words(int M, int K);
+void gemm_bf16_pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap);
+void gemm_bf16_a(bool ta, bool tb, int M, int N, int K, float alpha, const uint32_t *ap, const float *B, int ldb,
+                 float beta, float *C, int ldc);
+
 /* gemm_bf16 when prec is CM_PRECISION_BF16, else cblas_sgemm (row-major), same arguments. */
 void gemm_run(CmPrecision prec, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);

@@ -17,6 +17,8 @@
  * With nb = 1 (most U-Net shapes) the GEMMs read and write NCHW directly; with nb > 1 (small
  * images) yc/dyc hold the chunk channels-outermost and are copied from/to NCHW in the thread. A
  * 1x1, stride-1, unpadded conv skips im2col: x[n] [Cin, H*W] already is col for one sample.
+ * In bf16 the weights (w for y, w^T for dx) are rounded and packed into pairs once per call,
+ * before the threads start, and read by every thread's GEMMs (gemm_bf16_a): not once per chunk.
  *
  * Unfolding goes through "phases" (see split_phases) so that stride 2 copies contiguous runs
  * rather than gathering every other pixel.
@@ -300,6 +302,7 @@ typedef struct ConvWork {
     int nb;                    /* samples per chunk */
     size_t col, yc, ph, dw, per_thread;
     float *mem;
+    const uint32_t *wp;        /* bf16: the weights' pairs (pack_weights), else NULL */
 } ConvWork;
 
 static ConvWork conv_work(Ctx *c, const ConvGeom *g, bool with_dw)
@@ -314,6 +317,25 @@ static ConvWork conv_work(Ctx *c, const ConvGeom *g, bool with_dw)
     w.per_thread = (w.col + w.yc + w.ph + w.dw + 15) & ~(size_t)15;
     w.mem = arena_alloc(&c->arena, sizeof(float) * w.per_thread * (size_t)cm_threads());
     return w;
+}
+
+/* bf16: op(w) (w [Cout, K] forward, w^T [K, Cout] for dx: ta) packed once per call, before the
+ * threads share it read-only, instead of once per chunk of samples inside gemm_bf16. */
+static const uint32_t *pack_weights(Ctx *c, const ConvGeom *g, const float *wt, bool ta)
+{
+    if (c->precision != CM_PRECISION_BF16) return NULL;
+    const int M = ta ? g->K : g->Cout, K = ta ? g->Cout : g->K;
+    uint32_t *wp = arena_alloc(&c->arena, sizeof(uint32_t) * gemm_bf16_a_words(M, K));
+    gemm_bf16_pack_a(ta, M, K, wt, g->K, wp);
+    return wp;
+}
+
+/* C [M, N] = alpha op(w) B + beta C, op(w) [M, K]: gemm_run, or from the packed weights (bf16). */
+static void weights_gemm(CmPrecision prec, const ConvWork *w, bool ta, int M, int N, int K, float alpha,
+                         const float *wt, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (w->wp) gemm_bf16_a(ta, false, M, N, K, alpha, w->wp, B, ldb, beta, C, ldc);
+    else gemm_run(prec, ta, false, M, N, K, alpha, wt, ta ? M : K, B, ldb, beta, C, ldc);
 }
 
 static float *work_col(const ConvWork *w) { return w->mem + w->per_thread * (size_t)omp_get_thread_num(); }
@@ -381,10 +403,9 @@ static void conv_forward_share(CmPrecision prec, const ConvGeom *g, const ConvWo
         if (m == 1) {   /* straight into NCHW */
             float *yn = y + (size_t)n0 * g->Cout * g->P;
             bool init = epilogue_init(g, ep, n0, yn);
-            gemm_run(prec, false, false, g->Cout, ld, g->K, ep->scale, wt, g->K, B, ld, init ? 1.0f : 0.0f, yn,
-                     ld);
+            weights_gemm(prec, w, false, g->Cout, ld, g->K, ep->scale, wt, B, ld, init ? 1.0f : 0.0f, yn, ld);
         } else {
-            gemm_run(prec, false, false, g->Cout, ld, g->K, 1.0f, wt, g->K, B, ld, 0.0f, yc, ld);
+            weights_gemm(prec, w, false, g->Cout, ld, g->K, 1.0f, wt, B, ld, 0.0f, yc, ld);
             chunk_to_nchw(g, yc, ep, n0, m, y);
         }
     }
@@ -468,6 +489,7 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
     } else {
         const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
         ConvWork work = conv_work(c, &g, false);
+        work.wp = pack_weights(c, &g, w->data, false);
 #pragma omp parallel num_threads(cm_threads())
         conv_forward_share(c->precision, &g, &work, xin, w->data, &ep, y->data);
         if (ep.mean)   /* a pass of its own here (this path carries few of a U-Net's FLOPs) */
@@ -538,12 +560,11 @@ static bool conv_backward_share(CmPrecision prec, const ConvGeom *g, const ConvW
         if (!gx) continue;
         if (pointwise) {   /* dx[n] [Cin, P] (+)= w^T [Cin, Cout] . dy[n] [Cout, P] */
             float *gxn = gx + (size_t)n0 * g->Cin * g->P;
-            gemm_run(prec, true, false, g->Cin, g->P, g->Cout, 1.0f, wt, g->Cin, D, g->P, 0.0f,
-                     fresh_x ? gxn : col, g->P);
+            weights_gemm(prec, w, true, g->Cin, g->P, g->Cout, 1.0f, wt, D, g->P, 0.0f, fresh_x ? gxn : col, g->P);
             if (!fresh_x)
                 for (size_t i = 0; i < (size_t)g->Cin * g->P; i++) gxn[i] += col[i];
         } else {           /* dcol [K, m*P] = w^T [K, Cout] . dyc, folded into dx */
-            gemm_run(prec, true, false, g->K, ld, g->Cout, 1.0f, wt, g->K, D, ld, 0.0f, col, ld);
+            weights_gemm(prec, w, true, g->K, ld, g->Cout, 1.0f, wt, D, ld, 0.0f, col, ld);
             col2im(g, col, n0, m, ph, gx, fresh_x);
         }
     }
@@ -622,6 +643,7 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
     } else {
         const float *xin = groups && need_w ? prologue_apply(c, x, &pro) : x->data;
         ConvWork work = conv_work(c, &g, need_w);
+        if (gin) work.wp = pack_weights(c, &g, w->data, true);
         int T = cm_threads();
         bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
 #pragma omp parallel num_threads(T)
