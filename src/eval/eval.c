@@ -106,7 +106,8 @@ int eval_nfes(const Config *mcfg, const Config *ev, ModelKind kind, int *nfe)
     return 1;
 }
 
-int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
+/* eval_sampler without the precision. */
+static int sampler_record(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
 {
     r->nfe = nfe;
     r->options[0] = '\0';
@@ -135,6 +136,16 @@ int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, 
              "dpmpp3m_corrected=%d", o.rho, o.afs, o.denoise_to_zero, o.ipndm_order, o.lower_order_final,
              o.thresholding, o.dpmpp3m_corrected);
     return rc;
+}
+
+int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
+{
+    if (sampler_record(mcfg, ev, nfe, kind, r)) return -1;
+    if (gemm_precision_usable(ev->model.precision) == CM_PRECISION_BF16) {   /* fp32 records stay as they were */
+        size_t len = strlen(r->options);
+        snprintf(r->options + len, sizeof r->options - len, "%sprecision=bf16", len ? "," : "");
+    }
+    return 0;
 }
 
 /* Fills the parts of r common to every record of a checkpoint and feature network. */
@@ -283,10 +294,6 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         double t0 = cm_now();
         rc = eval_sampler(&mcfg, ev, nfes[i], mk, &r);
         if (rc != 0) break;
-        if (precision == CM_PRECISION_BF16) {   /* in the record and its name; fp32 records stay as they were */
-            size_t len = strlen(r.options);
-            snprintf(r.options + len, sizeof r.options - len, "%sprecision=bf16", len ? "," : "");
-        }
         printf("%s: %d samples, %s, NFE %d ...\n", path, n, r.sampler, nfes[i]);
         fflush(stdout);
         /* The checkpoint's noise range, the evaluation's sampler. */

@@ -30,8 +30,10 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
                     int max, int *count);
 
 /* The sampler part of a record for one NFE: sampler, schedule, nfe and the time points, for a
- * checkpoint of configuration mcfg whose model samples as `kind`, sampled with ev's [sample].
- * -1 after cm_fail() for an NFE the sampler cannot take. */
+ * checkpoint of configuration mcfg whose model samples as `kind`, sampled with ev's [sample]; the
+ * options end in precision=bf16 when ev's model.precision is bf16 and this CPU runs it (so ablate
+ * matches a bf16 variant's records as eval_checkpoint writes them). -1 after cm_fail() for an NFE
+ * the sampler cannot take. */
 int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r);
 
 /* The NFEs ev evaluates a checkpoint of configuration mcfg (its model sampling as `kind`) at, into
