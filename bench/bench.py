@@ -10,6 +10,13 @@ its own process, so its peak RSS is that workload's alone. OpenBLAS's sgemm peak
 OMP_NUM_THREADS and OPENBLAS_CORETYPE (cmlab picks SkylakeX on this CPU: tensor.h,
 cm_blas_select_core).
 
+Rows ending in -bf16 run the network's products in bf16 (issue 19): cmlab's bench_train
+--precision bf16 against bench_train.py --bf16 (PyTorch's torch.autocast("cpu", dtype=torch.bfloat16),
+in the same four configurations); their work column says bf16, and a second table sets each beside
+its fp32 row when both ran (cmlab bf16 / fp32, PyTorch bf16 / fp32, cmlab bf16 / PyTorch bf16).
+PyTorch 1.13 sends a bf16 matmul to oneDNN only when m n k >= 16^3 (smaller ones take a slower
+fallback that rounds partial sums to bf16). A CPU without AVX512_BF16 fails the bf16 rows' cmlab runs.
+
 --contended measures each row a second time while a busy process (a Python spin loop pinned to
 the last core by taskset) runs, and prints both sides' idle and contended img/s (default rows:
 S-train and S-sample). --cmlab-env VAR=VALUE (repeatable) sets a variable for cmlab's processes
@@ -54,6 +61,10 @@ ROWS = {
     "S-amed-train": ("S", "amed-train", 128, 1, 3, "AMED predictor, 3 substeps"),
     "S-eval": ("S", "eval", bench_eval.N, 0, 1, "eval: 1-step sample + features"),
 }
+# bf16 rows: the fp32 row each repeats with bf16 products (cmlab --precision bf16, PyTorch autocast).
+BF16 = {"S-sample-bf16": "S-sample", "M-sample-bf16": "M-sample", "S-heun64-bf16": "S-heun64",
+        "S-train-bf16": "S-train"}
+ROWS.update({b: ROWS[f][:5] + (ROWS[f][5] + ", bf16",) for b, f in BF16.items()})
 # The M Heun rows take an estimated 10 minutes a repetition (PyTorch at batch 256, from the M sampling
 # rates in README): only with --only M-heun64,M-heun256.
 DEFAULT = [r for r in ROWS if not r.startswith("M-heun")]
@@ -118,7 +129,8 @@ def measure(build, name, ev):
             recs.append(r)
     else:
         args = [cfg, mode, "--batch", str(batch), "--warmup", str(warm), "--iters", str(iters)]
-        for side, r in zip(("cmlab", "cmlab1"), run([os.path.join(build, "bench", "bench_train")] + args +
+        prec = ["--precision", "bf16"] if name in BF16 else []
+        for side, r in zip(("cmlab", "cmlab1"), run([os.path.join(build, "bench", "bench_train")] + args + prec +
                                                    ["--threads", "2,1"], 2, True)):
             r["side"] = side
             recs.append(r)
@@ -127,7 +139,8 @@ def measure(build, name, ev):
             cmd = ev.torch_cmd(tb, cl)
         else:
             cmd = [PY, os.path.join(HERE, "bench_train.py"), cfg, mode, "--batch", str(tb), "--warmup", str(warm),
-                   "--iters", str(iters), "--threads", "2"] + (["--channels-last"] if cl else [])
+                   "--iters", str(iters), "--threads", "2"] + (["--channels-last"] if cl else []) + \
+                  (["--bf16"] if name in BF16 else [])
         try:
             r = run(cmd, 2)[-1]
         except subprocess.CalledProcessError as e:
@@ -166,6 +179,8 @@ def torch_best(raw, name, state="idle"):
     cfgs = [torch_label(b, cl) for b, cl in TORCH_CONFIGS]
     speeds = {c: med(raw, name, "torch", "img_s", c, state) for c in cfgs}
     speeds = {c: v for c, v in speeds.items() if not math.isnan(v)}
+    if not speeds:   # every configuration failed (said above)
+        return "none ran", float("nan")
     best = max(speeds, key=speeds.get)
     return best, speeds[best]
 
@@ -250,6 +265,27 @@ def main():
             cfg, what, batch, c2, t2, best, c2 / t2, opt("%.1f", same), rc, rt, opt("%.1f", gfs),
             opt("%.0f%%", 100 * gfs / peak), c1, c2 / c1))
     print()
+    bf16_rows = [r for r in rows if r in BF16]
+    if bf16_rows:
+        print("bf16 beside fp32 (img/s; '-' where the fp32 row was not run)")
+        print()
+        table_header("work", "cmlab fp32", "cmlab bf16", "cmlab bf16 / fp32", "PyTorch fp32 best",
+                     "PyTorch bf16 best", "PyTorch bf16 / fp32", "cmlab bf16 / PyTorch bf16")
+        for name in bf16_rows:
+            peer = BF16[name]
+            cfg, _, _, _, _, what = ROWS[peer]
+            cb = med(raw, name, "cmlab", "img_s")
+            cf = med(raw, peer, "cmlab", "img_s") if peer in rows else float("nan")
+            tbest, tb = torch_best(raw, name)
+            tf = torch_best(raw, peer)[1] if peer in rows else float("nan")
+            opt = lambda fmt, v: "-" if math.isnan(v) else fmt % v
+            print("| %s %s | %s | %.1f | %s | %s | %.1f (%s) | %s | %.2f |" % (
+                cfg, what, opt("%.1f", cf), cb, opt("%.2f", cb / cf), opt("%.1f", tf), tb, tbest,
+                opt("%.2f", tb / tf), cb / tb))
+        print()
+        print("issue 19's targets: sampling cmlab bf16 / fp32 >= 1.6 and cmlab bf16 / PyTorch bf16 >= 2; training")
+        print("cmlab bf16 / fp32 >= 1.4")
+        print()
     if a.contended:
         print("contended: a busy process (a Python spin loop) pinned to core %d during the measurement" %
               (os.cpu_count() - 1))

@@ -32,14 +32,19 @@
  *      middle block)
  *
  * Usage: bench_train S|M MODE [--batch B] [--threads T[,T2...]] [--iters N] [--warmup W]
+ *                    [--precision fp32|bf16]
+ * --precision bf16 runs the network's products in bf16 (the context's precision, gemm_bf16.h), as
+ * model.precision = bf16 trains and --precision bf16 samples; a CPU without AVX512_BF16 exits 2
+ * rather than time fp32 under a bf16 label.
  * With several thread counts the timed iterations alternate between them (T, T2, T, T2, ...), so
  * a drift of the machine's speed affects each count alike; bench.py compares 2 and 1 threads so.
- * Prints one line per thread count of key=value fields: side, config, mode, threads, batch, ms (median of the
- * timed iterations), ms_min, img_s (from the median), gflop (model FLOPs of one iteration: the
- * GEMM-shaped ops, counted by the ops themselves, Ctx.flops), rss_mb (peak resident set of this
- * process), arena_mb (the step arena's high-water mark), core (OpenBLAS's kernels), cpu_ms (median
- * process CPU time of the timed iterations, user + system of all threads: the measure to compare
- * 1-thread runs by on a loaded machine, where wall time counts the time other jobs hold the core).
+ * Prints one line per thread count of key=value fields: side, config, mode, precision, threads,
+ * batch, ms (median of the timed iterations), ms_min, img_s (from the median), gflop (model FLOPs
+ * of one iteration: the GEMM-shaped ops, counted by the ops themselves, Ctx.flops), rss_mb (peak
+ * resident set of this process), arena_mb (the step arena's high-water mark), core (OpenBLAS's
+ * kernels), cpu_ms (median process CPU time of the timed iterations, user + system of all
+ * threads: the measure to compare 1-thread runs by on a loaded machine, where wall time counts
+ * the time other jobs hold the core).
  * With several thread counts rss_mb and arena_mb are the process's, shared by all of them. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +52,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "autograd/gemm_bf16.h"
 #include "nn/mlp.h"
 #include "nn/optim.h"
 #include "nn/unet.h"
@@ -331,6 +337,7 @@ int main(int argc, char **argv)
     cm_blas_select_core(argv);
     if (argc < 3) {
         fprintf(stderr, "usage: bench_train S|M MODE [--batch B] [--threads T[,T2...]] [--iters N] [--warmup W]\n"
+                        "                   [--precision fp32|bf16]\n"
                         "MODE: train, sample, heun, bcm-train, bcm-sample, amed-teacher, amed-train\n");
         return CM_EXIT_INPUT;
     }
@@ -345,8 +352,22 @@ int main(int argc, char **argv)
     }
     enum { MAX_COUNTS = 4 };
     int batch = mode_batch[mode], counts[MAX_COUNTS] = {2}, ncounts = 1, iters = 5, warmup = 2;
+    CmPrecision precision = CM_PRECISION_FP32;
     for (int i = 3; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
+        if (strcmp(argv[i], "--precision") == 0) {
+            bool bf16 = strcmp(argv[i + 1], "bf16") == 0;
+            if (!bf16 && strcmp(argv[i + 1], "fp32") != 0) {
+                fprintf(stderr, "bench_train: --precision %s: fp32 or bf16\n", argv[i + 1]);
+                return CM_EXIT_INPUT;
+            }
+            if (bf16 && !gemm_bf16_available()) {
+                fprintf(stderr, "bench_train: --precision bf16: this CPU has no AVX512_BF16\n");
+                return CM_EXIT_INPUT;
+            }
+            precision = bf16 ? CM_PRECISION_BF16 : CM_PRECISION_FP32;
+            continue;
+        }
         if (strcmp(argv[i], "--threads") == 0) {
             ncounts = 0;
             for (char *p = argv[i + 1], *end; ncounts < MAX_COUNTS; p = end + 1) {
@@ -376,6 +397,7 @@ int main(int argc, char **argv)
     UNetConfig cfg = bench_config(config);
     Bench b;
     bench_init(&b, mode, &cfg, batch);
+    b.ctx.precision = precision;
 
     /* t[j * iters + i], cpu[...]: iteration i at counts[j] */
     double *t = cm_malloc(sizeof(double) * (size_t)(iters * ncounts)), flops = 0;
@@ -399,10 +421,11 @@ int main(int argc, char **argv)
         qsort(cj, (size_t)iters, sizeof(double), cmp_double);
         double med = iters % 2 ? tj[iters / 2] : 0.5 * (tj[iters / 2 - 1] + tj[iters / 2]);
         double cpu_med = iters % 2 ? cj[iters / 2] : 0.5 * (cj[iters / 2 - 1] + cj[iters / 2]);
-        printf("side=cmlab config=%s mode=%s threads=%d batch=%d ms=%.2f ms_min=%.2f img_s=%.2f "
+        printf("side=cmlab config=%s mode=%s precision=%s threads=%d batch=%d ms=%.2f ms_min=%.2f img_s=%.2f "
                "gflop=%.3f rss_mb=%.1f arena_mb=%.1f core=%s cpu_ms=%.2f\n",
-               config, mode_name, counts[j], batch, 1e3 * med, 1e3 * tj[0], batch / med, flops * 1e-9,
-               ru.ru_maxrss / 1024.0, b.ctx.arena.high_water / 1048576.0, cm_blas_core(), 1e3 * cpu_med);
+               config, mode_name, cm_precision_names[precision], counts[j], batch, 1e3 * med, 1e3 * tj[0],
+               batch / med, flops * 1e-9, ru.ru_maxrss / 1024.0, b.ctx.arena.high_water / 1048576.0, cm_blas_core(),
+               1e3 * cpu_med);
     }
     free(t);
     free(cpu);

@@ -28,10 +28,17 @@ bcm_step.py, amed_step.py hold the same formulas as the tests' oracles).
 --channels-last runs the U-Net and its inputs in torch.channels_last memory format (PyTorch's
 faster layout on some CPUs); bench.py runs each row at batch 64 and 256 with and without it.
 
+--bf16 runs the network calls (and the losses on their outputs) under
+torch.autocast("cpu", dtype=torch.bfloat16), the peer of cmlab's --precision bf16 (issue 19): bf16
+inputs to convolutions, linear layers and matmuls; fp32 weights, optimiser and EMAs; backward outside
+the autocast region, as PyTorch's AMP recipe says; group norm in fp32 (autocast leaves it out and
+it refuses bf16 inputs with fp32 weights). train, sample and heun only. PyTorch 1.13 sends a
+bf16 matmul to oneDNN only when m n k >= 16^3 (smaller ones take a slower fallback).
+
 Usage: /usr/bin/python3 bench/bench_train.py S|M MODE [--batch B] [--threads T] [--iters N]
-       [--warmup W] [--channels-last]
+       [--warmup W] [--channels-last] [--bf16]
 Prints one line in bench_train.c's format (side=torch; gflop is left to cmlab's count; layout=
-channels_last or contiguous).
+channels_last or contiguous; precision=fp32 or bf16).
 """
 import argparse
 import math
@@ -149,7 +156,16 @@ def main():
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (train, sample, heun)")
     a = ap.parse_args()
+    if a.bf16 and a.mode not in ("train", "sample", "heun"):
+        ap.error("--bf16: modes train, sample and heun only")
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
+    if a.bf16:
+        # PyTorch 1.13's CPU autocast casts no group norm, and F.group_norm refuses a bf16 input
+        # with fp32 weights: it runs in fp32 here, as cmlab's does (the next conv casts again).
+        gn_forward = torch.nn.GroupNorm.forward
+        torch.nn.GroupNorm.forward = lambda self, x: gn_forward(self, x.float())
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     mode = a.mode
@@ -183,22 +199,23 @@ def main():
 
     def train_step():
         opt.zero_grad(set_to_none=False)
-        a_ = consistency_fn(net, x0 + t1[V] * z, t1)
-        with torch.no_grad():
-            b_ = consistency_fn(target, x0 + t0[V] * z, t0)
-        loss = ((a_ - b_) ** 2).reshape(B, -1).mean(dim=1).mean()
+        with amp:
+            a_ = consistency_fn(net, x0 + t1[V] * z, t1)
+            with torch.no_grad():
+                b_ = consistency_fn(target, x0 + t0[V] * z, t0)
+            loss = ((a_.float() - b_.float()) ** 2).reshape(B, -1).mean(dim=1).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), math.inf)
         opt.step()
         ema_update(((0.999, ema), (0.9, target)), net)
 
     def sample_step():
-        with torch.no_grad():
+        with torch.no_grad(), amp:
             T = torch.full((B,), SIGMA_MAX)
             consistency_fn(ema, SIGMA_MAX * img(torch.randn(B, C, H, W)), T).clamp_(-1, 1)
 
     def heun_step():
-        with torch.no_grad():
+        with torch.no_grad(), amp:
             heun(ema, SIGMA_MAX * img(torch.randn(B, C, H, W)), list(reversed(s)), True)
 
     D = C * H * W
@@ -283,9 +300,10 @@ def main():
     med = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print("side=torch config=%s mode=%s threads=%d batch=%d ms=%.2f ms_min=%.2f img_s=%.2f "
-          "gflop=nan rss_mb=%.1f arena_mb=nan core=%s layout=%s" % (
+          "gflop=nan rss_mb=%.1f arena_mb=nan core=%s layout=%s precision=%s" % (
               a.config, mode, a.threads, B, 1e3 * med, 1e3 * times[0], B / med, rss,
-              os.environ.get("OPENBLAS_CORETYPE", "-"), "channels_last" if a.channels_last else "contiguous"),
+              os.environ.get("OPENBLAS_CORETYPE", "-"), "channels_last" if a.channels_last else "contiguous",
+              "bf16" if a.bf16 else "fp32"),
           flush=True)
 
 

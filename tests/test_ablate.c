@@ -28,7 +28,10 @@
  *     N = 2 and 3): eval.predictor with {nfe} takes each NFE's own predictor (the records say
  *     sampler amed at NFE 1 and 3 over 2 and 3 time points), the plain column's empty
  *     eval.predictor keeps its solver and its directory name, a rerun evaluates nothing again,
- *     and a {nfe} path without eval.nfe exits 2.
+ *     and a {nfe} path without eval.nfe exits 2;
+ *   - a zip of model.precision = fp32, bf16 over one EDM checkpoint: the bf16 variant's records say
+ *     precision=bf16 (on a CPU with AVX512_BF16), both variants have their FD in results.csv, and a
+ *     rerun finds both variants' records and evaluates nothing again.
  */
 #include <math.h>
 #include <signal.h>
@@ -44,6 +47,7 @@
 #include "fixture.h"
 #include "io/checkpoint.h"
 #include "data/image.h"
+#include "autograd/gemm_bf16.h"
 #include "eval/eval.h"
 
 static const char *cmlab;
@@ -744,6 +748,35 @@ static void test_report_renders(void)
     CHECK(system(cmd) == 0, "cannot remove %s", profile);
 }
 
+/* A checkpoint sampled in fp32 and in bf16 (experiments/ablations/bf16.ini's last column): ablate
+ * must find the bf16 records, whose options end in precision=bf16, on a rerun. */
+static void test_ablate_precision(void)
+{
+    write_exp("abl_runs/prec.ini",
+              "# fp32 and bf16 sampling of one checkpoint for test_ablate.\n"
+              "[experiment]\nmethod = edm\nout_dir = abl_runs\nname = prec\n"
+              "[eval]\ncheckpoint = abl_runs/edm/ckpt/step_00000004.h5\n"
+              "features = abl_runs/clf/ckpt/step_00000080.h5\nn = 16\nnfe = 3\nsweep = zip\n"
+              "[sweep]\nmodel.precision = fp32, bf16\n");
+    int rc = CMLAB("ablate", "abl_runs/prec.ini");
+    CHECK(rc == 0, "precision ablation: exit %d\n%s", rc, out_buf);
+    EvalRecord *rs = NULL;
+    int n = eval_json_read("abl_runs/prec/01-bf16/eval.json", &rs);
+    bool bf16 = gemm_bf16_available();
+    CHECK(n == 1 && (strstr(rs[0].options, "precision=bf16") != NULL) == bf16,
+          "01-bf16/eval.json: %d records, options '%s' (want precision=bf16: %d)", n, n > 0 ? rs[0].options : "",
+          bf16);
+    free(rs);
+    char *csv = fixture_read_file("abl_runs/prec/results.csv", &(size_t){0});
+    int done = 0;
+    for (const char *p = csv; p && (p = strstr(p, ",done,")); p++) done++;   /* status done: every FD found */
+    CHECK(done == 2, "precision results.csv has %d variants done (want 2):\n%s", done, csv ? csv : "(none)");
+    free(csv);
+    rc = CMLAB("ablate", "abl_runs/prec.ini");
+    CHECK(rc == 0 && !strstr(out_buf, "evaluating") && strstr(out_buf, "01-bf16: evaluated"),
+          "a rerun of the precision ablation evaluated again: exit %d\n%s", rc, out_buf);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -764,6 +797,7 @@ int main(int argc, char **argv)
     test_ablate();
     test_ablate_zip();
     test_ablate_amed();
+    test_ablate_precision();
     test_ablate_sigterm();
     test_report_renders();
     test_mid_t_records();

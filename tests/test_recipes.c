@@ -303,6 +303,34 @@ static const Expect SAMPLING_STEPS[] = {
     {0},
 };
 
+/* ablations/bf16.ini: issue 19's quality study, the demo's iCT recipe (src/train/demo.c, `cmlab demo
+ * --print-config`) for a budget of steps, not seconds: fp32 from two seeds (the spread), bf16
+ * from the first seed, and the first fp32 model sampled in bf16, zipped; FD at n = 2000, 1 and 2
+ * steps. */
+static const Expect BF16_STUDY[] = {
+    {"experiment.method", "ct", "the demo"},
+    {"model.channels", "32", "the demo"},
+    {"model.channel_mult", "1,2,2", "the demo"},
+    {"model.num_blocks", "1", "the demo"},
+    {"model.mid_attn", "false", "the demo"},
+    {"train.iterations", "2000", "the demo (its N doubling 10 -> 80 over 2000 steps)"},
+    {"train.time_limit", "0", "issue 19 (the same steps in fp32 and bf16)"},
+    {"train.lr", "0.001", "the demo"},
+    {"train.warmup", "100", "the demo"},
+    {"train.ema", "0.99", "the demo"},
+    {"train.batch_size", "64", "the demo"},
+    {"ct.s1", "80", "the demo"},
+    {"eval.sweep", "zip", "issue 19 (a precision with its seed and checkpoint)"},
+    {"eval.n", "2000", "issue 19 (FD at n = 2000)"},
+    {"eval.nfe", "1,2", "issue 19 (1 and 2 steps)"},
+    {"sweep.model.precision", "fp32,fp32,bf16,bf16",
+     "issue 19 (fp32 twice for the spread, bf16 trained, bf16 sampled)"},
+    {"sweep.experiment.seed", "0,1,0,0", "issue 19 (bf16 from fp32's first seed)"},
+    {"sweep.eval.checkpoint", ",,,runs/ablations/bf16/00-fp32-0/ckpt/step_00002000.h5",
+     "issue 19 (the fp32 seed-0 model sampled in bf16)"},
+    {0},
+};
+
 /* ablations/solvers.ini: the AMED paper's protocol, one zipped column per solver (reference/amed.md
  * §5 and §7, diff-sampler's README), then EDM's 35-NFE sampler (§1.5) as the teacher row, then
  * AMED-Solver and AMED-Plugin (iPNDM) with one predictor per NFE (their sample.* values repeat the
@@ -405,6 +433,7 @@ static const Recipe RECIPES[] = {
     {"ablations/bcm.ini", {SHARED, CT_LOGNORMAL, BCM_VS_CM}},
     {"ablations/bcm_times.ini", {SHARED, CT_LOGNORMAL, BCM_TIMES}},
     {"ablations/solvers.ini", {SHARED, EDM, SOLVERS}},
+    {"ablations/bf16.ini", {SHARED, CT_LOGNORMAL, ICT, BF16_STUDY}},
 };
 
 #define NRECIPES ((int)CM_ARRAY_LEN(RECIPES))

@@ -29,6 +29,7 @@
  * does not depend on which thread computes it, so the bits do not change. The backward pass
  * keeps fixed shares: its dU partials are per thread and summed in thread order. */
 #include "conv_wino.h"
+#include "gemm_bf16.h"
 #include "ops.h"
 
 #include <stdint.h>
@@ -491,14 +492,15 @@ static void planes_gemm(int rows, int nv, int K, const float *A, ptrdiff_t ars, 
 
 /* ---- per-thread work ---- */
 
-/* Floats per thread of each buffer (0: not used by this call). */
+/* Floats per thread of each buffer (0: not used by this call); pa and pb hold one plane of bf16
+ * pairs each (words, in a bf16 context). */
 typedef struct WinoWork {
-    size_t xt, dyt, yt, dxt, v, m, du, bias, pro, per_thread;
+    size_t xt, dyt, yt, dxt, v, pa, pb, m, du, bias, pro, per_thread;
     ptrdiff_t xplane, yplane;  /* channel-block strides of xt/dxt and of yt/dyt */
     float *mem;
 } WinoWork;
 
-static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool need_w)
+static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool need_w, bool bf16)
 {
     WinoWork k = {.xplane = (ptrdiff_t)g->Hp * g->Wp * VL, .yplane = (ptrdiff_t)4 * g->T * VL};
     size_t xslot = (size_t)g->ci16 / VL * k.xplane, yslot = (size_t)g->co16 / VL * k.yplane;
@@ -507,17 +509,22 @@ static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool
     k.dyt = fwd ? 0 : g->group * yslot;
     k.dxt = need_x ? g->group * xslot : 0;
     k.v = 16 * (size_t)g->vxs;
+    /* a plane of V or M' as pairs along its rows (tiles/2 + 1 rows) or along its columns */
+    const size_t half = (size_t)g->tiles / 2 + 1;
+    k.pa = bf16 ? (half * (size_t)CM_MAX(g->ci16, g->co16) + 15) & ~(size_t)15 : 0;
+    k.pb = bf16 && need_w ? half * (size_t)g->co16 : 0;
     k.m = 16 * (size_t)g->mxs;
     k.du = need_w ? (size_t)16 * g->Cin * g->co16 : 0;
     k.bias = fwd ? (size_t)g->co16 : 0;
     k.pro = 3 * (size_t)g->ci16;
-    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.m + k.du + k.bias + k.pro;
+    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.pa + k.pb + k.m + k.du + k.bias + k.pro;
     k.mem = arena_alloc(&c->arena, sizeof(float) * k.per_thread * (size_t)cm_threads());
     return k;
 }
 
 typedef struct WinoBufs {
     float *xt, *yt, *dyt, *dxt, *v, *m, *du, *bias, *pro;
+    uint32_t *pa, *pb;
 } WinoBufs;
 
 static WinoBufs wino_bufs(const WinoWork *k, int t)
@@ -529,7 +536,9 @@ static WinoBufs wino_bufs(const WinoWork *k, int t)
     b.dyt = b.yt + k->yt;
     b.dxt = b.dyt + k->dyt;
     b.v = b.dxt + k->dxt;
-    b.m = b.v + k->v;
+    b.pa = (uint32_t *)(b.v + k->v);
+    b.pb = b.pa + k->pa;
+    b.m = b.v + k->v + k->pa + k->pb;
     b.du = b.m + k->m;
     b.bias = b.du + k->du;
     b.pro = b.bias + k->bias;
@@ -609,8 +618,51 @@ static const float *sample_bias(const ConvEpilogue *ep, int n, int Cout, float *
     return buf;
 }
 
+/* ---- bf16 products (a bf16 context: gemm_bf16.h) ---- */
+
+/* The 16 planes of U or U^T, [16][K][n] floats, as pairs of rows for gemm_bf16_packed:
+ * [16][Kp = (K+1)/2][n] words, in the arena. */
+static uint32_t *pack_weight_planes(Ctx *c, const float *u, int K, int n)
+{
+    const int Kp = (K + 1) / 2;
+    uint32_t *ub = arena_alloc(&c->arena, sizeof(uint32_t) * 16 * (size_t)Kp * n);
+    for (int xi = 0; xi < 16; xi++)
+        bf16_pack_row_pairs(u + (ptrdiff_t)xi * K * n, K, n, n, ub + (ptrdiff_t)xi * Kp * n, n);
+    return ub;
+}
+
+/* planes_gemm in bf16 with B = weight planes: per plane, C [rows][16 nv] = A [rows][K] . B, A's
+ * rows (row stride lda, plane stride axs) packed into pairs of columns in pa, one plane at a time
+ * (K odd: a pair's high half is A's zero padding column K), bp from pack_weight_planes. The
+ * forward M = V U and the backward V' = M' U^T. */
+static void planes_gemm_bf16(int rows, int nv, int K, const float *A, ptrdiff_t lda, ptrdiff_t axs,
+                             const uint32_t *bp, uint32_t *pa, float *C, ptrdiff_t cxs)
+{
+    const int Kp = (K + 1) / 2;
+    const ptrdiff_t ars = lda / 2, ldb = (ptrdiff_t)VL * nv;
+    for (int xi = 0; xi < 16; xi++) {
+        for (int r = 0; r < rows; r++) bf16_pack_pairs(A + xi * axs + r * lda, 2 * (size_t)Kp, pa + r * ars);
+        gemm_bf16_packed(rows, nv, Kp, pa, ars, 1, bp + xi * Kp * ldb, ldb, C + xi * cxs, ldb, false);
+    }
+}
+
+/* dU [Cin][co16] += V^T M' per plane in bf16, summed over the block's tiles: V's and M''s planes
+ * packed into pairs of tiles (rows odd: the last pair's high half 0). */
+static void planes_du_bf16(const WinoGeom *g, int rows, const float *v, const float *m, uint32_t *pa, uint32_t *pb,
+                           float *du)
+{
+    const int Kp = (rows + 1) / 2;
+    for (int xi = 0; xi < 16; xi++) {
+        bf16_pack_row_pairs(v + xi * g->vxs, rows, g->Cin, g->ci16, pa, g->ci16);    /* a(ci, p) = pa[p][ci] */
+        bf16_pack_row_pairs(m + xi * g->mxs, rows, g->co16, g->co16, pb, g->co16);
+        gemm_bf16_packed(g->Cin, g->co16 / VL, Kp, pa, 1, g->ci16, pb, g->co16,
+                         du + (ptrdiff_t)xi * g->Cin * g->co16, g->co16, true);
+    }
+}
+
+/* ub NULL: fp32 products with u; else bf16 ones with ub (planes_gemm_bf16). */
 static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
-                          const float *u, const ConvEpilogue *ep, float *y)
+                          const float *u, const uint32_t *ub, const ConvEpilogue *ep, float *y)
 {
     WinoBufs bf = wino_bufs(k, omp_get_thread_num());
     memset(bf.xt, 0, sizeof(float) * k->xt);   /* the padding stays zero across samples */
@@ -630,8 +682,12 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
                                g->pad, g->pad, sample_prologue(pro, n, g->Cin, g->ci16, bf.pro), g->ci16);
                 }
             block_in(g, k, &b, bf.xt, bf.v);
-            planes_gemm(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
-                        (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
+            if (ub)
+                planes_gemm_bf16(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, g->vxs, ub, bf.pa, bf.m,
+                                 g->mxs);
+            else
+                planes_gemm(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
+                            (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
             block_out(g, k, &b, bf.m, bf.yt);
             if (b.t1 == g->T)
                 for (int s = 0; s < b.nb; s++) {
@@ -655,16 +711,18 @@ void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const fl
     /* U [16][Cin][co16] = G w G^T, zero in the padding columns. */
     float *u = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cin * g.co16);
     weight_planes(w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
-    WinoWork k = wino_work(c, &g, true, false, false);
+    const uint32_t *ub = c->precision == CM_PRECISION_BF16 ? pack_weight_planes(c, u, Cin, g.co16) : NULL;
+    WinoWork k = wino_work(c, &g, true, false, false, ub != NULL);
 #pragma omp parallel num_threads(cm_threads())
-    forward_share(&g, &k, x, pro, u, ep, y);
+    forward_share(&g, &k, x, pro, u, ub, ep, y);
     arena_release(&c->arena, mark);
 }
 
 /* dx (when dxt is used) and this thread's dU partial (when du is) for its samples; returns
- * whether the partial was written. */
+ * whether the partial was written. bf16: bf16 products, with utb (U^T's pairs) for dx. */
 static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
-                           const float *ut, const float *dy, float *dx, bool dx_fresh)
+                           const float *ut, const uint32_t *utb, bool bf16, const float *dy, float *dx,
+                           bool dx_fresh)
 {
     int lo, hi;
     share(g->N, &lo, &hi);
@@ -690,12 +748,18 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
         block_out_adjoint(g, k, &b, bf.dyt, bf.m);
         if (k->du) {   /* dU [Cin][co16] += V^T M' per plane: a(r, k) = V[k][r] */
             block_in(g, k, &b, bf.xt, bf.v);
-            planes_gemm(g->Cin, g->co16 / VL, rows, bf.v, 1, g->ci16, g->vxs, bf.m, g->co16, g->mxs,
-                        bf.du, g->co16, (ptrdiff_t)g->Cin * g->co16, true);
+            if (bf16)
+                planes_du_bf16(g, rows, bf.v, bf.m, bf.pa, bf.pb, bf.du);
+            else
+                planes_gemm(g->Cin, g->co16 / VL, rows, bf.v, 1, g->ci16, g->vxs, bf.m, g->co16, g->mxs,
+                            bf.du, g->co16, (ptrdiff_t)g->Cin * g->co16, true);
         }
         if (k->dxt) {  /* V' = M' U^T per plane, folded into dxt */
-            planes_gemm(rows, g->ci16 / VL, g->Cout, bf.m, g->co16, 1, g->mxs, ut, g->ci16,
-                        (ptrdiff_t)g->Cout * g->ci16, bf.v, g->ci16, g->vxs, false);
+            if (bf16)
+                planes_gemm_bf16(rows, g->ci16 / VL, g->Cout, bf.m, g->co16, g->mxs, utb, bf.pa, bf.v, g->vxs);
+            else
+                planes_gemm(rows, g->ci16 / VL, g->Cout, bf.m, g->co16, 1, g->mxs, ut, g->ci16,
+                            (ptrdiff_t)g->Cout * g->ci16, bf.v, g->ci16, g->vxs, false);
             block_in_adjoint(g, k, &b, bf.v, bf.dxt);
             if (b.t1 == g->T)
                 for (int s = 0; s < b.nb; s++)
@@ -718,11 +782,13 @@ void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const f
         ut = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cout * g.ci16);
         weight_planes(w, Cout, Cin, (ptrdiff_t)9 * Cin, 9, ut, g.ci16, (ptrdiff_t)Cout * g.ci16);
     }
-    WinoWork k = wino_work(c, &g, false, dx != NULL, dw != NULL);
+    const bool bf16 = c->precision == CM_PRECISION_BF16;
+    const uint32_t *utb = bf16 && dx ? pack_weight_planes(c, ut, Cout, g.ci16) : NULL;
+    WinoWork k = wino_work(c, &g, false, dx != NULL, dw != NULL, bf16);
     int T = cm_threads();
     bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
 #pragma omp parallel num_threads(T)
-    written[omp_get_thread_num()] = backward_share(&g, &k, x, pro, ut, dy, dx, dx_fresh);
+    written[omp_get_thread_num()] = backward_share(&g, &k, x, pro, ut, utb, bf16, dy, dx, dx_fresh);
     if (dw) {
         const ptrdiff_t us = (ptrdiff_t)Cin * g.co16;
 #pragma omp parallel for schedule(static)

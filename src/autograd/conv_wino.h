@@ -8,6 +8,9 @@
  * the overlapping windows, dg = G^T [(A dY A^T) . V] G summed over tiles. The 16 products of a
  * tile, summed over channels, are 16 independent GEMMs, run by an AVX-512 micro-kernel over
  * channel-blocked layouts (16 channels in a vector); NCHW is transposed in and out per sample.
+ * In a bf16 context (tensor.h) the 16 products of every pass take bf16 inputs (the transformed
+ * U, V, M' rounded as they are packed) and sum in fp32 (gemm_bf16.h's micro-kernel); the
+ * transforms stay fp32.
  *
  * Built only where the compiler targets AVX-512 (-Dnative=true on such a CPU); elsewhere
  * conv_wino_usable is always false and op_conv2d keeps im2col + sgemm.

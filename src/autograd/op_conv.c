@@ -3,36 +3,40 @@
  *
  * 3x3 stride-1 convolutions with at least 16 channels in and out (nearly all of a U-Net's
  * FLOPs) go to Winograd F(2x2, 3x3) (conv_wino.c) where the build has AVX-512; the rest, and
- * every conv of a portable build, take the path below.
+ * every conv of a portable build, take the path below. In a bf16 context (tensor.h's precision)
+ * both paths' products are bf16 (conv_wino.h, gemm_bf16.h).
  *
- * im2col path: im2col + cblas_sgemm, each thread on its own share of the samples (see
- * thread_share for why and what it measured). A thread unfolds a chunk of nb of its samples into
- * col [K = Cin*kh*kw, nb*P] (P = Ho*Wo), nb capped by conv2d_chunk_bytes so that col stays in
- * the core's L2, and runs one single-threaded GEMM over it:
+ * im2col path: im2col + sgemm (gemm_run: gemm_bf16 in a bf16 context), each thread on its own
+ * share of the samples (see thread_share for why and what it measured). A thread unfolds a chunk
+ * of nb of its samples into col [K = Cin*kh*kw, nb*P] (P = Ho*Wo), nb capped by
+ * conv2d_chunk_bytes so that col stays in the core's L2, and runs one single-threaded GEMM over
+ * it:
  *   forward   y[n] (or yc [Cout, nb*P]) = w [Cout, K] . col
  *   dw_t     += dyc [Cout, nb*P] . col^T     (col recomputed from x; per-thread partial dw_t)
  *   dx       += col2im(w^T [K, Cout] . dyc)
  * With nb = 1 (most U-Net shapes) the GEMMs read and write NCHW directly; with nb > 1 (small
  * images) yc/dyc hold the chunk channels-outermost and are copied from/to NCHW in the thread. A
  * 1x1, stride-1, unpadded conv skips im2col: x[n] [Cin, H*W] already is col for one sample.
+ * In bf16 the weights (w for y, w^T for dx) are rounded and packed into pairs once per call,
+ * before the threads start, and read by every thread's GEMMs (gemm_bf16_a): not once per chunk.
  *
  * Unfolding goes through "phases" (see split_phases) so that stride 2 copies contiguous runs
  * rather than gathering every other pixel.
  *
- * Threads: one parallel region per call; BLAS is called inside it and runs single-threaded
- * there (OpenBLAS's OpenMP build checks omp_in_parallel), the exception to STYLE.md 9 argued at
- * thread_share. Reductions are race-free and fixed-order: a thread owns its samples' dx planes,
- * db is one channel per thread, the dw partials are added in thread order.
+ * Threads: one parallel region per call; the GEMM is called inside it and runs single-threaded
+ * there (OpenBLAS's OpenMP build and gemm_bf16 check omp_in_parallel), the exception to
+ * STYLE.md 9 argued at thread_share. Reductions are race-free and fixed-order: a thread owns its
+ * samples' dx planes, db is one channel per thread, the dw partials are added in thread order.
  */
 #include "ops.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
 #include <omp.h>
 
 #include "conv_wino.h"
+#include "gemm_bf16.h"
 
 /* Bytes of col per chunk of one thread, about half a core's L2 here: the unfolded chunk is then
  * still in L2 when OpenBLAS packs it. Not static so that tests can shrink it to force several
@@ -298,6 +302,7 @@ typedef struct ConvWork {
     int nb;                    /* samples per chunk */
     size_t col, yc, ph, dw, per_thread;
     float *mem;
+    const uint32_t *wp;        /* bf16: the weights' pairs (pack_weights), else NULL */
 } ConvWork;
 
 static ConvWork conv_work(Ctx *c, const ConvGeom *g, bool with_dw)
@@ -312,6 +317,25 @@ static ConvWork conv_work(Ctx *c, const ConvGeom *g, bool with_dw)
     w.per_thread = (w.col + w.yc + w.ph + w.dw + 15) & ~(size_t)15;
     w.mem = arena_alloc(&c->arena, sizeof(float) * w.per_thread * (size_t)cm_threads());
     return w;
+}
+
+/* bf16: op(w) (w [Cout, K] forward, w^T [K, Cout] for dx: ta) packed once per call, before the
+ * threads share it read-only, instead of once per chunk of samples inside gemm_bf16. */
+static const uint32_t *pack_weights(Ctx *c, const ConvGeom *g, const float *wt, bool ta)
+{
+    if (c->precision != CM_PRECISION_BF16) return NULL;
+    const int M = ta ? g->K : g->Cout, K = ta ? g->Cout : g->K;
+    uint32_t *wp = arena_alloc(&c->arena, sizeof(uint32_t) * gemm_bf16_a_words(M, K));
+    gemm_bf16_pack_a(ta, M, K, wt, g->K, wp);
+    return wp;
+}
+
+/* C [M, N] = alpha op(w) B + beta C, op(w) [M, K]: gemm_run, or from the packed weights (bf16). */
+static void weights_gemm(CmPrecision prec, const ConvWork *w, bool ta, int M, int N, int K, float alpha,
+                         const float *wt, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (w->wp) gemm_bf16_a(ta, false, M, N, K, alpha, w->wp, B, ldb, beta, C, ldc);
+    else gemm_run(prec, ta, false, M, N, K, alpha, wt, ta ? M : K, B, ldb, beta, C, ldc);
 }
 
 static float *work_col(const ConvWork *w) { return w->mem + w->per_thread * (size_t)omp_get_thread_num(); }
@@ -364,8 +388,8 @@ static bool epilogue_init(const ConvGeom *g, const ConvEpilogue *ep, int n, floa
 /* y = conv(x) with the epilogue, for the chunks of samples this thread takes (dynamically:
  * an output does not depend on the thread that computes it; see conv_wino.c's "Split between
  * threads"). */
-static void conv_forward_share(const ConvGeom *g, const ConvWork *w, const float *x, const float *wt,
-                               const ConvEpilogue *ep, float *y)
+static void conv_forward_share(CmPrecision prec, const ConvGeom *g, const ConvWork *w, const float *x,
+                               const float *wt, const ConvEpilogue *ep, float *y)
 {
     bool pointwise = conv_is_pointwise(g);
     float *col = work_col(w), *yc = work_yc(w), *ph = work_ph(w);
@@ -379,11 +403,9 @@ static void conv_forward_share(const ConvGeom *g, const ConvWork *w, const float
         if (m == 1) {   /* straight into NCHW */
             float *yn = y + (size_t)n0 * g->Cout * g->P;
             bool init = epilogue_init(g, ep, n0, yn);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->Cout, ld, g->K, ep->scale, wt, g->K,
-                        B, ld, init ? 1.0f : 0.0f, yn, ld);
+            weights_gemm(prec, w, false, g->Cout, ld, g->K, ep->scale, wt, B, ld, init ? 1.0f : 0.0f, yn, ld);
         } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->Cout, ld, g->K, 1.0f, wt, g->K, B,
-                        ld, 0.0f, yc, ld);
+            weights_gemm(prec, w, false, g->Cout, ld, g->K, 1.0f, wt, B, ld, 0.0f, yc, ld);
             chunk_to_nchw(g, yc, ep, n0, m, y);
         }
     }
@@ -467,8 +489,9 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
     } else {
         const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
         ConvWork work = conv_work(c, &g, false);
+        work.wp = pack_weights(c, &g, w->data, false);
 #pragma omp parallel num_threads(cm_threads())
-        conv_forward_share(&g, &work, xin, w->data, &ep, y->data);
+        conv_forward_share(c->precision, &g, &work, xin, w->data, &ep, y->data);
         if (ep.mean)   /* a pass of its own here (this path carries few of a U-Net's FLOPs) */
             gn_stats(y->data, g.N, g.Cout, (size_t)g.P, ep.groups, ep.eps, ep.mean, ep.rstd);
     }
@@ -513,8 +536,8 @@ static void bias_backward(const ConvGeom *g, const float *gs, float *db, float *
 
 /* dx (gx: = when fresh, else +=) and this thread's dw partial for its share of the samples.
  * Returns whether the partial was written (a thread with no samples writes none). */
-static bool conv_backward_share(const ConvGeom *g, const ConvWork *w, const float *x, const float *wt,
-                                const float *dy, float *gx, bool fresh_x, bool need_w)
+static bool conv_backward_share(CmPrecision prec, const ConvGeom *g, const ConvWork *w, const float *x,
+                                const float *wt, const float *dy, float *gx, bool fresh_x, bool need_w)
 {
     int lo, hi;
     thread_share(g->N, &lo, &hi);
@@ -532,19 +555,16 @@ static bool conv_backward_share(const ConvGeom *g, const ConvWork *w, const floa
             const float *B = col;
             if (pointwise) B = x + (size_t)n0 * g->Cin * g->P;
             else im2col(g, x, n0, m, ph, col);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, g->Cout, g->K, ld, 1.0f, D, ld, B, ld,
-                        n0 > lo ? 1.0f : 0.0f, dwp, g->K);
+            gemm_run(prec, false, true, g->Cout, g->K, ld, 1.0f, D, ld, B, ld, n0 > lo ? 1.0f : 0.0f, dwp, g->K);
         }
         if (!gx) continue;
         if (pointwise) {   /* dx[n] [Cin, P] (+)= w^T [Cin, Cout] . dy[n] [Cout, P] */
             float *gxn = gx + (size_t)n0 * g->Cin * g->P;
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->Cin, g->P, g->Cout, 1.0f, wt, g->Cin,
-                        D, g->P, 0.0f, fresh_x ? gxn : col, g->P);
+            weights_gemm(prec, w, true, g->Cin, g->P, g->Cout, 1.0f, wt, D, g->P, 0.0f, fresh_x ? gxn : col, g->P);
             if (!fresh_x)
                 for (size_t i = 0; i < (size_t)g->Cin * g->P; i++) gxn[i] += col[i];
         } else {           /* dcol [K, m*P] = w^T [K, Cout] . dyc, folded into dx */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, g->K, ld, g->Cout, 1.0f, wt, g->K, D, ld,
-                        0.0f, col, ld);
+            weights_gemm(prec, w, true, g->K, ld, g->Cout, 1.0f, wt, D, ld, 0.0f, col, ld);
             col2im(g, col, n0, m, ph, gx, fresh_x);
         }
     }
@@ -623,11 +643,12 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
     } else {
         const float *xin = groups && need_w ? prologue_apply(c, x, &pro) : x->data;
         ConvWork work = conv_work(c, &g, need_w);
+        if (gin) work.wp = pack_weights(c, &g, w->data, true);
         int T = cm_threads();
         bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
 #pragma omp parallel num_threads(T)
         written[omp_get_thread_num()] =
-            conv_backward_share(&g, &work, xin, w->data, gs, gin, fresh_in, need_w);
+            conv_backward_share(c->precision, &g, &work, xin, w->data, gs, gin, fresh_in, need_w);
         if (need_w) {
             size_t nw_ = (size_t)g.Cout * g.K;
 #pragma omp parallel for schedule(static)

@@ -1,18 +1,20 @@
-/* op_matmul.c: linear, matmul and batched matmul, forward and backward, all through cblas_sgemm.
+/* op_matmul.c: linear, matmul and batched matmul, forward and backward, all through one gemm
+ * (cblas_sgemm, or gemm_bf16 when the context's precision is bf16: gemm_bf16.h).
  *
  * The three ops are one product C = op(A) op(B), op(X) = X or X^T, so they share one gemm wrapper
  * and one backward rule (gemm_backward). Row-major throughout: a matrix stored [rows, cols] has
  * leading dimension cols.
  *
  * Threads (STYLE.md 9): OpenBLAS owns the GEMM threads, so every sgemm call here is made from
- * serial code; bmm loops over the batch serially and each call is threaded inside OpenBLAS. The
- * only OpenMP loop (the bias gradient) calls no BLAS.
+ * serial code; bmm loops over the batch serially and each call is threaded inside OpenBLAS (or
+ * inside gemm_bf16, which splits its work likewise when called from serial code). The only OpenMP
+ * loop (the bias gradient) calls no GEMM.
  */
 #include "ops.h"
 
-#include <string.h>
+#include "gemm_bf16.h"
 
-#include <cblas.h>
+#include <string.h>
 
 /* Work below this many elements is not worth waking the OpenMP threads for. */
 #define PAR_MIN 32768
@@ -23,8 +25,7 @@ static void gemm(Ctx *c, bool ta, bool tb, int M, int N, int K, const float *A, 
                  float beta, float *C)
 {
     c->flops += 2.0 * M * N * (double)K;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, beta, C, N);
+    gemm_run(c->precision, ta, tb, M, N, K, 1.0f, A, ta ? M : K, B, tb ? K : N, beta, C, N);
 }
 
 /* Gradients of C = op(A) op(B) given G = dL/dC [M,N]; dA/dB may be NULL (not needed), and are

@@ -91,6 +91,10 @@ typedef struct FreeGrad {
     size_t n;
 } FreeGrad;
 
+/* The precision of the GEMM-shaped ops' products (conv2d's im2col path, linear, matmul, bmm):
+ * fp32, or inputs rounded to bf16 with fp32 sums (gemm_bf16.h). Everything else stays fp32. */
+typedef enum CmPrecision { CM_PRECISION_FP32, CM_PRECISION_BF16, CM_PRECISION_COUNT } CmPrecision;
+
 typedef struct Ctx {
     Arena arena;
     FreeGrad free_grads[CTX_FREE_GRADS];
@@ -101,6 +105,7 @@ typedef struct Ctx {
     double flops;                      /* 2 x the multiply-adds of the GEMM-shaped ops (conv2d,
                                         * linear, matmul, bmm), forward and backward, run on this
                                         * context since ctx_init: model FLOPs for the benchmarks */
+    CmPrecision precision;             /* of the products; set it with gemm_precision_usable() */
 } Ctx;
 
 void ctx_init(Ctx *c, size_t arena_bytes);

@@ -60,6 +60,8 @@ static void usage(FILE *f)
         "  --seed S           seed of the editing noise, and of the latents of interpolate\n"
         "                     (default experiment.seed, as cmlab sample)\n"
         "  --threads N        OpenMP threads (default 2)\n"
+        "  --precision P      of the network's products: fp32 (default) or bf16 inputs with fp32\n"
+        "                     sums (needs AVX512_BF16; else a note and fp32)\n"
         "  --out PNG          the grid (default edit.png)\n"
         "\n"
         "BCM checkpoints (method bcm: a network f(x, t, u) that also inverts, sample/bcm.h):\n"
@@ -126,6 +128,7 @@ static int opt_long(const char *name, const char *s, long long lo, long long hi,
 typedef struct EditArgs {
     const char *ckpt, *image, *mask, *box, *data_index, *split, *weights, *times, *pair, *out, *bcm;
     EditTask task;
+    CmPrecision precision;
     int steps, factor, n, threads, quality;
     double sigma, noise;
     bool noisy, steps_given, factor_given, sigma_given, n_given, quality_given, noise_given;
@@ -448,6 +451,7 @@ static int run_edit(const EditArgs *a, const Config *cfg, Model *m)
 {
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
+    ctx.precision = a->precision;
     Sampler s = model_sampler(m, &ctx);
     double t0 = cm_now();
     EditOutput o = {0};
@@ -486,7 +490,7 @@ int edit_main(int argc, char **argv)
         {"seed", required_argument, 0, 'r'}, {"threads", required_argument, 0, 't'},
         {"out", required_argument, 0, 'o'}, {"quality", required_argument, 0, 'Q'},
         {"noise", required_argument, 0, 'z'}, {"bcm-schedule", required_argument, 0, 'B'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"precision", required_argument, 0, 'R'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     EditArgs a = {.split = "test", .pair = NULL, .out = "edit.png", .task = EDIT_TASK_COUNT,
                   .steps = 18, .factor = 2, .n = 8, .threads = 2, .sigma = 0.5, .seed = -1,
                   .quality = 20, .noise = 0.07};
@@ -509,6 +513,9 @@ int edit_main(int argc, char **argv)
         case 'T': a.times = optarg; break;
         case 'o': a.out = optarg; break;
         case 'B': a.bcm = optarg; break;
+        case 'R':
+            if (cli_parse_precision("cmlab edit", optarg, &a.precision)) return CM_EXIT_INPUT;
+            break;
         case 'Q': rc = opt_long(name, optarg, 1, 100, &v); a.quality = (int)v; a.quality_given = true; break;
         case 'z': {
             char *end;

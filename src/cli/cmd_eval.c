@@ -22,7 +22,7 @@ static void usage(FILE *f)
             "usage: cmlab eval CKPT.h5 [--features CLF.h5] [--n N] [--nfe N1,N2,...] [--solver NAME]\n"
             "                  [--schedule NAME] [--afs] [--mid-t T] [--seed S] [--weights SET]\n"
             "                  [--out RUN_DIR] [--no-stamp] [--set section.key=value] [--threads N]\n"
-            "                  [--predictor P.h5]\n"
+            "                  [--predictor P.h5] [--precision fp32|bf16]\n"
             "       cmlab eval --baselines --features CLF.h5 [--n N] [--seed S]\n"
             "Generates n samples at fixed seeds for each NFE, computes their Frechet distance to the\n"
             "training split in the feature space of a method = classifier checkpoint, and appends one\n"
@@ -37,7 +37,9 @@ static void usage(FILE *f)
             "  --schedule  polynomial, logsnr, time_uniform (sample.schedule)\n"
             "  --weights   online, target or ema:RATE (eval.weights; default: the first EMA)\n"
             "  --predictor an AMED predictor trained on CKPT.h5 (eval.predictor): sample with it, at its NFE;\n"
-            "              {nfe} in the path stands for each --nfe (one predictor per NFE)\n");
+            "              {nfe} in the path stands for each --nfe (one predictor per NFE)\n"
+            "  --precision of the network's products (model.precision): fp32 (default, whatever the\n"
+            "              checkpoint was trained in) or bf16 inputs with fp32 sums (needs AVX512_BF16)\n");
 }
 
 /* Options that set a key; the value goes through config_set like a file line. */
@@ -50,8 +52,8 @@ static const struct { const char *option, *key; bool flag; } KEYS[] = {
 
 int eval_main(int argc, char **argv)
 {
-    enum { OPT_OUT = 256, OPT_NO_STAMP, OPT_SET, OPT_THREADS, OPT_BASELINES, OPT_KEY };
-    struct option opts[CM_ARRAY_LEN(KEYS) + 7];
+    enum { OPT_OUT = 256, OPT_NO_STAMP, OPT_SET, OPT_THREADS, OPT_BASELINES, OPT_PRECISION, OPT_KEY };
+    struct option opts[CM_ARRAY_LEN(KEYS) + 8];
     size_t no = 0;
     for (size_t i = 0; i < CM_ARRAY_LEN(KEYS); i++)
         opts[no++] = (struct option){KEYS[i].option, KEYS[i].flag ? no_argument : required_argument, 0,
@@ -61,6 +63,7 @@ int eval_main(int argc, char **argv)
     opts[no++] = (struct option){"set", required_argument, 0, OPT_SET};
     opts[no++] = (struct option){"threads", required_argument, 0, OPT_THREADS};
     opts[no++] = (struct option){"baselines", no_argument, 0, OPT_BASELINES};
+    opts[no++] = (struct option){"precision", required_argument, 0, OPT_PRECISION};
     opts[no++] = (struct option){"help", no_argument, 0, 'h'};
     opts[no] = (struct option){0, 0, 0, 0};
 
@@ -68,7 +71,8 @@ int eval_main(int argc, char **argv)
     char (*sets)[256] = cm_calloc((size_t)argc + 1, sizeof *sets);
     int nsets = 0, threads = 2;
     const char *out = NULL;
-    bool stamp = true, baselines = false;
+    bool stamp = true, baselines = false, precision_given = false;
+    CmPrecision precision = CM_PRECISION_FP32;
     optind = 1;
     for (int ch; (ch = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
         if (ch >= OPT_KEY) {
@@ -81,6 +85,11 @@ int eval_main(int argc, char **argv)
         case OPT_NO_STAMP: stamp = false; break;
         case OPT_SET: snprintf(sets[nsets++], sizeof sets[0], "%s", optarg); break;
         case OPT_BASELINES: baselines = true; break;
+        case OPT_PRECISION:
+            precision_given = true;
+            if (cli_parse_precision("cmlab eval", optarg, &precision) == 0) break;
+            free(sets);
+            return CM_EXIT_INPUT;
         case OPT_THREADS: {
             char *end;
             threads = (int)strtol(optarg, &end, 10);
@@ -111,6 +120,7 @@ int eval_main(int argc, char **argv)
         free(sets);
         return CM_EXIT_INPUT;
     }
+    ev.model.precision = CM_PRECISION_FP32;   /* not the training's: --precision or --set changes it */
     for (int i = 0; i < nsets; i++)
         if (config_set(&ev, sets[i]) != 0) {
             fprintf(stderr, "cmlab eval: %s\n", cm_errmsg());
@@ -118,6 +128,7 @@ int eval_main(int argc, char **argv)
             return CM_EXIT_INPUT;
         }
     free(sets);
+    if (precision_given) ev.model.precision = precision;
 
     int rc;
     if (baselines) {

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "autograd/rng.h"
+#include "autograd/gemm_bf16.h"
 #include "autograd/streams.h"
 #include "cli/commands.h"
 #include "common.h"
@@ -33,7 +34,8 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: cmlab invert CKPT.h5 [--images SRC] [--count N] [--steps 1|2 | --times L]\n"
         "                    [--noise S] [--bcm-schedule S] [--latent inverted|random]\n"
-        "                    [--solver euler|heun] [--json FILE] [--out grid.png] [options]\n"
+        "                    [--solver euler|heun] [--precision fp32|bf16] [--json FILE]\n"
+        "                    [--out grid.png] [options]\n"
         "Inverts images to latents at T, reconstructs them from the latents, and prints the\n"
         "per-pixel MSE between the images and their reconstructions on [0, 1] (both quantised to\n"
         "8 bits, as PNGs and the official BCM evaluation are).\n"
@@ -54,6 +56,8 @@ static void usage(FILE *f)
         "  --weights SET    online, target or ema:RATE (default the first EMA, else online)\n"
         "  --seed S         the noise seed (default experiment.seed)\n"
         "  --threads N      OpenMP threads (default 2)\n"
+        "  --precision P    of the network's products: fp32 (default) or bf16 inputs with fp32\n"
+        "                   sums (needs AVX512_BF16; else a note and fp32)\n"
         "  --json FILE      also write the result as one JSON object\n"
         "  --out PNG        a grid of the first --show K images (default 8): image | reconstruction\n"
         "Exit status: 0 done, 2 bad usage or bad input (times that do not increase, a consistency\n"
@@ -66,6 +70,7 @@ typedef struct InvertArgs {
     double noise;
     bool random_latent;
     SolverKind solver;
+    CmPrecision precision;
     long long seed;
 } InvertArgs;
 
@@ -185,7 +190,8 @@ static int write_json(const InvertArgs *a, const Model *m, const char *source, i
             m->weights_name, source, n);
     fprintf(f, "\"latent\": \"%s\", \"invert\": \"%s\", \"nfe_invert\": %d, \"reconstruct\": \"%s\", ",
             a->random_latent ? "random" : "inverted", r->invert, r->nfe_invert, r->reconstruct);
-    fprintf(f, "\"nfe_reconstruct\": %d, \"seed\": %lld, \"mse\": %.9g}\n", r->nfe_reconstruct, a->seed, mse);
+    fprintf(f, "\"nfe_reconstruct\": %d, \"precision\": \"%s\", \"seed\": %lld, \"mse\": %.9g}\n", r->nfe_reconstruct,
+            cm_precision_names[a->precision], a->seed, mse);
     return atomic_commit(f, tmp, a->json, !ferror(f));
 }
 
@@ -227,6 +233,7 @@ static int run(InvertArgs *a, const Config *cfg, Model *m)
     memcpy(x, y, total * sizeof *x);
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
+    ctx.precision = a->precision;
     Sampler s = model_sampler(m, &ctx);
     InvertResult r = {0};
     for (int k = 0; k < nt; k++)
@@ -270,7 +277,7 @@ int invert_main(int argc, char **argv)
         {"weights", required_argument, 0, 'w'}, {"seed", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 't'}, {"json", required_argument, 0, 'j'},
         {"out", required_argument, 0, 'o'}, {"show", required_argument, 0, 'k'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"precision", required_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     InvertArgs a = {.images = "test", .count = 0, .steps = 1, .show = 8, .threads = 2, .noise = 0.07,
                     .solver = SOLVER_EULER, .seed = -1};
     long long v = 0;
@@ -310,6 +317,9 @@ int invert_main(int argc, char **argv)
                 rc = cm_fail("--noise expects a noise level > 0, got '%s'", optarg);
             break;
         }
+        case 'P':
+            if (cli_parse_precision("cmlab invert", optarg, &a.precision)) return CM_EXIT_INPUT;
+            break;
         case 'h': usage(stdout); return CM_EXIT_OK;
         default: usage(stderr); return CM_EXIT_INPUT;
         }

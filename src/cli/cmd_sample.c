@@ -24,12 +24,14 @@ static void usage(FILE *f)
             "usage: cmlab sample CKPT.h5 [--solver NAME] [--nfe N] [--schedule NAME] [--afs]\n"
             "                    [--denoise-to-zero] [--n N] [--seed S] [--weights SET]\n"
             "                    [--out grid.png] [--threads N] [--steps K | --times T1,T2,...]\n"
-            "                    [--bcm-schedule S] [--predictor P.h5]\n"
+            "                    [--bcm-schedule S] [--predictor P.h5] [--precision fp32|bf16]\n"
             "Draws n samples at a fixed seed and writes them as a PNG grid. Defaults: the\n"
             "checkpoint's [sample] keys, --weights = its first EMA (else online), --out grid.png.\n"
             "  --solver     euler, heun, dpm2, dpmpp2m, dpmpp3m, ipndm\n"
             "  --schedule   polynomial, logsnr, time_uniform\n"
             "  --weights    online, target, or ema:RATE (e.g. ema:0.999), as `cmlab info` lists them\n"
+            "  --precision  of the network's products: fp32 (default) or bf16 inputs with fp32 sums\n"
+            "               (needs AVX512_BF16; else a note and fp32)\n"
             "Consistency-model checkpoints (method ct, cd) sample with f instead of a solver:\n"
             "  --steps K    1 (from T) or 2 (T, then sample.mid_t)\n"
             "  --times L    explicit descending times, e.g. 80,0.821\n"
@@ -89,8 +91,9 @@ static int draw_bcm(const Sampler *s, const char *arg, const Config *cfg, int n,
 
 int sample_main(int argc, char **argv)
 {
-    enum { OPT_WEIGHTS = 256, OPT_OUT, OPT_THREADS, OPT_SEED, OPT_STEPS, OPT_TIMES, OPT_BCM, OPT_PREDICTOR, OPT_KEY };
-    struct option opts[CM_ARRAY_LEN(KEYS) + 10];
+    enum { OPT_WEIGHTS = 256, OPT_OUT, OPT_THREADS, OPT_SEED, OPT_STEPS, OPT_TIMES, OPT_BCM, OPT_PREDICTOR, OPT_PRECISION,
+           OPT_KEY };
+    struct option opts[CM_ARRAY_LEN(KEYS) + 11];
     size_t no = 0;
     for (size_t i = 0; i < CM_ARRAY_LEN(KEYS); i++)
         opts[no++] = (struct option){KEYS[i].option, KEYS[i].flag ? no_argument : required_argument, 0,
@@ -103,11 +106,13 @@ int sample_main(int argc, char **argv)
     opts[no++] = (struct option){"times", required_argument, 0, OPT_TIMES};
     opts[no++] = (struct option){"bcm-schedule", required_argument, 0, OPT_BCM};
     opts[no++] = (struct option){"predictor", required_argument, 0, OPT_PREDICTOR};
+    opts[no++] = (struct option){"precision", required_argument, 0, OPT_PRECISION};
     opts[no++] = (struct option){"help", no_argument, 0, 'h'};
     opts[no] = (struct option){0, 0, 0, 0};
 
     const char *weights = NULL, *out = "grid.png", *times_arg = NULL, *bcm_arg = NULL, *predictor = NULL;
     long long threads = 2, seed = -1, steps = 0;
+    CmPrecision precision = CM_PRECISION_FP32;
     /* Key options in command-line order, applied once the checkpoint's configuration is read. */
     char sets[2 * CM_ARRAY_LEN(KEYS)][256];
     int set_opt[2 * CM_ARRAY_LEN(KEYS)], nsets = 0;
@@ -123,6 +128,7 @@ int sample_main(int argc, char **argv)
         case OPT_TIMES: times_arg = optarg; break;
         case OPT_BCM: bcm_arg = optarg; break;
         case OPT_PREDICTOR: predictor = optarg; break;
+        case OPT_PRECISION: rc = cli_parse_precision("cmlab sample", optarg, &precision); break;
         case 'h': usage(stdout); return CM_EXIT_OK;
         default:
             if (ch < OPT_KEY) {
@@ -227,6 +233,7 @@ int sample_main(int argc, char **argv)
 
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
+    ctx.precision = precision;
     Sampler s = model_sampler(&tn, &ctx);
     float *x = cm_malloc((size_t)n * tn.C * tn.H * tn.W * sizeof(float));
     SolverStats st = {0};

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "autograd/gemm_bf16.h"
 #include "cli/commands.h"
 #include "common.h"
 #include "eval/trajectories.h"
@@ -18,7 +19,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: cmlab trajectories CKPT.h5 --pca [--n N] [--steps K] [--solver NAME] [--seed S]\n"
-            "                          [--weights SET] [--out DIR] [--threads N]\n"
+            "                          [--weights SET] [--out DIR] [--threads N] [--precision P]\n"
             "Integrates N sampling trajectories of a diffusion model (x_0 = sigma_max z, then the\n"
             "solver's state at each of the K+1 points of the checkpoint's schedule) and, with --pca,\n"
             "the principal components of each trajectory's points: prints the fraction of the\n"
@@ -29,24 +30,28 @@ static void usage(FILE *f)
             "  --solver   euler, heun, dpm2, dpmpp2m, dpmpp3m, ipndm (default heun)\n"
             "  --seed     trajectory i starts from the noise of (seed, i) (default the checkpoint's)\n"
             "  --weights  online, target or ema:RATE (default: the first EMA, else online)\n"
-            "  --out      output directory (default trajectories)\n",
+            "  --out      output directory (default trajectories)\n"
+            "  --precision  of the network's products: fp32 (default) or bf16 inputs with fp32 sums\n"
+            "             (needs AVX512_BF16; else a note and fp32)\n",
             TRAJ_MAX_POINTS - 1);
 }
 
 int trajectories_main(int argc, char **argv)
 {
-    enum { OPT_PCA = 256, OPT_N, OPT_STEPS, OPT_SOLVER, OPT_SEED, OPT_WEIGHTS, OPT_OUT, OPT_THREADS };
+    enum { OPT_PCA = 256, OPT_N, OPT_STEPS, OPT_SOLVER, OPT_SEED, OPT_WEIGHTS, OPT_OUT, OPT_THREADS, OPT_PRECISION };
     static const struct option opts[] = {
         {"pca", no_argument, 0, OPT_PCA},          {"n", required_argument, 0, OPT_N},
         {"steps", required_argument, 0, OPT_STEPS}, {"solver", required_argument, 0, OPT_SOLVER},
         {"seed", required_argument, 0, OPT_SEED},   {"weights", required_argument, 0, OPT_WEIGHTS},
         {"out", required_argument, 0, OPT_OUT},     {"threads", required_argument, 0, OPT_THREADS},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
+        {"precision", required_argument, 0, OPT_PRECISION}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     const char *cmd = "cmlab trajectories", *weights = NULL, *out = "trajectories";
     long long n = 1000, steps = 40, seed = -1, threads = 2;
     bool pca = false;
     int kind = SOLVER_HEUN;
+    CmPrecision precision = CM_PRECISION_FP32;
     optind = 1;
     for (int ch; (ch = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
         int rc = 0;
@@ -58,6 +63,7 @@ int trajectories_main(int argc, char **argv)
         case OPT_THREADS: rc = cli_parse_count(cmd, "threads", optarg, 1, 4096, &threads); break;
         case OPT_WEIGHTS: weights = optarg; break;
         case OPT_OUT: out = optarg; break;
+        case OPT_PRECISION: rc = cli_parse_precision(cmd, optarg, &precision); break;
         case OPT_SOLVER:
             if ((kind = solver_kind_from_name(optarg)) < 0) {
                 fprintf(stderr, "%s: --solver: %s\n", cmd, cm_errmsg());
@@ -101,13 +107,15 @@ int trajectories_main(int argc, char **argv)
 
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
+    ctx.precision = precision;
     Sampler s = model_sampler(&tn, &ctx);
     TrajSummary sum;
     double t0 = cm_now();
     int rc = trajectories_pca(&s, kind, &o, (int)n, (uint64_t)seed, true, &sum);
     TrajMeta meta = {.checkpoint = path, .weights = tn.weights_name, .solver = solver_kind_name(kind),
                      .schedule = schedule_kind_name(o.schedule), .rho = o.rho, .sigma_min = o.sigma_min,
-                     .sigma_max = o.sigma_max, .seed = (uint64_t)seed};
+                     .sigma_max = o.sigma_max, .seed = (uint64_t)seed,
+                     .precision = cm_precision_names[precision]};
     if (rc == 0) rc = trajectories_write(out, &sum, &meta);
     if (rc == 0) {
         printf("PCA of %d trajectories (%s, %lld steps, %d points in R^%zu each, %s weights, %.0f s):\n", sum.n,

@@ -21,6 +21,11 @@ int trajectories_main(int argc, char **argv);
  * ..." (exit CM_EXIT_INPUT). */
 int cli_parse_count(const char *cmd, const char *opt, const char *arg, long long lo, long long hi, long long *out);
 
+/* --precision fp32|bf16 (sample, eval, edit, invert, trajectories; default fp32): the precision of the products
+ * (tensor.h), as this CPU runs it (gemm_precision_usable: bf16 without AVX512_BF16 is fp32 with a
+ * note) into *out; else -1 after printing "CMD: --precision expects ..." (exit CM_EXIT_INPUT). */
+int cli_parse_precision(const char *cmd, const char *arg, CmPrecision *out);
+
 /* The arguments of the commands that run an experiment file (train, ablate): the file and its
  * `--set section.key=value` overrides (repeatable, also `--set=K=V`). */
 typedef struct ExpArgs {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/gemm_bf16.h"
 #include "cli/commands.h"
 #include "common.h"
 
@@ -40,6 +41,17 @@ int exp_args_load(const char *cmd, const ExpArgs *e, Config *cfg)
         return -1;
     }
     return 0;
+}
+
+int cli_parse_precision(const char *cmd, const char *arg, CmPrecision *out)
+{
+    for (int p = 0; p < CM_PRECISION_COUNT; p++)
+        if (strcmp(arg, cm_precision_names[p]) == 0) {
+            *out = gemm_precision_usable((CmPrecision)p);
+            return 0;
+        }
+    fprintf(stderr, "%s: --precision expects fp32 or bf16, got '%s'\n", cmd, arg);
+    return -1;
 }
 
 int cli_parse_count(const char *cmd, const char *opt, const char *arg, long long lo, long long hi, long long *out)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "io/rundir.h"
+#include "autograd/gemm_bf16.h"
 #include "autograd/rng.h"
 #include "autograd/streams.h"
 #include "data/image.h"
@@ -105,7 +106,8 @@ int eval_nfes(const Config *mcfg, const Config *ev, ModelKind kind, int *nfe)
     return 1;
 }
 
-int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
+/* eval_sampler without the precision. */
+static int sampler_record(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
 {
     r->nfe = nfe;
     r->options[0] = '\0';
@@ -134,6 +136,16 @@ int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, 
              "dpmpp3m_corrected=%d", o.rho, o.afs, o.denoise_to_zero, o.ipndm_order, o.lower_order_final,
              o.thresholding, o.dpmpp3m_corrected);
     return rc;
+}
+
+int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r)
+{
+    if (sampler_record(mcfg, ev, nfe, kind, r)) return -1;
+    if (gemm_precision_usable(ev->model.precision) == CM_PRECISION_BF16) {   /* fp32 records stay as they were */
+        size_t len = strlen(r->options);
+        snprintf(r->options + len, sizeof r->options - len, "%sprecision=bf16", len ? "," : "");
+    }
+    return 0;
 }
 
 /* Fills the parts of r common to every record of a checkpoint and feature network. */
@@ -268,6 +280,7 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
     size_t dim = (size_t)m.C * m.H * m.W;
     float *x = cm_malloc((size_t)n * dim * sizeof(float)), *feat = cm_malloc((size_t)n * D * sizeof(float));
     Sampler s = model_sampler(&m, &ctx);
+    const CmPrecision precision = gemm_precision_usable(ev->model.precision);
     char samples_dir[1100];
     snprintf(samples_dir, sizeof samples_dir, "%s/samples", run_dir);
     rc = cm_mkdir_p(samples_dir);
@@ -295,7 +308,9 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
         } else {
             rc = sample_plan(&p, mk, &mcfg, ev, nfes[i]);
         }
+        ctx.precision = precision;   /* the sampler's passes only: the feature network stays fp32 */
         if (rc == 0) rc = sample_draw(&s, &p, n, (uint64_t)ev->eval.seed, x, &st);
+        ctx.precision = CM_PRECISION_FP32;
         amed_predictor_free(&pred);
         if (rc != 0) break;
         CM_ASSERT(st.nfe == r.nfe, "eval: the sampler made %d calls, not %d", st.nfe, r.nfe);

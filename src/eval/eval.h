@@ -21,15 +21,19 @@
  * (empty: sample.nfe for EDM, 1,2 for consistency models) n samples at fixed seeds, their FD to
  * the training split's statistics, a sample grid under run_dir/samples/, a record appended to
  * run_dir/eval.json and, with stamp, stamped into the checkpoint. A method = classifier
- * checkpoint gets its test accuracy instead. records (may be NULL) receives up to max records;
- * *count their number. -1 after cm_fail(): bad input (no feature network, another data set, an
+ * checkpoint gets its test accuracy instead. The sampler's network runs at ev's model.precision
+ * (cmlab eval: --precision, default fp32; ablate: the variant's own; a bf16 record's options end
+ * in precision=bf16), the feature network in fp32. records (may be NULL) receives up to max
+ * records; *count their number. -1 after cm_fail(): bad input (no feature network, another data set, an
  * impossible NFE, a damaged file), nothing written for the failed record. */
 int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, bool stamp, EvalRecord *records,
                     int max, int *count);
 
 /* The sampler part of a record for one NFE: sampler, schedule, nfe and the time points, for a
- * checkpoint of configuration mcfg whose model samples as `kind`, sampled with ev's [sample].
- * -1 after cm_fail() for an NFE the sampler cannot take. */
+ * checkpoint of configuration mcfg whose model samples as `kind`, sampled with ev's [sample]; the
+ * options end in precision=bf16 when ev's model.precision is bf16 and this CPU runs it (so ablate
+ * matches a bf16 variant's records as eval_checkpoint writes them). -1 after cm_fail() for an NFE
+ * the sampler cannot take. */
 int eval_sampler(const Config *mcfg, const Config *ev, int nfe, ModelKind kind, EvalRecord *r);
 
 /* The NFEs ev evaluates a checkpoint of configuration mcfg (its model sampling as `kind`) at, into

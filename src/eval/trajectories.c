@@ -183,6 +183,8 @@ static int write_json(const char *path, const TrajSummary *t, const TrajMeta *me
     eval_json_string(f, meta->solver);
     fprintf(f, ",\n  \"schedule\": ");
     eval_json_string(f, meta->schedule);
+    fprintf(f, ",\n  \"precision\": ");
+    eval_json_string(f, meta->precision);
     fprintf(f, ",\n  \"rho\": %.9g,\n  \"sigma_min\": %.9g,\n  \"sigma_max\": %.9g,\n  \"seed\": %llu,\n",
             meta->rho, meta->sigma_min, meta->sigma_max, (unsigned long long)meta->seed);
     fprintf(f, "  \"n\": %d,\n  \"steps\": %d,\n  \"points\": %d,\n  \"dim\": %zu,\n", t->n, t->points - 1,

@@ -53,7 +53,7 @@ int trajectories_pca(const Sampler *s, SolverKind kind, const SolverOpts *o, int
 
 /* What the files say about the run. */
 typedef struct TrajMeta {
-    const char *checkpoint, *weights, *solver, *schedule;
+    const char *checkpoint, *weights, *solver, *schedule, *precision;   /* precision: of the products */
     double rho, sigma_min, sigma_max;
     uint64_t seed;
 } TrajMeta;

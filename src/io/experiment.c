@@ -20,6 +20,7 @@
 
 #include <ini.h>
 
+#include "autograd/gemm_bf16.h"
 #include "common.h"
 #include "sample/amed.h"
 
@@ -50,7 +51,7 @@ NAMES_OF(curricula, CFG_CURRICULUM_COUNT);
 NAMES_OF(weightings, CFG_WEIGHTING_COUNT);
 NAMES_OF(sweep_modes, CFG_SWEEP_MODE_COUNT);
 _Static_assert(SOLVER_EULER == 0 && SOLVER_HEUN == 1, "cd_solvers names SolverKind's first two");
-/* The solvers, schedules and optimisers have their modules' tables (solver_kind_names, ...). */
+/* The solvers, schedules, optimisers and precisions have their modules' tables (solver_kind_names, ...). */
 
 static const CfgSection sections[] = {
     {"experiment", "The run: its name, method, seed and where run directories go."},
@@ -129,6 +130,11 @@ static const CfgKey keys[] = {
      .help = "Std of the Fourier frequencies (emb_type = fourier): NCSN++ 16, iCT 0.02."},
     {AT(model, skip_scale), ENUM(skip_scales), .dflt = "sqrt_half",
      .help = "Factor on residual sums: sqrt_half (DDPM++, NCSN++) or one."},
+    {AT(model, precision), ENUM(cm_precision_names), .dflt = "fp32",
+     .help = "Products of the convolutions, linear layers and attention: fp32, or bf16 inputs with fp32 "
+             "sums (needs AVX512_BF16; else a note and fp32; the environment's CMLAB_BF16=off forces that "
+             "fallback). Weights, optimiser, norms, softmax and losses stay fp32; for training and the "
+             "trainer's sample grids."},
     {AT(model, sigma_data), FLOAT(0, 100, CFG_OPEN_MIN), .dflt = "0.5",
      .help = "Standard deviation of the data in the preconditioning (data in [-1, 1])."},
     {AT(model, sigma_min), FLOAT(0, 100, CFG_OPEN_MIN), .dflt = "0.002",

@@ -89,6 +89,7 @@ typedef struct CfgModel {
     UNetEmbedding emb_type;
     double fourier_scale;
     CfgSkipScale skip_scale;
+    CmPrecision precision;
     double sigma_data, sigma_min, sigma_max;
 } CfgModel;
 

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/gemm_bf16.h"
 #include "data/image.h"
 #include "data/loader.h"
 #include "io/checkpoint.h"
@@ -222,6 +223,7 @@ static int trainer_check_memory(Trainer *t, const char *source)
     for (int n = 1; n <= 2; n++) {
         Ctx c;
         ctx_init(&c, 1 << 20);
+        c.precision = gemm_precision_usable(cfg->model.precision);   /* the path, and so the workspaces */
         WeightSet ws = {t->w, g};
         Batch b = batch_make(x, labels, n, n, 0, t->C, t->H, t->W, (uint64_t)cfg->experiment.seed, 0);
         t->method->loss(t->state, &c, &ws, &b);
@@ -304,6 +306,7 @@ static int trainer_setup(Trainer *t, const Config *cfg, bool resume)
     if (cfg->train.ema_halflife_kimg > 0)
         ema_set_add_halflife(&t->emas, cfg->train.ema_halflife_kimg * 1000.0, cfg->train.ema_rampup, t->w);
     ctx_init(&t->ctx, 64u << 20);
+    t->ctx.precision = gemm_precision_usable(cfg->model.precision);
     return 0;
 }
 

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/gemm_bf16.h"
 #include "data/image.h"
 #include "io/sha256.h"
 #include "train/amed_predictor.h"
@@ -93,6 +94,7 @@ static int amed_setup(void *st, const MethodEnv *env, const ParamSet **ps)
     const CfgAmed *a = &cfg->amed;
     m->cfg = cfg;
     ctx_init(&m->scratch, 16u << 20);
+    m->scratch.precision = gemm_precision_usable(cfg->model.precision);   /* the teacher's trajectories */
     if (!a->teacher[0])
         return cm_fail("method = amed needs amed.teacher: the EDM teacher checkpoint whose trajectories the "
                        "predictor learns (e.g. a run of experiments/edm_fashion_mnist_32.ini)");

@@ -1,0 +1,380 @@
+/* gemm_bf16.c: the bf16 GEMM (AVX512_BF16's vdpbf16ps, fp32 sums), the run-time CPU check and the
+ * precision switch of the GEMM-shaped ops (gemm_bf16.h).
+ *
+ * Layout. op(A) is packed to ap [M][Kp] (ta: [Kp][M]), Kp = ceil(K/2), one 32-bit word per row
+ * and pair of k: bf16(a[i][2p]) in its low half, bf16(a[i][2p+1]) in its high half (an odd K's
+ * last pair has 0 there). op(B) is packed to column panels of NR = 64 columns,
+ * bp [panel][Kp][width], with the same pairs of k per column (width = the panel's columns rounded
+ * up to 16, the extra columns 0).
+ * vdpbf16ps then multiplies 16 columns' pairs (one vector of B) by one row's pair (broadcast) and
+ * adds both products to 16 fp32 sums. The micro-kernel keeps R rows x S vectors of sums in
+ * registers, like conv_wino.c's fp32 one, over the whole of K: each element of C is one sum in
+ * increasing k, then alpha sum + beta C.
+ *
+ * Threads. The work is split into tasks of one panel x MC rows; a task writes its own block of C
+ * and sums every element over all of K, so the split (and the thread count) changes no bit. */
+#include "gemm_bf16.h"
+
+#include <omp.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "common.h"
+#include "threads.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#define HAVE_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+/* Work below this many flops runs on the calling thread (waking the team costs more). */
+#define PAR_MIN_FLOPS (1 << 21)
+
+const char *const cm_precision_names[CM_PRECISION_COUNT + 1] = {"fp32", "bf16", NULL};
+
+uint16_t bf16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   /* NaN: a quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1);   /* round to nearest, ties to the even bf16; overflow gives inf */
+    return (uint16_t)(u >> 16);
+}
+
+float bf16_round(float x)
+{
+    uint32_t u = (uint32_t)bf16_bits(x) << 16;
+    float r;
+    memcpy(&r, &u, sizeof r);
+    return r;
+}
+
+/* cpuid leaf 7 subleaf 1 EAX bit 5 (AVX512_BF16) and leaf 7 EBX bit 16 (AVX512F), and the OS
+ * saving the AVX-512 state: XCR0 bits 1-2 (SSE, AVX) and 5-7 (opmask, upper ZMM0-15, ZMM16-31),
+ * readable once CPUID.1 ECX bit 27 (OSXSAVE) says xgetbv is. */
+static bool cpu_has_bf16(void)
+{
+#ifdef HAVE_X86
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 27))) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & 0xe6u) != 0xe6u || __get_cpuid_max(0, NULL) < 7) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!(b & (1u << 16))) return false;
+    __cpuid_count(7, 1, a, b, c, d);
+    return (a & (1u << 5)) != 0;
+#else
+    return false;
+#endif
+}
+
+/* CMLAB_BF16=off: the answer a CPU without AVX512_BF16 gives, so the fp32 fallback can be run and
+ * tested here; unset or empty: the CPU's. Another value exits 2 (a typo must not go unnoticed). */
+static bool env_allows_bf16(void)
+{
+    const char *v = getenv("CMLAB_BF16");
+    if (!v || !v[0]) return true;
+    if (strcmp(v, "off") == 0) return false;
+    fprintf(stderr, "cmlab: CMLAB_BF16 expects off (or unset: the CPU decides), got '%s'\n", v);
+    exit(CM_EXIT_INPUT);
+}
+
+bool gemm_bf16_available(void)
+{
+    static atomic_int known = -1;
+    int k = atomic_load(&known);
+    if (k < 0) atomic_store(&known, k = env_allows_bf16() && cpu_has_bf16());
+    return k;
+}
+
+CmPrecision gemm_precision_usable(CmPrecision want)
+{
+    if (want != CM_PRECISION_BF16 || gemm_bf16_available()) return want;
+    static atomic_flag noted = ATOMIC_FLAG_INIT;
+    if (!atomic_flag_test_and_set(&noted))
+        fprintf(stderr, "cmlab: note: %s; running in fp32\n",
+                env_allows_bf16() ? "this CPU has no AVX512_BF16" : "no AVX512_BF16 (CMLAB_BF16=off)");
+    return CM_PRECISION_FP32;
+}
+
+void gemm_run(CmPrecision prec, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (prec == CM_PRECISION_BF16)
+        gemm_bf16(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha,
+                    A, lda, B, ldb, beta, C, ldc);
+}
+
+/* M Kp pairs and 16 words of slack (gemm_bf16's own allocation). */
+size_t gemm_bf16_a_words(int M, int K) { return (size_t)M * ((K + 1) / 2) + 16; }
+
+#ifdef HAVE_X86
+
+enum { NR = 64, MC = 48 };   /* panel columns; rows per task (a multiple of every KERNEL_ROWS) */
+
+#define BF16_TARGET __attribute__((target("avx512f,avx512bf16")))
+
+/* ---- packing: vcvtneps2bf16 rounds 16 floats at a time, to nearest even with NaN kept NaN as
+ * bf16_bits does; it also flushes subnormals to zero, which vdpbf16ps would read as zero anyway ---- */
+
+static __mmask16 lanes(int n) { return (__mmask16)(n <= 0 ? 0 : n >= 16 ? 0xffffu : (1u << n) - 1); }
+
+/* Word j = bf16(lo[j]) | bf16(hi[j]) << 16. */
+static inline __attribute__((always_inline)) BF16_TARGET __m512i pair16(__m512 lo, __m512 hi)
+{
+    __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(lo));
+    __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(hi));
+    return _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
+}
+
+BF16_TARGET void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    for (int k = 0; k < K; k += 2) {
+        const float *s0 = src + k * ld, *s1 = s0 + ld;
+        const bool odd = k + 1 == K;
+        uint32_t *row = dst + (k / 2) * ldd;
+        for (int j = 0; j < n; j += 16) {
+            __mmask16 m = lanes(n - j);
+            __m512 lo = _mm512_maskz_loadu_ps(m, s0 + j);
+            __m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, s1 + j);
+            _mm512_mask_storeu_epi32(row + j, m, pair16(lo, hi));
+        }
+    }
+}
+
+BF16_TARGET void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst)
+{
+    for (size_t i = 0; i < n; i += 32) {   /* 32 floats, 16 words: vcvtne2ps2bf16 keeps their order */
+        int rem = (int)CM_MIN(n - i, 32);
+        __m512 lo = _mm512_maskz_loadu_ps(lanes(rem), src + i);
+        __m512 hi = _mm512_maskz_loadu_ps(lanes(rem - 16), src + i + 16);
+        _mm512_mask_storeu_epi32(dst + i / 2, lanes((rem + 1) / 2), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+/* The pairs of op(A): [M][Kp] (ars = Kp, aps = 1) from A's rows, or with ta [Kp][M] (ars = 1,
+ * aps = M) from pairs of A's rows. Shared among the team (omp for). */
+static void pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
+{
+    const int Kp = (K + 1) / 2;
+    if (ta) {
+#pragma omp for schedule(static)
+        for (int p = 0; p < Kp; p++) bf16_pack_row_pairs(A + (size_t)2 * p * lda, CM_MIN(2, K - 2 * p), M, lda,
+                                                         ap + (size_t)p * M, M);
+    } else {
+#pragma omp for schedule(static)
+        for (int i = 0; i < M; i++) bf16_pack_pairs(A + (size_t)i * lda, (size_t)K, ap + (size_t)i * Kp);
+    }
+}
+
+/* bp [Kp][width]: the pairs of op(B)'s columns [j0, j0 + w), then zeros up to width. With tb a
+ * column of op(B) is a row of B: its pairs are formed in tmp [Kp] and spread down the column. */
+static void pack_b_panel(bool tb, int K, const float *B, int ldb, int j0, int w, int width, uint32_t *bp,
+                         uint32_t *tmp)
+{
+    const int Kp = (K + 1) / 2;
+    if (tb) {
+        for (int l = 0; l < w; l++) {
+            bf16_pack_pairs(B + (size_t)(j0 + l) * ldb, (size_t)K, tmp);
+            for (int p = 0; p < Kp; p++) bp[(size_t)p * width + l] = tmp[p];
+        }
+    } else {
+        bf16_pack_row_pairs(B + j0, K, w, ldb, bp, width);
+    }
+    for (int p = 0; p < Kp; p++) memset(bp + (size_t)p * width + w, 0, sizeof(uint32_t) * (size_t)(width - w));
+}
+
+/* C [R][16 S] = alpha sum_p a(r, p) . b(p) + beta C (beta = 0: C not read), a(r, p) = A[r ars + p aps],
+ * b(p) = B[p ldb .. p ldb + 16 S): R x S vectors of sums in registers, S vectors of B's row and one
+ * broadcast pair of A per step. The last vector of each row is stored through mask `last` (a panel
+ * narrower than 16 S). */
+static inline __attribute__((always_inline)) BF16_TARGET void
+kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
+       ptrdiff_t ldb, float alpha, float beta, float *C, ptrdiff_t ldc, __mmask16 last)
+{
+    __m512 c[12][4];
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) c[r][s] = _mm512_setzero_ps();
+    for (int p = 0; p < Kp; p++, A += aps, B += ldb) {
+        __m512bh b[4];
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) b[s] = (__m512bh)_mm512_loadu_si512(B + 16 * s);
+#pragma GCC unroll 12
+        for (int r = 0; r < R; r++) {
+            __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[r * ars]);
+#pragma GCC unroll 4
+            for (int s = 0; s < S; s++) c[r][s] = _mm512_dpbf16_ps(c[r][s], a, b[s]);
+        }
+    }
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++)
+#pragma GCC unroll 4
+        for (int s = 0; s < S; s++) {
+            float *o = C + r * ldc + s * 16;
+            __mmask16 m = s == S - 1 ? last : (__mmask16)0xffff;
+            __m512 v = _mm512_mul_ps(va, c[r][s]);
+            if (beta != 0.0f) v = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, o), v);
+            _mm512_mask_storeu_ps(o, m, v);
+        }
+}
+
+typedef void KernelFn(int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B, ptrdiff_t ldb,
+                      float alpha, float beta, float *C, ptrdiff_t ldc, __mmask16 last);
+
+#define KERNEL_DEF(R, S)                                                                                 \
+    BF16_TARGET static void kernel_##R##_##S(int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps,     \
+                                             const uint32_t *B, ptrdiff_t ldb, float alpha, float beta, \
+                                             float *C, ptrdiff_t ldc, __mmask16 last)                  \
+    {                                                                                                    \
+        kernel(R, S, Kp, A, ars, aps, B, ldb, alpha, beta, C, ldc, last);                                \
+    }
+#define KERNEL_ROWS_6(S) KERNEL_DEF(1, S) KERNEL_DEF(2, S) KERNEL_DEF(3, S) KERNEL_DEF(4, S) \
+    KERNEL_DEF(5, S) KERNEL_DEF(6, S)
+#define KERNEL_ROWS_12(S) KERNEL_ROWS_6(S) KERNEL_DEF(7, S) KERNEL_DEF(8, S) KERNEL_DEF(9, S) \
+    KERNEL_DEF(10, S) KERNEL_DEF(11, S) KERNEL_DEF(12, S)
+KERNEL_ROWS_12(1)
+KERNEL_ROWS_12(2)
+KERNEL_ROWS_6(3) KERNEL_DEF(7, 3) KERNEL_DEF(8, 3)
+KERNEL_ROWS_6(4)
+
+/* Rows of the register block for S vectors of columns: R x S sums, S panel vectors and the
+ * broadcast fit the 32 registers (as conv_wino.c's KERNEL_ROWS). */
+static const int KERNEL_ROWS[5] = {0, 12, 12, 8, 6};
+_Static_assert(MC % 12 == 0 && MC % 8 == 0 && MC % 6 == 0, "a task's rows are whole register blocks");
+
+#define K6(S) kernel_1_##S, kernel_2_##S, kernel_3_##S, kernel_4_##S, kernel_5_##S, kernel_6_##S
+static KernelFn *const KERNELS[5][12] = {
+    {0},
+    {K6(1), kernel_7_1, kernel_8_1, kernel_9_1, kernel_10_1, kernel_11_1, kernel_12_1},
+    {K6(2), kernel_7_2, kernel_8_2, kernel_9_2, kernel_10_2, kernel_11_2, kernel_12_2},
+    {K6(3), kernel_7_3, kernel_8_3},
+    {K6(4)},
+};
+
+/* One task: `rows` rows of C (ap at their first, strides ars, aps) against one panel bp of w
+ * columns. */
+static void gemm_task(int Kp, const uint32_t *ap, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *bp, int rows, int w,
+                      float alpha, float beta, float *C, int ldc)
+{
+    const int S = (w + 15) / 16, R = KERNEL_ROWS[S];
+    const __mmask16 last = (__mmask16)(0xffffu >> (16 * S - w));
+    for (int r0 = 0; r0 < rows; r0 += R)
+        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + r0 * ars, ars, aps, bp, 16 * S, alpha, beta,
+                                            C + (size_t)r0 * ldc, ldc, last);
+}
+
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
+                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
+{
+    const int nchunks = (nv + 3) / 4;
+    for (int q = 0; q < nchunks; q++) {   /* chunks of at most 4 vectors, split evenly (conv_wino's planes_gemm) */
+        int s0 = nv * q / nchunks, S = nv * (q + 1) / nchunks - s0, R = KERNEL_ROWS[S];
+        for (int r0 = 0; r0 < rows; r0 += R)
+            KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, A + r0 * ars, ars, aps, B + 16 * s0, ldb, 1.0f,
+                                                acc ? 1.0f : 0.0f, C + r0 * ldc + 16 * s0, ldc, (__mmask16)0xffff);
+    }
+}
+
+void gemm_bf16_pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
+{
+    CM_ASSERT(gemm_bf16_available(), "gemm_bf16_pack_a: this CPU has no AVX512_BF16 (see gemm_precision_usable)");
+    /* a team of its own (of one inside a parallel region), so that pack_a's omp for never binds to
+     * a caller's team that does not all come here */
+#pragma omp parallel num_threads(cm_threads()) if (!omp_in_parallel() && (size_t)M * K >= 32768)
+    pack_a(ta, M, K, A, lda, ap);
+}
+
+/* gemm_bf16 with op(A)'s pairs in ap, or packed here from A when ap is NULL. */
+static void gemm_core(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+                      const uint32_t *ap, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    CM_ASSERT(gemm_bf16_available(), "gemm_bf16: this CPU has no AVX512_BF16 (see gemm_precision_usable)");
+    if (M <= 0 || N <= 0) return;
+    const int Kp = (K + 1) / 2, npanels = (N + NR - 1) / NR, nrows = (M + MC - 1) / MC;
+    uint32_t *own = ap ? NULL : cm_aligned_alloc(sizeof(uint32_t) * gemm_bf16_a_words(M, K));
+    uint32_t *bp = cm_aligned_alloc(sizeof(uint32_t) * ((size_t)npanels * Kp * NR + 16));
+    const int T = cm_threads();
+    const bool par = T > 1 && !omp_in_parallel() && 2.0 * M * N * K >= PAR_MIN_FLOPS && npanels * nrows > 1;
+    const ptrdiff_t ars = ta ? 1 : Kp, aps = ta ? M : 1;
+#pragma omp parallel num_threads(T) if (par)
+    {
+        if (own) pack_a(ta, M, K, A, lda, own);
+        uint32_t *tmp = tb ? cm_malloc(sizeof(uint32_t) * ((size_t)Kp + 1)) : NULL;
+#pragma omp for schedule(static)
+        for (int q = 0; q < npanels; q++) {
+            int j0 = q * NR, w = CM_MIN(NR, N - j0);
+            pack_b_panel(tb, K, B, ldb, j0, w, (w + 15) / 16 * 16, bp + (size_t)q * Kp * NR, tmp);
+        }
+        free(tmp);
+        const uint32_t *a = own ? own : ap;
+#pragma omp for schedule(static)
+        for (int t = 0; t < npanels * nrows; t++) {
+            int q = t / nrows, i0 = t % nrows * MC, j0 = q * NR;
+            gemm_task(Kp, a + i0 * ars, ars, aps, bp + (size_t)q * Kp * NR, CM_MIN(MC, M - i0), CM_MIN(NR, N - j0),
+                      alpha, beta, C + (size_t)i0 * ldc + j0, ldc);
+        }
+    }
+    free(own);
+    free(bp);
+}
+
+void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc)
+{
+    gemm_core(ta, tb, M, N, K, alpha, A, lda, NULL, B, ldb, beta, C, ldc);
+}
+
+void gemm_bf16_a(bool ta, bool tb, int M, int N, int K, float alpha, const uint32_t *ap, const float *B, int ldb,
+                 float beta, float *C, int ldc)
+{
+    gemm_core(ta, tb, M, N, K, alpha, NULL, 0, ap, B, ldb, beta, C, ldc);
+}
+
+#else
+
+void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+               int ldb, float beta, float *C, int ldc)
+{
+    CM_ASSERT(false, "gemm_bf16: AVX512_BF16 is an x86 extension (see gemm_precision_usable)");
+}
+
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
+                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
+{
+    CM_ASSERT(false, "gemm_bf16_packed: AVX512_BF16 is an x86 extension");
+}
+
+void gemm_bf16_pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
+{
+    CM_ASSERT(false, "gemm_bf16_pack_a: AVX512_BF16 is an x86 extension");
+}
+
+void gemm_bf16_a(bool ta, bool tb, int M, int N, int K, float alpha, const uint32_t *ap, const float *B, int ldb,
+                 float beta, float *C, int ldc)
+{
+    CM_ASSERT(false, "gemm_bf16_a: AVX512_BF16 is an x86 extension");
+}
+
+void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    CM_ASSERT(false, "bf16_pack_row_pairs: AVX512_BF16 is an x86 extension");
+}
+
+void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst)
+{
+    CM_ASSERT(false, "bf16_pack_pairs: AVX512_BF16 is an x86 extension");
+}
+
+#endif

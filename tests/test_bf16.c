@@ -1,0 +1,732 @@
+/* test_bf16.c: the bf16 precision (issue 19).
+ *
+ * bf16 rounding: bf16_bits on values whose rounding is known by hand (ties to even, carries into
+ * the exponent, overflow to inf, NaN kept NaN).
+ *
+ * gemm_bf16 for every ta/tb, odd and awkward M, N, K, lead dimensions wider than the matrices,
+ * alpha and beta != 1 (and beta = 0 over a C of NaNs, which BLAS does not read), against two
+ * double-precision oracles summed here:
+ *   - the product of the bf16-rounded inputs. Products of two bf16 are exact in fp32, so the only
+ *     error left is fp32 summation: K additions, then alpha sum (one rounding) and + beta C (one
+ *     more), each at most 2^-24 relative to the partial sums, which are bounded by
+ *     S = |alpha| sum_k |a_ik||b_kj| + |beta||c_ij|: bound (K + 4) 2^-24 S (+ 2 slack ulps).
+ *   - the plain fp32 product. Rounding each input to bf16 (u = 2^-8) moves a product by at most
+ *     (2u + u^2) |a||b|, so: bound (2u + u^2 + (K + 4) 2^-24) S.
+ * The first bound is far below bf16's own error, so the test also fails if gemm_bf16 did not
+ * round its inputs (the second comparison would pass alone), and the error to the plain product
+ * must be above fp32's level on the larger cases for the same reason.
+ * The results must be the same bits with 1 and 3 threads, when called inside an OpenMP parallel
+ * region (one thread per call) and from op(A) packed first (gemm_bf16_pack_a, gemm_bf16_a: how
+ * op_conv.c's im2col path packs its weights once per call).
+ *
+ * conv2d (3x3 stride 1 and 2, 1x1; the 3x3 stride-1 cases with 16 and 17 channels take Winograd)
+ * and linear, forward and every gradient, in a bf16 context, against
+ * PyTorch's torch.autocast("cpu", dtype=torch.bfloat16) (tests/torch/bf16.py). Both round the inputs (and
+ * the upstream gradient) to bf16 the same way and sum exact products in fp32, but autocast also
+ * rounds each result to bf16 and adds a bf16-rounded bias, while cmlab keeps fp32 results and an
+ * fp32 bias (and sums db from the fp32 gradient). Per element, with t PyTorch's value, M the sum of
+ * the magnitudes of its terms (the fixture's M*) and K the summation length:
+ *   |cmlab - t| <= u/(1-u) |t| + 2 (K + 2) 2^-24 M  (+ u |b| for y, + u M for db),  u = 2^-8.
+ * (The fixture keeps its linear products at m n k >= 16^3, where PyTorch 1.13 uses oneDNN: its
+ * smaller-GEMM fallback rounds partial sums to bf16, beyond this model; see bf16.py.)
+ * And against cmlab's own fp32 op: |bf16 - fp32| <= (2u + u^2) M + 4 (K + 2) 2^-24 M (fp32 sums
+ * on both sides, Winograd's transforms on the fp32 side counted twice). Winograd's bf16 products
+ * round transformed values instead: its y, dx and dw bounds add Mw (winograd_magnitudes).
+ *
+ * A tiny U-Net (16-32 channels, 2 levels, middle attention: convs, linear, bmm) in bf16 against
+ * fp32: output and weight gradients within REL_UNET of the largest value. A short EDM training run
+ * (TINY below, 40 steps) in bf16 stays finite and its mean loss is within LOSS_TOL of the fp32
+ * run's from the same seed.
+ *
+ * The CLI: --precision bad (sample, eval, edit, invert, trajectories) exits 2 naming the option,
+ * model.precision = x in an experiment file exits 2 naming the file and the key, CMLAB_BF16=of
+ * (not off) exits 2 naming the variable; sample --precision bf16 runs. CMLAB_BF16=off (the forced
+ * fallback): sample --precision bf16 prints the note once and writes the bytes --precision fp32
+ * writes, where without it the bf16 grid differs. invert and trajectories --precision bf16 say
+ * bf16 in their JSON and give other results than fp32.
+ *
+ * Skipped (exit 77) on a CPU without AVX512_BF16, after the rounding checks. */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd/conv_wino.h"
+#include "autograd/gemm_bf16.h"
+#include "autograd/ops.h"
+#include "autograd/threads.h"
+#include "fixture.h"
+#include "nn/params.h"
+#include "nn/unet.h"
+
+#define SKIP 77
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static void test_rounding(void)
+{
+    static const struct { uint32_t in; uint16_t want; const char *what; } R[] = {
+        {0x3f800000u, 0x3f80, "1"},
+        {0x3f808000u, 0x3f80, "1 + 2^-8: tie, down to even"},
+        {0x3f818000u, 0x3f82, "1 + 3 2^-8: tie, up to even"},
+        {0x3f808001u, 0x3f81, "just above the tie"},
+        {0x3f807fffu, 0x3f80, "just below the tie"},
+        {0xbf818000u, 0xbf82, "negative tie, up to even"},
+        {0x3fffffffu, 0x4000, "carry into the exponent"},
+        {0x7f7fffffu, 0x7f80, "FLT_MAX rounds to inf"},
+        {0x7f800000u, 0x7f80, "inf"},
+        {0x00000001u, 0x0000, "smallest subnormal"},
+    };
+    for (size_t i = 0; i < sizeof R / sizeof R[0]; i++) {
+        uint16_t got = bf16_bits(from_bits(R[i].in));
+        CHECK(got == R[i].want, "bf16_bits(0x%08x) = 0x%04x, want 0x%04x (%s)", R[i].in, got, R[i].want, R[i].what);
+    }
+    float nan_lo = from_bits(0x7f800001u);   /* a NaN whose payload sits below bf16's bits */
+    CHECK(isnan(bf16_round(nan_lo)) && isnan(bf16_round(-NAN)), "bf16_round of a NaN is not a NaN");
+}
+
+/* Uniform in [-1, 1) from a 64-bit LCG (independent of the code under test). */
+static void fill(float *x, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((double)(seed >> 40) / (double)(1ull << 23)) - 1.0f;
+    }
+}
+
+typedef struct Gemm {
+    bool ta, tb;
+    int M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    float *A, *B, *C0;         /* C0: C before the call */
+} Gemm;
+
+static Gemm gemm_case(bool ta, bool tb, int M, int N, int K, float alpha, float beta, uint64_t seed)
+{
+    Gemm g = {ta, tb, M, N, K, (ta ? M : K) + 3, (tb ? K : N) + 5, N + 2, alpha, beta, 0, 0, 0};
+    size_t na = (size_t)(ta ? K : M) * g.lda, nb = (size_t)(tb ? N : K) * g.ldb, nc = (size_t)M * g.ldc;
+    g.A = malloc(sizeof(float) * (na + 1));
+    g.B = malloc(sizeof(float) * (nb + 1));
+    g.C0 = malloc(sizeof(float) * (nc + 1));
+    fill(g.A, na, seed);
+    fill(g.B, nb, seed + 1);
+    if (beta != 0.0f) fill(g.C0, nc, seed + 2);
+    else for (size_t i = 0; i < nc; i++) g.C0[i] = NAN;   /* beta = 0: never read */
+    return g;
+}
+
+static void gemm_case_free(Gemm *g)
+{
+    free(g->A);
+    free(g->B);
+    free(g->C0);
+}
+
+/* C from gemm_bf16, or with packed: from op(A) packed first (gemm_bf16_pack_a, gemm_bf16_a). */
+static float *gemm_result(const Gemm *g, bool packed)
+{
+    size_t nc = (size_t)g->M * g->ldc;
+    float *C = malloc(sizeof(float) * (nc + 1));
+    memcpy(C, g->C0, sizeof(float) * nc);
+    if (packed) {
+        uint32_t *ap = malloc(sizeof(uint32_t) * gemm_bf16_a_words(g->M, g->K));
+        gemm_bf16_pack_a(g->ta, g->M, g->K, g->A, g->lda, ap);
+        gemm_bf16_a(g->ta, g->tb, g->M, g->N, g->K, g->alpha, ap, g->B, g->ldb, g->beta, C, g->ldc);
+        free(ap);
+    } else {
+        gemm_bf16(g->ta, g->tb, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B, g->ldb, g->beta, C, g->ldc);
+    }
+    return C;
+}
+
+static float op_a(const Gemm *g, int i, int k)
+{
+    return g->ta ? g->A[(size_t)k * g->lda + i] : g->A[(size_t)i * g->lda + k];
+}
+
+static float op_b(const Gemm *g, int k, int j)
+{
+    return g->tb ? g->B[(size_t)j * g->ldb + k] : g->B[(size_t)k * g->ldb + j];
+}
+
+/* The worst error of C over the bound, for both oracles; also the worst error to the plain
+ * product relative to S, to show that the inputs were rounded. */
+static void gemm_check(const Gemm *g, const float *C, const char *name)
+{
+    const double u = ldexp(1, -8), u32 = ldexp(1, -24);
+    double worst_r = 0, worst_p = 0, worst_rel_p = 0;
+    bool padding_kept = true;
+    for (int i = 0; i < g->M; i++) {
+        for (int j = g->N; j < g->ldc; j++) {
+            size_t at = (size_t)i * g->ldc + j;
+            padding_kept &= memcmp(&C[at], &g->C0[at], sizeof(float)) == 0;
+        }
+        for (int j = 0; j < g->N; j++) {
+            double sr = 0, sp = 0, s = 0;
+            for (int k = 0; k < g->K; k++) {
+                double a = op_a(g, i, k), b = op_b(g, k, j);
+                sr += (double)bf16_round((float)a) * bf16_round((float)b);
+                sp += a * b;
+                s += fabs(a * b);
+            }
+            double c0 = g->beta != 0.0f ? g->C0[(size_t)i * g->ldc + j] : 0.0;
+            double S = fabs(g->alpha) * s + fabs(g->beta) * fabs(c0);
+            double got = C[(size_t)i * g->ldc + j];
+            double want_r = g->alpha * sr + g->beta * c0, want_p = g->alpha * sp + g->beta * c0;
+            double bound_r = (g->K + 4) * u32 * S + 2 * u32 * fabs(want_r);
+            double bound_p = (2 * u + u * u + (g->K + 4) * u32) * S + 2 * u32 * fabs(want_p);
+            double er = fabs(got - want_r), ep = fabs(got - want_p);
+            worst_r = fmax(worst_r, isnan(got) ? INFINITY : er / fmax(bound_r, 1e-300));
+            worst_p = fmax(worst_p, isnan(got) ? INFINITY : ep / fmax(bound_p, 1e-300));
+            if (S > 0) worst_rel_p = fmax(worst_rel_p, ep / S);
+        }
+    }
+    printf("  %-34s err/bound: %.3f (bf16 inputs), %.3f (fp32 inputs); max |err|/S vs fp32 %.2e\n", name,
+           worst_r, worst_p, worst_rel_p);
+    CHECK(worst_r <= 1, "%s: error to the product of the bf16 inputs is %.3f x its bound", name, worst_r);
+    CHECK(worst_p <= 1, "%s: error to the fp32 product is %.3f x its bound", name, worst_p);
+    CHECK(padding_kept, "%s: wrote C outside its N columns", name);
+    /* With K >= 16 random terms, some element's inputs lose more than 2^-13 of S to rounding (fp32
+     * sums alone: <= 2^-16 here). */
+    if (g->K >= 16)
+        CHECK(worst_rel_p > ldexp(1, -13), "%s: only %.2e from the fp32 product: inputs not rounded to bf16?",
+              name, worst_rel_p);
+}
+
+static void test_gemm(void)
+{
+    static const int SIZES[][3] = {
+        {1, 1, 1}, {3, 17, 33}, {17, 3, 100}, {33, 100, 17}, {100, 33, 3}, {1, 130, 65}, {130, 1, 64},
+        {49, 65, 2}, {65, 130, 257}, {7, 5, 0},
+    };
+    int n = 0;
+    for (size_t s = 0; s < sizeof SIZES / sizeof SIZES[0]; s++)
+        for (int t = 0; t < 4; t++) {
+            bool ta = t & 1, tb = t & 2;
+            int M = SIZES[s][0], N = SIZES[s][1], K = SIZES[s][2];
+            float beta = n % 3 == 0 ? 0.0f : -0.5f;
+            Gemm g = gemm_case(ta, tb, M, N, K, 0.75f, beta, 100 + (uint64_t)n++);
+            char name[96];
+            snprintf(name, sizeof name, "%s%s M %d N %d K %d beta %g", ta ? "A^T " : "", tb ? "B^T " : "", M, N, K,
+                     beta);
+            cm_set_threads(1);
+            float *c1 = gemm_result(&g, false);
+            cm_set_threads(3);
+            float *c3 = gemm_result(&g, false), *ca = gemm_result(&g, true);
+            gemm_check(&g, c1, name);
+            size_t nc = (size_t)M * g.ldc;
+            CHECK(memcmp(c1, c3, sizeof(float) * nc) == 0, "%s: 1 and 3 threads differ", name);
+            CHECK(memcmp(c1, ca, sizeof(float) * nc) == 0, "%s: op(A) packed first (gemm_bf16_a) differs", name);
+            /* inside a parallel region, as op_conv.c calls it: each thread its own product (thread 1
+             * from op(A) packed first, as op_conv.c's weights) */
+            float *cp[2] = {0};
+#pragma omp parallel num_threads(2)
+            cp[omp_get_thread_num()] = gemm_result(&g, omp_get_thread_num() == 1);
+            for (int i = 0; i < 2; i++) {
+                CHECK(cp[i] && memcmp(c1, cp[i], sizeof(float) * nc) == 0,
+                      "%s: thread %d of a parallel region differs from the serial call", name, i);
+                free(cp[i]);
+            }
+            free(c1);
+            free(c3);
+            free(ca);
+            gemm_case_free(&g);
+        }
+}
+
+/* ---- conv2d and linear against PyTorch's autocast and against cmlab's fp32 ---- */
+
+typedef struct OpRun {
+    float *y, *dx, *dw, *db;
+} OpRun;
+
+static OpRun op_run(CmPrecision prec, bool conv, const float *x, const int *xs, int xd, const float *w,
+                    const int *ws, int wd, const float *b, int stride, int pad, const float *gout)
+{
+    Ctx c;
+    ctx_init(&c, 16u << 20);
+    c.precision = prec;
+    Tensor *tx = tensor_wrap(&c, (float *)x, NULL, xd, xs, true);
+    Tensor *tw = tensor_wrap(&c, (float *)w, NULL, wd, ws, true);
+    Tensor *tb = tensor_wrap(&c, (float *)b, NULL, 1, SHAPE(ws[0]), true);
+    Tensor *y = conv ? op_conv2d(&c, tx, tw, tb, stride, pad) : op_linear(&c, tx, tw, tb);
+    tape_backward(&c, y, gout);
+    OpRun r;
+    const Tensor *t[4] = {y, tx, tw, tb};
+    float **out[4] = {&r.y, &r.dx, &r.dw, &r.db};
+    for (int i = 0; i < 4; i++) {
+        const float *src = i ? t[i]->grad : t[i]->data;
+        *out[i] = malloc(sizeof(float) * t[i]->n);
+        memcpy(*out[i], src, sizeof(float) * t[i]->n);
+    }
+    ctx_free(&c);
+    return r;
+}
+
+static void op_run_free(OpRun *r)
+{
+    free(r->y);
+    free(r->dx);
+    free(r->dw);
+    free(r->db);
+}
+
+static size_t numel(int nd, const int *shape)
+{
+    size_t n = 1;
+    for (int d = 0; d < nd; d++) n *= (size_t)shape[d];
+    return n;
+}
+
+/* Winograd F(2x2, 3x3) (conv_wino.h) rounds the transformed U = G w G^T, V = B^T d B and (backward)
+ * M' = A dY A^T to bf16, not w, d and dY: a product's error (2u + u^2) |U_ij| |V_ij| reaches an
+ * output through A^T . A, so an output's error is at most (2u + u^2) Mw with Mw = the sum, over
+ * channels, tiles, the tile's 2x2 outputs o = (a, b), its 4x4 window's pixels p and the 3x3 taps t,
+ * of W1(a, p_r, t_r) W1(b, p_c, t_c) |d_p| |w_t| (and through the adjoint transforms the same with
+ * |dY_o| |w_t| for dx, |dY_o| |d_p| for dw), W1(a, p, t) = sum_i |A^T_ai| |B^T_ip| |G_it| (Lavin and
+ * Gray's matrices; the rescalings between them that conv_wino.c might pick leave W1 unchanged).
+ * mw[0..2]: Mw of y, dx and dw. */
+static void winograd_magnitudes(const float *x, const int *xs, const float *w, const float *dy, int Cout, int pad,
+                                int Ho, int Wo, double *mw[3])
+{
+    static const double AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+    static const double BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+    static const double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+    double W1[2][4][3] = {{{0}}};
+    for (int a = 0; a < 2; a++)
+        for (int p = 0; p < 4; p++)
+            for (int t = 0; t < 3; t++)
+                for (int i = 0; i < 4; i++) W1[a][p][t] += fabs(AT[a][i]) * fabs(BT[i][p]) * fabs(G[i][t]);
+    const int N = xs[0], Cin = xs[1], H = xs[2], W = xs[3];
+    for (int n = 0; n < N; n++)
+        for (int co = 0; co < Cout; co++)
+            for (int oh = 0; oh < Ho; oh++)
+                for (int ow = 0; ow < Wo; ow++) {
+                    size_t yo = (((size_t)n * Cout + co) * Ho + oh) * Wo + ow;
+                    double g = fabs(dy[yo]);
+                    for (int ci = 0; ci < Cin; ci++)
+                        for (int pr = 0; pr < 4; pr++)
+                            for (int pc = 0; pc < 4; pc++) {
+                                int ih = oh / 2 * 2 - pad + pr, iw = ow / 2 * 2 - pad + pc;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                size_t xo = (((size_t)n * Cin + ci) * H + ih) * W + iw;
+                                double d = fabs(x[xo]);
+                                for (int t = 0; t < 9; t++) {
+                                    size_t wo = ((size_t)co * Cin + ci) * 9 + t;
+                                    double c = W1[oh % 2][pr][t / 3] * W1[ow % 2][pc][t % 3], a = fabs(w[wo]);
+                                    mw[0][yo] += c * d * a;
+                                    mw[1][xo] += c * g * a;
+                                    mw[2][wo] += c * g * d;
+                                }
+                            }
+                }
+}
+
+static void test_torch_case(Fixture *f, const char *name)
+{
+    const double u = ldexp(1, -8), u32 = ldexp(1, -24);
+    char path[160], op[32];
+    snprintf(path, sizeof path, "/%s", name);
+    CM_ASSERT(fixture_attr_str(f, path, "op", op, sizeof op), "%s: no op attribute", path);
+    bool conv = strcmp(op, "conv2d") == 0;
+    int stride = (int)fixture_attr_int(f, path, "stride", -1), pad = (int)fixture_attr_int(f, path, "pad", -1);
+    static const char *const OUT[4] = {"y", "dx", "dw", "db"}, *const MAG[4] = {"My", "Mdx", "Mdw", "Mdb"},
+                             *const KS[4] = {"k_y", "k_dx", "k_dw", "k_db"};
+    int nd[4], shape[4][4], xd, xs[4], wd, wsh[4], bd, bs[4], gd, gs[4];
+    char key[200];
+#define READ(n, d, s) (snprintf(key, sizeof key, "%s/%s", path, n), fixture_read(f, key, d, s))
+    float *x = READ("x", &xd, xs), *w = READ("w", &wd, wsh), *b = READ("b", &bd, bs), *gout = READ("gout", &gd, gs);
+    float *want[4], *mag[4];
+    for (int i = 0; i < 4; i++) {
+        int md, ms[4];
+        want[i] = READ(OUT[i], &nd[i], shape[i]);
+        mag[i] = READ(MAG[i], &md, ms);
+    }
+#undef READ
+    OpRun got = op_run(CM_PRECISION_BF16, conv, x, xs, xd, w, wsh, wd, b, stride, pad, gout);
+    OpRun fp = op_run(CM_PRECISION_FP32, conv, x, xs, xd, w, wsh, wd, b, stride, pad, gout);
+    const float *g[4] = {got.y, got.dx, got.dw, got.db}, *h[4] = {fp.y, fp.dx, fp.dw, fp.db};
+    const int Cout = wsh[0], inner = conv ? shape[0][2] * shape[0][3] : 1;   /* y's channel: (i / inner) % Cout */
+    /* A Winograd shape (conv_wino_usable, the library's own predicate): both sides' y, dx and dw
+     * through Winograd, their bounds from Mw (winograd_magnitudes). */
+    const bool wino = conv && conv_wino_usable(xs[1], Cout, wsh[2], wsh[3], stride);
+    double *mw[3] = {0};
+    if (wino) {
+        for (int o = 0; o < 3; o++) mw[o] = calloc(numel(nd[o], shape[o]), sizeof(double));
+        winograd_magnitudes(x, xs, w, gout, Cout, pad, shape[0][2], shape[0][3], mw);
+    }
+    double rel_fp_y = 0;
+    for (int o = 0; o < 4; o++) {
+        double K = (double)fixture_attr_int(f, path, KS[o], -1), worst_t = 0, worst_f = 0;
+        size_t n = numel(nd[o], shape[o]);
+        for (size_t i = 0; i < n; i++) {
+            double M = mag[o][i], t = want[o][i];
+            double bound_t = u / (1 - u) * fabs(t) + 2 * (K + 2) * u32 * M;   /* |t| = |exact| (1 +- u) */
+            if (o == 0) bound_t += u * fabs(b[(i / inner) % Cout]);
+            if (o == 3) bound_t += u * M;
+            double bound_f = (2 * u + u * u) * M + 4 * (K + 2) * u32 * M;
+            if (o < 3 && wino) {   /* PyTorch's error (direct, bf16 inputs) plus Winograd's */
+                bound_t += (2 * u + u * u) * (M + mw[o][i]) + 4 * (K + 2) * u32 * mw[o][i];
+                bound_f = (2 * u + u * u) * mw[o][i] + 4 * (K + 2) * u32 * mw[o][i];
+            }
+            double et = fabs(g[o][i] - t), ef = fabs(g[o][i] - (double)h[o][i]);
+            worst_t = fmax(worst_t, isfinite(g[o][i]) ? et / fmax(bound_t, 1e-30) : INFINITY);
+            worst_f = fmax(worst_f, isfinite(g[o][i]) ? ef / fmax(bound_f, 1e-30) : INFINITY);
+            if (o == 0 && M > 0) rel_fp_y = fmax(rel_fp_y, ef / M);
+        }
+        printf("  %-16s %-2s err/bound: %.3f vs autocast, %.3f vs cmlab fp32%s\n", name, OUT[o], worst_t, worst_f,
+               o < 3 && wino ? " (Winograd)" : "");
+        CHECK(worst_t <= 1, "%s %s: %.3f x the bound from PyTorch's bf16 autocast", name, OUT[o], worst_t);
+        CHECK(worst_f <= 1, "%s %s: %.3f x the bound from cmlab's fp32", name, OUT[o], worst_f);
+    }
+    /* as in test_gemm: bf16 rounding moves some output by far more than fp32 sums could */
+    CHECK(rel_fp_y > ldexp(1, -13), "%s: y within %.2e of fp32: not run in bf16?", name, rel_fp_y);
+    for (int o = 0; o < 3; o++) free(mw[o]);
+    op_run_free(&got);
+    op_run_free(&fp);
+    free(x);
+    free(w);
+    free(b);
+    free(gout);
+    for (int i = 0; i < 4; i++) {
+        free(want[i]);
+        free(mag[i]);
+    }
+}
+
+static void test_torch(const char *path)
+{
+    printf("conv2d and linear against torch.autocast(\"cpu\", dtype=torch.bfloat16)\n");
+    Fixture f;
+    fixture_open(&f, path);
+    char **names;
+    int n = fixture_list(&f, "/", &names);
+    CHECK(n >= 5, "%s: %d cases, want 5", path, n);
+    for (int i = 0; i < n; i++) {
+        test_torch_case(&f, names[i]);
+        free(names[i]);
+    }
+    free(names);
+    fixture_close(&f);
+}
+
+/* ---- a tiny U-Net in bf16 against fp32 ---- */
+
+/* bf16 against fp32 through the whole network: ~10 product layers deep, each moving its output
+ * by up to 2u relative to its terms' magnitudes (u = 2^-8), partly cancelled by the norms: about
+ * 1% of the largest value at most (3.4e-3 measured), and far above fp32's ~1e-6 (checked too).
+ * The weight gradients pass through twice as many products, group norm's backward (which
+ * subtracts channel means: cancellation) and attention's; per parameter in the 2-norm, 10%
+ * (2.3e-2 measured; a wrong product or transposition gives O(1)). */
+#define REL_UNET 1e-2
+#define REL_UNET_GRAD 1e-1
+
+/* Every weight U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and every other parameter (norm scales and
+ * biases, biases) 1 + U(-0.5, 0.5) or U(-0.5, 0.5): not the near-zero output init, so that F is
+ * not ~0. */
+static void unet_weights(const ParamSet *ps, float *w)
+{
+    uint64_t seed = 77;
+    for (int i = 0; i < ps->count; i++) {
+        const Param *p = &ps->items[i];
+        float *v = w + p->offset;
+        fill(v, p->n, seed++);
+        double s = p->init == PARAM_INIT_UNIFORM_FAN_IN ? 1 / sqrt((double)(p->n / (size_t)p->shape[0])) : 0.5;
+        for (size_t j = 0; j < p->n; j++) v[j] = (float)(v[j] * s + (p->init == PARAM_INIT_ONE ? 1.0 : 0.0));
+    }
+}
+
+/* F and the weight gradient of sum(F * gout) at the given precision; F into y, gradient into g. */
+static void unet_run(CmPrecision prec, const UNet *net, const float *w, float *g, float *y, size_t ny)
+{
+    Ctx c;
+    ctx_init(&c, 64u << 20);
+    c.precision = prec;
+    Tensor *x = TENSOR_NEW(&c, 2, 1, 16, 16), *ct = TENSOR_NEW(&c, 2);
+    fill(x->data, x->n, 5);
+    ct->data[0] = -1.2f;
+    ct->data[1] = 0.8f;
+    memset(g, 0, sizeof(float) * net->ps.total);
+    WeightSet ws = {(float *)w, g};
+    Tensor *F = unet_forward(&c, net, &ws, x, ct, NULL, NULL, 0, NULL);
+    CM_ASSERT(F->n == ny, "U-Net output of %zu values, want %zu", F->n, ny);
+    float *gout = malloc(sizeof(float) * ny);
+    fill(gout, ny, 6);
+    memcpy(y, F->data, sizeof(float) * ny);
+    tape_backward(&c, F, gout);
+    free(gout);
+    ctx_free(&c);
+}
+
+static double max_abs(const float *a, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, isfinite(a[i]) ? fabs(a[i]) : INFINITY);
+    return m;
+}
+
+static double max_diff(const float *a, const float *b, size_t n)
+{
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, isfinite(a[i]) ? fabs((double)a[i] - b[i]) : INFINITY);
+    return m;
+}
+
+static void test_unet(void)
+{
+    printf("U-Net (16-32 channels, 2 levels, middle attention) in bf16 against fp32\n");
+    UNetConfig cfg = unet_config_default();
+    cfg.img_h = cfg.img_w = 16;
+    cfg.base_channels = 16;
+    cfg.channel_mult[0] = 1;
+    cfg.channel_mult[1] = 2;
+    cfg.channel_mult_count = 2;
+    cfg.num_blocks = 1;
+    UNet net;
+    CHECK(unet_init(&net, &cfg) == 0, "unet_init: %s", cm_errmsg());
+    float *w = params_buffer(&net.ps), *g32 = params_buffer(&net.ps), *g16 = params_buffer(&net.ps);
+    unet_weights(&net.ps, w);
+    size_t ny = 2 * 16 * 16;
+    float *y32 = malloc(sizeof(float) * ny), *y16 = malloc(sizeof(float) * ny);
+    unet_run(CM_PRECISION_FP32, &net, w, g32, y32, ny);
+    unet_run(CM_PRECISION_BF16, &net, w, g16, y16, ny);
+    double ry = max_diff(y16, y32, ny) / max_abs(y32, ny);
+    printf("  F: max |bf16 - fp32| / max |F| = %.2e (max |F| %.2f)\n", ry, max_abs(y32, ny));
+    CHECK(ry <= REL_UNET && ry > 1e-4, "U-Net F: bf16 differs from fp32 by %.2e of max |F| (want 1e-4 .. %g)", ry,
+          REL_UNET);
+    /* Per parameter, in the 2-norm: a norm's bias gradient sums a whole channel's upstream
+     * gradient, and the cancellation in that sum makes its largest element's error swing. */
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < net.ps.count; i++) {
+        const Param *p = &net.ps.items[i];
+        double d2 = 0, g2 = 0;
+        for (size_t j = 0; j < p->n; j++) {
+            double a = g16[p->offset + j], b = g32[p->offset + j];
+            d2 += (a - b) * (a - b);
+            g2 += b * b;
+        }
+        double r = isfinite(d2) ? sqrt(d2 / fmax(g2, 1e-300)) : INFINITY;
+        if (g2 > 0 && r > worst) worst = r, worst_name = p->name;
+    }
+    printf("  weight gradients: worst |bf16 - fp32| / |g| (2-norms, per parameter) = %.2e (%s)\n", worst,
+           worst_name);
+    CHECK(worst <= REL_UNET_GRAD, "U-Net gradient of %s: bf16 differs from fp32 by %.2e of its norm", worst_name,
+          worst);
+    free(w);
+    free(g32);
+    free(g16);
+    free(y32);
+    free(y16);
+    unet_free(&net);
+}
+
+/* ---- training and the CLI (through the cmlab binary) ---- */
+
+/* The tiny EDM recipe of test_train.c (8-16 channels, Fashion-MNIST 28x28, batch 8). */
+static const char *TINY =
+    "[experiment]\nmethod = edm\nseed = 3\nout_dir = bf16_runs\n"
+    "[data]\ndataset = fashion-mnist\n"
+    "[model]\nchannels = 8\nchannel_mult = 1,2\nnum_blocks = 1\nmid_attn = true\ndropout = 0\n"
+    "[train]\niterations = 40\nbatch_size = 8\nlr = 0.002\nema = 0.9\nlog_every = 1\ncheckpoint_every = 40\n"
+    "sample_every = 0\nthreads = 2\n"
+    "[sample]\nsolver = euler\nnfe = 4\nn = 4\n";
+
+/* The mean of the losses of metrics.jsonl, their count and whether all are finite. */
+static double mean_loss(const char *metrics, int *count, bool *finite)
+{
+    FILE *f = fopen(metrics, "r");
+    *count = 0;
+    *finite = true;
+    if (!f) return NAN;
+    char line[2048];
+    double sum = 0;
+    while (fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"loss\":");
+        if (!p) continue;
+        double v = atof(p + 7);
+        *finite &= isfinite(v);
+        sum += v;
+        (*count)++;
+    }
+    fclose(f);
+    return *count ? sum / *count : NAN;
+}
+
+/* The mean loss of the two 40-step runs from the same seed (the same data and noise draws): the
+ * bf16 products change each step's loss by ~1% at most (REL_UNET above), and the weights drift
+ * apart slowly over 40 steps (2e-5 of the mean measured here); 1% of the fp32 mean leaves room
+ * for that drift while a broken gradient (or a NaN) leaves it far behind. */
+#define LOSS_TOL 0.01
+
+static void test_training(const char *cmlab)
+{
+    printf("tiny EDM, 40 steps, fp32 and bf16 from the same seed\n");
+    FILE *f = fopen("bf16_runs/tiny.ini", "w");
+    CM_ASSERT(f, "cannot write bf16_runs/tiny.ini");
+    fputs(TINY, f);
+    fclose(f);
+    double mean[2];
+    static const char *const PREC[2] = {"fp32", "bf16"};
+    for (int i = 0; i < 2; i++) {
+        char set_prec[64], set_name[64], metrics[128];
+        snprintf(set_prec, sizeof set_prec, "model.precision=%s", PREC[i]);
+        snprintf(set_name, sizeof set_name, "experiment.name=tiny_%s", PREC[i]);
+        snprintf(metrics, sizeof metrics, "bf16_runs/tiny_%s/metrics.jsonl", PREC[i]);
+        FixtureRun r = fixture_run_capture((char *[]){(char *)cmlab, "train", "bf16_runs/tiny.ini", "--set", set_prec,
+                                                      "--set", set_name, NULL});
+        CHECK(r.code == 0, "cmlab train (%s) exited %d: %s", PREC[i], r.code, r.err);
+        int count;
+        bool finite;
+        mean[i] = mean_loss(metrics, &count, &finite);
+        CHECK(count == 40 && finite, "%s: %d losses in %s (want 40), all finite: %d", PREC[i], count, metrics, finite);
+    }
+    double rel = fabs(mean[1] - mean[0]) / mean[0];
+    printf("  mean loss over 40 steps: fp32 %.5f, bf16 %.5f (relative difference %.2e)\n", mean[0], mean[1], rel);
+    CHECK(rel <= LOSS_TOL, "bf16 mean loss %.5f is %.2e from fp32's %.5f (tolerance %g)", mean[1], rel, mean[0],
+          LOSS_TOL);
+    FixtureRun r = fixture_run_capture((char *[]){(char *)cmlab, "sample", "bf16_runs/tiny_fp32/ckpt/step_00000040.h5",
+                                                  "--precision", "bf16", "--out", "bf16_runs/grid.png", NULL});
+    CHECK(r.code == 0, "cmlab sample --precision bf16 exited %d: %s", r.code, r.err);
+}
+
+/* Whether files a and b hold the same bytes (false when either is unreadable). */
+static bool same_bytes(const char *a, const char *b)
+{
+    size_t na, nb;
+    char *da = fixture_read_file(a, &na), *db = fixture_read_file(b, &nb);
+    bool same = da && db && na == nb && memcmp(da, db, na) == 0;
+    free(da);
+    free(db);
+    return same;
+}
+
+/* invert and trajectories --precision P on test_training's fp32 checkpoint: both run, their JSON
+ * says P, and the fp32 and bf16 results differ (the option reaches the network's products). */
+static void test_precision_options(const char *cmlab)
+{
+    printf("invert and trajectories --precision\n");
+    char *ckpt = "bf16_runs/tiny_fp32/ckpt/step_00000040.h5";
+    char *out[2][2] = {{"bf16_runs/inv_fp32.json", "bf16_runs/traj_fp32"},
+                       {"bf16_runs/inv_bf16.json", "bf16_runs/traj_bf16"}};
+    char *text[2][2] = {{NULL}};
+    for (int p = 0; p < 2; p++) {
+        char *prec = p ? "bf16" : "fp32", want[40];
+        snprintf(want, sizeof want, "\"precision\": \"%s\"", prec);
+        char *cmds[2][14] = {
+            {(char *)cmlab, "invert", ckpt, "--count", "2", "--precision", prec, "--json", out[p][0], NULL},
+            {(char *)cmlab, "trajectories", ckpt, "--pca", "--n", "2", "--steps", "2", "--precision", prec, "--out",
+             out[p][1], NULL},
+        };
+        for (int c = 0; c < 2; c++) {
+            FixtureRun r = fixture_run_capture(cmds[c]);
+            char path[80];
+            snprintf(path, sizeof path, c ? "%s/pca.json" : "%s", out[p][c]);
+            text[p][c] = fixture_read_file(path, &(size_t){0});
+            CHECK(r.code == 0 && text[p][c] && strstr(text[p][c], want), "cmlab %s --precision %s: exit %d, %s %s: %s",
+                  cmds[c][1], prec, r.code, path, text[p][c] ? "lacks" : "not written", r.err);
+        }
+    }
+    /* the invert JSON's MSE, the trajectories' fractions (the JSON's precision fields aside) */
+    for (int c = 0; c < 2; c++) {
+        const char *tail[2];
+        for (int p = 0; p < 2; p++) {
+            const char *at = text[p][c] ? strstr(text[p][c], "\"precision\"") : NULL;
+            tail[p] = at ? at + strlen("\"precision\": \"fp32\"") : "";
+        }
+        CHECK(strcmp(tail[0], tail[1]) != 0, "%s: the fp32 and bf16 results are the same",
+              c ? "trajectories" : "invert");
+        for (int p = 0; p < 2; p++) free(text[p][c]);
+    }
+}
+
+/* CMLAB_BF16=off on this AVX512_BF16 CPU: sample --precision bf16 of test_training's fp32
+ * checkpoint notes the fallback once on stderr and writes the fp32 grid's bytes, while without it
+ * the bf16 grid (bf16_runs/grid.png) differs from fp32's, so the variable is what made them equal. */
+static void test_fallback(const char *cmlab)
+{
+    printf("CMLAB_BF16=off\n");
+    char *ckpt = "bf16_runs/tiny_fp32/ckpt/step_00000040.h5";
+    FixtureRun r = fixture_run_capture((char *[]){(char *)cmlab, "sample", ckpt, "--out", "bf16_runs/grid_fp32.png",
+                                                  NULL});
+    CHECK(r.code == 0, "cmlab sample (fp32) exited %d: %s", r.code, r.err);
+    CHECK(!same_bytes("bf16_runs/grid.png", "bf16_runs/grid_fp32.png"),
+          "the bf16 and fp32 grids are the same bytes: the fallback test below would prove nothing");
+    int code = fixture_run((char *[]){(char *)cmlab, "sample", ckpt, "--precision", "bf16", "--out",
+                                      "bf16_runs/grid_off.png", NULL},
+                           "bf16_runs/off.out", "bf16_runs/off.err", "CMLAB_BF16=off");
+    char *err = fixture_read_file("bf16_runs/off.err", &(size_t){0});
+    CHECK(code == 0 && err, "CMLAB_BF16=off cmlab sample --precision bf16 exited %d: %s", code, err ? err : "");
+    if (!err) return;
+    int notes = 0;
+    for (const char *p = err; (p = strstr(p, "AVX512_BF16")); p++) notes++;
+    CHECK(notes == 1 && strstr(err, "CMLAB_BF16=off") && strstr(err, "running in fp32"),
+          "CMLAB_BF16=off: stderr names AVX512_BF16 %d times (want one note naming CMLAB_BF16=off): '%s'", notes, err);
+    CHECK(same_bytes("bf16_runs/grid_off.png", "bf16_runs/grid_fp32.png"),
+          "CMLAB_BF16=off --precision bf16 grid differs from the --precision fp32 grid");
+    free(err);
+}
+
+static void test_cli(const char *cmlab)
+{
+    printf("CLI errors\n");
+    static const char *const CMDS[][4] = {
+        {"sample", "bf16_runs/none.h5", NULL, NULL},
+        {"eval", "bf16_runs/none.h5", NULL, NULL},
+        {"edit", "bf16_runs/none.h5", "--task", "denoise"},
+        {"invert", "bf16_runs/none.h5", NULL, NULL},
+        {"trajectories", "bf16_runs/none.h5", "--pca", NULL},
+    };
+    for (size_t i = 0; i < sizeof CMDS / sizeof CMDS[0]; i++) {
+        char *argv[8] = {(char *)cmlab};
+        int a = 1;
+        for (int j = 0; j < 4 && CMDS[i][j]; j++) argv[a++] = (char *)CMDS[i][j];
+        argv[a++] = "--precision";
+        argv[a++] = "bad";
+        FixtureRun r = fixture_run_capture(argv);
+        CHECK(r.code == 2 && strstr(r.err, "--precision") && strstr(r.err, "bad"),
+              "cmlab %s --precision bad: exit %d, stderr '%s' (want 2, naming --precision)", CMDS[i][0], r.code, r.err);
+    }
+    int code = fixture_run((char *[]){(char *)cmlab, "sample", "bf16_runs/none.h5", "--precision", "bf16", NULL},
+                           "bf16_runs/env.out", "bf16_runs/env.err", "CMLAB_BF16=of");
+    char *err = fixture_read_file("bf16_runs/env.err", &(size_t){0});
+    CHECK(code == 2 && err && strstr(err, "CMLAB_BF16") && strstr(err, "'of'"),
+          "CMLAB_BF16=of: exit %d, stderr '%s' (want 2, naming the variable and the value)", code, err ? err : "");
+    free(err);
+    FILE *f = fopen("bf16_runs/badprec.ini", "w");
+    CM_ASSERT(f, "cannot write bf16_runs/badprec.ini");
+    fprintf(f, "%s", TINY);
+    fputs("[model]\nprecision = x\n", f);
+    fclose(f);
+    FixtureRun r = fixture_run_capture((char *[]){(char *)cmlab, "train", "bf16_runs/badprec.ini", NULL});
+    CHECK(r.code == 2 && strstr(r.err, "badprec.ini") && strstr(r.err, "model.precision"),
+          "model.precision = x: exit %d, stderr '%s' (want 2, naming the file and the key)", r.code, r.err);
+}
+
+int main(int argc, char **argv)
+{
+    CM_ASSERT(argc == 3, "usage: test_bf16 BF16.h5 CMLAB");
+    if (system("rm -rf bf16_runs && mkdir -p bf16_runs") != 0) return 1;
+    test_rounding();
+    test_cli(argv[2]);
+    if (!gemm_bf16_available()) {
+        printf("this CPU has no AVX512_BF16: gemm_bf16 and the bf16 ops not tested\n");
+        return test_failed ? test_summary("bf16") : SKIP;
+    }
+    cm_set_threads(2);
+    test_torch(argv[1]);
+    test_unet();
+    test_gemm();
+    cm_set_threads(2);
+    test_training(argv[2]);
+    test_precision_options(argv[2]);
+    test_fallback(argv[2]);
+    return test_summary("bf16");
+}
