@@ -422,10 +422,10 @@ int main(int argc, char **argv)
         double med = iters % 2 ? tj[iters / 2] : 0.5 * (tj[iters / 2 - 1] + tj[iters / 2]);
         double cpu_med = iters % 2 ? cj[iters / 2] : 0.5 * (cj[iters / 2 - 1] + cj[iters / 2]);
         printf("side=cmlab config=%s mode=%s precision=%s threads=%d batch=%d ms=%.2f ms_min=%.2f img_s=%.2f "
-               "gflop=%.3f rss_mb=%.1f arena_mb=%.1f core=%s cpu_ms=%.2f\n",
+               "gflop=%.3f rss_mb=%.1f arena_mb=%.1f core=%s cpu_ms=%.2f bf16_kernel=%s\n",
                config, mode_name, cm_precision_names[precision], counts[j], batch, 1e3 * med, 1e3 * tj[0],
                batch / med, flops * 1e-9, ru.ru_maxrss / 1024.0, b.ctx.arena.high_water / 1048576.0, cm_blas_core(),
-               1e3 * cpu_med);
+               1e3 * cpu_med, precision == CM_PRECISION_BF16 ? gemm_bf16_kernel() : "none");
     }
     free(t);
     free(cpu);

@@ -45,6 +45,10 @@
  * writes, where without it the bf16 grid differs. invert and trajectories --precision bf16 say
  * bf16 in their JSON and give other results than fp32.
  *
+ * gemm_bf16_packed (Winograd's products) directly against the double sum, and which kernels ran
+ * (AMX where /proc/cpuinfo names it; vdpbf16ps alone under CMLAB_BF16=avx512, meson's bf16-avx512
+ * test, which runs the kernel and op checks again that way).
+ *
  * Skipped (exit 77) on a CPU without AVX512_BF16, after the rounding checks. */
 #include <math.h>
 #include <omp.h>
@@ -205,6 +209,8 @@ static void test_gemm(void)
     static const int SIZES[][3] = {
         {1, 1, 1}, {3, 17, 33}, {17, 3, 100}, {33, 100, 17}, {100, 33, 3}, {1, 130, 65}, {130, 1, 64},
         {49, 65, 2}, {65, 130, 257}, {7, 5, 0},
+        /* AMX's tiles (16 rows, 32 k) with and without row and k tails */
+        {16, 16, 32}, {48, 64, 64}, {37, 80, 96}, {70, 33, 75},
     };
     int n = 0;
     for (size_t s = 0; s < sizeof SIZES / sizeof SIZES[0]; s++)
@@ -239,6 +245,89 @@ static void test_gemm(void)
             free(ca);
             gemm_case_free(&g);
         }
+}
+
+/* gemm_bf16_packed (conv_wino.c's products) on its own: C [rows][16 nv] (+ C0 when acc) =
+ * A [rows][Kp pairs] . B [Kp][16 nv], A's pairs by rows (aps = 1) or by pairs (ars = 1: how the
+ * weight gradient reads them), against the double sum of the bf16 values: every product is exact,
+ * fp32 sums of 2 Kp terms (and C0) are off by at most (2 Kp + 2) 2^-24 S. The sizes cover AMX's
+ * whole tiles, its tails in rows and pairs, and sizes below a tile. */
+static void test_packed(void)
+{
+    static const int CASES[][4] = {   /* rows, nv, Kp, A by pairs */
+        {48, 2, 16, 0}, {37, 3, 40, 0}, {16, 1, 16, 1}, {5, 2, 33, 0}, {70, 4, 48, 1}, {33, 5, 20, 0}, {32, 2, 7, 1},
+    };
+    const double u32 = ldexp(1, -24);
+    for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {
+        const int rows = CASES[c][0], nv = CASES[c][1], Kp = CASES[c][2], n = 16 * nv;
+        const bool bypairs = CASES[c][3];
+        const ptrdiff_t ars = bypairs ? 1 : Kp + 3, aps = bypairs ? rows + 2 : 1, ldb = n + 16, ldc = n + 5;
+        const size_t na = bypairs ? (size_t)Kp * aps : (size_t)rows * ars;
+        float *af = malloc(sizeof(float) * 2 * na), *bf = malloc(sizeof(float) * 2 * (size_t)Kp * ldb);
+        float *c0 = malloc(sizeof(float) * (size_t)rows * ldc), *got = malloc(sizeof(float) * (size_t)rows * ldc);
+        uint32_t *A = malloc(sizeof(uint32_t) * (na + 16)), *B = malloc(sizeof(uint32_t) * ((size_t)Kp * ldb + 16));
+        fill(af, 2 * na, 500 + c);
+        fill(bf, 2 * (size_t)Kp * ldb, 600 + c);
+        fill(c0, (size_t)rows * ldc, 700 + c);
+        bf16_pack_pairs(af, 2 * na, A);                 /* word w = (af[2w], af[2w + 1]) */
+        bf16_pack_row_pairs(bf, 2 * Kp, n, ldb, B, ldb);   /* word (p, j) = (bf[2p][j], bf[2p + 1][j]) */
+        for (int acc = 0; acc < 2; acc++) {
+            memcpy(got, c0, sizeof(float) * (size_t)rows * ldc);
+            gemm_bf16_packed(rows, nv, Kp, A, ars, aps, B, ldb, got, ldc, acc);
+            double worst = 0;
+            bool kept = true;
+            for (int r = 0; r < rows; r++) {
+                for (int j = n; j < ldc; j++) kept &= got[r * ldc + j] == c0[r * ldc + j];
+                for (int j = 0; j < n; j++) {
+                    double sum = acc ? c0[r * ldc + j] : 0, S = fabs(sum);
+                    for (int p = 0; p < Kp; p++)
+                        for (int h = 0; h < 2; h++) {
+                            double t = (double)bf16_round(af[2 * (r * ars + p * aps) + h]) *
+                                       bf16_round(bf[(size_t)(2 * p + h) * ldb + j]);
+                            sum += t;
+                            S += fabs(t);
+                        }
+                    double bound = (2.0 * Kp + 2) * u32 * S + 1e-30;
+                    worst = fmax(worst, fabs(got[r * ldc + j] - sum) / bound);
+                }
+            }
+            char name[96];
+            snprintf(name, sizeof name, "rows %d nv %d Kp %d %s%s", rows, nv, Kp, bypairs ? "A by pairs" : "A by rows",
+                     acc ? " acc" : "");
+            printf("  packed %-34s err/bound %.3f\n", name, worst);
+            CHECK(worst <= 1, "gemm_bf16_packed %s: error %.3f x its bound", name, worst);
+            CHECK(kept, "gemm_bf16_packed %s: wrote C beyond its 16 nv columns", name);
+        }
+        free(af);
+        free(bf);
+        free(c0);
+        free(got);
+        free(A);
+        free(B);
+    }
+}
+
+/* Which kernels ran: with CMLAB_BF16=avx512 vdpbf16ps alone; unset on a CPU whose flags (the
+ * kernel's /proc/cpuinfo) name amx_bf16 and amx_tile, AMX. */
+static void test_kernel(void)
+{
+    const char *env = getenv("CMLAB_BF16"), *k = gemm_bf16_kernel();
+    printf("bf16 kernels: %s (CMLAB_BF16=%s)\n", k, env ? env : "");
+    if (env && strcmp(env, "avx512") == 0) {
+        CHECK(strcmp(k, "avx512_bf16") == 0, "CMLAB_BF16=avx512: kernels %s, want avx512_bf16", k);
+        return;
+    }
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[4096];
+    bool amx = false;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "flags", 5) == 0) {
+            amx = strstr(line, " amx_bf16") && strstr(line, " amx_tile");
+            break;
+        }
+    fclose(f);
+    if (amx) CHECK(strcmp(k, "amx") == 0, "the CPU has AMX-BF16 but gemm_bf16 runs %s", k);
 }
 
 /* ---- conv2d and linear against PyTorch's autocast and against cmlab's fp32 ---- */
@@ -710,20 +799,28 @@ static void test_cli(const char *cmlab)
           "model.precision = x: exit %d, stderr '%s' (want 2, naming the file and the key)", r.code, r.err);
 }
 
+/* test_bf16 BF16.h5 CMLAB [kernels]: "kernels" runs the kernel and op checks alone (meson's
+ * bf16-avx512 test: the same with CMLAB_BF16=avx512, beside this one). */
 int main(int argc, char **argv)
 {
-    CM_ASSERT(argc == 3, "usage: test_bf16 BF16.h5 CMLAB");
-    if (system("rm -rf bf16_runs && mkdir -p bf16_runs") != 0) return 1;
+    CM_ASSERT(argc == 3 || (argc == 4 && strcmp(argv[3], "kernels") == 0), "usage: test_bf16 BF16.h5 CMLAB [kernels]");
+    const bool kernels_only = argc == 4;
     test_rounding();
-    test_cli(argv[2]);
+    if (!kernels_only) {
+        if (system("rm -rf bf16_runs && mkdir -p bf16_runs") != 0) return 1;
+        test_cli(argv[2]);
+    }
     if (!gemm_bf16_available()) {
         printf("this CPU has no AVX512_BF16: gemm_bf16 and the bf16 ops not tested\n");
         return test_failed ? test_summary("bf16") : SKIP;
     }
+    test_kernel();
     cm_set_threads(2);
     test_torch(argv[1]);
     test_unet();
+    test_packed();
     test_gemm();
+    if (kernels_only) return test_summary("bf16");
     cm_set_threads(2);
     test_training(argv[2]);
     test_precision_options(argv[2]);

@@ -1,15 +1,15 @@
-/* gemm_bf16.c: the bf16 GEMM (AVX512_BF16's vdpbf16ps, fp32 sums), the run-time CPU check and the
- * precision switch of the GEMM-shaped ops (gemm_bf16.h).
+/* gemm_bf16.c: the bf16 GEMM (AVX512_BF16's vdpbf16ps or AMX tiles, fp32 sums), the run-time CPU
+ * check and the precision switch of the GEMM-shaped ops (gemm_bf16.h).
  *
- * Layout. op(A) is packed to ap [M][Kp] (ta: [Kp][M]), Kp = ceil(K/2), one 32-bit word per row
- * and pair of k: bf16(a[i][2p]) in its low half, bf16(a[i][2p+1]) in its high half (an odd K's
- * last pair has 0 there). op(B) is packed to column panels of NR = 64 columns,
- * bp [panel][Kp][width], with the same pairs of k per column (width = the panel's columns rounded
- * up to 16, the extra columns 0).
+ * Layout. op(A) is packed to ap [M][Kp], Kp = ceil(K/2), one 32-bit word per row and pair of k:
+ * bf16(a[i][2p]) in its low half, bf16(a[i][2p+1]) in its high half (an odd K's last pair has 0
+ * there). op(B) is packed to column panels of NR = 64 columns, bp [panel][Kp][width], with the
+ * same pairs of k per column (width = the panel's columns rounded up to 16, the extra columns 0).
  * vdpbf16ps then multiplies 16 columns' pairs (one vector of B) by one row's pair (broadcast) and
  * adds both products to 16 fp32 sums. The micro-kernel keeps R rows x S vectors of sums in
  * registers, like conv_wino.c's fp32 one, over the whole of K: each element of C is one sum in
- * increasing k, then alpha sum + beta C.
+ * increasing k, then alpha sum + beta C. The same layouts are what AMX's tiles read: a tile of A
+ * is 16 rows of 16 pairs, a tile of B 16 pairs of 16 columns (packed_amx below).
  *
  * Threads. The work is split into tasks of one panel x MC rows; a task writes its own block of C
  * and sums every element over all of K, so the split (and the thread count) changes no bit. */
@@ -31,6 +31,11 @@
 #define HAVE_X86 1
 #include <cpuid.h>
 #include <immintrin.h>
+#endif
+#if defined(__x86_64__) && defined(__linux__)
+#define HAVE_AMX 1
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 /* Work below this many flops runs on the calling thread (waking the team costs more). */
@@ -75,23 +80,60 @@ static bool cpu_has_bf16(void)
 #endif
 }
 
-/* CMLAB_BF16=off: the answer a CPU without AVX512_BF16 gives, so the fp32 fallback can be run and
- * tested here; unset or empty: the CPU's. Another value exits 2 (a typo must not go unnoticed). */
-static bool env_allows_bf16(void)
+/* AMX-BF16 and AMX-TILE (cpuid leaf 7 EDX bits 22 and 24), the OS saving the tile state (XCR0
+ * bits 17-18) and Linux granting this process the tile data (arch_prctl ARCH_REQ_XCOMP_PERM for
+ * XFEATURE_XTILEDATA = 18; Linux 5.16 on), asked once. */
+static bool cpu_has_amx(void)
+{
+#ifdef HAVE_AMX
+    unsigned a, b, c, d;
+    if (!cpu_has_bf16()) return false;
+    __cpuid_count(7, 0, a, b, c, d);
+    if (!(d & (1u << 22)) || !(d & (1u << 24))) return false;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if ((lo & (3u << 17)) != (3u << 17)) return false;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return false;
+#endif
+}
+
+/* CMLAB_BF16 (read once): unset or empty: the CPU decides (AMX, else AVX512_BF16); avx512: no
+ * AMX (vdpbf16ps only, to compare the two or to test the second where the CPU has both); off: the
+ * answer a CPU without AVX512_BF16 gives, so the fp32 fallback can be run and tested here. Another
+ * value exits 2 (a typo must not go unnoticed). */
+typedef enum { ENV_CPU, ENV_AVX512, ENV_OFF } EnvBf16;
+
+static EnvBf16 env_bf16(void)
 {
     const char *v = getenv("CMLAB_BF16");
-    if (!v || !v[0]) return true;
-    if (strcmp(v, "off") == 0) return false;
-    fprintf(stderr, "cmlab: CMLAB_BF16 expects off (or unset: the CPU decides), got '%s'\n", v);
+    if (!v || !v[0]) return ENV_CPU;
+    if (strcmp(v, "off") == 0) return ENV_OFF;
+    if (strcmp(v, "avx512") == 0) return ENV_AVX512;
+    fprintf(stderr, "cmlab: CMLAB_BF16 expects off or avx512 (or unset: the CPU decides), got '%s'\n", v);
     exit(CM_EXIT_INPUT);
 }
 
-bool gemm_bf16_available(void)
+/* 0: no bf16 kernels, 1: AVX512_BF16, 2: AMX too; asked once. */
+static int bf16_level(void)
 {
     static atomic_int known = -1;
     int k = atomic_load(&known);
-    if (k < 0) atomic_store(&known, k = env_allows_bf16() && cpu_has_bf16());
+    if (k < 0) {
+        EnvBf16 e = env_bf16();
+        k = e == ENV_OFF || !cpu_has_bf16() ? 0 : e == ENV_CPU && cpu_has_amx() ? 2 : 1;
+        atomic_store(&known, k);
+    }
     return k;
+}
+
+bool gemm_bf16_available(void) { return bf16_level() > 0; }
+
+const char *gemm_bf16_kernel(void)
+{
+    static const char *const NAMES[3] = {"none", "avx512_bf16", "amx"};
+    return NAMES[bf16_level()];
 }
 
 CmPrecision gemm_precision_usable(CmPrecision want)
@@ -100,7 +142,7 @@ CmPrecision gemm_precision_usable(CmPrecision want)
     static atomic_flag noted = ATOMIC_FLAG_INIT;
     if (!atomic_flag_test_and_set(&noted))
         fprintf(stderr, "cmlab: note: %s; running in fp32\n",
-                env_allows_bf16() ? "this CPU has no AVX512_BF16" : "no AVX512_BF16 (CMLAB_BF16=off)");
+                env_bf16() != ENV_OFF ? "this CPU has no AVX512_BF16" : "no AVX512_BF16 (CMLAB_BF16=off)");
     return CM_PRECISION_FP32;
 }
 
@@ -161,15 +203,20 @@ BF16_TARGET void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst)
     }
 }
 
-/* The pairs of op(A): [M][Kp] (ars = Kp, aps = 1) from A's rows, or with ta [Kp][M] (ars = 1,
- * aps = M) from pairs of A's rows. Shared among the team (omp for). */
+/* The pairs of op(A), [M][Kp] (a row's pairs contiguous, as the AMX tiles read them): from A's
+ * rows, or with ta from pairs of A's rows, packed into tmp [M] and spread down column p. Shared
+ * among the team (omp for). */
 static void pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
 {
     const int Kp = (K + 1) / 2;
     if (ta) {
+        uint32_t *tmp = cm_malloc(sizeof(uint32_t) * ((size_t)M + 16));
 #pragma omp for schedule(static)
-        for (int p = 0; p < Kp; p++) bf16_pack_row_pairs(A + (size_t)2 * p * lda, CM_MIN(2, K - 2 * p), M, lda,
-                                                         ap + (size_t)p * M, M);
+        for (int p = 0; p < Kp; p++) {
+            bf16_pack_row_pairs(A + (size_t)2 * p * lda, CM_MIN(2, K - 2 * p), M, lda, tmp, M);
+            for (int i = 0; i < M; i++) ap[(size_t)i * Kp + p] = tmp[i];
+        }
+        free(tmp);
     } else {
 #pragma omp for schedule(static)
         for (int i = 0; i < M; i++) bf16_pack_pairs(A + (size_t)i * lda, (size_t)K, ap + (size_t)i * Kp);
@@ -263,20 +310,35 @@ static KernelFn *const KERNELS[5][12] = {
     {K6(4)},
 };
 
-/* One task: `rows` rows of C (ap at their first, strides ars, aps) against one panel bp of w
- * columns. */
-static void gemm_task(int Kp, const uint32_t *ap, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *bp, int rows, int w,
-                      float alpha, float beta, float *C, int ldc)
+/* One task: `rows` (<= MC) rows of C (ap at their first, Kp pairs each) against one panel bp of w
+ * (<= NR) columns. With AMX the sums go to a block of their own first (gemm_bf16_packed), then
+ * alpha sum + beta C. */
+static void gemm_task(int Kp, const uint32_t *ap, const uint32_t *bp, int rows, int w, float alpha, float beta,
+                      float *C, int ldc)
 {
     const int S = (w + 15) / 16, R = KERNEL_ROWS[S];
+    if (bf16_level() == 2 && Kp >= 16 && rows >= 16) {
+        float sums[MC * NR] __attribute__((aligned(64)));
+        gemm_bf16_packed(rows, S, Kp, ap, Kp, 1, bp, 16 * S, sums, NR, false);
+        for (int r = 0; r < rows; r++) {
+            float *c = C + (size_t)r * ldc;
+            const float *sr = sums + r * NR;
+            if (beta == 0.0f)
+                for (int j = 0; j < w; j++) c[j] = alpha * sr[j];
+            else
+                for (int j = 0; j < w; j++) c[j] = alpha * sr[j] + beta * c[j];
+        }
+        return;
+    }
     const __mmask16 last = (__mmask16)(0xffffu >> (16 * S - w));
     for (int r0 = 0; r0 < rows; r0 += R)
-        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + r0 * ars, ars, aps, bp, 16 * S, alpha, beta,
-                                            C + (size_t)r0 * ldc, ldc, last);
+        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + r0 * Kp, Kp, 1, bp, 16 * S, alpha, beta, C + (size_t)r0 * ldc,
+                                            ldc, last);
 }
 
-void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
-                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
+/* gemm_bf16_packed with vdpbf16ps alone. */
+static void packed_avx512(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps,
+                          const uint32_t *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
 {
     const int nchunks = (nv + 3) / 4;
     for (int q = 0; q < nchunks; q++) {   /* chunks of at most 4 vectors, split evenly (conv_wino's planes_gemm) */
@@ -285,6 +347,131 @@ void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars
             KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, A + r0 * ars, ars, aps, B + 16 * s0, ldb, 1.0f,
                                                 acc ? 1.0f : 0.0f, C + r0 * ldc + 16 * s0, ldc, (__mmask16)0xffff);
     }
+}
+
+/* ---- AMX: one tile is 16 rows of 64 bytes. Tiles 0-3 hold a 2 x 2 block of 16 x 16 sums of C,
+ * 4-5 two row blocks of A (16 rows x 16 pairs of k: a row of A's pairs as packed), 6-7 two column
+ * blocks of B (16 pairs of k x 16 columns: B's packed rows are already the pairs tdpbf16ps wants).
+ * One tdpbf16ps adds 16 x 16 x 32 products; the tile unit's summation order within those 32 is
+ * its own, the same on every call. Every thread configures its tiles once (they never change). */
+
+#ifdef HAVE_AMX
+#define AMX_TARGET __attribute__((target("avx512f,avx512bf16,amx-tile,amx-bf16")))
+
+typedef struct TileConfig {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileConfig;
+
+static _Thread_local bool amx_configured;
+
+AMX_TARGET static void amx_configure(void)
+{
+    if (amx_configured) return;
+    TileConfig c = {.palette = 1};
+    for (int t = 0; t < 8; t++) {
+        c.colsb[t] = 64;
+        c.rows[t] = 16;
+    }
+    _tile_loadconfig(&c);
+    amx_configured = true;
+}
+
+/* C [16 R][16 S] (+)= A [16 R][16 Kb pairs] . B [16 Kb][16 S], R, S in {1, 2}; strides in words. */
+static inline __attribute__((always_inline)) AMX_TARGET void
+amx_block(const int R, const int S, int Kb, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
+          float *C, ptrdiff_t ldc, bool acc)
+{
+    const ptrdiff_t cs = 4 * ldc, as = 4 * ars, bs = 4 * ldb;
+    if (acc) {
+        _tile_loadd(0, C, cs);
+        if (S > 1) _tile_loadd(1, C + 16, cs);
+        if (R > 1) _tile_loadd(2, C + 16 * ldc, cs);
+        if (R > 1 && S > 1) _tile_loadd(3, C + 16 * ldc + 16, cs);
+    } else {
+        _tile_zero(0);
+        if (S > 1) _tile_zero(1);
+        if (R > 1) _tile_zero(2);
+        if (R > 1 && S > 1) _tile_zero(3);
+    }
+    for (int kb = 0; kb < Kb; kb++, A += 16, B += 16 * ldb) {
+        _tile_loadd(4, A, as);
+        _tile_loadd(6, B, bs);
+        _tile_dpbf16ps(0, 4, 6);
+        if (S > 1) {
+            _tile_loadd(7, B + 16, bs);
+            _tile_dpbf16ps(1, 4, 7);
+        }
+        if (R > 1) {
+            _tile_loadd(5, A + 16 * ars, as);
+            _tile_dpbf16ps(2, 5, 6);
+            if (S > 1) _tile_dpbf16ps(3, 5, 7);
+        }
+    }
+    _tile_stored(0, C, cs);
+    if (S > 1) _tile_stored(1, C + 16, cs);
+    if (R > 1) _tile_stored(2, C + 16 * ldc, cs);
+    if (R > 1 && S > 1) _tile_stored(3, C + 16 * ldc + 16, cs);
+}
+
+#define AMX_BLOCK_DEF(R, S)                                                                                \
+    AMX_TARGET static void amx_block_##R##_##S(int Kb, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, \
+                                               ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)            \
+    {                                                                                                      \
+        amx_block(R, S, Kb, A, ars, B, ldb, C, ldc, acc);                                                  \
+    }
+AMX_BLOCK_DEF(1, 1)
+AMX_BLOCK_DEF(1, 2)
+AMX_BLOCK_DEF(2, 1)
+AMX_BLOCK_DEF(2, 2)
+
+typedef void AmxBlockFn(int Kb, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb, float *C,
+                        ptrdiff_t ldc, bool acc);
+static AmxBlockFn *const AMX_BLOCKS[2][2] = {{amx_block_1_1, amx_block_1_2}, {amx_block_2_1, amx_block_2_2}};
+
+/* gemm_bf16_packed for A's pairs contiguous (aps = 1): the tiles over whole blocks of 16 rows and
+ * the first 16 floor(Kp / 16) pairs, then vdpbf16ps adds the remaining pairs to those rows (in
+ * increasing k) and computes the remaining rows whole. */
+static void packed_amx(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B,
+                       ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
+{
+    const int Kb = Kp / 16, r16 = rows / 16 * 16;
+    if (Kb == 0 || r16 == 0) {
+        packed_avx512(rows, nv, Kp, A, ars, 1, B, ldb, C, ldc, acc);
+        return;
+    }
+    amx_configure();
+    for (int r0 = 0; r0 < r16; r0 += 32) {
+        const int R = CM_MIN(2, (r16 - r0) / 16);
+        for (int s0 = 0; s0 < nv; s0 += 2)
+            AMX_BLOCKS[R - 1][CM_MIN(2, nv - s0) - 1](Kb, A + r0 * ars, ars, B + 16 * s0, ldb,
+                                                       C + r0 * ldc + 16 * s0, ldc, acc);
+    }
+    if (Kp > 16 * Kb)
+        packed_avx512(r16, nv, Kp - 16 * Kb, A + 16 * Kb, ars, 1, B + 16 * Kb * ldb, ldb, C, ldc, true);
+    if (rows > r16) packed_avx512(rows - r16, nv, Kp, A + r16 * ars, ars, 1, B, ldb, C + r16 * ldc, ldc, acc);
+}
+#endif
+
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
+                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
+{
+#ifdef HAVE_AMX
+    if (bf16_level() == 2 && Kp >= 16 && rows >= 16) {
+        if (aps == 1) {
+            packed_amx(rows, nv, Kp, A, ars, B, ldb, C, ldc, acc);
+        } else {   /* the tiles read a row's pairs contiguously: A's transpose first */
+            uint32_t *at = cm_malloc(sizeof(uint32_t) * (size_t)rows * Kp);
+            for (int r = 0; r < rows; r++)
+                for (int p = 0; p < Kp; p++) at[(size_t)r * Kp + p] = A[r * ars + p * aps];
+            packed_amx(rows, nv, Kp, at, Kp, B, ldb, C, ldc, acc);
+            free(at);
+        }
+        return;
+    }
+#endif
+    packed_avx512(rows, nv, Kp, A, ars, aps, B, ldb, C, ldc, acc);
 }
 
 void gemm_bf16_pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
@@ -307,7 +494,6 @@ static void gemm_core(bool ta, bool tb, int M, int N, int K, float alpha, const 
     uint32_t *bp = cm_aligned_alloc(sizeof(uint32_t) * ((size_t)npanels * Kp * NR + 16));
     const int T = cm_threads();
     const bool par = T > 1 && !omp_in_parallel() && 2.0 * M * N * K >= PAR_MIN_FLOPS && npanels * nrows > 1;
-    const ptrdiff_t ars = ta ? 1 : Kp, aps = ta ? M : 1;
 #pragma omp parallel num_threads(T) if (par)
     {
         if (own) pack_a(ta, M, K, A, lda, own);
@@ -322,8 +508,8 @@ static void gemm_core(bool ta, bool tb, int M, int N, int K, float alpha, const 
 #pragma omp for schedule(static)
         for (int t = 0; t < npanels * nrows; t++) {
             int q = t / nrows, i0 = t % nrows * MC, j0 = q * NR;
-            gemm_task(Kp, a + i0 * ars, ars, aps, bp + (size_t)q * Kp * NR, CM_MIN(MC, M - i0), CM_MIN(NR, N - j0),
-                      alpha, beta, C + (size_t)i0 * ldc + j0, ldc);
+            gemm_task(Kp, a + (size_t)i0 * Kp, bp + (size_t)q * Kp * NR, CM_MIN(MC, M - i0), CM_MIN(NR, N - j0), alpha,
+                      beta, C + (size_t)i0 * ldc + j0, ldc);
         }
     }
     free(own);

@@ -4,18 +4,25 @@
  * gemm_bf16 has the semantics of a row-major cblas_sgemm,
  *   C [M,N] = alpha op(A) [M,K] op(B) [K,N] + beta C,   op(X) = X^T when its flag is set,
  * except that A and B are rounded to bf16 (round to nearest even; NaN stays NaN) while they are
- * packed; the products of two bf16 are exact in fp32 and are summed in fp32 by AVX512_BF16's
- * vdpbf16ps, in increasing k for every element of C. As with BLAS, beta = 0 does not read C.
- * vdpbf16ps treats bf16 subnormals (|x| < 2^-126) as zero.
+ * packed; the products of two bf16 are exact in fp32 and are summed in fp32 (by AVX512_BF16's
+ * vdpbf16ps in increasing k, or by AMX tiles: below). As with BLAS, beta = 0 does not read C.
+ * vdpbf16ps and the tiles treat bf16 subnormals (|x| < 2^-126) as zero.
  *
  * Threads: called inside an OpenMP parallel region (op_conv.c's per-thread GEMMs) it runs on the
  * calling thread alone; from serial code it splits its column panels and row blocks over
  * cm_threads() threads. Every element of C is summed in the same order either way, so the result
  * does not depend on the thread count.
  *
- * The CPU is asked at run time (cpuid and the OS's AVX-512 state): no AMX, only AVX512_BF16, which
- * both CPU families cmlab runs on (Intel Xeon, AMD Zen 4) have. The kernels are compiled for
- * AVX512_BF16 function by function, so builds without -march=native have them too. */
+ * The CPU is asked at run time (cpuid, the OS's AVX-512 and tile state): AVX512_BF16, which both
+ * CPU families cmlab runs on (Intel Xeon, AMD Zen 4) have, and AMX-BF16 where the CPU has it too
+ * (Intel Xeon from Sapphire Rapids on; Linux grants the tiles to the process on request). On the
+ * Xeon measured, vdpbf16ps runs at half the fp32 FMA rate and the tiles at 15 times it
+ * (bench/bench_peak.c), so AMX takes every product of at least 16 rows and 32 k it can, in
+ * blocks of 16 x 16 sums over 32 k per tile instruction (the tile unit's own summation order
+ * within those 32, the same on every call); vdpbf16ps takes the rest. The result does not depend
+ * on the thread count either way, but AMX's and vdpbf16ps's bits differ (both within the same
+ * bound). The kernels are compiled function by function, so builds without -march=native have
+ * them too. */
 #ifndef CM_GEMM_BF16_H
 #define CM_GEMM_BF16_H
 
@@ -31,6 +38,10 @@ extern const char *const cm_precision_names[CM_PRECISION_COUNT + 1];
 /* Whether this CPU and OS run AVX512_BF16 code (asked once). The environment's CMLAB_BF16=off makes
  * it false (the fallback, on any CPU); another non-empty value exits 2 with a message. */
 bool gemm_bf16_available(void);
+
+/* The kernels gemm_bf16 runs here: "amx", "avx512_bf16" or "none". The environment's
+ * CMLAB_BF16=avx512 keeps AMX out (vdpbf16ps alone). */
+const char *gemm_bf16_kernel(void);
 
 /* The precision a context asked for `want` gets here: want, or fp32 when want is bf16 and the CPU
  * cannot run it; that case prints "cmlab: note: this CPU has no AVX512_BF16; running in fp32" on

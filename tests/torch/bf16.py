@@ -31,6 +31,10 @@ CASES = [
     ("conv3x3_s1_17ch_odd", "conv2d", (2, 17, 5, 9), (18, 17, 3, 3), 1, 1),  # 15 tiles: odd pairs
     ("conv3x3_s2_odd", "conv2d", (2, 5, 9, 7), (6, 5, 3, 3), 2, 1),
     ("conv1x1", "conv2d", (3, 12, 5, 6), (7, 12, 1, 1), 1, 0),
+    # AMX (16-row, 32-k tiles) and its tails: Winograd with K = 48 and 40 (a tile and 8 or 4 more
+    # pairs), 3 vectors of outputs; im2col with M = 36, K = 360, dx's K = 36
+    ("conv3x3_s1_48ch", "conv2d", (2, 48, 8, 8), (40, 48, 3, 3), 1, 1),
+    ("conv3x3_s2_40ch", "conv2d", (2, 40, 9, 9), (36, 40, 3, 3), 2, 1),
     ("linear_small", "linear", (9, 37), (13, 37), 0, 0),
     ("linear_wide", "linear", (33, 130), (65, 130), 0, 0),
 ]
