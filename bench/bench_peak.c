@@ -60,15 +60,12 @@ __attribute__((target("avx512f,avx512bf16"))) static double dpbf16_gflops(void)
  * the tiles granted (gemm_bf16_kernel() == "amx" has asked Linux). */
 __attribute__((target("amx-tile,amx-bf16"))) static double amx_gflops(void)
 {
-    struct {
+    /* a constant in memory (gemm_bf16.c's TILES says why) */
+    static const struct {
         uint8_t palette, start_row, reserved[14];
         uint16_t colsb[16];
         uint8_t rows[16];
-    } cfg = {.palette = 1};
-    for (int t = 0; t < 8; t++) {
-        cfg.colsb[t] = 64;
-        cfg.rows[t] = 16;
-    }
+    } cfg = {.palette = 1, .colsb = {64, 64, 64, 64, 64, 64, 64, 64}, .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
     static uint16_t ones[16 * 32] __attribute__((aligned(64)));
     static float out[16 * 16] __attribute__((aligned(64)));
     for (int i = 0; i < 16 * 32; i++) ones[i] = 0x3f80;   /* 1.0 */

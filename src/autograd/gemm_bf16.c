@@ -366,15 +366,19 @@ typedef struct TileConfig {
 
 static _Thread_local bool amx_configured;
 
+/* Palette 1, tiles 0-7 of 16 rows x 64 bytes. A constant in memory: GCC 12's _tile_loadconfig
+ * declares a read of only the first 8 of its 64 bytes, and the -march-less build dropped the
+ * stores that filled a configuration on the stack (ldtilecfg of garbage: SIGSEGV). */
+static const TileConfig TILES = {
+    .palette = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
 AMX_TARGET static void amx_configure(void)
 {
     if (amx_configured) return;
-    TileConfig c = {.palette = 1};
-    for (int t = 0; t < 8; t++) {
-        c.colsb[t] = 64;
-        c.rows[t] = 16;
-    }
-    _tile_loadconfig(&c);
+    _tile_loadconfig(&TILES);
     amx_configured = true;
 }
 
@@ -384,6 +388,9 @@ amx_block(const int R, const int S, int Kb, const uint32_t *A, ptrdiff_t ars, co
           float *C, ptrdiff_t ldc, bool acc)
 {
     const ptrdiff_t cs = 4 * ldc, as = 4 * ars, bs = 4 * ldb;
+    /* GCC's tileloadd tells the compiler nothing of the memory it reads: every store before it
+     * must be done first */
+    __asm__ volatile("" ::: "memory");
     if (acc) {
         _tile_loadd(0, C, cs);
         if (S > 1) _tile_loadd(1, C + 16, cs);
