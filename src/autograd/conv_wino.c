@@ -641,10 +641,9 @@ static void planes_gemm_bf16(int rows, int nv, int K, const float *A, ptrdiff_t 
     const int Kp = (K + 1) / 2;
     const ptrdiff_t ars = lda / 2, ldb = (ptrdiff_t)VL * nv;
     for (int xi = 0; xi < 16; xi++) {
-        if (lda % 2 == 0)   /* rows back to back: the plane in one call (a row's pairs past Kp are not read) */
-            bf16_pack_pairs(A + xi * axs, (size_t)rows * lda, pa);
-        else
-            for (int r = 0; r < rows; r++) bf16_pack_pairs(A + xi * axs + r * lda, 2 * (size_t)Kp, pa + r * ars);
+        /* lda (ci16 or co16) is even, so the rows' pairs lie back to back: the plane in one call
+         * (a row's pairs past Kp are not read) */
+        bf16_pack_pairs(A + xi * axs, (size_t)rows * lda, pa);
         gemm_bf16_packed(rows, nv, Kp, pa, ars, 1, bp + xi * Kp * ldb, ldb, C + xi * cxs, ldb, false);
     }
 }

@@ -310,6 +310,9 @@ static KernelFn *const KERNELS[5][12] = {
     {K6(4)},
 };
 
+/* Whether AMX takes a product of `rows` rows over Kp pairs (at least one whole tile of A). */
+static bool amx_takes(int rows, int Kp) { return bf16_level() == 2 && Kp >= 16 && rows >= 16; }
+
 /* One task: `rows` (<= MC) rows of C (ap at their first, Kp pairs each) against one panel bp of w
  * (<= NR) columns. With AMX the sums go to a block of their own first (gemm_bf16_packed), then
  * alpha sum + beta C. */
@@ -317,7 +320,7 @@ static void gemm_task(int Kp, const uint32_t *ap, const uint32_t *bp, int rows, 
                       float *C, int ldc)
 {
     const int S = (w + 15) / 16, R = KERNEL_ROWS[S];
-    if (bf16_level() == 2 && Kp >= 16 && rows >= 16) {
+    if (amx_takes(rows, Kp)) {
         float sums[MC * NR] __attribute__((aligned(64)));
         gemm_bf16_packed(rows, S, Kp, ap, Kp, 1, bp, 16 * S, sums, NR, false);
         for (int r = 0; r < rows; r++) {
@@ -465,7 +468,7 @@ void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars
                       ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
 {
 #ifdef HAVE_AMX
-    if (bf16_level() == 2 && Kp >= 16 && rows >= 16) {
+    if (amx_takes(rows, Kp)) {
         if (aps == 1) {
             packed_amx(rows, nv, Kp, A, ars, B, ldb, C, ldc, acc);
         } else {   /* the tiles read a row's pairs contiguously: A's transpose first */

@@ -133,8 +133,8 @@ static const CfgKey keys[] = {
     {AT(model, precision), ENUM(cm_precision_names), .dflt = "fp32",
      .help = "Products of the convolutions, linear layers and attention: fp32, or bf16 inputs with fp32 "
              "sums (AMX tiles where the CPU has them, else AVX512_BF16; neither: a note and fp32; the "
-             "environment's CMLAB_BF16=off forces that fallback, =avx512 keeps AMX out). Weights, optimiser, norms, softmax and losses stay fp32; for training and the "
-             "trainer's sample grids."},
+             "environment's CMLAB_BF16=off forces that fallback, =avx512 keeps AMX out). Weights, "
+             "optimiser, norms, softmax and losses stay fp32; for training and the trainer's sample grids."},
     {AT(model, sigma_data), FLOAT(0, 100, CFG_OPEN_MIN), .dflt = "0.5",
      .help = "Standard deviation of the data in the preconditioning (data in [-1, 1])."},
     {AT(model, sigma_min), FLOAT(0, 100, CFG_OPEN_MIN), .dflt = "0.002",
