@@ -248,56 +248,68 @@ static void test_gemm(void)
 }
 
 /* gemm_bf16_packed (conv_wino.c's products) on its own: C [rows][16 nv] (+ C0 when acc) =
- * A [rows][Kp pairs] . B [Kp][16 nv], A's pairs by rows (aps = 1) or by pairs (ars = 1: how the
- * weight gradient reads them), against the double sum of the bf16 values: every product is exact,
- * fp32 sums of 2 Kp terms (and C0) are off by at most (2 Kp + 2) 2^-24 S. The sizes cover AMX's
- * whole tiles, its tails in rows and pairs, and sizes below a tile. */
+ * A [rows][Kp pairs] . B [Kp][16 nv], A packed by rows (bf16_pack_pairs) or from the transpose of
+ * a [K][rows] matrix (bf16_pack_transposed: how the weight gradient packs V^T; an odd K's last
+ * pair has 0 above), against the double sum of the bf16 values: every product is exact, fp32 sums
+ * of 2 Kp terms (and C0) are off by at most (2 Kp + 2) 2^-24 S. The sizes cover AMX's whole tiles,
+ * its tails in rows and pairs, and sizes below a tile; the packing must leave the words of A's
+ * rows past Kp alone. */
 static void test_packed(void)
 {
-    static const int CASES[][4] = {   /* rows, nv, Kp, A by pairs */
-        {48, 2, 16, 0}, {37, 3, 40, 0}, {16, 1, 16, 1}, {5, 2, 33, 0}, {70, 4, 48, 1}, {33, 5, 20, 0}, {32, 2, 7, 1},
+    static const int CASES[][4] = {   /* rows, nv, Kp, A: 0 by rows, 1 transposed (K = 2 Kp), 2 (K = 2 Kp - 1) */
+        {48, 2, 16, 0}, {37, 3, 40, 0}, {16, 1, 16, 1}, {5, 2, 33, 0}, {70, 4, 48, 2}, {33, 5, 20, 0}, {32, 2, 7, 2},
+        {21, 1, 17, 1},
     };
     const double u32 = ldexp(1, -24);
+    const uint32_t SENTINEL = 0xdeadbeefu;
     for (size_t c = 0; c < sizeof CASES / sizeof CASES[0]; c++) {
-        const int rows = CASES[c][0], nv = CASES[c][1], Kp = CASES[c][2], n = 16 * nv;
-        const bool bypairs = CASES[c][3];
-        const ptrdiff_t ars = bypairs ? 1 : Kp + 3, aps = bypairs ? rows + 2 : 1, ldb = n + 16, ldc = n + 5;
-        const size_t na = bypairs ? (size_t)Kp * aps : (size_t)rows * ars;
-        float *af = malloc(sizeof(float) * 2 * na), *bf = malloc(sizeof(float) * 2 * (size_t)Kp * ldb);
+        const int rows = CASES[c][0], nv = CASES[c][1], Kp = CASES[c][2], n = 16 * nv, tr = CASES[c][3];
+        const int K = 2 * Kp - (tr == 2);
+        /* a(r, k) = af[r 2 ars + k] (by rows) or af[k lda + r] (transposed) */
+        const ptrdiff_t ars = Kp + 3, lda = rows + 2, ldb = n + 16, ldc = n + 5;
+        const size_t naf = tr ? (size_t)2 * Kp * lda : (size_t)2 * rows * ars;
+        float *af = malloc(sizeof(float) * naf), *bf = malloc(sizeof(float) * 2 * (size_t)Kp * ldb);
         float *c0 = malloc(sizeof(float) * (size_t)rows * ldc), *got = malloc(sizeof(float) * (size_t)rows * ldc);
-        uint32_t *A = malloc(sizeof(uint32_t) * (na + 16)), *B = malloc(sizeof(uint32_t) * ((size_t)Kp * ldb + 16));
-        fill(af, 2 * na, 500 + c);
+        uint32_t *A = malloc(sizeof(uint32_t) * ((size_t)rows * ars + 16)), *B = malloc(sizeof(uint32_t) * ((size_t)Kp * ldb + 16));
+        fill(af, naf, 500 + c);
         fill(bf, 2 * (size_t)Kp * ldb, 600 + c);
         fill(c0, (size_t)rows * ldc, 700 + c);
-        bf16_pack_pairs(af, 2 * na, A);                 /* word w = (af[2w], af[2w + 1]) */
+        for (size_t i = 0; i < (size_t)rows * ars; i++) A[i] = SENTINEL;
+        if (tr)
+            bf16_pack_transposed(af, K, rows, lda, A, ars);
+        else
+            bf16_pack_pairs(af, naf, A);                    /* word w = (af[2w], af[2w + 1]) */
         bf16_pack_row_pairs(bf, 2 * Kp, n, ldb, B, ldb);   /* word (p, j) = (bf[2p][j], bf[2p + 1][j]) */
+        bool apart = true;
+        for (int r = 0; r < rows && tr; r++)
+            for (int p = Kp; p < ars; p++) apart &= A[r * ars + p] == SENTINEL;
         for (int acc = 0; acc < 2; acc++) {
             memcpy(got, c0, sizeof(float) * (size_t)rows * ldc);
-            gemm_bf16_packed(rows, nv, Kp, A, ars, aps, B, ldb, got, ldc, acc);
+            gemm_bf16_packed(rows, nv, Kp, A, ars, B, ldb, got, ldc, acc);
             double worst = 0;
             bool kept = true;
             for (int r = 0; r < rows; r++) {
                 for (int j = n; j < ldc; j++) kept &= got[r * ldc + j] == c0[r * ldc + j];
                 for (int j = 0; j < n; j++) {
                     double sum = acc ? c0[r * ldc + j] : 0, S = fabs(sum);
-                    for (int p = 0; p < Kp; p++)
-                        for (int h = 0; h < 2; h++) {
-                            double t = (double)bf16_round(af[2 * (r * ars + p * aps) + h]) *
-                                       bf16_round(bf[(size_t)(2 * p + h) * ldb + j]);
-                            sum += t;
-                            S += fabs(t);
-                        }
+                    for (int k = 0; k < 2 * Kp; k++) {
+                        double a = k == K ? 0 : bf16_round(tr ? af[(size_t)k * lda + r] : af[r * 2 * ars + k]);
+                        double t = a * bf16_round(bf[(size_t)k * ldb + j]);
+                        sum += t;
+                        S += fabs(t);
+                    }
                     double bound = (2.0 * Kp + 2) * u32 * S + 1e-30;
                     worst = fmax(worst, fabs(got[r * ldc + j] - sum) / bound);
                 }
             }
             char name[96];
-            snprintf(name, sizeof name, "rows %d nv %d Kp %d %s%s", rows, nv, Kp, bypairs ? "A by pairs" : "A by rows",
-                     acc ? " acc" : "");
-            printf("  packed %-34s err/bound %.3f\n", name, worst);
+            snprintf(name, sizeof name, "rows %d nv %d Kp %d A %s%s", rows, nv, Kp,
+                     tr == 0 ? "by rows" : tr == 1 ? "transposed" : "transposed, K odd", acc ? " acc" : "");
+            printf("  packed %-42s err/bound %.3f\n", name, worst);
             CHECK(worst <= 1, "gemm_bf16_packed %s: error %.3f x its bound", name, worst);
             CHECK(kept, "gemm_bf16_packed %s: wrote C beyond its 16 nv columns", name);
         }
+        CHECK(apart, "bf16_pack_transposed rows %d Kp %d: wrote past a row's Kp pairs", rows, Kp);
         free(af);
         free(bf);
         free(c0);

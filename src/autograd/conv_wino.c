@@ -31,6 +31,7 @@
 #include "conv_wino.h"
 #include "gemm_bf16.h"
 #include "ops.h"
+#include "simd16.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -75,6 +76,7 @@ typedef struct WinoGeom {
     int tiles;                 /* most tiles in a block */
     int split, group;          /* blocks per sample (split > 1) or samples per block */
     ptrdiff_t vxs, mxs;        /* plane strides of V and M */
+    ptrdiff_t vbxs, mbxs;      /* plane strides of V and M' in bf16 by channel pairs, in words */
 } WinoGeom;
 
 static int round16(int n) { return (n + VL - 1) / VL * VL; }
@@ -108,6 +110,8 @@ static WinoGeom wino_geom(int N, int Cin, int H, int W, int Cout, int pad)
      * the same L1 set. */
     g.vxs = (ptrdiff_t)g.tiles * g.ci16 + VL;
     g.mxs = (ptrdiff_t)g.tiles * g.co16 + VL;
+    g.vbxs = (ptrdiff_t)g.tiles * g.ci16 / 2 + VL;
+    g.mbxs = (ptrdiff_t)g.tiles * g.co16 / 2 + VL;
     return g;
 }
 
@@ -130,8 +134,8 @@ static bool block_at(const WinoGeom *g, int lo, int hi, int k, WinoBlock *b)
 
 /* ---- tile transforms (16 channels at a time) ---- */
 
-/* V (16 planes, stride xs) = B^T d B for the 4x4 window at src (row stride rs floats). */
-static inline void tile_in(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
+/* B^T d B for the 4x4 window at src (row stride rs floats): plane xi = 4 i + j in v[xi]. */
+static inline __attribute__((always_inline)) void tile_in_planes(const float *src, ptrdiff_t rs, __m512 v[16])
 {
     __m512 d[4][4], t[4][4];
     for (int i = 0; i < 4; i++)
@@ -143,11 +147,29 @@ static inline void tile_in(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t
         t[3][j] = d[1][j] - d[3][j];
     }
     for (int i = 0; i < 4; i++) {
-        _mm512_store_ps(dst + (4 * i + 0) * xs, t[i][0] - t[i][2]);
-        _mm512_store_ps(dst + (4 * i + 1) * xs, t[i][1] + t[i][2]);
-        _mm512_store_ps(dst + (4 * i + 2) * xs, t[i][2] - t[i][1]);
-        _mm512_store_ps(dst + (4 * i + 3) * xs, t[i][1] - t[i][3]);
+        v[4 * i + 0] = t[i][0] - t[i][2];
+        v[4 * i + 1] = t[i][1] + t[i][2];
+        v[4 * i + 2] = t[i][2] - t[i][1];
+        v[4 * i + 3] = t[i][1] - t[i][3];
     }
+}
+
+/* V (16 planes, stride xs) = B^T d B for the 4x4 window at src. */
+static inline void tile_in(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
+{
+    __m512 v[16];
+    tile_in_planes(src, rs, v);
+    for (int xi = 0; xi < 16; xi++) _mm512_store_ps(dst + xi * xs, v[xi]);
+}
+
+/* tile_in rounded to bf16 as gemm_bf16's packing rounds (vcvtneps2bf16): 16 channels' values in 8
+ * words a plane (plane stride xs words), channel 2j in word j's low half. */
+static inline __attribute__((always_inline, target("avx512f,avx512bf16"))) void
+tile_in_bf16(const float *src, ptrdiff_t rs, uint32_t *dst, ptrdiff_t xs)
+{
+    __m512 v[16];
+    tile_in_planes(src, rs, v);
+    for (int xi = 0; xi < 16; xi++) _mm256_storeu_si256((__m256i *)(dst + xi * xs), (__m256i)_mm512_cvtneps_pbh(v[xi]));
 }
 
 /* The window at dst (row stride rs) += B V' B^T, V' the 16 planes at src (stride xs). */
@@ -187,8 +209,8 @@ static inline void tile_out(const float *src, ptrdiff_t xs, float *dst, ptrdiff_
     }
 }
 
-/* M' (16 planes at dst, stride xs) = A dY A^T for the 2x2 gradients at src (row stride rs). */
-static inline void tile_out_adjoint(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
+/* A dY A^T for the 2x2 gradients at src (row stride rs): plane xi = 4 i + j in v[xi]. */
+static inline __attribute__((always_inline)) void tile_out_adjoint_planes(const float *src, ptrdiff_t rs, __m512 v[16])
 {
     __m512 e[2][4];
     for (int a = 0; a < 2; a++) {
@@ -199,11 +221,19 @@ static inline void tile_out_adjoint(const float *src, ptrdiff_t rs, float *dst, 
         e[a][3] = -y1;
     }
     for (int j = 0; j < 4; j++) {
-        _mm512_store_ps(dst + (0 + j) * xs, e[0][j]);
-        _mm512_store_ps(dst + (4 + j) * xs, e[0][j] + e[1][j]);
-        _mm512_store_ps(dst + (8 + j) * xs, e[0][j] - e[1][j]);
-        _mm512_store_ps(dst + (12 + j) * xs, -e[1][j]);
+        v[0 + j] = e[0][j];
+        v[4 + j] = e[0][j] + e[1][j];
+        v[8 + j] = e[0][j] - e[1][j];
+        v[12 + j] = -e[1][j];
     }
+}
+
+/* M' (16 planes at dst, stride xs) = A dY A^T for the 2x2 gradients at src (row stride rs). */
+static inline void tile_out_adjoint(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
+{
+    __m512 v[16];
+    tile_out_adjoint_planes(src, rs, v);
+    for (int xi = 0; xi < 16; xi++) _mm512_store_ps(dst + xi * xs, v[xi]);
 }
 
 /* The 16 planes (stride us) of G g G^T for the kernels g of w [Cout][Cin][3][3], as a matrix per
@@ -254,33 +284,6 @@ static void weight_adjoint(const float du[16], float dg[9])
 }
 
 /* ---- NCHW <-> blocked ---- */
-
-/* r[j][k] <-> r[k][j] for a 16x16 block of floats in 16 vectors. */
-static inline void transpose16(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    }
-    for (int i = 0; i < 16; i += 8)
-        for (int k = 0; k < 4; k++) {
-            t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0x88);
-            t[i + k + 4] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0xdd);
-        }
-    for (int k = 0; k < 8; k++) {
-        r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
-        r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
-    }
-}
-
-static __mmask16 lanes(int n) { return (__mmask16)((1u << n) - 1); }
 
 /* e^x, 16 at a time: fastmath.h's cm_expf (Cephes) with FMAs, 2^n applied by scalef. */
 static inline __m512 exp16(__m512 x)
@@ -339,7 +342,7 @@ static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd
         float *d = dst + cb * plane;
         for (int p0 = 0; p0 < P; p0 += VL) {
             const int np = CM_MIN(VL, P - p0);
-            const __mmask16 m = lanes(np);
+            const __mmask16 m = lanes16(np);
             __m512 r[16];
             /* Unrolled, so that the 16 rows' loads are all in flight (the data come from L3) and
              * each has its own instruction for the stride prefetcher to follow. */
@@ -379,7 +382,7 @@ static void from_blocked(const float *src, int Ws, ptrdiff_t plane, int r0, int 
         float *d = dst + (size_t)cb * VL * P;
         for (int p0 = 0; p0 < P; p0 += VL) {
             const int np = CM_MIN(VL, P - p0);
-            const __mmask16 m = lanes(np);
+            const __mmask16 m = lanes16(np);
             __m512 r[16];
             int h = p0 / W, w = p0 % W;
             for (int j = 0; j < VL; j++) {
@@ -492,10 +495,11 @@ static void planes_gemm(int rows, int nv, int K, const float *A, ptrdiff_t ars, 
 
 /* ---- per-thread work ---- */
 
-/* Floats per thread of each buffer (0: not used by this call); pa and pb hold one plane of bf16
- * pairs each (words, in a bf16 context). */
+/* Floats per thread of each buffer (0: not used by this call); pa and pb hold bf16 pairs (words,
+ * in a bf16 context's backward pass with dw: planes_du_bf16). */
 typedef struct WinoWork {
     size_t xt, dyt, yt, dxt, v, pa, pb, m, du, bias, pro, per_thread;
+    ptrdiff_t mrxs;            /* pb's plane stride in words */
     ptrdiff_t xplane, yplane;  /* channel-block strides of xt/dxt and of yt/dyt */
     float *mem;
 } WinoWork;
@@ -509,10 +513,12 @@ static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool
     k.dyt = fwd ? 0 : g->group * yslot;
     k.dxt = need_x ? g->group * xslot : 0;
     k.v = 16 * (size_t)g->vxs;
-    /* a plane of V or M' as pairs along its rows (tiles/2 + 1 rows) or along its columns */
+    /* dU's operands in bf16 (pairs of tiles, at most tiles/2 + 1 of them): one plane of V^T, and
+     * M''s 16 planes, the bf16 M' by channel pairs going to m */
     const size_t half = (size_t)g->tiles / 2 + 1;
-    k.pa = bf16 ? (half * (size_t)CM_MAX(g->ci16, g->co16) + 15) & ~(size_t)15 : 0;
-    k.pb = bf16 && need_w ? half * (size_t)g->co16 : 0;
+    k.pa = bf16 && need_w ? (half * (size_t)g->ci16 + 15) & ~(size_t)15 : 0;
+    k.mrxs = (ptrdiff_t)(half * (size_t)g->co16 + VL);
+    k.pb = bf16 && need_w ? 16 * (size_t)k.mrxs : 0;
     k.m = 16 * (size_t)g->mxs;
     k.du = need_w ? (size_t)16 * g->Cin * g->co16 : 0;
     k.bias = fwd ? (size_t)g->co16 : 0;
@@ -553,18 +559,33 @@ static void share(int N, int *lo, int *hi)
     *hi = (int)((long)N * (t + 1) / T);
 }
 
+/* The 4x4 window in xt of tile t of the block's sample s, channel block cb. */
+static const float *window(const WinoGeom *g, const WinoWork *k, const float *xt, int s, int t, int cb)
+{
+    int ty = t / g->tw, tx = t % g->tw;
+    return xt + ((size_t)s * (g->ci16 / VL) + cb) * k->xplane + (2 * ty * (ptrdiff_t)g->Wp + 2 * tx) * VL;
+}
+
 /* V (planes of stride vxs) of the block's tiles from xt. */
 static void block_in(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *xt, float *v)
 {
-    const ptrdiff_t rs = (ptrdiff_t)g->Wp * VL;
     for (int cb = 0; cb < g->ci16 / VL; cb++)
-        for (int s = 0, row = 0; s < b->nb; s++) {
-            const float *xs = xt + (size_t)s * (g->ci16 / VL) * k->xplane + cb * k->xplane;
-            for (int t = b->t0; t < b->t1; t++, row++) {
-                int ty = t / g->tw, tx = t % g->tw;
-                tile_in(xs + (2 * ty * rs + 2 * tx * VL), rs, v + (ptrdiff_t)row * g->ci16 + cb * VL, g->vxs);
-            }
-        }
+        for (int s = 0, row = 0; s < b->nb; s++)
+            for (int t = b->t0; t < b->t1; t++, row++)
+                tile_in(window(g, k, xt, s, t, cb), (ptrdiff_t)g->Wp * VL, v + (ptrdiff_t)row * g->ci16 + cb * VL, g->vxs);
+}
+
+/* block_in in bf16: planes of stride vbxs words, a tile's channels in pairs (ci16 / 2 words): the
+ * forward product's A as gemm_bf16_packed reads it, with no packing pass. */
+__attribute__((target("avx512f,avx512bf16"))) static void block_in_bf16(const WinoGeom *g, const WinoWork *k,
+                                                                        const WinoBlock *b, const float *xt,
+                                                                        uint32_t *v)
+{
+    for (int cb = 0; cb < g->ci16 / VL; cb++)
+        for (int s = 0, row = 0; s < b->nb; s++)
+            for (int t = b->t0; t < b->t1; t++, row++)
+                tile_in_bf16(window(g, k, xt, s, t, cb), (ptrdiff_t)g->Wp * VL,
+                             v + (ptrdiff_t)row * (g->ci16 / 2) + cb * (VL / 2), g->vbxs);
 }
 
 /* dxt += the adjoint of block_in for V' in v. */
@@ -609,6 +630,40 @@ static void block_out_adjoint(const WinoGeom *g, const WinoWork *k, const WinoBl
         }
 }
 
+/* block_out_adjoint in bf16, straight into the layouts the two products read (either may be
+ * NULL): mc, planes of stride mcxs words, a tile's channels in pairs (co16 / 2 words a row: dx's A);
+ * mr, planes of stride mrxs words, pairs of tiles [(rows + 1) / 2][co16] (dU's B; rows odd: the
+ * last pair's high half 0). Two tiles at a time. */
+__attribute__((target("avx512f,avx512bf16"))) static void block_out_adjoint_bf16(const WinoGeom *g, const WinoWork *k,
+                                                                                 const WinoBlock *b, const float *dyt,
+                                                                                 uint32_t *mc, ptrdiff_t mcxs,
+                                                                                 uint32_t *mr, ptrdiff_t mrxs)
+{
+    const ptrdiff_t rs = (ptrdiff_t)2 * g->tw * VL;
+    const int rows = block_tiles(b), per = b->t1 - b->t0;
+    for (int cb = 0; cb < g->co16 / VL; cb++)
+        for (int r = 0; r < rows; r += 2) {
+            __m512 v[2][16];
+            for (int h = 0; h < 2; h++) {
+                if (r + h == rows) {
+                    for (int xi = 0; xi < 16; xi++) v[h][xi] = _mm512_setzero_ps();
+                    continue;
+                }
+                int s = (r + h) / per, t = b->t0 + (r + h) % per, ty = t / g->tw, tx = t % g->tw;
+                const float *ys = dyt + ((size_t)s * (g->co16 / VL) + cb) * k->yplane + 2 * ty * rs + 2 * tx * VL;
+                tile_out_adjoint_planes(ys, rs, v[h]);
+            }
+            for (int xi = 0; xi < 16; xi++) {
+                if (mc)
+                    for (int h = 0; h < 2 && r + h < rows; h++)
+                        _mm256_storeu_si256((__m256i *)(mc + xi * mcxs + (ptrdiff_t)(r + h) * (g->co16 / 2) + cb * (VL / 2)),
+                                            (__m256i)_mm512_cvtneps_pbh(v[h][xi]));
+                if (mr)
+                    _mm512_storeu_si512(mr + xi * mrxs + (ptrdiff_t)(r / 2) * g->co16 + cb * VL, pair16(v[0][xi], v[1][xi]));
+            }
+        }
+}
+
 /* The bias of sample n, b + bn[n], in buf; NULL when the epilogue has neither. */
 static const float *sample_bias(const ConvEpilogue *ep, int n, int Cout, float *buf)
 {
@@ -631,38 +686,33 @@ static uint32_t *pack_weight_planes(Ctx *c, const float *u, int K, int n)
     return ub;
 }
 
-/* planes_gemm in bf16 with B = weight planes: per plane, C [rows][16 nv] = A [rows][K] . B, A's
- * rows (row stride lda, plane stride axs) packed into pairs of columns in pa, one plane at a time
- * (K odd: a pair's high half is A's zero padding column K), bp from pack_weight_planes. The
- * forward M = V U and the backward V' = M' U^T. */
-static void planes_gemm_bf16(int rows, int nv, int K, const float *A, ptrdiff_t lda, ptrdiff_t axs,
-                             const uint32_t *bp, uint32_t *pa, float *C, ptrdiff_t cxs)
+/* Per plane, C [rows][16 nv] = A [rows][Kp pairs] . B, A packed (row stride ars, plane stride
+ * axs words: block_in_bf16's V for the forward M = V U, block_out_adjoint_bf16's M' for dx's
+ * V' = M' U^T) and B the weight planes of pack_weight_planes. K odd: the high half of A's last
+ * pair is the padding channel K, 0 in V and M' (to_blocked writes the padding channels as 0). */
+static void planes_bf16(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t axs, const uint32_t *bp,
+                        float *C, ptrdiff_t cxs)
 {
-    const int Kp = (K + 1) / 2;
-    const ptrdiff_t ars = lda / 2, ldb = (ptrdiff_t)VL * nv;
-    for (int xi = 0; xi < 16; xi++) {
-        /* lda (ci16 or co16) is even, so the rows' pairs lie back to back: the plane in one call
-         * (a row's pairs past Kp are not read) */
-        bf16_pack_pairs(A + xi * axs, (size_t)rows * lda, pa);
-        gemm_bf16_packed(rows, nv, Kp, pa, ars, 1, bp + xi * Kp * ldb, ldb, C + xi * cxs, ldb, false);
-    }
+    const ptrdiff_t ldb = (ptrdiff_t)VL * nv;
+    for (int xi = 0; xi < 16; xi++)
+        gemm_bf16_packed(rows, nv, Kp, A + xi * axs, ars, bp + xi * Kp * ldb, ldb, C + xi * cxs, ldb, false);
 }
 
-/* dU [Cin][co16] += V^T M' per plane in bf16, summed over the block's tiles: V's and M''s planes
- * packed into pairs of tiles (rows odd: the last pair's high half 0). */
-static void planes_du_bf16(const WinoGeom *g, int rows, const float *v, const float *m, uint32_t *pa, uint32_t *pb,
-                           float *du)
+/* dU [Cin][co16] += V^T M' per plane in bf16, summed over the block's tiles: V's planes packed
+ * into pairs of tiles by rows of V^T (as the tiles read them) in pa, one plane at a time; M''s
+ * from block_out_adjoint_bf16 (rows odd: the last pair's high half 0 in both). */
+static void planes_du_bf16(const WinoGeom *g, int rows, const float *v, const uint32_t *mr, ptrdiff_t mrxs,
+                           uint32_t *pa, float *du)
 {
     const int Kp = (rows + 1) / 2;
     for (int xi = 0; xi < 16; xi++) {
-        bf16_pack_row_pairs(v + xi * g->vxs, rows, g->Cin, g->ci16, pa, g->ci16);    /* a(ci, p) = pa[p][ci] */
-        bf16_pack_row_pairs(m + xi * g->mxs, rows, g->co16, g->co16, pb, g->co16);
-        gemm_bf16_packed(g->Cin, g->co16 / VL, Kp, pa, 1, g->ci16, pb, g->co16,
+        bf16_pack_transposed(v + xi * g->vxs, rows, g->Cin, g->ci16, pa, Kp);    /* a(ci, p) = pa[ci][p] */
+        gemm_bf16_packed(g->Cin, g->co16 / VL, Kp, pa, Kp, mr + xi * mrxs, g->co16,
                          du + (ptrdiff_t)xi * g->Cin * g->co16, g->co16, true);
     }
 }
 
-/* ub NULL: fp32 products with u; else bf16 ones with ub (planes_gemm_bf16). */
+/* ub NULL: fp32 products with u; else bf16 ones with ub (planes_bf16). */
 static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
                           const float *u, const uint32_t *ub, const ConvEpilogue *ep, float *y)
 {
@@ -683,13 +733,15 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
                     to_blocked(x + (size_t)n * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp, k->xplane,
                                g->pad, g->pad, sample_prologue(pro, n, g->Cin, g->ci16, bf.pro), g->ci16);
                 }
-            block_in(g, k, &b, bf.xt, bf.v);
-            if (ub)
-                planes_gemm_bf16(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, g->vxs, ub, bf.pa, bf.m,
-                                 g->mxs);
-            else
+            if (ub) {
+                block_in_bf16(g, k, &b, bf.xt, (uint32_t *)bf.v);
+                planes_bf16(block_tiles(&b), g->co16 / VL, (g->Cin + 1) / 2, (const uint32_t *)bf.v, g->ci16 / 2,
+                            g->vbxs, ub, bf.m, g->mxs);
+            } else {
+                block_in(g, k, &b, bf.xt, bf.v);
                 planes_gemm(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
                             (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
+            }
             block_out(g, k, &b, bf.m, bf.yt);
             if (b.t1 == g->T)
                 for (int s = 0; s < b.nb; s++) {
@@ -747,18 +799,23 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
                 if (k->dxt) memset(bf.dxt + s * xslot, 0, sizeof(float) * xslot);
             }
         int rows = block_tiles(&b);
-        block_out_adjoint(g, k, &b, bf.dyt, bf.m);
+        /* bf16: M' by channel pairs in m (for dx) and by pairs of tiles in pb (for dU) */
+        uint32_t *mc = (uint32_t *)bf.m;
+        if (bf16)
+            block_out_adjoint_bf16(g, k, &b, bf.dyt, k->dxt ? mc : NULL, g->mbxs, k->du ? bf.pb : NULL, k->mrxs);
+        else
+            block_out_adjoint(g, k, &b, bf.dyt, bf.m);
         if (k->du) {   /* dU [Cin][co16] += V^T M' per plane: a(r, k) = V[k][r] */
             block_in(g, k, &b, bf.xt, bf.v);
             if (bf16)
-                planes_du_bf16(g, rows, bf.v, bf.m, bf.pa, bf.pb, bf.du);
+                planes_du_bf16(g, rows, bf.v, bf.pb, k->mrxs, bf.pa, bf.du);
             else
                 planes_gemm(g->Cin, g->co16 / VL, rows, bf.v, 1, g->ci16, g->vxs, bf.m, g->co16, g->mxs,
                             bf.du, g->co16, (ptrdiff_t)g->Cin * g->co16, true);
         }
         if (k->dxt) {  /* V' = M' U^T per plane, folded into dxt */
             if (bf16)
-                planes_gemm_bf16(rows, g->ci16 / VL, g->Cout, bf.m, g->co16, g->mxs, utb, bf.pa, bf.v, g->vxs);
+                planes_bf16(rows, g->ci16 / VL, (g->Cout + 1) / 2, mc, g->co16 / 2, g->mbxs, utb, bf.v, g->vxs);
             else
                 planes_gemm(rows, g->ci16 / VL, g->Cout, bf.m, g->co16, 1, g->mxs, ut, g->ci16,
                             (ptrdiff_t)g->Cout * g->ci16, bf.v, g->ci16, g->vxs, false);

@@ -25,6 +25,7 @@
 #include <cblas.h>
 
 #include "common.h"
+#include "simd16.h"
 #include "threads.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -168,16 +169,6 @@ enum { NR = 64, MC = 48 };   /* panel columns; rows per task (a multiple of ever
 /* ---- packing: vcvtneps2bf16 rounds 16 floats at a time, to nearest even with NaN kept NaN as
  * bf16_bits does; it also flushes subnormals to zero, which vdpbf16ps would read as zero anyway ---- */
 
-static __mmask16 lanes(int n) { return (__mmask16)(n <= 0 ? 0 : n >= 16 ? 0xffffu : (1u << n) - 1); }
-
-/* Word j = bf16(lo[j]) | bf16(hi[j]) << 16. */
-static inline __attribute__((always_inline)) BF16_TARGET __m512i pair16(__m512 lo, __m512 hi)
-{
-    __m512i l = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(lo));
-    __m512i h = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(hi));
-    return _mm512_or_si512(l, _mm512_slli_epi32(h, 16));
-}
-
 BF16_TARGET void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
 {
     for (int k = 0; k < K; k += 2) {
@@ -185,7 +176,7 @@ BF16_TARGET void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t l
         const bool odd = k + 1 == K;
         uint32_t *row = dst + (k / 2) * ldd;
         for (int j = 0; j < n; j += 16) {
-            __mmask16 m = lanes(n - j);
+            __mmask16 m = lanes16(n - j);
             __m512 lo = _mm512_maskz_loadu_ps(m, s0 + j);
             __m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, s1 + j);
             _mm512_mask_storeu_epi32(row + j, m, pair16(lo, hi));
@@ -197,26 +188,46 @@ BF16_TARGET void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst)
 {
     for (size_t i = 0; i < n; i += 32) {   /* 32 floats, 16 words: vcvtne2ps2bf16 keeps their order */
         int rem = (int)CM_MIN(n - i, 32);
-        __m512 lo = _mm512_maskz_loadu_ps(lanes(rem), src + i);
-        __m512 hi = _mm512_maskz_loadu_ps(lanes(rem - 16), src + i + 16);
-        _mm512_mask_storeu_epi32(dst + i / 2, lanes((rem + 1) / 2), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+        __m512 lo = _mm512_maskz_loadu_ps(lanes16(rem), src + i);
+        __m512 hi = _mm512_maskz_loadu_ps(lanes16(rem - 16), src + i + 16);
+        _mm512_mask_storeu_epi32(dst + i / 2, lanes16((rem + 1) / 2), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+    }
+}
+
+/* 16 pairs of rows of src at a time, one vector of 16 columns each, transposed as 16 x 16 words. */
+BF16_TARGET void bf16_pack_transposed(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    const int Kp = (K + 1) / 2;
+    for (int i0 = 0; i0 < n; i0 += 16) {
+        const __mmask16 m = lanes16(n - i0);
+        for (int p0 = 0; p0 < Kp; p0 += 16) {
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; j++) {
+                const int k = 2 * (p0 + j);
+                const float *s = src + (size_t)k * ld + i0;
+                __m512 lo = k < K ? _mm512_maskz_loadu_ps(m, s) : _mm512_setzero_ps();
+                __m512 hi = k + 1 < K ? _mm512_maskz_loadu_ps(m, s + ld) : _mm512_setzero_ps();
+                r[j] = _mm512_castsi512_ps(pair16(lo, hi));
+            }
+            transpose16(r);
+            const __mmask16 mp = lanes16(Kp - p0);
+            for (int l = 0; l < 16 && i0 + l < n; l++)
+                _mm512_mask_storeu_ps(dst + (size_t)(i0 + l) * ldd + p0, mp, r[l]);
+        }
     }
 }
 
 /* The pairs of op(A), [M][Kp] (a row's pairs contiguous, as the AMX tiles read them): from A's
- * rows, or with ta from pairs of A's rows, packed into tmp [M] and spread down column p. Shared
- * among the team (omp for). */
+ * rows, or with ta from pairs of A's rows, 16 columns of A at a time. Shared among the team (omp
+ * for). */
 static void pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
 {
     const int Kp = (K + 1) / 2;
     if (ta) {
-        uint32_t *tmp = cm_malloc(sizeof(uint32_t) * ((size_t)M + 16));
 #pragma omp for schedule(static)
-        for (int p = 0; p < Kp; p++) {
-            bf16_pack_row_pairs(A + (size_t)2 * p * lda, CM_MIN(2, K - 2 * p), M, lda, tmp, M);
-            for (int i = 0; i < M; i++) ap[(size_t)i * Kp + p] = tmp[i];
-        }
-        free(tmp);
+        for (int i0 = 0; i0 < M; i0 += 16)
+            bf16_pack_transposed(A + i0, K, CM_MIN(16, M - i0), lda, ap + (size_t)i0 * Kp, Kp);
     } else {
 #pragma omp for schedule(static)
         for (int i = 0; i < M; i++) bf16_pack_pairs(A + (size_t)i * lda, (size_t)K, ap + (size_t)i * Kp);
@@ -240,12 +251,12 @@ static void pack_b_panel(bool tb, int K, const float *B, int ldb, int j0, int w,
     for (int p = 0; p < Kp; p++) memset(bp + (size_t)p * width + w, 0, sizeof(uint32_t) * (size_t)(width - w));
 }
 
-/* C [R][16 S] = alpha sum_p a(r, p) . b(p) + beta C (beta = 0: C not read), a(r, p) = A[r ars + p aps],
+/* C [R][16 S] = alpha sum_p a(r, p) . b(p) + beta C (beta = 0: C not read), a(r, p) = A[r ars + p],
  * b(p) = B[p ldb .. p ldb + 16 S): R x S vectors of sums in registers, S vectors of B's row and one
  * broadcast pair of A per step. The last vector of each row is stored through mask `last` (a panel
  * narrower than 16 S). */
 static inline __attribute__((always_inline)) BF16_TARGET void
-kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
+kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B,
        ptrdiff_t ldb, float alpha, float beta, float *C, ptrdiff_t ldc, __mmask16 last)
 {
     __m512 c[12][4];
@@ -253,7 +264,7 @@ kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdi
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
         for (int s = 0; s < S; s++) c[r][s] = _mm512_setzero_ps();
-    for (int p = 0; p < Kp; p++, A += aps, B += ldb) {
+    for (int p = 0; p < Kp; p++, A++, B += ldb) {
         __m512bh b[4];
 #pragma GCC unroll 4
         for (int s = 0; s < S; s++) b[s] = (__m512bh)_mm512_loadu_si512(B + 16 * s);
@@ -277,15 +288,15 @@ kernel(const int R, const int S, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdi
         }
 }
 
-typedef void KernelFn(int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B, ptrdiff_t ldb,
+typedef void KernelFn(int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
                       float alpha, float beta, float *C, ptrdiff_t ldc, __mmask16 last);
 
 #define KERNEL_DEF(R, S)                                                                                 \
-    BF16_TARGET static void kernel_##R##_##S(int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps,     \
+    BF16_TARGET static void kernel_##R##_##S(int Kp, const uint32_t *A, ptrdiff_t ars,                    \
                                              const uint32_t *B, ptrdiff_t ldb, float alpha, float beta, \
                                              float *C, ptrdiff_t ldc, __mmask16 last)                  \
     {                                                                                                    \
-        kernel(R, S, Kp, A, ars, aps, B, ldb, alpha, beta, C, ldc, last);                                \
+        kernel(R, S, Kp, A, ars, B, ldb, alpha, beta, C, ldc, last);                                     \
     }
 #define KERNEL_ROWS_6(S) KERNEL_DEF(1, S) KERNEL_DEF(2, S) KERNEL_DEF(3, S) KERNEL_DEF(4, S) \
     KERNEL_DEF(5, S) KERNEL_DEF(6, S)
@@ -322,7 +333,7 @@ static void gemm_task(int Kp, const uint32_t *ap, const uint32_t *bp, int rows, 
     const int S = (w + 15) / 16, R = KERNEL_ROWS[S];
     if (amx_takes(rows, Kp)) {
         float sums[MC * NR] __attribute__((aligned(64)));
-        gemm_bf16_packed(rows, S, Kp, ap, Kp, 1, bp, 16 * S, sums, NR, false);
+        gemm_bf16_packed(rows, S, Kp, ap, Kp, bp, 16 * S, sums, NR, false);
         for (int r = 0; r < rows; r++) {
             float *c = C + (size_t)r * ldc;
             const float *sr = sums + r * NR;
@@ -335,19 +346,19 @@ static void gemm_task(int Kp, const uint32_t *ap, const uint32_t *bp, int rows, 
     }
     const __mmask16 last = (__mmask16)(0xffffu >> (16 * S - w));
     for (int r0 = 0; r0 < rows; r0 += R)
-        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + r0 * Kp, Kp, 1, bp, 16 * S, alpha, beta, C + (size_t)r0 * ldc,
+        KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, ap + r0 * Kp, Kp, bp, 16 * S, alpha, beta, C + (size_t)r0 * ldc,
                                             ldc, last);
 }
 
 /* gemm_bf16_packed with vdpbf16ps alone. */
-static void packed_avx512(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps,
+static void packed_avx512(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars,
                           const uint32_t *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
 {
     const int nchunks = (nv + 3) / 4;
     for (int q = 0; q < nchunks; q++) {   /* chunks of at most 4 vectors, split evenly (conv_wino's planes_gemm) */
         int s0 = nv * q / nchunks, S = nv * (q + 1) / nchunks - s0, R = KERNEL_ROWS[S];
         for (int r0 = 0; r0 < rows; r0 += R)
-            KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, A + r0 * ars, ars, aps, B + 16 * s0, ldb, 1.0f,
+            KERNELS[S][CM_MIN(R, rows - r0) - 1](Kp, A + r0 * ars, ars, B + 16 * s0, ldb, 1.0f,
                                                 acc ? 1.0f : 0.0f, C + r0 * ldc + 16 * s0, ldc, (__mmask16)0xffff);
     }
 }
@@ -440,7 +451,7 @@ typedef void AmxBlockFn(int Kb, const uint32_t *A, ptrdiff_t ars, const uint32_t
                         ptrdiff_t ldc, bool acc);
 static AmxBlockFn *const AMX_BLOCKS[2][2] = {{amx_block_1_1, amx_block_1_2}, {amx_block_2_1, amx_block_2_2}};
 
-/* gemm_bf16_packed for A's pairs contiguous (aps = 1): the tiles over whole blocks of 16 rows and
+/* gemm_bf16_packed with AMX: the tiles over whole blocks of 16 rows and
  * the first 16 floor(Kp / 16) pairs, then vdpbf16ps adds the remaining pairs to those rows (in
  * increasing k) and computes the remaining rows whole. */
 static void packed_amx(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B,
@@ -448,7 +459,7 @@ static void packed_amx(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ar
 {
     const int Kb = Kp / 16, r16 = rows / 16 * 16;
     if (Kb == 0 || r16 == 0) {
-        packed_avx512(rows, nv, Kp, A, ars, 1, B, ldb, C, ldc, acc);
+        packed_avx512(rows, nv, Kp, A, ars, B, ldb, C, ldc, acc);
         return;
     }
     amx_configure();
@@ -459,29 +470,21 @@ static void packed_amx(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ar
                                                        C + r0 * ldc + 16 * s0, ldc, acc);
     }
     if (Kp > 16 * Kb)
-        packed_avx512(r16, nv, Kp - 16 * Kb, A + 16 * Kb, ars, 1, B + 16 * Kb * ldb, ldb, C, ldc, true);
-    if (rows > r16) packed_avx512(rows - r16, nv, Kp, A + r16 * ars, ars, 1, B, ldb, C + r16 * ldc, ldc, acc);
+        packed_avx512(r16, nv, Kp - 16 * Kb, A + 16 * Kb, ars, B + 16 * Kb * ldb, ldb, C, ldc, true);
+    if (rows > r16) packed_avx512(rows - r16, nv, Kp, A + r16 * ars, ars, B, ldb, C + r16 * ldc, ldc, acc);
 }
 #endif
 
-void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
-                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
+                      float *C, ptrdiff_t ldc, bool acc)
 {
 #ifdef HAVE_AMX
     if (amx_takes(rows, Kp)) {
-        if (aps == 1) {
-            packed_amx(rows, nv, Kp, A, ars, B, ldb, C, ldc, acc);
-        } else {   /* the tiles read a row's pairs contiguously: A's transpose first */
-            uint32_t *at = cm_malloc(sizeof(uint32_t) * (size_t)rows * Kp);
-            for (int r = 0; r < rows; r++)
-                for (int p = 0; p < Kp; p++) at[(size_t)r * Kp + p] = A[r * ars + p * aps];
-            packed_amx(rows, nv, Kp, at, Kp, B, ldb, C, ldc, acc);
-            free(at);
-        }
+        packed_amx(rows, nv, Kp, A, ars, B, ldb, C, ldc, acc);
         return;
     }
 #endif
-    packed_avx512(rows, nv, Kp, A, ars, aps, B, ldb, C, ldc, acc);
+    packed_avx512(rows, nv, Kp, A, ars, B, ldb, C, ldc, acc);
 }
 
 void gemm_bf16_pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
@@ -546,8 +549,8 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *
     CM_ASSERT(false, "gemm_bf16: AVX512_BF16 is an x86 extension (see gemm_precision_usable)");
 }
 
-void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
-                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
+                      float *C, ptrdiff_t ldc, bool acc)
 {
     CM_ASSERT(false, "gemm_bf16_packed: AVX512_BF16 is an x86 extension");
 }
@@ -571,6 +574,11 @@ void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t 
 void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst)
 {
     CM_ASSERT(false, "bf16_pack_pairs: AVX512_BF16 is an x86 extension");
+}
+
+void bf16_pack_transposed(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    CM_ASSERT(false, "bf16_pack_transposed: AVX512_BF16 is an x86 extension");
 }
 
 #endif

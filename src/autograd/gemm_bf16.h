@@ -66,10 +66,14 @@ void gemm_bf16(bool ta, bool tb, int M, int N, int K, float alpha, const float *
 void bf16_pack_row_pairs(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
 /* dst [(n+1)/2]: the pairs of consecutive values of src [n] (an odd n's last pair has 0 above). */
 void bf16_pack_pairs(const float *src, size_t n, uint32_t *dst);
-/* C [rows][16 nv] = (C +, when acc) sum_p a(r, p) . B[p][..] over Kp pairs, a(r, p) = A[r ars + p aps]
- * and B [Kp][ldb] packed as above (ldb >= 16 nv): one element's sum in increasing p. */
-void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t aps, const uint32_t *B,
-                      ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc);
+/* dst [n][(K+1)/2] (row stride ldd): the same pairs of src's rows 2p and 2p+1, column i's pairs
+ * along row i of dst: src^T packed as gemm_bf16_packed's A (how the weight gradient's V^T is). */
+void bf16_pack_transposed(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd);
+/* C [rows][16 nv] = (C +, when acc) sum_p a(r, p) . B[p][..] over Kp pairs, a(r, p) = A[r ars + p]
+ * (a row's pairs contiguous, as AMX's tiles read them) and B [Kp][ldb] packed by
+ * bf16_pack_row_pairs (ldb >= 16 nv). */
+void gemm_bf16_packed(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B, ptrdiff_t ldb,
+                      float *C, ptrdiff_t ldc, bool acc);
 
 /* op(A) packed once for many products with the same A (op_conv.c's weights over its chunks of
  * samples, read by every thread): gemm_bf16_pack_a fills ap [gemm_bf16_a_words(M, K)] with op(A)'s
