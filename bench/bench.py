@@ -45,18 +45,21 @@ sys.path.insert(0, HERE)
 import bench_eval  # noqa: E402
 
 # name: (config, bench_train mode, cmlab's batch, warm-up, timed iterations per process, what).
+# cmlab's sampling rows take the network batch its commands run (`cmlab sample`, `cmlab eval`:
+# model_sampler's 64; on the Xeon of 2026-12-07 also its fastest: S 1130 img/s at 32 and 64, 1030
+# at 128, 1004 at 256); PyTorch runs at 64 and 256 regardless.
 # The Heun rows take one iteration, no warm-up: 35 network calls warm up within the iteration.
 ROWS = {
     "S-train": ("S", "train", 64, 2, 5, "CT train step"),
-    "S-sample": ("S", "sample", 256, 1, 3, "1-step sample"),
+    "S-sample": ("S", "sample", 64, 2, 10, "1-step sample"),
     "M-train": ("M", "train", 64, 1, 3, "CT train step"),
-    "M-sample": ("M", "sample", 256, 1, 3, "1-step sample"),
+    "M-sample": ("M", "sample", 64, 1, 5, "1-step sample"),
     "S-heun64": ("S", "heun", 64, 0, 1, "EDM Heun 35 NFE"),
     "S-heun256": ("S", "heun", 256, 0, 1, "EDM Heun 35 NFE"),
     "M-heun64": ("M", "heun", 64, 0, 1, "EDM Heun 35 NFE"),
     "M-heun256": ("M", "heun", 256, 0, 1, "EDM Heun 35 NFE"),
     "S-bcm-train": ("S", "bcm-train", 64, 1, 3, "BCM train step"),
-    "S-bcm-sample": ("S", "bcm-sample", 256, 1, 3, "BCM 2-step sample"),
+    "S-bcm-sample": ("S", "bcm-sample", 64, 2, 6, "BCM 2-step sample"),
     "S-amed-teacher": ("S", "amed-teacher", 128, 0, 2, "AMED teacher, Heun 12 NFE"),
     "S-amed-train": ("S", "amed-train", 128, 1, 3, "AMED predictor, 3 substeps"),
     "S-eval": ("S", "eval", bench_eval.N, 0, 1, "eval: 1-step sample + features"),

@@ -78,8 +78,9 @@ typedef enum Mode { MODE_TRAIN, MODE_SAMPLE, MODE_HEUN, MODE_BCM_TRAIN, MODE_BCM
 
 static const char *const mode_names[MODE_COUNT] = {"train", "sample", "heun", "bcm-train", "bcm-sample",
                                                    "amed-teacher", "amed-train"};
-/* The batch of each mode unless --batch says otherwise. */
-static const int mode_batch[MODE_COUNT] = {64, 256, 256, 64, 256, AMED_BATCH, AMED_BATCH};
+/* The batch of each mode unless --batch says otherwise: the sampling modes take the network batch
+ * `cmlab sample` and `cmlab eval` run (model_sampler: 64). */
+static const int mode_batch[MODE_COUNT] = {64, 64, 256, 64, 64, AMED_BATCH, AMED_BATCH};
 
 static UNetConfig bench_config(const char *name)
 {

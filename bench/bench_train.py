@@ -67,7 +67,7 @@ CONFIGS = {
 
 MODES = ["train", "sample", "heun", "bcm-train", "bcm-sample", "amed-teacher", "amed-train"]
 # bench_train.c's mode_batch
-BATCH = {"train": 64, "sample": 256, "heun": 256, "bcm-train": 64, "bcm-sample": 256, "amed-teacher": 128,
+BATCH = {"train": 64, "sample": 64, "heun": 256, "bcm-train": 64, "bcm-sample": 64, "amed-teacher": 128,
          "amed-train": 128}
 V = (slice(None), None, None, None)
 

@@ -175,31 +175,56 @@ static void test_stats(Fixture *f)
     free(names);
 }
 
+/* Whether /proc/cpuinfo's flags name `flag` (a whole word). */
+static bool cpuinfo_has(const char *flag)
+{
+    FILE *fp = fopen("/proc/cpuinfo", "r");
+    char line[8192];
+    bool has = false;
+    size_t n = strlen(flag);
+    while (fp && !has && fgets(line, sizeof line, fp))
+        if (strncmp(line, "flags", 5) == 0)
+            for (char *q = strstr(line, flag); q && !has; q = strstr(q + 1, flag))
+                has = q[-1] == ' ' && (q[n] == ' ' || q[n] == '\n');
+    if (fp) fclose(fp);
+    return has;
+}
+
+/* hashlib's digests, with the plain C compression function and then with the one the CPU picks
+ * (its SHA extensions where /proc/cpuinfo names sha_ni: that one must then be picked). */
 static void test_sha256(Fixture *f)
 {
-    for (int i = 0;; i++) {
-        char name[32], hex[128] = "", got[65];
-        snprintf(name, sizeof name, "hex%d", i);
-        if (!fixture_attr_str(f, "/sha256", name, hex, sizeof hex)) {
-            CHECK(i >= 5, "only %d SHA-256 cases", i);
-            break;
+    for (int kernel = 0; kernel < 2; kernel++) {
+        sha256_kernel = kernel == 0 ? 0 : -1;
+        for (int i = 0;; i++) {
+            char name[32], hex[128] = "", got[65];
+            snprintf(name, sizeof name, "hex%d", i);
+            if (!fixture_attr_str(f, "/sha256", name, hex, sizeof hex)) {
+                CHECK(i >= 7, "only %d SHA-256 cases", i);
+                break;
+            }
+            snprintf(name, sizeof name, "len%d", i);
+            long len = fixture_attr_int(f, "/sha256", name, -1);
+            snprintf(name, sizeof name, "/sha256/data%d", i);
+            hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
+            unsigned char *buf = cm_malloc((size_t)len + 1);
+            CM_ASSERT(d >= 0 && H5Dread(d, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, "%s", name);
+            H5Dclose(d);
+            Sha256 s;
+            sha256_init(&s);
+            /* In two pieces, so the buffering across updates is exercised too. */
+            sha256_update(&s, buf, (size_t)len / 3);
+            sha256_update(&s, buf + len / 3, (size_t)(len - len / 3));
+            sha256_final(&s, got);
+            CHECK(strcmp(got, hex) == 0, "SHA-256 of %ld bytes (kernel %d): %s, hashlib %s", len, sha256_kernel, got, hex);
+            free(buf);
         }
-        snprintf(name, sizeof name, "len%d", i);
-        long len = fixture_attr_int(f, "/sha256", name, -1);
-        snprintf(name, sizeof name, "/sha256/data%d", i);
-        hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
-        unsigned char *buf = cm_malloc((size_t)len + 1);
-        CM_ASSERT(d >= 0 && H5Dread(d, H5T_NATIVE_UCHAR, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0, "%s", name);
-        H5Dclose(d);
-        Sha256 s;
-        sha256_init(&s);
-        /* In two pieces, so the buffering across updates is exercised too. */
-        sha256_update(&s, buf, (size_t)len / 3);
-        sha256_update(&s, buf + len / 3, (size_t)(len - len / 3));
-        sha256_final(&s, got);
-        CHECK(strcmp(got, hex) == 0, "SHA-256 of %ld bytes: %s, hashlib %s", len, got, hex);
-        free(buf);
     }
+    bool shani = cpuinfo_has("sha_ni");
+    printf("sha256: kernel %s (/proc/cpuinfo %s sha_ni)\n", sha256_kernel ? "SHA extensions" : "plain C",
+           shani ? "names" : "does not name");
+    CHECK(sha256_kernel == (int)shani, "sha256 picked kernel %d where /proc/cpuinfo %s sha_ni", sha256_kernel,
+          shani ? "names" : "does not name");
     /* The weight hash: a ParamSet of the fixture's tensors, registered in the fixture's order. */
     long count = fixture_attr_int(f, "/weights", "count", 0);
     ParamSet ps;

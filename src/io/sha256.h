@@ -16,4 +16,8 @@ void sha256_init(Sha256 *s);
 void sha256_update(Sha256 *s, const void *data, size_t n);
 void sha256_final(Sha256 *s, char hex[65]);
 
+/* The compression function in use: 1 the CPU's SHA extensions, 0 plain C, -1 not yet asked (the
+ * first block asks cpuid). Tests set it to run both. */
+extern int sha256_kernel;
+
 #endif

@@ -68,7 +68,8 @@ def main(path):
             g["mu"] = feat.astype(np.float64).mean(0)
             g["sigma"] = np.cov(feat.astype(np.float64), rowvar=False)
         g = h.create_group("sha256")
-        for i, data in enumerate([b"", b"abc", bytes(range(256)) * 3, b"x" * 55, b"y" * 56, b"z" * 64]):
+        for i, data in enumerate([b"", b"abc", bytes(range(256)) * 3, b"x" * 55, b"y" * 56, b"z" * 64,
+                                  bytes(range(251)) * 41 + b"q" * 13]):
             g["data%d" % i] = np.frombuffer(data or b"\0", dtype=np.uint8)
             g.attrs["len%d" % i] = len(data)
             g.attrs["hex%d" % i] = np.bytes_(hashlib.sha256(data).hexdigest())
