@@ -2,7 +2,8 @@
  * arithmetic: gradients accumulate across sweeps, a no-grad scope records nothing, inputs that
  * need no gradient get none, shape errors abort naming the op and both shapes, and the arena
  * reports its high-water mark and reuses its memory; intermediate gradients are released and
- * reused during a sweep; ctx_keep compacts a no-grad pass; cm_expf against libm. */
+ * reused during a sweep; cm_expf against libm. (A no-grad U-Net pass keeping only its blocks'
+ * outputs: test_unet.) */
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -264,73 +265,6 @@ static void test_grad_reuse(void)
     ctx_free(&c);
 }
 
-/* ctx_keep: in a no-grad scope the kept tensor's values survive and the space of everything
- * after the mark is reused; with gradients on it changes nothing. */
-static void test_keep(void)
-{
-    Ctx c;
-    ctx_init(&c, 1 << 22);
-    float *xv = randn(1000, 41);
-    Tensor *x = tensor_wrap(&c, xv, NULL, 2, SHAPE(10, 100), false);
-    ctx_no_grad_begin(&c);
-    ArenaMark m = arena_mark(&c.arena);
-    size_t before = arena_used(&c.arena);
-    Tensor *y = x;
-    for (int i = 0; i < 5; i++) y = op_scale(&c, y, 2.0f, 1.0f);
-    float want[1000];
-    memcpy(want, y->data, sizeof want);
-    Tensor *k = ctx_keep(&c, m, y);
-    CHECK(k->shape[0] == 10 && k->shape[1] == 100 && memcmp(k->data, want, sizeof want) == 0,
-          "ctx_keep changed the kept values or shape");
-    CHECK(arena_used(&c.arena) - before <= 1000 * sizeof(float) + 256,
-          "ctx_keep left %zu bytes in use, want about one tensor", arena_used(&c.arena) - before);
-    ctx_no_grad_end(&c);
-    Tensor *xg = tensor_wrap(&c, xv, NULL, 2, SHAPE(10, 100), true);
-    m = arena_mark(&c.arena);
-    Tensor *yg = op_scale(&c, xg, 2.0f, 0.0f);
-    CHECK(ctx_keep(&c, m, yg) == yg, "ctx_keep moved a tensor with gradients on");
-    ctx_free(&c);
-
-    /* A pass that overflows the arena (a first step, before the arena has grown): the blocks it
-     * opened are freed and only the kept tensor stays in use. */
-    ctx_init(&c, 1 << 12);
-    ctx_no_grad_begin(&c);
-    m = arena_mark(&c.arena);
-    before = arena_used(&c.arena);
-    x = tensor_wrap(&c, xv, NULL, 2, SHAPE(10, 100), false);
-    y = x;
-    for (int i = 0; i < 5; i++) y = op_scale(&c, y, 2.0f, 1.0f);
-    CHECK(c.arena.extra != NULL, "the test pass did not overflow the 4 KB arena");
-    memcpy(want, y->data, sizeof want);
-    k = ctx_keep(&c, m, y);
-    CHECK(memcmp(k->data, want, sizeof want) == 0, "ctx_keep changed the values kept across overflow");
-    CHECK(arena_used(&c.arena) - before <= 1000 * sizeof(float) + 256,
-          "ctx_keep left %zu bytes in use after an overflowing pass, want about one tensor",
-          arena_used(&c.arena) - before);
-    ctx_no_grad_end(&c);
-    free(xv);
-    ctx_free(&c);
-
-    /* A kept tensor far larger than what lies below it (the move overlaps itself and goes in
-     * rounds, each on all threads), in a no-grad pass of 2 MB. */
-    ctx_init(&c, 1 << 24);
-    ctx_no_grad_begin(&c);
-    m = arena_mark(&c.arena);
-    before = arena_used(&c.arena);
-    (void)TENSOR_NEW(&c, 75000);                /* 300 KB of intermediates */
-    const size_t big = 500000;
-    y = TENSOR_NEW(&c, (int)big);
-    float *bv = randn(big, 43);
-    memcpy(y->data, bv, big * sizeof(float));
-    k = ctx_keep(&c, m, y);
-    CHECK(memcmp(k->data, bv, big * sizeof(float)) == 0, "ctx_keep changed a 2 MB kept tensor's values");
-    CHECK(arena_used(&c.arena) - before <= big * sizeof(float) + 256,
-          "ctx_keep left %zu bytes in use after a 2 MB pass, want about one tensor", arena_used(&c.arena) - before);
-    ctx_no_grad_end(&c);
-    free(bv);
-    ctx_free(&c);
-}
-
 /* cm_expf against libm's expf: relative error within 4 float ulps over the range, clamped
  * beyond it to finite, positive values. */
 static void test_expf(void)
@@ -370,7 +304,6 @@ int main(void)
     test_default_threads();
     cm_set_threads(2);
     test_grad_reuse();
-    test_keep();
     test_expf();
     test_accumulate();
     test_no_grad();

@@ -194,6 +194,33 @@ static void check_dropout_repeat(Ctx *c, Fixture *f, const char *group, const UN
     free_inputs(&in);
 }
 
+/* Step 6: a no-grad pass (sampling, the target pass) gives the grad pass's output bit for bit,
+ * and keeps only the blocks' outputs: each is written below its block's intermediates, which are
+ * then released (unet.c's kept_begin / kept_end). Bound: a pass with gradients holds every
+ * intermediate (the norms' and the attention's, each block's first conv output, the decoder's
+ * concatenations: at least twice what the blocks output), so the no-grad pass must end holding
+ * at most half the bytes of a grad pass's forward. */
+static void check_no_grad(Ctx *c, Fixture *f, const char *group, const UNet *net, float *w)
+{
+    ctx_reset(c);
+    UNetInputs in;
+    read_unet_inputs(c, f, group, net, &in);
+    WeightSet ws = {w, NULL};
+    size_t before = arena_used(&c->arena);
+    Tensor *g = unet_forward(c, net, &ws, in.x, in.ct, in.cu, NULL, 0, NULL);
+    size_t grad_bytes = arena_used(&c->arena) - before;
+    ctx_no_grad_begin(c);
+    before = arena_used(&c->arena);
+    Tensor *o = unet_forward(c, net, &ws, in.x, in.ct, in.cu, NULL, 0, NULL);
+    size_t kept_bytes = arena_used(&c->arena) - before;
+    ctx_no_grad_end(c);
+    printf("  %-16s no-grad pass holds %zu bytes, a grad pass %zu\n", group, kept_bytes, grad_bytes);
+    CHECK(memcmp(o->data, g->data, o->n * sizeof(float)) == 0, "%s: the no-grad pass's output differs", group);
+    CHECK(2 * kept_bytes <= grad_bytes, "%s: the no-grad pass holds %zu bytes, over half a grad pass's %zu", group,
+          kept_bytes, grad_bytes);
+    free_inputs(&in);
+}
+
 static void test_unet(Ctx *c, Fixture *f, const char *group, bool show_table)
 {
     char obj[128];
@@ -233,6 +260,7 @@ static void test_unet(Ctx *c, Fixture *f, const char *group, bool show_table)
     memcpy(dx, in.x->grad, in.x->n * sizeof(float));
     check_frozen(c, f, group, &net, w, dx);
     if (cfg.dropout > 0) check_dropout_repeat(c, f, group, &net, w);
+    check_no_grad(c, f, group, &net, w);
 
     free(dx);
     free(gout);

@@ -466,7 +466,9 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
     CM_ASSERT(!f->out_stats || (f->out_groups > 0 && g.Cout % f->out_groups == 0),
               "conv2d: out_stats for %d groups of %d output channels", f->out_groups, g.Cout);
 
-    Tensor *y = TENSOR_NEW(c, g.N, g.Cout, g.Ho, g.Wo);
+    CM_ASSERT(!f->out || !ctx_grad_enabled(c), "conv2d: an output buffer (ConvFusion.out) in a pass with gradients");
+    Tensor *y = f->out ? tensor_wrap(c, f->out, NULL, 4, SHAPE(g.N, g.Cout, g.Ho, g.Wo), false)
+                       : TENSOR_NEW(c, g.N, g.Cout, g.Ho, g.Wo);
     c->flops += conv_flops(&g);
     const float *stats = f->norm_stats;         /* mean [N*groups], rstd [N*groups]: saved */
     ConvPrologue pro;

@@ -97,6 +97,8 @@ typedef struct ConvFusion {
     int out_groups;
     float out_eps;
     const float *norm_stats;
+    float *out;                  /* no-grad passes: y's values go here (N*Cout*Ho*Wo floats, the
+                                  * caller's), not to a new buffer; NULL: a new one */
 } ConvFusion;
 /* op_conv2d is this with f NULL (the same op, OP_CONV2D). */
 Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad, const ConvFusion *f);

@@ -56,8 +56,7 @@ void *arena_alloc(Arena *a, size_t bytes)
         return p;
     }
     /* Overflow: a block of its own, at least a quarter of the main block and 1 GB of address
-     * space, so that allocations do not each get a block and ctx_keep finds a pass's
-     * intermediates in one block. The block is mapped, not malloc'd: its pages cost memory only
+     * space, so that allocations do not each get a block. The block is mapped, not malloc'd: its pages cost memory only
      * once touched, and no allocator fills it (glibc under the MALLOC_PERTURB_ that `meson test`
      * sets wrote every byte of each malloc'd 1 GB block: test_autograd took 38 s on an EPYC).
      * Where the address space is limited (ulimit -v), blocks fall back to what is needed with
@@ -196,69 +195,6 @@ void ctx_no_grad_end(Ctx *c)
 }
 
 bool ctx_grad_enabled(const Ctx *c) { return c->no_grad_depth == 0; }
-
-/* Whether p was handed out after m: in the main block past the mark, in an overflow block
- * opened since, or in the mark's own overflow block past its fill then. */
-static bool arena_since(const Arena *a, ArenaMark m, const void *p)
-{
-    const char *q = p;
-    if (q >= a->base + m.used && q < a->base + a->used) return true;
-    for (const ArenaBlock *b = a->extra; b; b = b->next) {
-        size_t from = b == m.extra ? m.extra_block_used : 0;
-        if (q >= b->mem + from && q < b->mem + b->used) return true;
-        if (b == m.extra) break;
-    }
-    return false;
-}
-
-/* memmove(dst, src, bytes) on all threads, for regions that do not overlap or overlap with
- * dst below src: in rounds of at most src - dst bytes, so that within a round no thread writes
- * where another still reads (round k writes what round k - 1 read). The kept outputs of ctx_keep
- * are megabytes: a serial move was 5% of S sampling's time at 2 threads, the other thread
- * waiting. */
-static void move_down(char *dst, const char *src, size_t bytes)
-{
-    const uintptr_t d = (uintptr_t)dst, s = (uintptr_t)src;
-    const bool overlap = d < s + bytes && s < d + bytes;
-    CM_ASSERT(!overlap || d <= s, "move_down: destination above an overlapping source");
-    const size_t gap = overlap ? s - d : bytes, chunk = (size_t)1 << 16;
-    if (gap == 0) return;
-    for (size_t off = 0; off < bytes; off += gap) {
-        const size_t n = CM_MIN(gap, bytes - off), nchunks = (n + chunk - 1) / chunk;
-#pragma omp parallel for schedule(static) if (n >= 4 * chunk)
-        for (size_t i = 0; i < nchunks; i++)
-            memcpy(dst + off + i * chunk, src + off + i * chunk, CM_MIN(chunk, n - i * chunk));
-    }
-}
-
-Tensor *ctx_keep(Ctx *c, ArenaMark m, Tensor *t)
-{
-    Arena *a = &c->arena;
-    if (ctx_grad_enabled(c) || !arena_since(a, m, t->data)) return t;
-    int ndim = t->ndim, shape[TENSOR_MAX_DIMS];
-    size_t bytes = t->n * sizeof(float);
-    memcpy(shape, t->shape, sizeof shape);
-    const char *src = (const char *)t->data;
-    if (a->extra == m.extra) {
-        /* No block was opened since m (the usual case once the arena has grown to the step's
-         * size), so releasing frees no memory and src stays valid: move the data down (memmove:
-         * the regions may overlap), then allocate the header after it. */
-        arena_release(a, m);
-        float *dst = arena_alloc(a, bytes);
-        move_down((char *)dst, src, bytes);
-        return tensor_wrap(c, dst, NULL, ndim, shape, false);
-    }
-    /* The pass overflowed into blocks of its own (the arena is still growing, say in the first
-     * step): keep the values aside while those blocks are freed, so that even then a no-grad pass
-     * holds only what it keeps. */
-    float *tmp = cm_malloc(bytes);
-    memcpy(tmp, src, bytes);
-    arena_release(a, m);
-    float *dst = arena_alloc(a, bytes);
-    memcpy(dst, tmp, bytes);
-    free(tmp);
-    return tensor_wrap(c, dst, NULL, ndim, shape, false);
-}
 
 /* ---- tensors ---- */
 

@@ -116,12 +116,6 @@ void ctx_free(Ctx *c);
 void ctx_no_grad_begin(Ctx *c);
 void ctx_no_grad_end(Ctx *c);
 bool ctx_grad_enabled(const Ctx *c);
-/* In a no-grad scope nothing needs a pass's intermediates once its output exists: frees
- * everything allocated since m except t's values, which move down to m, and returns t's new
- * tensor (a leaf without gradient); overflow blocks opened since m are freed too. Returns t
- * unchanged where that is not possible or not wanted: grad mode on, or t's data not allocated
- * after m. Every other tensor allocated after m is gone. */
-Tensor *ctx_keep(Ctx *c, ArenaMark m, Tensor *t);
 
 
 /* ---- tensors ---- */

@@ -132,7 +132,7 @@ static Tensor *split_heads(Ctx *c, Tensor *x, int heads)
     return op_reshape(c, x, 3, SHAPE(N * heads, C / heads, HW));
 }
 
-Tensor *attention_forward(Ctx *c, const Attention *l, const WeightSet *ws, Tensor *x)
+Tensor *attention_forward(Ctx *c, const Attention *l, const WeightSet *ws, Tensor *x, float *out)
 {
     int d = l->channels / l->heads;
     Tensor *h = group_norm_forward(c, &l->norm, ws, x);
@@ -143,7 +143,7 @@ Tensor *attention_forward(Ctx *c, const Attention *l, const WeightSet *ws, Tenso
     Tensor *a = op_softmax(c, op_bmm(c, q, k, true, false));        /* [B,HWq,HWk] = q^T k */
     Tensor *o = op_bmm(c, v, a, false, true);                        /* [B,d,HWq] = v a^T */
     o = op_reshape(c, o, 4, x->shape);
-    return conv2d_forward_fused(c, &l->proj, ws, o, &(ConvFusion){.residual = x, .scale = l->skip_scale});
+    return conv2d_forward_fused(c, &l->proj, ws, o, &(ConvFusion){.residual = x, .scale = l->skip_scale, .out = out});
 }
 
 /* ---- Residual block ---- */
@@ -171,7 +171,7 @@ ResBlock resblock_init(ParamSet *ps, const char *prefix, int in, int out, int em
 }
 
 Tensor *resblock_forward(Ctx *c, const ResBlock *l, const WeightSet *ws, Tensor *x, Tensor *emb,
-                         const Rng *dropout_rng, int sample0)
+                         const Rng *dropout_rng, int sample0, float *out)
 {
     /* Two fused convs (op_conv2d_fused): each reads silu(norm(.)) of its input without storing
      * it, conv1 adds temb [N,out] per sample and channel as it stores its output, conv2 the skip
@@ -186,7 +186,7 @@ Tensor *resblock_forward(Ctx *c, const ResBlock *l, const WeightSet *ws, Tensor 
         .norm_groups = l->norm1.groups, .norm_eps = l->norm1.eps, .bias = temb,
         .out_stats = stats2, .out_groups = l->norm2.groups, .out_eps = l->norm2.eps});
     Tensor *skip = l->has_skip ? conv2d_forward(c, &l->skip, ws, x) : x;
-    ConvFusion f2 = {.residual = skip, .scale = l->skip_scale};
+    ConvFusion f2 = {.residual = skip, .scale = l->skip_scale, .out = out};
     if (dropout) {
         h = op_dropout(c, group_norm_silu_forward(c, &l->norm2, ws, h), l->dropout, dropout_rng, sample0);
     } else {
@@ -216,9 +216,9 @@ Upsample upsample_init(ParamSet *ps, const char *prefix, int channels)
     return (Upsample){conv2d_init(ps, prefix, channels, channels, 3, 1, true, LAYER_INIT_DEFAULT)};
 }
 
-Tensor *upsample_forward(Ctx *c, const Upsample *l, const WeightSet *ws, Tensor *x)
+Tensor *upsample_forward(Ctx *c, const Upsample *l, const WeightSet *ws, Tensor *x, float *out)
 {
-    return conv2d_forward(c, &l->conv, ws, op_upsample(c, x));
+    return conv2d_forward_fused(c, &l->conv, ws, op_upsample(c, x), &(ConvFusion){.out = out});
 }
 
 /* ---- Noise-level embeddings ---- */

@@ -102,7 +102,11 @@ typedef struct Attention {
 } Attention;
 
 Attention attention_init(ParamSet *ps, const char *prefix, int channels, int heads, float skip_scale);
-Tensor *attention_forward(Ctx *c, const Attention *l, const WeightSet *ws, Tensor *x /*[N,C,H,W]*/);
+/* out, here and in resblock_forward and upsample_forward: NULL, or in a no-grad pass where the
+ * output's values go (the caller's buffer of N C H W floats, C the output's channels), so that a
+ * caller that allocated it before the call can release every intermediate above it without moving
+ * the output (unet.c's kept blocks). */
+Tensor *attention_forward(Ctx *c, const Attention *l, const WeightSet *ws, Tensor *x /*[N,C,H,W]*/, float *out);
 
 /* ---- Residual block (DDPM++ with the embedding added as a per-channel bias):
  *   h = conv1(silu(norm1(x))); h += temb_proj(emb)[:, :, None, None];
@@ -124,7 +128,7 @@ ResBlock resblock_init(ParamSet *ps, const char *prefix, int in, int out, int em
 /* dropout_rng NULL (or a block with dropout 0): no dropout. The mask is the Bernoulli draw of
  * dropout_rng for samples sample0.. (op_dropout), so a second call with the same Rng repeats it. */
 Tensor *resblock_forward(Ctx *c, const ResBlock *l, const WeightSet *ws, Tensor *x /*[N,in,H,W]*/,
-                         Tensor *emb /*[N,E]*/, const Rng *dropout_rng, int sample0);
+                         Tensor *emb /*[N,E]*/, const Rng *dropout_rng, int sample0, float *out);
 
 /* ---- Resampling: 3x3 conv with stride 2 (down); nearest 2x then 3x3 conv (up) ---- */
 typedef struct Downsample {
@@ -138,7 +142,7 @@ typedef struct Upsample {
 Downsample downsample_init(ParamSet *ps, const char *prefix, int channels);
 Tensor *downsample_forward(Ctx *c, const Downsample *l, const WeightSet *ws, Tensor *x /*[N,C,H,W]*/);
 Upsample upsample_init(ParamSet *ps, const char *prefix, int channels);
-Tensor *upsample_forward(Ctx *c, const Upsample *l, const WeightSet *ws, Tensor *x /*[N,C,H,W]*/);
+Tensor *upsample_forward(Ctx *c, const Upsample *l, const WeightSet *ws, Tensor *x /*[N,C,H,W]*/, float *out);
 
 /* ---- Noise-level embeddings of c [N] (differentiable in c) -> [N, channels] ----
  * Both return [sin(c f), cos(c f)] (sine half first: EDM's SongUNet swaps its positional

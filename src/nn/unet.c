@@ -309,7 +309,8 @@ typedef struct Pass {
     int block;                   /* ResBlocks run so far: block i uses dropout stream + i */
 } Pass;
 
-static Tensor *run_block(Pass *p, const ResBlock *res, const Attention *attn, Tensor *h)
+/* out: where the block's output goes (resblock_forward), or NULL. */
+static Tensor *run_block(Pass *p, const ResBlock *res, const Attention *attn, Tensor *h, float *out)
 {
     Rng r;
     const Rng *rp = NULL;
@@ -319,18 +320,43 @@ static Tensor *run_block(Pass *p, const ResBlock *res, const Attention *attn, Te
         rp = &r;
     }
     p->block++;
-    h = resblock_forward(p->c, res, p->ws, h, p->emb, rp, p->sample0);
-    return attn ? attention_forward(p->c, attn, p->ws, h) : h;
+    h = resblock_forward(p->c, res, p->ws, h, p->emb, rp, p->sample0, attn ? NULL : out);
+    return attn ? attention_forward(p->c, attn, p->ws, h, out) : h;
 }
 
-/* run_block, in a no-grad pass also freeing the block's intermediates (ctx_keep): the target
- * pass and sampling then hold about the skips, not every activation. `in` may be NULL; when not,
- * the block's input is concat(h, in) (the decoder). */
+/* A no-grad pass (the target pass, sampling) keeps each block's output and frees the block's
+ * intermediates: the output's buffer is allocated first, below them, and the block writes its
+ * values there (the layers' `out`), so that releasing the intermediates moves nothing. It holds
+ * about the skips then, not every activation. kept_begin reserves the output's buffer and marks
+ * the arena above it; kept_end releases everything since and wraps the buffer. */
+static float *kept_begin(Ctx *c, int N, int C, int H, int W, ArenaMark *m)
+{
+    float *out = arena_alloc(&c->arena, sizeof(float) * (size_t)N * C * H * W);
+    *m = arena_mark(&c->arena);
+    return out;
+}
+
+static Tensor *kept_end(Ctx *c, ArenaMark m, float *out, int N, int C, int H, int W)
+{
+    arena_release(&c->arena, m);
+    return tensor_wrap(c, out, NULL, 4, SHAPE(N, C, H, W), false);
+}
+
+/* run_block, kept as above in a no-grad pass. `in` may be NULL; when not, the block's input is
+ * concat(h, in) (the decoder). */
 static Tensor *run_block_kept(Pass *p, const ResBlock *res, const Attention *attn, Tensor *h, Tensor *in)
 {
-    ArenaMark m = arena_mark(&p->c->arena);
-    if (in) h = op_concat(p->c, 2, (Tensor *[]){h, in});
-    return ctx_keep(p->c, m, run_block(p, res, attn, h));
+    Ctx *c = p->c;
+    if (ctx_grad_enabled(c)) {   /* the tape holds the intermediates anyway */
+        if (in) h = op_concat(c, 2, (Tensor *[]){h, in});
+        return run_block(p, res, attn, h, NULL);
+    }
+    const int N = h->shape[0], H = h->shape[2], W = h->shape[3];
+    ArenaMark m;
+    float *out = kept_begin(c, N, res->out, H, W, &m);
+    if (in) h = op_concat(c, 2, (Tensor *[]){h, in});
+    run_block(p, res, attn, h, out);
+    return kept_end(c, m, out, N, res->out, H, W);
 }
 
 static void check_inputs(const UNet *net, const Tensor *x, const Tensor *cnoise_t, const Tensor *cnoise_u)
@@ -383,8 +409,15 @@ Tensor *unet_forward(Ctx *c, const UNet *net, const WeightSet *ws, Tensor *x, Te
             h = run_block_kept(&p, &lv->dec[i], lv->attn ? &lv->dec_attn[i] : NULL, h, skips[--nskips]);
         }
         if (l > 0) {
-            ArenaMark m = arena_mark(&c->arena);
-            h = ctx_keep(c, m, upsample_forward(c, &lv->up, ws, h));
+            const int N = h->shape[0], C = h->shape[1], H = 2 * h->shape[2], W = 2 * h->shape[3];
+            if (ctx_grad_enabled(c)) {
+                h = upsample_forward(c, &lv->up, ws, h, NULL);
+            } else {
+                ArenaMark m;
+                float *out = kept_begin(c, N, C, H, W, &m);
+                upsample_forward(c, &lv->up, ws, h, out);
+                h = kept_end(c, m, out, N, C, H, W);
+            }
         }
     }
     h = group_norm_silu_forward(c, &net->norm_out, ws, h);
