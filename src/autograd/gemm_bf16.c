@@ -451,17 +451,13 @@ typedef void AmxBlockFn(int Kb, const uint32_t *A, ptrdiff_t ars, const uint32_t
                         ptrdiff_t ldc, bool acc);
 static AmxBlockFn *const AMX_BLOCKS[2][2] = {{amx_block_1_1, amx_block_1_2}, {amx_block_2_1, amx_block_2_2}};
 
-/* gemm_bf16_packed with AMX: the tiles over whole blocks of 16 rows and
- * the first 16 floor(Kp / 16) pairs, then vdpbf16ps adds the remaining pairs to those rows (in
- * increasing k) and computes the remaining rows whole. */
+/* gemm_bf16_packed with AMX (amx_takes: at least 16 rows and 16 pairs): the tiles over whole
+ * blocks of 16 rows and the first 16 floor(Kp / 16) pairs, then vdpbf16ps adds the remaining pairs
+ * to those rows (in increasing k) and computes the remaining rows whole. */
 static void packed_amx(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, const uint32_t *B,
                        ptrdiff_t ldb, float *C, ptrdiff_t ldc, bool acc)
 {
     const int Kb = Kp / 16, r16 = rows / 16 * 16;
-    if (Kb == 0 || r16 == 0) {
-        packed_avx512(rows, nv, Kp, A, ars, B, ldb, C, ldc, acc);
-        return;
-    }
     amx_configure();
     for (int r0 = 0; r0 < r16; r0 += 32) {
         const int R = CM_MIN(2, (r16 - r0) / 16);
