@@ -1001,7 +1001,8 @@ static void test_info(void)
  * from before seals (a copy made by h5py, which writes no user block) is walked by a child process
  * first. Either way `cmlab info` exits 2 (or 0, for a flip that harms nothing in an unsealed
  * file), never with a signal. Every occurrence of the signatures that crashed, and every eighth
- * of the others. */
+ * of the others. Whether any flip crashes libhdf5 depends on the machine (36 of 92 here, none on
+ * a CI machine), so the child's deaths are also forced through CMLAB_TEST_CHILD_FAULT. */
 static void test_signature_flips(void)
 {
     Run many;
@@ -1060,8 +1061,6 @@ static void test_signature_flips(void)
                u ? "unsealed" : "sealed", runs, refused, child_crash, passed, bad);
         CHECK(bad == 0 && runs > 20, "%s checkpoint: %d of %d signature flips ended badly",
               u ? "unsealed" : "sealed", bad, runs);
-        /* The unsealed case must have reached the crashes it guards against. */
-        CHECK(!u || child_crash > 0, "no flip of the unsealed checkpoint crashed libhdf5: the test lost its case");
         free(orig);
     }
     /* The unsealed copy itself is a readable checkpoint. */
@@ -1070,6 +1069,30 @@ static void test_signature_flips(void)
     char *o = slurp(out, NULL);
     CHECK(rc == 0 && strstr(o, "seal         none"), "cmlab info on an intact unsealed copy: exit %d", rc);
     free(o);
+    /* Whether a flip above crashes libhdf5 depends on the heap it lands in (29 of 670 on one
+     * machine, none of 92 on another), so the child's two ways of dying are also forced: a
+     * signal, and exit status 1 without a message (AddressSanitizer's report of a SIGSEGV). */
+    static const struct { const char *fault, *expect; } faults[] = {
+        {"11", "libhdf5 crashed reading it (signal 11, in a child process)"},
+        {"6", "libhdf5 crashed reading it (signal 6, in a child process)"},
+        {"exit", "libhdf5 crashed reading it (exit status 1 without a report, in a child process)"},
+    };
+    for (size_t i = 0; i < CM_ARRAY_LEN(faults); i++) {
+        setenv("CMLAB_TEST_CHILD_FAULT", faults[i].fault, 1);
+        rc = run_cmd(argv, out, err);
+        unsetenv("CMLAB_TEST_CHILD_FAULT");
+        char *e = slurp(err, NULL);
+        printf("child fault %s: cmlab info exit %d: %s", faults[i].fault, rc, e);
+        CHECK(rc == 2 && strstr(e, unsealed) && strstr(e, faults[i].expect),
+              "a child that dies (%s) reading an unsealed checkpoint: cmlab info exit %d", faults[i].fault, rc);
+        free(e);
+    }
+    /* A sealed checkpoint is never walked in a child: the hook changes nothing there. */
+    setenv("CMLAB_TEST_CHILD_FAULT", "11", 1);
+    argv[2] = sealed;
+    rc = run_cmd(argv, out, err);
+    unsetenv("CMLAB_TEST_CHILD_FAULT");
+    CHECK(rc == 0, "cmlab info on an intact sealed checkpoint with the child fault hook set: exit %d", rc);
 }
 
 static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
