@@ -20,9 +20,11 @@ fallback that rounds partial sums to bf16). A CPU without AVX512_BF16 fails the 
 --contended measures each row a second time while a busy process (a Python spin loop pinned to
 the last core by taskset) runs, and prints both sides' idle and contended img/s (default rows:
 S-train and S-sample). --cmlab-env VAR=VALUE (repeatable) sets a variable for cmlab's processes
-only, e.g. OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=10000 to time a waiting policy; `cmlab
-eval` runs with CMLAB_WAIT_RULE=spin unless that says otherwise, so that the eval row waits as
-bench_train does (libgomp's default) rather than by a rule that would see the bench's own load.
+only, e.g. OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=10000 to time a waiting policy. cmlab's
+processes (bench_train and `cmlab eval`) pick their waiting policy as every cmlab command does
+(src/autograd/threads.h), with CMLAB_WAIT_RULE=spin unless --cmlab-env says otherwise, so that
+the idle rows are libgomp's default; --cmlab-env CMLAB_WAIT_RULE=busy times what a user gets,
+the default rule deciding at each process's start (spinning idle, passive beside the spin loop).
 
 Usage: /usr/bin/python3 bench/bench.py BUILD_DIR [--reps R] [--quick] [--only S-train,S-heun64,...]
        [--contended] [--cmlab-env VAR=VALUE ...]

@@ -78,19 +78,19 @@ void cm_blas_select_core(char **argv)
 
 static char wait_note[320];
 
-int cm_wait_rule(const char *rule, double load1, int cores, CmWaitChoice *c)
+int cm_wait_rule(const char *rule, double others, int cores, int wanted, CmWaitChoice *c)
 {
     memset(c, 0, sizeof *c);
-    const char *how = "; rule %s of CMLAB_WAIT_RULE (load, passive, spin or spincount=N)";
-    if (strcmp(rule, "load") == 0) {
-        if (load1 > cores - 1) {
+    const char *how = "; rule %s of CMLAB_WAIT_RULE (busy, passive, spin or spincount=N)";
+    if (strcmp(rule, "busy") == 0) {
+        if (others + wanted > cores) {
             c->var = "OMP_WAIT_POLICY";
             snprintf(c->value, sizeof c->value, "passive");
-            snprintf(c->why, sizeof c->why, "OpenMP threads wait passively (OMP_WAIT_POLICY=passive): the 1-minute "
-                     "load average %.2f is above cores - 1 = %d", load1, cores - 1);
+            snprintf(c->why, sizeof c->why, "OpenMP threads wait passively (OMP_WAIT_POLICY=passive): %g other "
+                     "running tasks at start and %d threads want more than the %d cores", others, wanted, cores);
         } else {
-            snprintf(c->why, sizeof c->why, "OpenMP threads spin while they wait (libgomp's default): the 1-minute "
-                     "load average %.2f is at most cores - 1 = %d", load1, cores - 1);
+            snprintf(c->why, sizeof c->why, "OpenMP threads spin while they wait (libgomp's default): %g other "
+                     "running tasks at start leave the %d cores to %d threads", others, cores, wanted);
         }
     } else if (strcmp(rule, "passive") == 0) {
         c->var = "OMP_WAIT_POLICY";
@@ -109,23 +109,40 @@ int cm_wait_rule(const char *rule, double load1, int cores, CmWaitChoice *c)
         snprintf(c->why, sizeof c->why, "OpenMP threads spin at most %lld times, then sleep (GOMP_SPINCOUNT=%lld)",
                  n, n);
     } else {
-        return cm_fail("CMLAB_WAIT_RULE=%s: not a rule (load, passive, spin or spincount=N)", rule);
+        return cm_fail("CMLAB_WAIT_RULE=%s: not a rule (busy, passive, spin or spincount=N)", rule);
     }
     size_t len = strlen(c->why);
     snprintf(c->why + len, sizeof c->why - len, how, rule);
     return 0;
 }
 
-/* The 1-minute load average, or -1 when /proc/loadavg cannot be read. */
-static double load_average(void)
+/* How many other tasks are running or runnable now: /proc/stat's procs_running less this reader,
+ * the median of 11 readings 5 ms apart (a task that runs for a moment is not a competitor; one
+ * that spins is in every reading), cut short once 6 readings saw none (25 ms on an idle
+ * machine). 0 when /proc/stat cannot be read. The 1-minute load average
+ * was the first rule's measure: one competitor that has run for minutes puts it at about 1.0,
+ * not above cores - 1 = 1 on two cores, and one that has just started barely moves it. */
+static double other_running(void)
 {
-    FILE *f = fopen("/proc/loadavg", "r");
-    double load = -1;
-    if (f) {
-        if (fscanf(f, "%lf", &load) != 1) load = -1;
-        fclose(f);
+    enum { READS = 11 };
+    int n[READS], idle = 0;
+    for (int r = 0; r < READS; r++) {
+        n[r] = 1;
+        FILE *f = fopen("/proc/stat", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "procs_running %d", &n[r]) == 1) break;
+        if (f) fclose(f);
+        if (n[r] <= 1 && ++idle > READS / 2) return 0;
+        if (r + 1 < READS) usleep(5000);
     }
-    return load;
+    for (int i = 1; i < READS; i++)   /* insertion sort: eleven numbers */
+        for (int j = i; j > 0 && n[j - 1] > n[j]; j--) {
+            int t = n[j];
+            n[j] = n[j - 1];
+            n[j - 1] = t;
+        }
+    return n[READS / 2] > 1 ? n[READS / 2] - 1 : 0;
 }
 
 void cm_select_env(char **argv)
@@ -146,7 +163,12 @@ void cm_select_env(char **argv)
     } else {
         const char *rule = getenv("CMLAB_WAIT_RULE");
         if (!rule || !rule[0]) rule = CM_WAIT_RULE_DEFAULT;
-        if (cm_wait_rule(rule, load_average(), (int)sysconf(_SC_NPROCESSORS_ONLN), &c) != 0) {
+        /* The threads a command will want: OpenMP's default (OMP_NUM_THREADS, else every core). */
+        int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
+        const char *env = getenv("OMP_NUM_THREADS");
+        int wanted = env && atoi(env) > 0 ? atoi(env) : cores;
+        double others = strcmp(rule, "busy") == 0 ? other_running() : 0;
+        if (cm_wait_rule(rule, others, cores, wanted, &c) != 0) {
             fprintf(stderr, "cmlab: %s\n", cm_errmsg());
             exit(CM_EXIT_INPUT);
         }

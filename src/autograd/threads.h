@@ -28,13 +28,16 @@ const char *cm_blas_core(void);
  * needs the environment set before that: cm_select_env sets it and re-executes the program (one
  * exec, shared with cm_blas_select_core's). A rule (the environment's CMLAB_WAIT_RULE, else
  * CM_WAIT_RULE_DEFAULT) picks it:
- *   load         passive when the 1-minute load average at start is above cores - 1 (another job
- *                holds a core), else libgomp's default;
+ *   busy         passive when the tasks running beside cmlab at start (/proc/stat's procs_running,
+ *                the median of 11 readings over 50 ms) and the threads cmlab will run
+ *                (OMP_NUM_THREADS, else every core) are more than the cores, else libgomp's
+ *                default: spinning threads beside a busy process kept 18-21% of their idle
+ *                speed, passive ones 53-54%, on two cores (README, the contended tables);
  *   passive      always OMP_WAIT_POLICY=passive;
  *   spin         libgomp's default;
  *   spincount=N  always GOMP_SPINCOUNT=N (spin N times, then sleep).
  * A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT stands, whatever the rule. */
-#define CM_WAIT_RULE_DEFAULT "load"
+#define CM_WAIT_RULE_DEFAULT "busy"
 
 typedef struct CmWaitChoice {
     const char *var;             /* the variable to set, "OMP_WAIT_POLICY" or "GOMP_SPINCOUNT"; NULL: none */
@@ -42,9 +45,9 @@ typedef struct CmWaitChoice {
     char why[256];               /* the policy and the reason, for the note on stderr */
 } CmWaitChoice;
 
-/* What `rule` picks at 1-minute load average load1 on `cores` cores. -1 after cm_fail() naming
- * CMLAB_WAIT_RULE for a rule that is none of the above. */
-int cm_wait_rule(const char *rule, double load1, int cores, CmWaitChoice *c);
+/* What `rule` picks with `others` tasks running beside cmlab, `cores` cores and `wanted` threads.
+ * -1 after cm_fail() naming CMLAB_WAIT_RULE for a rule that is none of the above. */
+int cm_wait_rule(const char *rule, double others, int cores, int wanted, CmWaitChoice *c);
 /* cm_blas_select_core and the waiting policy, with at most one re-exec; call it first thing in
  * main. A bad CMLAB_WAIT_RULE exits with CM_EXIT_INPUT and a message. */
 void cm_select_env(char **argv);
