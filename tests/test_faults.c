@@ -154,7 +154,7 @@ static void test_sigkill(void)
     char *again[] = {(char *)cmlab, "train", "fault_runs/exp.ini", "--set", "experiment.name=killed", "--resume",
                      NULL};
     uint32_t seed = (uint32_t)time(NULL);
-    printf("kill moments from seed %u, up to %.1f s (the whole run took %.1f s)\n", seed, whole / 8, whole);
+    printf("kill moments from seed %u, up to %.1f s (the whole run took %.1f s)\n", seed, whole / 16, whole);
     /* Kill until KILLS kills have landed on a running process (a kill can also come after a
      * resume found nothing left to do), at most MAX_TRIES times. */
     int landed = 0, tries = 0;
@@ -162,8 +162,10 @@ static void test_sigkill(void)
     for (; tries < MAX_TRIES && landed < KILLS; tries++) {
         pid_t pid = spawn(again, "fault_runs/killed.log");
         seed = seed * 1664525u + 1013904223u;
-        /* 0.05 s to an eighth of the whole run: from before the first step to many steps in. */
-        useconds_t delay = 50000 + (useconds_t)((seed >> 8) / 16777216.0 * whole / 8 * 1e6);
+        /* 0.05 s to a sixteenth of the whole run: from before the first step to many steps in.
+         * KILLS tries then add up to about 3/4 of the run, so the kills land before it finishes
+         * (with an eighth they added up to 1.5 runs, and one sanitized CI run finished after 18). */
+        useconds_t delay = 50000 + (useconds_t)((seed >> 8) / 16777216.0 * whole / 16 * 1e6);
         usleep(delay);
         kill(pid, SIGKILL);
         int st = wait_status(pid);
