@@ -218,6 +218,32 @@ BF16_TARGET void bf16_pack_transposed(const float *src, int K, int n, ptrdiff_t 
     }
 }
 
+/* dst [Kp][n] (row stride ldd): the pairs of consecutive values along each of src's n rows (row
+ * stride ld, K values; an odd K's last pair has 0 above), row i's pairs down column i of dst: B^T
+ * packed as gemm_bf16's B panels. 16 rows at a time: 32 values of each converted in one
+ * instruction, then 16 x 16 words transposed (bf16_pack_transposed's mirror). */
+static BF16_TARGET void pack_rows_transposed(const float *src, int K, int n, ptrdiff_t ld, uint32_t *dst, ptrdiff_t ldd)
+{
+    const int Kp = (K + 1) / 2;
+    for (int i0 = 0; i0 < n; i0 += 16) {
+        const __mmask16 m = lanes16(n - i0);
+        for (int p0 = 0; p0 < Kp; p0 += 16) {
+            const int k0 = 2 * p0;
+            const __mmask16 mlo = lanes16(K - k0), mhi = lanes16(K - k0 - 16);
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (int j = 0; j < 16; j++) {
+                const float *s = src + (size_t)(i0 + j) * ld + k0;
+                r[j] = i0 + j < n ? _mm512_castsi512_ps((__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(mhi, s + 16),
+                                                                                      _mm512_maskz_loadu_ps(mlo, s)))
+                                  : _mm512_setzero_ps();
+            }
+            transpose16(r);
+            for (int p = 0; p < 16 && p0 + p < Kp; p++) _mm512_mask_storeu_ps(dst + (size_t)(p0 + p) * ldd + i0, m, r[p]);
+        }
+    }
+}
+
 /* The pairs of op(A), [M][Kp] (a row's pairs contiguous, as the AMX tiles read them): from A's
  * rows, or with ta from pairs of A's rows, 16 columns of A at a time. Shared among the team (omp
  * for). */
@@ -235,16 +261,12 @@ static void pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
 }
 
 /* bp [Kp][width]: the pairs of op(B)'s columns [j0, j0 + w), then zeros up to width. With tb a
- * column of op(B) is a row of B: its pairs are formed in tmp [Kp] and spread down the column. */
-static void pack_b_panel(bool tb, int K, const float *B, int ldb, int j0, int w, int width, uint32_t *bp,
-                         uint32_t *tmp)
+ * column of op(B) is a row of B. */
+static void pack_b_panel(bool tb, int K, const float *B, int ldb, int j0, int w, int width, uint32_t *bp)
 {
     const int Kp = (K + 1) / 2;
     if (tb) {
-        for (int l = 0; l < w; l++) {
-            bf16_pack_pairs(B + (size_t)(j0 + l) * ldb, (size_t)K, tmp);
-            for (int p = 0; p < Kp; p++) bp[(size_t)p * width + l] = tmp[p];
-        }
+        pack_rows_transposed(B + (size_t)j0 * ldb, K, w, ldb, bp, width);
     } else {
         bf16_pack_row_pairs(B + j0, K, w, ldb, bp, width);
     }
@@ -506,13 +528,11 @@ static void gemm_core(bool ta, bool tb, int M, int N, int K, float alpha, const 
 #pragma omp parallel num_threads(T) if (par)
     {
         if (own) pack_a(ta, M, K, A, lda, own);
-        uint32_t *tmp = tb ? cm_malloc(sizeof(uint32_t) * ((size_t)Kp + 1)) : NULL;
 #pragma omp for schedule(static)
         for (int q = 0; q < npanels; q++) {
             int j0 = q * NR, w = CM_MIN(NR, N - j0);
-            pack_b_panel(tb, K, B, ldb, j0, w, (w + 15) / 16 * 16, bp + (size_t)q * Kp * NR, tmp);
+            pack_b_panel(tb, K, B, ldb, j0, w, (w + 15) / 16 * 16, bp + (size_t)q * Kp * NR);
         }
-        free(tmp);
         const uint32_t *a = own ? own : ap;
 #pragma omp for schedule(static)
         for (int t = 0; t < npanels * nrows; t++) {
