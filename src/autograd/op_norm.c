@@ -12,8 +12,10 @@
 #include "ops.h"
 
 #include <math.h>
+#include <omp.h>
 
 #include "fastmath.h"
+#include "threads.h"
 
 /* Work below this many elements is not worth waking the OpenMP threads for. */
 #define PAR_MIN 32768
@@ -174,7 +176,13 @@ Tensor *op_group_norm_silu(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int 
  * group_norm_silu: y = silu(u), u = xhat w + b, so the GN backward runs on
  * gu = gy silu'(u) = gy s (1 + u (1 - s)), s = sigmoid(u), with u recomputed from x and the
  * saved statistics (the GN output is never stored). The first pass writes gu to a workspace
- * and forms A and B from it; the second reads it. */
+ * and forms A and B from it; the second reads it.
+ *
+ * Both passes run group by group, the second right after the first, so that the group's x, gy
+ * and gu are still in cache when dx is written (a group is Cg S floats, at most a few tens of
+ * KiB): x and gy are read from memory once, and gu lives in a per-thread workspace of one group.
+ * The sums over a channel are those of one pass over it, in the same order, whatever the thread
+ * count. */
 void gn_grad(Ctx *c, const float *x, int N, int C, size_t S, int groups, const float *mean,
              const float *rstd, const float *w, const float *b, bool silu, const float *gy, float *gx,
              bool fresh_x, float *gw, float *gb)
@@ -182,39 +190,69 @@ void gn_grad(Ctx *c, const float *x, int N, int C, size_t S, int groups, const f
     GnDims d = {.N = N, .C = C, .G = groups, .Cg = C / groups, .S = S};
     size_t m = (size_t)d.Cg * d.S, total = (size_t)N * C * S;
     ArenaMark mark = arena_mark(&c->arena);
-    float *gu = silu ? arena_alloc(&c->arena, total * sizeof(float)) : NULL;
+    const int T = total >= PAR_MIN ? cm_threads() : 1;
+    float *gu_all = silu ? arena_alloc(&c->arena, (size_t)T * m * sizeof(float)) : NULL;
 
     /* Per-(n,c) sums A (gy*xhat) and B (gy), gy := gu for silu. */
     double *A = arena_alloc(&c->arena, 2 * (size_t)d.N * d.C * sizeof(double));
     double *B = A + (size_t)d.N * d.C;
-#pragma omp parallel for schedule(static) if (total >= PAR_MIN)
-    for (int nc = 0; nc < d.N * d.C; nc++) {
-        int ng = (nc / d.C) * d.G + (nc % d.C) / d.Cg, ch = nc % d.C;
-        float mu = mean[ng], r = rstd[ng];
-        const float *xc = x + (size_t)nc * d.S, *gc = gy + (size_t)nc * d.S;
-        double sa = 0, sb = 0;
-        if (silu) {
-            float scale = r * (w ? w[ch] : 1.0f), shift = b ? b[ch] : 0.0f;
-            float *guc = gu + (size_t)nc * d.S;
+#pragma omp parallel for schedule(static) num_threads(T) if (T > 1)
+    for (int ng = 0; ng < d.N * d.G; ng++) {
+        const int n = ng / d.G, g0 = ng % d.G * d.Cg;
+        const float mu = mean[ng], r = rstd[ng];
+        const float *xg = x + (size_t)ng * m, *gyg = gy + (size_t)ng * m;
+        float *gu = silu ? gu_all + (size_t)omp_get_thread_num() * m : NULL;
+        double sum_g = 0, sum_gx = 0;   /* sum over the group of gxhat and of gxhat * xhat */
+        for (int j = 0; j < d.Cg; j++) {
+            const int ch = g0 + j;
+            const float *xc = xg + (size_t)j * d.S, *gc = gyg + (size_t)j * d.S;
+            double sa = 0, sb = 0;
+            if (silu) {
+                float scale = r * (w ? w[ch] : 1.0f), shift = b ? b[ch] : 0.0f;
+                float *guc = gu + (size_t)j * d.S;
 #pragma omp simd reduction(+ : sa, sb)
-            for (size_t k = 0; k < d.S; k++) {
-                float xhat = (xc[k] - mu) * r, u = (xc[k] - mu) * scale + shift, s = cm_sigmoidf(u);
-                float g = gc[k] * (s * (1.0f + u * (1.0f - s)));
-                guc[k] = g;
-                sa += g * xhat;
-                sb += g;
+                for (size_t k = 0; k < d.S; k++) {
+                    float xhat = (xc[k] - mu) * r, u = (xc[k] - mu) * scale + shift, s = cm_sigmoidf(u);
+                    float g = gc[k] * (s * (1.0f + u * (1.0f - s)));
+                    guc[k] = g;
+                    sa += g * xhat;
+                    sb += g;
+                }
+            } else {
+#pragma omp simd reduction(+ : sa, sb)
+                for (size_t k = 0; k < d.S; k++) {
+                    sa += gc[k] * ((xc[k] - mu) * r);
+                    sb += gc[k];
+                }
             }
-        } else {
-#pragma omp simd reduction(+ : sa, sb)
-            for (size_t k = 0; k < d.S; k++) {
-                sa += gc[k] * ((xc[k] - mu) * r);
-                sb += gc[k];
+            A[(size_t)n * d.C + ch] = sa;
+            B[(size_t)n * d.C + ch] = sb;
+            double wc = w ? w[ch] : 1.0;
+            sum_g += wc * sb;
+            sum_gx += wc * sa;
+        }
+        if (!gx) continue;
+        const float *gq = silu ? gu : gyg;
+        float mean_g = (float)(sum_g / (double)m), mean_gx = (float)(sum_gx / (double)m);
+        for (int j = 0; j < d.Cg; j++) {
+            float wc = w ? w[g0 + j] : 1.0f;
+            const float *xc = xg + (size_t)j * d.S, *gc = gq + (size_t)j * d.S;
+            float *dxc = gx + (size_t)ng * m + (size_t)j * d.S;
+            if (fresh_x) {
+#pragma omp simd
+                for (size_t k = 0; k < d.S; k++) {
+                    float xhat = (xc[k] - mu) * r;
+                    dxc[k] = r * (gc[k] * wc - mean_g - xhat * mean_gx);
+                }
+            } else {
+#pragma omp simd
+                for (size_t k = 0; k < d.S; k++) {
+                    float xhat = (xc[k] - mu) * r;
+                    dxc[k] += r * (gc[k] * wc - mean_g - xhat * mean_gx);
+                }
             }
         }
-        A[nc] = sa;
-        B[nc] = sb;
     }
-    if (silu) gy = gu;
 
     if (gw || gb) {
         for (int ch = 0; ch < d.C; ch++) {
@@ -225,42 +263,6 @@ void gn_grad(Ctx *c, const float *x, int N, int C, size_t S, int groups, const f
             }
             if (gw) gw[ch] += (float)sw;
             if (gb) gb[ch] += (float)sb;
-        }
-    }
-
-    if (gx) {
-#pragma omp parallel for schedule(static) if (total >= PAR_MIN)
-        for (int ng = 0; ng < d.N * d.G; ng++) {
-            int n = ng / d.G, g = ng % d.G;
-            float mu = mean[ng], r = rstd[ng];
-            double sum_g = 0, sum_gx = 0;   /* sum over the group of gxhat and of gxhat * xhat */
-            for (int j = 0; j < d.Cg; j++) {
-                int ch = g * d.Cg + j;
-                double wc = w ? w[ch] : 1.0;
-                sum_g += wc * B[(size_t)n * d.C + ch];
-                sum_gx += wc * A[(size_t)n * d.C + ch];
-            }
-            float mean_g = (float)(sum_g / (double)m), mean_gx = (float)(sum_gx / (double)m);
-            for (int j = 0; j < d.Cg; j++) {
-                int ch = g * d.Cg + j;
-                float wc = w ? w[ch] : 1.0f;
-                size_t off = (size_t)ng * m + (size_t)j * d.S;
-                const float *xc = x + off, *gc = gy + off;
-                float *dxc = gx + off;
-                if (fresh_x) {
-#pragma omp simd
-                    for (size_t k = 0; k < d.S; k++) {
-                        float xhat = (xc[k] - mu) * r;
-                        dxc[k] = r * (gc[k] * wc - mean_g - xhat * mean_gx);
-                    }
-                } else {
-#pragma omp simd
-                    for (size_t k = 0; k < d.S; k++) {
-                        float xhat = (xc[k] - mu) * r;
-                        dxc[k] += r * (gc[k] * wc - mean_g - xhat * mean_gx);
-                    }
-                }
-            }
         }
     }
     arena_release(&c->arena, mark);
