@@ -559,11 +559,23 @@ static void share(int N, int *lo, int *hi)
     *hi = (int)((long)N * (t + 1) / T);
 }
 
-/* The 4x4 window in xt of tile t of the block's sample s, channel block cb. */
-static const float *window(const WinoGeom *g, const WinoWork *k, const float *xt, int s, int t, int cb)
+/* Where tile t of the block's sample s, channel block cb, starts in a blocked buffer of `blocks`
+ * channel blocks a sample, `plane` floats a block and `row` pixels a row: its 4x4 input window in
+ * xt and dxt (x_tile), its 2x2 output in yt and dyt (y_tile). */
+static ptrdiff_t tile_at(const WinoGeom *g, int blocks, ptrdiff_t plane, int row, int s, int t, int cb)
 {
     int ty = t / g->tw, tx = t % g->tw;
-    return xt + ((size_t)s * (g->ci16 / VL) + cb) * k->xplane + (2 * ty * (ptrdiff_t)g->Wp + 2 * tx) * VL;
+    return ((ptrdiff_t)s * blocks + cb) * plane + (2 * ty * (ptrdiff_t)row + 2 * tx) * VL;
+}
+
+static ptrdiff_t x_tile(const WinoGeom *g, const WinoWork *k, int s, int t, int cb)
+{
+    return tile_at(g, g->ci16 / VL, k->xplane, g->Wp, s, t, cb);
+}
+
+static ptrdiff_t y_tile(const WinoGeom *g, const WinoWork *k, int s, int t, int cb)
+{
+    return tile_at(g, g->co16 / VL, k->yplane, 2 * g->tw, s, t, cb);
 }
 
 /* V (planes of stride vxs) of the block's tiles from xt. */
@@ -572,7 +584,7 @@ static void block_in(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, c
     for (int cb = 0; cb < g->ci16 / VL; cb++)
         for (int s = 0, row = 0; s < b->nb; s++)
             for (int t = b->t0; t < b->t1; t++, row++)
-                tile_in(window(g, k, xt, s, t, cb), (ptrdiff_t)g->Wp * VL, v + (ptrdiff_t)row * g->ci16 + cb * VL, g->vxs);
+                tile_in(xt + x_tile(g, k, s, t, cb), (ptrdiff_t)g->Wp * VL, v + (ptrdiff_t)row * g->ci16 + cb * VL, g->vxs);
 }
 
 /* block_in in bf16: planes of stride vbxs words, a tile's channels in pairs (ci16 / 2 words): the
@@ -584,50 +596,38 @@ __attribute__((target("avx512f,avx512bf16"))) static void block_in_bf16(const Wi
     for (int cb = 0; cb < g->ci16 / VL; cb++)
         for (int s = 0, row = 0; s < b->nb; s++)
             for (int t = b->t0; t < b->t1; t++, row++)
-                tile_in_bf16(window(g, k, xt, s, t, cb), (ptrdiff_t)g->Wp * VL,
+                tile_in_bf16(xt + x_tile(g, k, s, t, cb), (ptrdiff_t)g->Wp * VL,
                              v + (ptrdiff_t)row * (g->ci16 / 2) + cb * (VL / 2), g->vbxs);
 }
 
 /* dxt += the adjoint of block_in for V' in v. */
 static void block_in_adjoint(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *v, float *dxt)
 {
-    const ptrdiff_t rs = (ptrdiff_t)g->Wp * VL;
     for (int cb = 0; cb < g->ci16 / VL; cb++)
-        for (int s = 0, row = 0; s < b->nb; s++) {
-            float *xs = dxt + (size_t)s * (g->ci16 / VL) * k->xplane + cb * k->xplane;
-            for (int t = b->t0; t < b->t1; t++, row++) {
-                int ty = t / g->tw, tx = t % g->tw;
-                tile_in_adjoint(v + (ptrdiff_t)row * g->ci16 + cb * VL, g->vxs, xs + (2 * ty * rs + 2 * tx * VL), rs);
-            }
-        }
+        for (int s = 0, row = 0; s < b->nb; s++)
+            for (int t = b->t0; t < b->t1; t++, row++)
+                tile_in_adjoint(v + (ptrdiff_t)row * g->ci16 + cb * VL, g->vxs, dxt + x_tile(g, k, s, t, cb),
+                                (ptrdiff_t)g->Wp * VL);
 }
 
 /* yt's tiles of the block from M in m. */
 static void block_out(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *m, float *yt)
 {
-    const ptrdiff_t rs = (ptrdiff_t)2 * g->tw * VL;
     for (int cb = 0; cb < g->co16 / VL; cb++)
-        for (int s = 0, row = 0; s < b->nb; s++) {
-            float *ys = yt + (size_t)s * (g->co16 / VL) * k->yplane + cb * k->yplane;
-            for (int t = b->t0; t < b->t1; t++, row++) {
-                int ty = t / g->tw, tx = t % g->tw;
-                tile_out(m + (ptrdiff_t)row * g->co16 + cb * VL, g->mxs, ys + (2 * ty * rs + 2 * tx * VL), rs);
-            }
-        }
+        for (int s = 0, row = 0; s < b->nb; s++)
+            for (int t = b->t0; t < b->t1; t++, row++)
+                tile_out(m + (ptrdiff_t)row * g->co16 + cb * VL, g->mxs, yt + y_tile(g, k, s, t, cb),
+                         (ptrdiff_t)2 * g->tw * VL);
 }
 
 /* M' in m from the block's tiles of dyt. */
 static void block_out_adjoint(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *dyt, float *m)
 {
-    const ptrdiff_t rs = (ptrdiff_t)2 * g->tw * VL;
     for (int cb = 0; cb < g->co16 / VL; cb++)
-        for (int s = 0, row = 0; s < b->nb; s++) {
-            const float *ys = dyt + (size_t)s * (g->co16 / VL) * k->yplane + cb * k->yplane;
-            for (int t = b->t0; t < b->t1; t++, row++) {
-                int ty = t / g->tw, tx = t % g->tw;
-                tile_out_adjoint(ys + (2 * ty * rs + 2 * tx * VL), rs, m + (ptrdiff_t)row * g->co16 + cb * VL, g->mxs);
-            }
-        }
+        for (int s = 0, row = 0; s < b->nb; s++)
+            for (int t = b->t0; t < b->t1; t++, row++)
+                tile_out_adjoint(dyt + y_tile(g, k, s, t, cb), (ptrdiff_t)2 * g->tw * VL,
+                                 m + (ptrdiff_t)row * g->co16 + cb * VL, g->mxs);
 }
 
 /* block_out_adjoint in bf16, straight into the layouts the two products read (either may be
@@ -649,9 +649,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void block_out_adjoint_bf16
                     for (int xi = 0; xi < 16; xi++) v[h][xi] = _mm512_setzero_ps();
                     continue;
                 }
-                int s = (r + h) / per, t = b->t0 + (r + h) % per, ty = t / g->tw, tx = t % g->tw;
-                const float *ys = dyt + ((size_t)s * (g->co16 / VL) + cb) * k->yplane + 2 * ty * rs + 2 * tx * VL;
-                tile_out_adjoint_planes(ys, rs, v[h]);
+                tile_out_adjoint_planes(dyt + y_tile(g, k, (r + h) / per, b->t0 + (r + h) % per, cb), rs, v[h]);
             }
             for (int xi = 0; xi < 16; xi++) {
                 if (mc)
