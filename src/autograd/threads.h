@@ -32,7 +32,7 @@ const char *cm_blas_core(void);
  *                the median of 11 readings over 50 ms) and the threads cmlab will run
  *                (OMP_NUM_THREADS, else every core) are more than the cores, else libgomp's
  *                default: spinning threads beside a busy process kept 18-21% of their idle
- *                speed, passive ones 53-54%, on two cores (README, the contended tables);
+ *                speed, passive ones 46-54%, on two cores (README, the contended tables);
  *   passive      always OMP_WAIT_POLICY=passive;
  *   spin         libgomp's default;
  *   spincount=N  always GOMP_SPINCOUNT=N (spin N times, then sleep).
