@@ -335,6 +335,7 @@ static const float *sample_prologue(const ConvPrologue *p, int n, int C, int ld,
 static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd, ptrdiff_t plane,
                        int r0, int c0, const float *pv, int ld)
 {
+    enum { PREFETCH = 4 };
     const int P = H * W;
     for (int cb = 0; cb * VL < C; cb++) {
         const int nc = CM_MIN(VL, C - cb * VL);
@@ -349,6 +350,13 @@ static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd
 #pragma GCC unroll 16
             for (int k = 0; k < VL; k++)
                 r[k] = k < nc ? _mm512_maskz_loadu_ps(m, s + (size_t)k * P + p0) : _mm512_setzero_ps();
+            /* and the lines PREFETCH vectors on: in a profile half of to_blocked's time was these
+             * loads' latency, 16 streams a plane apart; prefetching 4 vectors ahead gained 1-2%
+             * on S training and 1% on sampling (8 ahead was no better) */
+            if (p0 + PREFETCH * VL < P)
+#pragma GCC unroll 16
+                for (int k = 0; k < VL; k++)
+                    if (k < nc) _mm_prefetch((const char *)(s + (size_t)k * P + p0 + PREFETCH * VL), _MM_HINT_T0);
             if (pv) {
 #pragma GCC unroll 16
                 for (int k = 0; k < VL; k++) {
