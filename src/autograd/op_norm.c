@@ -298,14 +298,21 @@ Tensor *op_softmax(Ctx *c, Tensor *x)
     for (size_t i = 0; i < rows; i++) {
         const float *xr = x->data + i * L;
         float *yr = y->data + i * L;
+        /* Vector loops: with fmaxf (a libm call per element) and a double sum both loops ran as
+         * scalar code, even under omp simd (17% of M's bf16 sampling in a profile). The sum is a
+         * float one in 16 lanes, each adding L/16 terms in (0, 1]. A NaN in xr[0] now makes the
+         * whole row NaN where fmaxf skipped it; the element was NaN either way. */
         float mx = xr[0];
-        for (int j = 1; j < L; j++) mx = fmaxf(mx, xr[j]);
-        double s = 0;
+#pragma omp simd reduction(max : mx)
+        for (int j = 1; j < L; j++) mx = xr[j] > mx ? xr[j] : mx;
+        float s = 0;
+#pragma omp simd reduction(+ : s)
         for (int j = 0; j < L; j++) {
             yr[j] = cm_expf(xr[j] - mx);
             s += yr[j];
         }
-        float inv = (float)(1.0 / s);
+        float inv = 1.0f / s;
+#pragma omp simd
         for (int j = 0; j < L; j++) yr[j] *= inv;
     }
 
@@ -330,7 +337,9 @@ void softmax_backward(Ctx *c, TapeEntry *e)
         const float *yr = y + i * L, *gr = gy + i * L;
         float *dr = gx + i * L;
         double dot = 0;
+#pragma omp simd reduction(+ : dot)
         for (int j = 0; j < L; j++) dot += (double)gr[j] * yr[j];
+#pragma omp simd
         for (int j = 0; j < L; j++) dr[j] += yr[j] * (gr[j] - (float)dot);
     }
 }
