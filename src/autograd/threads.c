@@ -86,11 +86,11 @@ int cm_wait_rule(const char *rule, double others, int cores, int wanted, CmWaitC
         if (others + wanted > cores) {
             c->var = "OMP_WAIT_POLICY";
             snprintf(c->value, sizeof c->value, "passive");
-            snprintf(c->why, sizeof c->why, "OpenMP threads wait passively (OMP_WAIT_POLICY=passive): %g other "
-                     "running tasks at start and %d threads want more than the %d cores", others, wanted, cores);
+            snprintf(c->why, sizeof c->why, "OpenMP threads wait passively (OMP_WAIT_POLICY=passive): tasks running "
+                     "beside cmlab at start %g, and its %d threads want more than the %d cores", others, wanted, cores);
         } else {
-            snprintf(c->why, sizeof c->why, "OpenMP threads spin while they wait (libgomp's default): %g other "
-                     "running tasks at start leave the %d cores to %d threads", others, cores, wanted);
+            snprintf(c->why, sizeof c->why, "OpenMP threads spin while they wait (libgomp's default): tasks running "
+                     "beside cmlab at start %g, which leave the %d cores to its %d threads", others, cores, wanted);
         }
     } else if (strcmp(rule, "passive") == 0) {
         c->var = "OMP_WAIT_POLICY";
@@ -119,9 +119,9 @@ int cm_wait_rule(const char *rule, double others, int cores, int wanted, CmWaitC
 /* How many other tasks are running or runnable now: /proc/stat's procs_running less this reader,
  * the median of 11 readings 5 ms apart (a task that runs for a moment is not a competitor; one
  * that spins is in every reading), cut short once 6 readings saw none (25 ms on an idle
- * machine). 0 when /proc/stat cannot be read. The 1-minute load average
- * was the first rule's measure: one competitor that has run for minutes puts it at about 1.0,
- * not above cores - 1 = 1 on two cores, and one that has just started barely moves it. */
+ * machine). 0 when /proc/stat cannot be read. The 1-minute load average was the first rule's
+ * measure: one competitor that has run for minutes puts it at about 1.0, not above cores - 1 = 1
+ * on two cores, and one that has just started barely moves it. */
 static double other_running(void)
 {
     enum { READS = 11 };
