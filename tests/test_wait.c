@@ -59,16 +59,17 @@ static void last_value(const char *text, const char *name, char *out, size_t len
     }
 }
 
-/* `cmlab COMMAND --help` without the caller's policy variables, with OMP_DISPLAY_ENV=verbose and
- * the assignments env[0..] (NULL-terminated). */
+/* `cmlab COMMAND --help` without the caller's policy variables and OPENBLAS_CORETYPE (a slow one
+ * adds its own line on stderr), with OMP_DISPLAY_ENV=verbose and the assignments env[0..]
+ * (NULL-terminated). */
 static Seen run(const char *cmlab, const char *command, const char *const *env)
 {
     char out[64], err[64];
     snprintf(out, sizeof out, "/tmp/test_wait_%d.out", (int)getpid());
     snprintf(err, sizeof err, "/tmp/test_wait_%d.err", (int)getpid());
     const char *argv[24] = {"/usr/bin/env", "-u", "OMP_WAIT_POLICY", "-u", "GOMP_SPINCOUNT", "-u", "CMLAB_WAIT_RULE",
-                            "OMP_DISPLAY_ENV=verbose"};
-    int n = 8;
+                            "-u", "OPENBLAS_CORETYPE", "OMP_DISPLAY_ENV=verbose"};
+    int n = 10;
     for (; *env; env++) argv[n++] = *env;
     argv[n++] = cmlab;
     argv[n++] = command;
