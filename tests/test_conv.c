@@ -67,9 +67,15 @@ static bool takes_wino(const Case *k)
     return conv_wino_usable(k->Cin, k->Cout, k->kh, k->kw, k->stride);
 }
 
+/* The forward pass's direct path (stride 1, few outputs): the same bits at every thread count. */
+static bool takes_direct(const Case *k)
+{
+    return !takes_wino(k) && conv2d_direct_usable(k->Cout, k->kh, k->kw, k->stride, k->pad);
+}
+
 static const char *path_name(const Case *k)
 {
-    return takes_wino(k) ? "winograd" : "im2col";
+    return takes_wino(k) ? "winograd" : takes_direct(k) ? "direct" : "im2col";
 }
 
 static float *randn(size_t n, uint32_t stream)
@@ -255,25 +261,29 @@ static void test_wino(void)
     cm_set_threads(2);
 }
 
-/* Both paths hand work to threads dynamically (conv_wino.c, "Split between threads"; op_conv.c's
- * im2col chunks): the output must not depend on the schedule. U-Net-sized batches, so that every
+/* Every path hands work to threads dynamically (conv_wino.c, "Split between threads"; op_conv.c's
+ * im2col chunks and direct samples): the output must not depend on the schedule. U-Net-sized batches, so that every
  * thread takes many units, 4 runs each at 2 and 3 threads (3 threads on 2 cores: one is
  * descheduled now and then, which changes who takes what): every run of a thread count gives the
  * same bits (a race, two threads taking one unit or a unit skipped, fails it). Winograd's
  * outputs do not depend on the thread count at all (its blocks only group whole tiles), so there
- * 1 thread must agree to the bit; im2col's chunk size, and so OpenBLAS's GEMM shape, follows the
- * thread count, so there 2 and 3 threads must agree with 1 within ACROSS_TOL. The first two
- * shapes take Winograd where the build has it, the third (stride 2) always takes im2col. */
+ * 1 thread must agree to the bit, as on the direct path (one sample's sums in a fixed order);
+ * im2col's chunk size, and so OpenBLAS's GEMM shape, follows the thread count, so there 2 and 3
+ * threads must agree with 1 within ACROSS_TOL. The first two shapes take Winograd where the build
+ * has it, the third (stride 2) always takes im2col, the last two (1 and 3 outputs) the direct
+ * path. */
 static void test_forward_schedule(void)
 {
     static const Case cases[] = {
         {"32->32 14x14 batch 64", 64, 32, 14, 14, 32, 3, 3, 1, 1, true, false},
         {"64->64 7x7 batch 64 (groups)", 64, 64, 7, 7, 64, 3, 3, 1, 1, true, false},
         {"32->64 s2 batch 64", 64, 32, 14, 14, 64, 3, 3, 2, 1, true, false},
+        {"32->1 28x28 batch 64 (conv_out)", 64, 32, 28, 28, 1, 3, 3, 1, 1, true, false},
+        {"64->3 32x32 batch 32", 32, 64, 32, 32, 3, 3, 3, 1, 1, true, false},
     };
     for (size_t i = 0; i < CM_ARRAY_LEN(cases); i++) {
         const Case *k = &cases[i];
-        const bool wino = takes_wino(k);
+        const bool exact = takes_wino(k) || takes_direct(k);
         int Ho = (k->H + 2 * k->pad - k->kh) / k->stride + 1, Wo = (k->W + 2 * k->pad - k->kw) / k->stride + 1;
         size_t nx = (size_t)k->N * k->Cin * k->H * k->W, ny = (size_t)k->N * k->Cout * Ho * Wo;
         float *x = randn(nx, 21), *w = randn((size_t)k->Cout * k->Cin * 9, 22), *b = randn((size_t)k->Cout, 23);
@@ -303,9 +313,9 @@ static void test_forward_schedule(void)
                across_err);
         CHECK(differ == 0, "%s (%s): %d of %d forward repeats at 2-3 threads differ in their bits", k->name,
               path_name(k), differ, runs);
-        if (wino)
-            CHECK(across == 0, "%s (winograd): forward bits depend on the thread count (rel err %.1e)", k->name,
-                  across_err);
+        if (exact)
+            CHECK(across == 0, "%s (%s): forward bits depend on the thread count (rel err %.1e)", k->name,
+                  path_name(k), across_err);
         else
             CHECK(across_err <= ACROSS_TOL, "%s (im2col): 2-3 threads differ from 1 by rel err %.1e > %.0e",
                   k->name, across_err, ACROSS_TOL);

@@ -4,7 +4,9 @@
  * 3x3 stride-1 convolutions with at least 16 channels in and out (nearly all of a U-Net's
  * FLOPs) go to Winograd F(2x2, 3x3) (conv_wino.c) where the build has AVX-512; the rest, and
  * every conv of a portable build, take the path below. In a bf16 context (tensor.h's precision)
- * both paths' products are bf16 (conv_wino.h, gemm_bf16.h).
+ * both paths' products are bf16 (conv_wino.h, gemm_bf16.h). The forward pass of a stride-1 conv
+ * with at most 4 output channels (a U-Net's last) takes a direct path instead, in fp32 (see
+ * conv2d_direct_usable); its backward is the im2col path's.
  *
  * im2col path: im2col + sgemm (gemm_run: gemm_bf16 in a bf16 context), each thread on its own
  * share of the samples (see thread_share for why and what it measured). A thread unfolds a chunk
@@ -411,6 +413,72 @@ static void conv_forward_share(CmPrecision prec, const ConvGeom *g, const ConvWo
     }
 }
 
+/* The direct path: stride 1 and at most CONV_DIRECT_COUT outputs (a U-Net's last conv: 1 or 3
+ * channels). im2col unfolds K = Cin kh kw rows per output pixel whatever Cout is, so for S's
+ * conv_out (32 -> 1 channel at 28x28) the im2col path wrote 0.9 MB per sample, and the GEMM (or
+ * the bf16 packing) read it again, for 0.45 MFLOP of products. Here each input plane is copied
+ * into a zero-padded plane (row stride Wp, small enough for L1), and every tap adds one run of it,
+ * shifted by the tap, to each output plane, which has the same row stride: Ho rows as a single run
+ * of (Ho - 1) Wp + Wo floats, whose Wp - Wo wrapped columns per row are discarded. fp32 in either
+ * precision (the products are a few per cent of a U-Net's and bf16 would need the packing this
+ * path avoids). An output's sum runs over ci, then ki, then kj, the same on every thread: the
+ * output bits do not depend on the thread count or the schedule. */
+enum { CONV_DIRECT_COUT = 4 };
+
+bool conv2d_direct_usable(int Cout, int kh, int kw, int stride, int pad)
+{
+    return stride == 1 && Cout <= CONV_DIRECT_COUT && !(kh == 1 && kw == 1 && pad == 0);
+}
+
+/* Floats of one thread's workspace: the padded input plane, then Cout output planes of row stride
+ * Wp, in whole cache lines. */
+static size_t direct_floats(const ConvGeom *g)
+{
+    const size_t Hp = (size_t)g->H + 2 * g->pad, Wp = (size_t)g->W + 2 * g->pad;
+    return (Hp * Wp + (size_t)g->Cout * g->Ho * Wp + 15) & ~(size_t)15;
+}
+
+/* y = conv(x) with the epilogue by the direct path, samples taken dynamically; mem holds
+ * direct_floats per thread. */
+static void conv_forward_direct(const ConvGeom *g, const float *x, const float *wt, const ConvEpilogue *ep,
+                                float *y, float *mem)
+{
+    const int Wp = g->W + 2 * g->pad, kk = g->kh * g->kw;
+    const ptrdiff_t run = (ptrdiff_t)(g->Ho - 1) * Wp + g->Wo, plane = (ptrdiff_t)g->Ho * Wp;
+    float *xp = mem + direct_floats(g) * (size_t)omp_get_thread_num();
+    float *acc = xp + (size_t)(g->H + 2 * g->pad) * Wp;
+    memset(xp, 0, sizeof(float) * (size_t)(g->H + 2 * g->pad) * Wp);   /* the border stays 0 */
+#pragma omp for schedule(dynamic, 1)
+    for (int n = 0; n < g->N; n++) {
+        memset(acc, 0, sizeof(float) * (size_t)(g->Cout * plane));
+        for (int ci = 0; ci < g->Cin; ci++) {
+            const float *src = x + ((size_t)n * g->Cin + ci) * g->H * g->W;
+            for (int h = 0; h < g->H; h++)
+                memcpy(xp + (size_t)(h + g->pad) * Wp + g->pad, src + (size_t)h * g->W, sizeof(float) * g->W);
+            for (int co = 0; co < g->Cout; co++) {
+                const float *wk = wt + ((size_t)co * g->Cin + ci) * kk;
+                float *restrict o = acc + co * plane;
+                for (int t = 0; t < kk; t++) {
+                    const float *restrict s = xp + (t / g->kw) * Wp + t % g->kw;
+                    const float wv = wk[t];
+#pragma omp simd
+                    for (ptrdiff_t j = 0; j < run; j++) o[j] += wv * s[j];
+                }
+            }
+        }
+        for (int co = 0; co < g->Cout; co++) {
+            const float bias = epilogue_bias(g, ep, n, co), sc = ep->scale;
+            const size_t off = ((size_t)n * g->Cout + co) * g->P;
+            for (int oh = 0; oh < g->Ho; oh++) {
+                const float *o = acc + co * plane + (ptrdiff_t)oh * Wp;
+                const float *r = ep->r ? ep->r + off + (size_t)oh * g->Wo : NULL;
+                float *d = y + off + (size_t)oh * g->Wo;
+                for (int ow = 0; ow < g->Wo; ow++) d[ow] = sc * ((o[ow] + bias) + (r ? r[ow] : 0.0f));
+            }
+        }
+    }
+}
+
 static void shape_check(const char *what, const Tensor *t, int ndim, const int *want, const Tensor *x,
                         const Tensor *w)
 {
@@ -488,6 +556,12 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
     if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
         conv_wino_forward(c, x->data, groups ? &pro : NULL, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W,
                           g.Cout, g.pad);
+    } else if (conv2d_direct_usable(g.Cout, g.kh, g.kw, g.stride, g.pad)) {
+        const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
+        float *mem = arena_alloc(&c->arena, sizeof(float) * direct_floats(&g) * (size_t)cm_threads());
+#pragma omp parallel num_threads(cm_threads())
+        conv_forward_direct(&g, xin, w->data, &ep, y->data, mem);
+        if (ep.mean) gn_stats(y->data, g.N, g.Cout, (size_t)g.P, ep.groups, ep.eps, ep.mean, ep.rstd);
     } else {
         const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
         ConvWork work = conv_work(c, &g, false);

@@ -102,6 +102,9 @@ typedef struct ConvFusion {
 } ConvFusion;
 /* op_conv2d is this with f NULL (the same op, OP_CONV2D). */
 Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad, const ConvFusion *f);
+/* Whether op_conv2d's forward takes its direct path (stride 1, at most 4 output channels, not 1x1
+ * without padding; op_conv.c), whose output bits do not depend on the thread count. */
+bool conv2d_direct_usable(int Cout, int kh, int kw, int stride, int pad);
 /* Bytes of the im2col workspace per chunk of samples (tests lower it to force several chunks). */
 extern size_t conv2d_chunk_bytes;
 /* Naive direct kernels (the reference the fast path is tested against). dx/dw/db may be NULL. */

@@ -544,6 +544,16 @@ for label, xs, ws in (("norm_low_var_3x3", (2, 6, 5, 7), (5, 6, 3, 3)),
     eps_matters(k, lambda t, e, groups=groups: F.conv2d(F.silu(F.group_norm(t[0], groups, t[5], t[6], e)),
                                                          t[1], t[2], 1, 1), 1e-6)
 
+# The direct path (stride 1, at most 4 outputs: a U-Net's conv_out), plain and with every fusion.
+# Last, with their own generator for the inputs, so that the cases above keep their data (and,
+# their gout being drawn in order in write(), their output gradients).
+_rng, RNG = RNG, np.random.default_rng(20261207)
+conv_case("direct_out1", (3, 7, 6, 9), (1, 7, 3, 3), 1, 1)
+conv_case("direct_5x3_pad0_nobias", (2, 3, 8, 7), (4, 3, 5, 3), 1, 0, bias=False)
+conv_case("direct_norm_temb_residual", (2, 8, 5, 6), (3, 8, 3, 3), 1, 1, bn=True, res=True, scale=0.5,
+          norm=(4, 1e-6, True, True))
+RNG = _rng
+
 
 def write(path):
     tmp = path + ".tmp"
