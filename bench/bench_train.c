@@ -335,7 +335,7 @@ static void bench_init(Bench *b, Mode mode, UNetConfig *cfg, int B)
 
 int main(int argc, char **argv)
 {
-    cm_select_env(argv);   /* the OpenBLAS core and OpenMP's waiting policy, as cmlab picks them */
+    cm_select_env(argv, true);   /* the OpenBLAS core and OpenMP's waiting policy, as cmlab picks them */
     if (cm_wait_note()[0]) fprintf(stderr, "bench_train: %s\n", cm_wait_note());
     if (argc < 3) {
         fprintf(stderr, "usage: bench_train S|M MODE [--batch B] [--threads T[,T2...]] [--iters N] [--warmup W]\n"

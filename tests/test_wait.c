@@ -132,7 +132,7 @@ static void test_applied(const char *cmlab)
 
 /* The default rule's measurement: with a process spinning beside it (in every reading of
  * procs_running) and OMP_NUM_THREADS = every core, a command must run passive, whatever else the
- * machine runs. (The idle case, spinning, depends on what else runs beside the suite: the rule
+ * machine runs, and `cmlab info` must not measure. (The idle case, spinning, depends on what else runs beside the suite: the rule
  * alone covers it above.) */
 static void test_busy(const char *cmlab)
 {
@@ -143,13 +143,20 @@ static void test_busy(const char *cmlab)
     char threads[48];
     snprintf(threads, sizeof threads, "OMP_NUM_THREADS=%ld", sysconf(_SC_NPROCESSORS_ONLN));
     Seen s = run(cmlab, "sample", (const char *[]){threads, NULL});
+    /* `cmlab info` computes nothing: the rule takes no readings (25-50 ms) and counts no task
+     * beside it, so it keeps libgomp's default even here. */
+    Seen info = run(cmlab, "info", (const char *[]){threads, NULL});
     kill(spinner, SIGKILL);
     waitpid(spinner, NULL, 0);
     const char *line = strstr(s.err, "cmlab: ");
     CHECK(s.code == CM_EXIT_OK && strcmp(s.spin, "0") == 0 && line && strstr(line, "rule busy"),
           "cmlab sample beside a spinning process, %s: exit %d, spin count %s (want 0: passive), stderr:\n%s", threads,
           s.code, s.spin, s.err);
+    CHECK(info.code == CM_EXIT_OK && strcmp(info.spin, "0") != 0,
+          "cmlab info beside a spinning process: exit %d, spin count %s (want libgomp's default: no readings)",
+          info.code, info.spin);
     free(s.err);
+    free(info.err);
 }
 
 int main(int argc, char **argv)

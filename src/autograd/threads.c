@@ -145,7 +145,7 @@ static double other_running(void)
     return n[READS / 2] > 1 ? n[READS / 2] - 1 : 0;
 }
 
-void cm_select_env(char **argv)
+void cm_select_env(char **argv, bool computes)
 {
     const char *chosen = getenv(WAIT_NOTE_VAR);
     if (chosen) {
@@ -167,7 +167,7 @@ void cm_select_env(char **argv)
         int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
         const char *env = getenv("OMP_NUM_THREADS");
         int wanted = env && atoi(env) > 0 ? atoi(env) : cores;
-        double others = strcmp(rule, "busy") == 0 ? other_running() : 0;
+        double others = computes && strcmp(rule, "busy") == 0 ? other_running() : 0;
         if (cm_wait_rule(rule, others, cores, wanted, &c) != 0) {
             fprintf(stderr, "cmlab: %s\n", cm_errmsg());
             exit(CM_EXIT_INPUT);

@@ -3,6 +3,8 @@
 #ifndef CM_THREADS_H
 #define CM_THREADS_H
 
+#include <stdbool.h>
+
 /* Thread count of both OpenMP loops and OpenBLAS's GEMMs (one owner: see STYLE.md 9); n < 1 means
  * OpenMP's default (OMP_NUM_THREADS, else every core), as train.threads = 0 says. */
 void cm_set_threads(int n);
@@ -49,8 +51,10 @@ typedef struct CmWaitChoice {
  * -1 after cm_fail() naming CMLAB_WAIT_RULE for a rule that is none of the above. */
 int cm_wait_rule(const char *rule, double others, int cores, int wanted, CmWaitChoice *c);
 /* cm_blas_select_core and the waiting policy, with at most one re-exec; call it first thing in
- * main. A bad CMLAB_WAIT_RULE exits with CM_EXIT_INPUT and a message. */
-void cm_select_env(char **argv);
+ * main. A bad CMLAB_WAIT_RULE exits with CM_EXIT_INPUT and a message. `computes`: whether the
+ * command may run OpenMP loops; when not (`cmlab --help`, `--version`, `info`), rule busy does not
+ * take its readings (25-50 ms) and counts no tasks beside cmlab. */
+void cm_select_env(char **argv, bool computes);
 /* The policy in effect and why, one line (after cm_select_env): what train, sample and eval say. */
 const char *cm_wait_note(void);
 

@@ -76,9 +76,16 @@ static int finish_stdout(void)
     return CM_EXIT_OK;
 }
 
+/* Whether the command line may run a command that computes: not `cmlab --help`, `--version` or
+ * `info` (a command's own --help still counts: it is how test_wait asks for the choice). */
+static bool computes(int argc, char **argv)
+{
+    return argc >= 2 && argv[1][0] != '-' && strcmp(argv[1], "info") != 0;
+}
+
 int main(int argc, char **argv)
 {
-    cm_select_env(argv);
+    cm_select_env(argv, computes(argc, argv));
     if (argc < 2) {
         print_usage(stderr);
         return CM_EXIT_INPUT;
