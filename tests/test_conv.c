@@ -1,5 +1,6 @@
 /* test_conv.c: op_conv2d's fast paths (im2col + sgemm per thread share, chunked; the 1x1 path;
- * Winograd F(2x2, 3x3) for 3x3 stride 1 with >= 16 channels, when the build has AVX-512)
+ * Winograd F(2x2, 3x3) for 3x3 stride 1 with >= 16 channels, when the build has AVX-512; the
+ * direct forward path for stride 1 with at most 4 outputs)
  * against the naive direct kernels on awkward shapes and with 1, 2 and 3 threads, forward and
  * every gradient; frozen inputs get no gradient; gradients accumulate exactly across two sweeps;
  * the forward pass's bits do not depend on the dynamic schedule (nor, for Winograd, on the
@@ -262,16 +263,17 @@ static void test_wino(void)
 }
 
 /* Every path hands work to threads dynamically (conv_wino.c, "Split between threads"; op_conv.c's
- * im2col chunks and direct samples): the output must not depend on the schedule. U-Net-sized batches, so that every
- * thread takes many units, 4 runs each at 2 and 3 threads (3 threads on 2 cores: one is
- * descheduled now and then, which changes who takes what): every run of a thread count gives the
- * same bits (a race, two threads taking one unit or a unit skipped, fails it). Winograd's
- * outputs do not depend on the thread count at all (its blocks only group whole tiles), so there
- * 1 thread must agree to the bit, as on the direct path (one sample's sums in a fixed order);
- * im2col's chunk size, and so OpenBLAS's GEMM shape, follows the thread count, so there 2 and 3
- * threads must agree with 1 within ACROSS_TOL. The first two shapes take Winograd where the build
- * has it, the third (stride 2) always takes im2col, the last two (1 and 3 outputs) the direct
- * path. */
+ * im2col chunks and direct samples): the output must not depend on the schedule. U-Net-sized
+ * batches, so that every thread takes many units, 4 runs each at 2 and 3 threads (3 threads on 2
+ * cores: one is descheduled now and then, which changes who takes what): every run of a thread
+ * count gives the same bits (a race, two threads taking one unit or a unit skipped, fails it).
+ * Winograd's outputs do not depend on the thread count at all (its blocks only group whole tiles),
+ * so there 1 thread must agree to the bit, as on the direct path (one sample's sums in a fixed
+ * order); im2col's chunk size, and so OpenBLAS's GEMM shape, follows the thread count, so there 2
+ * and 3 threads must agree with 1 within ACROSS_TOL. The first two shapes take Winograd where the
+ * build has it, the third (stride 2) always takes im2col, the last two (1 and 3 outputs) the
+ * direct path.
+ */
 static void test_forward_schedule(void)
 {
     static const Case cases[] = {
