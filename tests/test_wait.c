@@ -132,8 +132,8 @@ static void test_applied(const char *cmlab)
 
 /* The default rule's measurement: with a process spinning beside it (in every reading of
  * procs_running) and OMP_NUM_THREADS = every core, a command must run passive, whatever else the
- * machine runs, and `cmlab info` must not measure. (The idle case, spinning, depends on what else runs beside the suite: the rule
- * alone covers it above.) */
+ * machine runs, and `cmlab info` must not measure. (The idle case, spinning, depends on what else
+ * runs beside the suite: the rule alone covers it above.) */
 static void test_busy(const char *cmlab)
 {
     pid_t spinner = fork();

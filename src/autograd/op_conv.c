@@ -351,16 +351,20 @@ static float epilogue_bias(const ConvGeom *g, const ConvEpilogue *ep, int n, int
     return (ep->b ? ep->b[co] : 0.0f) + (ep->bn ? ep->bn[(size_t)n * g->Cout + co] : 0.0f);
 }
 
+/* dst[0 .. len) = s ((src + bias) + r), r NULL for none: the epilogue on one run of outputs. */
+static void epilogue_run(float *dst, const float *src, const float *r, int len, float bias, float s)
+{
+    for (int p = 0; p < len; p++) dst[p] = s * ((src[p] + bias) + (r ? r[p] : 0.0f));
+}
+
 /* y[n0 + n, co, :] = scale ((yc[co, n*P : (n+1)*P] + bias) + r[n0 + n, co, :]). Serial. */
 static void chunk_to_nchw(const ConvGeom *g, const float *yc, const ConvEpilogue *ep, int n0, int nb, float *y)
 {
     for (int n = 0; n < nb; n++)
         for (int co = 0; co < g->Cout; co++) {
-            const float *src = yc + (size_t)co * nb * g->P + (size_t)n * g->P;
             size_t off = ((size_t)(n0 + n) * g->Cout + co) * g->P;
-            float *dst = y + off, bias = epilogue_bias(g, ep, n0 + n, co), s = ep->scale;
-            const float *r = ep->r ? ep->r + off : NULL;
-            for (int p = 0; p < g->P; p++) dst[p] = s * ((src[p] + bias) + (r ? r[p] : 0.0f));
+            epilogue_run(y + off, yc + (size_t)co * nb * g->P + (size_t)n * g->P, ep->r ? ep->r + off : NULL, g->P,
+                         epilogue_bias(g, ep, n0 + n, co), ep->scale);
         }
 }
 
@@ -466,16 +470,12 @@ static void conv_forward_direct(const ConvGeom *g, const float *x, const float *
                 }
             }
         }
-        for (int co = 0; co < g->Cout; co++) {
-            const float bias = epilogue_bias(g, ep, n, co), sc = ep->scale;
-            const size_t off = ((size_t)n * g->Cout + co) * g->P;
+        for (int co = 0; co < g->Cout; co++)
             for (int oh = 0; oh < g->Ho; oh++) {
-                const float *o = acc + co * plane + (ptrdiff_t)oh * Wp;
-                const float *r = ep->r ? ep->r + off + (size_t)oh * g->Wo : NULL;
-                float *d = y + off + (size_t)oh * g->Wo;
-                for (int ow = 0; ow < g->Wo; ow++) d[ow] = sc * ((o[ow] + bias) + (r ? r[ow] : 0.0f));
+                const size_t off = ((size_t)n * g->Cout + co) * g->P + (size_t)oh * g->Wo;
+                epilogue_run(y + off, acc + co * plane + (ptrdiff_t)oh * Wp, ep->r ? ep->r + off : NULL, g->Wo,
+                             epilogue_bias(g, ep, n, co), ep->scale);
             }
-        }
     }
 }
 
@@ -556,19 +556,19 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
     if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
         conv_wino_forward(c, x->data, groups ? &pro : NULL, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W,
                           g.Cout, g.pad);
-    } else if (conv2d_direct_usable(g.Cout, g.kh, g.kw, g.stride, g.pad)) {
-        const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
-        float *mem = arena_alloc(&c->arena, sizeof(float) * direct_floats(&g) * (size_t)cm_threads());
-#pragma omp parallel num_threads(cm_threads())
-        conv_forward_direct(&g, xin, w->data, &ep, y->data, mem);
-        if (ep.mean) gn_stats(y->data, g.N, g.Cout, (size_t)g.P, ep.groups, ep.eps, ep.mean, ep.rstd);
     } else {
         const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
-        ConvWork work = conv_work(c, &g, false);
-        work.wp = pack_weights(c, &g, w->data, false);
+        if (conv2d_direct_usable(g.Cout, g.kh, g.kw, g.stride, g.pad)) {
+            float *mem = arena_alloc(&c->arena, sizeof(float) * direct_floats(&g) * (size_t)cm_threads());
 #pragma omp parallel num_threads(cm_threads())
-        conv_forward_share(c->precision, &g, &work, xin, w->data, &ep, y->data);
-        if (ep.mean)   /* a pass of its own here (this path carries few of a U-Net's FLOPs) */
+            conv_forward_direct(&g, xin, w->data, &ep, y->data, mem);
+        } else {
+            ConvWork work = conv_work(c, &g, false);
+            work.wp = pack_weights(c, &g, w->data, false);
+#pragma omp parallel num_threads(cm_threads())
+            conv_forward_share(c->precision, &g, &work, xin, w->data, &ep, y->data);
+        }
+        if (ep.mean)   /* a pass of its own here (these paths carry few of a U-Net's FLOPs) */
             gn_stats(y->data, g.N, g.Cout, (size_t)g.P, ep.groups, ep.eps, ep.mean, ep.rstd);
     }
     arena_release(&c->arena, mark);
