@@ -46,6 +46,39 @@ static void note_peak(Arena *a)
     if (u > a->high_water) a->high_water = u;
 }
 
+/* A block for an overflow of `bytes`: a spare that holds them, else a new mapping. */
+static ArenaBlock *block_for(Arena *a, size_t bytes)
+{
+    for (ArenaBlock **p = &a->spare; *p; p = &(*p)->next)
+        if ((*p)->cap >= bytes) {
+            ArenaBlock *b = *p;
+            *p = b->next;
+            b->used = 0;
+            return b;
+        }
+    /* At least a quarter of the main block and 1 GB of address space, so that allocations do not
+     * each get a block. The block is mapped, not malloc'd: its pages cost memory only once
+     * touched, and no allocator fills it (glibc under the MALLOC_PERTURB_ that `meson test` sets
+     * wrote every byte of each malloc'd 1 GB block: test_autograd took 38 s on an EPYC). Where the
+     * address space is limited (ulimit -v), blocks fall back to what is needed with geometric
+     * growth. */
+    ArenaBlock *last = a->extra;
+    size_t want = CM_MAX(bytes, CM_MAX(align_up(a->cap / 4), ARENA_BLOCK_SPACE));
+    size_t need = CM_MAX(bytes, CM_MAX(ARENA_MIN_BLOCK, last ? 2 * last->cap : align_up(a->cap / 4)));
+    void *mem = block_map(want);
+    if (!mem) mem = block_map(want = CM_MIN(want, need));
+    if (!mem) cm_out_of_memory((double)want);
+    ArenaBlock *b = cm_malloc(sizeof *b);
+    *b = (ArenaBlock){.mem = mem, .cap = want};
+    return b;
+}
+
+static void block_unmap(ArenaBlock *b)
+{
+    munmap(b->mem, b->cap);
+    free(b);
+}
+
 void *arena_alloc(Arena *a, size_t bytes)
 {
     bytes = align_up(bytes ? bytes : 1);
@@ -55,23 +88,9 @@ void *arena_alloc(Arena *a, size_t bytes)
         note_peak(a);
         return p;
     }
-    /* Overflow: a block of its own, at least a quarter of the main block and 1 GB of address
-     * space, so that allocations do not each get a block. The block is mapped, not malloc'd: its pages cost memory only
-     * once touched, and no allocator fills it (glibc under the MALLOC_PERTURB_ that `meson test`
-     * sets wrote every byte of each malloc'd 1 GB block: test_autograd took 38 s on an EPYC).
-     * Where the address space is limited (ulimit -v), blocks fall back to what is needed with
-     * geometric growth. */
     ArenaBlock *b = a->extra;
     if (!b || b->used + bytes > b->cap) {
-        size_t want = CM_MAX(bytes, CM_MAX(align_up(a->cap / 4), ARENA_BLOCK_SPACE));
-        size_t need = CM_MAX(bytes, CM_MAX(ARENA_MIN_BLOCK, b ? 2 * b->cap : align_up(a->cap / 4)));
-        void *mem = block_map(want);
-        if (!mem) mem = block_map(want = CM_MIN(want, need));
-        if (!mem) cm_out_of_memory((double)want);
-        b = cm_malloc(sizeof *b);
-        b->cap = want;
-        b->mem = mem;
-        b->used = 0;
+        b = block_for(a, bytes);
         b->next = a->extra;
         a->extra = b;
     }
@@ -122,33 +141,64 @@ ArenaMark arena_mark(const Arena *a)
 
 void arena_release(Arena *a, ArenaMark m)
 {
-    while (a->extra != m.extra) {
+    while (a->extra != m.extra) {   /* kept as spares: the step's next overflow reuses their pages */
         CM_ASSERT(a->extra, "arena_release: the mark is not from this step");
-        ArenaBlock *next = a->extra->next;
-        munmap(a->extra->mem, a->extra->cap);
-        free(a->extra);
-        a->extra = next;
+        ArenaBlock *b = a->extra;
+        a->extra = b->next;
+        b->next = a->spare;
+        a->spare = b;
     }
     if (a->extra) a->extra->used = m.extra_block_used;
     a->used = m.used;
     a->extra_used = m.extra_used;
 }
 
+static void base_free(Arena *a)
+{
+    if (a->base_mapped)
+        munmap(a->base, a->cap);
+    else
+        free(a->base);
+    a->base = NULL;
+}
+
 void arena_reset(Arena *a)
 {
-    size_t total = a->step_peak;
+    size_t total = a->step_peak, want = align_up(total + total / 8);
     a->step_peak = 0;
-    if (a->extra) {
-        /* Grow once to what this step needed, so the next step fits in one block. */
-        while (a->extra) {
-            ArenaBlock *next = a->extra->next;
-            munmap(a->extra->mem, a->extra->cap);
-            free(a->extra);
-            a->extra = next;
+    while (a->extra) {
+        ArenaBlock *b = a->extra;
+        a->extra = b->next;
+        b->next = a->spare;
+        a->spare = b;
+    }
+    /* Grow once to what this step needed, so the next step fits in one block. On the peak, not on
+     * whether an overflow block is still there: one that an op's arena_release gave back before
+     * the step ended (a workspace past the main block) once left the main block as it was, and
+     * every step mapped, touched and unmapped its overflow again: 50k of the 154k page faults of
+     * `cmlab eval --n 512` on the bench's S network. The main block becomes the largest block that
+     * holds the step: its first pages are those the overflow touched. */
+    ArenaBlock *keep = NULL;
+    if (total > a->cap)
+        for (ArenaBlock *b = a->spare; b; b = b->next)
+            if (b->cap >= want && (!keep || b->cap > keep->cap)) keep = b;
+    while (a->spare) {
+        ArenaBlock *b = a->spare;
+        a->spare = b->next;
+        if (b == keep) continue;
+        block_unmap(b);
+    }
+    if (total > a->cap) {
+        base_free(a);
+        if (keep) {
+            a->base = keep->mem;
+            a->cap = keep->cap;
+            free(keep);
+        } else {
+            a->cap = want;
+            a->base = cm_aligned_alloc(a->cap);
         }
-        free(a->base);
-        a->cap = align_up(total + total / 8);
-        a->base = cm_aligned_alloc(a->cap);
+        a->base_mapped = keep != NULL;
     }
     a->used = 0;
     a->extra_used = 0;
@@ -156,8 +206,9 @@ void arena_reset(Arena *a)
 
 void arena_free(Arena *a)
 {
+    a->step_peak = 0;   /* no growth: the reset only unmaps the blocks */
     arena_reset(a);
-    free(a->base);
+    base_free(a);
     memset(a, 0, sizeof *a);
 }
 

@@ -43,13 +43,17 @@ typedef struct Tensor {
 } Tensor;
 
 /* Bump allocator for one step. When a step needs more than the current block, extra blocks are
- * chained; arena_reset then frees them and grows the main block to the high-water mark, so a
- * steady-state step allocates nothing from the system. */
+ * chained; arena_reset then grows the main block to the step's peak, so a steady-state step
+ * allocates nothing from the system. Blocks given back by arena_release wait as spares for the
+ * step's next overflow, and at the reset the largest block that holds the new size becomes the
+ * main block, so the pages the first step touched are not touched afresh. */
 typedef struct ArenaBlock ArenaBlock;
 typedef struct Arena {
     char *base;
     size_t cap, used;
+    bool base_mapped;          /* base is a former overflow block (munmap, not free) */
     ArenaBlock *extra;         /* overflow blocks of this step */
+    ArenaBlock *spare;         /* blocks given back by arena_release, empty */
     size_t extra_used;         /* bytes handed out from overflow blocks */
     size_t step_peak;          /* the most bytes in use at once during this step */
     size_t high_water;         /* the most bytes in use at once during any step */
