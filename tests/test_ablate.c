@@ -9,6 +9,8 @@
  *   - bad input exits 2 with the file named and changes nothing;
  *   - the reference statistics of two folder data sets of one kind and size differ, and so do
  *     those of one folder before and after its files change (the cache is keyed by the data);
+ *     unchanged files are not read again (their hash is memoised under their signature), and a
+ *     file rewritten in place at its size with its modification time set back is read again;
  *   - `cmlab ablate` of a two-variant CT sweep writes results.csv, results.md and report.html (each
  *     variant's /eval records hold eval.json's values), and
  *     a second run trains and evaluates nothing again; --only runs one variant and reports both;
@@ -33,6 +35,7 @@
  *     precision=bf16 (on a CPU with AVX512_BF16), both variants have their FD in results.csv, and a
  *     rerun finds both variants' records and evaluates nothing again.
  */
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,6 +43,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <hdf5.h>
@@ -186,18 +190,29 @@ static void write_folder(const char *dir, int n, int bright)
     }
 }
 
-/* The reference statistics of a folder through the classifier; mu[0..3] into mu, the cache file
- * into cache. */
-static int folder_stats(const FeatureNet *f, const char *dir, double *mu, char *cache, size_t len)
+/* The reference statistics of a data set of kind in dir through the classifier; mu[0..3] into mu,
+ * the cache file into cache (may be NULL), whether the data were read into read (may be NULL). */
+static int ref_stats(const FeatureNet *f, const char *kind, const char *dir, double *mu, char *cache, size_t len,
+                     bool *read)
 {
     Ctx ctx;
     ctx_init(&ctx, 64u << 20);
     FdStats s = {0};
-    int rc = fd_reference_stats(f, "folder", dir, "train", &ctx, &s, cache, len);
+    int rc = fd_reference_stats(f, kind, dir, "train", &ctx, &s, cache, len, read);
     if (rc == 0) memcpy(mu, s.mu, 4 * sizeof(double));
     fd_stats_free(&s);
     ctx_free(&ctx);
     return rc;
+}
+
+static int folder_stats(const FeatureNet *f, const char *dir, double *mu, char *cache, size_t len)
+{
+    return ref_stats(f, "folder", dir, mu, cache, len, NULL);
+}
+
+static int split_stats(const FeatureNet *f, double *mu, bool *read)
+{
+    return ref_stats(f, "mnist", data_dir, mu, NULL, 0, read);
 }
 
 /* Two folder data sets of one size and kind, scored with one feature network, must not share
@@ -225,6 +240,49 @@ static void test_stats_cache(void)
           "folder a after its files changed: mu[0] %g (old files %g, folder b %g)", c[0], a[0], b[0]);
     printf("statistics cache: two folders of one kind and size give mu[0] %.6f and %.6f; a changed folder %.6f\n",
            a[0], b[0], c[0]);
+    feature_net_free(&f);
+}
+
+/* The data's signature (features.h): unchanged files are not read again; a file rewritten in place
+ * at its size, its modification time set back (touch -d), is read and gives its own statistics,
+ * both right after the write (too recent to sign) and once it is old enough to sign (its
+ * status-change time tells). Runs last: it changes data_dir's training images. */
+static void test_data_signature(void)
+{
+    FeatureNet f;
+    CHECK(feature_net_load(&f, CLF_CKPT, NULL) == 0, "cannot load %s: %s", CLF_CKPT, cm_errmsg());
+    double a[4], b[4], c[4], d[4], e[4];
+    bool read_a, read_b, read_c, read_d, read_e;
+    /* data_dir's files were written when the test began, longer ago than the 2 s "racy" window */
+    int rc = split_stats(&f, a, &read_a) | split_stats(&f, b, &read_b);
+    CHECK(rc == 0 && !read_b && !memcmp(a, b, sizeof a),
+          "unchanged files: the second statistics %s the data (mu[0] %g, first %g): %s", read_b ? "read" : "did not read",
+          b[0], a[0], rc ? cm_errmsg() : "");
+
+    char img[320];
+    snprintf(img, sizeof img, "%s/train-images-idx3-ubyte", data_dir);
+    struct stat st;
+    unsigned char px[28 * 28];
+    FILE *fp = fopen(img, "r+b");
+    CM_ASSERT(fp && stat(img, &st) == 0 && fseek(fp, 16, SEEK_SET) == 0 && fread(px, 1, sizeof px, fp) == sizeof px,
+              "cannot read %s", img);
+    for (size_t i = 0; i < sizeof px; i++) px[i] = (unsigned char)(255 - px[i]);   /* image 0 inverted */
+    CM_ASSERT(fseek(fp, 16, SEEK_SET) == 0 && fwrite(px, 1, sizeof px, fp) == sizeof px && fclose(fp) == 0,
+              "cannot write %s", img);
+    struct timespec times[2] = {st.st_atim, st.st_mtim};
+    CM_ASSERT(utimensat(AT_FDCWD, img, times, 0) == 0, "cannot set the times of %s back", img);
+    rc = split_stats(&f, c, &read_c);
+    CHECK(rc == 0 && read_c && memcmp(c, a, sizeof c) != 0,
+          "a file just rewritten: the statistics %s the data (mu[0] %g, before %g)", read_c ? "read" : "did not read",
+          c[0], a[0]);
+    nanosleep(&(struct timespec){2, 200000000}, NULL);
+    rc = split_stats(&f, d, &read_d) | split_stats(&f, e, &read_e);
+    CHECK(rc == 0 && read_d && !memcmp(d, c, sizeof d) && !read_e && !memcmp(e, c, sizeof e),
+          "a rewritten file with its old size and modification time, 2 s later: the statistics %s the data (mu[0] "
+          "%g, want %g; before the change %g), the next %s it", read_d ? "read" : "did not read", d[0], c[0], a[0],
+          read_e ? "read" : "did not read");
+    printf("data signature: unchanged files not read; a rewritten file (size and mtime kept) read: mu[0] %.6f -> "
+           "%.6f\n", a[0], d[0]);
     feature_net_free(&f);
 }
 
@@ -801,6 +859,7 @@ int main(int argc, char **argv)
     test_ablate_sigterm();
     test_report_renders();
     test_mid_t_records();
+    test_data_signature();
     printf("%.0f s\n", cm_now() - t0);
     return test_summary("ablate");
 }

@@ -56,18 +56,29 @@ static const struct DatasetKind {
     {"folder", NULL, "a directory of same-sized .png images", dataset_read_folder},
 };
 
+static const struct DatasetKind *dataset_kind(const char *kind)
+{
+    for (size_t i = 0; i < CM_ARRAY_LEN(dataset_kinds); i++)
+        if (strcmp(kind, dataset_kinds[i].kind) == 0) return &dataset_kinds[i];
+    return NULL;
+}
+
+const char *dataset_path(const char *kind, const char *path)
+{
+    const struct DatasetKind *k = dataset_kind(kind);
+    return path ? path : k ? k->default_path : NULL;
+}
+
 int dataset_load(Dataset *d, const char *kind, const char *path, const char *split)
 {
     memset(d, 0, sizeof *d);
-    const struct DatasetKind *k = NULL;
-    for (size_t i = 0; i < CM_ARRAY_LEN(dataset_kinds); i++)
-        if (strcmp(kind, dataset_kinds[i].kind) == 0) k = &dataset_kinds[i];
+    const struct DatasetKind *k = dataset_kind(kind);
     if (!k)
         return cm_fail("unknown dataset '%s'; data.dataset is one of fashion-mnist, mnist, "
                        "cifar10, folder", kind);
     if (strcmp(split, "train") != 0 && strcmp(split, "test") != 0)
         return cm_fail("unknown split '%s' of dataset %s; use train or test", split, kind);
-    if (!path) path = k->default_path;
+    path = dataset_path(kind, path);
     if (!path)
         return cm_fail("data.path is not set and the %s dataset has no default location; set "
                        "data.path to %s", kind, k->expects);

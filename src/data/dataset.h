@@ -37,6 +37,9 @@ typedef struct Dataset {
  *       a folder has no splits and gives all its images for either.
  * 0 ok, -1 with a cm_fail message. */
 int dataset_load(Dataset *d, const char *kind, const char *path, const char *split);
+/* The path dataset_load(kind, path, ...) reads: path, or the kind's default when path is NULL;
+ * NULL when there is neither (or kind is unknown). */
+const char *dataset_path(const char *kind, const char *path);
 void dataset_free(Dataset *d);
 
 /* Image `row` of d as the loader hands it to a network (loader.h): each byte v becomes

@@ -267,7 +267,7 @@ int eval_checkpoint(const char *path, const Config *ev, const char *run_dir, boo
                      f.path, config_enum_name("data.dataset", f.cfg.data.dataset), path,
                      config_enum_name("data.dataset", mcfg.data.dataset));
     const char *kind = config_enum_name("data.dataset", mcfg.data.dataset);
-    if (rc == 0) rc = fd_reference_stats(&f, kind, mcfg.data.path, "train", &ctx, &ref, cache, sizeof cache);
+    if (rc == 0) rc = fd_reference_stats(&f, kind, mcfg.data.path, "train", &ctx, &ref, cache, sizeof cache, NULL);
     if (rc == 0) rc = model_load(&m, &lcfg, path, ev->eval.weights);
     if (rc != 0) {
         model_free(&m);
@@ -354,7 +354,7 @@ int eval_baselines(const FeatureNet *f, int n, int seed, Ctx *ctx)
     const char *kind = config_enum_name("data.dataset", f->cfg.data.dataset);
     const char *dpath = f->cfg.data.path;
     FdStats ref = {0};
-    if (fd_reference_stats(f, kind, dpath, "train", ctx, &ref, NULL, 0)) return -1;
+    if (fd_reference_stats(f, kind, dpath, "train", ctx, &ref, NULL, 0, NULL)) return -1;
     Dataset test;
     if (dataset_load(&test, kind, dpath[0] ? dpath : NULL, "test") != 0) {
         fd_stats_free(&ref);
