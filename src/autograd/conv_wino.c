@@ -1,4 +1,7 @@
-/* conv_wino.c: 3x3 stride-1 conv2d by Winograd F(2x2, 3x3); see conv_wino.h.
+/* conv_wino.c: 3x3 stride-1 conv2d by Winograd F(2x2, 3x3), and F(4x4, 3x3) for forward passes
+ * that no backward follows; see conv_wino.h. Below, the notation and layouts of F(2x2, 3x3);
+ * F(4x4, 3x3) has m = 4 in place of 2 (4x4 output tiles from 6x6 windows, 36 planes: WinoGeom's m
+ * and P) and its own transforms (tile_in4, tile_out4, weight_planes4).
  *
  * Notation: a sample's output is covered by th x tw tiles of 2x2 pixels (th = ceil(Ho/2),
  * tw = ceil(Wo/2)); tile (ty, tx) reads the 4x4 input window whose top-left pixel is
@@ -45,7 +48,8 @@ size_t conv_wino_block_bytes = (size_t)1 << 20;
 bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride) { return false; }
 
 void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
-                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad)
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad,
+                       bool inference)
 {
     CM_ASSERT(false, "conv_wino_forward: this build has no AVX-512 (conv_wino_usable is false)");
 }
@@ -70,6 +74,7 @@ bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride)
 
 typedef struct WinoGeom {
     int N, Cin, H, W, Cout, pad, Ho, Wo;
+    int m, P;                  /* output tiles m x m (2: F(2x2, 3x3); 4: F(4x4, 3x3)), P = (m + 2)^2 planes */
     int th, tw, T;             /* tiles per sample: th x tw = T */
     int ci16, co16;            /* channels rounded up to whole vectors */
     int Hp, Wp;                /* xt's padded size */
@@ -81,19 +86,19 @@ typedef struct WinoGeom {
 
 static int round16(int n) { return (n + VL - 1) / VL * VL; }
 
-static WinoGeom wino_geom(int N, int Cin, int H, int W, int Cout, int pad)
+static WinoGeom wino_geom(int N, int Cin, int H, int W, int Cout, int pad, int m)
 {
-    WinoGeom g = {.N = N, .Cin = Cin, .H = H, .W = W, .Cout = Cout, .pad = pad};
+    WinoGeom g = {.N = N, .Cin = Cin, .H = H, .W = W, .Cout = Cout, .pad = pad, .m = m, .P = (m + 2) * (m + 2)};
     g.Ho = H + 2 * pad - 2;
     g.Wo = W + 2 * pad - 2;
-    g.th = (g.Ho + 1) / 2;
-    g.tw = (g.Wo + 1) / 2;
+    g.th = (g.Ho + m - 1) / m;
+    g.tw = (g.Wo + m - 1) / m;
     g.T = g.th * g.tw;
     g.ci16 = round16(Cin);
     g.co16 = round16(Cout);
-    g.Hp = 2 * g.th + 2;
-    g.Wp = 2 * g.tw + 2;
-    size_t per_tile = 16 * sizeof(float) * (size_t)(g.ci16 + g.co16);
+    g.Hp = m * g.th + 2;
+    g.Wp = m * g.tw + 2;
+    size_t per_tile = (size_t)g.P * sizeof(float) * (size_t)(g.ci16 + g.co16);
     g.tiles = (int)CM_MAX((size_t)VL, conv_wino_block_bytes / per_tile);
     if (g.T * 2 >= g.tiles) {
         g.split = (g.T + g.tiles - 1) / g.tiles;
@@ -261,6 +266,105 @@ static void weight_planes(const float *w, int rows, int cols, ptrdiff_t rs, ptrd
                 ur[(4 * i + 1) * us + c] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
                 ur[(4 * i + 2) * us + c] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
                 ur[(4 * i + 3) * us + c] = t[i][2];
+            }
+        }
+    }
+}
+
+/* ---- F(4x4, 3x3): forward only (conv_wino.h) ----
+ * 1-D transforms on 6 points (Lavin and Gray's, interpolation points 0, +-1, +-2 and infinity):
+ *   B^T d = (4 d0 - 5 d2 + d4, (d4 - 4 d2) + (d3 - 4 d1), (d4 - 4 d2) - (d3 - 4 d1),
+ *            (d4 - d2) + 2 (d3 - d1), (d4 - d2) - 2 (d3 - d1), 4 d1 - 5 d3 + d5)
+ *   G g   = (g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6,
+ *            g0 / 24 - g1 / 12 + g2 / 6, g2)
+ *   A^T m = (m0 + (m1 + m2) + (m3 + m4), (m1 - m2) + 2 (m3 - m4), (m1 + m2) + 4 (m3 + m4),
+ *            (m1 - m2) + 8 (m3 - m4) + m5)
+ * Plane xi = 6 i + j. */
+
+static inline __attribute__((always_inline)) void bt6(const __m512 d[6], __m512 r[6])
+{
+    const __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f), two = _mm512_set1_ps(2.0f);
+    __m512 t1 = _mm512_fnmadd_ps(four, d[2], d[4]), t2 = _mm512_fnmadd_ps(four, d[1], d[3]);
+    __m512 t3 = d[4] - d[2], t4 = two * (d[3] - d[1]);
+    r[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+    r[1] = t1 + t2;
+    r[2] = t1 - t2;
+    r[3] = t3 + t4;
+    r[4] = t3 - t4;
+    r[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+/* V (36 planes, stride xs) = B^T d B for the 6x6 window at src (row stride rs floats). */
+static inline void tile_in4(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
+{
+    __m512 t[6][6];
+    for (int j = 0; j < 6; j++) {   /* columns: t[.][j] = B^T d[.][j] */
+        __m512 d[6], r[6];
+        for (int i = 0; i < 6; i++) d[i] = _mm512_load_ps(src + i * rs + j * VL);
+        bt6(d, r);
+        for (int i = 0; i < 6; i++) t[i][j] = r[i];
+    }
+    for (int i = 0; i < 6; i++) {   /* rows */
+        __m512 v[6];
+        bt6(t[i], v);
+        for (int j = 0; j < 6; j++) _mm512_store_ps(dst + (6 * i + j) * xs, v[j]);
+    }
+}
+
+static inline __attribute__((always_inline)) void at6(const __m512 m[6], __m512 o[4])
+{
+    __m512 s12 = m[1] + m[2], d12 = m[1] - m[2], s34 = m[3] + m[4], d34 = m[3] - m[4];
+    o[0] = m[0] + s12 + s34;
+    o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d34, d12);
+    o[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s34, s12);
+    o[3] = _mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12) + m[5];
+}
+
+/* The 4x4 outputs at dst (row stride rs) = A^T m A, m the 36 planes at src (stride xs). */
+static inline void tile_out4(const float *src, ptrdiff_t xs, float *dst, ptrdiff_t rs)
+{
+    __m512 s[4][6];
+    for (int j = 0; j < 6; j++) {   /* columns */
+        __m512 m[6], o[4];
+        for (int i = 0; i < 6; i++) m[i] = _mm512_load_ps(src + (6 * i + j) * xs);
+        at6(m, o);
+        for (int a = 0; a < 4; a++) s[a][j] = o[a];
+    }
+    for (int a = 0; a < 4; a++) {   /* rows */
+        __m512 o[4];
+        at6(s[a], o);
+        for (int b = 0; b < 4; b++) _mm512_store_ps(dst + a * rs + b * VL, o[b]);
+    }
+}
+
+/* weight_planes for F(4x4, 3x3): the 36 planes of G g G^T. */
+static void weight_planes4(const float *w, int rows, int cols, ptrdiff_t rs, ptrdiff_t cs, float *u, int ld,
+                           ptrdiff_t us)
+{
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *ur = u + (ptrdiff_t)r * ld;
+#pragma omp simd
+        for (int c = 0; c < cols; c++) {
+            const float *g = w + r * rs + c * cs;
+            float t[6][3];
+            for (int j = 0; j < 3; j++) {   /* t = G g, column j */
+                float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+                t[0][j] = g0 / 4;
+                t[1][j] = -(g0 + g1 + g2) / 6;
+                t[2][j] = -(g0 - g1 + g2) / 6;
+                t[3][j] = g0 / 24 + g1 / 12 + g2 / 6;
+                t[4][j] = g0 / 24 - g1 / 12 + g2 / 6;
+                t[5][j] = g2;
+            }
+            for (int i = 0; i < 6; i++) {   /* (G g) G^T, row i */
+                float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
+                ur[(6 * i + 0) * us + c] = g0 / 4;
+                ur[(6 * i + 1) * us + c] = -(g0 + g1 + g2) / 6;
+                ur[(6 * i + 2) * us + c] = -(g0 - g1 + g2) / 6;
+                ur[(6 * i + 3) * us + c] = g0 / 24 + g1 / 12 + g2 / 6;
+                ur[(6 * i + 4) * us + c] = g0 / 24 - g1 / 12 + g2 / 6;
+                ur[(6 * i + 5) * us + c] = g2;
             }
         }
     }
@@ -480,14 +584,14 @@ static KernelFn *const KERNELS[5][12] = {
     {kernel_1_4, kernel_2_4, kernel_3_4, kernel_4_4, kernel_5_4, kernel_6_4},
 };
 
-/* For each of the 16 planes (strides axs, bxs, cxs): C [rows][16 nv] (+)= A . B [K][16 nv] with
+/* For each of the P planes (strides axs, bxs, cxs): C [rows][16 nv] (+)= A . B [K][16 nv] with
  * a(r, k) = A[r ars + k aks]. Columns go in chunks of at most 4 vectors, split evenly. */
-static void planes_gemm(int rows, int nv, int K, const float *A, ptrdiff_t ars, ptrdiff_t aks,
+static void planes_gemm(int P, int rows, int nv, int K, const float *A, ptrdiff_t ars, ptrdiff_t aks,
                         ptrdiff_t axs, const float *B, ptrdiff_t ldb, ptrdiff_t bxs, float *C,
                         ptrdiff_t ldc, ptrdiff_t cxs, bool acc)
 {
     const int nchunks = (nv + 3) / 4;
-    for (int xi = 0; xi < 16; xi++) {
+    for (int xi = 0; xi < P; xi++) {
         const float *Ax = A + xi * axs, *Bx = B + xi * bxs;
         float *Cx = C + xi * cxs;
         for (int q = 0; q < nchunks; q++) {
@@ -514,20 +618,20 @@ typedef struct WinoWork {
 
 static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool need_w, bool bf16)
 {
-    WinoWork k = {.xplane = (ptrdiff_t)g->Hp * g->Wp * VL, .yplane = (ptrdiff_t)4 * g->T * VL};
+    WinoWork k = {.xplane = (ptrdiff_t)g->Hp * g->Wp * VL, .yplane = (ptrdiff_t)g->m * g->m * g->T * VL};
     size_t xslot = (size_t)g->ci16 / VL * k.xplane, yslot = (size_t)g->co16 / VL * k.yplane;
     k.xt = fwd || need_w ? g->group * xslot : 0;
     k.yt = fwd ? g->group * yslot : 0;
     k.dyt = fwd ? 0 : g->group * yslot;
     k.dxt = need_x ? g->group * xslot : 0;
-    k.v = 16 * (size_t)g->vxs;
+    k.v = (size_t)g->P * g->vxs;
     /* dU's operands in bf16 (pairs of tiles, at most tiles/2 + 1 of them): one plane of V^T, and
      * M''s 16 planes, the bf16 M' by channel pairs going to m */
     const size_t half = (size_t)g->tiles / 2 + 1;
     k.pa = bf16 && need_w ? (half * (size_t)g->ci16 + 15) & ~(size_t)15 : 0;
     k.mrxs = (ptrdiff_t)(half * (size_t)g->co16 + VL);
     k.pb = bf16 && need_w ? 16 * (size_t)k.mrxs : 0;
-    k.m = 16 * (size_t)g->mxs;
+    k.m = (size_t)g->P * g->mxs;
     k.du = need_w ? (size_t)16 * g->Cin * g->co16 : 0;
     k.bias = fwd ? (size_t)g->co16 : 0;
     k.pro = 3 * (size_t)g->ci16;
@@ -568,12 +672,12 @@ static void share(int N, int *lo, int *hi)
 }
 
 /* Where tile t of the block's sample s, channel block cb, starts in a blocked buffer of `blocks`
- * channel blocks a sample, `plane` floats a block and `row` pixels a row: its 4x4 input window in
- * xt and dxt (x_tile), its 2x2 output in yt and dyt (y_tile). */
+ * channel blocks a sample, `plane` floats a block and `row` pixels a row: its (m+2)x(m+2) input
+ * window in xt and dxt (x_tile), its m x m output in yt and dyt (y_tile). */
 static ptrdiff_t tile_at(const WinoGeom *g, int blocks, ptrdiff_t plane, int row, int s, int t, int cb)
 {
     int ty = t / g->tw, tx = t % g->tw;
-    return ((ptrdiff_t)s * blocks + cb) * plane + (2 * ty * (ptrdiff_t)row + 2 * tx) * VL;
+    return ((ptrdiff_t)s * blocks + cb) * plane + ((ptrdiff_t)g->m * ty * row + g->m * tx) * VL;
 }
 
 static ptrdiff_t x_tile(const WinoGeom *g, const WinoWork *k, int s, int t, int cb)
@@ -583,7 +687,7 @@ static ptrdiff_t x_tile(const WinoGeom *g, const WinoWork *k, int s, int t, int 
 
 static ptrdiff_t y_tile(const WinoGeom *g, const WinoWork *k, int s, int t, int cb)
 {
-    return tile_at(g, g->co16 / VL, k->yplane, 2 * g->tw, s, t, cb);
+    return tile_at(g, g->co16 / VL, k->yplane, g->m * g->tw, s, t, cb);
 }
 
 /* V (planes of stride vxs) of the block's tiles from xt. */
@@ -591,8 +695,14 @@ static void block_in(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, c
 {
     for (int cb = 0; cb < g->ci16 / VL; cb++)
         for (int s = 0, row = 0; s < b->nb; s++)
-            for (int t = b->t0; t < b->t1; t++, row++)
-                tile_in(xt + x_tile(g, k, s, t, cb), (ptrdiff_t)g->Wp * VL, v + (ptrdiff_t)row * g->ci16 + cb * VL, g->vxs);
+            for (int t = b->t0; t < b->t1; t++, row++) {
+                const float *src = xt + x_tile(g, k, s, t, cb);
+                float *dst = v + (ptrdiff_t)row * g->ci16 + cb * VL;
+                if (g->m == 4)
+                    tile_in4(src, (ptrdiff_t)g->Wp * VL, dst, g->vxs);
+                else
+                    tile_in(src, (ptrdiff_t)g->Wp * VL, dst, g->vxs);
+            }
 }
 
 /* block_in in bf16: planes of stride vbxs words, a tile's channels in pairs (ci16 / 2 words): the
@@ -623,9 +733,14 @@ static void block_out(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, 
 {
     for (int cb = 0; cb < g->co16 / VL; cb++)
         for (int s = 0, row = 0; s < b->nb; s++)
-            for (int t = b->t0; t < b->t1; t++, row++)
-                tile_out(m + (ptrdiff_t)row * g->co16 + cb * VL, g->mxs, yt + y_tile(g, k, s, t, cb),
-                         (ptrdiff_t)2 * g->tw * VL);
+            for (int t = b->t0; t < b->t1; t++, row++) {
+                const float *src = m + (ptrdiff_t)row * g->co16 + cb * VL;
+                float *dst = yt + y_tile(g, k, s, t, cb);
+                if (g->m == 4)
+                    tile_out4(src, g->mxs, dst, (ptrdiff_t)g->m * g->tw * VL);
+                else
+                    tile_out(src, g->mxs, dst, (ptrdiff_t)2 * g->tw * VL);
+            }
 }
 
 /* M' in m from the block's tiles of dyt. */
@@ -745,14 +860,14 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
                             g->vbxs, ub, bf.m, g->mxs);
             } else {
                 block_in(g, k, &b, bf.xt, bf.v);
-                planes_gemm(block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
+                planes_gemm(g->P, block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
                             (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
             }
             block_out(g, k, &b, bf.m, bf.yt);
             if (b.t1 == g->T)
                 for (int s = 0; s < b.nb; s++) {
                     int n = b.n0 + s;
-                    from_blocked(bf.yt + s * yslot, 2 * g->tw, k->yplane, 0, 0, g->Cout, g->Ho, g->Wo,
+                    from_blocked(bf.yt + s * yslot, g->m * g->tw, k->yplane, 0, 0, g->Cout, g->Ho, g->Wo,
                                  y + (size_t)n * yout, sample_bias(ep, n, g->Cout, bf.bias),
                                  ep->r ? ep->r + (size_t)n * yout : NULL, ep->scale, false);
                     if (ep->mean)   /* the sample is still in this core's cache */
@@ -764,14 +879,16 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
 }
 
 void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
-                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad)
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad,
+                       bool inference)
 {
-    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad);
+    const bool bf16 = c->precision == CM_PRECISION_BF16;
+    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad, inference && !bf16 ? 4 : 2);
     ArenaMark mark = arena_mark(&c->arena);
-    /* U [16][Cin][co16] = G w G^T, zero in the padding columns. */
-    float *u = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cin * g.co16);
-    weight_planes(w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
-    const uint32_t *ub = c->precision == CM_PRECISION_BF16 ? pack_weight_planes(c, u, Cin, g.co16) : NULL;
+    /* U [P][Cin][co16] = G w G^T, zero in the padding columns. */
+    float *u = arena_calloc(&c->arena, sizeof(float) * g.P * (size_t)Cin * g.co16);
+    (g.m == 4 ? weight_planes4 : weight_planes)(w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
+    const uint32_t *ub = bf16 ? pack_weight_planes(c, u, Cin, g.co16) : NULL;
     WinoWork k = wino_work(c, &g, true, false, false, ub != NULL);
 #pragma omp parallel num_threads(cm_threads())
     forward_share(&g, &k, x, pro, u, ub, ep, y);
@@ -816,14 +933,14 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
             if (bf16)
                 planes_du_bf16(g, rows, bf.v, bf.pb, k->mrxs, bf.pa, bf.du);
             else
-                planes_gemm(g->Cin, g->co16 / VL, rows, bf.v, 1, g->ci16, g->vxs, bf.m, g->co16, g->mxs,
+                planes_gemm(16, g->Cin, g->co16 / VL, rows, bf.v, 1, g->ci16, g->vxs, bf.m, g->co16, g->mxs,
                             bf.du, g->co16, (ptrdiff_t)g->Cin * g->co16, true);
         }
         if (k->dxt) {  /* V' = M' U^T per plane, folded into dxt */
             if (bf16)
                 planes_bf16(rows, g->ci16 / VL, (g->Cout + 1) / 2, mc, g->co16 / 2, g->mbxs, utb, bf.v, g->vxs);
             else
-                planes_gemm(rows, g->ci16 / VL, g->Cout, bf.m, g->co16, 1, g->mxs, ut, g->ci16,
+                planes_gemm(16, rows, g->ci16 / VL, g->Cout, bf.m, g->co16, 1, g->mxs, ut, g->ci16,
                             (ptrdiff_t)g->Cout * g->ci16, bf.v, g->ci16, g->vxs, false);
             block_in_adjoint(g, k, &b, bf.v, bf.dxt);
             if (b.t1 == g->T)
@@ -840,7 +957,7 @@ void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const f
                         int W, int Cout, int pad)
 {
     if (!dx && !dw) return;
-    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad);
+    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad, 2);
     ArenaMark mark = arena_mark(&c->arena);
     float *ut = NULL;
     if (dx) {   /* U^T [16][Cout][ci16], zero in the padding columns */

@@ -1,6 +1,14 @@
 /* conv_wino.h: 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin and
  * Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), forward and both gradients:
- * the fast path of op_conv2d for the U-Net's 3x3 convolutions (op_conv.c decides when).
+ * the fast path of op_conv2d for the U-Net's 3x3 convolutions (op_conv.c decides when). A forward
+ * pass that no backward follows (sampling, evaluation, the target and teacher passes of training)
+ * takes F(4x4, 3x3) in fp32: 36 multiplications per 4x4 tile instead of 144, 4x fewer than direct
+ * against F(2x2, 3x3)'s 2.25x, and cheaper transforms per output pixel (+19% on the bench's S
+ * one-step sampling, AMD EPYC Zen 5). Its transforms have larger coefficients, so it rounds more:
+ * about 7e-6 of the output's scale against 4e-7 on test_conv's shapes, 1-2e-6 on test_unet's
+ * networks, within every tolerance the tests hold the forward pass to (1e-4 against float64 or
+ * PyTorch). A pass with gradients keeps F(2x2, 3x3), whose adjoints the backward uses; bf16 keeps
+ * it too (F(4x4, 3x3) on bf16's 8-bit mantissa is not tried: its larger transform coefficients).
  *
  * Each 2x2 output tile is Y = A^T [(G g G^T) . (B^T d B)] A for its 4x4 input window d: 16
  * multiplications per tile and channel pair instead of 36 (2.25x fewer). Since Y is linear in d
@@ -48,9 +56,11 @@ bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride);
 extern size_t conv_wino_block_bytes;
 
 /* y [N,Cout,Ho,Wo] = the epilogue of conv(pro(x [N,Cin,H,W]), w [Cout,Cin,3,3]),
- * Ho = H + 2 pad - 2; pro NULL: x as it is. */
+ * Ho = H + 2 pad - 2; pro NULL: x as it is. inference (no backward will follow) in fp32 takes
+ * F(4x4, 3x3) (below); otherwise F(2x2, 3x3). */
 void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
-                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad);
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad,
+                       bool inference);
 
 /* From dy [N,Cout,Ho,Wo]: dx, the gradient of the conv's input pro(x) (NULL: not needed), is
  * written (dx_fresh) or accumulated (+=); dw (NULL: not needed) is accumulated. Each gradient is

@@ -553,9 +553,12 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
                        f->residual ? f->residual->data : NULL, scale,
                        f->out_stats, f->out_stats ? f->out_stats + ngo : NULL, f->out_groups, f->out_eps};
     ArenaMark mark = arena_mark(&c->arena);     /* workspaces below live only inside this call */
+    Tensor *const in[7] = {x, w, b, f->bias, f->residual, f->norm_weight, f->norm_bias};
     if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
+        bool taped = false;   /* whether tape_record below records: a backward may follow */
+        for (int i = 0; i < 7; i++) taped |= ctx_grad_enabled(c) && in[i] && in[i]->requires_grad;
         conv_wino_forward(c, x->data, groups ? &pro : NULL, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W,
-                          g.Cout, g.pad);
+                          g.Cout, g.pad, !taped);
     } else {
         const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
         if (conv2d_direct_usable(g.Cout, g.kh, g.kw, g.stride, g.pad)) {
@@ -573,8 +576,7 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
     }
     arena_release(&c->arena, mark);
 
-    TapeEntry *e = tape_record(c, OP_CONV2D, y, 7,
-                               (Tensor *[]){x, w, b, f->bias, f->residual, f->norm_weight, f->norm_bias});
+    TapeEntry *e = tape_record(c, OP_CONV2D, y, 7, in);
     if (e) {
         e->iarg[0] = stride;
         e->iarg[1] = pad;
