@@ -1,7 +1,7 @@
 /* conv_wino.c: 3x3 stride-1 conv2d by Winograd F(2x2, 3x3), and F(4x4, 3x3) for forward passes
  * that no backward follows; see conv_wino.h. Below, the notation and layouts of F(2x2, 3x3);
  * F(4x4, 3x3) has m = 4 in place of 2 (4x4 output tiles from 6x6 windows, 36 planes: WinoGeom's m
- * and P) and its own transforms (tile_in4, tile_out4, weight_planes4).
+ * and P) and its own transforms (tile_in4, tile_out4, ggt4).
  *
  * Notation: a sample's output is covered by th x tw tiles of 2x2 pixels (th = ceil(Ho/2),
  * tw = ceil(Wo/2)); tile (ty, tx) reads the 4x4 input window whose top-left pixel is
@@ -241,32 +241,66 @@ static inline void tile_out_adjoint(const float *src, ptrdiff_t rs, float *dst, 
     for (int xi = 0; xi < 16; xi++) _mm512_store_ps(dst + xi * xs, v[xi]);
 }
 
-/* The 16 planes (stride us) of G g G^T for the kernels g of w [Cout][Cin][3][3], as a matrix per
- * plane: element (r, c) = the kernel at w + r rs + c cs, stored at u[r ld + c]; columns past
- * `cols` up to ld stay as they are (zero: callers calloc u). rs, cs: 9 and 9 Cin for U [ci][co],
- * 9 Cin and 9 for U^T [co][ci]. Parallel over rows; the column loop vectorizes. */
-static void weight_planes(const float *w, int rows, int cols, ptrdiff_t rs, ptrdiff_t cs, float *u,
-                          int ld, ptrdiff_t us)
+/* The 16 planes of G g G^T for the 3x3 kernel g: plane xi's value at u[xi us]. */
+static inline __attribute__((always_inline)) void ggt2(const float *g, float *u, ptrdiff_t us)
+{
+    float t[4][3];
+    for (int j = 0; j < 3; j++) {
+        t[0][j] = g[j];
+        t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+        t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+        t[3][j] = g[6 + j];
+    }
+    for (int i = 0; i < 4; i++) {
+        u[(4 * i + 0) * us] = t[i][0];
+        u[(4 * i + 1) * us] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+        u[(4 * i + 2) * us] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+        u[(4 * i + 3) * us] = t[i][2];
+    }
+}
+
+/* The 36 planes of G g G^T for the 3x3 kernel g (F(4x4, 3x3), G below at tile_in4): plane xi's
+ * value at u[xi us]. */
+static inline __attribute__((always_inline)) void ggt4(const float *g, float *u, ptrdiff_t us)
+{
+    float t[6][3];
+    for (int j = 0; j < 3; j++) {   /* t = G g, column j */
+        float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
+        t[0][j] = g0 / 4;
+        t[1][j] = -(g0 + g1 + g2) / 6;
+        t[2][j] = -(g0 - g1 + g2) / 6;
+        t[3][j] = g0 / 24 + g1 / 12 + g2 / 6;
+        t[4][j] = g0 / 24 - g1 / 12 + g2 / 6;
+        t[5][j] = g2;
+    }
+    for (int i = 0; i < 6; i++) {   /* (G g) G^T, row i */
+        float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
+        u[(6 * i + 0) * us] = g0 / 4;
+        u[(6 * i + 1) * us] = -(g0 + g1 + g2) / 6;
+        u[(6 * i + 2) * us] = -(g0 - g1 + g2) / 6;
+        u[(6 * i + 3) * us] = g0 / 24 + g1 / 12 + g2 / 6;
+        u[(6 * i + 4) * us] = g0 / 24 - g1 / 12 + g2 / 6;
+        u[(6 * i + 5) * us] = g2;
+    }
+}
+
+/* The P planes (stride us) of G g G^T (ggt2, or ggt4 when m = 4) for the kernels g of w
+ * [Cout][Cin][3][3], as a matrix per plane: element (r, c) = the kernel at w + r rs + c cs, stored
+ * at u[r ld + c]; columns past `cols` up to ld stay as they are (zero: callers calloc u). rs, cs:
+ * 9 and 9 Cin for U [ci][co], 9 Cin and 9 for U^T [co][ci]. Parallel over rows; the column loop
+ * vectorizes. */
+static void weight_planes(int m, const float *w, int rows, int cols, ptrdiff_t rs, ptrdiff_t cs, float *u, int ld,
+                          ptrdiff_t us)
 {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; r++) {
         float *ur = u + (ptrdiff_t)r * ld;
 #pragma omp simd
         for (int c = 0; c < cols; c++) {
-            const float *g = w + r * rs + c * cs;
-            float t[4][3];
-            for (int j = 0; j < 3; j++) {
-                t[0][j] = g[j];
-                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-                t[3][j] = g[6 + j];
-            }
-            for (int i = 0; i < 4; i++) {
-                ur[(4 * i + 0) * us + c] = t[i][0];
-                ur[(4 * i + 1) * us + c] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                ur[(4 * i + 2) * us + c] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                ur[(4 * i + 3) * us + c] = t[i][2];
-            }
+            if (m == 4)
+                ggt4(w + r * rs + c * cs, ur + c, us);
+            else
+                ggt2(w + r * rs + c * cs, ur + c, us);
         }
     }
 }
@@ -334,39 +368,6 @@ static inline void tile_out4(const float *src, ptrdiff_t xs, float *dst, ptrdiff
         __m512 o[4];
         at6(s[a], o);
         for (int b = 0; b < 4; b++) _mm512_store_ps(dst + a * rs + b * VL, o[b]);
-    }
-}
-
-/* weight_planes for F(4x4, 3x3): the 36 planes of G g G^T. */
-static void weight_planes4(const float *w, int rows, int cols, ptrdiff_t rs, ptrdiff_t cs, float *u, int ld,
-                           ptrdiff_t us)
-{
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        float *ur = u + (ptrdiff_t)r * ld;
-#pragma omp simd
-        for (int c = 0; c < cols; c++) {
-            const float *g = w + r * rs + c * cs;
-            float t[6][3];
-            for (int j = 0; j < 3; j++) {   /* t = G g, column j */
-                float g0 = g[j], g1 = g[3 + j], g2 = g[6 + j];
-                t[0][j] = g0 / 4;
-                t[1][j] = -(g0 + g1 + g2) / 6;
-                t[2][j] = -(g0 - g1 + g2) / 6;
-                t[3][j] = g0 / 24 + g1 / 12 + g2 / 6;
-                t[4][j] = g0 / 24 - g1 / 12 + g2 / 6;
-                t[5][j] = g2;
-            }
-            for (int i = 0; i < 6; i++) {   /* (G g) G^T, row i */
-                float g0 = t[i][0], g1 = t[i][1], g2 = t[i][2];
-                ur[(6 * i + 0) * us + c] = g0 / 4;
-                ur[(6 * i + 1) * us + c] = -(g0 + g1 + g2) / 6;
-                ur[(6 * i + 2) * us + c] = -(g0 - g1 + g2) / 6;
-                ur[(6 * i + 3) * us + c] = g0 / 24 + g1 / 12 + g2 / 6;
-                ur[(6 * i + 4) * us + c] = g0 / 24 - g1 / 12 + g2 / 6;
-                ur[(6 * i + 5) * us + c] = g2;
-            }
-        }
     }
 }
 
@@ -887,7 +888,7 @@ void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const fl
     ArenaMark mark = arena_mark(&c->arena);
     /* U [P][Cin][co16] = G w G^T, zero in the padding columns. */
     float *u = arena_calloc(&c->arena, sizeof(float) * g.P * (size_t)Cin * g.co16);
-    (g.m == 4 ? weight_planes4 : weight_planes)(w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
+    weight_planes(g.m, w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
     const uint32_t *ub = bf16 ? pack_weight_planes(c, u, Cin, g.co16) : NULL;
     WinoWork k = wino_work(c, &g, true, false, false, ub != NULL);
 #pragma omp parallel num_threads(cm_threads())
@@ -962,7 +963,7 @@ void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const f
     float *ut = NULL;
     if (dx) {   /* U^T [16][Cout][ci16], zero in the padding columns */
         ut = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cout * g.ci16);
-        weight_planes(w, Cout, Cin, (ptrdiff_t)9 * Cin, 9, ut, g.ci16, (ptrdiff_t)Cout * g.ci16);
+        weight_planes(2, w, Cout, Cin, (ptrdiff_t)9 * Cin, 9, ut, g.ci16, (ptrdiff_t)Cout * g.ci16);
     }
     const bool bf16 = c->precision == CM_PRECISION_BF16;
     const uint32_t *utb = bf16 && dx ? pack_weight_planes(c, ut, Cout, g.ci16) : NULL;
