@@ -13,7 +13,8 @@
  *      others by rel_error, max |a - b| / max |b|, as sums and products of many terms; the
  *      line of an element-wise case prints its worst element as a multiple of atol + rtol |b|);
  *   3. sweeps a second time: leaf gradients accumulate (+=), so they must double;
- *   4. reruns the op in a no-grad scope: nothing may be recorded, the output must be the same;
+ *   4. reruns the op in a no-grad scope: nothing may be recorded, the output must match PyTorch's
+ *      as the first did (a forward-only 3x3 conv takes F(4x4, 3x3): other sums);
  *   5. runs gradcheck() (central differences, float32) on the same inputs and gout.
  * It fails when an op of OPS[] has no backward, no runner here, no case in the fixture or no
  * gradient check, and when the fixture names an op OPS[] does not know.

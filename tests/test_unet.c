@@ -9,7 +9,9 @@
  *      (the worst is named), and the gradients of x and the noise inputs: each <= 1e-4;
  *   4. reruns with a frozen WeightSet (g NULL): the same dx, and no parameter tensor on the tape
  *      requires or holds a gradient;
- *   5. with dropout: a second pass with the same Rng gives the same output, an eval pass another.
+ *   5. with dropout: a second pass with the same Rng gives the same output, an eval pass another;
+ *   6. a no-grad pass gives the grad pass's output within NOGRAD_TOL and keeps at most half its
+ *      bytes.
  * For every AMED MLP config /amed_* it compares r (and c, a) and all gradients, and the count.
  */
 #include <math.h>
