@@ -838,6 +838,7 @@ static void planes_du_bf16(const WinoGeom *g, int rows, const float *v, const ui
 static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
                           const float *u, const uint32_t *ub, const ConvEpilogue *ep, float *y)
 {
+    CM_ASSERT(!ub || g->m == 2, "conv_wino forward: bf16 products on F(%dx%d, 3x3) tiles", g->m, g->m);
     WinoBufs bf = wino_bufs(k, omp_get_thread_num());
     memset(bf.xt, 0, sizeof(float) * k->xt);   /* the padding stays zero across samples */
     const size_t xslot = (size_t)g->ci16 / VL * k->xplane, yslot = (size_t)g->co16 / VL * k->yplane;
