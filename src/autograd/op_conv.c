@@ -555,10 +555,9 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
     ArenaMark mark = arena_mark(&c->arena);     /* workspaces below live only inside this call */
     Tensor *const in[7] = {x, w, b, f->bias, f->residual, f->norm_weight, f->norm_bias};
     if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
-        bool taped = false;   /* whether tape_record below records: a backward may follow */
-        for (int i = 0; i < 7; i++) taped |= ctx_grad_enabled(c) && in[i] && in[i]->requires_grad;
+        /* inference when tape_record below records nothing: no backward follows */
         conv_wino_forward(c, x->data, groups ? &pro : NULL, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W,
-                          g.Cout, g.pad, !taped);
+                          g.Cout, g.pad, !tape_records(c, 7, in));
     } else {
         const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
         if (conv2d_direct_usable(g.Cout, g.kh, g.kw, g.stride, g.pad)) {
