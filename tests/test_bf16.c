@@ -457,7 +457,7 @@ static void test_torch_case(Fixture *f, const char *name)
     const int Cout = wsh[0], inner = conv ? shape[0][2] * shape[0][3] : 1;   /* y's channel: (i / inner) % Cout */
     /* A Winograd shape (conv_wino_usable, the library's own predicate): both sides' y, dx and dw
      * through Winograd, their bounds from Mw (winograd_magnitudes). */
-    const bool wino = conv && conv_wino_usable(xs[1], Cout, wsh[2], wsh[3], stride);
+    const bool wino = conv && conv_wino_usable(xs[1], Cout, wsh[2], wsh[3], stride, pad);
     double *mw[3] = {0};
     if (wino) {
         for (int o = 0; o < 3; o++) mw[o] = calloc(numel(nd[o], shape[o]), sizeof(double));

@@ -66,7 +66,7 @@ static const Case CASES[] = {
 /* The path op_conv2d takes for a case, by the predicate it uses itself. */
 static bool takes_wino(const Case *k)
 {
-    return conv_wino_usable(k->Cin, k->Cout, k->kh, k->kw, k->stride);
+    return conv_wino_usable(k->Cin, k->Cout, k->kh, k->kw, k->stride, k->pad);
 }
 
 /* The forward pass's direct path (stride 1, few outputs): the same bits at every thread count. */

@@ -13,8 +13,7 @@
  *      others by rel_error, max |a - b| / max |b|, as sums and products of many terms; the
  *      line of an element-wise case prints its worst element as a multiple of atol + rtol |b|);
  *   3. sweeps a second time: leaf gradients accumulate (+=), so they must double;
- *   4. reruns the op in a no-grad scope: nothing may be recorded, the output must match PyTorch's
- *      as the first did (a forward-only 3x3 conv takes F(4x4, 3x3): other sums);
+ *   4. reruns the op in a no-grad scope: nothing may be recorded, the output must be the same;
  *   5. runs gradcheck() (central differences, float32) on the same inputs and gout.
  * It fails when an op of OPS[] has no backward, no runner here, no case in the fixture or no
  * gradient check, and when the fixture names an op OPS[] does not know.
@@ -463,8 +462,7 @@ static bool check_case(Fixture *f, Ctx *ctx, const Case *k, CaseData *x)
     }
     ok &= accum <= ACCUM_TOL;
 
-    /* 4. No-grad scope: nothing recorded, an output as close to PyTorch's as the grad pass's (a
-     * forward-only 3x3 conv takes F(4x4, 3x3) in fp32: other sums, conv_wino.h). An identity op (dropout with p = 0)
+    /* 4. No-grad scope: nothing recorded, the same output. An identity op (dropout with p = 0)
      * may return its input itself, which keeps the input's requires_grad. Then, with grad mode
      * on but no input requiring a gradient: nothing recorded either. */
     int tape_len = ctx->tape_len;
@@ -473,9 +471,9 @@ static bool check_case(Fixture *f, Ctx *ctx, const Case *k, CaseData *x)
     ctx_no_grad_end(ctx);
     bool is_input = false;
     for (int s = 0; s < k->nslot; s++) is_input |= out2 == in[s];
-    Cmp nograd = same_shape(out2, x->ondim, x->oshape) ? torch_compare(t, out2->data, x->want, out2->n)
-                                                        : (Cmp){.err = INFINITY, .limit = 0};
-    bool nograd_ok = ctx->tape_len == tape_len && (is_input || !out2->requires_grad) && nograd.err <= nograd.limit;
+    bool nograd_ok = ctx->tape_len == tape_len && (is_input || !out2->requires_grad) &&
+                     same_shape(out2, x->ondim, x->oshape) &&
+                     rel_error(out2->data, out->data, out->n, REL_FLOOR) <= ACCUM_TOL;
     Tensor *frozen[MAX_SLOTS] = {0};
     for (int s = 0; s < k->nslot; s++)
         if (x->data[s]) frozen[s] = tensor_wrap(ctx, x->data[s], NULL, x->ndim[s], x->shape[s], false);
@@ -512,8 +510,7 @@ static bool check_case(Fixture *f, Ctx *ctx, const Case *k, CaseData *x)
           "(rel error %.2e): a backward that overwrites (=) instead of accumulating (+=)?", k->path,
           accum);
     CHECK(nograd_ok, "%s: in a no-grad scope the op recorded %d entries, returned requires_grad=%d "
-          "or an output off PyTorch's %s", k->path, ctx->tape_len - tape_len, out2->requires_grad,
-          cmp_text(t, &nograd, why, sizeof why));
+          "or another output", k->path, ctx->tape_len - tape_len, out2->requires_grad);
     CHECK(frozen_ok, "%s: with no input requiring a gradient the op recorded %d entries or "
           "returned requires_grad=%d", k->path, ctx->tape_len - tape_len, out3->requires_grad);
     CHECK(gc <= t->gc_tol, "%s: gradcheck error %.2e (tol %.0e, eps %.0e)", k->path, gc, t->gc_tol,

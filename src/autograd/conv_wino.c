@@ -1,7 +1,7 @@
-/* conv_wino.c: 3x3 stride-1 conv2d by Winograd F(2x2, 3x3), and F(4x4, 3x3) for forward passes
- * that no backward follows; see conv_wino.h. Below, the notation and layouts of F(2x2, 3x3);
- * F(4x4, 3x3) has m = 4 in place of 2 (4x4 output tiles from 6x6 windows, 36 planes: WinoGeom's m
- * and P) and its own transforms (tile_in4, tile_out4, ggt4).
+/* conv_wino.c: 3x3 stride-1 conv2d by Winograd F(4x4, 3x3) in fp32 and F(2x2, 3x3) in bf16; see
+ * conv_wino.h. Below, the notation and layouts of F(2x2, 3x3); F(4x4, 3x3) has m = 4 in place of 2
+ * (4x4 output tiles from 6x6 windows, 36 planes: WinoGeom's m and P) and its own transforms
+ * (tile_in4, tile_out4, tile_out4_adjoint, ggt4, weight_adjoint4); its dx is backward_dx4's conv.
  *
  * Notation: a sample's output is covered by th x tw tiles of 2x2 pixels (th = ceil(Ho/2),
  * tw = ceil(Wo/2)); tile (ty, tx) reads the 4x4 input window whose top-left pixel is
@@ -18,7 +18,7 @@
  *   yt   the output tiles, blocked, 2 th x 2 tw (the rows and columns past Ho, Wo are dropped
  *        when it is transposed back); dyt the same for dy (zero past Ho, Wo);
  *   V    per plane xi: [tiles][ci16], a block's transformed input tiles; M: [tiles][co16].
- * Forward, per plane: M = V . U with U [Cin][co16] = G g G^T; dx: V' = M' . U^T with U^T
+ * Forward, per plane: M = V . U with U [Cin][co16] = G g G^T; dx (bf16): V' = M' . U^T with U^T
  * [Cout][ci16]; dw: dU [Cin][co16] += V^T . M'. All three are the one micro-kernel below.
  *
  * Blocks: a thread takes samples in blocks of about `tiles` tiles (conv_wino_block_bytes of V
@@ -45,11 +45,10 @@ size_t conv_wino_block_bytes = (size_t)1 << 20;
 
 #ifndef __AVX512F__
 
-bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride) { return false; }
+bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride, int pad) { return false; }
 
 void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
-                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad,
-                       bool inference)
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad)
 {
     CM_ASSERT(false, "conv_wino_forward: this build has no AVX-512 (conv_wino_usable is false)");
 }
@@ -67,9 +66,9 @@ void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const f
 
 #define VL 16                  /* floats per vector */
 
-bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride)
+bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride, int pad)
 {
-    return kh == 3 && kw == 3 && stride == 1 && Cin >= VL && Cout >= VL;
+    return kh == 3 && kw == 3 && stride == 1 && pad <= 2 && Cin >= VL && Cout >= VL;
 }
 
 typedef struct WinoGeom {
@@ -233,14 +232,6 @@ static inline __attribute__((always_inline)) void tile_out_adjoint_planes(const 
     }
 }
 
-/* M' (16 planes at dst, stride xs) = A dY A^T for the 2x2 gradients at src (row stride rs). */
-static inline void tile_out_adjoint(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
-{
-    __m512 v[16];
-    tile_out_adjoint_planes(src, rs, v);
-    for (int xi = 0; xi < 16; xi++) _mm512_store_ps(dst + xi * xs, v[xi]);
-}
-
 /* The 16 planes of G g G^T for the 3x3 kernel g: plane xi's value at u[xi us]. */
 static inline __attribute__((always_inline)) void ggt2(const float *g, float *u, ptrdiff_t us)
 {
@@ -305,7 +296,7 @@ static void weight_planes(int m, const float *w, int rows, int cols, ptrdiff_t r
     }
 }
 
-/* ---- F(4x4, 3x3): forward only (conv_wino.h) ----
+/* ---- F(4x4, 3x3) (conv_wino.h) ----
  * 1-D transforms on 6 points (Lavin and Gray's, interpolation points 0, +-1, +-2 and infinity):
  *   B^T d = (4 d0 - 5 d2 + d4, (d4 - 4 d2) + (d3 - 4 d1), (d4 - 4 d2) - (d3 - 4 d1),
  *            (d4 - d2) + 2 (d3 - d1), (d4 - d2) - 2 (d3 - d1), 4 d1 - 5 d3 + d5)
@@ -369,6 +360,62 @@ static inline void tile_out4(const float *src, ptrdiff_t xs, float *dst, ptrdiff
         at6(s[a], o);
         for (int b = 0; b < 4; b++) _mm512_store_ps(dst + a * rs + b * VL, o[b]);
     }
+}
+
+/* The adjoint of at6: m = A o for the gradients o of the 4 outputs. */
+static inline __attribute__((always_inline)) void at6_adjoint(const __m512 o[4], __m512 m[6])
+{
+    const __m512 two = _mm512_set1_ps(2.0f), four = _mm512_set1_ps(4.0f), eight = _mm512_set1_ps(8.0f);
+    __m512 e = o[0] + o[2], f = o[1] + o[3];            /* m1, m2 = e +- f */
+    __m512 g = _mm512_fmadd_ps(four, o[2], o[0]), h = _mm512_fmadd_ps(eight, o[3], two * o[1]);
+    m[0] = o[0];
+    m[1] = e + f;
+    m[2] = e - f;
+    m[3] = g + h;
+    m[4] = g - h;
+    m[5] = o[3];
+}
+
+/* M' (36 planes at dst, stride xs) = A dY A^T for the 4x4 gradients at src (row stride rs). */
+static inline void tile_out4_adjoint(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
+{
+    __m512 t[6][4];
+    for (int b = 0; b < 4; b++) {   /* columns */
+        __m512 o[4], m[6];
+        for (int a = 0; a < 4; a++) o[a] = _mm512_load_ps(src + a * rs + b * VL);
+        at6_adjoint(o, m);
+        for (int i = 0; i < 6; i++) t[i][b] = m[i];
+    }
+    for (int i = 0; i < 6; i++) {   /* rows */
+        __m512 m[6];
+        at6_adjoint(t[i], m);
+        for (int j = 0; j < 6; j++) _mm512_store_ps(dst + (6 * i + j) * xs, m[j]);
+    }
+}
+
+/* dg [3x3] = G^T du G for the 36 values du of F(4x4, 3x3) (G at tile_in4), in double: the
+ * coefficients' mixed signs cancel, and this runs once per kernel. */
+static void weight_adjoint4(const float du[36], float dg[9])
+{
+    static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    double r[6][3];
+    for (int i = 0; i < 6; i++)
+        for (int b = 0; b < 3; b++) {
+            double acc = 0;
+            for (int j = 0; j < 6; j++) acc += du[6 * i + j] * G[j][b];
+            r[i][b] = acc;
+        }
+    for (int a = 0; a < 3; a++)
+        for (int b = 0; b < 3; b++) {
+            double acc = 0;
+            for (int i = 0; i < 6; i++) acc += G[i][a] * r[i][b];
+            dg[3 * a + b] = (float)acc;
+        }
 }
 
 /* dg [3x3] = G^T du G for 16 values du. */
@@ -633,7 +680,7 @@ static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool
     k.mrxs = (ptrdiff_t)(half * (size_t)g->co16 + VL);
     k.pb = bf16 && need_w ? 16 * (size_t)k.mrxs : 0;
     k.m = (size_t)g->P * g->mxs;
-    k.du = need_w ? (size_t)16 * g->Cin * g->co16 : 0;
+    k.du = need_w ? (size_t)g->P * g->Cin * g->co16 : 0;
     k.bias = fwd ? (size_t)g->co16 : 0;
     k.pro = 3 * (size_t)g->ci16;
     k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.pa + k.pb + k.m + k.du + k.bias + k.pro;
@@ -740,18 +787,18 @@ static void block_out(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, 
                 if (g->m == 4)
                     tile_out4(src, g->mxs, dst, (ptrdiff_t)g->m * g->tw * VL);
                 else
-                    tile_out(src, g->mxs, dst, (ptrdiff_t)2 * g->tw * VL);
+                    tile_out(src, g->mxs, dst, (ptrdiff_t)g->m * g->tw * VL);
             }
 }
 
-/* M' in m from the block's tiles of dyt. */
+/* M' in m from the block's tiles of dyt, in fp32: F(4x4, 3x3) (bf16: block_out_adjoint_bf16). */
 static void block_out_adjoint(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *dyt, float *m)
 {
     for (int cb = 0; cb < g->co16 / VL; cb++)
         for (int s = 0, row = 0; s < b->nb; s++)
             for (int t = b->t0; t < b->t1; t++, row++)
-                tile_out_adjoint(dyt + y_tile(g, k, s, t, cb), (ptrdiff_t)2 * g->tw * VL,
-                                 m + (ptrdiff_t)row * g->co16 + cb * VL, g->mxs);
+                tile_out4_adjoint(dyt + y_tile(g, k, s, t, cb), (ptrdiff_t)4 * g->tw * VL,
+                                  m + (ptrdiff_t)row * g->co16 + cb * VL, g->mxs);
 }
 
 /* block_out_adjoint in bf16, straight into the layouts the two products read (either may be
@@ -880,28 +927,52 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
     }
 }
 
+/* y = the epilogue of the conv of pro(x) on geometry g, whose weight planes are u (fp32) or ub
+ * (bf16 pairs, not NULL: bf16 products). */
+static void forward_planes(Ctx *c, const WinoGeom *g, const float *x, const ConvPrologue *pro, const float *u,
+                           const uint32_t *ub, const ConvEpilogue *ep, float *y)
+{
+    WinoWork k = wino_work(c, g, true, false, false, ub != NULL);
+#pragma omp parallel num_threads(cm_threads())
+    forward_share(g, &k, x, pro, u, ub, ep, y);
+}
+
 void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
-                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad,
-                       bool inference)
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad)
 {
     const bool bf16 = c->precision == CM_PRECISION_BF16;
-    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad, inference && !bf16 ? 4 : 2);
+    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad, bf16 ? 2 : 4);
     ArenaMark mark = arena_mark(&c->arena);
     /* U [P][Cin][co16] = G w G^T, zero in the padding columns. */
     float *u = arena_calloc(&c->arena, sizeof(float) * g.P * (size_t)Cin * g.co16);
     weight_planes(g.m, w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
-    const uint32_t *ub = bf16 ? pack_weight_planes(c, u, Cin, g.co16) : NULL;
-    WinoWork k = wino_work(c, &g, true, false, false, ub != NULL);
-#pragma omp parallel num_threads(cm_threads())
-    forward_share(&g, &k, x, pro, u, ub, ep, y);
+    forward_planes(c, &g, x, pro, u, bf16 ? pack_weight_planes(c, u, Cin, g.co16) : NULL, ep, y);
     arena_release(&c->arena, mark);
 }
 
-/* dx (when dxt is used) and this thread's dU partial (when du is) for its samples; returns
+/* dx (+)= the gradient of the conv's input as a conv of its own, by F(4x4, 3x3): dy zero-padded by
+ * 2 - pad, with the kernels w^T [Cin][Cout] turned by 180 degrees:
+ *   dx[ci][h][w] = sum over co, a, b of dy[co][h + a - (2 - pad)][w + b - (2 - pad)] w[co][ci][2 - a][2 - b].
+ * Written or accumulated (dx_fresh) in one store per value, as the epilogue adds a residual. */
+static void backward_dx4(Ctx *c, const float *w, const float *dy, float *dx, bool dx_fresh, int N, int Cin, int H,
+                         int W, int Cout, int pad)
+{
+    WinoGeom g = wino_geom(N, Cout, H + 2 * pad - 2, W + 2 * pad - 2, Cin, 2 - pad, 4);
+    const size_t n = (size_t)Cout * Cin * 9;
+    float *wt = arena_alloc(&c->arena, sizeof(float) * n);   /* w with each kernel reversed */
+    for (size_t i = 0; i < n; i += 9)
+        for (int q = 0; q < 9; q++) wt[i + q] = w[i + 8 - q];
+    /* U [P][Cout][ci16]: element (co, ci) the kernel at wt + co 9 Cin + ci 9 */
+    float *u = arena_calloc(&c->arena, sizeof(float) * g.P * (size_t)Cout * g.co16);
+    weight_planes(4, wt, Cout, Cin, (ptrdiff_t)9 * Cin, 9, u, g.co16, (ptrdiff_t)Cout * g.co16);
+    ConvEpilogue ep = {.r = dx_fresh ? NULL : dx, .scale = 1.0f};
+    forward_planes(c, &g, dy, NULL, u, NULL, &ep, dx);
+}
+
+/* dx (when dxt is used: bf16 only) and this thread's dU partial (when du is) for its samples; returns
  * whether the partial was written. bf16: bf16 products, with utb (U^T's pairs) for dx. */
 static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
-                           const float *ut, const uint32_t *utb, bool bf16, const float *dy, float *dx,
-                           bool dx_fresh)
+                           const uint32_t *utb, bool bf16, const float *dy, float *dx, bool dx_fresh)
 {
     int lo, hi;
     share(g->N, &lo, &hi);
@@ -916,7 +987,7 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
         if (b.t0 == 0)
             for (int s = 0; s < b.nb; s++) {
                 int n = b.n0 + s;
-                to_blocked(dy + n * yout, g->Cout, g->Ho, g->Wo, bf.dyt + s * yslot, 2 * g->tw, k->yplane, 0, 0,
+                to_blocked(dy + n * yout, g->Cout, g->Ho, g->Wo, bf.dyt + s * yslot, g->m * g->tw, k->yplane, 0, 0,
                            NULL, 0);
                 if (k->xt)
                     to_blocked(x + n * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp, k->xplane, g->pad,
@@ -935,15 +1006,11 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
             if (bf16)
                 planes_du_bf16(g, rows, bf.v, bf.pb, k->mrxs, bf.pa, bf.du);
             else
-                planes_gemm(16, g->Cin, g->co16 / VL, rows, bf.v, 1, g->ci16, g->vxs, bf.m, g->co16, g->mxs,
+                planes_gemm(g->P, g->Cin, g->co16 / VL, rows, bf.v, 1, g->ci16, g->vxs, bf.m, g->co16, g->mxs,
                             bf.du, g->co16, (ptrdiff_t)g->Cin * g->co16, true);
         }
-        if (k->dxt) {  /* V' = M' U^T per plane, folded into dxt */
-            if (bf16)
-                planes_bf16(rows, g->ci16 / VL, (g->Cout + 1) / 2, mc, g->co16 / 2, g->mbxs, utb, bf.v, g->vxs);
-            else
-                planes_gemm(16, rows, g->ci16 / VL, g->Cout, bf.m, g->co16, 1, g->mxs, ut, g->ci16,
-                            (ptrdiff_t)g->Cout * g->ci16, bf.v, g->ci16, g->vxs, false);
+        if (k->dxt) {  /* bf16: V' = M' U^T per plane, folded into dxt */
+            planes_bf16(rows, g->ci16 / VL, (g->Cout + 1) / 2, mc, g->co16 / 2, g->mbxs, utb, bf.v, g->vxs);
             block_in_adjoint(g, k, &b, bf.v, bf.dxt);
             if (b.t1 == g->T)
                 for (int s = 0; s < b.nb; s++)
@@ -954,41 +1021,58 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
     return hi > lo;
 }
 
-void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
-                        const float *dy, float *dx, bool dx_fresh, float *dw, int N, int Cin, int H,
-                        int W, int Cout, int pad)
+/* dw (+)= by the adjoint of F(4x4, 3x3) in fp32, of F(2x2, 3x3) in bf16, which also gives dx
+ * (fp32's dx is backward_dx4's). */
+static void backward_adjoint(Ctx *c, const float *x, const ConvPrologue *pro, const float *w, const float *dy,
+                             float *dx, bool dx_fresh, float *dw, int N, int Cin, int H, int W, int Cout, int pad)
 {
-    if (!dx && !dw) return;
-    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad, 2);
-    ArenaMark mark = arena_mark(&c->arena);
+    const bool bf16 = c->precision == CM_PRECISION_BF16;
+    CM_ASSERT(bf16 || !dx, "conv_wino backward: fp32's dx is backward_dx4's");
+    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad, bf16 ? 2 : 4);
     float *ut = NULL;
-    if (dx) {   /* U^T [16][Cout][ci16], zero in the padding columns */
+    if (dx) {   /* bf16's U^T [16][Cout][ci16], zero in the padding columns */
         ut = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cout * g.ci16);
         weight_planes(2, w, Cout, Cin, (ptrdiff_t)9 * Cin, 9, ut, g.ci16, (ptrdiff_t)Cout * g.ci16);
     }
-    const bool bf16 = c->precision == CM_PRECISION_BF16;
-    const uint32_t *utb = bf16 && dx ? pack_weight_planes(c, ut, Cout, g.ci16) : NULL;
+    const uint32_t *utb = dx ? pack_weight_planes(c, ut, Cout, g.ci16) : NULL;
     WinoWork k = wino_work(c, &g, false, dx != NULL, dw != NULL, bf16);
     int T = cm_threads();
     bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
 #pragma omp parallel num_threads(T)
-    written[omp_get_thread_num()] = backward_share(&g, &k, x, pro, ut, utb, bf16, dy, dx, dx_fresh);
+    written[omp_get_thread_num()] = backward_share(&g, &k, x, pro, utb, bf16, dy, dx, dx_fresh);
     if (dw) {
         const ptrdiff_t us = (ptrdiff_t)Cin * g.co16;
 #pragma omp parallel for schedule(static)
         for (int co = 0; co < Cout; co++)
             for (int ci = 0; ci < Cin; ci++) {
-                float du[16] = {0}, dg[9];
+                float du[36] = {0}, dg[9];
                 for (int t = 0; t < T; t++) {
                     if (!written[t]) continue;
                     const float *p = wino_bufs(&k, t).du + (ptrdiff_t)ci * g.co16 + co;
-                    for (int xi = 0; xi < 16; xi++) du[xi] += p[xi * us];
+                    for (int xi = 0; xi < g.P; xi++) du[xi] += p[xi * us];
                 }
-                weight_adjoint(du, dg);
+                if (g.m == 4)
+                    weight_adjoint4(du, dg);
+                else
+                    weight_adjoint(du, dg);
                 float *o = dw + ((size_t)co * Cin + ci) * 9;
                 for (int q = 0; q < 9; q++) o[q] += dg[q];
             }
     }
+}
+
+void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
+                        const float *dy, float *dx, bool dx_fresh, float *dw, int N, int Cin, int H,
+                        int W, int Cout, int pad)
+{
+    if (!dx && !dw) return;
+    ArenaMark mark = arena_mark(&c->arena);
+    const bool bf16 = c->precision == CM_PRECISION_BF16;
+    if (!bf16 && dx) {   /* fp32: dx as a conv of its own, dw below by F(4x4, 3x3)'s adjoint */
+        backward_dx4(c, w, dy, dx, dx_fresh, N, Cin, H, W, Cout, pad);
+        dx = NULL;
+    }
+    if (dx || dw) backward_adjoint(c, x, pro, w, dy, dx, dx_fresh, dw, N, Cin, H, W, Cout, pad);
     arena_release(&c->arena, mark);
 }
 

@@ -1,31 +1,36 @@
-/* conv_wino.h: 3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin and
- * Gray, "Fast Algorithms for Convolutional Neural Networks", 2016), forward and both gradients:
- * the fast path of op_conv2d for the U-Net's 3x3 convolutions (op_conv.c decides when). A forward
- * pass that no backward follows (sampling, evaluation, the target and teacher passes of training)
- * takes F(4x4, 3x3) in fp32: 36 multiplications per 4x4 tile instead of 144, 4x fewer than direct
- * against F(2x2, 3x3)'s 2.25x, and cheaper transforms per output pixel (+19% on the bench's S
- * one-step sampling, AMD EPYC Zen 5). Its transforms have larger coefficients, so it rounds more:
- * about 7e-6 of the output's scale against 4e-7 on test_conv's shapes, 1-2e-6 on test_unet's
- * networks, within every tolerance the tests hold the forward pass to (1e-4 against float64 or
- * PyTorch). A pass with gradients keeps F(2x2, 3x3), whose adjoints the backward uses; bf16 keeps
- * it too (F(4x4, 3x3) on bf16's 8-bit mantissa is not tried: its larger transform coefficients).
+/* conv_wino.h: 3x3 stride-1 convolution by Winograd's minimal filtering (Lavin and Gray, "Fast
+ * Algorithms for Convolutional Neural Networks", 2016), forward and both gradients: the fast path
+ * of op_conv2d for the U-Net's 3x3 convolutions (op_conv.c decides when).
  *
- * Each 2x2 output tile is Y = A^T [(G g G^T) . (B^T d B)] A for its 4x4 input window d: 16
- * multiplications per tile and channel pair instead of 36 (2.25x fewer). Since Y is linear in d
- * and in g, the gradients are the adjoint transforms: dd = B [U . (A dY A^T)] B^T summed over
- * the overlapping windows, dg = G^T [(A dY A^T) . V] G summed over tiles. The 16 products of a
- * tile, summed over channels, are 16 independent GEMMs, run by an AVX-512 micro-kernel over
- * channel-blocked layouts (16 channels in a vector); NCHW is transposed in and out per sample.
- * In a bf16 context (tensor.h) the 16 products of every pass take bf16 inputs (the transformed
- * U, V, M' rounded as they are packed) and sum in fp32 (gemm_bf16.h's micro-kernel); the
- * transforms stay fp32.
+ * F(m x m, 3x3) computes each m x m output tile as Y = A^T [(G g G^T) . (B^T d B)] A for its
+ * (m+2)x(m+2) input window d: (m+2)^2 multiplications per tile and channel pair instead of 9 m^2.
+ * Since Y is linear in d and in g, the gradients are the adjoint transforms: dd = B [U . (A dY
+ * A^T)] B^T summed over the overlapping windows, dg = G^T [(A dY A^T) . V] G summed over tiles. The
+ * (m+2)^2 products of a tile, summed over channels, are independent GEMMs, run by an AVX-512
+ * micro-kernel over channel-blocked layouts (16 channels in a vector); NCHW is transposed in and
+ * out per sample.
+ *
+ * fp32 takes F(4x4, 3x3) everywhere: 36 multiplications per 4x4 tile, 4x fewer than direct (F(2x2,
+ * 3x3): 16 per 2x2 tile, 2.25x), and cheaper transforms per output pixel. The forward pass runs it
+ * as above; the input gradient is a conv of its own (dy padded by 2 - pad with each kernel of w^T
+ * turned by 180 degrees), run by the same forward code; the weight gradient is F(4x4, 3x3)'s
+ * adjoint. Against F(2x2, 3x3) (session 21, AMD EPYC Zen 5, 2 threads) S one-step sampling +24%,
+ * training steps +9% (S CT) to +16% (AMED's predictor). Its transforms have larger coefficients,
+ * so it rounds more: about 7e-6 of the output's scale against 4e-7 on test_conv's shapes, dx 3-5e-6
+ * and dw 1-3e-6 (F(2x2, 3x3): 1-4e-7), within every tolerance the tests hold them to (1e-4 against
+ * float64 or PyTorch).
+ *
+ * In a bf16 context (tensor.h) every pass takes F(2x2, 3x3), whose 16 products take bf16 inputs
+ * (the transformed U, V, M' rounded as they are packed) and sum in fp32 (gemm_bf16.h's
+ * micro-kernel); the transforms stay fp32; dx is F(2x2, 3x3)'s adjoint. F(4x4, 3x3) on bf16's
+ * 8-bit mantissa is not tried: its larger transform coefficients.
  *
  * Built only where the compiler targets AVX-512 (-Dnative=true on such a CPU); elsewhere
  * conv_wino_usable is always false and op_conv2d keeps im2col + sgemm.
  *
  * Threads: like op_conv.c, one parallel region per call, each thread on a fixed contiguous share
- * of the samples; dw partials are summed in thread order. For a given thread count the results
- * are the same bits on every run. */
+ * of the samples (the forward pass and fp32's dx: dynamic units of samples); dw partials are
+ * summed in thread order. For a given thread count the results are the same bits on every run. */
 #ifndef CM_CONV_WINO_H
 #define CM_CONV_WINO_H
 
@@ -49,18 +54,17 @@ typedef struct ConvPrologue {
     int groups;
 } ConvPrologue;
 
-/* Whether conv2d of these shapes runs here: 3x3, stride 1, at least 16 channels in and out. */
-bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride);
+/* Whether conv2d of these shapes runs here: 3x3, stride 1, pad at most 2 (dx's conv pads by
+ * 2 - pad), at least 16 channels in and out. */
+bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride, int pad);
 
 /* Bytes of one thread's transformed tiles per block (tests lower it to force several blocks). */
 extern size_t conv_wino_block_bytes;
 
 /* y [N,Cout,Ho,Wo] = the epilogue of conv(pro(x [N,Cin,H,W]), w [Cout,Cin,3,3]),
- * Ho = H + 2 pad - 2; pro NULL: x as it is. inference (no backward will follow) in fp32 takes
- * F(4x4, 3x3) (below); otherwise F(2x2, 3x3). */
+ * Ho = H + 2 pad - 2; pro NULL: x as it is. fp32 takes F(4x4, 3x3), bf16 F(2x2, 3x3). */
 void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
-                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad,
-                       bool inference);
+                       const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad);
 
 /* From dy [N,Cout,Ho,Wo]: dx, the gradient of the conv's input pro(x) (NULL: not needed), is
  * written (dx_fresh) or accumulated (+=); dw (NULL: not needed) is accumulated. Each gradient is

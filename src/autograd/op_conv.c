@@ -554,10 +554,9 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
                        f->out_stats, f->out_stats ? f->out_stats + ngo : NULL, f->out_groups, f->out_eps};
     ArenaMark mark = arena_mark(&c->arena);     /* workspaces below live only inside this call */
     Tensor *const in[7] = {x, w, b, f->bias, f->residual, f->norm_weight, f->norm_bias};
-    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
-        /* inference when tape_record below records nothing: no backward follows */
+    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride, g.pad)) {
         conv_wino_forward(c, x->data, groups ? &pro : NULL, w->data, &ep, y->data, g.N, g.Cin, g.H, g.W,
-                          g.Cout, g.pad, !tape_records(c, 7, in));
+                          g.Cout, g.pad);
     } else {
         const float *xin = groups ? prologue_apply(c, x, &pro) : x->data;
         if (conv2d_direct_usable(g.Cout, g.kh, g.kw, g.stride, g.pad)) {
@@ -714,7 +713,7 @@ void conv2d_backward(Ctx *c, TapeEntry *e)
         gin = need_in ? arena_alloc(&c->arena, x->n * sizeof(float)) : NULL;
         fresh_in = true;
     }
-    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride)) {
+    if (conv_wino_usable(g.Cin, g.Cout, g.kh, g.kw, g.stride, g.pad)) {
         conv_wino_backward(c, x->data, groups ? &pro : NULL, w->data, gs, gin, fresh_in, gw, g.N, g.Cin,
                            g.H, g.W, g.Cout, g.pad);
     } else {
