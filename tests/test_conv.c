@@ -1,6 +1,6 @@
 /* test_conv.c: op_conv2d's fast paths (im2col + sgemm per thread share, chunked; the 1x1 path;
- * Winograd F(2x2, 3x3) for 3x3 stride 1 with >= 16 channels, when the build has AVX-512, and
- * F(4x4, 3x3) for its forward passes in a no-grad scope; the direct forward path for stride 1
+ * Winograd for 3x3 stride 1 with >= 16 channels, when the build has AVX-512: F(4x4, 3x3) in
+ * fp32, dx as a conv of its own, dw by F(4x4, 3x3)'s adjoint; the direct forward path for stride 1
  * with at most 4 outputs)
  * against the naive direct kernels on awkward shapes and with 1, 2 and 3 threads, forward and
  * every gradient; frozen inputs get no gradient; gradients accumulate exactly across two sweeps;
@@ -166,7 +166,7 @@ static void run_case(const Data *d, bool need_x, bool need_w, bool need_b)
     double err = rel_error(y->data, d->y_ref, d->ny, 1e-6);
     printf("  %-26s y   rel err %.2e\n", name, err);
     CHECK(err < TOL, "%s: y rel err %.2e", name, err);
-    /* the same forward with no backward to follow (sampling): Winograd takes F(4x4, 3x3) there */
+    /* the same forward with no backward to follow (sampling) */
     ctx_no_grad_begin(&c);
     Tensor *yi = op_conv2d(&c, x, w, b, k->stride, k->pad);
     ctx_no_grad_end(&c);

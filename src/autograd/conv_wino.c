@@ -437,34 +437,6 @@ static void weight_adjoint(const float du[16], float dg[9])
 
 /* ---- NCHW <-> blocked ---- */
 
-/* e^x, 16 at a time: fastmath.h's cm_expf (Cephes) with FMAs, 2^n applied by scalef. */
-static inline __m512 exp16(__m512 x)
-{
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3f)), _mm512_set1_ps(-87.3f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    __m512 er = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(er, n);
-}
-
-/* silu(u) = u / (1 + e^-u), the division as a reciprocal estimate (2^-14) and one Newton step
- * (error about 2^-28 before rounding): vdivps would be the slowest instruction here. */
-static inline __m512 silu16(__m512 u)
-{
-    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(-u));
-    __m512 r = _mm512_rcp14_ps(d);
-    r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
-    return _mm512_mul_ps(u, r);
-}
-
 /* The prologue of sample n per channel: mean, rstd w and b in pv [3][ld] (GN+SiLU: a channel's
  * input value v becomes silu((v - mean) rstd w + b), as op_group_norm_silu computes it). */
 static const float *sample_prologue(const ConvPrologue *p, int n, int C, int ld, float *pv)

@@ -15,6 +15,7 @@
 #include <omp.h>
 
 #include "fastmath.h"
+#include "simd16.h"
 #include "threads.h"
 
 /* Work below this many elements is not worth waking the OpenMP threads for. */
@@ -183,6 +184,56 @@ Tensor *op_group_norm_silu(Ctx *c, Tensor *x, Tensor *weight, Tensor *bias, int 
  * KiB): x and gy are read from memory once, and gu lives in a per-thread workspace of one group.
  * The sums over a channel are those of one pass over it, in the same order, whatever the thread
  * count. */
+/* One channel of gn_grad's SiLU branch: guc = gy silu'(u) for u = (x - mu) scale + shift, and the
+ * sums of guc xhat (xhat = (x - mu) r) and of guc in *sa, *sb. */
+static void gn_silu_channel(const float *xc, const float *gc, float *guc, size_t S, float mu, float r, float scale,
+                            float shift, double *sa, double *sb)
+{
+#ifdef __AVX512F__
+    /* 16 lanes of float sums, added into the double sums every 256 values: as precise as the
+     * scalar loop's double sums within ~1e-7 of their size, and without its conversions and
+     * division (it was 7-9% of a BCM or AMED training step at one thread). */
+    const __m512 vmu = _mm512_set1_ps(mu), vr = _mm512_set1_ps(r), vs = _mm512_set1_ps(scale),
+                 vsh = _mm512_set1_ps(shift), one = _mm512_set1_ps(1.0f);
+    double da = 0, db = 0;
+    for (size_t k0 = 0; k0 < S; k0 += 256) {
+        const size_t end = k0 + 256 < S ? k0 + 256 : S;
+        __m512 a = _mm512_setzero_ps(), b = _mm512_setzero_ps();
+        for (size_t k = k0; k < end; k += 16) {
+            const __mmask16 m = lanes16((int)(end - k));
+            _mm_prefetch((const char *)(xc + k + 256), _MM_HINT_T0);
+            _mm_prefetch((const char *)(gc + k + 256), _MM_HINT_T0);
+            __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xc + k), vmu);
+            __m512 u = _mm512_fmadd_ps(d, vs, vsh), sg = sigmoid16(u);
+            /* silu'(u) = s (1 + u (1 - s)); masked lanes: gy 0, so g 0 */
+            __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, gc + k),
+                                     _mm512_mul_ps(sg, _mm512_fmadd_ps(u, _mm512_sub_ps(one, sg), one)));
+            _mm512_mask_storeu_ps(guc + k, m, g);
+            a = _mm512_fmadd_ps(g, _mm512_mul_ps(d, vr), a);
+            b = _mm512_add_ps(b, g);
+        }
+        da += _mm512_reduce_add_pd(_mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(a)),
+                                                 _mm512_cvtps_pd(_mm512_extractf32x8_ps(a, 1))));
+        db += _mm512_reduce_add_pd(_mm512_add_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(b)),
+                                                 _mm512_cvtps_pd(_mm512_extractf32x8_ps(b, 1))));
+    }
+    *sa = da;
+    *sb = db;
+#else
+    double da = 0, db = 0;
+#pragma omp simd reduction(+ : da, db)
+    for (size_t k = 0; k < S; k++) {
+        float xhat = (xc[k] - mu) * r, u = (xc[k] - mu) * scale + shift, s = cm_sigmoidf(u);
+        float g = gc[k] * (s * (1.0f + u * (1.0f - s)));
+        guc[k] = g;
+        da += g * xhat;
+        db += g;
+    }
+    *sa = da;
+    *sb = db;
+#endif
+}
+
 void gn_grad(Ctx *c, const float *x, int N, int C, size_t S, int groups, const float *mean,
              const float *rstd, const float *w, const float *b, bool silu, const float *gy, float *gx,
              bool fresh_x, float *gw, float *gb)
@@ -208,16 +259,8 @@ void gn_grad(Ctx *c, const float *x, int N, int C, size_t S, int groups, const f
             const float *xc = xg + (size_t)j * d.S, *gc = gyg + (size_t)j * d.S;
             double sa = 0, sb = 0;
             if (silu) {
-                float scale = r * (w ? w[ch] : 1.0f), shift = b ? b[ch] : 0.0f;
-                float *guc = gu + (size_t)j * d.S;
-#pragma omp simd reduction(+ : sa, sb)
-                for (size_t k = 0; k < d.S; k++) {
-                    float xhat = (xc[k] - mu) * r, u = (xc[k] - mu) * scale + shift, s = cm_sigmoidf(u);
-                    float g = gc[k] * (s * (1.0f + u * (1.0f - s)));
-                    guc[k] = g;
-                    sa += g * xhat;
-                    sb += g;
-                }
+                gn_silu_channel(xc, gc, gu + (size_t)j * d.S, d.S, mu, r, r * (w ? w[ch] : 1.0f), b ? b[ch] : 0.0f,
+                                &sa, &sb);
             } else {
 #pragma omp simd reduction(+ : sa, sb)
                 for (size_t k = 0; k < d.S; k++) {

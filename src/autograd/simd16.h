@@ -1,4 +1,4 @@
-/* simd16.h: AVX-512 helpers shared by conv_wino.c and gemm_bf16.c (16 lanes of 32 bits). Each is
+/* simd16.h: AVX-512 helpers shared by conv_wino.c, gemm_bf16.c and op_norm.c (16 lanes of 32 bits). Each is
  * compiled for AVX-512F where it is inlined, so that gemm_bf16.c's kernels, built function by
  * function with target attributes, can use them in builds without -march=native. */
 #ifndef CM_SIMD16_H
@@ -39,6 +39,36 @@ SIMD16_INLINE void transpose16(__m512 r[16])
         r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
     }
 }
+
+/* e^x, 16 at a time: fastmath.h's cm_expf (Cephes) with FMAs, 2^n applied by scalef. */
+SIMD16_INLINE __m512 exp16(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3f)), _mm512_set1_ps(-87.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 er = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(er, n);
+}
+
+/* sigmoid(u) = 1 / (1 + e^-u), the division as a reciprocal estimate (2^-14) and one Newton step
+ * (error about 2^-28 before rounding): vdivps would be the slowest instruction of its loops. */
+SIMD16_INLINE __m512 sigmoid16(__m512 u)
+{
+    __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(-u));
+    __m512 r = _mm512_rcp14_ps(d);
+    return _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+}
+
+/* silu(u) = u sigmoid(u). */
+SIMD16_INLINE __m512 silu16(__m512 u) { return _mm512_mul_ps(u, sigmoid16(u)); }
 
 /* Word j = bf16(lo[j]) | bf16(hi[j]) << 16: lanes j of two vectors rounded to bf16 (vcvtneps2bf16:
  * to nearest even, NaN kept NaN, subnormals to zero) and paired, as gemm_bf16's packed operands
