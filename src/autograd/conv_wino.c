@@ -1,7 +1,7 @@
 /* conv_wino.c: 3x3 stride-1 conv2d by Winograd F(4x4, 3x3) in fp32 and F(2x2, 3x3) in bf16; see
  * conv_wino.h. Below, the notation and layouts of F(2x2, 3x3); F(4x4, 3x3) has m = 4 in place of 2
  * (4x4 output tiles from 6x6 windows, 36 planes: WinoGeom's m and P) and its own transforms
- * (tile_in4, tile_out4, tile_out4_adjoint, ggt4, weight_adjoint4); its dx is backward_dx4's conv.
+ * (tile_in4, tile_out4, tile_out4_adjoint, ggt4; G4 in weight_adjoint16); its dx is backward_dx4's conv.
  *
  * Notation: a sample's output is covered by th x tw tiles of 2x2 pixels (th = ceil(Ho/2),
  * tw = ceil(Wo/2)); tile (ty, tx) reads the 4x4 input window whose top-left pixel is
@@ -393,46 +393,35 @@ static inline void tile_out4_adjoint(const float *src, ptrdiff_t rs, float *dst,
     }
 }
 
-/* dg [3x3] = G^T du G for the 36 values du of F(4x4, 3x3) (G at tile_in4), in double: the
- * coefficients' mixed signs cancel, and this runs once per kernel. */
-static void weight_adjoint4(const float du[36], float dg[9])
+/* G of F(2x2, 3x3) and of F(4x4, 3x3) (the 1-D G g at the top and at tile_in4). */
+static const float G2[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
+static const float G4[6][3] = {{1.0f / 4, 0, 0},
+                               {-1.0f / 6, -1.0f / 6, -1.0f / 6},
+                               {-1.0f / 6, 1.0f / 6, -1.0f / 6},
+                               {1.0f / 24, 1.0f / 12, 1.0f / 6},
+                               {1.0f / 24, -1.0f / 12, 1.0f / 6},
+                               {0, 0, 1}};
+
+/* dg [3x3] = G^T du G for 16 kernels at once (lanes): du the P = (m + 2)^2 planes of dU. */
+static inline __attribute__((always_inline)) void weight_adjoint16(int m, const __m512 *du, __m512 dg[9])
 {
-    static const double G[6][3] = {{1.0 / 4, 0, 0},
-                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                   {0, 0, 1}};
-    double r[6][3];
-    for (int i = 0; i < 6; i++)
+    const int n = m + 2;
+    const float(*G)[3] = m == 4 ? G4 : G2;
+    __m512 r[6][3];
+    for (int i = 0; i < n; i++)   /* r = du G */
         for (int b = 0; b < 3; b++) {
-            double acc = 0;
-            for (int j = 0; j < 6; j++) acc += du[6 * i + j] * G[j][b];
+            __m512 acc = _mm512_setzero_ps();
+            for (int j = 0; j < n; j++)
+                if (G[j][b] != 0) acc = _mm512_fmadd_ps(du[n * i + j], _mm512_set1_ps(G[j][b]), acc);
             r[i][b] = acc;
         }
-    for (int a = 0; a < 3; a++)
+    for (int a = 0; a < 3; a++)   /* G^T r */
         for (int b = 0; b < 3; b++) {
-            double acc = 0;
-            for (int i = 0; i < 6; i++) acc += G[i][a] * r[i][b];
-            dg[3 * a + b] = (float)acc;
+            __m512 acc = _mm512_setzero_ps();
+            for (int i = 0; i < n; i++)
+                if (G[i][a] != 0) acc = _mm512_fmadd_ps(_mm512_set1_ps(G[i][a]), r[i][b], acc);
+            dg[3 * a + b] = acc;
         }
-}
-
-/* dg [3x3] = G^T du G for 16 values du. */
-static void weight_adjoint(const float du[16], float dg[9])
-{
-    float r[4][3];
-    for (int i = 0; i < 4; i++) {
-        const float *u = du + 4 * i;
-        r[i][0] = u[0] + 0.5f * (u[1] + u[2]);
-        r[i][1] = 0.5f * (u[1] - u[2]);
-        r[i][2] = 0.5f * (u[1] + u[2]) + u[3];
-    }
-    for (int j = 0; j < 3; j++) {
-        dg[j] = r[0][j] + 0.5f * (r[1][j] + r[2][j]);
-        dg[3 + j] = 0.5f * (r[1][j] - r[2][j]);
-        dg[6 + j] = 0.5f * (r[1][j] + r[2][j]) + r[3][j];
-    }
 }
 
 /* ---- NCHW <-> blocked ---- */
@@ -1012,23 +1001,28 @@ static void backward_adjoint(Ctx *c, const float *x, const ConvPrologue *pro, co
     bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);
 #pragma omp parallel num_threads(T)
     written[omp_get_thread_num()] = backward_share(&g, &k, x, pro, utb, bf16, dy, dx, dx_fresh);
-    if (dw) {
+    if (dw) {   /* dw [Cout][Cin][3][3] += G^T dU G, dU the threads' partials summed in thread order */
         const ptrdiff_t us = (ptrdiff_t)Cin * g.co16;
 #pragma omp parallel for schedule(static)
-        for (int co = 0; co < Cout; co++)
-            for (int ci = 0; ci < Cin; ci++) {
-                float du[36] = {0}, dg[9];
+        for (int ci = 0; ci < Cin; ci++)
+            for (int c0 = 0; c0 < Cout; c0 += VL) {   /* 16 kernels (co) a vector */
+                __m512 du[36], dg[9];
+                for (int xi = 0; xi < g.P; xi++) du[xi] = _mm512_setzero_ps();
                 for (int t = 0; t < T; t++) {
                     if (!written[t]) continue;
-                    const float *p = wino_bufs(&k, t).du + (ptrdiff_t)ci * g.co16 + co;
-                    for (int xi = 0; xi < g.P; xi++) du[xi] += p[xi * us];
+                    const float *p = wino_bufs(&k, t).du + (ptrdiff_t)ci * g.co16 + c0;
+                    for (int xi = 0; xi < g.P; xi++) du[xi] = _mm512_add_ps(du[xi], _mm512_loadu_ps(p + xi * us));
                 }
                 if (g.m == 4)
-                    weight_adjoint4(du, dg);
+                    weight_adjoint16(4, du, dg);
                 else
-                    weight_adjoint(du, dg);
-                float *o = dw + ((size_t)co * Cin + ci) * 9;
-                for (int q = 0; q < 9; q++) o[q] += dg[q];
+                    weight_adjoint16(2, du, dg);
+                float o[9][VL];
+                for (int q = 0; q < 9; q++) _mm512_storeu_ps(o[q], dg[q]);
+                for (int co = c0; co < CM_MIN(Cout, c0 + VL); co++) {
+                    float *d = dw + ((size_t)co * Cin + ci) * 9;
+                    for (int q = 0; q < 9; q++) d[q] += o[q][co - c0];
+                }
             }
     }
 }
