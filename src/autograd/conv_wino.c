@@ -982,8 +982,8 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
     return hi > lo;
 }
 
-/* dw (+)= by the adjoint of F(4x4, 3x3) in fp32, of F(2x2, 3x3) in bf16, which also gives dx
- * (fp32's dx is backward_dx4's). */
+/* dw += G^T dU G with dU = V^T M' summed over tiles: F(4x4, 3x3)'s in fp32, F(2x2, 3x3)'s in bf16,
+ * whose pass also gives dx (fp32's dx is backward_dx4's). */
 static void backward_adjoint(Ctx *c, const float *x, const ConvPrologue *pro, const float *w, const float *dy,
                              float *dx, bool dx_fresh, float *dw, int N, int Cin, int H, int W, int Cout, int pad)
 {

@@ -28,9 +28,9 @@
  * Built only where the compiler targets AVX-512 (-Dnative=true on such a CPU); elsewhere
  * conv_wino_usable is always false and op_conv2d keeps im2col + sgemm.
  *
- * Threads: like op_conv.c, one parallel region per call, each thread on a fixed contiguous share
- * of the samples (the forward pass and fp32's dx: dynamic units of samples); dw partials are
- * summed in thread order. For a given thread count the results are the same bits on every run. */
+ * Threads: like op_conv.c, one parallel region per pass (the backward: fp32's dx, then dw), each
+ * thread on a fixed contiguous share of the samples (the forward pass and fp32's dx: dynamic units
+ * of samples); dw partials are summed in thread order. For a given thread count the results are the same bits on every run. */
 #ifndef CM_CONV_WINO_H
 #define CM_CONV_WINO_H
 

@@ -1,8 +1,8 @@
 /* op_conv.c: 2-D convolution (cross-correlation, as PyTorch's conv2d) forward and backward, and
  * the naive direct kernels the tests compare it with.
  *
- * 3x3 stride-1 convolutions with at least 16 channels in and out (nearly all of a U-Net's
- * FLOPs) go to Winograd F(2x2, 3x3) (conv_wino.c) where the build has AVX-512; the rest, and
+ * 3x3 stride-1 convolutions with at least 16 channels in and out and pad <= 2 (nearly all of a
+ * U-Net's FLOPs) go to Winograd (conv_wino.c) where the build has AVX-512; the rest, and
  * every conv of a portable build, take the path below. In a bf16 context (tensor.h's precision)
  * both paths' products are bf16 (conv_wino.h, gemm_bf16.h). The forward pass of a stride-1 conv
  * with at most 4 output channels (a U-Net's last) takes a direct path instead, in fp32 (see

@@ -1,8 +1,8 @@
 /* ops.h: every differentiable op, the op table, and the reference kernels tests compare with.
  *
  * Each op family lives in one file with its forward and backward side by side:
- *   op_conv.c        conv2d (im2col + sgemm, or Winograd F(2x2, 3x3) in conv_wino.c for 3x3
- *                    stride 1; a naive reference kernel for tests)
+ *   op_conv.c        conv2d (im2col + sgemm, or Winograd in conv_wino.c for 3x3 stride 1; a
+ *                    naive reference kernel for tests)
  *   op_matmul.c      linear, matmul, batched matmul
  *   op_norm.c        group norm (alone and fused with a following SiLU), softmax
  *   op_elementwise.c add/sub/mul/div (broadcasting), scale, exp/log/sin/cos/sqrt/pow,
