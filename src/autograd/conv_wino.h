@@ -14,8 +14,8 @@
  * 3x3): 16 per 2x2 tile, 2.25x), and cheaper transforms per output pixel. The forward pass runs it
  * as above; the input gradient is a conv of its own (dy padded by 2 - pad with each kernel of w^T
  * turned by 180 degrees), run by the same forward code; the weight gradient is F(4x4, 3x3)'s
- * adjoint. Against F(2x2, 3x3) (session 21, AMD EPYC Zen 5, 2 threads) S one-step sampling +24%,
- * training steps +9% (S CT) to +16% (AMED's predictor). Its transforms have larger coefficients,
+ * adjoint. Against F(2x2, 3x3) (AMD EPYC Zen 5, 2 threads) S one-step sampling +24% (session
+ * 20), training steps +9% (S CT) to +16% (AMED's predictor) (session 21). Its transforms have larger coefficients,
  * so it rounds more: about 7e-6 of the output's scale against 4e-7 on test_conv's shapes, dx 3-5e-6
  * and dw 1-3e-6 (F(2x2, 3x3): 1-4e-7), within every tolerance the tests hold them to (1e-4 against
  * float64 or PyTorch).
@@ -30,7 +30,8 @@
  *
  * Threads: like op_conv.c, one parallel region per pass (the backward: fp32's dx, then dw), each
  * thread on a fixed contiguous share of the samples (the forward pass and fp32's dx: dynamic units
- * of samples); dw partials are summed in thread order. For a given thread count the results are the same bits on every run. */
+ * of samples); dw partials are summed in thread order. For a given thread count the results are
+ * the same bits on every run. */
 #ifndef CM_CONV_WINO_H
 #define CM_CONV_WINO_H
 

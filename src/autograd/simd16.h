@@ -1,6 +1,6 @@
-/* simd16.h: AVX-512 helpers shared by conv_wino.c, gemm_bf16.c and op_norm.c (16 lanes of 32 bits). Each is
- * compiled for AVX-512F where it is inlined, so that gemm_bf16.c's kernels, built function by
- * function with target attributes, can use them in builds without -march=native. */
+/* simd16.h: AVX-512 helpers shared by conv_wino.c, gemm_bf16.c and op_norm.c (16 lanes of 32
+ * bits). Each is compiled for AVX-512F where it is inlined, so that gemm_bf16.c's kernels, built
+ * function by function with target attributes, can use them in builds without -march=native. */
 #ifndef CM_SIMD16_H
 #define CM_SIMD16_H
 
