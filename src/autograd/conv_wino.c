@@ -1013,7 +1013,7 @@ static void backward_adjoint(Ctx *c, const float *x, const ConvPrologue *pro, co
                     const float *p = wino_bufs(&k, t).du + (ptrdiff_t)ci * g.co16 + c0;
                     for (int xi = 0; xi < g.P; xi++) du[xi] = _mm512_add_ps(du[xi], _mm512_loadu_ps(p + xi * us));
                 }
-                if (g.m == 4)
+                if (g.m == 4)   /* a literal m, so that the inlined G's zero terms fold away */
                     weight_adjoint16(4, du, dg);
                 else
                     weight_adjoint16(2, du, dg);

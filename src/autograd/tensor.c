@@ -362,18 +362,13 @@ static void grad_release(Ctx *c, Tensor *t)
 
 /* ---- tape ---- */
 
-bool tape_records(const Ctx *c, int nin, Tensor *const *in)
-{
-    bool any = false;
-    for (int i = 0; i < nin; i++) any |= in[i] && in[i]->requires_grad;
-    return any && ctx_grad_enabled(c);
-}
-
 TapeEntry *tape_record(Ctx *c, int op, Tensor *out, int nin, Tensor *const *in)
 {
     CM_ASSERT(op >= 0 && op < OP_COUNT, "tape_record: op %d out of range", op);
     CM_ASSERT(nin <= TAPE_MAX_INPUTS, "%s: %d inputs (at most %d)", OPS[op].name, nin, TAPE_MAX_INPUTS);
-    out->requires_grad = tape_records(c, nin, in);
+    bool any = false;
+    for (int i = 0; i < nin; i++) any |= in[i] && in[i]->requires_grad;
+    out->requires_grad = any && ctx_grad_enabled(c);
     out->is_leaf = !out->requires_grad;
     if (!out->requires_grad) return NULL;
     if (c->tape_len == c->tape_cap) {

@@ -149,8 +149,6 @@ int tensor_dim_r(const Tensor *t, int d);
 /* Called by every op after computing its output. Returns the new entry, or NULL when nothing is
  * recorded (no-grad scope, or no input requires a gradient). Sets out->requires_grad/is_leaf. */
 TapeEntry *tape_record(Ctx *c, int op, Tensor *out, int nin, Tensor *const *in);
-/* Whether tape_record of these inputs records: grad mode on and an input requires a gradient. */
-bool tape_records(const Ctx *c, int nin, Tensor *const *in);
 
 /* Reverse sweep from `root`. seed: d(objective)/d(root), NULL means all ones (a scalar loss). */
 void tape_backward(Ctx *c, Tensor *root, const float *seed);
