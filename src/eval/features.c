@@ -34,11 +34,10 @@ void eval_weights_hash(const ParamSet *ps, const float *w, char hex[65])
     free(order);
 }
 
-int feature_net_load(FeatureNet *f, const char *path, const char *weights)
+/* feature_net_load on the open checkpoint r. */
+static int load_reader(FeatureNet *f, CkptReader *r, const char *path, const char *weights)
 {
-    memset(f, 0, sizeof *f);
-    snprintf(f->path, sizeof f->path, "%s", path);
-    if (model_read_config(path, &f->cfg)) return -1;
+    if (model_reader_config(r, &f->cfg)) return -1;
     const Method *fm = method_find(f->cfg.experiment.method);
     if (!fm || fm->model != MODEL_FEATURE_NET)
         return cm_fail("%s: a method = %s checkpoint; the feature network is a method = classifier run "
@@ -46,15 +45,25 @@ int feature_net_load(FeatureNet *f, const char *path, const char *weights)
                        path, config_method_name(f->cfg.experiment.method));
     if (model_image_shape(&f->cfg, &f->C, &f->H, &f->W)) return -1;
     if (model_classifier_init(&f->cfg, NULL, f->C, f->H, f->W, &f->net)) return cm_fail("%s: %s", path, cm_errmsg());
-    if (model_weights_group(path, weights, f->weights)) return -1;
+    if (model_reader_weights_group(r, weights, f->weights)) return -1;
     f->w = params_buffer(&f->net.ps);
     CkptState s = {.ps = &f->net.ps};
     ckpt_add_weights(&s, f->weights, f->w);
-    int rc = ckpt_load(path, &s);
+    int rc = ckpt_reader_load(r, &s);
     free(s.loaded_config);
     if (rc) return -1;
     eval_weights_hash(&f->net.ps, f->w, f->hash);
     return 0;
+}
+
+int feature_net_load(FeatureNet *f, const char *path, const char *weights)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    CkptReader *r = ckpt_open(path);
+    int rc = r ? load_reader(f, r, path, weights) : -1;
+    ckpt_close(r);
+    return rc;
 }
 
 void feature_net_free(FeatureNet *f)

@@ -897,10 +897,9 @@ static int read_group(hid_t f, const char *path, const char *group, const ParamS
     return rc;
 }
 
-static int load_file(const char *path, CkptState *s)
+/* Fills s from the open checkpoint f (see ckpt_load); f stays open. */
+static int load_open(hid_t f, const char *path, CkptState *s)
 {
-    hid_t f = open_checkpoint(path);
-    if (f < 0) return -1;
     const ParamSet *ps = s->ps;
     long long step = 0, epoch = 0, index = 0, world = 0, sched_N = 0, opt_step = 0;
     unsigned long long seed = 0;
@@ -963,7 +962,6 @@ static int load_file(const char *path, CkptState *s)
         snprintf(group, sizeof group, "/optimizer/%s/v", kind);
         if (rc == 0) rc = read_group(f, path, group, ps, v);
     }
-    H5Fclose(f);
 
     if (rc == 0) {
         for (int b = 0; b < nbuf; b++) {
@@ -997,28 +995,72 @@ static int load_quiet(const char *path, CkptState *s)
 {
     check_state(s);
     H5Quiet q = h5_quiet();
-    int rc = load_file(path, s);
+    hid_t f = open_checkpoint(path);
+    int rc = f < 0 ? -1 : load_open(f, path, s);
+    if (f >= 0) H5Fclose(f);
     h5_restore(q);
     return rc;
 }
 
 int ckpt_load(const char *path, CkptState *s) { return load_quiet(path, s) < 0 ? -1 : 0; }
 
-char *ckpt_read_attr(const char *path, const char *name)
+/* ---- a checkpoint held open for several reads ---------------------------------------------- */
+
+struct CkptReader {
+    hid_t f;
+    char path[PATH_MAX];
+};
+
+CkptReader *ckpt_open(const char *path)
 {
     H5Quiet q = h5_quiet();
-    char *text = NULL;
     hid_t f = open_checkpoint(path);
-    if (f >= 0) {
-        text = attr_read_str(f, name);
-        if (!text) {
-            char what[96];
-            snprintf(what, sizeof what, "the %s attribute", name);
-            fail_read(path, what);
-        }
-        H5Fclose(f);
+    h5_restore(q);
+    if (f < 0) return NULL;
+    CkptReader *r = cm_malloc(sizeof *r);
+    r->f = f;
+    snprintf(r->path, sizeof r->path, "%s", path);
+    return r;
+}
+
+void ckpt_close(CkptReader *r)
+{
+    if (!r) return;
+    H5Quiet q = h5_quiet();
+    H5Fclose(r->f);
+    h5_restore(q);
+    free(r);
+}
+
+const char *ckpt_reader_path(const CkptReader *r) { return r->path; }
+
+int ckpt_reader_load(CkptReader *r, CkptState *s)
+{
+    check_state(s);
+    H5Quiet q = h5_quiet();
+    int rc = load_open(r->f, r->path, s);
+    h5_restore(q);
+    return rc < 0 ? -1 : 0;
+}
+
+char *ckpt_reader_attr(CkptReader *r, const char *name)
+{
+    H5Quiet q = h5_quiet();
+    char *text = attr_read_str(r->f, name);
+    if (!text) {
+        char what[96];
+        snprintf(what, sizeof what, "the %s attribute", name);
+        fail_read(r->path, what);
     }
     h5_restore(q);
+    return text;
+}
+
+char *ckpt_read_attr(const char *path, const char *name)
+{
+    CkptReader *r = ckpt_open(path);
+    char *text = r ? ckpt_reader_attr(r, name) : NULL;
+    ckpt_close(r);
     return text;
 }
 
@@ -1044,20 +1086,24 @@ static herr_t list_set(hid_t g, const char *name, const H5L_info_t *info, void *
     return 0;
 }
 
-int ckpt_list_weights(const char *path, char names[][64], int max)
+int ckpt_reader_weights(CkptReader *r, char names[][64], int max)
 {
     H5Quiet q = h5_quiet();
-    hid_t f = open_checkpoint(path);
     int n = -1;
-    if (f >= 0) {
-        hid_t g = H5Gopen2(f, "/weights", H5P_DEFAULT);
-        SetList l = {names, 0, max, ""};
-        if (g >= 0 && H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, list_set, &l) >= 0) n = l.n;
-        else fail_read(path, "the /weights group");
-        if (g >= 0) H5Gclose(g);
-        H5Fclose(f);
-    }
+    hid_t g = H5Gopen2(r->f, "/weights", H5P_DEFAULT);
+    SetList l = {names, 0, max, ""};
+    if (g >= 0 && H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, list_set, &l) >= 0) n = l.n;
+    else fail_read(r->path, "the /weights group");
+    if (g >= 0) H5Gclose(g);
     h5_restore(q);
+    return n;
+}
+
+int ckpt_list_weights(const char *path, char names[][64], int max)
+{
+    CkptReader *r = ckpt_open(path);
+    int n = r ? ckpt_reader_weights(r, names, max) : -1;
+    ckpt_close(r);
     return n;
 }
 

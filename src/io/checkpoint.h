@@ -132,6 +132,19 @@ char *ckpt_read_config(const char *path);
  * returns the count, or -1 after cm_fail(). */
 int ckpt_list_weights(const char *path, char names[][64], int max);
 
+/* A checkpoint held open for several reads. Each path-taking reader above checks the file's seal
+ * (a CRC-32 of the whole file) before libhdf5 opens it; a reader checks it once, in ckpt_open, so
+ * loading a network (its config, its weight sets, its weights) reads the file once, not three
+ * times. ckpt_open: NULL after cm_fail(). The others behave as their path-taking namesakes;
+ * ckpt_close(NULL) does nothing. */
+typedef struct CkptReader CkptReader;
+CkptReader *ckpt_open(const char *path);
+void ckpt_close(CkptReader *r);
+const char *ckpt_reader_path(const CkptReader *r);
+char *ckpt_reader_attr(CkptReader *r, const char *name);
+int ckpt_reader_weights(CkptReader *r, char names[][64], int max);
+int ckpt_reader_load(CkptReader *r, CkptState *s);
+
 /* Full integrity check without a state: opens, checks format, version and complete, and reads
  * every numeric dataset so that every checksum is verified. 0 if valid. */
 int ckpt_verify(const char *path);

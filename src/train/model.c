@@ -1,6 +1,7 @@
 #include "model.h"
 
 #include <dirent.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,7 +133,7 @@ PrecondParams model_precond(const Config *cfg)
     return (PrecondParams){m->precond, cfg->model.sigma_data, cfg->model.sigma_min};
 }
 
-int model_weights_group(const char *path, const char *weights, char group[64])
+int model_reader_weights_group(CkptReader *r, const char *weights, char group[64])
 {
     if (weights && weights[0]) {
         bool ema = !strncmp(weights, "ema:", 4);
@@ -140,7 +141,7 @@ int model_weights_group(const char *path, const char *weights, char group[64])
         return 0;
     }
     char sets[CKPT_MAX_SETS][64];
-    int n = ckpt_list_weights(path, sets, CKPT_MAX_SETS);
+    int n = ckpt_reader_weights(r, sets, CKPT_MAX_SETS);
     if (n < 0) return -1;
     snprintf(group, 64, "online");
     for (int i = 0; i < n; i++)
@@ -151,21 +152,38 @@ int model_weights_group(const char *path, const char *weights, char group[64])
     return 0;
 }
 
-int model_read_config(const char *path, Config *cfg)
+int model_weights_group(const char *path, const char *weights, char group[64])
 {
-    char *text = ckpt_read_config(path);
+    if (weights && weights[0]) return model_reader_weights_group(NULL, weights, group);
+    CkptReader *r = ckpt_open(path);
+    int rc = r ? model_reader_weights_group(r, weights, group) : -1;
+    ckpt_close(r);
+    return rc;
+}
+
+int model_reader_config(CkptReader *r, Config *cfg)
+{
+    char *text = ckpt_reader_attr(r, "config");
     if (!text) return -1;
-    char name[600];
-    snprintf(name, sizeof name, "%s:config", path);
+    char name[PATH_MAX + 16];
+    snprintf(name, sizeof name, "%s:config", ckpt_reader_path(r));
     int rc = config_from_string(cfg, text, name);
     free(text);
     return rc;
 }
 
-int model_load(Model *m, Config *cfg, const char *path, const char *weights)
+int model_read_config(const char *path, Config *cfg)
 {
-    memset(m, 0, sizeof *m);
-    if (model_read_config(path, cfg)) return -1;
+    CkptReader *r = ckpt_open(path);
+    int rc = r ? model_reader_config(r, cfg) : -1;
+    ckpt_close(r);
+    return rc;
+}
+
+/* model_load on the open checkpoint r (path: its name). */
+static int load_reader(Model *m, Config *cfg, CkptReader *r, const char *path, const char *weights)
+{
+    if (model_reader_config(r, cfg)) return -1;
     const Method *method;
     if (method_get(cfg, &method) != 0) return cm_fail("%s: %s", path, cm_errmsg());
     if (cfg->experiment.method == CFG_METHOD_AMED)
@@ -182,13 +200,22 @@ int model_load(Model *m, Config *cfg, const char *path, const char *weights)
     m->pre = model_precond(cfg);
 
     char group[64];
-    if (model_weights_group(path, weights, group) != 0) return -1;
+    if (model_reader_weights_group(r, weights, group) != 0) return -1;
     snprintf(m->weights_name, sizeof m->weights_name, "%s", group);
     m->w = params_buffer(&m->net.ps);
     CkptState s = {.ps = &m->net.ps};
     ckpt_add_weights(&s, group, m->w);
-    int rc = ckpt_load(path, &s);
+    int rc = ckpt_reader_load(r, &s);
     free(s.loaded_config);
+    return rc;
+}
+
+int model_load(Model *m, Config *cfg, const char *path, const char *weights)
+{
+    memset(m, 0, sizeof *m);
+    CkptReader *r = ckpt_open(path);
+    int rc = r ? load_reader(m, cfg, r, path, weights) : -1;
+    ckpt_close(r);
     return rc;
 }
 

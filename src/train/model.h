@@ -5,6 +5,7 @@
 
 #include "data/dataset.h"
 #include "nn/classifier.h"
+#include "io/checkpoint.h"
 #include "io/experiment.h"
 #include "train/method.h"
 #include "sample/precond.h"
@@ -46,6 +47,9 @@ int model_read_config(const char *path, Config *cfg);
 /* The group of the weight set `weights` names in checkpoint path: "online", "target", "ema:RATE"
  * (or "ema/RATE") as given; NULL or "" for the file's first EMA, else online. -1 after cm_fail(). */
 int model_weights_group(const char *path, const char *weights, char group[64]);
+/* The two above on a checkpoint held open (its seal checked once: io/checkpoint.h). */
+int model_reader_config(CkptReader *r, Config *cfg);
+int model_reader_weights_group(CkptReader *r, const char *weights, char group[64]);
 /* Reads path's configuration into cfg, builds the network and loads one weight set: `weights` is
  * "online", "ema:RATE" (or "ema/RATE"), or NULL for the first EMA the file has (else online).
  * -1 after cm_fail() naming the file and the problem. */
