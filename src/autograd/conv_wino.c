@@ -511,6 +511,17 @@ static void from_blocked(const float *src, int Ws, ptrdiff_t plane, int r0, int 
                 if (++w == W) w = 0, h++;
             }
             transpose16(r);
+            /* The 16 rows' lines 4 vectors on: the residual's to read, dst's to write (prefetchw
+             * takes them exclusive, so the stores below do not wait to own them). S one-step
+             * sampling at batch 64 +4.2-4.8% (4 interleaved rounds, AMD Zen 5; the residual's
+             * alone: +1%; 8 vectors on: no better). */
+            if (p0 + 4 * VL < P)
+#pragma GCC unroll 16
+                for (int k = 0; k < VL; k++) {
+                    if (k >= nc) continue;
+                    if (res) _mm_prefetch((const char *)(res + (size_t)(cb * VL + k) * P + p0 + 4 * VL), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(d + (size_t)k * P + p0 + 4 * VL), _MM_HINT_ET0);
+                }
 #pragma GCC unroll 16
             for (int k = 0; k < VL; k++) {
                 if (k >= nc) continue;
