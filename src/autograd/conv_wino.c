@@ -454,6 +454,18 @@ static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd
         const int nc = CM_MIN(VL, C - cb * VL);
         const float *s = src + (size_t)cb * VL * P;
         float *d = dst + cb * plane;
+        /* The prologue by lanes, which are channels once transposed: three vectors a channel
+         * block, where applying it before the transpose took three broadcasts a row and kept all
+         * 16 rows live through silu16 (spilled): S sampling +1.6-3.4% (4 interleaved rounds, AMD
+         * Zen 5), the same bits. The padding channels' lanes get 0 in all three, and
+         * silu((0 - 0) 0 + 0) = 0 keeps them zero. */
+        __m512 pm = _mm512_setzero_ps(), ps = pm, pb = pm;
+        if (pv) {
+            const __mmask16 mc = lanes16(nc);
+            pm = _mm512_maskz_loadu_ps(mc, pv + cb * VL);
+            ps = _mm512_maskz_loadu_ps(mc, pv + ld + cb * VL);
+            pb = _mm512_maskz_loadu_ps(mc, pv + 2 * ld + cb * VL);
+        }
         for (int p0 = 0; p0 < P; p0 += VL) {
             const int np = CM_MIN(VL, P - p0);
             const __mmask16 m = lanes16(np);
@@ -470,20 +482,12 @@ static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd
 #pragma GCC unroll 16
                 for (int k = 0; k < VL; k++)
                     if (k < nc) _mm_prefetch((const char *)(s + (size_t)k * P + p0 + PREFETCH * VL), _MM_HINT_T0);
-            if (pv) {
-#pragma GCC unroll 16
-                for (int k = 0; k < VL; k++) {
-                    if (k >= nc) continue;
-                    int ch = cb * VL + k;
-                    __m512 u = _mm512_fmadd_ps(_mm512_sub_ps(r[k], _mm512_set1_ps(pv[ch])),
-                                               _mm512_set1_ps(pv[ld + ch]), _mm512_set1_ps(pv[2 * ld + ch]));
-                    r[k] = silu16(u);
-                }
-            }
             transpose16(r);
             int h = p0 / W, w = p0 % W;
             for (int j = 0; j < np; j++) {
-                _mm512_store_ps(d + ((ptrdiff_t)(h + r0) * Wd + w + c0) * VL, r[j]);
+                __m512 v = r[j];
+                if (pv) v = silu16(_mm512_fmadd_ps(_mm512_sub_ps(v, pm), ps, pb));
+                _mm512_store_ps(d + ((ptrdiff_t)(h + r0) * Wd + w + c0) * VL, v);
                 if (++w == W) w = 0, h++;
             }
         }
