@@ -479,7 +479,8 @@ static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd
              * loads' latency, 16 streams a plane apart; prefetching 4 vectors ahead gained 1-2%
              * on S training and 1% on sampling (8 ahead was no better). Near a plane's end, the
              * next channel block's first vectors: at 7x7 (4 vectors a plane) nothing was
-             * prefetched before; BCM training +2.3-3.8%, S sampling +0.8-1.8% (AMD Zen 5). */
+             * prefetched before; BCM training +2.3-3.8%, S sampling +0.8-1.8% (AMD Zen 5; the
+             * same in from_blocked: S sampling +0-2.9%, median +1.2%). */
             if (p0 + PREFETCH * VL < P) {
 #pragma GCC unroll 16
                 for (int k = 0; k < VL; k++)
@@ -527,13 +528,22 @@ static void from_blocked(const float *src, int Ws, ptrdiff_t plane, int r0, int 
              * takes them exclusive, so the stores below do not wait to own them). S one-step
              * sampling at batch 64 +4.2-4.8% (4 interleaved rounds, AMD Zen 5; the residual's
              * alone: +1%; 8 vectors on: no better). */
-            if (p0 + 4 * VL < P)
+            if (p0 + 4 * VL < P) {
 #pragma GCC unroll 16
                 for (int k = 0; k < VL; k++) {
                     if (k >= nc) continue;
                     if (res) _mm_prefetch((const char *)(res + (size_t)(cb * VL + k) * P + p0 + 4 * VL), _MM_HINT_T0);
                     _mm_prefetch((const char *)(d + (size_t)k * P + p0 + 4 * VL), _MM_HINT_ET0);
                 }
+            } else if ((cb + 1) * VL < C) {   /* the next channel block's first vectors */
+                const int nn = CM_MIN(VL, C - (cb + 1) * VL), q = p0 + 4 * VL - P;
+#pragma GCC unroll 16
+                for (int k = 0; k < VL; k++) {
+                    if (k >= nn || q >= P) continue;
+                    if (res) _mm_prefetch((const char *)(res + (size_t)((cb + 1) * VL + k) * P + q), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(d + (size_t)(VL + k) * P + q), _MM_HINT_ET0);
+                }
+            }
 #pragma GCC unroll 16
             for (int k = 0; k < VL; k++) {
                 if (k >= nc) continue;
