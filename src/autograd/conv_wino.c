@@ -973,7 +973,7 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
     WinoBufs bf = wino_bufs(k, omp_get_thread_num());
     memset(bf.xt, 0, sizeof(float) * k->xt);
     memset(bf.dyt, 0, sizeof(float) * k->dyt);  /* the rows/columns past Ho, Wo stay zero */
-    memset(bf.du, 0, sizeof(float) * k->du);
+    if (bf16) memset(bf.du, 0, sizeof(float) * k->du);   /* fp32's first block writes dU whole */
     const size_t xslot = (size_t)g->ci16 / VL * k->xplane, yslot = (size_t)g->co16 / VL * k->yplane;
     const size_t xin = (size_t)g->Cin * g->H * g->W, yout = (size_t)g->Cout * g->Ho * g->Wo;
     WinoBlock b;
@@ -995,13 +995,13 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
             block_out_adjoint_bf16(g, k, &b, bf.dyt, k->dxt ? mc : NULL, g->mbxs, k->du ? bf.pb : NULL, k->mrxs);
         else
             block_out_adjoint(g, k, &b, bf.dyt, bf.m);
-        if (k->du) {   /* dU [Cin][co16] += V^T M' per plane: a(r, k) = V[k][r] */
+        if (k->du) {   /* dU [Cin][co16] (+)= V^T M' per plane: a(r, k) = V[k][r] */
             block_in(g, k, &b, bf.xt, bf.v);
             if (bf16)
                 planes_du_bf16(g, rows, bf.v, bf.pb, k->mrxs, bf.pa, bf.du);
             else
                 planes_gemm(g->P, g->Cin, g->co16 / VL, rows, bf.v, 1, g->ci16, g->vxs, bf.m, g->co16, g->mxs,
-                            bf.du, g->co16, (ptrdiff_t)g->Cin * g->co16, true);
+                            bf.du, g->co16, (ptrdiff_t)g->Cin * g->co16, i > 0);
         }
         if (k->dxt) {  /* bf16: V' = M' U^T per plane, folded into dxt */
             planes_bf16(rows, g->ci16 / VL, (g->Cout + 1) / 2, mc, g->co16 / 2, g->mbxs, utb, bf.v, g->vxs);
