@@ -441,6 +441,33 @@ static const float *sample_prologue(const ConvPrologue *p, int n, int C, int ld,
     return pv;
 }
 
+/* Prefetches, for the 16 rows of channel block cb of rd and wr [C][P] (NCHW, one sample; either
+ * may be NULL), the line PREFETCH vectors past pixel p0, or near a plane's end the next channel
+ * block's first vectors (a 7x7 plane is 4 vectors: before, nothing of it was prefetched): rd's to
+ * read, wr's to write (prefetchw: the line comes exclusive, so a store does not wait to own it), a
+ * row of each in turn. The NCHW side of to_blocked and from_blocked: 16 streams a plane apart,
+ * whose loads' latency was half of to_blocked's time in a profile. Measured on AMD Zen 5,
+ * interleaved rounds: to_blocked's rows 4 vectors ahead +1-2% on S training and +1% on sampling (8
+ * no better); from_blocked's residual and output +4.2-4.8% on S one-step sampling (the residual's
+ * alone +1%); the next block's vectors BCM training +2.3-3.8%, S sampling +0.8-1.8% (to_blocked),
+ * +1.2% (from_blocked). */
+enum { PREFETCH = 4 };
+static inline __attribute__((always_inline)) void prefetch_rows(const float *rd, const float *wr, int C, int P,
+                                                                int cb, int p0)
+{
+    int ch = cb * VL, q = p0 + PREFETCH * VL;
+    if (q >= P) ch += VL, q -= P;
+    if (q >= P) return;
+    const int nc = CM_MIN(VL, C - ch);
+#pragma GCC unroll 16
+    for (int k = 0; k < VL; k++) {
+        if (k >= nc) continue;
+        const size_t at = (size_t)(ch + k) * P + q;
+        if (rd) _mm_prefetch((const char *)(rd + at), _MM_HINT_T0);
+        if (wr) _mm_prefetch((const char *)(wr + at), _MM_HINT_ET0);
+    }
+}
+
 /* dst (blocked, row stride Wd pixels, channel-block stride plane floats) at pixel
  * (h + r0, w + c0) = src [C][H][W] at (h, w), through the prologue pv [3][ld] of sample_prologue
  * when not NULL; channels C..ci16 are written as 0, pixels outside the copied region are left
@@ -448,7 +475,6 @@ static const float *sample_prologue(const ConvPrologue *p, int n, int C, int ld,
 static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd, ptrdiff_t plane,
                        int r0, int c0, const float *pv, int ld)
 {
-    enum { PREFETCH = 4 };
     const int P = H * W;
     for (int cb = 0; cb * VL < C; cb++) {
         const int nc = CM_MIN(VL, C - cb * VL);
@@ -475,22 +501,7 @@ static void to_blocked(const float *src, int C, int H, int W, float *dst, int Wd
 #pragma GCC unroll 16
             for (int k = 0; k < VL; k++)
                 r[k] = k < nc ? _mm512_maskz_loadu_ps(m, s + (size_t)k * P + p0) : _mm512_setzero_ps();
-            /* and the lines PREFETCH vectors on: in a profile half of to_blocked's time was these
-             * loads' latency, 16 streams a plane apart; prefetching 4 vectors ahead gained 1-2%
-             * on S training and 1% on sampling (8 ahead was no better). Near a plane's end, the
-             * next channel block's first vectors: at 7x7 (4 vectors a plane) nothing was
-             * prefetched before; BCM training +2.3-3.8%, S sampling +0.8-1.8% (AMD Zen 5; the
-             * same in from_blocked: S sampling +0-2.9%, median +1.2%). */
-            if (p0 + PREFETCH * VL < P) {
-#pragma GCC unroll 16
-                for (int k = 0; k < VL; k++)
-                    if (k < nc) _mm_prefetch((const char *)(s + (size_t)k * P + p0 + PREFETCH * VL), _MM_HINT_T0);
-            } else if ((cb + 1) * VL < C) {   /* the next channel block's first vectors */
-                const int nn = CM_MIN(VL, C - (cb + 1) * VL), q = p0 + PREFETCH * VL - P;
-#pragma GCC unroll 16
-                for (int k = 0; k < VL; k++)
-                    if (k < nn && q < P) _mm_prefetch((const char *)(s + (size_t)(VL + k) * P + q), _MM_HINT_T0);
-            }
+            prefetch_rows(src, NULL, C, P, cb, p0);
             transpose16(r);
             int h = p0 / W, w = p0 % W;
             for (int j = 0; j < np; j++) {
@@ -524,26 +535,7 @@ static void from_blocked(const float *src, int Ws, ptrdiff_t plane, int r0, int 
                 if (++w == W) w = 0, h++;
             }
             transpose16(r);
-            /* The 16 rows' lines 4 vectors on: the residual's to read, dst's to write (prefetchw
-             * takes them exclusive, so the stores below do not wait to own them). S one-step
-             * sampling at batch 64 +4.2-4.8% (4 interleaved rounds, AMD Zen 5; the residual's
-             * alone: +1%; 8 vectors on: no better). */
-            if (p0 + 4 * VL < P) {
-#pragma GCC unroll 16
-                for (int k = 0; k < VL; k++) {
-                    if (k >= nc) continue;
-                    if (res) _mm_prefetch((const char *)(res + (size_t)(cb * VL + k) * P + p0 + 4 * VL), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(d + (size_t)k * P + p0 + 4 * VL), _MM_HINT_ET0);
-                }
-            } else if ((cb + 1) * VL < C) {   /* the next channel block's first vectors */
-                const int nn = CM_MIN(VL, C - (cb + 1) * VL), q = p0 + 4 * VL - P;
-#pragma GCC unroll 16
-                for (int k = 0; k < VL; k++) {
-                    if (k >= nn || q >= P) continue;
-                    if (res) _mm_prefetch((const char *)(res + (size_t)((cb + 1) * VL + k) * P + q), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(d + (size_t)(VL + k) * P + q), _MM_HINT_ET0);
-                }
-            }
+            prefetch_rows(res, dst, C, P, cb, p0);
 #pragma GCC unroll 16
             for (int k = 0; k < VL; k++) {
                 if (k >= nc) continue;
