@@ -19,7 +19,9 @@ fallback that rounds partial sums to bf16). A CPU without AVX512_BF16 fails the 
 
 --contended measures each row a second time while a busy process (a Python spin loop pinned to
 the last core by taskset) runs, and prints both sides' idle and contended img/s (default rows:
-S-train and S-sample). --cmlab-env VAR=VALUE (repeatable) sets a variable for cmlab's processes
+S-train and S-sample). There cmlab runs with no thread count given (no OMP_NUM_THREADS,
+bench_train --threads 0,1; `cmlab eval` without --threads, whose record says threads 0), as a
+user runs it, so that its rule may leave the spin loop its core; PyTorch runs 2 threads. --cmlab-env VAR=VALUE (repeatable) sets a variable for cmlab's processes
 only, e.g. OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=10000 to time a waiting policy. cmlab's
 processes (bench_train and `cmlab eval`) pick their waiting policy as every cmlab command does
 (src/autograd/threads.h), with CMLAB_WAIT_RULE=spin unless --cmlab-env says otherwise, so that
@@ -99,8 +101,11 @@ CMLAB_ENV = {}                    # --cmlab-env
 
 
 def bench_env(threads, cmlab=False):
+    """threads 0: no OMP_NUM_THREADS, the count left to cmlab's rule (threads.h)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads),
                OPENBLAS_CORETYPE=os.environ.get("OPENBLAS_CORETYPE", "SkylakeX"))
+    if threads == 0:
+        del env["OMP_NUM_THREADS"]
     if cmlab:
         env["CMLAB_WAIT_RULE"] = "spin"
         env.update(CMLAB_ENV)
@@ -122,13 +127,14 @@ def torch_label(batch, cl):
     return "b%d %s" % (batch, "channels_last" if cl else "contiguous")
 
 
-def measure(build, name, ev):
-    """One repetition of row `name`: cmlab at 2 and 1 threads, PyTorch in each configuration. Each
-    record gets side (cmlab, cmlab1, torch) and, for PyTorch, tcfg."""
+def measure(build, name, ev, first=2):
+    """One repetition of row `name`: cmlab at `first` threads (0: as many as its rule picks with
+    no count given) and 1, PyTorch in each configuration. Each record gets side (cmlab, cmlab1,
+    torch) and, for PyTorch, tcfg."""
     cfg, mode, batch, warm, iters, _ = ROWS[name]
     recs = []
     if mode == "eval":
-        for side, threads in (("cmlab", 2), ("cmlab1", 1)):
+        for side, threads in (("cmlab", first), ("cmlab1", 1)):
             r = ev.cmlab(threads, bench_env(threads, True))
             r["side"] = side
             recs.append(r)
@@ -136,7 +142,7 @@ def measure(build, name, ev):
         args = [cfg, mode, "--batch", str(batch), "--warmup", str(warm), "--iters", str(iters)]
         prec = ["--precision", "bf16"] if name in BF16 else []
         for side, r in zip(("cmlab", "cmlab1"), run([os.path.join(build, "bench", "bench_train")] + args + prec +
-                                                   ["--threads", "2,1"], 2, True)):
+                                                   ["--threads", "%d,1" % first], first, True)):
             r["side"] = side
             recs.append(r)
     for tb, cl in TORCH_CONFIGS:
@@ -231,11 +237,14 @@ def main():
     for rep in range(a.reps):
         for name in rows:
             for state in states:
+                # --contended: cmlab with no thread count given, as a user runs it (its rule may
+                # leave the spin loop's core); otherwise 2 threads, as PyTorch.
+                first = 0 if a.contended else 2
                 if state == "contended":
                     with Spinner():
-                        recs = measure(a.build, name, ev)
+                        recs = measure(a.build, name, ev, first)
                 else:
-                    recs = measure(a.build, name, ev)
+                    recs = measure(a.build, name, ev, first)
                 for r in recs:
                     r["row"], r["state"] = name, state
                     raw.append(r)
@@ -295,15 +304,19 @@ def main():
         print("contended: a busy process (a Python spin loop) pinned to core %d during the measurement" %
               (os.cpu_count() - 1))
         print()
-        table_header("work", "cmlab idle", "cmlab contended", "kept", "cmlab 1-thread contended",
-                     "PyTorch best idle", "PyTorch best contended", "kept")
+        print("cmlab ran with no thread count given, as a user runs it; its threads idle / contended as the")
+        print("rule picked them (medians)")
+        print()
+        table_header("work", "cmlab idle", "cmlab contended", "kept", "cmlab threads idle / contended",
+                     "cmlab 1-thread contended", "PyTorch best idle", "PyTorch best contended", "kept")
         for name in rows:
             cfg, _, _, _, _, what = ROWS[name]
             ci, cc = med(raw, name, "cmlab", "img_s"), med(raw, name, "cmlab", "img_s", state="contended")
+            ni, nc = med(raw, name, "cmlab", "threads"), med(raw, name, "cmlab", "threads", state="contended")
             c1 = med(raw, name, "cmlab1", "img_s", state="contended")
             (bi, ti), (bc, tc) = torch_best(raw, name), torch_best(raw, name, "contended")
-            print("| %s %s | %.1f | %.1f | %.0f%% | %.1f | %.1f (%s) | %.1f (%s) | %.0f%% |" % (
-                cfg, what, ci, cc, 100 * cc / ci, c1, ti, bi, tc, bc, 100 * tc / ti))
+            print("| %s %s | %.1f | %.1f | %.0f%% | %g / %g | %.1f | %.1f (%s) | %.1f (%s) | %.0f%% |" % (
+                cfg, what, ci, cc, 100 * cc / ci, ni, nc, c1, ti, bi, tc, bc, 100 * tc / ti))
         print()
     if a.reps > 1:
         # Per repetition: cmlab against PyTorch's best configuration of the run (its run of the

@@ -103,9 +103,10 @@ class Eval:
         self.stats = glob.glob(os.path.join(self.dir, "clf", "fd_stats", "*-train-*.h5"))[0]
 
     def cmlab(self, threads, env):
-        """One `cmlab eval` timed from outside: a bench_train-format record."""
+        """One `cmlab eval` timed from outside: a bench_train-format record. threads 0: no --threads
+        (the command's default; the record says 0)."""
         cmd = [self.cmlab_bin, "eval", self.ckpt, "--features", self.clf, "--n", str(N), "--nfe", "1", "--no-stamp",
-               "--out", os.path.join(self.dir, "eval_out"), "--threads", str(threads)]
+               "--out", os.path.join(self.dir, "eval_out")] + (["--threads", str(threads)] if threads > 0 else [])
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         _, status, ru = os.wait4(p.pid, 0)

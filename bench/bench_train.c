@@ -353,7 +353,8 @@ int main(int argc, char **argv)
         return CM_EXIT_INPUT;
     }
     enum { MAX_COUNTS = 4 };
-    int batch = mode_batch[mode], counts[MAX_COUNTS] = {2}, ncounts = 1, iters = 5, warmup = 2;
+    /* counts: as asked (0: cm_set_threads' default, what a command without --threads runs); ran: what ran */
+    int batch = mode_batch[mode], counts[MAX_COUNTS] = {2}, ran[MAX_COUNTS] = {0}, ncounts = 1, iters = 5, warmup = 2;
     CmPrecision precision = CM_PRECISION_FP32;
     for (int i = 3; i + 1 < argc; i += 2) {
         int v = atoi(argv[i + 1]);
@@ -374,8 +375,9 @@ int main(int argc, char **argv)
             ncounts = 0;
             for (char *p = argv[i + 1], *end; ncounts < MAX_COUNTS; p = end + 1) {
                 counts[ncounts] = (int)strtol(p, &end, 10);
-                if (end == p || counts[ncounts] < 1 || (*end && *end != ',')) {
-                    fprintf(stderr, "bench_train: --threads %s: thread counts >= 1, comma-separated\n", argv[i + 1]);
+                if (end == p || counts[ncounts] < 0 || (*end && *end != ',')) {
+                    fprintf(stderr, "bench_train: --threads %s: thread counts >= 1 (0: a command's default), "
+                                    "comma-separated\n", argv[i + 1]);
                     return CM_EXIT_INPUT;
                 }
                 ncounts++;
@@ -407,6 +409,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < warmup + iters; i++)
         for (int j = 0; j < ncounts; j++) {
             cm_set_threads(counts[j]);
+            ran[j] = cm_threads();
             double f0 = b.ctx.flops, t0 = cm_now(), c0 = cpu_now();
             bench_step(&b);
             if (i >= warmup) {
@@ -425,7 +428,7 @@ int main(int argc, char **argv)
         double cpu_med = iters % 2 ? cj[iters / 2] : 0.5 * (cj[iters / 2 - 1] + cj[iters / 2]);
         printf("side=cmlab config=%s mode=%s precision=%s threads=%d batch=%d ms=%.2f ms_min=%.2f img_s=%.2f "
                "gflop=%.3f rss_mb=%.1f arena_mb=%.1f core=%s cpu_ms=%.2f bf16_kernel=%s\n",
-               config, mode_name, cm_precision_names[precision], counts[j], batch, 1e3 * med, 1e3 * tj[0],
+               config, mode_name, cm_precision_names[precision], ran[j], batch, 1e3 * med, 1e3 * tj[0],
                batch / med, flops * 1e-9, ru.ru_maxrss / 1024.0, b.ctx.arena.high_water / 1048576.0, cm_blas_core(),
                1e3 * cpu_med, precision == CM_PRECISION_BF16 ? gemm_bf16_kernel() : "none");
     }

@@ -20,30 +20,48 @@
 static void test_rule(void)
 {
     CmWaitChoice c;
-    CHECK(cm_wait_rule("busy", 1, 2, 2, &c) == 0 && c.var && strcmp(c.var, "OMP_WAIT_POLICY") == 0 &&
+    CHECK(cm_wait_rule("busy", 1, 2, 2, false, &c) == 0 && c.var && strcmp(c.var, "OMP_WAIT_POLICY") == 0 &&
               strcmp(c.value, "passive") == 0 && strstr(c.why, "beside cmlab at start 1,"),
           "one other task, 2 threads on 2 cores: want OMP_WAIT_POLICY=passive, got %s=%s (%s)", c.var ? c.var : "-",
           c.value, c.why);
-    CHECK(cm_wait_rule("busy", 0, 2, 2, &c) == 0 && !c.var && strstr(c.why, "spin"),
+    CHECK(cm_wait_rule("busy", 0, 2, 2, false, &c) == 0 && !c.var && strstr(c.why, "spin"),
           "nothing else running, 2 threads on 2 cores: want libgomp's default, got %s=%s", c.var ? c.var : "-", c.value);
-    CHECK(cm_wait_rule("busy", 1, 2, 1, &c) == 0 && !c.var, "one other task, 1 thread on 2 cores: want the default, got %s",
+    CHECK(cm_wait_rule("busy", 1, 2, 1, false, &c) == 0 && !c.var, "one other task, 1 thread on 2 cores: want the default, got %s",
           c.var ? c.var : "-");
-    CHECK(cm_wait_rule("busy", 2, 4, 2, &c) == 0 && !c.var, "two others, 2 threads on 4 cores: want the default");
-    CHECK(cm_wait_rule("busy", 3, 4, 2, &c) == 0 && c.var, "three others, 2 threads on 4 cores: want passive");
-    CHECK(cm_wait_rule("passive", 0, 2, 2, &c) == 0 && c.var && strcmp(c.value, "passive") == 0, "rule passive, idle");
-    CHECK(cm_wait_rule("spin", 9, 2, 2, &c) == 0 && !c.var, "rule spin beside 9 tasks: want no variable");
-    CHECK(cm_wait_rule("spincount=20000", 0, 2, 2, &c) == 0 && c.var && strcmp(c.var, "GOMP_SPINCOUNT") == 0 &&
+    CHECK(cm_wait_rule("busy", 2, 4, 2, false, &c) == 0 && !c.var, "two others, 2 threads on 4 cores: want the default");
+    CHECK(cm_wait_rule("busy", 3, 4, 2, false, &c) == 0 && c.var, "three others, 2 threads on 4 cores: want passive");
+    CHECK(cm_wait_rule("passive", 0, 2, 2, false, &c) == 0 && c.var && strcmp(c.value, "passive") == 0, "rule passive, idle");
+    CHECK(cm_wait_rule("spin", 9, 2, 2, false, &c) == 0 && !c.var, "rule spin beside 9 tasks: want no variable");
+    CHECK(cm_wait_rule("spincount=20000", 0, 2, 2, false, &c) == 0 && c.var && strcmp(c.var, "GOMP_SPINCOUNT") == 0 &&
               strcmp(c.value, "20000") == 0,
           "rule spincount=20000: got %s=%s", c.var ? c.var : "-", c.value);
+    /* A count left to cmlab (auto_count) drops to the cores the others leave, only when passive. */
+    const struct { double others; int cores, wanted; bool auto_count; int threads; } counts[] = {
+        {1, 2, 2, true, 1}, {1, 2, 2, false, 0}, {0, 2, 2, true, 0}, {3, 2, 2, true, 1},
+        {1, 4, 4, true, 3}, {3, 4, 4, true, 1}, {6, 4, 4, true, 1},
+    };
+    for (size_t i = 0; i < CM_ARRAY_LEN(counts); i++) {
+        CHECK(cm_wait_rule("busy", counts[i].others, counts[i].cores, counts[i].wanted, counts[i].auto_count, &c) == 0 &&
+                  c.threads == counts[i].threads,
+              "%g others, %d cores, %d threads%s: want %d threads (0: as asked), got %d (%s)", counts[i].others,
+              counts[i].cores, counts[i].wanted, counts[i].auto_count ? " (no count given)" : "", counts[i].threads,
+              c.threads, c.why);
+        if (c.threads > 0) {
+            char want[48];
+            snprintf(want, sizeof want, "OMP_NUM_THREADS=%d", c.threads);
+            CHECK(strstr(c.why, want), "the note must name %s: %s", want, c.why);
+        }
+    }
+    CHECK(cm_wait_rule("passive", 1, 2, 2, true, &c) == 0 && c.threads == 0, "rule passive never drops threads");
     const char *bad[] = {"Busy", "load", "spincount=", "spincount=-1", "spincount=10k", ""};
     for (size_t i = 0; i < CM_ARRAY_LEN(bad); i++)
-        CHECK(cm_wait_rule(bad[i], 0, 2, 2, &c) == -1 && strstr(cm_errmsg(), "CMLAB_WAIT_RULE"),
+        CHECK(cm_wait_rule(bad[i], 0, 2, 2, false, &c) == -1 && strstr(cm_errmsg(), "CMLAB_WAIT_RULE"),
               "rule '%s': want a refusal naming CMLAB_WAIT_RULE, got %s", bad[i], cm_errmsg());
 }
 
 typedef struct Seen {
     int code;
-    char policy[32], spin[32];   /* libgomp's last display: OMP_WAIT_POLICY, GOMP_SPINCOUNT */
+    char policy[32], spin[32], threads[32];   /* libgomp's last display: OMP_WAIT_POLICY, GOMP_SPINCOUNT, OMP_NUM_THREADS */
     char *err;                   /* all of stderr */
 } Seen;
 
@@ -67,9 +85,9 @@ static Seen run(const char *cmlab, const char *command, const char *const *env)
     char out[64], err[64];
     snprintf(out, sizeof out, "/tmp/test_wait_%d.out", (int)getpid());
     snprintf(err, sizeof err, "/tmp/test_wait_%d.err", (int)getpid());
-    const char *argv[24] = {"/usr/bin/env", "-u", "OMP_WAIT_POLICY", "-u", "GOMP_SPINCOUNT", "-u", "CMLAB_WAIT_RULE",
-                            "-u", "OPENBLAS_CORETYPE", "OMP_DISPLAY_ENV=verbose"};
-    int n = 10;
+    const char *argv[26] = {"/usr/bin/env", "-u", "OMP_WAIT_POLICY", "-u", "GOMP_SPINCOUNT", "-u", "CMLAB_WAIT_RULE",
+                            "-u", "OPENBLAS_CORETYPE", "-u", "OMP_NUM_THREADS", "OMP_DISPLAY_ENV=verbose"};
+    int n = 12;
     for (; *env; env++) argv[n++] = *env;
     argv[n++] = cmlab;
     argv[n++] = command;
@@ -81,6 +99,7 @@ static Seen run(const char *cmlab, const char *command, const char *const *env)
     if (!s.err) s.err = strdup("");
     last_value(s.err, "OMP_WAIT_POLICY", s.policy, sizeof s.policy);
     last_value(s.err, "GOMP_SPINCOUNT", s.spin, sizeof s.spin);
+    last_value(s.err, "OMP_NUM_THREADS", s.threads, sizeof s.threads);
     remove(out);
     remove(err);
     return s;
@@ -131,8 +150,9 @@ static void test_applied(const char *cmlab)
 }
 
 /* The default rule's measurement: with a process spinning beside it (in every reading of
- * procs_running) and OMP_NUM_THREADS = every core, a command must run passive, whatever else the
- * machine runs, and `cmlab info` must not measure. (The idle case, spinning, depends on what else
+ * procs_running) and OMP_NUM_THREADS = every core, a command must run passive on every core,
+ * whatever else the machine runs; without OMP_NUM_THREADS, passive on fewer; and `cmlab info`
+ * must not measure. (The idle case, spinning, depends on what else
  * runs beside the suite: the rule alone covers it above.) */
 static void test_busy(const char *cmlab)
 {
@@ -143,6 +163,9 @@ static void test_busy(const char *cmlab)
     char threads[48];
     snprintf(threads, sizeof threads, "OMP_NUM_THREADS=%ld", sysconf(_SC_NPROCESSORS_ONLN));
     Seen s = run(cmlab, "sample", (const char *[]){threads, NULL});
+    /* No count given: the rule also leaves the spinner its core (OMP_NUM_THREADS < cores, as libgomp
+     * read it). One core has nothing to leave. */
+    Seen left = run(cmlab, "sample", (const char *[]){NULL});
     /* `cmlab info` computes nothing: the rule takes no readings (25-50 ms) and counts no task
      * beside it, so it keeps libgomp's default even here. */
     Seen info = run(cmlab, "info", (const char *[]){threads, NULL});
@@ -152,6 +175,14 @@ static void test_busy(const char *cmlab)
     CHECK(s.code == CM_EXIT_OK && strcmp(s.spin, "0") == 0 && line && strstr(line, "rule busy"),
           "cmlab sample beside a spinning process, %s: exit %d, spin count %s (want 0: passive), stderr:\n%s", threads,
           s.code, s.spin, s.err);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN), got = atol(left.threads);
+    CHECK(s.code == CM_EXIT_OK && atol(s.threads) == cores, "cmlab sample with %s beside a spinning process ran %s threads",
+          threads, s.threads);
+    CHECK(left.code == CM_EXIT_OK && strcmp(left.spin, "0") == 0 && got >= 1 && (cores == 1 || got < cores) &&
+              strstr(left.err, "where no count is given"),
+          "cmlab sample beside a spinning process, no OMP_NUM_THREADS: exit %d, spin count %s, OMP_NUM_THREADS '%s' "
+          "(want passive and 1 to %ld threads), stderr:\n%s", left.code, left.spin, left.threads, cores - 1, left.err);
+    free(left.err);
     CHECK(info.code == CM_EXIT_OK && strcmp(info.spin, "0") != 0,
           "cmlab info beside a spinning process: exit %d, spin count %s (want libgomp's default: no readings)",
           info.code, info.spin);

@@ -76,9 +76,9 @@ void cm_blas_select_core(char **argv)
 /* Set by cm_select_env for the process it re-executes: the note of the policy in effect. */
 #define WAIT_NOTE_VAR "CMLAB_WAIT_NOTE"
 
-static char wait_note[320];
+static char wait_note[448];
 
-int cm_wait_rule(const char *rule, double others, int cores, int wanted, CmWaitChoice *c)
+int cm_wait_rule(const char *rule, double others, int cores, int wanted, bool auto_count, CmWaitChoice *c)
 {
     memset(c, 0, sizeof *c);
     const char *how = "; rule %s of CMLAB_WAIT_RULE (busy, passive, spin or spincount=N)";
@@ -88,6 +88,12 @@ int cm_wait_rule(const char *rule, double others, int cores, int wanted, CmWaitC
             snprintf(c->value, sizeof c->value, "passive");
             snprintf(c->why, sizeof c->why, "OpenMP threads wait passively (OMP_WAIT_POLICY=passive): tasks running "
                      "beside cmlab at start %g, and its %d threads want more than the %d cores", others, wanted, cores);
+            if (auto_count) {   /* the cores the others leave, at least one */
+                c->threads = others < cores - 1 ? cores - (int)others : 1;
+                size_t len = strlen(c->why);
+                snprintf(c->why + len, sizeof c->why - len, ", so %d thread%s where no count is given (OMP_NUM_THREADS=%d)",
+                         c->threads, c->threads == 1 ? "" : "s", c->threads);
+            }
         } else {
             snprintf(c->why, sizeof c->why, "OpenMP threads spin while they wait (libgomp's default): tasks running "
                      "beside cmlab at start %g, which leave the %d cores to its %d threads", others, cores, wanted);
@@ -166,9 +172,10 @@ void cm_select_env(char **argv, bool computes)
         /* The threads a command will want: OpenMP's default (OMP_NUM_THREADS, else every core). */
         int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
         const char *env = getenv("OMP_NUM_THREADS");
-        int wanted = env && atoi(env) > 0 ? atoi(env) : cores;
+        bool auto_count = !(env && atoi(env) > 0);
+        int wanted = auto_count ? cores : atoi(env);
         double others = computes && strcmp(rule, "busy") == 0 ? other_running() : 0;
-        if (cm_wait_rule(rule, others, cores, wanted, &c) != 0) {
+        if (cm_wait_rule(rule, others, cores, wanted, auto_count, &c) != 0) {
             fprintf(stderr, "cmlab: %s\n", cm_errmsg());
             exit(CM_EXIT_INPUT);
         }
@@ -177,6 +184,11 @@ void cm_select_env(char **argv, bool computes)
     bool blas = blas_core_env();
     if (!c.var && !blas) return;
     if (c.var) setenv(c.var, c.value, 1);
+    if (c.threads > 0) {   /* read by libgomp as it loads and by cm_set_threads(0) */
+        char n[16];
+        snprintf(n, sizeof n, "%d", c.threads);
+        setenv("OMP_NUM_THREADS", n, 1);
+    }
     setenv(WAIT_NOTE_VAR, wait_note, 1);   /* so the new process does not decide again */
     execv("/proc/self/exe", argv);
     /* exec failed: carry on with what libgomp and OpenBLAS chose */
@@ -184,7 +196,8 @@ void cm_select_env(char **argv, bool computes)
     if (c.var) {
         unsetenv(c.var);
         snprintf(wait_note, sizeof wait_note, "OpenMP threads spin while they wait (libgomp's default): the "
-                 "re-exec that would set %s=%s failed", c.var, c.value);
+                 "re-exec that would set %s=%s failed%s", c.var, c.value,
+                 c.threads > 0 ? "; the thread count where none is given is OMP_NUM_THREADS's still" : "");
     }
     if (blas) unsetenv("OPENBLAS_CORETYPE");
 }

@@ -6,7 +6,8 @@
 #include <stdbool.h>
 
 /* Thread count of both OpenMP loops and OpenBLAS's GEMMs (one owner: see STYLE.md 9); n < 1 means
- * OpenMP's default (OMP_NUM_THREADS, else every core), as train.threads = 0 says. */
+ * OMP_NUM_THREADS, else every core, as train.threads = 0 and a command without --threads say
+ * (cm_select_env's rule busy sets OMP_NUM_THREADS to the cores not busy at start when it is unset). */
 void cm_set_threads(int n);
 int cm_threads(void);
 
@@ -34,7 +35,13 @@ const char *cm_blas_core(void);
  *                the median of 11 readings over 50 ms) and the threads cmlab will run
  *                (OMP_NUM_THREADS, else every core) are more than the cores, else libgomp's
  *                default: spinning threads beside a busy process kept 18-21% of their idle
- *                speed, passive ones 46-54%, on two cores (README, the contended tables);
+ *                speed, passive ones 46-54%, on two cores (README, the contended tables). And
+ *                when the thread count is left to cmlab (OMP_NUM_THREADS unset: train.threads
+ *                = 0, a command without --threads), it runs on the cores the others leave
+ *                (cores - others, at least 1; OMP_NUM_THREADS is set to that for the process):
+ *                beside a competitor holding one of two cores, one passive thread kept 51-52%
+ *                of the idle speed where two kept 48-49% (AMD Zen 5, session 22), since the
+ *                thread on the shared core holds back every barrier;
  *   passive      always OMP_WAIT_POLICY=passive;
  *   spin         libgomp's default;
  *   spincount=N  always GOMP_SPINCOUNT=N (spin N times, then sleep).
@@ -44,12 +51,14 @@ const char *cm_blas_core(void);
 typedef struct CmWaitChoice {
     const char *var;             /* the variable to set, "OMP_WAIT_POLICY" or "GOMP_SPINCOUNT"; NULL: none */
     char value[32];
-    char why[256];               /* the policy and the reason, for the note on stderr */
+    int threads;                 /* the thread count when it is left to cmlab (OMP_NUM_THREADS); 0: every core */
+    char why[384];               /* the policy and the reason, for the note on stderr */
 } CmWaitChoice;
 
-/* What `rule` picks with `others` tasks running beside cmlab, `cores` cores and `wanted` threads.
+/* What `rule` picks with `others` tasks running beside cmlab, `cores` cores and `wanted` threads;
+ * `auto_count`: wanted is every core because nobody set a count (then c->threads may drop it).
  * -1 after cm_fail() naming CMLAB_WAIT_RULE for a rule that is none of the above. */
-int cm_wait_rule(const char *rule, double others, int cores, int wanted, CmWaitChoice *c);
+int cm_wait_rule(const char *rule, double others, int cores, int wanted, bool auto_count, CmWaitChoice *c);
 /* cm_blas_select_core and the waiting policy, with at most one re-exec; call it first thing in
  * main. A bad CMLAB_WAIT_RULE exits with CM_EXIT_INPUT and a message. `computes`: whether the
  * command may run OpenMP loops; when not (`cmlab --help`, `--version`, `info`), rule busy does not

@@ -59,7 +59,7 @@ static void usage(FILE *f)
         "                     superres; denoise and interpolate take one step)\n"
         "  --seed S           seed of the editing noise, and of the latents of interpolate\n"
         "                     (default experiment.seed, as cmlab sample)\n"
-        "  --threads N        OpenMP threads (default 2)\n"
+        "  --threads N        OpenMP threads (default: OMP_NUM_THREADS, else the cores not busy at start)\n"
         "  --precision P      of the network's products: fp32 (default) or bf16 inputs with fp32\n"
         "                     sums (needs AVX512_BF16; else a note and fp32)\n"
         "  --out PNG          the grid (default edit.png)\n"
@@ -492,7 +492,7 @@ int edit_main(int argc, char **argv)
         {"noise", required_argument, 0, 'z'}, {"bcm-schedule", required_argument, 0, 'B'},
         {"precision", required_argument, 0, 'R'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     EditArgs a = {.split = "test", .pair = NULL, .out = "edit.png", .task = EDIT_TASK_COUNT,
-                  .steps = 18, .factor = 2, .n = 8, .threads = 2, .sigma = 0.5, .seed = -1,
+                  .steps = 18, .factor = 2, .n = 8, .threads = 0, .sigma = 0.5, .seed = -1,
                   .quality = 20, .noise = 0.07};
     long long v = 0;
     const char *task = NULL;

@@ -36,6 +36,7 @@ static void usage(FILE *f)
             "  --solver    euler, heun, dpm2, dpmpp2m, dpmpp3m, ipndm (sample.solver)\n"
             "  --schedule  polynomial, logsnr, time_uniform (sample.schedule)\n"
             "  --weights   online, target or ema:RATE (eval.weights; default: the first EMA)\n"
+            "  --threads   OpenMP threads (default: OMP_NUM_THREADS, else the cores not busy at start)\n"
             "  --predictor an AMED predictor trained on CKPT.h5 (eval.predictor): sample with it, at its NFE;\n"
             "              {nfe} in the path stands for each --nfe (one predictor per NFE)\n"
             "  --precision of the network's products (model.precision): fp32 (default, whatever the\n"
@@ -69,7 +70,7 @@ int eval_main(int argc, char **argv)
 
     /* Assignments in command-line order, applied after the checkpoint's configuration is read. */
     char (*sets)[256] = cm_calloc((size_t)argc + 1, sizeof *sets);
-    int nsets = 0, threads = 2;
+    int nsets = 0, threads = 0;   /* 0: cm_set_threads' default */
     const char *out = NULL;
     bool stamp = true, baselines = false, precision_given = false;
     CmPrecision precision = CM_PRECISION_FP32;

@@ -55,7 +55,7 @@ static void usage(FILE *f)
         "                   sample.schedule from sigma_max to sigma_min)\n"
         "  --weights SET    online, target or ema:RATE (default the first EMA, else online)\n"
         "  --seed S         the noise seed (default experiment.seed)\n"
-        "  --threads N      OpenMP threads (default 2)\n"
+        "  --threads N      OpenMP threads (default: OMP_NUM_THREADS, else the cores not busy at start)\n"
         "  --precision P    of the network's products: fp32 (default) or bf16 inputs with fp32\n"
         "                   sums (needs AVX512_BF16; else a note and fp32)\n"
         "  --json FILE      also write the result as one JSON object\n"
@@ -278,7 +278,7 @@ int invert_main(int argc, char **argv)
         {"threads", required_argument, 0, 't'}, {"json", required_argument, 0, 'j'},
         {"out", required_argument, 0, 'o'}, {"show", required_argument, 0, 'k'},
         {"precision", required_argument, 0, 'P'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    InvertArgs a = {.images = "test", .count = 0, .steps = 1, .show = 8, .threads = 2, .noise = 0.07,
+    InvertArgs a = {.images = "test", .count = 0, .steps = 1, .show = 8, .threads = 0, .noise = 0.07,
                     .solver = SOLVER_EULER, .seed = -1};
     long long v = 0;
     bool steps_given = false, noise_given = false;

@@ -30,6 +30,7 @@ static void usage(FILE *f)
             "  --solver     euler, heun, dpm2, dpmpp2m, dpmpp3m, ipndm\n"
             "  --schedule   polynomial, logsnr, time_uniform\n"
             "  --weights    online, target, or ema:RATE (e.g. ema:0.999), as `cmlab info` lists them\n"
+            "  --threads    OpenMP threads (default: OMP_NUM_THREADS, else the cores not busy at start)\n"
             "  --precision  of the network's products: fp32 (default) or bf16 inputs with fp32 sums\n"
             "               (needs AVX512_BF16; else a note and fp32)\n"
             "Consistency-model checkpoints (method ct, cd) sample with f instead of a solver:\n"
@@ -111,7 +112,7 @@ int sample_main(int argc, char **argv)
     opts[no] = (struct option){0, 0, 0, 0};
 
     const char *weights = NULL, *out = "grid.png", *times_arg = NULL, *bcm_arg = NULL, *predictor = NULL;
-    long long threads = 2, seed = -1, steps = 0;
+    long long threads = 0, seed = -1, steps = 0;   /* threads 0: cm_set_threads' default */
     CmPrecision precision = CM_PRECISION_FP32;
     /* Key options in command-line order, applied once the checkpoint's configuration is read. */
     char sets[2 * CM_ARRAY_LEN(KEYS)][256];

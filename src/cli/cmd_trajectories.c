@@ -31,6 +31,7 @@ static void usage(FILE *f)
             "  --seed     trajectory i starts from the noise of (seed, i) (default the checkpoint's)\n"
             "  --weights  online, target or ema:RATE (default: the first EMA, else online)\n"
             "  --out      output directory (default trajectories)\n"
+            "  --threads  OpenMP threads (default: OMP_NUM_THREADS, else the cores not busy at start)\n"
             "  --precision  of the network's products: fp32 (default) or bf16 inputs with fp32 sums\n"
             "             (needs AVX512_BF16; else a note and fp32)\n",
             TRAJ_MAX_POINTS - 1);
@@ -48,7 +49,7 @@ int trajectories_main(int argc, char **argv)
         {0, 0, 0, 0},
     };
     const char *cmd = "cmlab trajectories", *weights = NULL, *out = "trajectories";
-    long long n = 1000, steps = 40, seed = -1, threads = 2;
+    long long n = 1000, steps = 40, seed = -1, threads = 0;   /* threads 0: cm_set_threads' default */
     bool pca = false;
     int kind = SOLVER_HEUN;
     CmPrecision precision = CM_PRECISION_FP32;

@@ -51,7 +51,7 @@ typedef struct DemoStage {
     "keep_checkpoints = 2\n"    \
     "sample_every = 0\n"        \
     "log_every = 25\n"          \
-    "threads = 2\n"
+    "threads = 0\n"
 
 /* The one stage of recipe ict: run NAME on DATA, N doubling 10 -> 80 over ITERS steps. */
 #define ICT_STAGE(NAME, DATA, ITERS)                                          \
