@@ -190,6 +190,55 @@ static void test_busy(const char *cmlab)
     free(info.err);
 }
 
+/* A training run whose thread count is left to the rule follows the load: a process starts
+ * spinning a second after the run has, and the run's count must end below the cores (its last
+ * "N threads -> M" line on stderr, else the count it started with), whatever else the machine
+ * runs. (The other direction, back up once a competitor stops, needs an idle machine: checked by
+ * hand, README.) The trainer reads the load every CMLAB_TEST_FOLLOW_SECONDS here (a minute
+ * otherwise). */
+#define FOLLOW_DIR "/tmp/test_wait_follow"
+static void test_follow(const char *cmlab)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 2) return;   /* one core: nothing to leave */
+    CM_ASSERT(system("rm -rf " FOLLOW_DIR " && mkdir -p " FOLLOW_DIR "/data") == 0, "cannot make " FOLLOW_DIR);
+    fixture_write_rectangles(FOLLOW_DIR "/data", 64, 8);
+    FILE *f = fopen(FOLLOW_DIR "/follow.ini", "w");
+    fprintf(f, "[experiment]\nname = follow\nmethod = ct\nseed = 1\nout_dir = " FOLLOW_DIR "/runs\n"
+               "[data]\ndataset = folder\npath = " FOLLOW_DIR "/data\n"
+               "[model]\nchannels = 8\nchannel_mult = 1\nnum_blocks = 1\nmid_attn = false\n"
+               "[train]\niterations = 1000000\ntime_limit = 4\nbatch_size = 8\ncheckpoint_every = 0\n"
+               "sample_every = 0\nlog_every = 1000\nthreads = 0\n");
+    fclose(f);
+    pid_t spinner = fork();
+    CM_ASSERT(spinner >= 0, "fork failed");
+    if (spinner == 0) {   /* idle for a second, then spin until killed */
+        usleep(1000000);
+        for (volatile unsigned long i = 0;; i++) {}
+    }
+    char *argv[] = {"/usr/bin/env", "-u", "OMP_NUM_THREADS", "-u", "OMP_WAIT_POLICY", "-u", "GOMP_SPINCOUNT",
+                    "-u", "CMLAB_WAIT_RULE", "CMLAB_TEST_FOLLOW_SECONDS=0.3", (char *)cmlab, "train",
+                    FOLLOW_DIR "/follow.ini", NULL};
+    int code = fixture_run(argv, FOLLOW_DIR "/out.txt", FOLLOW_DIR "/err.txt", NULL);
+    kill(spinner, SIGKILL);
+    waitpid(spinner, NULL, 0);
+    char *out = fixture_read_file(FOLLOW_DIR "/out.txt", NULL), *err = fixture_read_file(FOLLOW_DIR "/err.txt", NULL);
+    int start = 0, last = 0;
+    const char *p = out ? strstr(out, " threads") : NULL;
+    while (p && p > out && p[-1] >= '0' && p[-1] <= '9') p--;
+    if (p) start = atoi(p);
+    last = start;
+    for (const char *q = err; q && (q = strstr(q, " -> ")); q += 4) last = atoi(q + 4);
+    CHECK(code == CM_EXIT_OK && start >= 1 && last >= 1 && last < cores,
+          "a training run with threads = 0 beside a process that starts spinning 1 s in: exit %d, started on %d "
+          "threads, ended on %d (want fewer than the %ld cores); stderr:\n%s", code, start, last, cores,
+          err ? err : "");
+    printf("  follow: started on %d threads, ended on %d of %ld cores\n", start, last, cores);
+    free(out);
+    free(err);
+    if (system("rm -rf " FOLLOW_DIR) != 0) fprintf(stderr, "could not remove " FOLLOW_DIR "\n");
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -199,5 +248,6 @@ int main(int argc, char **argv)
     test_rule();
     test_applied(argv[1]);
     test_busy(argv[1]);
+    test_follow(argv[1]);
     return test_summary("wait");
 }

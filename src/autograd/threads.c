@@ -1,5 +1,6 @@
 #include "threads.h"
 
+#include <dirent.h>
 #include <omp.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -73,10 +74,16 @@ void cm_blas_select_core(char **argv)
 
 /* ---- OpenMP's waiting policy ---- */
 
-/* Set by cm_select_env for the process it re-executes: the note of the policy in effect. */
+/* Set by cm_select_env for the process it re-executes: the note of the policy in effect, and
+ * whether the thread count is cmlab's to pick (rule busy, no OMP_NUM_THREADS of the user's). */
 #define WAIT_NOTE_VAR "CMLAB_WAIT_NOTE"
+#define COUNT_OURS_VAR "CMLAB_COUNT_OURS"
 
 static char wait_note[448];
+static bool count_ours;
+
+/* The cores `others` running tasks leave of `cores`, at least one. */
+static int cores_left(double others, int cores) { return others < cores - 1 ? cores - (int)others : 1; }
 
 int cm_wait_rule(const char *rule, double others, int cores, int wanted, bool auto_count, CmWaitChoice *c)
 {
@@ -88,8 +95,8 @@ int cm_wait_rule(const char *rule, double others, int cores, int wanted, bool au
             snprintf(c->value, sizeof c->value, "passive");
             snprintf(c->why, sizeof c->why, "OpenMP threads wait passively (OMP_WAIT_POLICY=passive): tasks running "
                      "beside cmlab at start %g, and its %d threads want more than the %d cores", others, wanted, cores);
-            if (auto_count) {   /* the cores the others leave, at least one */
-                c->threads = others < cores - 1 ? cores - (int)others : 1;
+            if (auto_count) {
+                c->threads = cores_left(others, cores);
                 size_t len = strlen(c->why);
                 snprintf(c->why + len, sizeof c->why - len, ", so %d thread%s where no count is given (OMP_NUM_THREADS=%d)",
                          c->threads, c->threads == 1 ? "" : "s", c->threads);
@@ -122,7 +129,28 @@ int cm_wait_rule(const char *rule, double others, int cores, int wanted, bool au
     return 0;
 }
 
-/* How many other tasks are running or runnable now: /proc/stat's procs_running less this reader,
+/* This process's threads running or runnable now (state R in /proc/self/task/N/stat), at least
+ * the one reading. */
+static int own_running(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    for (struct dirent *e; d && (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        size_t len = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f) fclose(f);
+        buf[len] = '\0';
+        const char *state = strrchr(buf, ')');   /* "pid (comm) S ...": comm may hold spaces and ')' */
+        if (state && state[1] == ' ' && state[2] == 'R') n++;
+    }
+    if (d) closedir(d);
+    return n > 0 ? n : 1;
+}
+
+/* How many other tasks are running or runnable now: /proc/stat's procs_running less this process's,
  * the median of 11 readings 5 ms apart (a task that runs for a moment is not a competitor; one
  * that spins is in every reading), cut short once 6 readings saw none (25 ms on an idle
  * machine). 0 when /proc/stat cannot be read. The 1-minute load average was the first rule's
@@ -139,6 +167,7 @@ static double other_running(void)
         while (f && fgets(line, sizeof line, f))
             if (sscanf(line, "procs_running %d", &n[r]) == 1) break;
         if (f) fclose(f);
+        n[r] -= own_running() - 1;   /* this process's threads (the loader's, a spinning worker) are not others */
         if (n[r] <= 1 && ++idle > READS / 2) return 0;
         if (r + 1 < READS) usleep(5000);
     }
@@ -157,7 +186,9 @@ void cm_select_env(char **argv, bool computes)
     if (chosen) {
         /* The re-executed process: both choices are in its environment already. */
         snprintf(wait_note, sizeof wait_note, "%s", chosen);
+        count_ours = getenv(COUNT_OURS_VAR) != NULL;
         unsetenv(WAIT_NOTE_VAR);
+        unsetenv(COUNT_OURS_VAR);
         return;
     }
     const char *policy = getenv("OMP_WAIT_POLICY"), *spin = getenv("GOMP_SPINCOUNT");
@@ -174,6 +205,7 @@ void cm_select_env(char **argv, bool computes)
         const char *env = getenv("OMP_NUM_THREADS");
         bool auto_count = !(env && atoi(env) > 0);
         int wanted = auto_count ? cores : atoi(env);
+        count_ours = computes && auto_count && strcmp(rule, "busy") == 0;
         double others = computes && strcmp(rule, "busy") == 0 ? other_running() : 0;
         if (cm_wait_rule(rule, others, cores, wanted, auto_count, &c) != 0) {
             fprintf(stderr, "cmlab: %s\n", cm_errmsg());
@@ -190,6 +222,7 @@ void cm_select_env(char **argv, bool computes)
         setenv("OMP_NUM_THREADS", n, 1);
     }
     setenv(WAIT_NOTE_VAR, wait_note, 1);   /* so the new process does not decide again */
+    if (count_ours) setenv(COUNT_OURS_VAR, "1", 1);
     execv("/proc/self/exe", argv);
     /* exec failed: carry on with what libgomp and OpenBLAS chose */
     unsetenv(WAIT_NOTE_VAR);
@@ -200,6 +233,14 @@ void cm_select_env(char **argv, bool computes)
                  c.threads > 0 ? "; the thread count where none is given is OMP_NUM_THREADS's still" : "");
     }
     if (blas) unsetenv("OPENBLAS_CORETYPE");
+    unsetenv(COUNT_OURS_VAR);
 }
+
+int cm_cores_free(void)
+{
+    return cores_left(other_running(), (int)sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+bool cm_thread_count_ours(void) { return count_ours; }
 
 const char *cm_wait_note(void) { return wait_note; }

@@ -66,5 +66,12 @@ int cm_wait_rule(const char *rule, double others, int cores, int wanted, bool au
 void cm_select_env(char **argv, bool computes);
 /* The policy in effect and why, one line (after cm_select_env): what train, sample and eval say. */
 const char *cm_wait_note(void);
+/* Whether the thread count is cmlab's to pick: rule busy, and no OMP_NUM_THREADS of the user's
+ * (so a count of 0, train.threads' default, is the rule's). */
+bool cm_thread_count_ours(void);
+/* The cores the tasks running beside cmlab leave now (at least 1): rule busy's reading (25-50 ms),
+ * not counting this process's own threads. A long run with cm_thread_count_ours() follows the load
+ * with it (the trainer, every minute): the start's choice would otherwise hold for hours. */
+int cm_cores_free(void);
 
 #endif

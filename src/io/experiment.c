@@ -178,8 +178,9 @@ static const CfgKey keys[] = {
     {AT(train, log_every), INT(1, MANY), .dflt = "50",
      .help = "Log a metrics line every this many steps."},
     {AT(train, threads), INT(0, 4096), .dflt = "0",
-     .help = "OpenMP threads. 0: OMP_NUM_THREADS, else the cores not busy at start (every core on an idle "
-             "machine). A run's bits follow the count: set it to resume bit-exact on a machine whose load changes."},
+     .help = "OpenMP threads. 0: OMP_NUM_THREADS, else the cores other tasks leave, read at start and every "
+             "minute (every core on an idle machine). A run's bits follow the count: set it to resume bit-exact "
+             "on a machine whose load changes."},
     {AT(train, time_limit), FLOAT(0, 1e9, 0), .dflt = "0",
      .help = "Stop after this many seconds of training as if the last step were reached (checkpoint, "
              "sample grid); --resume goes on. 0: none."},

@@ -335,6 +335,9 @@ static void trainer_free(Trainer *t)
  * Non-finite values never get here: train.on_nan handles them, and they are never zeroed. */
 
 enum { GUARD_MIN_SEEN = 10 };
+/* Seconds between two readings of the load when the thread count follows it (train.threads = 0):
+ * a reading takes 25-50 ms, so 0.1% of a run at most. */
+enum { FOLLOW_SECONDS = 60 };
 
 typedef struct Guard {
     int cap, n, next;
@@ -544,6 +547,12 @@ int trainer_run(const Config *cfg, bool resume)
      * checkpoint: a jump there means the resumed state is not the one that was saved. */
     guard_init(&before, r == 0 && lead ? tr->guard_window : 0);
     if (r == 0 && lead) guard_from_metrics(&before, t.dir.metrics);
+    /* A count left to the rule follows the load (threads.h, cm_cores_free); one process only, since
+     * the ranks of a node would count each other. */
+    const bool follow = cfg->train.threads == 0 && cm_thread_count_ours() && t.world == 1;
+    const char *follow_test = getenv("CMLAB_TEST_FOLLOW_SECONDS");   /* test hook: test_wait's shorter interval */
+    const double follow_every = follow_test ? atof(follow_test) : FOLLOW_SECONDS;
+    double t_follow = t0;
     while (t.step < tr->iterations && !stop) {
         loader_next(&t.loader, t.batch, t.labels);
         if (t.step == skip_step) {          /* rollback: the batch that gave a NaN is skipped */
@@ -662,6 +671,15 @@ int trainer_run(const Config *cfg, bool resume)
         batches++;
         bool last = t.step == tr->iterations || time_up;
 
+        if (follow && cm_now() - t_follow >= follow_every) {
+            int now_free = cm_cores_free();
+            if (now_free != cm_threads())
+                fprintf(stderr, "%scmlab train: step %ld: %d thread%s -> %d, the cores the tasks running beside cmlab "
+                        "leave now (train.threads = 0)\n", tty ? "\n" : "", t.step, cm_threads(),
+                        cm_threads() == 1 ? "" : "s", now_free);
+            cm_set_threads(now_free);
+            t_follow = cm_now();
+        }
         if (lead && (t.step % tr->log_every == 0 || last)) {
             double now = cm_now(), ips = batches * t.B / (now - tlog);
             /* Every update of the logged steps may have been skipped (nonfinite_limit). */
