@@ -196,7 +196,7 @@ static void test_busy(const char *cmlab)
  * runs. (The other direction, back up once a competitor stops, needs an idle machine: checked by
  * hand, README.) The trainer reads the load every CMLAB_TEST_FOLLOW_SECONDS here (a minute
  * otherwise). */
-#define FOLLOW_DIR "/tmp/test_wait_follow"
+#define FOLLOW_DIR "wait_follow_runs"   /* in the build directory, as the other tests' runs */
 static void test_follow(const char *cmlab)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
