@@ -21,9 +21,10 @@ fallback that rounds partial sums to bf16). A CPU without AVX512_BF16 fails the 
 the last core by taskset) runs, and prints both sides' idle and contended img/s (default rows:
 S-train and S-sample). There cmlab runs with no thread count given (no OMP_NUM_THREADS,
 bench_train --threads 0,1; `cmlab eval` without --threads, whose record says threads 0), as a
-user runs it, so that its rule may leave the spin loop its core; PyTorch runs 2 threads. --cmlab-env VAR=VALUE (repeatable) sets a variable for cmlab's processes
-only, e.g. OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=10000 to time a waiting policy. cmlab's
-processes (bench_train and `cmlab eval`) pick their waiting policy as every cmlab command does
+user runs it, so that its rule may leave the spin loop its core; PyTorch runs 2 threads.
+--cmlab-env VAR=VALUE (repeatable) sets a variable for cmlab's processes only, e.g.
+OMP_WAIT_POLICY=passive or GOMP_SPINCOUNT=10000 to time a waiting policy. cmlab's processes
+(bench_train and `cmlab eval`) pick their waiting policy as every cmlab command does
 (src/autograd/threads.h), with CMLAB_WAIT_RULE=spin unless --cmlab-env says otherwise, so that
 the idle rows are libgomp's default; --cmlab-env CMLAB_WAIT_RULE=busy times what a user gets,
 the default rule deciding at each process's start (spinning idle, passive beside the spin loop).
@@ -235,12 +236,12 @@ def main():
     if ev:
         ev.prepare()
     raw = []
+    # --contended: cmlab with no thread count given, as a user runs it (its rule may leave the spin
+    # loop's core); otherwise 2 threads, as PyTorch.
+    first = 0 if a.contended else 2
     for rep in range(a.reps):
         for name in rows:
             for state in states:
-                # --contended: cmlab with no thread count given, as a user runs it (its rule may
-                # leave the spin loop's core); otherwise 2 threads, as PyTorch.
-                first = 0 if a.contended else 2
                 if state == "contended":
                     with Spinner():
                         recs = measure(a.build, name, ev, first)

@@ -673,11 +673,12 @@ int trainer_run(const Config *cfg, bool resume)
 
         if (follow && cm_now() - t_follow >= follow_every) {
             int now_free = cm_cores_free();
-            if (now_free != cm_threads())
+            if (now_free != cm_threads()) {
                 fprintf(stderr, "%scmlab train: step %ld: %d thread%s -> %d, the cores the tasks running beside cmlab "
                         "leave now (train.threads = 0)\n", tty ? "\n" : "", t.step, cm_threads(),
                         cm_threads() == 1 ? "" : "s", now_free);
-            cm_set_threads(now_free);
+                cm_set_threads(now_free);
+            }
             t_follow = cm_now();
         }
         if (lead && (t.step % tr->log_every == 0 || last)) {
