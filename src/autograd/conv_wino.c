@@ -1,7 +1,8 @@
-/* conv_wino.c: 3x3 stride-1 conv2d by Winograd F(4x4, 3x3) in fp32 and F(2x2, 3x3) in bf16; see
- * conv_wino.h. Below, the notation and layouts of F(2x2, 3x3); F(4x4, 3x3) has m = 4 in place of 2
- * (4x4 output tiles from 6x6 windows, 36 planes: WinoGeom's m and P) and its own transforms
- * (tile_in4, tile_out4, tile_out4_adjoint, ggt4; G4 in weight_adjoint16); its dx is backward_dx4's conv.
+/* conv_wino.c: 3x3 stride-1 conv2d by Winograd F(4x4, 3x3) in fp32 and in bf16's forward pass,
+ * F(2x2, 3x3) in bf16's backward pass; see conv_wino.h. Below, the notation and layouts of F(2x2,
+ * 3x3); F(4x4, 3x3) has m = 4 in place of 2 (4x4 output tiles from 6x6 windows, 36 planes:
+ * WinoGeom's m and P) and its own transforms (tile_in4, tile_in4_bf16, tile_out4, tile_out4_adjoint,
+ * ggt4; G4 in weight_adjoint16); its dx is backward_dx4's conv.
  *
  * Notation: a sample's output is covered by th x tw tiles of 2x2 pixels (th = ceil(Ho/2),
  * tw = ceil(Wo/2)); tile (ty, tx) reads the 4x4 input window whose top-left pixel is
@@ -166,16 +167,6 @@ static inline void tile_in(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t
     for (int xi = 0; xi < 16; xi++) _mm512_store_ps(dst + xi * xs, v[xi]);
 }
 
-/* tile_in rounded to bf16 as gemm_bf16's packing rounds (vcvtneps2bf16): 16 channels' values in 8
- * words a plane (plane stride xs words), channel 2j in word j's low half. */
-static inline __attribute__((always_inline, target("avx512f,avx512bf16"))) void
-tile_in_bf16(const float *src, ptrdiff_t rs, uint32_t *dst, ptrdiff_t xs)
-{
-    __m512 v[16];
-    tile_in_planes(src, rs, v);
-    for (int xi = 0; xi < 16; xi++) _mm256_storeu_si256((__m256i *)(dst + xi * xs), (__m256i)_mm512_cvtneps_pbh(v[xi]));
-}
-
 /* The window at dst (row stride rs) += B V' B^T, V' the 16 planes at src (stride xs). */
 static inline void tile_in_adjoint(const float *src, ptrdiff_t xs, float *dst, ptrdiff_t rs)
 {
@@ -319,20 +310,41 @@ static inline __attribute__((always_inline)) void bt6(const __m512 d[6], __m512 
     r[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
 }
 
-/* V (36 planes, stride xs) = B^T d B for the 6x6 window at src (row stride rs floats). */
-static inline void tile_in4(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
+/* t = B^T d for the 6x6 window at src (row stride rs floats): tile_in4's pass down the columns. */
+static inline __attribute__((always_inline)) void tile_in4_columns(const float *src, ptrdiff_t rs, __m512 t[6][6])
 {
-    __m512 t[6][6];
-    for (int j = 0; j < 6; j++) {   /* columns: t[.][j] = B^T d[.][j] */
+    for (int j = 0; j < 6; j++) {
         __m512 d[6], r[6];
         for (int i = 0; i < 6; i++) d[i] = _mm512_load_ps(src + i * rs + j * VL);
         bt6(d, r);
         for (int i = 0; i < 6; i++) t[i][j] = r[i];
     }
+}
+
+/* V (36 planes, stride xs) = B^T d B for the 6x6 window at src (row stride rs floats). */
+static inline void tile_in4(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
+{
+    __m512 t[6][6];
+    tile_in4_columns(src, rs, t);
     for (int i = 0; i < 6; i++) {   /* rows */
         __m512 v[6];
         bt6(t[i], v);
         for (int j = 0; j < 6; j++) _mm512_store_ps(dst + (6 * i + j) * xs, v[j]);
+    }
+}
+
+/* tile_in4 rounded to bf16 as gemm_bf16's packing rounds (vcvtneps2bf16): 16 channels' values in 8
+ * words a plane (plane stride xs words), channel 2j in word j's low half. */
+static inline __attribute__((always_inline, target("avx512f,avx512bf16"))) void
+tile_in4_bf16(const float *src, ptrdiff_t rs, uint32_t *dst, ptrdiff_t xs)
+{
+    __m512 t[6][6];
+    tile_in4_columns(src, rs, t);
+    for (int i = 0; i < 6; i++) {
+        __m512 v[6];
+        bt6(t[i], v);
+        for (int j = 0; j < 6; j++)
+            _mm256_storeu_si256((__m256i *)(dst + (6 * i + j) * xs), (__m256i)_mm512_cvtneps_pbh(v[j]));
     }
 }
 
@@ -739,8 +751,8 @@ static void block_in(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, c
             }
 }
 
-/* block_in in bf16: planes of stride vbxs words, a tile's channels in pairs (ci16 / 2 words): the
- * forward product's A as gemm_bf16_packed reads it, with no packing pass. */
+/* block_in in bf16, F(4x4, 3x3)'s tiles: planes of stride vbxs words, a tile's channels in pairs
+ * (ci16 / 2 words): the forward product's A as gemm_bf16_packed reads it, with no packing pass. */
 __attribute__((target("avx512f,avx512bf16"))) static void block_in_bf16(const WinoGeom *g, const WinoWork *k,
                                                                         const WinoBlock *b, const float *xt,
                                                                         uint32_t *v)
@@ -748,8 +760,8 @@ __attribute__((target("avx512f,avx512bf16"))) static void block_in_bf16(const Wi
     for (int cb = 0; cb < g->ci16 / VL; cb++)
         for (int s = 0, row = 0; s < b->nb; s++)
             for (int t = b->t0; t < b->t1; t++, row++)
-                tile_in_bf16(xt + x_tile(g, k, s, t, cb), (ptrdiff_t)g->Wp * VL,
-                             v + (ptrdiff_t)row * (g->ci16 / 2) + cb * (VL / 2), g->vbxs);
+                tile_in4_bf16(xt + x_tile(g, k, s, t, cb), (ptrdiff_t)g->Wp * VL,
+                              v + (ptrdiff_t)row * (g->ci16 / 2) + cb * (VL / 2), g->vbxs);
 }
 
 /* dxt += the adjoint of block_in for V' in v. */
@@ -830,13 +842,13 @@ static const float *sample_bias(const ConvEpilogue *ep, int n, int Cout, float *
 
 /* ---- bf16 products (a bf16 context: gemm_bf16.h) ---- */
 
-/* The 16 planes of U or U^T, [16][K][n] floats, as pairs of rows for gemm_bf16_packed:
- * [16][Kp = (K+1)/2][n] words, in the arena. */
-static uint32_t *pack_weight_planes(Ctx *c, const float *u, int K, int n)
+/* The P planes of U or U^T, [P][K][n] floats, as pairs of rows for gemm_bf16_packed:
+ * [P][Kp = (K+1)/2][n] words, in the arena. */
+static uint32_t *pack_weight_planes(Ctx *c, int P, const float *u, int K, int n)
 {
     const int Kp = (K + 1) / 2;
-    uint32_t *ub = arena_alloc(&c->arena, sizeof(uint32_t) * 16 * (size_t)Kp * n);
-    for (int xi = 0; xi < 16; xi++)
+    uint32_t *ub = arena_alloc(&c->arena, sizeof(uint32_t) * P * (size_t)Kp * n);
+    for (int xi = 0; xi < P; xi++)
         bf16_pack_row_pairs(u + (ptrdiff_t)xi * K * n, K, n, n, ub + (ptrdiff_t)xi * Kp * n, n);
     return ub;
 }
@@ -845,11 +857,11 @@ static uint32_t *pack_weight_planes(Ctx *c, const float *u, int K, int n)
  * axs words: block_in_bf16's V for the forward M = V U, block_out_adjoint_bf16's M' for dx's
  * V' = M' U^T) and B the weight planes of pack_weight_planes. K odd: the high half of A's last
  * pair is the padding channel K, 0 in V and M' (to_blocked writes the padding channels as 0). */
-static void planes_bf16(int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t axs, const uint32_t *bp,
-                        float *C, ptrdiff_t cxs)
+static void planes_bf16(int P, int rows, int nv, int Kp, const uint32_t *A, ptrdiff_t ars, ptrdiff_t axs,
+                        const uint32_t *bp, float *C, ptrdiff_t cxs)
 {
     const ptrdiff_t ldb = (ptrdiff_t)VL * nv;
-    for (int xi = 0; xi < 16; xi++)
+    for (int xi = 0; xi < P; xi++)
         gemm_bf16_packed(rows, nv, Kp, A + xi * axs, ars, bp + xi * Kp * ldb, ldb, C + xi * cxs, ldb, false);
 }
 
@@ -871,7 +883,6 @@ static void planes_du_bf16(const WinoGeom *g, int rows, const float *v, const ui
 static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
                           const float *u, const uint32_t *ub, const ConvEpilogue *ep, float *y)
 {
-    CM_ASSERT(!ub || g->m == 2, "conv_wino forward: bf16 products on F(%dx%d, 3x3) tiles", g->m, g->m);
     WinoBufs bf = wino_bufs(k, omp_get_thread_num());
     memset(bf.xt, 0, sizeof(float) * k->xt);   /* the padding stays zero across samples */
     const size_t xslot = (size_t)g->ci16 / VL * k->xplane, yslot = (size_t)g->co16 / VL * k->yplane;
@@ -891,7 +902,7 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
                 }
             if (ub) {
                 block_in_bf16(g, k, &b, bf.xt, (uint32_t *)bf.v);
-                planes_bf16(block_tiles(&b), g->co16 / VL, (g->Cin + 1) / 2, (const uint32_t *)bf.v, g->ci16 / 2,
+                planes_bf16(g->P, block_tiles(&b), g->co16 / VL, (g->Cin + 1) / 2, (const uint32_t *)bf.v, g->ci16 / 2,
                             g->vbxs, ub, bf.m, g->mxs);
             } else {
                 block_in(g, k, &b, bf.xt, bf.v);
@@ -927,12 +938,12 @@ void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const fl
                        const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad)
 {
     const bool bf16 = c->precision == CM_PRECISION_BF16;
-    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad, bf16 ? 2 : 4);
+    WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad, 4);
     ArenaMark mark = arena_mark(&c->arena);
     /* U [P][Cin][co16] = G w G^T, zero in the padding columns. */
     float *u = arena_calloc(&c->arena, sizeof(float) * g.P * (size_t)Cin * g.co16);
     weight_planes(g.m, w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
-    forward_planes(c, &g, x, pro, u, bf16 ? pack_weight_planes(c, u, Cin, g.co16) : NULL, ep, y);
+    forward_planes(c, &g, x, pro, u, bf16 ? pack_weight_planes(c, g.P, u, Cin, g.co16) : NULL, ep, y);
     arena_release(&c->arena, mark);
 }
 
@@ -996,7 +1007,7 @@ static bool backward_share(const WinoGeom *g, const WinoWork *k, const float *x,
                             bf.du, g->co16, (ptrdiff_t)g->Cin * g->co16, i > 0);
         }
         if (k->dxt) {  /* bf16: V' = M' U^T per plane, folded into dxt */
-            planes_bf16(rows, g->ci16 / VL, (g->Cout + 1) / 2, mc, g->co16 / 2, g->mbxs, utb, bf.v, g->vxs);
+            planes_bf16(16, rows, g->ci16 / VL, (g->Cout + 1) / 2, mc, g->co16 / 2, g->mbxs, utb, bf.v, g->vxs);
             block_in_adjoint(g, k, &b, bf.v, bf.dxt);
             if (b.t1 == g->T)
                 for (int s = 0; s < b.nb; s++)
@@ -1020,7 +1031,7 @@ static void backward_adjoint(Ctx *c, const float *x, const ConvPrologue *pro, co
         ut = arena_calloc(&c->arena, sizeof(float) * 16 * (size_t)Cout * g.ci16);
         weight_planes(2, w, Cout, Cin, (ptrdiff_t)9 * Cin, 9, ut, g.ci16, (ptrdiff_t)Cout * g.ci16);
     }
-    const uint32_t *utb = dx ? pack_weight_planes(c, ut, Cout, g.ci16) : NULL;
+    const uint32_t *utb = dx ? pack_weight_planes(c, 16, ut, Cout, g.ci16) : NULL;
     WinoWork k = wino_work(c, &g, false, dx != NULL, dw != NULL, bf16);
     int T = cm_threads();
     bool *written = arena_calloc(&c->arena, sizeof(bool) * (size_t)T);

@@ -20,10 +20,17 @@
  * and dw 1-3e-6 (F(2x2, 3x3): 1-4e-7), within every tolerance the tests hold them to (1e-4 against
  * float64 or PyTorch).
  *
- * In a bf16 context (tensor.h) every pass takes F(2x2, 3x3), whose 16 products take bf16 inputs
- * (the transformed U, V, M' rounded as they are packed) and sum in fp32 (gemm_bf16.h's
- * micro-kernel); the transforms stay fp32; dx is F(2x2, 3x3)'s adjoint. F(4x4, 3x3) on bf16's
- * 8-bit mantissa is not tried: its larger transform coefficients.
+ * In a bf16 context (tensor.h) the products take bf16 inputs (the transformed U, V, M' rounded as
+ * they are written or packed) and sum in fp32 (gemm_bf16.h's micro-kernels); the transforms stay
+ * fp32. The forward pass takes F(4x4, 3x3), the backward pass F(2x2, 3x3) (dx as its adjoint, with
+ * dw from the same M'). F(4x4, 3x3)'s larger coefficients (up to 5 in B^T, 8 in A^T) spread the
+ * bf16 rounding of U and V: a forward conv's rms error is 2-3e-2 of its rms output against F(2x2,
+ * 3x3)'s 4e-3 (test_bf16; a float64 simulation agrees), but it does half the products per output.
+ * Measured on AMD EPYC Zen 5 (2 threads, vdpbf16ps at twice the fp32 FMA rate), F(4x4, 3x3)'s
+ * forward against F(2x2, 3x3)'s: bf16 one-step sampling +15% (S) and +14% (M), training +7% (S and
+ * M), and sampling a trained Fashion-MNIST model moved its FD (n = 2000) by 0.05 (F(2x2, 3x3): 0.06).
+ * dx as an F(4x4, 3x3) conv (as fp32 computes it) gained another 4% on training but moved the
+ * weight gradients of test_bf16's U-Net 3.6 times further from fp32's, so dx stays F(2x2, 3x3).
  *
  * Built only where the compiler targets AVX-512 (-Dnative=true on such a CPU); elsewhere
  * conv_wino_usable is always false and op_conv2d keeps im2col + sgemm.
@@ -63,7 +70,7 @@ bool conv_wino_usable(int Cin, int Cout, int kh, int kw, int stride, int pad);
 extern size_t conv_wino_block_bytes;
 
 /* y [N,Cout,Ho,Wo] = the epilogue of conv(pro(x [N,Cin,H,W]), w [Cout,Cin,3,3]),
- * Ho = H + 2 pad - 2; pro NULL: x as it is. fp32 takes F(4x4, 3x3), bf16 F(2x2, 3x3). */
+ * Ho = H + 2 pad - 2; pro NULL: x as it is. F(4x4, 3x3) in both precisions. */
 void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
                        const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad);
 
