@@ -260,17 +260,42 @@ static void pack_a(bool ta, int M, int K, const float *A, int lda, uint32_t *ap)
     }
 }
 
-/* bp [Kp][width]: the pairs of op(B)'s columns [j0, j0 + w), then zeros up to width. With tb a
- * column of op(B) is a row of B. */
-static void pack_b_panel(bool tb, int K, const float *B, int ldb, int j0, int w, int width, uint32_t *bp)
+/* bp [Kp][width]: with tb, the pairs of op(B)'s columns [j0, j0 + w) (rows of B), then zeros up to
+ * width (no tb: pack_b_rows, below). */
+static void pack_b_panel_t(int K, const float *B, int ldb, int j0, int w, int width, uint32_t *bp)
 {
     const int Kp = (K + 1) / 2;
-    if (tb) {
-        pack_rows_transposed(B + (size_t)j0 * ldb, K, w, ldb, bp, width);
-    } else {
-        bf16_pack_row_pairs(B + j0, K, w, ldb, bp, width);
-    }
+    pack_rows_transposed(B + (size_t)j0 * ldb, K, w, ldb, bp, width);
     for (int p = 0; p < Kp; p++) memset(bp + (size_t)p * width + w, 0, sizeof(uint32_t) * (size_t)(width - w));
+}
+
+/* All of op(B)'s panels (bp, panel q at q Kp NR, its rows its columns rounded up to 16 words apart,
+ * zeros past its columns) from B's rows (no tb), pair of rows by pair of rows (omp for), with the
+ * pair two ahead prefetched. Panel by panel (pack_b_panel_t's order), each pair of rows was read NR
+ * columns at a time from the caches' far levels (the activations of a whole batch): 10.7% of M's
+ * one-step bf16 sampling at one thread in a profile (AMD Zen 5), 4.4% now. */
+static BF16_TARGET void pack_b_rows(int K, int N, const float *B, int ldb, uint32_t *bp)
+{
+    const int Kp = (K + 1) / 2, npanels = (N + NR - 1) / NR;
+#pragma omp for schedule(static)
+    for (int p = 0; p < Kp; p++) {
+        const float *s0 = B + (size_t)2 * p * ldb, *s1 = s0 + ldb;
+        const bool odd = 2 * p + 1 == K;
+        for (int q = 0; q < npanels; q++) {
+            const int j0 = q * NR, w = CM_MIN(NR, N - j0);
+            uint32_t *row = bp + (size_t)q * Kp * NR + (size_t)p * ((w + 15) / 16 * 16);
+            for (int j = 0; j < w; j += 16) {   /* lanes past w load as 0: the padding */
+                const __mmask16 m = lanes16(w - j);
+                if (p + 2 < Kp) {   /* the pair two ahead: strided rows the hardware does not fetch early */
+                    _mm_prefetch((const char *)(s0 + 4 * (size_t)ldb + j0 + j), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(s1 + 4 * (size_t)ldb + j0 + j), _MM_HINT_T0);
+                }
+                __m512 lo = _mm512_maskz_loadu_ps(m, s0 + j0 + j);
+                __m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, s1 + j0 + j);
+                _mm512_storeu_si512(row + j, pair16(lo, hi));
+            }
+        }
+    }
 }
 
 /* C [R][16 S] = alpha sum_p a(r, p) . b(p) + beta C (beta = 0: C not read), a(r, p) = A[r ars + p],
@@ -528,10 +553,14 @@ static void gemm_core(bool ta, bool tb, int M, int N, int K, float alpha, const 
 #pragma omp parallel num_threads(T) if (par)
     {
         if (own) pack_a(ta, M, K, A, lda, own);
+        if (tb) {
 #pragma omp for schedule(static)
-        for (int q = 0; q < npanels; q++) {
-            int j0 = q * NR, w = CM_MIN(NR, N - j0);
-            pack_b_panel(tb, K, B, ldb, j0, w, (w + 15) / 16 * 16, bp + (size_t)q * Kp * NR);
+            for (int q = 0; q < npanels; q++) {
+                int j0 = q * NR, w = CM_MIN(NR, N - j0);
+                pack_b_panel_t(K, B, ldb, j0, w, (w + 15) / 16 * 16, bp + (size_t)q * Kp * NR);
+            }
+        } else {
+            pack_b_rows(K, N, B, ldb, bp);
         }
         const uint32_t *a = own ? own : ap;
 #pragma omp for schedule(static)
