@@ -304,8 +304,8 @@ static const Expect SAMPLING_STEPS[] = {
 };
 
 /* ablations/bf16.ini: issue 19's quality study, the demo's iCT recipe (src/train/demo.c, `cmlab demo
- * --print-config`) for a budget of steps, not seconds: fp32 from two seeds (the spread), bf16
- * from the first seed, and the first fp32 model sampled in bf16, zipped; FD at n = 2000, 1 and 2
+ * --print-config`) for a budget of steps, not seconds: fp32 from three seeds (the spread), bf16
+ * from the first two, and the first fp32 model sampled in bf16, zipped; FD at n = 2000, 1 and 2
  * steps. */
 static const Expect BF16_STUDY[] = {
     {"experiment.method", "ct", "the demo"},
@@ -323,10 +323,10 @@ static const Expect BF16_STUDY[] = {
     {"eval.sweep", "zip", "issue 19 (a precision with its seed and checkpoint)"},
     {"eval.n", "2000", "issue 19 (FD at n = 2000)"},
     {"eval.nfe", "1,2", "issue 19 (1 and 2 steps)"},
-    {"sweep.model.precision", "fp32,fp32,bf16,bf16",
-     "issue 19 (fp32 twice for the spread, bf16 trained, bf16 sampled)"},
-    {"sweep.experiment.seed", "0,1,0,0", "issue 19 (bf16 from fp32's first seed)"},
-    {"sweep.eval.checkpoint", ",,,runs/ablations/bf16/00-fp32-0/ckpt/step_00002000.h5",
+    {"sweep.model.precision", "fp32,fp32,fp32,bf16,bf16,bf16",
+     "issue 19 (fp32 three times for the spread, bf16 trained twice, bf16 sampled)"},
+    {"sweep.experiment.seed", "0,1,2,0,1,0", "issue 19 (bf16 from fp32's first two seeds)"},
+    {"sweep.eval.checkpoint", ",,,,,runs/ablations/bf16/00-fp32-0/ckpt/step_00002000.h5",
      "issue 19 (the fp32 seed-0 model sampled in bf16)"},
     {0},
 };
