@@ -31,7 +31,9 @@
  * smaller-GEMM fallback rounds partial sums to bf16, beyond this model; see bf16.py.)
  * And against cmlab's own fp32 op: |bf16 - fp32| <= (2u + u^2) M + 4 (K + 2) 2^-24 M (fp32 sums
  * on both sides, Winograd's transforms on the fp32 side counted twice). Winograd's bf16 products
- * round transformed values instead: its y, dx and dw bounds add Mw (winograd_magnitudes).
+ * round transformed values instead: its y, dx and dw bounds add Mw (winograd_magnitudes), and,
+ * since F(4x4, 3x3)'s Mw (the forward pass) is a loose worst case, their rms error to cmlab's fp32
+ * is held to RMS_WINO of the rms value.
  *
  * A tiny U-Net (16-32 channels, 2 levels, middle attention: convs, linear, bmm) in bf16 against
  * fp32: output and weight gradients within REL_UNET of the largest value. A short EDM training run

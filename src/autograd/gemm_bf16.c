@@ -286,10 +286,9 @@ static BF16_TARGET void pack_b_rows(int K, int N, const float *B, int ldb, uint3
             uint32_t *row = bp + (size_t)q * Kp * NR + (size_t)p * ((w + 15) / 16 * 16);
             for (int j = 0; j < w; j += 16) {   /* lanes past w load as 0: the padding */
                 const __mmask16 m = lanes16(w - j);
-                if (p + 2 < Kp) {   /* the pair two ahead: strided rows the hardware does not fetch early */
-                    _mm_prefetch((const char *)(s0 + 4 * (size_t)ldb + j0 + j), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(s1 + 4 * (size_t)ldb + j0 + j), _MM_HINT_T0);
-                }
+                /* the pair two ahead: strided rows the hardware does not fetch early */
+                if (2 * p + 4 < K) _mm_prefetch((const char *)(s0 + 4 * (size_t)ldb + j0 + j), _MM_HINT_T0);
+                if (2 * p + 5 < K) _mm_prefetch((const char *)(s1 + 4 * (size_t)ldb + j0 + j), _MM_HINT_T0);
                 __m512 lo = _mm512_maskz_loadu_ps(m, s0 + j0 + j);
                 __m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, s1 + j0 + j);
                 _mm512_storeu_si512(row + j, pair16(lo, hi));
