@@ -139,8 +139,9 @@ static bool block_at(const WinoGeom *g, int lo, int hi, int k, WinoBlock *b)
 
 /* ---- tile transforms (16 channels at a time) ---- */
 
-/* B^T d B for the 4x4 window at src (row stride rs floats): plane xi = 4 i + j in v[xi]. */
-static inline __attribute__((always_inline)) void tile_in_planes(const float *src, ptrdiff_t rs, __m512 v[16])
+/* V (16 planes, stride xs) = B^T d B for the 4x4 window at src (row stride rs floats): plane
+ * xi = 4 i + j. */
+static inline void tile_in(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
 {
     __m512 d[4][4], t[4][4];
     for (int i = 0; i < 4; i++)
@@ -152,19 +153,11 @@ static inline __attribute__((always_inline)) void tile_in_planes(const float *sr
         t[3][j] = d[1][j] - d[3][j];
     }
     for (int i = 0; i < 4; i++) {
-        v[4 * i + 0] = t[i][0] - t[i][2];
-        v[4 * i + 1] = t[i][1] + t[i][2];
-        v[4 * i + 2] = t[i][2] - t[i][1];
-        v[4 * i + 3] = t[i][1] - t[i][3];
+        _mm512_store_ps(dst + (4 * i + 0) * xs, t[i][0] - t[i][2]);
+        _mm512_store_ps(dst + (4 * i + 1) * xs, t[i][1] + t[i][2]);
+        _mm512_store_ps(dst + (4 * i + 2) * xs, t[i][2] - t[i][1]);
+        _mm512_store_ps(dst + (4 * i + 3) * xs, t[i][1] - t[i][3]);
     }
-}
-
-/* V (16 planes, stride xs) = B^T d B for the 4x4 window at src. */
-static inline void tile_in(const float *src, ptrdiff_t rs, float *dst, ptrdiff_t xs)
-{
-    __m512 v[16];
-    tile_in_planes(src, rs, v);
-    for (int xi = 0; xi < 16; xi++) _mm512_store_ps(dst + xi * xs, v[xi]);
 }
 
 /* The window at dst (row stride rs) += B V' B^T, V' the 16 planes at src (stride xs). */

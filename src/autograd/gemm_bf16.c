@@ -274,25 +274,19 @@ static void pack_b_panel_t(int K, const float *B, int ldb, int j0, int w, int wi
  * pair two ahead prefetched. Panel by panel (pack_b_panel_t's order), each pair of rows was read NR
  * columns at a time from the caches' far levels (the activations of a whole batch): 10.7% of M's
  * one-step bf16 sampling at one thread in a profile (AMD Zen 5), 4.4% now. */
-static BF16_TARGET void pack_b_rows(int K, int N, const float *B, int ldb, uint32_t *bp)
+static void pack_b_rows(int K, int N, const float *B, int ldb, uint32_t *bp)
 {
     const int Kp = (K + 1) / 2, npanels = (N + NR - 1) / NR;
 #pragma omp for schedule(static)
     for (int p = 0; p < Kp; p++) {
-        const float *s0 = B + (size_t)2 * p * ldb, *s1 = s0 + ldb;
-        const bool odd = 2 * p + 1 == K;
+        const float *s = B + (size_t)2 * p * ldb;
+        for (int k = 2 * p + 4; k < CM_MIN(2 * p + 6, K); k++)   /* strided rows the hardware does not fetch early */
+            for (int j = 0; j < N; j += 16) _mm_prefetch((const char *)(B + (size_t)k * ldb + j), _MM_HINT_T0);
         for (int q = 0; q < npanels; q++) {
-            const int j0 = q * NR, w = CM_MIN(NR, N - j0);
-            uint32_t *row = bp + (size_t)q * Kp * NR + (size_t)p * ((w + 15) / 16 * 16);
-            for (int j = 0; j < w; j += 16) {   /* lanes past w load as 0: the padding */
-                const __mmask16 m = lanes16(w - j);
-                /* the pair two ahead: strided rows the hardware does not fetch early */
-                if (2 * p + 4 < K) _mm_prefetch((const char *)(s0 + 4 * (size_t)ldb + j0 + j), _MM_HINT_T0);
-                if (2 * p + 5 < K) _mm_prefetch((const char *)(s1 + 4 * (size_t)ldb + j0 + j), _MM_HINT_T0);
-                __m512 lo = _mm512_maskz_loadu_ps(m, s0 + j0 + j);
-                __m512 hi = odd ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, s1 + j0 + j);
-                _mm512_storeu_si512(row + j, pair16(lo, hi));
-            }
+            const int j0 = q * NR, w = CM_MIN(NR, N - j0), width = (w + 15) / 16 * 16;
+            uint32_t *row = bp + (size_t)q * Kp * NR + (size_t)p * width;
+            bf16_pack_row_pairs(s + j0, CM_MIN(2, K - 2 * p), w, ldb, row, width);
+            memset(row + w, 0, sizeof(uint32_t) * (size_t)(width - w));
         }
     }
 }
