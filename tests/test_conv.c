@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "autograd/conv_wino.h"
+#include "autograd/gemm_bf16.h"
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "fixture.h"
@@ -392,6 +393,108 @@ static void test_stats_handoff(void)
     }
 }
 
+/* op_conv2d_pair (a residual block's two convs without gradients; conv_wino_pair_forward) against
+ * the same two convs apart (op_conv2d_fused, each checked above against the direct kernels): input
+ * norm and per-sample bias on the first, a norm of its output, residual and scale on the second.
+ * The pair takes the middle's statistics in double sums of the same values in another order (per
+ * channel, then per group), so its output may differ in the last bits where a statistic rounds
+ * the other way: within PAIR_TOL of the largest output (1e-6, against ~6e-8 for one float
+ * rounding; wrong tiles, a missed overhang or a stale sample give O(1)), and the count of
+ * values that differ at all is printed. Shapes: an overhang (14x14 and 9x7 in 4x4 tiles),
+ * channels that are not whole vectors in the middle (17, one group), in != middle != out; with 1,
+ * 2 and 3 threads and the three block budgets of test_wino (one sample's tiles split into
+ * blocks; groups of samples); fp32, and bf16 where the CPU has it (the same bf16 products on the
+ * same values on both sides). */
+#define PAIR_TOL 1e-6
+
+typedef struct PairCase {
+    const char *name;
+    int N, Cin, H, W, Cmid, Cout, groups;
+} PairCase;
+
+static double pair_run(const PairCase *k, CmPrecision prec, float *const v[], float *y_pair, float *y_two)
+{
+    const size_t ny = (size_t)k->N * k->Cout * k->H * k->W;
+    Ctx c;
+    ctx_init(&c, 1 << 24);
+    c.precision = prec;
+    ctx_no_grad_begin(&c);
+    Tensor *x = tensor_wrap(&c, v[0], NULL, 4, SHAPE(k->N, k->Cin, k->H, k->W), false);
+    Tensor *w1 = tensor_wrap(&c, v[1], NULL, 4, SHAPE(k->Cmid, k->Cin, 3, 3), false);
+    Tensor *b1 = tensor_wrap(&c, v[2], NULL, 1, SHAPE(k->Cmid), false);
+    Tensor *temb = tensor_wrap(&c, v[3], NULL, 2, SHAPE(k->N, k->Cmid), false);
+    Tensor *w2 = tensor_wrap(&c, v[4], NULL, 4, SHAPE(k->Cout, k->Cmid, 3, 3), false);
+    Tensor *b2 = tensor_wrap(&c, v[5], NULL, 1, SHAPE(k->Cout), false);
+    Tensor *res = tensor_wrap(&c, v[6], NULL, 4, SHAPE(k->N, k->Cout, k->H, k->W), false);
+    Tensor *n1w = tensor_wrap(&c, v[7], NULL, 1, SHAPE(k->Cin), false);
+    Tensor *n1b = tensor_wrap(&c, v[8], NULL, 1, SHAPE(k->Cin), false);
+    Tensor *n2w = tensor_wrap(&c, v[9], NULL, 1, SHAPE(k->Cmid), false);
+    Tensor *n2b = tensor_wrap(&c, v[10], NULL, 1, SHAPE(k->Cmid), false);
+    const int g1 = k->Cin % 4 == 0 ? 4 : 1;
+    ConvFusion f1 = {.norm_weight = n1w, .norm_bias = n1b, .norm_groups = g1, .norm_eps = 1e-5f, .bias = temb};
+    ConvFusion f2 = {.norm_weight = n2w, .norm_bias = n2b, .norm_groups = k->groups, .norm_eps = 1e-6f,
+                     .residual = res, .scale = 0.7f};
+    memcpy(y_pair, op_conv2d_pair(&c, x, w1, b1, &f1, w2, b2, &f2)->data, ny * sizeof(float));
+    Tensor *h = op_conv2d_fused(&c, x, w1, b1, 1, 1, &f1);
+    memcpy(y_two, op_conv2d_fused(&c, h, w2, b2, 1, 1, &f2)->data, ny * sizeof(float));
+    ctx_free(&c);
+    double worst = 0, top = 0;
+    for (size_t i = 0; i < ny; i++) {
+        worst = fmax(worst, isfinite(y_pair[i]) ? fabs((double)y_pair[i] - y_two[i]) : INFINITY);
+        top = fmax(top, fabs((double)y_two[i]));
+    }
+    return worst / top;
+}
+
+static void test_pair(void)
+{
+    static const PairCase cases[] = {
+        {"16->32->32 14x14", 3, 16, 14, 14, 32, 32, 8},
+        {"20->17->48 9x7", 2, 20, 9, 7, 17, 48, 1},
+        {"32->32->32 28x28", 2, 32, 28, 28, 32, 32, 8},
+    };
+    const bool bf16 = gemm_precision_usable(CM_PRECISION_BF16) == CM_PRECISION_BF16;
+    size_t saved = conv_wino_block_bytes;
+    for (size_t i = 0; i < CM_ARRAY_LEN(cases); i++) {
+        const PairCase *k = &cases[i];
+        CHECK(conv_wino_pair_usable(k->Cin, k->Cmid, k->Cout) || !CMLAB_EXPECT_WINOGRAD,
+              "%s: this build should take the pair", k->name);
+        if (!conv_wino_pair_usable(k->Cin, k->Cmid, k->Cout)) {
+            printf("  pair %s: not taken in this build\n", k->name);
+            continue;
+        }
+        const size_t n[11] = {(size_t)k->N * k->Cin * k->H * k->W, (size_t)k->Cmid * k->Cin * 9, (size_t)k->Cmid,
+                              (size_t)k->N * k->Cmid, (size_t)k->Cout * k->Cmid * 9, (size_t)k->Cout,
+                              (size_t)k->N * k->Cout * k->H * k->W, (size_t)k->Cin, (size_t)k->Cin,
+                              (size_t)k->Cmid, (size_t)k->Cmid};
+        float *v[11];
+        for (int j = 0; j < 11; j++) v[j] = randn(n[j], 60 + (uint32_t)j);
+        float *yp = cm_malloc(n[6] * sizeof(float)), *y2 = cm_malloc(n[6] * sizeof(float));
+        size_t v16 = 2 * ((size_t)(CM_MAX(k->Cin, k->Cout) + 15) / 16 * 16);
+        size_t budgets[3] = {saved, 1, 48 * 64 * v16};
+        for (int prec = 0; prec < (bf16 ? 2 : 1); prec++) {
+            double worst = 0;
+            size_t differ = 0;
+            for (int bi = 0; bi < 3; bi++)
+                for (int threads = 1; threads <= 3; threads++) {
+                    conv_wino_block_bytes = budgets[bi];
+                    cm_set_threads(threads);
+                    worst = fmax(worst, pair_run(k, prec ? CM_PRECISION_BF16 : CM_PRECISION_FP32, v, yp, y2));
+                    for (size_t j = 0; j < n[6]; j++) differ += yp[j] != y2[j];
+                }
+            printf("  pair %-18s %s: against the two convs apart, worst %.1e of max |y|, %zu of %zu values differ\n",
+                   k->name, prec ? "bf16" : "fp32", worst, differ, 9 * n[6]);
+            CHECK(worst <= PAIR_TOL, "pair %s (%s): differs from the two convs by %.2e of max |y|", k->name,
+                  prec ? "bf16" : "fp32", worst);
+        }
+        for (int j = 0; j < 11; j++) free(v[j]);
+        free(yp);
+        free(y2);
+    }
+    conv_wino_block_bytes = saved;
+    cm_set_threads(2);
+}
+
 typedef struct GcArgs { int stride, pad; } GcArgs;
 
 static Tensor *gc_conv(Ctx *c, Tensor **in, void *user)
@@ -443,6 +546,7 @@ int main(void)
     test_wino();
     test_forward_schedule();
     test_stats_handoff();
+    test_pair();
     test_gradcheck();
     return test_summary("conv");
 }

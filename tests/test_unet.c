@@ -196,8 +196,10 @@ static void check_dropout_repeat(Ctx *c, Fixture *f, const char *group, const UN
     free_inputs(&in);
 }
 
-/* Step 6: a no-grad pass (sampling, the target pass) gives the grad pass's output bit for bit,
- * and keeps only the blocks' outputs: each is written below its block's intermediates, which are
+/* Step 6: a no-grad pass (sampling, the target pass) gives the grad pass's output bit for bit
+ * (its residual blocks run their convs as pairs, op_conv2d_pair, whose norm statistics are summed
+ * in double in another order: on these inputs every one rounds to the same float, as in
+ * test_conv's pair cases), and keeps only the blocks' outputs: each is written below its block's intermediates, which are
  * then released (unet.c's kept_begin / kept_end). Bound: a pass with gradients holds every
  * intermediate (the norms' and the attention's, each block's first conv output, the decoder's
  * concatenations: at least twice what the blocks output), so the no-grad pass must end holding

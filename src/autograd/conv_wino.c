@@ -26,6 +26,10 @@
  * and M, so that they stay in L2): tile ranges of one sample when a sample has at least half
  * that many, else groups of whole samples (the 7x7 level: 16 tiles a sample).
  *
+ * Pairs (conv_wino_pair_forward): a residual block's two convs without gradients share a unit's
+ * blocks; conv1's output tiles go to conv2's xt (block_out_padded), where pair_middle adds the
+ * bias, takes the group norm's statistics and applies silu(GN) in place.
+ *
  * Split between threads: the forward pass hands out samples (or groups) dynamically. With fixed
  * halves the thread on the momentarily slower core (this host's cores slow down by 10-30% as
  * its neighbours load them) left the other waiting: 10% of S sampling's wall time at 2 threads;
@@ -37,6 +41,7 @@
 #include "ops.h"
 #include "simd16.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -59,6 +64,15 @@ void conv_wino_backward(Ctx *c, const float *x, const ConvPrologue *pro, const f
                         int W, int Cout, int pad)
 {
     CM_ASSERT(false, "conv_wino_backward: this build has no AVX-512 (conv_wino_usable is false)");
+}
+
+bool conv_wino_pair_usable(int Cin, int Cmid, int Cout) { return false; }
+
+void conv_wino_pair_forward(Ctx *c, const float *x, const ConvPrologue *pro1, const float *w1,
+                            const ConvEpilogue *ep1, const ConvMiddle *mid, const float *w2,
+                            const ConvEpilogue *ep2, float *y, int N, int Cin, int H, int W, int Cmid, int Cout)
+{
+    CM_ASSERT(false, "conv_wino_pair_forward: this build has no AVX-512 (conv_wino_pair_usable is false)");
 }
 
 #else
@@ -86,7 +100,10 @@ typedef struct WinoGeom {
 
 static int round16(int n) { return (n + VL - 1) / VL * VL; }
 
-static WinoGeom wino_geom(int N, int Cin, int H, int W, int Cout, int pad, int m)
+/* The geometry of a conv whose blocks are sized as if a tile had `chans` channels in and out
+ * (wino_geom: its own ci16 + co16; a pair's two convs: the larger sum, so that both take the same
+ * blocks). */
+static WinoGeom wino_geom_chans(int N, int Cin, int H, int W, int Cout, int pad, int m, int chans)
 {
     WinoGeom g = {.N = N, .Cin = Cin, .H = H, .W = W, .Cout = Cout, .pad = pad, .m = m, .P = (m + 2) * (m + 2)};
     g.Ho = H + 2 * pad - 2;
@@ -98,7 +115,7 @@ static WinoGeom wino_geom(int N, int Cin, int H, int W, int Cout, int pad, int m
     g.co16 = round16(Cout);
     g.Hp = m * g.th + 2;
     g.Wp = m * g.tw + 2;
-    size_t per_tile = (size_t)g.P * sizeof(float) * (size_t)(g.ci16 + g.co16);
+    size_t per_tile = (size_t)g.P * sizeof(float) * (size_t)chans;
     g.tiles = (int)CM_MAX((size_t)VL, conv_wino_block_bytes / per_tile);
     if (g.T * 2 >= g.tiles) {
         g.split = (g.T + g.tiles - 1) / g.tiles;
@@ -118,6 +135,11 @@ static WinoGeom wino_geom(int N, int Cin, int H, int W, int Cout, int pad, int m
     g.vbxs = (ptrdiff_t)g.tiles * g.ci16 / 2 + VL;
     g.mbxs = (ptrdiff_t)g.tiles * g.co16 / 2 + VL;
     return g;
+}
+
+static WinoGeom wino_geom(int N, int Cin, int H, int W, int Cout, int pad, int m)
+{
+    return wino_geom_chans(N, Cin, H, W, Cout, pad, m, round16(Cin) + round16(Cout));
 }
 
 /* Samples [n0, n0 + nb), tiles [t0, t1) of each. Row (n - n0) (t1 - t0) + t - t0 of V and M. */
@@ -649,7 +671,7 @@ static void planes_gemm(int P, int rows, int nv, int K, const float *A, ptrdiff_
 /* Floats per thread of each buffer (0: not used by this call); pa and pb hold bf16 pairs (words,
  * in a bf16 context's backward pass with dw: planes_du_bf16). */
 typedef struct WinoWork {
-    size_t xt, dyt, yt, dxt, v, pa, pb, m, du, bias, pro, per_thread;
+    size_t xt, dyt, yt, dxt, v, pa, pb, m, du, bias, pro, stat, per_thread;
     ptrdiff_t mrxs;            /* pb's plane stride in words */
     ptrdiff_t xplane, yplane;  /* channel-block strides of xt/dxt and of yt/dyt */
     float *mem;
@@ -674,7 +696,8 @@ static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool
     k.du = need_w ? (size_t)g->P * g->Cin * g->co16 : 0;
     k.bias = fwd ? (size_t)g->co16 : 0;
     k.pro = 3 * (size_t)g->ci16;
-    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.pa + k.pb + k.m + k.du + k.bias + k.pro;
+    k.stat = fwd ? 4 * (size_t)g->ci16 : 0;   /* 2 ci16 doubles: pair_middle's sums */
+    k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.pa + k.pb + k.m + k.du + k.bias + k.pro + k.stat;
     k.mem = arena_alloc(&c->arena, sizeof(float) * k.per_thread * (size_t)cm_threads());
     return k;
 }
@@ -682,6 +705,7 @@ static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool
 typedef struct WinoBufs {
     float *xt, *yt, *dyt, *dxt, *v, *m, *du, *bias, *pro;
     uint32_t *pa, *pb;
+    double *stat;
 } WinoBufs;
 
 static WinoBufs wino_bufs(const WinoWork *k, int t)
@@ -699,6 +723,7 @@ static WinoBufs wino_bufs(const WinoWork *k, int t)
     b.du = b.m + k->m;
     b.bias = b.du + k->du;
     b.pro = b.bias + k->bias;
+    b.stat = (double *)(b.pro + k->pro);   /* every part above is a whole number of 64-byte lines */
     return b;
 }
 
@@ -872,14 +897,55 @@ static void planes_du_bf16(const WinoGeom *g, int rows, const float *v, const ui
     }
 }
 
+/* xt's samples of block b (its first tiles) from x, through the prologue pro (NULL: none). */
+static void block_inputs(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *x,
+                         const ConvPrologue *pro, const WinoBufs *bf)
+{
+    const size_t xslot = (size_t)g->ci16 / VL * k->xplane, xin = (size_t)g->Cin * g->H * g->W;
+    for (int s = 0; s < b->nb; s++) {
+        int n = b->n0 + s;
+        to_blocked(x + (size_t)n * xin, g->Cin, g->H, g->W, bf->xt + s * xslot, g->Wp, k->xplane, g->pad, g->pad,
+                   sample_prologue(pro, n, g->Cin, g->ci16, bf->pro), g->ci16);
+    }
+}
+
+/* M (bf->m) of block b from the input tiles in xt: fp32 products with u (ub NULL), else bf16 ones
+ * with ub (planes_bf16). */
+static void block_products(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *xt,
+                           const float *u, const uint32_t *ub, const WinoBufs *bf)
+{
+    if (ub) {
+        block_in_bf16(g, k, b, xt, (uint32_t *)bf->v);
+        planes_bf16(g->P, block_tiles(b), g->co16 / VL, (g->Cin + 1) / 2, (const uint32_t *)bf->v, g->ci16 / 2,
+                    g->vbxs, ub, bf->m, g->mxs);
+    } else {
+        block_in(g, k, b, xt, bf->v);
+        planes_gemm(g->P, block_tiles(b), g->co16 / VL, g->Cin, bf->v, g->ci16, 1, g->vxs, u, g->co16,
+                    (ptrdiff_t)g->Cin * g->co16, bf->m, g->co16, g->mxs, false);
+    }
+}
+
+/* y's samples of block b (its last tiles) from yt, through the epilogue ep. */
+static void block_outputs(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const ConvEpilogue *ep,
+                          float *y, const WinoBufs *bf)
+{
+    const size_t yslot = (size_t)g->co16 / VL * k->yplane, yout = (size_t)g->Cout * g->Ho * g->Wo;
+    for (int s = 0; s < b->nb; s++) {
+        int n = b->n0 + s;
+        from_blocked(bf->yt + s * yslot, g->m * g->tw, k->yplane, 0, 0, g->Cout, g->Ho, g->Wo, y + (size_t)n * yout,
+                     sample_bias(ep, n, g->Cout, bf->bias), ep->r ? ep->r + (size_t)n * yout : NULL, ep->scale, false);
+        if (ep->mean)   /* the sample is still in this core's cache */
+            gn_stats_serial(y + (size_t)n * yout, 1, g->Cout, (size_t)g->Ho * g->Wo, ep->groups, ep->eps,
+                            ep->mean + (size_t)n * ep->groups, ep->rstd + (size_t)n * ep->groups);
+    }
+}
+
 /* ub NULL: fp32 products with u; else bf16 ones with ub (planes_bf16). */
 static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, const ConvPrologue *pro,
                           const float *u, const uint32_t *ub, const ConvEpilogue *ep, float *y)
 {
     WinoBufs bf = wino_bufs(k, omp_get_thread_num());
     memset(bf.xt, 0, sizeof(float) * k->xt);   /* the padding stays zero across samples */
-    const size_t xslot = (size_t)g->ci16 / VL * k->xplane, yslot = (size_t)g->co16 / VL * k->yplane;
-    const size_t xin = (size_t)g->Cin * g->H * g->W, yout = (size_t)g->Cout * g->Ho * g->Wo;
     /* Units taken dynamically (see "Split between threads" at the top): a sample's blocks, or
      * one block of a group of samples. */
     const int units = (g->N + g->group - 1) / g->group;
@@ -887,32 +953,10 @@ static void forward_share(const WinoGeom *g, const WinoWork *k, const float *x, 
     for (int q = 0; q < units; q++) {
         WinoBlock b;
         for (int i = q * g->split; i < (q + 1) * g->split && block_at(g, 0, g->N, i, &b); i++) {
-            if (b.t0 == 0)
-                for (int s = 0; s < b.nb; s++) {
-                    int n = b.n0 + s;
-                    to_blocked(x + (size_t)n * xin, g->Cin, g->H, g->W, bf.xt + s * xslot, g->Wp, k->xplane,
-                               g->pad, g->pad, sample_prologue(pro, n, g->Cin, g->ci16, bf.pro), g->ci16);
-                }
-            if (ub) {
-                block_in_bf16(g, k, &b, bf.xt, (uint32_t *)bf.v);
-                planes_bf16(g->P, block_tiles(&b), g->co16 / VL, (g->Cin + 1) / 2, (const uint32_t *)bf.v, g->ci16 / 2,
-                            g->vbxs, ub, bf.m, g->mxs);
-            } else {
-                block_in(g, k, &b, bf.xt, bf.v);
-                planes_gemm(g->P, block_tiles(&b), g->co16 / VL, g->Cin, bf.v, g->ci16, 1, g->vxs, u, g->co16,
-                            (ptrdiff_t)g->Cin * g->co16, bf.m, g->co16, g->mxs, false);
-            }
+            if (b.t0 == 0) block_inputs(g, k, &b, x, pro, &bf);
+            block_products(g, k, &b, bf.xt, u, ub, &bf);
             block_out(g, k, &b, bf.m, bf.yt);
-            if (b.t1 == g->T)
-                for (int s = 0; s < b.nb; s++) {
-                    int n = b.n0 + s;
-                    from_blocked(bf.yt + s * yslot, g->m * g->tw, k->yplane, 0, 0, g->Cout, g->Ho, g->Wo,
-                                 y + (size_t)n * yout, sample_bias(ep, n, g->Cout, bf.bias),
-                                 ep->r ? ep->r + (size_t)n * yout : NULL, ep->scale, false);
-                    if (ep->mean)   /* the sample is still in this core's cache */
-                        gn_stats_serial(y + (size_t)n * yout, 1, g->Cout, (size_t)g->Ho * g->Wo, ep->groups,
-                                        ep->eps, ep->mean + (size_t)n * ep->groups, ep->rstd + (size_t)n * ep->groups);
-                }
+            if (b.t1 == g->T) block_outputs(g, k, &b, ep, y, &bf);
         }
     }
 }
@@ -927,16 +971,150 @@ static void forward_planes(Ctx *c, const WinoGeom *g, const float *x, const Conv
     forward_share(g, &k, x, pro, u, ub, ep, y);
 }
 
+/* The forward pass's weight planes in the arena: U [P][Cin][co16] = G w G^T, zero in the padding
+ * columns, and in a bf16 context their pairs in *ub (else NULL). */
+static float *forward_weights(Ctx *c, const WinoGeom *g, const float *w, const uint32_t **ub)
+{
+    float *u = arena_calloc(&c->arena, sizeof(float) * g->P * (size_t)g->Cin * g->co16);
+    weight_planes(g->m, w, g->Cin, g->Cout, 9, (ptrdiff_t)9 * g->Cin, u, g->co16, (ptrdiff_t)g->Cin * g->co16);
+    *ub = c->precision == CM_PRECISION_BF16 ? pack_weight_planes(c, g->P, u, g->Cin, g->co16) : NULL;
+    return u;
+}
+
 void conv_wino_forward(Ctx *c, const float *x, const ConvPrologue *pro, const float *w,
                        const ConvEpilogue *ep, float *y, int N, int Cin, int H, int W, int Cout, int pad)
 {
-    const bool bf16 = c->precision == CM_PRECISION_BF16;
     WinoGeom g = wino_geom(N, Cin, H, W, Cout, pad, 4);
     ArenaMark mark = arena_mark(&c->arena);
-    /* U [P][Cin][co16] = G w G^T, zero in the padding columns. */
-    float *u = arena_calloc(&c->arena, sizeof(float) * g.P * (size_t)Cin * g.co16);
-    weight_planes(g.m, w, Cin, Cout, 9, (ptrdiff_t)9 * Cin, u, g.co16, (ptrdiff_t)Cin * g.co16);
-    forward_planes(c, &g, x, pro, u, bf16 ? pack_weight_planes(c, g.P, u, Cin, g.co16) : NULL, ep, y);
+    const uint32_t *ub;
+    const float *u = forward_weights(c, &g, w, &ub);
+    forward_planes(c, &g, x, pro, u, ub, ep, y);
+    arena_release(&c->arena, mark);
+}
+
+/* ---- two convs in a row (conv_wino_pair_forward) ---- */
+
+bool conv_wino_pair_usable(int Cin, int Cmid, int Cout)
+{
+    return conv_wino_usable(Cin, Cmid, 3, 3, 1, 1) && conv_wino_usable(Cmid, Cout, 3, 3, 1, 1);
+}
+
+/* Conv1's output tiles of block b, from M in m (g1's planes), into conv2's blocked input xt2 (g2's
+ * layout) at pixel offset (1, 1), where conv2's zero padding puts them; pair_middle clears the
+ * pixels past Ho, Wo (the last tiles' overhang). */
+static void block_out_padded(const WinoGeom *g1, const WinoGeom *g2, const WinoWork *k2, const WinoBlock *b,
+                             const float *m, float *xt2)
+{
+    const ptrdiff_t rs = (ptrdiff_t)g2->Wp * VL;
+    for (int cb = 0; cb < g1->co16 / VL; cb++)
+        for (int s = 0, row = 0; s < b->nb; s++)
+            for (int t = b->t0; t < b->t1; t++, row++)
+                tile_out4(m + (ptrdiff_t)row * g1->co16 + cb * VL, g1->mxs, xt2 + x_tile(g2, k2, s, t, cb) + rs + VL, rs);
+}
+
+/* Conv2's input from conv1's output h in xt (one sample, g's blocked layout, h at pixel offset (1,
+ * 1)), in place: h + bias (bias [Cin] or NULL), the group norm's statistics of that (sums in
+ * double, as gn_stats), then silu(GN(h)); the overhang past Ho, Wo set to 0. pv [3][ci16] and
+ * st [2][ci16] are scratch. */
+static void pair_middle(const WinoGeom *g, const WinoWork *k, float *xt, const float *bias, const ConvMiddle *mid,
+                        float *pv, double *st)
+{
+    const int C = g->Cin, ld = g->ci16, Cg = C / mid->groups;
+    const ptrdiff_t rs = (ptrdiff_t)g->Wp * VL;
+    for (int cb = 0; cb < ld / VL; cb++) {
+        const __m512 bv = bias ? _mm512_maskz_loadu_ps(lanes16(C - cb * VL), bias + cb * VL) : _mm512_setzero_ps();
+        __m512d s0 = _mm512_setzero_pd(), s1 = s0, q0 = s0, q1 = s0;
+        float *p = xt + cb * k->xplane + rs + VL;
+        for (int r = 0; r < g->Ho; r++)
+            for (int c = 0; c < g->Wo; c++) {
+                float *o = p + r * rs + c * VL;
+                __m512 v = _mm512_add_ps(_mm512_load_ps(o), bv);
+                _mm512_store_ps(o, v);
+                __m512d d0 = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+                __m512d d1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+                s0 = _mm512_add_pd(s0, d0);
+                s1 = _mm512_add_pd(s1, d1);
+                q0 = _mm512_fmadd_pd(d0, d0, q0);
+                q1 = _mm512_fmadd_pd(d1, d1, q1);
+            }
+        _mm512_storeu_pd(st + cb * VL, s0);
+        _mm512_storeu_pd(st + cb * VL + 8, s1);
+        _mm512_storeu_pd(st + ld + cb * VL, q0);
+        _mm512_storeu_pd(st + ld + cb * VL + 8, q1);
+    }
+    const double m = (double)Cg * g->Ho * g->Wo;
+    memset(pv, 0, sizeof(float) * 3 * (size_t)ld);   /* the padding channels: silu((0 - 0) 0 + 0) = 0 */
+    for (int gi = 0; gi < mid->groups; gi++) {
+        double s = 0, q = 0;
+        for (int ch = gi * Cg; ch < (gi + 1) * Cg; ch++) s += st[ch], q += st[ld + ch];
+        const double mu = s / m, var = CM_MAX(0.0, q / m - mu * mu);
+        const float rstd = (float)(1.0 / sqrt(var + (double)mid->eps));
+        for (int ch = gi * Cg; ch < (gi + 1) * Cg; ch++) {
+            pv[ch] = (float)mu;
+            pv[ld + ch] = rstd * (mid->w ? mid->w[ch] : 1.0f);
+            pv[2 * ld + ch] = mid->b ? mid->b[ch] : 0.0f;
+        }
+    }
+    for (int cb = 0; cb < ld / VL; cb++) {
+        const __m512 pm = _mm512_load_ps(pv + cb * VL), ps = _mm512_load_ps(pv + ld + cb * VL),
+                     pb = _mm512_load_ps(pv + 2 * ld + cb * VL);
+        float *p = xt + cb * k->xplane + rs + VL;
+        for (int r = 0; r < g->m * g->th; r++)
+            for (int c = 0; c < g->m * g->tw; c++) {
+                float *o = p + r * rs + c * VL;
+                __m512 v = _mm512_setzero_ps();
+                if (r < g->Ho && c < g->Wo) v = silu16(_mm512_fmadd_ps(_mm512_sub_ps(_mm512_load_ps(o), pm), ps, pb));
+                _mm512_store_ps(o, v);
+            }
+    }
+}
+
+/* A thread's units of conv_wino_pair_forward: per unit (a sample, or a group of samples), conv1's
+ * blocks into xt2, the middle, conv2's blocks. g1 and g2 take the same blocks (wino_geom_chans). */
+static void pair_share(const WinoGeom *g1, const WinoGeom *g2, const WinoWork *k1, const WinoWork *k2, const float *x,
+                       const ConvPrologue *pro1, const float *u1, const uint32_t *ub1, const ConvEpilogue *ep1,
+                       const ConvMiddle *mid, const float *u2, const uint32_t *ub2, const ConvEpilogue *ep2, float *y)
+{
+    const int t = omp_get_thread_num();
+    WinoBufs b1 = wino_bufs(k1, t), b2 = wino_bufs(k2, t);
+    memset(b1.xt, 0, sizeof(float) * k1->xt);
+    memset(b2.xt, 0, sizeof(float) * k2->xt);   /* conv2's padding: row and column 0 and the last */
+    const size_t slot2 = (size_t)g2->ci16 / VL * k2->xplane;
+    const int units = (g1->N + g1->group - 1) / g1->group;
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int q = 0; q < units; q++) {
+        WinoBlock b;
+        for (int i = q * g1->split; i < (q + 1) * g1->split && block_at(g1, 0, g1->N, i, &b); i++) {
+            if (b.t0 == 0) block_inputs(g1, k1, &b, x, pro1, &b1);
+            block_products(g1, k1, &b, b1.xt, u1, ub1, &b1);
+            block_out_padded(g1, g2, k2, &b, b1.m, b2.xt);
+        }
+        const int n0 = q * g1->group, nb = CM_MIN(g1->group, g1->N - n0);   /* the unit's samples */
+        for (int s = 0; s < nb; s++)
+            pair_middle(g2, k2, b2.xt + s * slot2, sample_bias(ep1, n0 + s, g1->Cout, b1.bias), mid, b2.pro, b2.stat);
+        for (int i = q * g2->split; i < (q + 1) * g2->split && block_at(g2, 0, g2->N, i, &b); i++) {
+            block_products(g2, k2, &b, b2.xt, u2, ub2, &b2);
+            block_out(g2, k2, &b, b2.m, b2.yt);
+            if (b.t1 == g2->T) block_outputs(g2, k2, &b, ep2, y, &b2);
+        }
+    }
+}
+
+void conv_wino_pair_forward(Ctx *c, const float *x, const ConvPrologue *pro1, const float *w1,
+                            const ConvEpilogue *ep1, const ConvMiddle *mid, const float *w2,
+                            const ConvEpilogue *ep2, float *y, int N, int Cin, int H, int W, int Cmid, int Cout)
+{
+    CM_ASSERT(conv_wino_pair_usable(Cin, Cmid, Cout) && mid->groups > 0 && Cmid % mid->groups == 0,
+              "conv_wino_pair_forward: %d -> %d -> %d channels, %d groups", Cin, Cmid, Cout, mid->groups);
+    const int chans = CM_MAX(round16(Cin) + round16(Cmid), round16(Cmid) + round16(Cout));
+    WinoGeom g1 = wino_geom_chans(N, Cin, H, W, Cmid, 1, 4, chans), g2 = wino_geom_chans(N, Cmid, H, W, Cout, 1, 4, chans);
+    ArenaMark mark = arena_mark(&c->arena);
+    const uint32_t *ub1, *ub2;
+    const float *u1 = forward_weights(c, &g1, w1, &ub1), *u2 = forward_weights(c, &g2, w2, &ub2);
+    /* k1's yt goes unused (conv1's tiles go to k2's xt) */
+    WinoWork k1 = wino_work(c, &g1, true, false, false, ub1 != NULL), k2 = wino_work(c, &g2, true, false, false, ub2 != NULL);
+#pragma omp parallel num_threads(cm_threads())
+    pair_share(&g1, &g2, &k1, &k2, x, pro1, u1, ub1, ep1, mid, u2, ub2, ep2, y);
     arena_release(&c->arena, mark);
 }
 

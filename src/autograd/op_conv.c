@@ -506,11 +506,10 @@ static float *prologue_apply(Ctx *c, const Tensor *x, const ConvPrologue *p)
     return xe;
 }
 
-Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad, const ConvFusion *f)
+/* op_conv2d_fused's arguments checked; their geometry. */
+static ConvGeom fused_geom(const Tensor *x, const Tensor *w, const Tensor *b, int stride, int pad, const ConvFusion *f)
 {
     char sx[64], sw[64], sb[64];
-    static const ConvFusion none = {0};
-    if (!f) f = &none;
     CM_ASSERT(x->ndim == 4 && w->ndim == 4 && x->shape[1] == w->shape[1],
               "conv2d: x %s [N,Cin,H,W] and w %s [Cout,Cin,kh,kw] do not match",
               tensor_shape_str(x, sx, sizeof sx), tensor_shape_str(w, sw, sizeof sw));
@@ -529,25 +528,46 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
               groups, g.Cin);
     if (f->norm_weight) shape_check("norm weight", f->norm_weight, 1, SHAPE(g.Cin), x, w);
     if (f->norm_bias) shape_check("norm bias", f->norm_bias, 1, SHAPE(g.Cin), x, w);
-    const float scale = f->scale != 0.0f ? f->scale : 1.0f;
     CM_ASSERT(!f->norm_stats || groups, "conv2d: norm_stats given without norm_groups");
     CM_ASSERT(!f->out_stats || (f->out_groups > 0 && g.Cout % f->out_groups == 0),
               "conv2d: out_stats for %d groups of %d output channels", f->out_groups, g.Cout);
+    return g;
+}
 
-    CM_ASSERT(!f->out || !ctx_grad_enabled(c), "conv2d: an output buffer (ConvFusion.out) in a pass with gradients");
-    Tensor *y = f->out ? tensor_wrap(c, f->out, NULL, 4, SHAPE(g.N, g.Cout, g.Ho, g.Wo), false)
-                       : TENSOR_NEW(c, g.N, g.Cout, g.Ho, g.Wo);
-    c->flops += conv_flops(&g);
-    const float *stats = f->norm_stats;         /* mean [N*groups], rstd [N*groups]: saved */
-    ConvPrologue pro;
-    if (groups) {
-        if (!stats) {
-            float *s = arena_alloc(&c->arena, 2 * sizeof(float) * (size_t)g.N * groups);
-            gn_stats(x->data, g.N, g.Cin, (size_t)g.H * g.W, groups, f->norm_eps, s, s + (size_t)g.N * groups);
-            stats = s;
-        }
-        pro = prologue_of(x, f->norm_weight, f->norm_bias, groups, stats);
+/* The prologue of f's input norm (f->norm_groups > 0), with x's statistics: f->norm_stats, or
+ * taken here into the arena; *stats says which. */
+static ConvPrologue fused_prologue(Ctx *c, const Tensor *x, const ConvGeom *g, const ConvFusion *f, const float **stats)
+{
+    const int groups = f->norm_groups;
+    *stats = f->norm_stats;                     /* mean [N*groups], rstd [N*groups] */
+    if (!*stats) {
+        float *s = arena_alloc(&c->arena, 2 * sizeof(float) * (size_t)g->N * groups);
+        gn_stats(x->data, g->N, g->Cin, (size_t)g->H * g->W, groups, f->norm_eps, s, s + (size_t)g->N * groups);
+        *stats = s;
     }
+    return prologue_of(x, f->norm_weight, f->norm_bias, groups, *stats);
+}
+
+/* y: f->out wrapped (a pass without gradients), or a new tensor. */
+static Tensor *fused_output(Ctx *c, const ConvGeom *g, const ConvFusion *f)
+{
+    CM_ASSERT(!f->out || !ctx_grad_enabled(c), "conv2d: an output buffer (ConvFusion.out) in a pass with gradients");
+    return f->out ? tensor_wrap(c, f->out, NULL, 4, SHAPE(g->N, g->Cout, g->Ho, g->Wo), false)
+                  : TENSOR_NEW(c, g->N, g->Cout, g->Ho, g->Wo);
+}
+
+Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad, const ConvFusion *f)
+{
+    static const ConvFusion none = {0};
+    if (!f) f = &none;
+    ConvGeom g = fused_geom(x, w, b, stride, pad, f);
+    const int groups = f->norm_groups;
+    const float scale = f->scale != 0.0f ? f->scale : 1.0f;
+    Tensor *y = fused_output(c, &g, f);
+    c->flops += conv_flops(&g);
+    const float *stats = NULL;                  /* saved for the backward */
+    ConvPrologue pro;
+    if (groups) pro = fused_prologue(c, x, &g, f, &stats);
     const size_t ngo = (size_t)g.N * f->out_groups;
     ConvEpilogue ep = {b ? b->data : NULL, f->bias ? f->bias->data : NULL,
                        f->residual ? f->residual->data : NULL, scale,
@@ -589,6 +609,41 @@ Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int
 Tensor *op_conv2d(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad)
 {
     return op_conv2d_fused(c, x, w, b, stride, pad, NULL);
+}
+
+bool conv2d_pair_usable(const Tensor *x, const Tensor *w1, const Tensor *w2)
+{
+    return x->ndim == 4 && w1->ndim == 4 && w2->ndim == 4 && w1->shape[2] == 3 && w1->shape[3] == 3 &&
+           w2->shape[2] == 3 && w2->shape[3] == 3 && conv_wino_pair_usable(x->shape[1], w1->shape[0], w2->shape[0]);
+}
+
+Tensor *op_conv2d_pair(Ctx *c, Tensor *x, Tensor *w1, Tensor *b1, const ConvFusion *f1, Tensor *w2, Tensor *b2,
+                       const ConvFusion *f2)
+{
+    CM_ASSERT(!ctx_grad_enabled(c), "conv2d pair: a pass with gradients (its backward would need the middle)");
+    CM_ASSERT(conv2d_pair_usable(x, w1, w2), "conv2d pair: not two 3x3 convs conv_wino takes");
+    ConvGeom g1 = fused_geom(x, w1, b1, 1, 1, f1);
+    Tensor *h = tensor_wrap(c, NULL, NULL, 4, SHAPE(g1.N, g1.Cout, g1.Ho, g1.Wo), false);   /* a shape, no data */
+    ConvGeom g2 = fused_geom(h, w2, b2, 1, 1, f2);
+    CM_ASSERT(!f1->residual && !f1->out_stats && !f1->out && (f1->scale == 0.0f || f1->scale == 1.0f),
+              "conv2d pair: the first conv takes a norm and biases only");
+    CM_ASSERT(f2->norm_groups > 0 && !f2->norm_stats && !f2->bias && !f2->out_stats,
+              "conv2d pair: the second conv takes a norm of its own statistics, a residual and a scale");
+    Tensor *y = fused_output(c, &g2, f2);
+    c->flops += conv_flops(&g1) + conv_flops(&g2);
+    const float *stats;
+    ConvPrologue pro1;
+    if (f1->norm_groups) pro1 = fused_prologue(c, x, &g1, f1, &stats);
+    ConvEpilogue ep1 = {.b = b1 ? b1->data : NULL, .bn = f1->bias ? f1->bias->data : NULL, .scale = 1.0f};
+    ConvEpilogue ep2 = {.b = b2 ? b2->data : NULL, .r = f2->residual ? f2->residual->data : NULL,
+                        .scale = f2->scale != 0.0f ? f2->scale : 1.0f};
+    ConvMiddle mid = {f2->norm_weight ? f2->norm_weight->data : NULL, f2->norm_bias ? f2->norm_bias->data : NULL,
+                      f2->norm_groups, f2->norm_eps};
+    ArenaMark mark = arena_mark(&c->arena);
+    conv_wino_pair_forward(c, x->data, f1->norm_groups ? &pro1 : NULL, w1->data, &ep1, &mid, w2->data, &ep2, y->data,
+                           g1.N, g1.Cin, g1.H, g1.W, g1.Cout, g2.Cout);
+    arena_release(&c->arena, mark);
+    return y;
 }
 
 /* With S[n, co] = sum over pixels of gs[n, co, :]: db[co] += sum_n S[n, co] and

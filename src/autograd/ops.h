@@ -102,6 +102,13 @@ typedef struct ConvFusion {
 } ConvFusion;
 /* op_conv2d is this with f NULL (the same op, OP_CONV2D). */
 Tensor *op_conv2d_fused(Ctx *c, Tensor *x, Tensor *w, Tensor *b, int stride, int pad, const ConvFusion *f);
+/* Two 3x3 stride-1 pad-1 convs in a row without gradients (a residual block's, layers.c):
+ *   h = conv(x, w1) + b1 with f1 (its input norm and per-sample bias only),
+ *   y = conv(h, w2) + b2 with f2 (its input norm, whose statistics are h's, residual, scale, out),
+ * h never stored (conv_wino_pair_forward). conv2d_pair_usable: whether the shapes take it. */
+bool conv2d_pair_usable(const Tensor *x, const Tensor *w1, const Tensor *w2);
+Tensor *op_conv2d_pair(Ctx *c, Tensor *x, Tensor *w1, Tensor *b1, const ConvFusion *f1, Tensor *w2, Tensor *b2,
+                       const ConvFusion *f2);
 /* Whether op_conv2d's forward takes its direct path (stride 1, at most 4 output channels, not 1x1
  * without padding; op_conv.c), whose output bits do not depend on the thread count. */
 bool conv2d_direct_usable(int Cout, int kh, int kw, int stride, int pad);

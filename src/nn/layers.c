@@ -176,27 +176,36 @@ Tensor *resblock_forward(Ctx *c, const ResBlock *l, const WeightSet *ws, Tensor 
     /* Two fused convs (op_conv2d_fused): each reads silu(norm(.)) of its input without storing
      * it, conv1 adds temb [N,out] per sample and channel as it stores its output, conv2 the skip
      * and the skip scale. conv1 also takes norm2's statistics of its output as it stores it.
-     * Dropout sits between norm2 and conv2, so with dropout norm2 is an op of its own. */
+     * Dropout sits between norm2 and conv2, so with dropout norm2 is an op of its own. Without
+     * gradients (sampling, the target and teacher passes) and dropout, the two run as a pair
+     * where conv_wino takes both (op_conv2d_pair): h stays in conv2's blocked input. */
     const bool dropout = dropout_rng && l->dropout > 0;
-    float *stats2 = dropout ? NULL : arena_alloc(&c->arena, 2 * sizeof(float) * (size_t)x->shape[0] * l->norm2.groups);
     Tensor *temb = linear_forward(c, &l->temb, ws, emb);               /* [N,out] */
-    Tensor *h = conv2d_forward_fused(c, &l->conv1, ws, x, &(ConvFusion){
-        .norm_weight = layer_param_tensor(c, &l->norm1.weight, ws),
-        .norm_bias = layer_param_tensor(c, &l->norm1.bias, ws),
-        .norm_groups = l->norm1.groups, .norm_eps = l->norm1.eps, .bias = temb,
-        .out_stats = stats2, .out_groups = l->norm2.groups, .out_eps = l->norm2.eps});
-    Tensor *skip = l->has_skip ? conv2d_forward(c, &l->skip, ws, x) : x;
-    ConvFusion f2 = {.residual = skip, .scale = l->skip_scale, .out = out};
-    if (dropout) {
-        h = op_dropout(c, group_norm_silu_forward(c, &l->norm2, ws, h), l->dropout, dropout_rng, sample0);
-    } else {
+    ConvFusion f1 = {.norm_weight = layer_param_tensor(c, &l->norm1.weight, ws),
+                     .norm_bias = layer_param_tensor(c, &l->norm1.bias, ws),
+                     .norm_groups = l->norm1.groups, .norm_eps = l->norm1.eps, .bias = temb};
+    ConvFusion f2 = {.scale = l->skip_scale, .out = out};
+    if (!dropout) {
         f2.norm_weight = layer_param_tensor(c, &l->norm2.weight, ws);
         f2.norm_bias = layer_param_tensor(c, &l->norm2.bias, ws);
         f2.norm_groups = l->norm2.groups;
         f2.norm_eps = l->norm2.eps;
-        f2.norm_stats = stats2;
     }
-    return conv2d_forward_fused(c, &l->conv2, ws, h, &f2);
+    Tensor *w1 = layer_param_tensor(c, &l->conv1.weight, ws), *w2 = layer_param_tensor(c, &l->conv2.weight, ws);
+    Tensor *b1 = layer_param_tensor(c, &l->conv1.bias, ws), *b2 = layer_param_tensor(c, &l->conv2.bias, ws);
+    if (!ctx_grad_enabled(c) && !dropout && conv2d_pair_usable(x, w1, w2)) {
+        f2.residual = l->has_skip ? conv2d_forward(c, &l->skip, ws, x) : x;
+        return op_conv2d_pair(c, x, w1, b1, &f1, w2, b2, &f2);
+    }
+    if (!dropout) {
+        f2.norm_stats = f1.out_stats = arena_alloc(&c->arena, 2 * sizeof(float) * (size_t)x->shape[0] * l->norm2.groups);
+        f1.out_groups = l->norm2.groups;
+        f1.out_eps = l->norm2.eps;
+    }
+    Tensor *h = op_conv2d_fused(c, x, w1, b1, l->conv1.stride, l->conv1.k / 2, &f1);
+    f2.residual = l->has_skip ? conv2d_forward(c, &l->skip, ws, x) : x;
+    if (dropout) h = op_dropout(c, group_norm_silu_forward(c, &l->norm2, ws, h), l->dropout, dropout_rng, sample0);
+    return op_conv2d_fused(c, h, w2, b2, l->conv2.stride, l->conv2.k / 2, &f2);
 }
 
 /* ---- Resampling ---- */
