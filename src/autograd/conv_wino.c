@@ -27,7 +27,7 @@
  * that many, else groups of whole samples (the 7x7 level: 16 tiles a sample).
  *
  * Pairs (conv_wino_pair_forward): a residual block's two convs without gradients share a unit's
- * blocks; conv1's output tiles go to conv2's xt (block_out_padded), where pair_middle adds the
+ * blocks; conv1's output tiles go to conv2's xt (block_out_to), where pair_middle adds the
  * bias, takes the group norm's statistics and applies silu(GN) in place.
  *
  * Split between threads: the forward pass hands out samples (or groups) dynamically. With fixed
@@ -41,7 +41,6 @@
 #include "ops.h"
 #include "simd16.h"
 
-#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -696,7 +695,7 @@ static WinoWork wino_work(Ctx *c, const WinoGeom *g, bool fwd, bool need_x, bool
     k.du = need_w ? (size_t)g->P * g->Cin * g->co16 : 0;
     k.bias = fwd ? (size_t)g->co16 : 0;
     k.pro = 3 * (size_t)g->ci16;
-    k.stat = fwd ? 4 * (size_t)g->ci16 : 0;   /* 2 ci16 doubles: pair_middle's sums */
+    k.stat = fwd ? 6 * (size_t)g->ci16 : 0;   /* pair_middle's sums (2 ci16 doubles), mean and rstd */
     k.per_thread = k.xt + k.yt + k.dyt + k.dxt + k.v + k.pa + k.pb + k.m + k.du + k.bias + k.pro + k.stat;
     k.mem = arena_alloc(&c->arena, sizeof(float) * k.per_thread * (size_t)cm_threads());
     return k;
@@ -792,19 +791,26 @@ static void block_in_adjoint(const WinoGeom *g, const WinoWork *k, const WinoBlo
                                 (ptrdiff_t)g->Wp * VL);
 }
 
+/* The block's output tiles from M in m into a blocked buffer at dst: channel-block stride plane,
+ * row stride `row` pixels (tile_at). */
+static void block_out_to(const WinoGeom *g, const WinoBlock *b, const float *m, float *dst, ptrdiff_t plane, int row)
+{
+    for (int cb = 0; cb < g->co16 / VL; cb++)
+        for (int s = 0, r = 0; s < b->nb; s++)
+            for (int t = b->t0; t < b->t1; t++, r++) {
+                const float *src = m + (ptrdiff_t)r * g->co16 + cb * VL;
+                float *d = dst + tile_at(g, g->co16 / VL, plane, row, s, t, cb);
+                if (g->m == 4)
+                    tile_out4(src, g->mxs, d, (ptrdiff_t)row * VL);
+                else
+                    tile_out(src, g->mxs, d, (ptrdiff_t)row * VL);
+            }
+}
+
 /* yt's tiles of the block from M in m. */
 static void block_out(const WinoGeom *g, const WinoWork *k, const WinoBlock *b, const float *m, float *yt)
 {
-    for (int cb = 0; cb < g->co16 / VL; cb++)
-        for (int s = 0, row = 0; s < b->nb; s++)
-            for (int t = b->t0; t < b->t1; t++, row++) {
-                const float *src = m + (ptrdiff_t)row * g->co16 + cb * VL;
-                float *dst = yt + y_tile(g, k, s, t, cb);
-                if (g->m == 4)
-                    tile_out4(src, g->mxs, dst, (ptrdiff_t)g->m * g->tw * VL);
-                else
-                    tile_out(src, g->mxs, dst, (ptrdiff_t)g->m * g->tw * VL);
-            }
+    block_out_to(g, b, m, yt, k->yplane, g->m * g->tw);
 }
 
 /* M' in m from the block's tiles of dyt, in fp32: F(4x4, 3x3) (bf16: block_out_adjoint_bf16). */
@@ -999,23 +1005,10 @@ bool conv_wino_pair_usable(int Cin, int Cmid, int Cout)
     return conv_wino_usable(Cin, Cmid, 3, 3, 1, 1) && conv_wino_usable(Cmid, Cout, 3, 3, 1, 1);
 }
 
-/* Conv1's output tiles of block b, from M in m (g1's planes), into conv2's blocked input xt2 (g2's
- * layout) at pixel offset (1, 1), where conv2's zero padding puts them; pair_middle clears the
- * pixels past Ho, Wo (the last tiles' overhang). */
-static void block_out_padded(const WinoGeom *g1, const WinoGeom *g2, const WinoWork *k2, const WinoBlock *b,
-                             const float *m, float *xt2)
-{
-    const ptrdiff_t rs = (ptrdiff_t)g2->Wp * VL;
-    for (int cb = 0; cb < g1->co16 / VL; cb++)
-        for (int s = 0, row = 0; s < b->nb; s++)
-            for (int t = b->t0; t < b->t1; t++, row++)
-                tile_out4(m + (ptrdiff_t)row * g1->co16 + cb * VL, g1->mxs, xt2 + x_tile(g2, k2, s, t, cb) + rs + VL, rs);
-}
-
 /* Conv2's input from conv1's output h in xt (one sample, g's blocked layout, h at pixel offset (1,
  * 1)), in place: h + bias (bias [Cin] or NULL), the group norm's statistics of that (sums in
- * double, as gn_stats), then silu(GN(h)); the overhang past Ho, Wo set to 0. pv [3][ci16] and
- * st [2][ci16] are scratch. */
+ * double, gn_moments), then silu(GN(h)); the overhang past Ho, Wo set to 0. pv [3][ci16] and
+ * st (2 ci16 doubles, then mean and rstd [groups]) are scratch. */
 static void pair_middle(const WinoGeom *g, const WinoWork *k, float *xt, const float *bias, const ConvMiddle *mid,
                         float *pv, double *st)
 {
@@ -1042,22 +1035,18 @@ static void pair_middle(const WinoGeom *g, const WinoWork *k, float *xt, const f
         _mm512_storeu_pd(st + ld + cb * VL, q0);
         _mm512_storeu_pd(st + ld + cb * VL + 8, q1);
     }
-    const double m = (double)Cg * g->Ho * g->Wo;
-    memset(pv, 0, sizeof(float) * 3 * (size_t)ld);   /* the padding channels: silu((0 - 0) 0 + 0) = 0 */
+    float *mean = (float *)(st + 2 * ld), *rstd = mean + mid->groups;
     for (int gi = 0; gi < mid->groups; gi++) {
         double s = 0, q = 0;
         for (int ch = gi * Cg; ch < (gi + 1) * Cg; ch++) s += st[ch], q += st[ld + ch];
-        const double mu = s / m, var = CM_MAX(0.0, q / m - mu * mu);
-        const float rstd = (float)(1.0 / sqrt(var + (double)mid->eps));
-        for (int ch = gi * Cg; ch < (gi + 1) * Cg; ch++) {
-            pv[ch] = (float)mu;
-            pv[ld + ch] = rstd * (mid->w ? mid->w[ch] : 1.0f);
-            pv[2 * ld + ch] = mid->b ? mid->b[ch] : 0.0f;
-        }
+        gn_moments(s, q, (double)Cg * g->Ho * g->Wo, mid->eps, &mean[gi], &rstd[gi]);
     }
+    sample_prologue(&(ConvPrologue){mean, rstd, mid->w, mid->b, mid->groups}, 0, C, ld, pv);
     for (int cb = 0; cb < ld / VL; cb++) {
-        const __m512 pm = _mm512_load_ps(pv + cb * VL), ps = _mm512_load_ps(pv + ld + cb * VL),
-                     pb = _mm512_load_ps(pv + 2 * ld + cb * VL);
+        /* the padding channels' lanes 0 (as to_blocked's): silu((0 - 0) 0 + 0) = 0 */
+        const __mmask16 mc = lanes16(C - cb * VL);
+        const __m512 pm = _mm512_maskz_loadu_ps(mc, pv + cb * VL), ps = _mm512_maskz_loadu_ps(mc, pv + ld + cb * VL),
+                     pb = _mm512_maskz_loadu_ps(mc, pv + 2 * ld + cb * VL);
         float *p = xt + cb * k->xplane + rs + VL;
         for (int r = 0; r < g->m * g->th; r++)
             for (int c = 0; c < g->m * g->tw; c++) {
@@ -1087,7 +1076,9 @@ static void pair_share(const WinoGeom *g1, const WinoGeom *g2, const WinoWork *k
         for (int i = q * g1->split; i < (q + 1) * g1->split && block_at(g1, 0, g1->N, i, &b); i++) {
             if (b.t0 == 0) block_inputs(g1, k1, &b, x, pro1, &b1);
             block_products(g1, k1, &b, b1.xt, u1, ub1, &b1);
-            block_out_padded(g1, g2, k2, &b, b1.m, b2.xt);
+            /* into conv2's zero-padded input at pixel (1, 1) (g1 and g2 tile alike); pair_middle
+             * clears the last tiles' overhang past Ho, Wo */
+            block_out_to(g1, &b, b1.m, b2.xt + ((ptrdiff_t)g2->Wp + 1) * VL, k2->xplane, g2->Wp);
         }
         const int n0 = q * g1->group, nb = CM_MIN(g1->group, g1->N - n0);   /* the unit's samples */
         for (int s = 0; s < nb; s++)

@@ -71,7 +71,12 @@ static void group_stats(const float *xg, size_t m, float eps, float *mean, float
         s += v;
         q += v * v;
     }
-    double mu = s / (double)m, var = CM_MAX(0.0, q / (double)m - mu * mu);
+    gn_moments(s, q, (double)m, eps, mean, rstd);
+}
+
+void gn_moments(double s, double q, double m, float eps, float *mean, float *rstd)
+{
+    double mu = s / m, var = CM_MAX(0.0, q / m - mu * mu);
     *mean = (float)mu;
     *rstd = (float)(1.0 / sqrt(var + (double)eps));
 }

@@ -140,11 +140,14 @@ Tensor *op_softmax(Ctx *c, Tensor *x);
 /* Group norm's kernels, for ops that fuse silu(group_norm(x)) into their input
  * (op_conv2d_fused), on x [N,C,S] with `groups` groups:
  *   gn_stats       mean, rstd [N*groups] (gn_stats_serial: on the calling thread only);
+ *   gn_moments     one group's mean and rstd from the double sums s and q of its m values and of
+ *                  their squares (gn_stats's formula, for sums taken elsewhere: conv_wino's pairs);
  *   gn_silu_apply  y = silu(GN(x)) with weight w and bias b (either may be NULL);
  *   gn_grad        the backward from gy = dL/dy (silu: y = silu(GN(x)), else GN(x)): dx written
  *                  (fresh_x) or accumulated, dw and db accumulated; each may be NULL. */
 void gn_stats(const float *x, int N, int C, size_t S, int groups, float eps, float *mean, float *rstd);
 void gn_stats_serial(const float *x, int N, int C, size_t S, int groups, float eps, float *mean, float *rstd);
+void gn_moments(double s, double q, double m, float eps, float *mean, float *rstd);
 void gn_silu_apply(const float *x, int N, int C, size_t S, int groups, const float *mean,
                    const float *rstd, const float *w, const float *b, float *y);
 void gn_grad(Ctx *c, const float *x, int N, int C, size_t S, int groups, const float *mean,
